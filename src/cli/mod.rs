@@ -1,0 +1,193 @@
+//! Argument parsing and the commands.
+
+pub mod exit;
+mod output;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use container_upgrader::engine::Engine;
+use container_upgrader::manifest::{Dur, Manifest};
+use container_upgrader::plan::{self, Action, Plan};
+use container_upgrader::registry::Registry;
+use container_upgrader::{observe, resolve};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (validate: the manifest is valid; plan: the plan was computed)
+  1  the manifest is invalid (the problems are printed on stderr; nothing was done)
+  2  bad command-line usage
+  3  the Docker Engine could not be reached or failed
+  4  plan --detailed-exitcode: at least one container would be upgraded
+  5  plan --detailed-exitcode: at least one target is in error, refused or missing
+ 70  internal error";
+
+/// Keeps Docker containers on the image versions a manifest pins.
+#[derive(Debug, Parser)]
+#[command(name = "container-upgrader", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CONTAINER_UPGRADER_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// More logging (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line, for machines.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a manifest and report every problem with file:line:column.
+    #[command(after_help = "Exit codes: 0 valid, 1 invalid (problems on stderr), 2 usage.")]
+    Validate {
+        #[command(flatten)]
+        file: FileArg,
+    },
+    /// Show what a reconcile would do: the manifest diffed against what runs.
+    #[command(after_help = EXIT_CODES)]
+    Plan {
+        #[command(flatten)]
+        file: FileArg,
+        #[command(flatten)]
+        registry: RegistryArgs,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        /// Exit 4 when upgrades are pending and 5 when a target is in
+        /// error, refused or missing (0 only when everything is up to date).
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct FileArg {
+    /// The desired-state manifest.
+    #[arg(short = 'f', long = "file", env = "CONTAINER_UPGRADER_FILE", default_value = "desired-state.yaml")]
+    path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct RegistryArgs {
+    /// A registry (host[:port]) to reach over plain HTTP. Loopback
+    /// registries always are, as with the Docker daemon. Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure: Vec<String>,
+    /// Time one registry request may take.
+    #[arg(long, default_value = "15s", value_name = "DURATION")]
+    registry_timeout: Dur,
+}
+
+/// Plan output formats.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Output {
+    /// An aligned table for people.
+    Table,
+    /// `{"actions": [...], "summary": {...}}` for machines.
+    Json,
+}
+
+/// A command that failed: the message for stderr and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// Exit code (see [`exit`]).
+    pub code: u8,
+    message: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl Failure {
+    fn new(code: u8, message: impl fmt::Display) -> Self {
+        Self { code, message: message.to_string() }
+    }
+}
+
+/// Sets up tracing on stderr; stdout is for command output only.
+pub fn init_logging(global: &Global) {
+    let default = match global.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A second initialisation (tests) is not an error worth reporting.
+    let _ = match global.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Runs the parsed command; returns the exit code on success.
+pub async fn run(cli: Cli) -> Result<u8, Failure> {
+    match cli.command {
+        Command::Validate { file } => validate(&file),
+        Command::Plan { file, registry, output, detailed_exitcode } => {
+            let plan = compute_plan(&file, &registry).await?;
+            output::print_plan(&plan, output == Output::Json).map_err(|e| Failure::new(exit::INTERNAL, e))?;
+            Ok(if detailed_exitcode { detailed(&plan) } else { exit::OK })
+        }
+    }
+}
+
+fn load(file: &FileArg) -> Result<Manifest, Failure> {
+    Manifest::load(&file.path).map_err(|e| {
+        Failure::new(exit::INVALID, format!("{e}\nerror: the manifest is invalid; nothing was done"))
+    })
+}
+
+fn validate(file: &FileArg) -> Result<u8, Failure> {
+    let manifest = load(file)?;
+    println!("{}: valid ({} targets)", manifest.origin, manifest.targets.len());
+    Ok(exit::OK)
+}
+
+async fn compute_plan(file: &FileArg, args: &RegistryArgs) -> Result<Plan, Failure> {
+    let manifest = load(file)?;
+    let engine = Engine::connect().await.map_err(|e| Failure::new(exit::ENGINE, format!("error: {e}")))?;
+    let observed = observe::observe(&engine, &manifest)
+        .await
+        .map_err(|e| Failure::new(exit::ENGINE, format!("error: {e}")))?;
+    let needed = plan::needs_resolution(&manifest, &observed);
+    let timeout: Duration = args.registry_timeout.0;
+    let registry = Registry::new(&args.insecure, manifest.targets.iter().map(|t| t.want.image()), timeout);
+    let resolved = resolve::resolve(&manifest, &observed, &registry, &needed).await;
+    Ok(plan::plan(&manifest, &observed, &resolved))
+}
+
+fn detailed(plan: &Plan) -> u8 {
+    if plan.actions.iter().any(|e| matches!(e.action, Action::Error | Action::Refused | Action::Missing)) {
+        exit::PROBLEMS
+    } else if plan.count(Action::Upgrade) > 0 {
+        exit::CHANGES
+    } else {
+        exit::OK
+    }
+}

@@ -1,0 +1,18 @@
+//! container-upgrader keeps Docker containers on the image versions an
+//! operator pins in a desired-state manifest.
+//!
+//! The modules follow the pipeline of DESIGN.md §3:
+//! [`manifest`] (load, validate) → [`observe`] (what Docker runs) →
+//! [`resolve`] (tags to digests, semver to tags) → [`plan`] (the pure diff).
+//! Only [`engine`] talks to the Docker Engine and only [`registry`] talks to
+//! image registries.
+#![deny(missing_docs)]
+
+pub mod engine;
+pub mod manifest;
+pub mod observe;
+pub mod plan;
+pub mod reference;
+pub mod registry;
+pub mod resolve;
+pub mod types;

@@ -1,0 +1,209 @@
+//! The desired-state manifest: load, validate, and the typed model the rest
+//! of the pipeline reads.
+//!
+//! Loading never acts on bad input: every problem comes back as a
+//! [`ManifestError`] with file, line and column, and the caller keeps using
+//! its last good manifest.
+
+pub mod document;
+pub mod duration;
+pub mod error;
+pub mod policy;
+pub mod source;
+mod validate;
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use semver::VersionReq;
+
+pub use document::{Order, Probe, PullPolicy};
+pub use duration::Dur;
+pub use error::{ManifestError, Problem};
+pub use policy::ImagePattern;
+pub use source::{Pos, Source};
+
+use crate::reference::ImageRef;
+
+/// The only manifest format version this build reads.
+pub const VERSION: u64 = 1;
+
+/// A validated manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// Where it was read from.
+    pub origin: String,
+    /// Periodic re-check interval (zero: only on triggers).
+    pub drift_interval: Dur,
+    /// What targets may name.
+    pub policy: Policy,
+    /// The targets, in file order.
+    pub targets: Vec<Target>,
+}
+
+/// `policy`, validated.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Policy {
+    /// `None`: any image is allowed.
+    pub allowed_images: Option<Vec<ImagePattern>>,
+}
+
+impl Policy {
+    /// True when `image` may be named by a target.
+    pub fn allows(&self, image: &ImageRef) -> bool {
+        self.allowed_images.as_ref().is_none_or(|patterns| patterns.iter().any(|p| p.matches(image)))
+    }
+}
+
+/// One validated target with its effective settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// Position in `targets` (0-based), for messages.
+    pub index: usize,
+    /// Which containers it covers.
+    pub select: Select,
+    /// Which image they should run.
+    pub want: Want,
+    /// Defaults merged with the target's overrides.
+    pub settings: Settings,
+}
+
+/// How a target picks its containers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Select {
+    /// One container by name.
+    Container(String),
+    /// Every container with this label (and value, if given).
+    Label {
+        /// Label key.
+        key: String,
+        /// Required value; `None` means "has the label".
+        value: Option<String>,
+    },
+}
+
+impl Select {
+    /// True when a container with this name and these labels is covered.
+    pub fn matches<'a>(&self, name: &str, mut labels: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
+        match self {
+            Select::Container(n) => n == name,
+            Select::Label { key, value } => {
+                labels.any(|(k, v)| k == key && value.as_deref().is_none_or(|want| want == v))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Select {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Select::Container(name) => f.write_str(name),
+            Select::Label { key, value: Some(v) } => write!(f, "label {key}={v}"),
+            Select::Label { key, value: None } => write!(f, "label {key}"),
+        }
+    }
+}
+
+/// The image a target wants.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Want {
+    /// Exactly this reference (a tag, or a digest pin).
+    Image(ImageRef),
+    /// The highest tag of `image` matching `range`.
+    Track {
+        /// The repository (its tag is ignored).
+        image: ImageRef,
+        /// The semver range.
+        range: VersionReq,
+        /// Whether pre-release tags count.
+        prerelease: bool,
+    },
+}
+
+impl Want {
+    /// The repository the target's image comes from (for policy checks).
+    pub fn image(&self) -> &ImageRef {
+        match self {
+            Want::Image(r) | Want::Track { image: r, .. } => r,
+        }
+    }
+}
+
+impl fmt::Display for Want {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Want::Image(r) => f.write_str(&r.familiar()),
+            Want::Track { image, range, .. } => {
+                let name = image.familiar();
+                let name = name.rsplit_once(':').map_or(name.as_str(), |(n, _)| n);
+                write!(f, "{name} (semver {range})")
+            }
+        }
+    }
+}
+
+/// Effective settings of one target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// When to pull.
+    pub pull: PullPolicy,
+    /// Swap order.
+    pub order: Order,
+    /// Roll back when the gate fails.
+    pub rollback: bool,
+    /// Remove the old image after a commit.
+    pub cleanup: bool,
+    /// The health gate.
+    pub health: HealthGate,
+}
+
+/// The effective health gate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthGate {
+    /// Overall time the new container has.
+    pub timeout: Duration,
+    /// How long it must stay running unchanged.
+    pub stable: Duration,
+    /// What is checked.
+    pub probe: Probe,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            pull: PullPolicy::Always,
+            order: Order::StopFirst,
+            rollback: true,
+            cleanup: false,
+            health: HealthGate {
+                timeout: Duration::from_secs(60),
+                stable: Duration::from_secs(5),
+                probe: Probe::Auto,
+            },
+        }
+    }
+}
+
+/// The drift interval when the manifest sets none.
+pub const DEFAULT_DRIFT_INTERVAL: Duration = Duration::from_secs(300);
+
+impl Manifest {
+    /// Reads and validates the manifest at `path`.
+    pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        validate::validate(&Source::read(path)?)
+    }
+
+    /// Validates manifest text that came from elsewhere (an API body, a test).
+    pub fn parse(origin: &str, text: &str) -> Result<Self, ManifestError> {
+        validate::validate(&Source::from_text(origin, text)?)
+    }
+
+    /// Validates an already scanned source.
+    pub fn from_source(source: &Source) -> Result<Self, ManifestError> {
+        validate::validate(source)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,275 @@
+//! Reading a manifest file safely and knowing where each value sits in it.
+//!
+//! serde_yaml gives positions for the errors it finds itself; the checks that
+//! span several fields (a target with both `image` and `track`, a duplicate
+//! container) need the position of a path such as `targets[2].image`. This
+//! module walks the YAML events once (yaml-rust2 keeps the marks; it does not
+//! expand aliases, so the walk is linear in the input) and records the start
+//! of every node by path. The same walk refuses deep nesting and alias
+//! floods before serde_yaml ever sees the text.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use yaml_rust2::parser::{Event, Parser};
+
+use super::error::{ManifestError, Problem};
+
+/// The largest manifest accepted. Real ones are a few KiB.
+pub const MAX_BYTES: u64 = 1024 * 1024;
+/// The deepest nesting accepted (a manifest needs about 6 levels).
+pub const MAX_DEPTH: usize = 32;
+/// The most aliases (`*name`) accepted in one manifest.
+pub const MAX_ALIASES: usize = 100;
+
+/// A line and column, both 1-based.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Pos {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+}
+
+/// The text of a manifest and the position of every node in it.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Where the text came from (a path, or a label such as `<request body>`).
+    pub origin: String,
+    /// The text itself.
+    pub text: String,
+    positions: HashMap<String, Pos>,
+}
+
+impl Source {
+    /// Reads `path`, refusing files over [`MAX_BYTES`] without reading them whole.
+    pub fn read(path: &Path) -> Result<Self, ManifestError> {
+        let origin = path.display().to_string();
+        let fail = |message: String| ManifestError::single(&origin, Pos::default(), message);
+        let file = File::open(path).map_err(|e| fail(format!("cannot open the manifest: {e}")))?;
+        let mut bytes = Vec::new();
+        file.take(MAX_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| fail(format!("cannot read the manifest: {e}")))?;
+        if bytes.len() as u64 > MAX_BYTES {
+            return Err(fail(format!(
+                "the manifest is larger than the limit of {} KiB; a manifest is a short list of targets",
+                MAX_BYTES / 1024
+            )));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            fail(format!(
+                "the manifest is not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ))
+        })?;
+        Self::scan(origin, text)
+    }
+
+    /// Takes text that did not come from a file (an API body, a test).
+    pub fn from_text(origin: impl Into<String>, text: impl Into<String>) -> Result<Self, ManifestError> {
+        let (origin, text) = (origin.into(), text.into());
+        if text.len() as u64 > MAX_BYTES {
+            return Err(ManifestError::single(
+                &origin,
+                Pos::default(),
+                format!("the manifest is larger than the limit of {} KiB", MAX_BYTES / 1024),
+            ));
+        }
+        Self::scan(origin, text)
+    }
+
+    /// The position of the node at `path` (`targets[1].image`), or of its
+    /// nearest recorded ancestor, or the top of the file.
+    pub fn pos(&self, path: &str) -> Pos {
+        let mut p = path;
+        loop {
+            if let Some(pos) = self.positions.get(p) {
+                return *pos;
+            }
+            match p.rfind(['.', '[']) {
+                Some(i) => p = &p[..i],
+                None => return Pos { line: 1, column: 1 },
+            }
+        }
+    }
+
+    /// True when the document holds no value at all (empty, or only comments).
+    pub fn is_empty_document(&self) -> bool {
+        !self.positions.contains_key("")
+    }
+
+    fn scan(origin: String, text: String) -> Result<Self, ManifestError> {
+        let positions =
+            index(&text).map_err(|(pos, message)| ManifestError::single(&origin, pos, message))?;
+        Ok(Self { origin, text, positions })
+    }
+
+    /// A problem at `path`.
+    pub fn problem(&self, path: &str, message: impl Into<String>) -> Problem {
+        Problem { pos: self.pos(path), path: path.to_string(), message: message.into() }
+    }
+}
+
+/// One open collection during the walk.
+enum Frame {
+    Seq {
+        path: String,
+        next: usize,
+    },
+    /// `first` holds the mapping's own mark until its first key is seen:
+    /// yaml-rust2 marks a block mapping where its first `:` is, and a person
+    /// looks for the mapping where its first key starts.
+    Map {
+        path: String,
+        key: Option<String>,
+        first: Option<Pos>,
+    },
+}
+
+/// Walks the events, recording the start of every node by path.
+fn index(text: &str) -> Result<HashMap<String, Pos>, (Pos, String)> {
+    let mut parser = Parser::new_from_str(text);
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut positions = HashMap::new();
+    let mut aliases = 0usize;
+    let mut documents = 0usize;
+    loop {
+        let (event, mark) = parser.next_token().map_err(|e| {
+            let m = e.marker();
+            let pos = Pos { line: m.line(), column: m.col() + 1 };
+            // yaml-rust2 has its own nesting guard; say it in our words.
+            if e.info().contains("recursion limit") {
+                return (pos, format!("nesting deeper than {MAX_DEPTH} levels; a manifest needs far fewer"));
+            }
+            (pos, format!("not valid YAML: {}", e.info()))
+        })?;
+        let pos = Pos { line: mark.line(), column: mark.col() + 1 };
+        if let Some(Frame::Map { path, key: None, first }) = stack.last_mut() {
+            if let (Some(_), false) = (first.take(), matches!(event, Event::MappingEnd)) {
+                positions.insert(path.clone(), pos);
+            }
+        }
+        match event {
+            Event::StreamEnd => return Ok(positions),
+            Event::DocumentStart => {
+                documents += 1;
+                if documents > 1 {
+                    return Err((
+                        pos,
+                        "more than one YAML document (`---`); a manifest is a single document".into(),
+                    ));
+                }
+            }
+            Event::Scalar(value, ..) => {
+                if let Some(path) = node_path(&mut stack, Some(value)) {
+                    positions.entry(path).or_insert(pos);
+                }
+            }
+            Event::Alias(_) => {
+                aliases += 1;
+                if aliases > MAX_ALIASES {
+                    return Err((
+                        pos,
+                        format!("more than {MAX_ALIASES} aliases (`*name`); refusing a possible alias bomb"),
+                    ));
+                }
+                if let Some(path) = node_path(&mut stack, None) {
+                    positions.entry(path).or_insert(pos);
+                }
+            }
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err((
+                        pos,
+                        format!("nesting deeper than {MAX_DEPTH} levels; a manifest needs far fewer"),
+                    ));
+                }
+                let path = node_path(&mut stack, None).unwrap_or_default();
+                positions.entry(path.clone()).or_insert(pos);
+                stack.push(match event {
+                    Event::SequenceStart(..) => Frame::Seq { path, next: 0 },
+                    _ => Frame::Map { path, key: None, first: Some(pos) },
+                });
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                stack.pop();
+            }
+            Event::Nothing | Event::StreamStart | Event::DocumentEnd => {}
+        }
+    }
+}
+
+/// The path of the node that starts now, or `None` when the node is a
+/// mapping key (keys are remembered, not recorded). `scalar` is the node's
+/// text when it is a scalar, so a key can be remembered.
+fn node_path(stack: &mut [Frame], scalar: Option<String>) -> Option<String> {
+    match stack.last_mut() {
+        None => Some(String::new()),
+        Some(Frame::Seq { path, next }) => {
+            let p = format!("{path}[{next}]");
+            *next += 1;
+            Some(p)
+        }
+        Some(Frame::Map { path, key, .. }) => match key.take() {
+            Some(k) if path.is_empty() => Some(k),
+            Some(k) => Some(format!("{path}.{k}")),
+            None => {
+                // This node is a key. Complex (non-scalar) keys get an
+                // unmatchable name; serde refuses them later anyway.
+                *key = Some(scalar.unwrap_or_else(|| "?".into()));
+                None
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_positions_of_nested_paths() {
+        let text =
+            "version: 1\ntargets:\n  - container: web\n    image: nginx:1\n  - selector: {label: \"a=b\"}\n";
+        let src = Source::from_text("t.yaml", text).expect("valid");
+        assert_eq!(src.pos("version"), Pos { line: 1, column: 10 });
+        assert_eq!(src.pos("targets[0].image"), Pos { line: 4, column: 12 });
+        assert_eq!(src.pos("targets[1].selector.label"), Pos { line: 5, column: 23 });
+        // Unknown paths fall back to the nearest ancestor.
+        assert_eq!(src.pos("targets[1].image"), Pos { line: 5, column: 5 });
+    }
+
+    #[test]
+    fn refuses_deep_nesting_quickly() {
+        let text = format!("a: {}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let err = Source::from_text("deep.yaml", text).expect_err("too deep").to_string();
+        assert!(err.contains("deeper than 32 levels"), "{err}");
+        assert!(err.starts_with("deep.yaml:1:"), "{err}");
+    }
+
+    #[test]
+    fn refuses_alias_floods() {
+        let mut text = String::from("a: &a [x]\nb: [");
+        text.push_str(&vec!["*a"; 200].join(", "));
+        text.push_str("]\n");
+        let err = Source::from_text("bomb.yaml", text).expect_err("bomb").to_string();
+        assert!(err.contains("more than 100 aliases"), "{err}");
+        assert!(err.starts_with("bomb.yaml:2:"), "{err}");
+    }
+
+    #[test]
+    fn refuses_oversized_input_naming_the_limit() {
+        let text = format!("# {}\n", "x".repeat(MAX_BYTES as usize));
+        let err = Source::from_text("big.yaml", text).expect_err("too big").to_string();
+        assert!(err.contains("limit of 1024 KiB"), "{err}");
+    }
+
+    #[test]
+    fn an_only_comments_file_is_an_empty_document() {
+        let src = Source::from_text("e.yaml", "# nothing here\n\n").expect("scans");
+        assert!(src.is_empty_document());
+    }
+}

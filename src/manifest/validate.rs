@@ -1,0 +1,242 @@
+//! From the document as written to a [`Manifest`]: every rule that serde
+//! cannot express, each problem reported at the position of the field.
+
+use std::collections::HashMap;
+
+use semver::VersionReq;
+
+use super::document::{Document, HealthDoc, Overrides, Probe, SelectorDoc, TargetDoc, TrackDoc};
+use super::{
+    HealthGate, Manifest, ManifestError, Policy, Pos, Problem, Select, Settings, Source, Target, Want,
+};
+use super::{DEFAULT_DRIFT_INTERVAL, VERSION};
+use crate::reference::ImageRef;
+
+/// Checks everything and returns the manifest, or every problem found.
+pub(super) fn validate(src: &Source) -> Result<Manifest, ManifestError> {
+    if src.is_empty_document() {
+        return Err(ManifestError::single(
+            &src.origin,
+            Pos { line: 1, column: 1 },
+            "the manifest is empty; it needs at least `version: 1` and a `targets:` list",
+        ));
+    }
+    let doc: Document = serde_yaml::from_str(&src.text).map_err(|e| serde_problem(src, &e))?;
+    let mut problems = Vec::new();
+    if doc.version != VERSION {
+        problems.push(src.problem(
+            "version",
+            format!("unsupported manifest version {}; this build reads version {VERSION}", doc.version),
+        ));
+    }
+    let base = settings(src, "defaults", &Settings::default(), &doc.defaults_as_target(), &mut problems);
+    let mut targets = Vec::with_capacity(doc.targets.len());
+    let mut seen: HashMap<Select, usize> = HashMap::new();
+    for (index, t) in doc.targets.iter().enumerate() {
+        let path = format!("targets[{index}]");
+        let select = select(src, &path, t);
+        if let Ok(sel) = &select {
+            let field = if t.container.is_some() { "container" } else { "selector" };
+            if let Some(first) = seen.insert(sel.clone(), index) {
+                let at = src.pos(&format!("targets[{first}].{field}"));
+                problems.push(src.problem(
+                    &format!("{path}.{field}"),
+                    format!(
+                        "duplicate target: `{sel}` is already a target at targets[{first}] (line {}); each container may be named by one target only",
+                        at.line
+                    ),
+                ));
+            }
+        }
+        let want = want(src, &path, t);
+        let settings = settings(src, &path, &base, t, &mut problems);
+        match (select, want) {
+            (Ok(select), Ok(want)) => targets.push(Target { index, select, want, settings }),
+            (select, want) => problems.extend(select.err().into_iter().chain(want.err())),
+        }
+    }
+    if !problems.is_empty() {
+        problems.sort_by_key(|p| (p.pos.line, p.pos.column));
+        return Err(ManifestError { origin: src.origin.clone(), problems });
+    }
+    Ok(Manifest {
+        origin: src.origin.clone(),
+        drift_interval: doc.defaults.drift_interval.unwrap_or(super::Dur(DEFAULT_DRIFT_INTERVAL)),
+        policy: Policy { allowed_images: doc.policy.allowed_images },
+        targets,
+    })
+}
+
+impl Document {
+    /// `defaults` seen as a target's overrides, so one merge serves both.
+    fn defaults_as_target(&self) -> TargetDoc {
+        let Overrides { pull, order, rollback, cleanup, health, drift_interval: _ } = self.defaults.clone();
+        TargetDoc {
+            container: None,
+            selector: None,
+            image: None,
+            track: None,
+            pull,
+            order,
+            rollback,
+            cleanup,
+            health,
+        }
+    }
+}
+
+/// serde_yaml reports its own position; keep it and drop the duplicate
+/// " at line L column C" it appends to the message.
+fn serde_problem(src: &Source, e: &serde_yaml::Error) -> ManifestError {
+    let pos = e.location().map_or(Pos { line: 1, column: 1 }, |l| Pos { line: l.line(), column: l.column() });
+    let mut message = e.to_string();
+    if let Some(i) = message.rfind(" at line ") {
+        message.truncate(i);
+    }
+    let message =
+        message.replace("YAML tag starting with '!'", "single-key map such as {http: {port: 8080}}");
+    ManifestError {
+        origin: src.origin.clone(),
+        problems: vec![Problem { pos, path: String::new(), message }],
+    }
+}
+
+fn select(src: &Source, path: &str, t: &TargetDoc) -> Result<Select, Problem> {
+    match (&t.container, &t.selector) {
+        (Some(name), None) => container_name(name).map_err(|m| src.problem(&format!("{path}.container"), m)),
+        (None, Some(sel)) => selector(sel).map_err(|m| src.problem(&format!("{path}.selector.label"), m)),
+        (Some(_), Some(_)) => {
+            Err(src.problem(path, "a target has either `container` or `selector`, not both"))
+        }
+        (None, None) => {
+            Err(src.problem(path, "a target needs `container: NAME` or `selector: {label: \"key=value\"}`"))
+        }
+    }
+}
+
+fn want(src: &Source, path: &str, t: &TargetDoc) -> Result<Want, Problem> {
+    match (&t.image, &t.track) {
+        (Some(image), None) => ImageRef::parse(image)
+            .map(Want::Image)
+            .map_err(|e| src.problem(&format!("{path}.image"), e.to_string())),
+        (None, Some(track)) => self::track(src, &format!("{path}.track"), track),
+        (Some(_), Some(_)) => Err(src.problem(path, "a target has either `image` or `track`, not both")),
+        (None, None) => Err(src.problem(
+            path,
+            "a target needs `image: REF` (a tag or name@sha256:…) or `track: {image: REPO, semver: RANGE}`",
+        )),
+    }
+}
+
+/// Docker's container name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+fn container_name(name: &str) -> Result<Select, String> {
+    let bare = name.strip_prefix('/').unwrap_or(name);
+    let mut chars = bare.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && bare.len() >= 2
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !valid {
+        return Err(format!(
+            "invalid container name `{name}`; Docker names are 2+ characters of [a-zA-Z0-9_.-] starting with a letter or digit"
+        ));
+    }
+    Ok(Select::Container(bare.to_string()))
+}
+
+fn selector(sel: &SelectorDoc) -> Result<Select, String> {
+    let (key, value) = match sel.label.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_string())),
+        None => (sel.label.as_str(), None),
+    };
+    if key.is_empty() || key.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "invalid label selector `{}`; expected `key=value` or `key`, the key without spaces",
+            sel.label
+        ));
+    }
+    Ok(Select::Label { key: key.to_string(), value })
+}
+
+fn track(src: &Source, path: &str, t: &TrackDoc) -> Result<Want, Problem> {
+    let image_path = format!("{path}.image");
+    let image = ImageRef::parse(&t.image).map_err(|e| src.problem(&image_path, e.to_string()))?;
+    let last = t.image.rsplit('/').next().unwrap_or(&t.image);
+    if image.digest().is_some() || last.contains(':') {
+        return Err(src.problem(
+            &image_path,
+            format!(
+                "`{}` names a tag or digest; `track.image` is a repository, the tag is chosen by `semver`",
+                t.image
+            ),
+        ));
+    }
+    let range = VersionReq::parse(&t.semver).map_err(|e| {
+        src.problem(
+            &format!("{path}.semver"),
+            format!("invalid semver range `{}` ({e}); expected e.g. ^1.4, ~2.19, >=1.2, <2", t.semver),
+        )
+    })?;
+    Ok(Want::Track { image, range, prerelease: t.prerelease })
+}
+
+/// Merges a target's (or `defaults`') overrides over `base`.
+fn settings(
+    src: &Source,
+    path: &str,
+    base: &Settings,
+    t: &TargetDoc,
+    problems: &mut Vec<Problem>,
+) -> Settings {
+    let health = t.health.as_ref().map_or_else(
+        || base.health.clone(),
+        |h| health(src, &format!("{path}.health"), &base.health, h, problems),
+    );
+    Settings {
+        pull: t.pull.unwrap_or(base.pull),
+        order: t.order.unwrap_or(base.order),
+        rollback: t.rollback.unwrap_or(base.rollback),
+        cleanup: t.cleanup.unwrap_or(base.cleanup),
+        health,
+    }
+}
+
+fn health(
+    src: &Source,
+    path: &str,
+    base: &HealthGate,
+    h: &HealthDoc,
+    problems: &mut Vec<Problem>,
+) -> HealthGate {
+    let gate = HealthGate {
+        timeout: h.timeout.map_or(base.timeout, |d| d.0),
+        stable: h.stable.map_or(base.stable, |d| d.0),
+        probe: h.probe.clone().unwrap_or_else(|| base.probe.clone()),
+    };
+    if gate.timeout.is_zero() {
+        problems.push(src.problem(&format!("{path}.timeout"), "health.timeout must be longer than 0"));
+    } else if gate.stable >= gate.timeout {
+        problems.push(src.problem(
+            &format!("{path}.stable"),
+            format!(
+                "health.stable ({}) must be shorter than health.timeout ({}), or the gate can never pass",
+                super::Dur(gate.stable),
+                super::Dur(gate.timeout)
+            ),
+        ));
+    }
+    match &gate.probe {
+        Probe::Http { port: 0, .. } | Probe::Tcp { port: 0 } => {
+            problems.push(src.problem(&format!("{path}.probe"), "probe port must be 1-65535"));
+        }
+        Probe::Http { status, .. } if !(100..=599).contains(status) => {
+            problems
+                .push(src.problem(&format!("{path}.probe"), format!("HTTP status {status} is not 100-599")));
+        }
+        Probe::Http { path: p, .. } if !p.starts_with('/') => {
+            problems
+                .push(src.problem(&format!("{path}.probe"), format!("HTTP path `{p}` must start with `/`")));
+        }
+        _ => {}
+    }
+    gate
+}

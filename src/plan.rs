@@ -1,0 +1,265 @@
+//! The plan: a pure diff of the manifest against what runs.
+//!
+//! `plan(manifest, observed, resolved)` touches nothing: every decision the
+//! controller makes about *whether* to act is here, tested without Docker.
+//! The executor (the swap engine) acts on the entries whose action is
+//! [`Action::Upgrade`].
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::manifest::{Manifest, Target};
+use crate::observe::{selects, Observed, ObservedContainer};
+use crate::reference::ImageRef;
+use crate::resolve::{Desired, Resolved};
+use crate::types::Digest;
+
+/// What to do about one container (or one target with no container).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Swap the container to the desired image.
+    Upgrade,
+    /// Already on the desired image.
+    None,
+    /// The target selects no container.
+    Missing,
+    /// The policy does not allow the target's image.
+    Refused,
+    /// The desired image could not be determined (registry down, no tag
+    /// matches, …) or the target conflicts with another. Never acted on.
+    Error,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Upgrade => "upgrade",
+            Action::None => "none",
+            Action::Missing => "missing",
+            Action::Refused => "refused",
+            Action::Error => "error",
+        })
+    }
+}
+
+/// An image as the plan shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageState {
+    /// A reference (`app:1.4.2`) or, for a container whose tag moved away,
+    /// the image id it still runs.
+    pub image: String,
+    /// The registry digest, when known.
+    pub digest: Option<String>,
+}
+
+/// One line of the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanEntry {
+    /// The target as written (`web`, `label tier=edge`).
+    pub target: String,
+    /// The target's position in the manifest.
+    #[serde(skip)]
+    pub target_index: usize,
+    /// The container's name; `None` for [`Action::Missing`].
+    pub container: Option<String>,
+    /// What it runs now.
+    pub current: Option<ImageState>,
+    /// What it should run.
+    pub desired: Option<ImageState>,
+    /// The decision.
+    pub action: Action,
+    /// Why, in words a person reads.
+    pub reason: String,
+}
+
+/// The whole plan, in manifest order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Plan {
+    /// One entry per selected container, or per target that selects none.
+    pub actions: Vec<PlanEntry>,
+}
+
+impl Plan {
+    /// Entries the executor would act on.
+    pub fn upgrades(&self) -> impl Iterator<Item = &PlanEntry> {
+        self.actions.iter().filter(|e| e.action == Action::Upgrade)
+    }
+
+    /// How many entries have each action.
+    pub fn count(&self, action: Action) -> usize {
+        self.actions.iter().filter(|e| e.action == action).count()
+    }
+}
+
+/// Which targets need their desired image resolved: those the policy
+/// allows and that select at least one container (resolution costs registry
+/// round trips; a missing or refused target does not need it).
+pub fn needs_resolution(manifest: &Manifest, observed: &Observed) -> Vec<usize> {
+    manifest
+        .targets
+        .iter()
+        .filter(|t| manifest.policy.allows(t.want.image()))
+        .filter(|t| observed.containers.iter().any(|c| selects(&t.select, c)))
+        .map(|t| t.index)
+        .collect()
+}
+
+/// Diffs the manifest against what runs.
+pub fn plan(manifest: &Manifest, observed: &Observed, resolved: &Resolved) -> Plan {
+    let owners = owners(manifest, observed);
+    let mut actions = Vec::new();
+    for target in &manifest.targets {
+        let selected: Vec<&ObservedContainer> =
+            observed.containers.iter().filter(|c| selects(&target.select, c)).collect();
+        if selected.is_empty() {
+            actions.push(missing(target));
+            continue;
+        }
+        for c in selected {
+            actions.push(entry(manifest, target, c, &owners, observed, resolved));
+        }
+    }
+    Plan { actions }
+}
+
+/// For each container, the targets that select it (more than one is a conflict).
+fn owners<'a>(manifest: &Manifest, observed: &'a Observed) -> HashMap<&'a str, Vec<usize>> {
+    let mut owners: HashMap<&str, Vec<usize>> = HashMap::new();
+    for c in &observed.containers {
+        for t in manifest.targets.iter().filter(|t| selects(&t.select, c)) {
+            owners.entry(c.id.as_str()).or_default().push(t.index);
+        }
+    }
+    owners
+}
+
+fn missing(target: &Target) -> PlanEntry {
+    PlanEntry {
+        target: target.select.to_string(),
+        target_index: target.index,
+        container: None,
+        current: None,
+        desired: Some(ImageState { image: target.want.to_string(), digest: None }),
+        action: Action::Missing,
+        reason: match &target.select {
+            crate::manifest::Select::Container(name) => format!("no container named {name}"),
+            sel => format!("no container has {sel}"),
+        },
+    }
+}
+
+fn entry(
+    manifest: &Manifest,
+    target: &Target,
+    c: &ObservedContainer,
+    owners: &HashMap<&str, Vec<usize>>,
+    observed: &Observed,
+    resolved: &Resolved,
+) -> PlanEntry {
+    let repository = target.want.image();
+    let current = current_state(c, observed, repository);
+    let mut e = PlanEntry {
+        target: target.select.to_string(),
+        target_index: target.index,
+        container: Some(c.name.clone()),
+        current: Some(current),
+        desired: Some(ImageState { image: target.want.to_string(), digest: None }),
+        action: Action::Error,
+        reason: String::new(),
+    };
+    let others: Vec<String> = owners
+        .get(c.id.as_str())
+        .into_iter()
+        .flatten()
+        .filter(|&&i| i != target.index)
+        .map(|i| format!("targets[{i}]"))
+        .collect();
+    if !others.is_empty() {
+        e.reason = format!(
+            "container {} is also selected by {}; a container may be covered by one target only",
+            c.name,
+            others.join(", ")
+        );
+        return e;
+    }
+    if !manifest.policy.allows(repository) {
+        e.action = Action::Refused;
+        e.reason = format!("image {} not allowed by policy.allowed_images", repository.name());
+        return e;
+    }
+    match resolved.get(&target.index) {
+        None => e.reason = "desired image was not resolved".to_string(),
+        Some(Err(err)) => e.reason = err.to_string(),
+        Some(Ok(desired)) => {
+            e.desired = Some(ImageState {
+                image: desired.reference.familiar(),
+                digest: desired.digest.as_ref().map(Digest::to_string),
+            });
+            (e.action, e.reason) = compare(c, observed, desired);
+        }
+    }
+    e
+}
+
+/// What the container runs, with the digest it has in the desired repository.
+fn current_state(c: &ObservedContainer, observed: &Observed, repository: &ImageRef) -> ImageState {
+    let image = ImageRef::parse(&c.image).map_or_else(|_| c.image.clone(), |r| r.familiar());
+    ImageState { image, digest: repo_digest(c, observed, repository).map(|d| d.to_string()) }
+}
+
+/// The digest the container's image carries for `repository`'s name, if it
+/// was pulled from (or pushed to) there.
+fn repo_digest(c: &ObservedContainer, observed: &Observed, repository: &ImageRef) -> Option<Digest> {
+    let image = observed.images.get(&c.image_id)?;
+    let name = repository.name();
+    image.repo_digests.iter().find_map(|rd| {
+        let r = ImageRef::parse(rd).ok()?;
+        (r.name() == name).then(|| r.digest().cloned()).flatten()
+    })
+}
+
+/// The decision for one container whose desired image is known.
+fn compare(c: &ObservedContainer, observed: &Observed, desired: &Desired) -> (Action, String) {
+    let want = &desired.reference;
+    let running = ImageRef::parse(&c.image).ok();
+    let same_content = match (&desired.local_id, &desired.digest) {
+        (Some(id), _) => *id == c.image_id,
+        (None, Some(d)) => repo_digest(c, observed, want).as_ref() == Some(d),
+        (None, None) => false,
+    };
+    let state = if c.state == "running" { String::new() } else { format!(" (container is {})", c.state) };
+    if same_content {
+        let what = desired.digest.as_ref().map_or_else(|| c.image_id.to_string(), |d| d.short().to_string());
+        return (Action::None, format!("up to date: {} is {what}{state}", want.familiar()));
+    }
+    let reason = match running {
+        Some(r) if r.name() != want.name() => format!("image {} → {}", r.familiar(), want.familiar()),
+        Some(r) if r.tag() != want.tag() && want.tag().is_some() => {
+            format!("tag {} → {}", r.tag().unwrap_or("(digest)"), want.tag().unwrap_or_default())
+        }
+        _ => moved(c, observed, desired),
+    };
+    (Action::Upgrade, format!("{reason}{state}"))
+}
+
+/// The reason when the reference is unchanged but the content is not.
+fn moved(c: &ObservedContainer, observed: &Observed, desired: &Desired) -> String {
+    let want = &desired.reference;
+    let label = want.tag().map_or_else(|| "pin".to_string(), |t| format!("tag {t}"));
+    match (&desired.digest, repo_digest(c, observed, want)) {
+        (Some(d), Some(cur)) if want.digest().is_some() => {
+            format!("pinned {}, running {}", d.short(), cur.short())
+        }
+        (Some(d), Some(cur)) => format!("{label} moved to {} (running {})", d.short(), cur.short()),
+        (Some(d), None) => {
+            format!("running image has no digest from {}; {label} is {}", want.registry(), d.short())
+        }
+        (None, _) => format!("{label} now names another local image ({})", c.image_id),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,280 @@
+//! The plan decisions, table by table, without Docker.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::observe::{Observed, ObservedImage};
+use crate::registry::RegistryError;
+use crate::resolve::ResolveError;
+use crate::types::{ContainerId, ImageId};
+
+const REG: &str = "127.0.0.1:5000";
+
+fn digest(c: char) -> Digest {
+    Digest::parse(&format!("sha256:{}", c.to_string().repeat(64))).expect("digest")
+}
+
+fn manifest(body: &str) -> Manifest {
+    Manifest::parse("m.yaml", &format!("version: 1\n{body}")).expect("test manifest is valid")
+}
+
+/// A running container `name` created from `image`, whose image has
+/// `repo_digest` (a digest char) in `REG/app`.
+struct World {
+    containers: Vec<ObservedContainer>,
+    images: Vec<ObservedImage>,
+}
+
+impl World {
+    fn new() -> Self {
+        Self { containers: Vec::new(), images: Vec::new() }
+    }
+
+    fn container(mut self, name: &str, image: &str, image_id: &str, labels: &[(&str, &str)]) -> Self {
+        self.containers.push(ObservedContainer {
+            id: ContainerId::new(format!("id-{name}")),
+            name: name.to_string(),
+            image: image.to_string(),
+            image_id: ImageId::new(image_id),
+            state: "running".into(),
+            health: None,
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+        });
+        self
+    }
+
+    fn image(mut self, id: &str, tags: &[&str], digests: &[String]) -> Self {
+        self.images.push(ObservedImage {
+            id: ImageId::new(id),
+            repo_tags: tags.iter().map(|s| s.to_string()).collect(),
+            repo_digests: digests.to_vec(),
+        });
+        self
+    }
+
+    fn observe(self, m: &Manifest) -> Observed {
+        Observed::new(m, self.containers, self.images)
+    }
+}
+
+fn registry_says(target: usize, reference: &str, d: Digest) -> Resolved {
+    let reference = ImageRef::parse(reference).expect("ref");
+    Resolved::from([(target, Ok(Desired { reference, digest: Some(d), local_id: None }))])
+}
+
+fn app_world() -> World {
+    World::new().container("web", &format!("{REG}/app:1"), "img-1", &[]).image(
+        "img-1",
+        &[&format!("{REG}/app:1")],
+        &[format!("{REG}/app@{}", digest('1'))],
+    )
+}
+
+fn only(plan: &Plan) -> &PlanEntry {
+    assert_eq!(plan.actions.len(), 1, "{plan:?}");
+    &plan.actions[0]
+}
+
+#[test]
+fn new_tag_plans_upgrade_with_tag_reason() {
+    let m = manifest(&format!("targets:\n  - container: web\n    image: {REG}/app:2\n"));
+    let observed = app_world().observe(&m);
+    let p = plan(&m, &observed, &registry_says(0, &format!("{REG}/app:2"), digest('2')));
+    let e = only(&p);
+    assert_eq!(e.action, Action::Upgrade);
+    assert_eq!(e.reason, "tag 1 → 2");
+    assert_eq!(e.container.as_deref(), Some("web"));
+    assert_eq!(e.current.as_ref().map(|c| c.image.as_str()), Some("127.0.0.1:5000/app:1"));
+    assert_eq!(e.current.as_ref().and_then(|c| c.digest.clone()), Some(digest('1').to_string()));
+    assert_eq!(e.desired.as_ref().and_then(|c| c.digest.clone()), Some(digest('2').to_string()));
+}
+
+#[test]
+fn same_digest_plans_none() {
+    let m = manifest(&format!("targets:\n  - container: web\n    image: {REG}/app:1\n"));
+    let observed = app_world().observe(&m);
+    let p = plan(&m, &observed, &registry_says(0, &format!("{REG}/app:1"), digest('1')));
+    assert_eq!(only(&p).action, Action::None);
+    assert!(only(&p).reason.starts_with("up to date"), "{}", only(&p).reason);
+}
+
+#[test]
+fn moved_tag_plans_upgrade_naming_the_new_digest() {
+    let m = manifest(&format!("targets:\n  - container: web\n    image: {REG}/app:1\n"));
+    let observed = app_world().observe(&m);
+    let p = plan(&m, &observed, &registry_says(0, &format!("{REG}/app:1"), digest('9')));
+    let e = only(&p);
+    assert_eq!(e.action, Action::Upgrade);
+    assert_eq!(e.reason, "tag 1 moved to sha256:999999999999 (running sha256:111111111111)");
+}
+
+#[test]
+fn different_tag_same_content_is_up_to_date() {
+    let m = manifest(&format!("targets:\n  - container: web\n    image: {REG}/app:latest\n"));
+    let observed = app_world().observe(&m);
+    let p = plan(&m, &observed, &registry_says(0, &format!("{REG}/app:latest"), digest('1')));
+    assert_eq!(only(&p).action, Action::None);
+}
+
+#[test]
+fn other_repository_plans_upgrade_naming_both_images() {
+    let m = manifest(&format!("targets:\n  - container: web\n    image: {REG}/other:1\n"));
+    let observed = app_world().observe(&m);
+    let p = plan(&m, &observed, &registry_says(0, &format!("{REG}/other:1"), digest('1')));
+    assert_eq!(only(&p).action, Action::Upgrade, "same digest in another repository is not the same image");
+    assert_eq!(only(&p).reason, format!("image {REG}/app:1 → {REG}/other:1"));
+}
+
+#[test]
+fn locally_built_image_without_digest_plans_upgrade() {
+    let m = manifest(&format!("targets:\n  - container: web\n    image: {REG}/app:1\n"));
+    let observed = World::new()
+        .container("web", &format!("{REG}/app:1"), "img-1", &[])
+        .image("img-1", &[&format!("{REG}/app:1")], &[])
+        .observe(&m);
+    let p = plan(&m, &observed, &registry_says(0, &format!("{REG}/app:1"), digest('2')));
+    assert_eq!(only(&p).action, Action::Upgrade);
+    assert!(only(&p).reason.contains("no digest from 127.0.0.1:5000"), "{}", only(&p).reason);
+}
+
+#[test]
+fn digest_pin_compares_digests() {
+    let pin = format!("{REG}/app@{}", digest('1'));
+    let m = manifest(&format!("targets:\n  - container: web\n    image: {pin}\n"));
+    let observed = app_world().observe(&m);
+    let same = registry_says(0, &pin, digest('1'));
+    assert_eq!(only(&plan(&m, &observed, &same)).action, Action::None);
+
+    let other_pin = format!("{REG}/app:1@{}", digest('3'));
+    let m = manifest(&format!("targets:\n  - container: web\n    image: \"{other_pin}\"\n"));
+    let p = plan(&m, &observed, &registry_says(0, &other_pin, digest('3')));
+    assert_eq!(only(&p).action, Action::Upgrade);
+    assert_eq!(only(&p).reason, "pinned sha256:333333333333, running sha256:111111111111");
+}
+
+#[test]
+fn missing_container_and_empty_selector_plan_missing() {
+    let m = manifest(
+        "targets:\n  - container: ghost\n    image: a:1\n  - selector: {label: tier=edge}\n    image: b:1\n",
+    );
+    let observed = app_world().observe(&m);
+    let p = plan(&m, &observed, &Resolved::new());
+    let reasons: Vec<(Action, &str)> = p.actions.iter().map(|e| (e.action, e.reason.as_str())).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (Action::Missing, "no container named ghost"),
+            (Action::Missing, "no container has label tier=edge")
+        ]
+    );
+    assert!(needs_resolution(&m, &observed).is_empty(), "missing targets cost no registry call");
+}
+
+#[test]
+fn policy_refuses_and_skips_resolution() {
+    let m = manifest(&format!(
+        "policy: {{allowed_images: [\"registry.local:5000/*\"]}}\ntargets:\n  - container: web\n    image: {REG}/app:2\n"
+    ));
+    let observed = app_world().observe(&m);
+    assert!(needs_resolution(&m, &observed).is_empty());
+    let p = plan(&m, &observed, &Resolved::new());
+    assert_eq!(only(&p).action, Action::Refused);
+    assert_eq!(only(&p).reason, format!("image {REG}/app not allowed by policy.allowed_images"));
+}
+
+#[test]
+fn resolution_errors_become_error_entries_with_the_reason() {
+    let m = manifest(&format!("targets:\n  - container: web\n    image: {REG}/app:2\n"));
+    let observed = app_world().observe(&m);
+    let resolved = Resolved::from([(
+        0,
+        Err(ResolveError::Registry(RegistryError::Unreachable {
+            registry: REG.into(),
+            detail: "Connection refused (os error 111)".into(),
+        })),
+    )]);
+    let p = plan(&m, &observed, &resolved);
+    assert_eq!(only(&p).action, Action::Error);
+    assert_eq!(only(&p).reason, "registry unreachable: 127.0.0.1:5000: Connection refused (os error 111)");
+}
+
+#[test]
+fn selector_plans_one_entry_per_matching_container() {
+    let m = manifest(&format!("targets:\n  - selector: {{label: tier=edge}}\n    image: {REG}/app:2\n"));
+    let observed = app_world()
+        .container("edge-1", &format!("{REG}/app:1"), "img-1", &[("tier", "edge")])
+        .container("edge-2", &format!("{REG}/app:2"), "img-2", &[("tier", "edge")])
+        .container("core", &format!("{REG}/app:1"), "img-1", &[("tier", "core")])
+        .image("img-2", &[&format!("{REG}/app:2")], &[format!("{REG}/app@{}", digest('2'))])
+        .observe(&m);
+    let p = plan(&m, &observed, &registry_says(0, &format!("{REG}/app:2"), digest('2')));
+    let got: Vec<(Option<&str>, Action)> =
+        p.actions.iter().map(|e| (e.container.as_deref(), e.action)).collect();
+    assert_eq!(got, vec![(Some("edge-1"), Action::Upgrade), (Some("edge-2"), Action::None)]);
+}
+
+#[test]
+fn container_covered_by_two_targets_is_an_error_for_both() {
+    let m = manifest(&format!(
+        "targets:\n  - container: web\n    image: {REG}/app:2\n  - selector: {{label: tier}}\n    image: {REG}/app:3\n"
+    ));
+    let observed =
+        World::new().container("web", &format!("{REG}/app:1"), "img-1", &[("tier", "x")]).observe(&m);
+    let p = plan(&m, &observed, &Resolved::new());
+    assert_eq!(p.count(Action::Error), 2, "{p:?}");
+    assert!(p.actions[0].reason.contains("also selected by targets[1]"), "{}", p.actions[0].reason);
+    assert!(p.actions[1].reason.contains("also selected by targets[0]"), "{}", p.actions[1].reason);
+}
+
+#[test]
+fn local_resolution_compares_image_ids() {
+    let m = manifest("targets:\n  - container: web\n    image: app:2\n    pull: never\n");
+    let observed = World::new().container("web", "app:1", "img-1", &[]).observe(&m);
+    let desired = |id: &str| {
+        Resolved::from([(
+            0,
+            Ok(Desired {
+                reference: ImageRef::parse("app:2").expect("ref"),
+                digest: None,
+                local_id: Some(ImageId::new(id)),
+            }),
+        )])
+    };
+    assert_eq!(only(&plan(&m, &observed, &desired("img-2"))).action, Action::Upgrade);
+    assert_eq!(only(&plan(&m, &observed, &desired("img-1"))).action, Action::None);
+}
+
+#[test]
+fn stopped_containers_are_planned_and_their_state_is_said() {
+    let m = manifest(&format!("targets:\n  - container: web\n    image: {REG}/app:2\n"));
+    let mut world = app_world();
+    world.containers[0].state = "exited".into();
+    let p = plan(&m, &world.observe(&m), &registry_says(0, &format!("{REG}/app:2"), digest('2')));
+    assert_eq!(only(&p).action, Action::Upgrade);
+    assert_eq!(only(&p).reason, "tag 1 → 2 (container is exited)");
+}
+
+#[test]
+fn container_whose_tag_moved_locally_shows_its_image_id() {
+    let m = manifest(&format!("targets:\n  - container: web\n    image: {REG}/app:1\n"));
+    let observed = World::new()
+        .container("web", "sha256:abc", "img-old", &[])
+        .image("img-old", &[], &[format!("{REG}/app@{}", digest('1'))])
+        .observe(&m);
+    let p = plan(&m, &observed, &registry_says(0, &format!("{REG}/app:1"), digest('2')));
+    assert_eq!(only(&p).current.as_ref().map(|c| c.image.as_str()), Some("sha256:abc"));
+    assert_eq!(only(&p).action, Action::Upgrade);
+}
+
+#[test]
+fn plan_json_has_the_contract_fields() {
+    let m = manifest(&format!("targets:\n  - container: web\n    image: {REG}/app:2\n"));
+    let observed = app_world().observe(&m);
+    let p = plan(&m, &observed, &registry_says(0, &format!("{REG}/app:2"), digest('2')));
+    let json = serde_json::to_value(&p).expect("serialises");
+    let entry = &json["actions"][0];
+    for field in ["target", "container", "current", "desired", "action", "reason"] {
+        assert!(entry.get(field).is_some(), "missing {field} in {entry}");
+    }
+    assert_eq!(entry["action"], "upgrade");
+}

@@ -1,0 +1,275 @@
+//! Everything that speaks to image registries: a tag's current digest and a
+//! repository's tags, through `oci-client`.
+//!
+//! Credentials come from the Docker config file (`DOCKER_CONFIG` or
+//! `~/.docker/config.json`, credential helpers included), read once per
+//! registry. Loopback registries (`localhost`, `127.0.0.0/8`, `[::1]`) are
+//! spoken to over plain HTTP, as the Docker daemon itself does; others only
+//! over HTTPS unless named as insecure. Every call has a timeout.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::secrets::RegistryAuth;
+use oci_client::Client;
+use tokio::sync::Mutex;
+
+use crate::reference::{ImageRef, DOCKER_HUB};
+use crate::types::Digest;
+
+/// The default time one registry request may take.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+/// The most tags read from one repository (pages of 1000).
+const MAX_TAGS: usize = 10_000;
+const TAG_PAGE: usize = 1000;
+
+/// Why a registry could not answer. Plain data so a plan can carry it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// Nothing answered: connection refused, DNS failure, TLS failure.
+    #[error("registry unreachable: {registry}: {detail}")]
+    Unreachable {
+        /// The registry host.
+        registry: String,
+        /// The lowest-level cause.
+        detail: String,
+    },
+    /// It did not answer in time.
+    #[error("registry {registry} did not answer within {}s", .after.as_secs())]
+    Timeout {
+        /// The registry host.
+        registry: String,
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// The tag or repository does not exist.
+    #[error("{reference} not found in registry {registry}")]
+    NotFound {
+        /// The registry host.
+        registry: String,
+        /// What was looked up.
+        reference: String,
+    },
+    /// Credentials missing or refused.
+    #[error("registry {registry} refused access to {reference} (check credentials in the Docker config): {detail}")]
+    Denied {
+        /// The registry host.
+        registry: String,
+        /// What was looked up.
+        reference: String,
+        /// The registry's message.
+        detail: String,
+    },
+    /// Any other failure (a bad answer, an unexpected status).
+    #[error("registry {registry} failed on {reference}: {detail}")]
+    Failed {
+        /// The registry host.
+        registry: String,
+        /// What was looked up.
+        reference: String,
+        /// The error chain.
+        detail: String,
+    },
+}
+
+/// A registry client shared by every resolution of a pass.
+pub struct Registry {
+    client: Client,
+    timeout: Duration,
+    auth: Mutex<HashMap<String, RegistryAuth>>,
+    calls: AtomicU64,
+}
+
+impl Registry {
+    /// A client for which `insecure` registries (host[:port]) use plain HTTP,
+    /// in addition to loopback registries found among `seen`.
+    pub fn new<'a>(
+        insecure: &[String],
+        seen: impl IntoIterator<Item = &'a ImageRef>,
+        timeout: Duration,
+    ) -> Self {
+        // rustls needs a process-wide crypto provider; installing twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut plain: Vec<String> = insecure.to_vec();
+        plain.extend(seen.into_iter().map(|r| r.registry().to_string()).filter(|r| is_loopback(r)));
+        plain.sort();
+        plain.dedup();
+        let config = ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(plain),
+            connect_timeout: Some(timeout.min(Duration::from_secs(5))),
+            read_timeout: Some(timeout),
+            ..ClientConfig::default()
+        };
+        Self {
+            client: Client::new(config),
+            timeout,
+            auth: Mutex::new(HashMap::new()),
+            calls: AtomicU64::new(0),
+        }
+    }
+
+    /// How many requests this client has sent (for benchmarks and logs).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// The digest the registry serves for `image` now (a HEAD request).
+    pub async fn digest(&self, image: &ImageRef) -> Result<Digest, RegistryError> {
+        let auth = self.auth_for(image.registry()).await;
+        let oci = image.to_oci();
+        let digest = self.bounded(image, self.client.fetch_manifest_digest(&oci, &auth)).await?;
+        Digest::parse(&digest).map_err(|e| RegistryError::Failed {
+            registry: image.registry().to_string(),
+            reference: image.familiar(),
+            detail: format!("registry sent a malformed digest: {e}"),
+        })
+    }
+
+    /// Every tag of `image`'s repository (paged, at most 10 000).
+    pub async fn tags(&self, image: &ImageRef) -> Result<Vec<String>, RegistryError> {
+        let auth = self.auth_for(image.registry()).await;
+        let oci = image.to_oci();
+        let mut tags: Vec<String> = Vec::new();
+        loop {
+            let last = tags.last().cloned();
+            let page = self
+                .bounded(image, self.client.list_tags(&oci, &auth, Some(TAG_PAGE), last.as_deref()))
+                .await?;
+            let got = page.tags.len();
+            tags.extend(page.tags);
+            // Registries that ignore `n` send everything at once.
+            if got < TAG_PAGE || tags.len() >= MAX_TAGS || tags.last() == last.as_ref() {
+                break;
+            }
+        }
+        tags.truncate(MAX_TAGS);
+        Ok(tags)
+    }
+
+    async fn bounded<T>(
+        &self,
+        image: &ImageRef,
+        call: impl std::future::Future<Output = Result<T, OciDistributionError>>,
+    ) -> Result<T, RegistryError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result.map_err(|e| classify(image, &e)),
+            Err(_) => {
+                Err(RegistryError::Timeout { registry: image.registry().to_string(), after: self.timeout })
+            }
+        }
+    }
+
+    async fn auth_for(&self, registry: &str) -> RegistryAuth {
+        let mut cache = self.auth.lock().await;
+        if let Some(auth) = cache.get(registry) {
+            return auth.clone();
+        }
+        let server = if registry == DOCKER_HUB {
+            "https://index.docker.io/v1/".to_string()
+        } else {
+            registry.to_string()
+        };
+        // Credential helpers are external programs: keep them off the runtime threads.
+        let auth =
+            tokio::task::spawn_blocking(move || credential(&server)).await.unwrap_or(RegistryAuth::Anonymous);
+        cache.insert(registry.to_string(), auth.clone());
+        auth
+    }
+}
+
+/// Reads the Docker config's credential for `server`; none is anonymous.
+fn credential(server: &str) -> RegistryAuth {
+    use docker_credential::{CredentialRetrievalError as E, DockerCredential};
+    match docker_credential::get_credential(server) {
+        Ok(DockerCredential::UsernamePassword(user, pass)) => RegistryAuth::Basic(user, pass),
+        Ok(DockerCredential::IdentityToken(token)) => RegistryAuth::Bearer(token),
+        Err(E::ConfigNotFound | E::ConfigReadError | E::NoCredentialConfigured) => RegistryAuth::Anonymous,
+        Err(e) => {
+            tracing::warn!(server, error = ?e, "cannot read registry credentials; trying anonymously");
+            RegistryAuth::Anonymous
+        }
+    }
+}
+
+/// True for registries Docker treats as insecure by default.
+pub fn is_loopback(registry: &str) -> bool {
+    let host = if let Some(rest) = registry.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        registry.split(':').next().unwrap_or(registry)
+    };
+    host == "localhost"
+        || host == "::1"
+        || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn classify(image: &ImageRef, e: &OciDistributionError) -> RegistryError {
+    let registry = image.registry().to_string();
+    let reference = image.familiar();
+    match e {
+        OciDistributionError::RequestError(re) if re.is_connect() || re.is_request() => {
+            RegistryError::Unreachable { registry, detail: root_cause(e) }
+        }
+        OciDistributionError::RequestError(re) if re.is_timeout() => {
+            RegistryError::Timeout { registry, after: DEFAULT_TIMEOUT }
+        }
+        OciDistributionError::ImageManifestNotFoundError(_) => {
+            RegistryError::NotFound { registry, reference }
+        }
+        OciDistributionError::RegistryError { envelope, .. }
+            if envelope.errors.iter().any(|c| format!("{:?}", c.code).contains("Unknown")) =>
+        {
+            RegistryError::NotFound { registry, reference }
+        }
+        OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => {
+            RegistryError::Denied { registry, reference, detail: e.to_string() }
+        }
+        OciDistributionError::ServerError { code: 404, .. } => {
+            RegistryError::NotFound { registry, reference }
+        }
+        OciDistributionError::ServerError { code: 401 | 403, .. } => {
+            RegistryError::Denied { registry, reference, detail: e.to_string() }
+        }
+        _ => RegistryError::Failed { registry, reference, detail: chain(e) },
+    }
+}
+
+/// The innermost cause ("Connection refused (os error 111)").
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// The whole chain, outermost first.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        parts.push(next.to_string());
+        cur = next;
+    }
+    parts.dedup();
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_registries_are_recognised() {
+        for r in ["localhost", "localhost:5000", "127.0.0.1:5000", "127.3.2.1", "[::1]:5000"] {
+            assert!(is_loopback(r), "{r}");
+        }
+        for r in ["docker.io", "10.0.0.1:5000", "registry.local:5000", "localhost.evil.io"] {
+            assert!(!is_loopback(r), "{r}");
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Newtypes that keep identifiers from being mixed up.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// A Docker container id (the full 64-hex form as the engine reports it).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ContainerId(String);
+
+impl ContainerId {
+    /// Wraps an id reported by the engine.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    /// The id as the engine knows it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The 12-character form `docker ps` shows.
+    pub fn short(&self) -> &str {
+        self.0.get(..12).unwrap_or(&self.0)
+    }
+}
+
+impl fmt::Display for ContainerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A content digest such as `sha256:0123…` (algorithm, colon, lowercase hex).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Digest(String);
+
+/// Why a string is not a [`Digest`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DigestError {
+    /// No `algorithm:` prefix.
+    #[error("digest `{0}` has no algorithm prefix; expected sha256:<64 hex characters>")]
+    NoAlgorithm(String),
+    /// An algorithm registries do not use.
+    #[error("digest algorithm `{0}` is not supported; allowed: sha256, sha384, sha512")]
+    Algorithm(String),
+    /// Wrong length or a non-hex character.
+    #[error("digest `{digest}` is malformed; expected {algorithm}:<{len} lowercase hex characters>")]
+    Encoded {
+        /// The digest as given.
+        digest: String,
+        /// Its algorithm.
+        algorithm: String,
+        /// The hex length that algorithm needs.
+        len: usize,
+    },
+}
+
+impl Digest {
+    /// Parses and checks `algorithm:hex`.
+    pub fn parse(s: &str) -> Result<Self, DigestError> {
+        let (algorithm, hex) = s.split_once(':').ok_or_else(|| DigestError::NoAlgorithm(s.to_string()))?;
+        let len = match algorithm {
+            "sha256" => 64,
+            "sha384" => 96,
+            "sha512" => 128,
+            other => return Err(DigestError::Algorithm(other.to_string())),
+        };
+        let well_formed =
+            hex.len() == len && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !well_formed {
+            return Err(DigestError::Encoded {
+                digest: s.to_string(),
+                algorithm: algorithm.to_string(),
+                len,
+            });
+        }
+        Ok(Self(s.to_string()))
+    }
+
+    /// The full `algorithm:hex` form.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `sha256:` and the first 12 hex characters, for tables and reasons.
+    pub fn short(&self) -> &str {
+        let end = self.0.find(':').map_or(0, |i| i + 13);
+        self.0.get(..end).unwrap_or(&self.0)
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A local image id (the digest of the image config), as `docker images --no-trunc` shows.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ImageId(String);
+
+impl ImageId {
+    /// Wraps an id reported by the engine.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    /// The id as the engine reports it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ImageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEX64: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn digest_accepts_well_formed_sha256() {
+        let d = Digest::parse(&format!("sha256:{HEX64}")).expect("valid");
+        assert_eq!(d.short(), "sha256:0123456789ab");
+    }
+
+    #[test]
+    fn digest_rejects_bad_forms_with_what_is_allowed() {
+        let cases = [
+            ("abc", "no algorithm prefix"),
+            ("md5:abc", "not supported"),
+            ("sha256:abc", "64 lowercase hex"),
+            (&format!("sha256:{}", HEX64.to_uppercase()), "64 lowercase hex"),
+            (&format!("sha256:{}g", &HEX64[1..]), "64 lowercase hex"),
+        ];
+        for (input, needle) in cases {
+            let err = Digest::parse(input).expect_err(input).to_string();
+            assert!(err.contains(needle), "{input}: {err}");
+        }
+    }
+}
