@@ -32,6 +32,9 @@ pub enum RefError {
     /// Empty input.
     #[error("image reference is empty; expected [registry[:port]/]repository[:tag][@sha256:digest]")]
     Empty,
+    /// An image id (`sha256:<64 hex>` or 64 hex), not a reference.
+    #[error("`{0}` is an image id, not an image reference; name the image as repository:tag or repository@sha256:digest")]
+    ImageId(String),
     /// Uppercase letters in the repository path.
     #[error("invalid image reference `{0}`: repository name must be lowercase")]
     Uppercase(String),
@@ -60,6 +63,12 @@ impl ImageRef {
     pub fn parse(input: &str) -> Result<Self, RefError> {
         if input.is_empty() {
             return Err(RefError::Empty);
+        }
+        // Docker shows a container's image as its id once the tag has moved
+        // to another image; `sha256:<hex>` would otherwise parse as
+        // repository `sha256` with a hex tag.
+        if is_image_id(input) {
+            return Err(RefError::ImageId(input.to_string()));
         }
         let (name, digest) = match input.split_once('@') {
             Some((name, digest)) => (name, Some(digest)),
@@ -166,6 +175,12 @@ impl ImageRef {
     }
 }
 
+/// `sha256:<64 hex>` or bare 64 hex: what Docker calls an image id.
+fn is_image_id(s: &str) -> bool {
+    let hex = s.strip_prefix("sha256:").unwrap_or(s);
+    hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// True when the repository path (everything after a domain, before a tag)
 /// has an uppercase letter. Mirrors Docker's `splitDomain`: the first
 /// component is a domain only if it has a `.` or `:` or is `localhost`, and
@@ -264,6 +279,8 @@ mod tests {
             ("app:bad tag", "invalid image reference"),
             ("aa/asdf$$^/aa", "invalid image reference"),
             (":justtag", "invalid image reference"),
+            (&format!("sha256:{HEX64}"), "is an image id"),
+            (HEX64, "is an image id"),
             (&format!("app:{}", "t".repeat(129)), "invalid image reference"),
         ];
         for (input, needle) in cases {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
+use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::Client;
 use tokio::sync::Mutex;
@@ -221,7 +221,12 @@ fn classify(image: &ImageRef, e: &OciDistributionError) -> RegistryError {
             RegistryError::NotFound { registry, reference }
         }
         OciDistributionError::RegistryError { envelope, .. }
-            if envelope.errors.iter().any(|c| format!("{:?}", c.code).contains("Unknown")) =>
+            if envelope.errors.iter().any(|c| {
+                matches!(
+                    c.code,
+                    OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::NotFound
+                )
+            }) =>
         {
             RegistryError::NotFound { registry, reference }
         }

@@ -2,28 +2,45 @@
 
 use std::io::{self, Write};
 
-use container_upgrader::plan::{Action, ImageState, Plan};
+use container_upgrader::plan::{Action, ImageState, Plan, PlanEntry};
+use serde::Serialize;
+
+/// `plan --output json`: the contract other tools read.
+#[derive(Serialize)]
+struct Report<'a> {
+    actions: &'a [PlanEntry],
+    summary: Summary,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    upgrade: usize,
+    none: usize,
+    missing: usize,
+    refused: usize,
+    error: usize,
+}
 
 /// Writes the plan to stdout.
 pub fn print_plan(plan: &Plan, json: bool) -> io::Result<()> {
     let mut out = io::stdout().lock();
     if json {
-        let doc = serde_json::json!({ "actions": plan.actions, "summary": summary(plan) });
-        serde_json::to_writer_pretty(&mut out, &doc)?;
+        let report = Report { actions: &plan.actions, summary: summary(plan) };
+        serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)
     } else {
         out.write_all(table(plan).as_bytes())
     }
 }
 
-fn summary(plan: &Plan) -> serde_json::Value {
-    serde_json::json!({
-        "upgrade": plan.count(Action::Upgrade),
-        "none": plan.count(Action::None),
-        "missing": plan.count(Action::Missing),
-        "refused": plan.count(Action::Refused),
-        "error": plan.count(Action::Error),
-    })
+fn summary(plan: &Plan) -> Summary {
+    Summary {
+        upgrade: plan.count(Action::Upgrade),
+        none: plan.count(Action::None),
+        missing: plan.count(Action::Missing),
+        refused: plan.count(Action::Refused),
+        error: plan.count(Action::Error),
+    }
 }
 
 fn image(state: Option<&ImageState>) -> String {

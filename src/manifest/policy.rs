@@ -55,15 +55,13 @@ fn has_tag(s: &str) -> bool {
 /// Adds Docker Hub's implied parts to a glob the way a reference would get
 /// them: `portainer/*` → `docker.io/portainer/*`, `nginx*` → `docker.io/library/nginx*`.
 fn normalise_glob(s: &str) -> String {
-    if s.starts_with('*') {
-        return s.to_string();
-    }
-    match s.split_once('/') {
-        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" || first == "*" => {
-            s.to_string()
-        }
-        Some(_) => format!("docker.io/{s}"),
-        None => format!("docker.io/library/{s}"),
+    let first = s.split('/').next().unwrap_or(s);
+    if s.starts_with('*') || first.contains(['.', ':']) || first == "localhost" {
+        s.to_string()
+    } else if s.contains('/') {
+        format!("docker.io/{s}")
+    } else {
+        format!("docker.io/library/{s}")
     }
 }
 
@@ -136,6 +134,10 @@ mod tests {
             ("portainer/*", "library/portainer:1", false),
             ("*", "anything.io/x/y:1", true),
             ("127.0.0.1:*/app", "127.0.0.1:5000/app:2", true),
+            ("127.0.0.1:*", "127.0.0.1:5000/team/app:2", true),
+            ("127.0.0.1:*", "127.0.0.2:5000/app:2", false),
+            ("nginx*", "nginx-unprivileged:1", true),
+            ("nginx*", "bitnami/nginx:1", false),
         ];
         for (pattern, image, expected) in cases {
             assert_eq!(allowed(pattern, image), expected, "{pattern} vs {image}");

@@ -1,0 +1,215 @@
+//! The one harness behind every Docker integration test (`mod common;`).
+//!
+//! A [`TestRun`] owns everything a test creates in Docker: each container,
+//! image, network and volume carries the label [`RUN_LABEL`]`=<run id>`, and
+//! dropping the run removes exactly those objects, also when the test
+//! panicked. Images are `FROM scratch` around the static `testbox` fixture
+//! (`tests/fixtures/testbox.rs`), so nothing is ever pulled from the
+//! internet. [`TestRegistry`] is Debian's `docker-registry` on a free
+//! loopback port; the daemon treats 127.0.0.0/8 as insecure, so plain HTTP
+//! pushes work without configuration.
+//!
+//! Everything shells out to the docker CLI rather than bollard: the harness
+//! must not share code paths (or bugs) with the engine module it tests.
+//! Every helper panics with the command and its stderr on failure, and every
+//! command runs under a timeout so a wedged daemon fails the test instead of
+//! hanging CI.
+#![allow(dead_code)]
+
+mod cleanup;
+mod image;
+mod process;
+mod registry;
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tempfile::TempDir;
+
+// Each tests/*.rs is its own crate and uses only some of these.
+#[allow(unused_imports)]
+pub use image::{testbox_binary, ImageSpec};
+#[allow(unused_imports)]
+pub use process::{docker, try_docker, wait_for};
+#[allow(unused_imports)]
+pub use registry::{http_status, TestRegistry};
+
+use process::{expect_success, run_bounded, run_docker, DOCKER_TIMEOUT};
+
+const CLI_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Label key put on every Docker object a [`TestRun`] creates.
+pub const RUN_LABEL: &str = "container-upgrader.test-run";
+
+/// Owns the Docker objects of one test; see the module docs.
+pub struct TestRun {
+    id: String,
+    dir: TempDir,
+}
+
+impl TestRun {
+    /// Starts a run named after the test; the id is unique across parallel
+    /// tests, test binaries and leftovers of earlier crashed runs.
+    pub fn new(test_name: &str) -> TestRun {
+        let dir = tempfile::Builder::new()
+            .prefix("container-upgrader-test-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("creating a temp dir for {test_name}: {e}"));
+        TestRun { id: unique_id(test_name), dir }
+    }
+
+    /// The run id: lowercase, valid as a container name and image path part.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// `container-upgrader.test-run=<id>`, for `--label`.
+    pub fn label(&self) -> String {
+        format!("{RUN_LABEL}={}", self.id)
+    }
+
+    /// `label=container-upgrader.test-run=<id>`, for `--filter`.
+    pub fn label_filter(&self) -> String {
+        format!("label={}", self.label())
+    }
+
+    /// A docker-valid name unique to this run: `<id>-<suffix>`.
+    pub fn name(&self, suffix: &str) -> String {
+        format!("{}-{}", self.id, slug(suffix, 60))
+    }
+
+    /// Starts a private registry; see [`TestRegistry`].
+    pub fn registry(&self) -> TestRegistry {
+        TestRegistry::start(&self.id)
+    }
+
+    /// Builds a `FROM scratch` testbox image tagged `tag`; returns its id.
+    pub fn build_image(&self, tag: &str, spec: &ImageSpec) -> String {
+        let context = tempfile::tempdir_in(self.dir.path())
+            .unwrap_or_else(|e| panic!("creating a build context for {tag}: {e}"));
+        let binary = context.path().join("testbox");
+        fs::copy(testbox_binary(), &binary)
+            .unwrap_or_else(|e| panic!("copying testbox into {}: {e}", binary.display()));
+        let dockerfile = context.path().join("Dockerfile");
+        fs::write(&dockerfile, spec.dockerfile(&self.id))
+            .unwrap_or_else(|e| panic!("writing {}: {e}", dockerfile.display()));
+        let context_path = context.path().to_string_lossy();
+        // There is no buildx here (and no internet to fetch BuildKit's
+        // frontend), so force the legacy builder. `-q` prints just the id.
+        let args = ["build", "-q", "--force-rm", "-t", tag, &context_path];
+        let out = run_docker(&args, &[("DOCKER_BUILDKIT", "0")]).unwrap_or_else(|e| panic!("{e}"));
+        out.lines().last().unwrap_or_default().to_string()
+    }
+
+    /// `docker push tag`.
+    pub fn push(&self, tag: &str) {
+        self.docker(&["push", tag]);
+    }
+
+    /// `docker run -d --name <name(suffix)> --label <run label> <extra_args>
+    /// <image>`; returns the container id.
+    pub fn run_container(&self, suffix: &str, image: &str, extra_args: &[&str]) -> String {
+        let (name, label) = (self.name(suffix), self.label());
+        let mut args = vec!["run", "-d", "--name", &name, "--label", &label];
+        args.extend_from_slice(extra_args);
+        args.push(image);
+        self.docker(&args)
+    }
+
+    /// Creates a labelled network `<name(suffix)>`; returns its name.
+    pub fn network(&self, suffix: &str) -> String {
+        let (name, label) = (self.name(suffix), self.label());
+        self.docker(&["network", "create", "--label", &label, &name]);
+        name
+    }
+
+    /// Creates a labelled volume `<name(suffix)>`; returns its name.
+    pub fn volume(&self, suffix: &str) -> String {
+        let (name, label) = (self.name(suffix), self.label());
+        self.docker(&["volume", "create", "--label", &label, &name]);
+        name
+    }
+
+    /// Runs docker; panics with the command and stderr on failure; returns
+    /// trimmed stdout.
+    pub fn docker(&self, args: &[&str]) -> String {
+        docker(args)
+    }
+
+    /// Like [`TestRun::docker`], for commands that are expected to fail.
+    pub fn try_docker(&self, args: &[&str]) -> Result<String, String> {
+        try_docker(args)
+    }
+
+    /// `docker inspect -f <format> <target>`.
+    pub fn inspect(&self, target: &str, format: &str) -> String {
+        docker(&["inspect", "-f", format, target])
+    }
+
+    /// `docker logs`, stdout and stderr together.
+    pub fn logs(&self, container: &str) -> String {
+        let mut cmd = Command::new("docker");
+        cmd.args(["logs", container]);
+        let out = expect_success(&mut cmd, "docker logs", DOCKER_TIMEOUT);
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    }
+
+    /// Writes `contents` to `name` inside a temp dir the run owns.
+    pub fn write_file(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.dir.path().join("files").join(name);
+        let written =
+            path.parent().map_or(Ok(()), fs::create_dir_all).and_then(|()| fs::write(&path, contents));
+        written.unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        path
+    }
+
+    /// Runs the crate's binary to completion (bounded); the caller checks
+    /// the exit status.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut cmd = self.cli_command();
+        cmd.args(args);
+        let shown = format!("container-upgrader {}", args.join(" "));
+        run_bounded(&mut cmd, CLI_TIMEOUT).unwrap_or_else(|e| panic!("`{shown}` {e}"))
+    }
+
+    /// A `Command` for the crate's binary, for tests that keep it running.
+    pub fn cli_command(&self) -> Command {
+        Command::new(env!("CARGO_BIN_EXE_container-upgrader"))
+    }
+}
+
+impl Drop for TestRun {
+    fn drop(&mut self) {
+        // Runs while unwinding from a failed assertion too, so it must not
+        // panic: a second panic aborts and hides the test's own message.
+        for failure in cleanup::remove_labelled(&self.label_filter()) {
+            eprintln!("test run {} cleanup: {failure}", self.id);
+        }
+    }
+}
+
+/// `<test name>-<pid>-<counter>-<time>`: the counter separates runs in one
+/// test binary, the time separates us from leftovers of a crashed run that
+/// had the same pid.
+fn unique_id(test_name: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let pid = std::process::id();
+    format!("{}-{pid}-{n}-{:05x}", slug(test_name, 40), nanos & 0xf_ffff)
+}
+
+/// Lowercase alphanumerics joined by single `-`: valid in container,
+/// network and volume names and as an image path component.
+fn slug(text: &str, max_len: usize) -> String {
+    let lower = text.to_ascii_lowercase();
+    let words: Vec<&str> =
+        lower.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    let mut slug = words.join("-");
+    slug.truncate(max_len);
+    let slug = slug.trim_end_matches('-');
+    if slug.is_empty() { "x" } else { slug }.to_string()
+}
