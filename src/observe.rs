@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use crate::engine::{Engine, EngineError};
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, Select};
 use crate::types::{ContainerId, ImageId};
 
 /// A container as the list call reports it.
@@ -63,31 +63,60 @@ pub struct Observed {
     pub containers: Vec<ObservedContainer>,
     /// Local images by id.
     pub images: HashMap<ImageId, ObservedImage>,
+    /// Per target index, the indices into `containers` it selects.
+    by_target: Vec<Vec<usize>>,
 }
 
 impl Observed {
     /// Builds an observation from raw lists, keeping only the containers the
     /// manifest selects.
     pub fn new(manifest: &Manifest, containers: Vec<ObservedContainer>, images: Vec<ObservedImage>) -> Self {
-        let containers = containers
-            .into_iter()
-            .filter(|c| manifest.targets.iter().any(|t| selects(&t.select, c)))
-            .collect();
+        let mut keep = vec![false; containers.len()];
+        for i in selections(manifest, &containers).into_iter().flatten() {
+            keep[i] = true;
+        }
+        let containers: Vec<_> =
+            containers.into_iter().zip(keep).filter_map(|(c, k)| k.then_some(c)).collect();
+        let by_target = selections(manifest, &containers);
         let images = images.into_iter().map(|i| (i.id.clone(), i)).collect();
-        Self { containers, images }
+        Self { containers, images, by_target }
+    }
+
+    /// The containers target `index` selects, in list order.
+    pub fn selected(&self, index: usize) -> impl Iterator<Item = &ObservedContainer> {
+        self.by_target.get(index).into_iter().flatten().map(|&i| &self.containers[i])
     }
 }
 
+/// For each target, the indices into `containers` it selects. Name targets
+/// go through an index, so a manifest of many named containers costs
+/// O(targets + containers), not their product.
+fn selections(manifest: &Manifest, containers: &[ObservedContainer]) -> Vec<Vec<usize>> {
+    let by_name: HashMap<&str, usize> =
+        containers.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
+    manifest
+        .targets
+        .iter()
+        .map(|t| match &t.select {
+            Select::Container(name) => by_name.get(name.as_str()).map(|&i| vec![i]).unwrap_or_default(),
+            select => {
+                containers.iter().enumerate().filter(|(_, c)| selects(select, c)).map(|(i, _)| i).collect()
+            }
+        })
+        .collect()
+}
+
 /// True when `select` covers container `c`.
-pub fn selects(select: &crate::manifest::Select, c: &ObservedContainer) -> bool {
+pub fn selects(select: &Select, c: &ObservedContainer) -> bool {
     select.matches(&c.name, c.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
-/// Lists containers and images once and keeps what the manifest selects.
+/// Lists containers once and, when the manifest selects any, images once.
 pub async fn observe(engine: &Engine, manifest: &Manifest) -> Result<Observed, EngineError> {
-    let containers = engine.list_containers().await?;
-    let wanted = containers.iter().any(|c| manifest.targets.iter().any(|t| selects(&t.select, c)));
+    let mut observed = Observed::new(manifest, engine.list_containers().await?, Vec::new());
     // No selected container: the plan needs no image data, skip the call.
-    let images = if wanted { engine.list_images().await? } else { Vec::new() };
-    Ok(Observed::new(manifest, containers, images))
+    if !observed.containers.is_empty() {
+        observed.images = engine.list_images().await?.into_iter().map(|i| (i.id.clone(), i)).collect();
+    }
+    Ok(observed)
 }

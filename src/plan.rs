@@ -11,7 +11,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::manifest::{Manifest, Target};
-use crate::observe::{selects, Observed, ObservedContainer};
+use crate::observe::{Observed, ObservedContainer};
 use crate::reference::ImageRef;
 use crate::resolve::{Desired, Resolved};
 use crate::types::Digest;
@@ -102,7 +102,7 @@ pub fn needs_resolution(manifest: &Manifest, observed: &Observed) -> Vec<usize> 
         .targets
         .iter()
         .filter(|t| manifest.policy.allows(t.want.image()))
-        .filter(|t| observed.containers.iter().any(|c| selects(&t.select, c)))
+        .filter(|t| observed.selected(t.index).next().is_some())
         .map(|t| t.index)
         .collect()
 }
@@ -112,8 +112,7 @@ pub fn plan(manifest: &Manifest, observed: &Observed, resolved: &Resolved) -> Pl
     let owners = owners(manifest, observed);
     let mut actions = Vec::new();
     for target in &manifest.targets {
-        let selected: Vec<&ObservedContainer> =
-            observed.containers.iter().filter(|c| selects(&target.select, c)).collect();
+        let selected: Vec<&ObservedContainer> = observed.selected(target.index).collect();
         if selected.is_empty() {
             actions.push(missing(target));
             continue;
@@ -128,8 +127,8 @@ pub fn plan(manifest: &Manifest, observed: &Observed, resolved: &Resolved) -> Pl
 /// For each container, the targets that select it (more than one is a conflict).
 fn owners<'a>(manifest: &Manifest, observed: &'a Observed) -> HashMap<&'a str, Vec<usize>> {
     let mut owners: HashMap<&str, Vec<usize>> = HashMap::new();
-    for c in &observed.containers {
-        for t in manifest.targets.iter().filter(|t| selects(&t.select, c)) {
+    for t in &manifest.targets {
+        for c in observed.selected(t.index) {
             owners.entry(c.id.as_str()).or_default().push(t.index);
         }
     }

@@ -278,3 +278,110 @@ fn plan_json_has_the_contract_fields() {
     }
     assert_eq!(entry["action"], "upgrade");
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A random world: containers `c0..` running tag `t` of `REG/app`, a
+    /// registry where each tag has a digest, and a manifest naming some
+    /// containers (and some that do not exist) with a desired tag each.
+    #[derive(Debug, Clone)]
+    struct Case {
+        running: Vec<u8>,
+        registry: [u8; 3],
+        targets: Vec<(u8, u8)>,
+        down: bool,
+    }
+
+    fn case() -> impl Strategy<Value = Case> {
+        (
+            prop::collection::vec(0u8..3, 0..6),
+            [0u8..3, 0u8..3, 0u8..3],
+            prop::collection::btree_map(0u8..8, 0u8..3, 0..8),
+            any::<bool>(),
+        )
+            .prop_map(|(running, registry, targets, down)| Case {
+                running,
+                registry,
+                targets: targets.into_iter().collect(),
+                down,
+            })
+    }
+
+    fn world(c: &Case) -> (Manifest, Observed, Resolved) {
+        let mut body = String::from("targets:\n");
+        for (container, tag) in &c.targets {
+            body.push_str(&format!("  - container: c{container}\n    image: {REG}/app:{tag}\n"));
+        }
+        if c.targets.is_empty() {
+            body = "targets: []\n".into();
+        }
+        let m = manifest(&body);
+        let mut w = World::new();
+        for (i, tag) in c.running.iter().enumerate() {
+            // Image `img-T` carries the digest the registry had for tag T
+            // when it was pulled: the registry's current one.
+            let id = format!("img-{tag}");
+            w = w.container(&format!("c{i}"), &format!("{REG}/app:{tag}"), &id, &[]);
+            let d = format!("{REG}/app@{}", digest(char::from(b'a' + c.registry[*tag as usize])));
+            w = w.image(&id, &[&format!("{REG}/app:{tag}")], &[d]);
+        }
+        let observed = w.observe(&m);
+        let resolved = m
+            .targets
+            .iter()
+            .map(|t| {
+                let r = match &t.want {
+                    crate::manifest::Want::Image(r) => r.clone(),
+                    other => panic!("unexpected {other:?}"),
+                };
+                let tag: usize = r.tag().and_then(|t| t.parse().ok()).expect("numeric tag");
+                let result = if c.down {
+                    Err(ResolveError::Registry(RegistryError::Unreachable {
+                        registry: REG.into(),
+                        detail: "down".into(),
+                    }))
+                } else {
+                    let d = digest(char::from(b'a' + c.registry[tag]));
+                    Ok(Desired { reference: r, digest: Some(d), local_id: None })
+                };
+                (t.index, result)
+            })
+            .collect();
+        (m, observed, resolved)
+    }
+
+    proptest! {
+        #[test]
+        fn one_entry_per_target_and_upgrade_exactly_when_content_differs(c in case()) {
+            let (m, observed, resolved) = world(&c);
+            let p = plan(&m, &observed, &resolved);
+            prop_assert_eq!(p.actions.len(), m.targets.len(), "named targets give one entry each");
+            for (e, (container, want)) in p.actions.iter().zip(&c.targets) {
+                let running = c.running.get(*container as usize);
+                let expected = match running {
+                    None => Action::Missing,
+                    Some(_) if c.down => Action::Error,
+                    Some(tag) if c.registry[*tag as usize] == c.registry[*want as usize] => Action::None,
+                    Some(_) => Action::Upgrade,
+                };
+                prop_assert_eq!(e.action, expected, "{:?}", e);
+                // An upgrade always says what changes; nothing else claims a change.
+                if e.action == Action::Upgrade {
+                    prop_assert!(e.reason.contains('→') || e.reason.contains("moved"), "{}", e.reason);
+                    prop_assert_ne!(e.current.as_ref().and_then(|s| s.digest.clone()), e.desired.as_ref().and_then(|s| s.digest.clone()));
+                }
+            }
+        }
+
+        #[test]
+        fn plan_is_deterministic_and_never_resolves_what_it_does_not_need(c in case()) {
+            let (m, observed, resolved) = world(&c);
+            prop_assert_eq!(plan(&m, &observed, &resolved), plan(&m, &observed, &resolved));
+            for i in needs_resolution(&m, &observed) {
+                prop_assert!(observed.selected(i).next().is_some(), "target {} selects nothing", i);
+            }
+        }
+    }
+}
