@@ -17,6 +17,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::Client;
 use tokio::sync::Mutex;
 
+use crate::engine::Credentials;
 use crate::reference::{ImageRef, DOCKER_HUB};
 use crate::types::Digest;
 
@@ -91,8 +92,7 @@ impl Registry {
         seen: impl IntoIterator<Item = &'a ImageRef>,
         timeout: Duration,
     ) -> Self {
-        // rustls needs a process-wide crypto provider; installing twice is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        ensure_crypto_provider();
         let mut plain: Vec<String> = insecure.to_vec();
         plain.extend(seen.into_iter().map(|r| r.registry().to_string()).filter(|r| is_loopback(r)));
         plain.sort();
@@ -168,30 +168,48 @@ impl Registry {
         if let Some(auth) = cache.get(registry) {
             return auth.clone();
         }
-        let server = if registry == DOCKER_HUB {
-            "https://index.docker.io/v1/".to_string()
-        } else {
-            registry.to_string()
-        };
+        let owned = registry.to_string();
         // Credential helpers are external programs: keep them off the runtime threads.
-        let auth =
-            tokio::task::spawn_blocking(move || credential(&server)).await.unwrap_or(RegistryAuth::Anonymous);
+        let auth = tokio::task::spawn_blocking(move || registry_auth(credentials(&owned)))
+            .await
+            .unwrap_or(RegistryAuth::Anonymous);
         cache.insert(registry.to_string(), auth.clone());
         auth
     }
 }
 
-/// Reads the Docker config's credential for `server`; none is anonymous.
-fn credential(server: &str) -> RegistryAuth {
+/// Installs ring as rustls' process-wide crypto provider. reqwest is built
+/// without a default provider (to avoid aws-lc); every client needs this
+/// first, and a second call is harmless.
+pub(crate) fn ensure_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The Docker config's credentials for `registry` (`None`: anonymous).
+/// Blocking: a credential helper is an external program.
+pub fn credentials(registry: &str) -> Option<Credentials> {
     use docker_credential::{CredentialRetrievalError as E, DockerCredential};
+    let server = if registry == DOCKER_HUB { "https://index.docker.io/v1/" } else { registry };
     match docker_credential::get_credential(server) {
-        Ok(DockerCredential::UsernamePassword(user, pass)) => RegistryAuth::Basic(user, pass),
-        Ok(DockerCredential::IdentityToken(token)) => RegistryAuth::Bearer(token),
-        Err(E::ConfigNotFound | E::ConfigReadError | E::NoCredentialConfigured) => RegistryAuth::Anonymous,
-        Err(e) => {
-            tracing::warn!(server, error = ?e, "cannot read registry credentials; trying anonymously");
-            RegistryAuth::Anonymous
+        Ok(DockerCredential::UsernamePassword(user, pass)) => {
+            Some(Credentials { username: Some(user), password: Some(pass), identity_token: None })
         }
+        Ok(DockerCredential::IdentityToken(token)) => {
+            Some(Credentials { identity_token: Some(token), ..Credentials::default() })
+        }
+        Err(E::ConfigNotFound | E::ConfigReadError | E::NoCredentialConfigured) => None,
+        Err(e) => {
+            tracing::warn!(registry, error = ?e, "cannot read registry credentials; trying anonymously");
+            None
+        }
+    }
+}
+
+fn registry_auth(c: Option<Credentials>) -> RegistryAuth {
+    match c {
+        Some(Credentials { username: Some(u), password: Some(p), .. }) => RegistryAuth::Basic(u, p),
+        Some(Credentials { identity_token: Some(t), .. }) => RegistryAuth::Bearer(t),
+        _ => RegistryAuth::Anonymous,
     }
 }
 

@@ -5,7 +5,7 @@ use std::fmt;
 use serde::Serialize;
 
 /// A Docker container id (the full 64-hex form as the engine reports it).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct ContainerId(String);
 
@@ -99,7 +99,7 @@ impl fmt::Display for Digest {
 }
 
 /// A local image id (the digest of the image config), as `docker images --no-trunc` shows.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct ImageId(String);
 
@@ -116,6 +116,48 @@ impl ImageId {
 }
 
 impl fmt::Display for ImageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The id of one swap attempt: sortable by time, unique per host.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct OpId(String);
+
+impl OpId {
+    /// A new id: UTC time to the millisecond, then the process id and a
+    /// per-process counter (`20261125T093012.345Z-4242-1`).
+    pub fn generate() -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        let compact: String = now.chars().filter(|c| !matches!(c, '-' | ':')).collect();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        Self(format!("{compact}-{}-{n}", std::process::id()))
+    }
+
+    /// Wraps an id read back from the journal or a flag.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A short, name-safe suffix derived from the id (for backup and
+    /// temporary container names): the time's digits and the counter.
+    pub fn suffix(&self) -> String {
+        let digits: String = self.0.chars().filter(char::is_ascii_alphanumeric).collect();
+        let start = digits.len().saturating_sub(12);
+        digits[start..].to_lowercase()
+    }
+}
+
+impl fmt::Display for OpId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }

@@ -12,3 +12,11 @@ pub const CHANGES: u8 = 4;
 pub const PROBLEMS: u8 = 5;
 /// A bug or an environment failure (cannot start the runtime, cannot write stdout).
 pub const INTERNAL: u8 = 70;
+/// Bad command-line usage (also clap's own code).
+pub const USAGE: u8 = 2;
+/// A new container failed its gate and was rolled back.
+pub const ROLLED_BACK: u8 = 6;
+/// Nothing changed because of an error before the swap.
+pub const UNCHANGED: u8 = 7;
+/// A swap stopped half-way or failed without rollback: run `recover`.
+pub const ATTENTION: u8 = 8;

@@ -2,10 +2,10 @@
 
 pub mod exit;
 mod output;
+mod swap_cmd;
 
 use std::fmt;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -17,12 +17,17 @@ use container_upgrader::{observe, resolve};
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  success (validate: the manifest is valid; plan: the plan was computed)
+  0  success (validate: valid; plan: computed; upgrade/reconcile: committed or already current)
   1  the manifest is invalid (the problems are printed on stderr; nothing was done)
   2  bad command-line usage
   3  the Docker Engine could not be reached or failed
   4  plan --detailed-exitcode: at least one container would be upgraded
   5  plan --detailed-exitcode: at least one target is in error, refused or missing
+  6  upgrade/reconcile: a new container failed its health gate and was rolled back
+  7  upgrade/reconcile: nothing changed because of an error before the swap
+     (container not found, pull failed, create refused, lock held, held by backoff)
+  8  needs attention: a swap stopped half-way or failed without rollback;
+     run `container-upgrader recover`
  70  internal error";
 
 /// Keeps Docker containers on the image versions a manifest pins.
@@ -79,6 +84,39 @@ enum Command {
         #[arg(long)]
         detailed_exitcode: bool,
     },
+    /// Swap one container onto another image, now: pull, stop, recreate
+    /// with the same configuration, health gate, commit or roll back.
+    #[command(after_help = EXIT_CODES)]
+    Upgrade(swap_cmd::UpgradeArgs),
+    /// Apply the manifest: plan, then swap every container that needs it.
+    #[command(after_help = EXIT_CODES)]
+    Reconcile {
+        #[command(flatten)]
+        file: FileArg,
+        #[command(flatten)]
+        registry: RegistryArgs,
+        #[command(flatten)]
+        state: StateArg,
+        /// One pass, then exit (the continuous controller is `run`).
+        #[arg(long, required = true)]
+        once: bool,
+        /// Swaps run at once.
+        #[arg(long, default_value_t = container_upgrader::reconcile::DEFAULT_PARALLEL)]
+        parallel: usize,
+    },
+    /// Finish or undo swaps a crash interrupted, and remove their leftovers.
+    #[command(after_help = EXIT_CODES)]
+    Recover {
+        #[command(flatten)]
+        state: StateArg,
+    },
+}
+
+#[derive(Debug, Args)]
+struct StateArg {
+    /// The state directory: the journal of swaps and the locks.
+    #[arg(long, env = "CONTAINER_UPGRADER_STATE_DIR", default_value = "/var/lib/container-upgrader")]
+    state_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -123,7 +161,7 @@ impl fmt::Display for Failure {
 }
 
 impl Failure {
-    fn new(code: u8, message: impl fmt::Display) -> Self {
+    pub(crate) fn new(code: u8, message: impl fmt::Display) -> Self {
         Self { code, message: message.to_string() }
     }
 }
@@ -154,7 +192,18 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             output::print_plan(&plan, output == Output::Json).map_err(|e| Failure::new(exit::INTERNAL, e))?;
             Ok(if detailed_exitcode { detailed(&plan) } else { exit::OK })
         }
+        Command::Upgrade(args) => swap_cmd::upgrade(args).await,
+        Command::Reconcile { file, registry, state, once: _, parallel } => {
+            let manifest = load(&file)?;
+            let registry = registry_for(&manifest, &registry);
+            swap_cmd::reconcile(&manifest, &registry, &state.state_dir, parallel).await
+        }
+        Command::Recover { state } => swap_cmd::recover(&state.state_dir).await,
     }
+}
+
+fn registry_for(manifest: &Manifest, args: &RegistryArgs) -> Registry {
+    Registry::new(&args.insecure, manifest.targets.iter().map(|t| t.want.image()), args.registry_timeout.0)
 }
 
 fn load(file: &FileArg) -> Result<Manifest, Failure> {
@@ -176,8 +225,7 @@ async fn compute_plan(file: &FileArg, args: &RegistryArgs) -> Result<Plan, Failu
         .await
         .map_err(|e| Failure::new(exit::ENGINE, format!("error: {e}")))?;
     let needed = plan::needs_resolution(&manifest, &observed);
-    let timeout: Duration = args.registry_timeout.0;
-    let registry = Registry::new(&args.insecure, manifest.targets.iter().map(|t| t.want.image()), timeout);
+    let registry = registry_for(&manifest, args);
     let resolved = resolve::resolve(&manifest, &observed, &registry, &needed).await;
     Ok(plan::plan(&manifest, &observed, &resolved))
 }

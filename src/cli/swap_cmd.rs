@@ -1,0 +1,255 @@
+//! `upgrade`, `reconcile --once` and `recover`: the commands that act.
+
+use std::path::Path;
+
+use clap::Args;
+
+use container_upgrader::engine::Engine;
+use container_upgrader::manifest::{Dur, HealthGate, Manifest, Order, Probe, PullPolicy, Settings};
+use container_upgrader::reconcile::{self, Applied};
+use container_upgrader::reference::ImageRef;
+use container_upgrader::registry::Registry;
+use container_upgrader::swap::journal::Journal;
+use container_upgrader::swap::recover;
+use container_upgrader::swap::{Outcome, SwapError, SwapRequest, Swapper};
+
+use super::{exit, Failure};
+
+/// `upgrade CONTAINER --image REF …`
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// The container, by name or id.
+    container: String,
+    /// The image to run (a tag, or name@sha256:…).
+    #[arg(long)]
+    image: String,
+    /// stop-first, or start-first (no downtime; not with host ports or static IPs).
+    #[arg(long, value_parser = parse_order, default_value = "stop-first")]
+    order: Order,
+    /// When to pull: always, if-missing, never.
+    #[arg(long, value_parser = parse_pull, default_value = "always")]
+    pull: PullPolicy,
+    /// Time the new container has to pass the gate.
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    health_timeout: Dur,
+    /// How long it must stay running, restart count unchanged.
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    stable: Dur,
+    /// What the gate checks: auto, running, http:PORT[/PATH][=STATUS], tcp:PORT.
+    #[arg(long, value_parser = parse_probe, default_value = "auto")]
+    probe: Probe,
+    /// Keep a failing new container instead of restoring the old one.
+    #[arg(long)]
+    no_rollback: bool,
+    /// Remove the old image after the commit (when nothing else uses it).
+    #[arg(long)]
+    cleanup: bool,
+    #[command(flatten)]
+    state: super::StateArg,
+}
+
+fn parse_order(s: &str) -> Result<Order, String> {
+    match s {
+        "stop-first" => Ok(Order::StopFirst),
+        "start-first" => Ok(Order::StartFirst),
+        _ => Err(format!("`{s}`: expected stop-first or start-first")),
+    }
+}
+
+fn parse_pull(s: &str) -> Result<PullPolicy, String> {
+    match s {
+        "always" => Ok(PullPolicy::Always),
+        "if-missing" => Ok(PullPolicy::IfMissing),
+        "never" => Ok(PullPolicy::Never),
+        _ => Err(format!("`{s}`: expected always, if-missing or never")),
+    }
+}
+
+fn parse_probe(s: &str) -> Result<Probe, String> {
+    let port =
+        |p: &str| p.parse::<u16>().ok().filter(|p| *p > 0).ok_or(format!("`{p}` is not a port (1-65535)"));
+    match s.split_once(':') {
+        None if s == "auto" => Ok(Probe::Auto),
+        None if s == "running" => Ok(Probe::Running),
+        Some(("tcp", p)) => Ok(Probe::Tcp { port: port(p)? }),
+        Some(("http", rest)) => {
+            let (rest, status) = match rest.split_once('=') {
+                Some((r, st)) => (r, st.parse::<u16>().map_err(|_| format!("`{st}` is not an HTTP status"))?),
+                None => (rest, 200),
+            };
+            let (p, path) =
+                rest.split_once('/').map_or((rest, "/".to_string()), |(p, path)| (p, format!("/{path}")));
+            Ok(Probe::Http { port: port(p)?, path, status })
+        }
+        _ => Err(format!("`{s}`: expected auto, running, http:PORT[/PATH][=STATUS] or tcp:PORT")),
+    }
+}
+
+async fn swapper(state_dir: &Path) -> Result<Swapper, Failure> {
+    let journal =
+        Journal::open(state_dir).map_err(|e| Failure::new(exit::UNCHANGED, format!("error: {e}")))?;
+    let engine = Engine::connect().await.map_err(|e| Failure::new(exit::ENGINE, format!("error: {e}")))?;
+    Ok(Swapper::new(engine, journal))
+}
+
+/// Finishes interrupted swaps before anything new is done.
+async fn recover_first(swapper: &Swapper) -> Result<(), Failure> {
+    let done = recover::recover(swapper.engine(), swapper.journal())
+        .await
+        .map_err(|e| Failure::new(exit::ATTENTION, format!("error: recovering an interrupted swap: {e}")))?;
+    for r in done {
+        eprintln!("recovered {} (op {}): {}", r.op.container, r.op.op_id, r.action);
+    }
+    Ok(())
+}
+
+pub async fn upgrade(args: UpgradeArgs) -> Result<u8, Failure> {
+    let image = ImageRef::parse(&args.image)
+        .map_err(|e| Failure::new(exit::USAGE, format!("error: --image: {e}")))?;
+    if args.stable.0 >= args.health_timeout.0 {
+        return Err(Failure::new(exit::USAGE, "error: --stable must be shorter than --health-timeout"));
+    }
+    let swapper = swapper(&args.state.state_dir).await?;
+    recover_first(&swapper).await?;
+    let settings = Settings {
+        pull: args.pull,
+        order: args.order,
+        rollback: !args.no_rollback,
+        cleanup: args.cleanup,
+        health: HealthGate { timeout: args.health_timeout.0, stable: args.stable.0, probe: args.probe },
+    };
+    let request = SwapRequest { container: args.container, image, settings };
+    let result = swapper.swap(&request).await;
+    report(&result);
+    Ok(code(&result))
+}
+
+pub async fn reconcile(
+    manifest: &Manifest,
+    registry: &Registry,
+    state_dir: &Path,
+    parallel: usize,
+) -> Result<u8, Failure> {
+    let swapper = swapper(state_dir).await?;
+    let report =
+        reconcile::reconcile_once(&swapper, manifest, registry, parallel).await.map_err(|e| match e {
+            reconcile::ReconcileError::Engine(e) => Failure::new(exit::ENGINE, format!("error: {e}")),
+            other => Failure::new(exit::ATTENTION, format!("error: {other}")),
+        })?;
+    for r in &report.recovered {
+        eprintln!("recovered {} (op {}): {}", r.op.container, r.op.op_id, r.action);
+    }
+    let mut worst = exit::OK;
+    for (entry, applied) in &report.applied {
+        let container = entry.container.as_deref().unwrap_or("-");
+        let code = match applied {
+            Applied::Swapped(o) => {
+                print_outcome(o);
+                outcome_code(o)
+            }
+            Applied::Held(h) => {
+                let until = humantime::format_rfc3339_seconds(h.until);
+                eprintln!("{container}: held: upgrade to {} failed {} time(s), last: {}; next attempt after {until}", entry.desired.as_ref().map_or("", |d| d.image.as_str()), h.failures, h.reason);
+                exit::UNCHANGED
+            }
+            Applied::Error(e) => {
+                eprintln!("error: {e}");
+                error_code(e)
+            }
+        };
+        worst = worse(worst, code);
+    }
+    let errors = report.plan.actions.iter().filter(|e| {
+        e.action != container_upgrader::plan::Action::Upgrade
+            && e.action != container_upgrader::plan::Action::None
+    });
+    for e in errors {
+        eprintln!("{}: {}: {}", e.container.as_deref().unwrap_or(&e.target), e.action, e.reason);
+    }
+    println!(
+        "Reconciled: {} upgraded, {} rolled back, {} held, {} errors, {} up to date.",
+        count(&report, |a| matches!(a, Applied::Swapped(o) if matches!(**o, Outcome::Committed(_)))),
+        count(
+            &report,
+            |a| matches!(a, Applied::Swapped(o) if matches!(**o, Outcome::RolledBack(_) | Outcome::Failed(_)))
+        ),
+        count(&report, |a| matches!(a, Applied::Held(_))),
+        count(&report, |a| matches!(a, Applied::Error(_))),
+        report.plan.count(container_upgrader::plan::Action::None),
+    );
+    Ok(worst)
+}
+
+fn count(report: &reconcile::Report, f: impl Fn(&Applied) -> bool) -> usize {
+    report.applied.iter().filter(|(_, a)| f(a)).count()
+}
+
+pub async fn recover(state_dir: &Path) -> Result<u8, Failure> {
+    let swapper = swapper(state_dir).await?;
+    match recover::recover(swapper.engine(), swapper.journal()).await {
+        Ok(done) if done.is_empty() => {
+            println!("nothing to recover");
+            Ok(exit::OK)
+        }
+        Ok(done) => {
+            for r in done {
+                println!("{} (op {}): {}", r.op.container, r.op.op_id, r.action);
+            }
+            Ok(exit::OK)
+        }
+        Err(e) => Err(Failure::new(exit::ATTENTION, format!("error: {e}"))),
+    }
+}
+
+fn report(result: &Result<Outcome, SwapError>) {
+    match result {
+        Ok(o) => print_outcome(o),
+        Err(e) => eprintln!("error: {e}"),
+    }
+}
+
+/// Successes on stdout, failures on stderr.
+fn print_outcome(o: &Outcome) {
+    if outcome_code(o) == exit::OK {
+        println!("{o}");
+    } else {
+        eprintln!("{o}");
+    }
+}
+
+fn code(result: &Result<Outcome, SwapError>) -> u8 {
+    match result {
+        Ok(o) => outcome_code(o),
+        Err(e) => error_code(e),
+    }
+}
+
+fn outcome_code(o: &Outcome) -> u8 {
+    match o {
+        Outcome::Committed(_) | Outcome::AlreadyCurrent { .. } => exit::OK,
+        Outcome::RolledBack(_) => exit::ROLLED_BACK,
+        Outcome::Failed(_) => exit::ATTENTION,
+    }
+}
+
+fn error_code(e: &SwapError) -> u8 {
+    match e {
+        SwapError::Unchanged { .. } => exit::UNCHANGED,
+        SwapError::Stuck { .. } | SwapError::Journal(_) => exit::ATTENTION,
+    }
+}
+
+/// The exit code that matters more: attention > rolled back > unchanged > ok.
+fn worse(a: u8, b: u8) -> u8 {
+    let rank = |c: u8| match c {
+        exit::ATTENTION => 3,
+        exit::ROLLED_BACK => 2,
+        exit::UNCHANGED => 1,
+        _ => 0,
+    };
+    if rank(b) > rank(a) {
+        b
+    } else {
+        a
+    }
+}

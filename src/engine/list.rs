@@ -1,0 +1,96 @@
+//! Listing containers and images, converted to the observe types.
+
+use bollard::models::{ContainerSummary, ContainerSummaryStateEnum, ImageSummary};
+use bollard::query_parameters::{ListContainersOptions, ListImagesOptions};
+
+use super::{Engine, EngineError};
+use crate::observe::{Health, ObservedContainer, ObservedImage};
+use crate::types::{ContainerId, ImageId};
+
+impl Engine {
+    /// Every container, running or not, in one call.
+    pub async fn list_containers(&self) -> Result<Vec<ObservedContainer>, EngineError> {
+        let options = ListContainersOptions { all: true, ..Default::default() };
+        let list = self
+            .bounded("listing containers", "containers/json", self.docker.list_containers(Some(options)))
+            .await?;
+        Ok(list.into_iter().filter_map(container).collect())
+    }
+
+    /// Every local image, in one call.
+    pub async fn list_images(&self) -> Result<Vec<ObservedImage>, EngineError> {
+        let options = ListImagesOptions { all: false, digests: true, ..Default::default() };
+        let list =
+            self.bounded("listing images", "images/json", self.docker.list_images(Some(options))).await?;
+        Ok(list.into_iter().map(image).collect())
+    }
+}
+
+/// bollard's summary to ours; entries without an id or name are skipped
+/// (the engine always sends both; a container being removed may not).
+fn container(c: ContainerSummary) -> Option<ObservedContainer> {
+    let id = c.id?;
+    let name = c.names?.into_iter().next()?.trim_start_matches('/').to_string();
+    Some(ObservedContainer {
+        id: ContainerId::new(id),
+        name,
+        image: c.image.unwrap_or_default(),
+        image_id: ImageId::new(c.image_id.unwrap_or_default()),
+        state: c.state.map_or_else(|| "unknown".to_string(), state_name),
+        health: c.status.as_deref().and_then(health),
+        labels: c.labels.unwrap_or_default().into_iter().collect(),
+    })
+}
+
+fn state_name(s: ContainerSummaryStateEnum) -> String {
+    use ContainerSummaryStateEnum as S;
+    match s {
+        S::CREATED => "created",
+        S::RUNNING => "running",
+        S::PAUSED => "paused",
+        S::RESTARTING => "restarting",
+        S::EXITED => "exited",
+        S::REMOVING => "removing",
+        S::DEAD => "dead",
+        S::STOPPING => "stopping",
+        S::EMPTY => "unknown",
+    }
+    .to_string()
+}
+
+/// Engines before API 1.52 report health only inside the status text
+/// ("Up 5 minutes (healthy)"), so that is what is read.
+fn health(status: &str) -> Option<Health> {
+    if status.ends_with("(healthy)") {
+        Some(Health::Healthy)
+    } else if status.ends_with("(unhealthy)") {
+        Some(Health::Unhealthy)
+    } else if status.ends_with("(health: starting)") {
+        Some(Health::Starting)
+    } else {
+        None
+    }
+}
+
+fn image(i: ImageSummary) -> ObservedImage {
+    // Untagged images report `<none>:<none>` / `<none>@<none>`.
+    let real = |s: &String| !s.starts_with("<none>");
+    ObservedImage {
+        id: ImageId::new(i.id),
+        repo_tags: i.repo_tags.into_iter().filter(real).collect(),
+        repo_digests: i.repo_digests.into_iter().filter(real).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_is_read_from_status_text() {
+        assert_eq!(health("Up 5 minutes (healthy)"), Some(Health::Healthy));
+        assert_eq!(health("Up 1 second (health: starting)"), Some(Health::Starting));
+        assert_eq!(health("Up 2 hours (unhealthy)"), Some(Health::Unhealthy));
+        assert_eq!(health("Exited (0) 3 seconds ago"), None);
+    }
+}

@@ -1,0 +1,131 @@
+//! The only module that talks to the Docker Engine (through bollard).
+//!
+//! bollard's models stop here: callers get the crate's own types. One client
+//! is shared (bollard's `Docker` is a cheap clone over one connection pool),
+//! every call has a timeout, and every call is counted by endpoint so a
+//! benchmark can show how many the pipeline made.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bollard::Docker;
+
+mod containers;
+mod list;
+mod pull;
+
+pub use containers::{ContainerDetails, ImageDetails, Sample};
+pub use pull::{Credentials, PullProgress};
+
+/// The default time one Engine API call may take.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A failed Engine API call, with what was being attempted.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No engine to talk to (socket missing, permission denied, bad DOCKER_HOST).
+    #[error("cannot connect to the Docker Engine ({hint}): {source}")]
+    Connect {
+        /// Where we looked.
+        hint: String,
+        /// bollard's error.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// The engine refused or failed a call.
+    #[error("Docker Engine failed {what}: {source}")]
+    Call {
+        /// The call, in words ("listing containers").
+        what: String,
+        /// bollard's error.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// The engine did not answer in time.
+    #[error("Docker Engine did not answer {what} within {}s", .after.as_secs())]
+    Timeout {
+        /// The call, in words.
+        what: String,
+        /// The limit.
+        after: Duration,
+    },
+}
+
+/// A handle on the Docker Engine.
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+    timeout: Duration,
+    calls: Arc<Mutex<BTreeMap<&'static str, u64>>>,
+}
+
+impl Engine {
+    /// Connects as the `docker` CLI would (`DOCKER_HOST`, else the local
+    /// socket) and settles on an API version both sides speak: the engine
+    /// may be older than bollard's default (20.10 speaks 1.41).
+    pub async fn connect() -> Result<Self, EngineError> {
+        let hint = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string());
+        let docker = Docker::connect_with_defaults()
+            .map_err(|source| EngineError::Connect { hint: hint.clone(), source })?;
+        let engine = Self { docker, timeout: DEFAULT_TIMEOUT, calls: Arc::default() };
+        let docker = engine
+            .bounded("negotiating the API version", "version", engine.docker.clone().negotiate_version())
+            .await
+            .map_err(|e| match e {
+                EngineError::Call { source, .. } => EngineError::Connect { hint, source },
+                other => other,
+            })?;
+        Ok(Self { docker, ..engine })
+    }
+
+    /// Calls made so far, by endpoint (`containers/json`: 1, …).
+    pub fn calls(&self) -> BTreeMap<&'static str, u64> {
+        self.calls.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    pub(crate) async fn bounded<T>(
+        &self,
+        what: &str,
+        endpoint: &'static str,
+        call: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
+    ) -> Result<T, EngineError> {
+        self.bounded_for(what, endpoint, self.timeout, call).await
+    }
+
+    /// Like `bounded`, for calls that legitimately take longer (a stop
+    /// waits for the container's own stop timeout).
+    pub(crate) async fn bounded_for<T>(
+        &self,
+        what: &str,
+        endpoint: &'static str,
+        limit: Duration,
+        call: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
+    ) -> Result<T, EngineError> {
+        if let Ok(mut calls) = self.calls.lock() {
+            *calls.entry(endpoint).or_default() += 1;
+        }
+        match tokio::time::timeout(limit, call).await {
+            Ok(result) => result.map_err(|source| EngineError::Call { what: what.to_string(), source }),
+            Err(_) => Err(EngineError::Timeout { what: what.to_string(), after: limit }),
+        }
+    }
+}
+
+impl EngineError {
+    /// True when the engine answered 404 (no such container or image).
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(404)
+    }
+
+    /// The HTTP status the engine answered with, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            EngineError::Call {
+                source: bollard::errors::Error::DockerResponseServerError { status_code, .. },
+                ..
+            } => Some(*status_code),
+            _ => None,
+        }
+    }
+}

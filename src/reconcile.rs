@@ -1,0 +1,116 @@
+//! One reconcile pass: recover, observe, resolve, plan, then swap every
+//! container the plan says to upgrade — several at a time — and report.
+//!
+//! The pass does not know why it runs (a file change, a timer, a CLI
+//! call): it always reconciles the whole manifest, so it must be, and is,
+//! idempotent. A target that fails rolls back alone; the others go on.
+
+use std::time::SystemTime;
+
+use futures_util::stream::{self, StreamExt};
+
+use crate::engine::EngineError;
+use crate::manifest::Manifest;
+use crate::observe;
+use crate::plan::{self, Action, Plan, PlanEntry};
+use crate::reference::ImageRef;
+use crate::registry::Registry;
+use crate::resolve;
+use crate::swap::backoff::{self, Hold};
+use crate::swap::journal::JournalError;
+use crate::swap::recover::{self, Recovered};
+use crate::swap::{Outcome, SwapError, SwapRequest, Swapper};
+
+/// The default number of swaps run at once.
+pub const DEFAULT_PARALLEL: usize = 8;
+
+/// What happened to one upgrade entry of the plan.
+#[derive(Debug)]
+pub enum Applied {
+    /// A swap ran (committed, rolled back, failed, or found nothing to do).
+    Swapped(Box<Outcome>),
+    /// Held back: the same image failed recently for this container.
+    Held(Hold),
+    /// The swap could not run or could not finish.
+    Error(SwapError),
+}
+
+/// The result of a pass.
+#[derive(Debug)]
+pub struct Report {
+    /// Unfinished ops found and finished first.
+    pub recovered: Vec<Recovered>,
+    /// The plan the pass acted on.
+    pub plan: Plan,
+    /// One result per `upgrade` entry, in plan order.
+    pub applied: Vec<(PlanEntry, Applied)>,
+}
+
+/// Why a pass could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The engine could not be listed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The journal cannot be read.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// Recovery of an earlier op failed; nothing new is started on top of it.
+    #[error("recovering an interrupted swap failed: {0}")]
+    Recover(SwapError),
+}
+
+/// Runs one pass of `manifest` with at most `parallel` swaps at once.
+pub async fn reconcile_once(
+    swapper: &Swapper,
+    manifest: &Manifest,
+    registry: &Registry,
+    parallel: usize,
+) -> Result<Report, ReconcileError> {
+    let recovered =
+        recover::recover(swapper.engine(), swapper.journal()).await.map_err(ReconcileError::Recover)?;
+    let observed = observe::observe(swapper.engine(), manifest).await?;
+    let needed = plan::needs_resolution(manifest, &observed);
+    let resolved = resolve::resolve(manifest, &observed, registry, &needed).await;
+    let plan = plan::plan(manifest, &observed, &resolved);
+    let history = swapper.journal().ops()?;
+    let now = SystemTime::now();
+
+    let work: Vec<(PlanEntry, Result<SwapRequest, Hold>)> = plan
+        .upgrades()
+        .filter_map(|entry| {
+            let request = request(manifest, &resolved, entry)?;
+            let held = backoff::hold(&history, &request.container, &request.image.familiar(), now);
+            Some((entry.clone(), held.map_or(Ok(request), Err)))
+        })
+        .collect();
+    let applied = stream::iter(work)
+        .map(|(entry, job)| async move {
+            let applied = match job {
+                Err(hold) => Applied::Held(hold),
+                Ok(request) => match swapper.swap(&request).await {
+                    Ok(outcome) => Applied::Swapped(Box::new(outcome)),
+                    Err(e) => Applied::Error(e),
+                },
+            };
+            (entry, applied)
+        })
+        .buffered(parallel.max(1))
+        .collect()
+        .await;
+    if let Err(e) = swapper.journal().prune() {
+        tracing::warn!(error = %e, "pruning the journal");
+    }
+    Ok(Report { recovered, plan, applied })
+}
+
+/// The swap an `upgrade` entry asks for.
+fn request(manifest: &Manifest, resolved: &resolve::Resolved, entry: &PlanEntry) -> Option<SwapRequest> {
+    debug_assert_eq!(entry.action, Action::Upgrade);
+    let target = manifest.targets.get(entry.target_index)?;
+    let desired = resolved.get(&entry.target_index)?.as_ref().ok()?;
+    // Swap to the tag (what the container will show), not the digest the
+    // plan compared: the pull re-resolves it a moment later.
+    let image: ImageRef = desired.reference.clone();
+    Some(SwapRequest { container: entry.container.clone()?, image, settings: target.settings.clone() })
+}

@@ -1,0 +1,132 @@
+//! Not retrying a failed image in a loop.
+//!
+//! A target whose new container failed for image X is held off X: after
+//! the n-th consecutive failure for the same container and image, the next
+//! attempt waits `BASE × 2^(n-1)`, at most `MAX`. A commit for the
+//! container, or a different desired image (the manifest changed), clears
+//! it. Derived from the journal alone: no other state to keep in step.
+
+use std::time::{Duration, SystemTime};
+
+use super::journal::{OpRecord, Step};
+
+/// The wait after the first failure.
+pub const BASE: Duration = Duration::from_secs(60);
+/// The longest wait.
+pub const MAX: Duration = Duration::from_secs(3600);
+
+/// Why a swap is held back, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    /// Consecutive failures for this container and image.
+    pub failures: u32,
+    /// When the next attempt is allowed.
+    pub until: SystemTime,
+    /// The last failure's reason.
+    pub reason: String,
+}
+
+/// The hold on swapping `container` to `image` at `now`, if any. `ops` is
+/// the journal, oldest first.
+pub fn hold(ops: &[OpRecord], container: &str, image: &str, now: SystemTime) -> Option<Hold> {
+    let mut failures = 0u32;
+    let mut last: Option<&OpRecord> = None;
+    for op in ops.iter().filter(|o| o.container == container) {
+        match op.step() {
+            Some(Step::Committed) => {
+                failures = 0;
+                last = None;
+            }
+            Some(Step::RolledBack | Step::Failed) if op.new_image == image && op.reason.is_some() => {
+                failures += 1;
+                last = Some(op);
+            }
+            // A failure for another image means the manifest moved on.
+            Some(Step::RolledBack | Step::Failed) => {
+                failures = 0;
+                last = None;
+            }
+            _ => {}
+        }
+    }
+    let last = last?;
+    let ended = humantime::parse_rfc3339(last.updated_at()).ok()?;
+    let until = ended + delay(failures);
+    (now < until).then(|| Hold { failures, until, reason: last.reason.clone().unwrap_or_default() })
+}
+
+/// The wait after `failures` consecutive failures.
+pub fn delay(failures: u32) -> Duration {
+    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+    BASE.saturating_mul(factor).min(MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::swap::journal::StepRecord;
+    use crate::types::{ContainerId, OpId};
+
+    fn op(container: &str, image: &str, step: Step, at: &str) -> OpRecord {
+        OpRecord {
+            op_id: OpId::new(at),
+            container: container.into(),
+            old_id: ContainerId::new("old"),
+            old_image: "app:1".into(),
+            old_image_id: String::new(),
+            new_image: image.into(),
+            new_image_id: String::new(),
+            was_running: true,
+            order: "stop-first".into(),
+            backup_name: String::new(),
+            temp_name: String::new(),
+            new_id: None,
+            steps: vec![
+                StepRecord { step: Step::Prepared, at: at.into() },
+                StepRecord { step, at: at.into() },
+            ],
+            reason: (step != Step::Committed).then(|| "exited with code 1".into()),
+        }
+    }
+
+    fn t(s: &str) -> SystemTime {
+        humantime::parse_rfc3339(s).expect("time")
+    }
+
+    #[test]
+    fn delays_double_and_cap() {
+        assert_eq!(delay(1), Duration::from_secs(60));
+        assert_eq!(delay(2), Duration::from_secs(120));
+        assert_eq!(delay(3), Duration::from_secs(240));
+        assert_eq!(delay(30), MAX);
+    }
+
+    #[test]
+    fn a_failure_holds_that_image_until_the_backoff_expires() {
+        let ops = [op("web", "app:2", Step::RolledBack, "2026-01-01T00:00:00Z")];
+        let h = hold(&ops, "web", "app:2", t("2026-01-01T00:00:30Z")).expect("held");
+        assert_eq!(h.failures, 1);
+        assert_eq!(h.reason, "exited with code 1");
+        assert!(hold(&ops, "web", "app:2", t("2026-01-01T00:01:01Z")).is_none(), "expired");
+        assert!(hold(&ops, "web", "app:3", t("2026-01-01T00:00:30Z")).is_none(), "another image is not held");
+        assert!(
+            hold(&ops, "db", "app:2", t("2026-01-01T00:00:30Z")).is_none(),
+            "another container is not held"
+        );
+    }
+
+    #[test]
+    fn consecutive_failures_lengthen_the_hold_and_a_commit_clears_it() {
+        let mut ops = vec![
+            op("web", "app:2", Step::RolledBack, "2026-01-01T00:00:00Z"),
+            op("web", "app:2", Step::RolledBack, "2026-01-01T00:02:00Z"),
+            op("web", "app:2", Step::RolledBack, "2026-01-01T00:05:00Z"),
+        ];
+        let h =
+            hold(&ops, "web", "app:2", t("2026-01-01T00:08:00Z")).expect("held 4 minutes after the third");
+        assert_eq!(h.failures, 3);
+        assert_eq!(h.until, t("2026-01-01T00:09:00Z"));
+        ops.push(op("web", "app:2", Step::Committed, "2026-01-01T00:10:00Z"));
+        assert!(hold(&ops, "web", "app:2", t("2026-01-01T00:10:01Z")).is_none());
+    }
+}

@@ -1,0 +1,409 @@
+//! Executing one swap, stop-first or start-first, step by step.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use tracing::Instrument;
+
+use super::journal::{Journal, OpRecord, Step, TargetLock};
+use super::recreate::{recreate, CreateSpec};
+use super::{backup_name, health, temp_name, Outcome, SwapError, SwapRequest};
+use crate::engine::{ContainerDetails, Engine, ImageDetails};
+use crate::manifest::{Order, PullPolicy};
+use crate::types::{ContainerId, OpId};
+
+/// Performs swaps; one value is shared by every swap of a pass.
+#[derive(Clone)]
+pub struct Swapper {
+    engine: Engine,
+    journal: Journal,
+    show_progress: bool,
+}
+
+/// What `prepare` learned before anything is touched.
+struct Prepared {
+    old: ContainerDetails,
+    spec: CreateSpec,
+    op: OpRecord,
+}
+
+impl Swapper {
+    /// A swapper over `engine`, journaling to `journal`. Pull progress is
+    /// printed on stderr when it is a terminal.
+    pub fn new(engine: Engine, journal: Journal) -> Self {
+        Self { engine, journal, show_progress: std::io::stderr().is_terminal() }
+    }
+
+    /// The journal this swapper writes.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// The engine this swapper drives.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Swaps `req.container` onto `req.image`. Errors before the swap leave
+    /// the container untouched ([`SwapError::Unchanged`]); a failed new
+    /// container is rolled back (or kept, with rollback disabled).
+    pub async fn swap(&self, req: &SwapRequest) -> Result<Outcome, SwapError> {
+        let span = tracing::info_span!("swap", container = %req.container, to = %req.image.familiar(), op_id = tracing::field::Empty);
+        async {
+            let _lock = self.lock(&req.container)?;
+            let Some(prepared) = self.prepare(req).await? else {
+                let image = req.image.familiar();
+                return Ok(Outcome::AlreadyCurrent { container: req.container.clone(), image });
+            };
+            tracing::Span::current().record("op_id", prepared.op.op_id.as_str());
+            match req.settings.order {
+                Order::StopFirst => self.stop_first(req, prepared).await,
+                Order::StartFirst => self.start_first(req, prepared).await,
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn lock(&self, container: &str) -> Result<TargetLock, SwapError> {
+        self.journal.lock(container).map_err(|e| SwapError::unchanged(container, e))
+    }
+
+    /// Inspects, pulls and computes the new container; journals `prepared`.
+    /// `None`: the container already runs the image.
+    async fn prepare(&self, req: &SwapRequest) -> Result<Option<Prepared>, SwapError> {
+        let c = req.container.as_str();
+        let engine = &self.engine;
+        let old = engine
+            .inspect_container(c)
+            .await
+            .map_err(|e| SwapError::engine(c, e))?
+            .ok_or_else(|| SwapError::unchanged(c, format!("no container named {c}")))?;
+        let name = old.name.as_deref().unwrap_or(c).trim_start_matches('/').to_string();
+        let old_image_id = old.image.clone().unwrap_or_default();
+        let old_image = engine.inspect_image(&old_image_id).await.map_err(|e| SwapError::engine(c, e))?.ok_or_else(
+            || SwapError::unchanged(c, format!("its image {old_image_id} is gone; without it the image's defaults cannot be told from the container's own settings")),
+        )?;
+        let new_image = self.pull(req).await?;
+        let new_image_id = new_image.id.clone().unwrap_or_default();
+        if new_image_id == old_image_id {
+            return Ok(None);
+        }
+        let peers = self.peers(&old).await.map_err(|e| SwapError::unchanged(c, e))?;
+        let spec = recreate(&old, &old_image, &new_image, &req.image.to_string(), &peers)
+            .map_err(|e| SwapError::unchanged(c, e))?;
+        match req.settings.order {
+            Order::StartFirst => start_first_allowed(&old),
+            Order::StopFirst => stop_first_allowed(&old),
+        }
+        .map_err(|e| SwapError::unchanged(c, e))?;
+        let op_id = OpId::generate();
+        let suffix = op_id.suffix();
+        let mut op = OpRecord {
+            container: name.clone(),
+            old_id: ContainerId::new(old.id.clone().unwrap_or_default()),
+            old_image: old
+                .config
+                .as_ref()
+                .and_then(|cfg| cfg.image.clone())
+                .unwrap_or_else(|| old_image_id.clone()),
+            old_image_id,
+            new_image: req.image.familiar(),
+            new_image_id,
+            was_running: old.state.as_ref().and_then(|s| s.running).unwrap_or(false),
+            order: match req.settings.order {
+                Order::StopFirst => "stop-first".into(),
+                Order::StartFirst => "start-first".into(),
+            },
+            backup_name: backup_name(&name, &suffix),
+            temp_name: temp_name(&name, &suffix),
+            new_id: None,
+            steps: Vec::new(),
+            reason: None,
+            op_id,
+        };
+        self.journal.record(&mut op, Step::Prepared, None)?;
+        Ok(Some(Prepared { old, spec, op }))
+    }
+
+    /// Makes the desired image present per the pull policy; returns it.
+    async fn pull(&self, req: &SwapRequest) -> Result<ImageDetails, SwapError> {
+        let c = req.container.as_str();
+        let reference = req.image.to_string();
+        let present = self.engine.inspect_image(&reference).await.map_err(|e| SwapError::engine(c, e))?;
+        let must_pull = match req.settings.pull {
+            PullPolicy::Always => true,
+            PullPolicy::IfMissing => present.is_none(),
+            PullPolicy::Never => false,
+        };
+        if !must_pull {
+            return present.ok_or_else(|| {
+                SwapError::unchanged(
+                    c,
+                    format!("{} is not present locally and pull is `never`", req.image.familiar()),
+                )
+            });
+        }
+        let registry = req.image.registry().to_string();
+        let credentials =
+            tokio::task::spawn_blocking(move || crate::registry::credentials(&registry)).await.ok().flatten();
+        let show = self.show_progress;
+        let image = req.image.familiar();
+        self.engine
+            .pull(&req.image, credentials, |p| {
+                if show {
+                    eprintln!(
+                        "{image}: {}{}{}",
+                        p.layer.map(|l| format!("{l}: ")).unwrap_or_default(),
+                        p.status,
+                        p.progress.map(|x| format!(" {x}")).unwrap_or_default()
+                    );
+                }
+            })
+            .await
+            .map_err(|e| SwapError::unchanged(c, e))?;
+        self.engine
+            .inspect_image(&reference)
+            .await
+            .map_err(|e| SwapError::engine(c, e))?
+            .ok_or_else(|| SwapError::unchanged(c, format!("{reference} is not present after pulling it")))
+    }
+
+    /// Names of the containers whose ids the old one refers to
+    /// (`container:<id>` network, IPC and PID modes). The engine stores the
+    /// peer's id; the new container is created with its *name*, so it joins
+    /// whichever container carries that name now. A peer that was itself
+    /// swapped no longer has its old id: the journal maps it to its name.
+    async fn peers(&self, old: &ContainerDetails) -> Result<HashMap<String, String>, String> {
+        let host = old.host_config.as_ref();
+        let modes = [
+            host.and_then(|h| h.network_mode.clone()),
+            host.and_then(|h| h.ipc_mode.clone()),
+            host.and_then(|h| h.pid_mode.clone()),
+        ];
+        let mut peers = HashMap::new();
+        for id in modes.into_iter().flatten().filter_map(|m| m.strip_prefix("container:").map(str::to_string))
+        {
+            let live = self.engine.inspect_container(&id).await.map_err(|e| e.to_string())?;
+            let name = match live.and_then(|p| p.name) {
+                Some(name) => name.trim_start_matches('/').to_string(),
+                None => self
+                    .journal
+                    .ops()
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .rev()
+                    .find(|op| op.old_id.as_str() == id && op.step() == Some(Step::Committed))
+                    .map(|op| op.container)
+                    .ok_or_else(|| {
+                        format!("it shares a namespace with container {id}, which no longer exists")
+                    })?,
+            };
+            peers.insert(id, name);
+        }
+        Ok(peers)
+    }
+
+    /// Creates the new container under its temporary name with all its
+    /// networks; journals `created`. On failure removes it: nothing changed.
+    async fn create(&self, op: &mut OpRecord, spec: &CreateSpec) -> Result<(), String> {
+        let id = self.engine.create(&op.temp_name, spec.body.clone()).await.map_err(|e| e.to_string())?;
+        op.new_id = Some(id.clone());
+        for (network, endpoint) in &spec.extra_networks {
+            if let Err(e) = self.engine.connect_network(network, &id, endpoint.clone()).await {
+                let _ = self.engine.remove(id.as_str()).await;
+                return Err(e.to_string());
+            }
+        }
+        self.journal.record(op, Step::Created, None).map_err(|e| e.to_string())
+    }
+
+    /// Records a failure before the swap and says nothing changed.
+    fn unchanged(&self, op: &mut OpRecord, reason: String) -> SwapError {
+        if let Err(e) = self.journal.record(op, Step::Failed, Some(reason.clone())) {
+            tracing::error!(error = %e, "journaling a failure before the swap");
+        }
+        SwapError::Unchanged { container: op.container.clone(), reason }
+    }
+
+    async fn stop_first(&self, req: &SwapRequest, p: Prepared) -> Result<Outcome, SwapError> {
+        let Prepared { old, spec, mut op } = p;
+        if let Err(e) = self.create(&mut op, &spec).await {
+            let _ = self.engine.remove(&op.temp_name).await;
+            return Err(self.unchanged(&mut op, format!("creating the new container failed: {e}")));
+        }
+        if let Err(e) = self.retire_old(&old, &op).await {
+            let _ = self.restore_untouched(&op).await;
+            return Err(self.unchanged(&mut op, e));
+        }
+        self.journal.record(&mut op, Step::Stopped, None)?;
+        let new_id = op.new_id.clone().map(|id| id.to_string()).unwrap_or_default();
+        if let Err(e) = self.take_over(&op, &new_id).await {
+            return self.roll_back(op, e).await;
+        }
+        self.journal.record(&mut op, Step::Started, None)?;
+        self.gate_and_finish(req, op, &new_id).await
+    }
+
+    async fn start_first(&self, req: &SwapRequest, p: Prepared) -> Result<Outcome, SwapError> {
+        let Prepared { old, spec, mut op } = p;
+        if let Err(e) = self.create(&mut op, &spec).await {
+            let _ = self.engine.remove(&op.temp_name).await;
+            return Err(self.unchanged(&mut op, format!("creating the new container failed: {e}")));
+        }
+        let new_id = op.new_id.clone().map(|id| id.to_string()).unwrap_or_default();
+        // The old container is untouched until the new one has passed.
+        let verdict = match self.engine.start(&new_id).await {
+            Ok(()) => health::wait(&self.engine, &new_id, &req.settings.health).await,
+            Err(e) => Err(format!("starting the new container failed: {e}")),
+        };
+        if let Err(reason) = verdict {
+            return self.discard_new(op, reason).await;
+        }
+        if let Err(e) = self.retire_old(&old, &op).await {
+            return self.roll_back(op, e).await;
+        }
+        self.journal.record(&mut op, Step::Stopped, None)?;
+        if let Err(e) = self.engine.rename(&new_id, &op.container).await {
+            return self.roll_back(op, format!("renaming the new container failed: {e}")).await;
+        }
+        self.journal.record(&mut op, Step::Started, None)?;
+        self.commit(req, op).await
+    }
+
+    /// Stops the old container (its own signal and timeout) and renames it
+    /// to the backup name.
+    async fn retire_old(&self, old: &ContainerDetails, op: &OpRecord) -> Result<(), String> {
+        let id = op.old_id.as_str();
+        if op.was_running {
+            let grace = old.config.as_ref().and_then(|c| c.stop_timeout).and_then(|t| u64::try_from(t).ok());
+            self.engine
+                .stop(id, grace.map(Duration::from_secs))
+                .await
+                .map_err(|e| format!("stopping the old container failed: {e}"))?;
+        }
+        self.engine
+            .rename(id, &op.backup_name)
+            .await
+            .map_err(|e| format!("renaming the old container failed: {e}"))
+    }
+
+    /// Undo for a failure before `stopped` was journaled: remove the new
+    /// container, put the old one back as it was.
+    async fn restore_untouched(&self, op: &OpRecord) -> Result<(), String> {
+        if let Some(id) = &op.new_id {
+            self.engine.remove(id.as_str()).await.map_err(|e| e.to_string())?;
+        }
+        let old = op.old_id.as_str();
+        let _ = self.engine.rename(old, &op.container).await;
+        if op.was_running {
+            self.engine.start(old).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Gives the original name to the new container and starts it.
+    async fn take_over(&self, op: &OpRecord, new_id: &str) -> Result<(), String> {
+        self.engine
+            .rename(new_id, &op.container)
+            .await
+            .map_err(|e| format!("renaming the new container failed: {e}"))?;
+        if op.was_running {
+            self.engine.start(new_id).await.map_err(|e| format!("starting the new container failed: {e}"))?;
+        }
+        Ok(())
+    }
+
+    async fn gate_and_finish(
+        &self,
+        req: &SwapRequest,
+        mut op: OpRecord,
+        new_id: &str,
+    ) -> Result<Outcome, SwapError> {
+        // A stopped target is recreated stopped: there is nothing to gate.
+        if op.was_running {
+            if let Err(reason) = health::wait(&self.engine, new_id, &req.settings.health).await {
+                if req.settings.rollback {
+                    return self.roll_back(op, reason).await;
+                }
+                self.journal.record(&mut op, Step::Failed, Some(reason))?;
+                return Ok(Outcome::Failed(op));
+            }
+        }
+        self.commit(req, op).await
+    }
+
+    /// Journals the commit, then removes the backup (and the old image when
+    /// asked). A backup that cannot be removed now is removed by `recover`.
+    async fn commit(&self, req: &SwapRequest, mut op: OpRecord) -> Result<Outcome, SwapError> {
+        self.journal.record(&mut op, Step::Committed, None)?;
+        if let Err(e) = self.engine.remove(op.old_id.as_str()).await {
+            tracing::warn!(error = %e, backup = %op.backup_name, "backup not removed; `recover` will retry");
+        }
+        if req.settings.cleanup {
+            // Not forced: the engine refuses while another container uses it.
+            if let Err(e) = self.engine.remove_image(&op.old_image_id).await {
+                tracing::info!(error = %e, image = %op.old_image_id, "old image kept");
+            }
+        }
+        Ok(Outcome::Committed(op))
+    }
+
+    /// Start-first failure: the old container was never touched.
+    async fn discard_new(&self, mut op: OpRecord, reason: String) -> Result<Outcome, SwapError> {
+        if let Some(id) = &op.new_id {
+            self.engine
+                .remove(id.as_str())
+                .await
+                .map_err(|e| self.stuck(&op, format!("{reason}; removing the new container failed: {e}")))?;
+        }
+        self.journal.record(&mut op, Step::RolledBack, Some(reason))?;
+        Ok(Outcome::RolledBack(op))
+    }
+
+    /// Removes the new container, gives the name back to the old one and
+    /// starts it; journals `rolled_back` with the reason.
+    async fn roll_back(&self, mut op: OpRecord, reason: String) -> Result<Outcome, SwapError> {
+        tracing::warn!(reason = %reason, "rolling back");
+        super::recover::restore_old(&self.engine, &op)
+            .await
+            .map_err(|e| self.stuck(&op, format!("{reason}; rollback failed: {e}")))?;
+        self.journal.record(&mut op, Step::RolledBack, Some(reason))?;
+        Ok(Outcome::RolledBack(op))
+    }
+
+    fn stuck(&self, op: &OpRecord, reason: String) -> SwapError {
+        SwapError::Stuck { container: op.container.clone(), op_id: op.op_id.to_string(), reason }
+    }
+}
+
+/// stop-first keeps the stopped old container as the backup. The engine
+/// deletes an `--rm` container (and its anonymous volumes) the moment it
+/// stops, which would leave nothing to roll back to.
+fn stop_first_allowed(old: &ContainerDetails) -> Result<(), String> {
+    if old.host_config.as_ref().and_then(|h| h.auto_remove).unwrap_or(false) {
+        return Err("the container runs with --rm (AutoRemove): stopping it deletes it and its anonymous volumes, so it cannot be kept as a backup; use start-first, or recreate it without --rm".into());
+    }
+    Ok(())
+}
+
+/// start-first runs both containers at once: refused where they would clash.
+fn start_first_allowed(old: &ContainerDetails) -> Result<(), String> {
+    let host = old.host_config.as_ref();
+    let binds_host_port = host.and_then(|h| h.port_bindings.as_ref()).is_some_and(|ports| {
+        ports.values().flatten().flatten().any(|b| b.host_port.as_deref().is_some_and(|p| !p.is_empty()))
+    });
+    if binds_host_port {
+        return Err("start-first needs the old and new containers to run side by side, but this one binds host ports; use stop-first".into());
+    }
+    let static_ip = old.network_settings.as_ref().and_then(|n| n.networks.as_ref()).is_some_and(|nets| {
+        nets.values().any(|e| {
+            e.ipam_config.as_ref().is_some_and(|c| c.ipv4_address.is_some() || c.ipv6_address.is_some())
+        })
+    });
+    if static_ip {
+        return Err("start-first needs the old and new containers to run side by side, but this one has a static IP; use stop-first".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! The swap engine: replace one container by a new one from another image,
+//! with the same configuration, gated on health, rolled back on failure.
+//!
+//! [`Swapper::swap`] is the only code that mutates containers. Every step is
+//! journaled before the next begins ([`journal`]), so [`recover`] can finish
+//! or undo a swap that a crash interrupted. The decisions — what the new
+//! container looks like ([`recreate`]), whether it is healthy ([`health`]),
+//! whether a failed image may be retried yet ([`backoff`]) — are pure.
+
+pub mod backoff;
+
+mod execute;
+pub mod health;
+pub mod journal;
+pub mod recover;
+pub mod recreate;
+
+use std::fmt;
+
+pub use execute::Swapper;
+
+use crate::engine::EngineError;
+use crate::manifest::Settings;
+use crate::reference::ImageRef;
+use journal::{JournalError, OpRecord};
+
+/// One imperative swap: this container onto this image, with these settings.
+#[derive(Debug, Clone)]
+pub struct SwapRequest {
+    /// The container, by name or id.
+    pub container: String,
+    /// The image to run.
+    pub image: ImageRef,
+    /// Pull policy, order, rollback, cleanup and the health gate.
+    pub settings: Settings,
+}
+
+/// How a swap ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The new container passed the gate and replaced the old one.
+    Committed(OpRecord),
+    /// The container already runs that image: nothing to do.
+    AlreadyCurrent {
+        /// The container's name.
+        container: String,
+        /// The image it runs.
+        image: String,
+    },
+    /// The new container failed; the old one (same id) is back.
+    RolledBack(OpRecord),
+    /// The gate failed with rollback disabled: the new container stays, the
+    /// old one is kept stopped under its backup name.
+    Failed(OpRecord),
+}
+
+impl Outcome {
+    /// The journal record, when a swap was attempted.
+    pub fn op(&self) -> Option<&OpRecord> {
+        match self {
+            Outcome::Committed(op) | Outcome::RolledBack(op) | Outcome::Failed(op) => Some(op),
+            Outcome::AlreadyCurrent { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let reason = |op: &OpRecord| op.reason.clone().unwrap_or_default();
+        match self {
+            Outcome::Committed(op) => write!(f, "{}: upgraded {} → {} (op {})", op.container, op.old_image, op.new_image, op.op_id),
+            Outcome::AlreadyCurrent { container, image } => write!(f, "{container}: already runs {image}"),
+            Outcome::RolledBack(op) => write!(
+                f,
+                "{}: rolled back to {}: upgrade to {} failed: {} (op {})",
+                op.container,
+                op.old_image,
+                op.new_image,
+                reason(op),
+                op.op_id
+            ),
+            Outcome::Failed(op) => write!(
+                f,
+                "{}: upgrade to {} failed and was NOT rolled back (rollback disabled): {}; the old container is kept stopped as {} (op {})",
+                op.container,
+                op.new_image,
+                reason(op),
+                op.backup_name,
+                op.op_id
+            ),
+        }
+    }
+}
+
+/// A swap that could not run, or could not be undone.
+#[derive(Debug, thiserror::Error)]
+pub enum SwapError {
+    /// Refused or failed before anything changed: the container is as it was.
+    #[error("{container}: nothing changed: {reason}")]
+    Unchanged {
+        /// The container as named in the request.
+        container: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A step or the rollback failed half-way; the journal keeps the op for
+    /// `container-upgrader recover`.
+    #[error(
+        "{container}: op {op_id} stopped half-way: {reason}; run `container-upgrader recover` to restore it"
+    )]
+    Stuck {
+        /// The container's name.
+        container: String,
+        /// The unfinished operation.
+        op_id: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The state directory cannot be written: nothing is done without a journal.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+impl SwapError {
+    fn unchanged(container: &str, reason: impl fmt::Display) -> Self {
+        SwapError::Unchanged { container: container.to_string(), reason: reason.to_string() }
+    }
+
+    fn engine(container: &str, e: EngineError) -> Self {
+        Self::unchanged(container, e)
+    }
+}
+
+/// The backup name of `container` during op `suffix`.
+pub fn backup_name(container: &str, suffix: &str) -> String {
+    format!("{container}--cu-backup-{suffix}")
+}
+
+/// The temporary name of the new container during op `suffix`.
+pub fn temp_name(container: &str, suffix: &str) -> String {
+    format!("{container}--cu-new-{suffix}")
+}

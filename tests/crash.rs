@@ -1,0 +1,198 @@
+//! Crash safety: the upgrader is SIGKILLed right after each journal step,
+//! then `recover` runs. Every time, exactly one container carries the
+//! target's name, it runs the old or the new image, no backup or temporary
+//! container is left, and the volume's data is intact.
+#![cfg(all(feature = "docker-tests", feature = "fault-injection"))]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{ImageSpec, TestRun};
+
+const STEPS: [&str; 5] = ["prepared", "created", "stopped", "started", "committed"];
+
+struct Case {
+    run: TestRun,
+    _registry: common::TestRegistry,
+    repo: String,
+    state: String,
+}
+
+fn case(test: &str) -> Case {
+    let run = TestRun::new(test);
+    let registry = run.registry();
+    let repo = registry.repo("app");
+    for (tag, env) in [("1", vec![("TESTBOX_VERSION", "1")]), ("2", vec![("TESTBOX_VERSION", "2")])] {
+        let image = format!("{repo}:{tag}");
+        run.build_image(&image, &ImageSpec { env, ..Default::default() });
+        run.push(&image);
+    }
+    let state = run.write_file("state/.keep", "").parent().expect("dir").display().to_string();
+    Case { run, _registry: registry, repo, state }
+}
+
+impl Case {
+    /// A running app:1 container named `suffix` with marker data in a volume.
+    fn web(&self, suffix: &str) -> String {
+        let volume = self.run.volume(&format!("{suffix}-data"));
+        let mount = format!("{volume}:/data");
+        self.run.run_container(suffix, &format!("{}:1", self.repo), &["-v", &mount]);
+        let name = self.run.name(suffix);
+        let marker = self.run.write_file(&format!("{suffix}-marker"), "precious data\n");
+        self.run.docker(&["cp", marker.to_str().expect("utf-8"), &format!("{name}:/data/marker")]);
+        name
+    }
+
+    /// Starts `upgrade` with the fault hook and SIGKILLs it right after `step`.
+    fn upgrade_killed_after(&self, name: &str, image: &str, step: &str) {
+        let mut child = self
+            .run
+            .cli_command()
+            .args(["upgrade", name, "--image", image, "--state-dir", &self.state, "--stable", "1s"])
+            .env("CONTAINER_UPGRADER_FAULT_PAUSE_AFTER", step)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn upgrade");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let marker = format!("fault-injection: paused after {step}");
+        let mut seen = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(120)) {
+                Ok(line) if line.contains(&marker) => break,
+                Ok(line) => seen.push(line),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("upgrade never reached {step}; stderr: {seen:#?}");
+                }
+            }
+        }
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+    }
+
+    fn recover(&self) {
+        let out = self.run.cli(&["recover", "--state-dir", &self.state]);
+        assert!(
+            out.status.success(),
+            "recover failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The invariant. Returns the image the survivor runs.
+    fn invariant(&self, name: &str) -> String {
+        let filter = format!("name=^/{name}$");
+        let ids = self.run.docker(&["ps", "-aq", "--filter", &filter]);
+        assert_eq!(ids.lines().count(), 1, "exactly one container named {name}: {ids:?}");
+        assert_eq!(self.run.inspect(name, "{{.State.Running}}"), "true", "{name} runs");
+        let image = self.run.inspect(name, "{{.Config.Image}}");
+        assert!(image == format!("{}:1", self.repo) || image == format!("{}:2", self.repo), "{image}");
+        let names =
+            self.run.docker(&["ps", "-a", "--filter", &self.run.label_filter(), "--format", "{{.Names}}"]);
+        assert!(!names.contains("--cu-"), "leftovers after recover: {names}");
+        let dest =
+            self.run.write_file(&format!("out-{name}/.keep"), "").parent().expect("dir").join("marker");
+        self.run.docker(&["cp", &format!("{name}:/data/marker"), dest.to_str().expect("utf-8")]);
+        assert_eq!(std::fs::read_to_string(&dest).expect("marker"), "precious data\n", "data intact");
+        image
+    }
+}
+
+#[test]
+fn sigkill_at_every_journal_step_then_recover_keeps_the_invariant() {
+    let c = case("sigkill_every_step");
+    let image = format!("{}:2", c.repo);
+    for step in STEPS {
+        let name = c.web(step);
+        c.upgrade_killed_after(&name, &image, step);
+        c.recover();
+        let survivor = c.invariant(&name);
+        // Before the commit the old container is restored; after it the new one stays.
+        let expected = if step == "committed" { &image } else { &format!("{}:1", c.repo) };
+        assert_eq!(&survivor, expected, "after a kill at {step}");
+        // A second recover has nothing left to do.
+        c.recover();
+        c.invariant(&name);
+    }
+}
+
+#[test]
+fn sigkill_during_a_failing_gate_then_recover_restores_the_old_container() {
+    let c = case("sigkill_failing_gate");
+    let broken = format!("{}:broken", c.repo);
+    c.run.build_image(
+        &broken,
+        &ImageSpec {
+            env: vec![("TESTBOX_EXIT_AFTER_MS", "200"), ("TESTBOX_EXIT_CODE", "9")],
+            ..Default::default()
+        },
+    );
+    c.run.push(&broken);
+    let name = c.web("gate");
+    let old = c.run.inspect(&name, "{{.Id}}");
+    c.upgrade_killed_after(&name, &broken, "started");
+    c.recover();
+    c.invariant(&name);
+    assert_eq!(c.run.inspect(&name, "{{.Id}}"), old, "the very same old container");
+}
+
+#[test]
+fn a_port_stolen_mid_swap_is_rolled_back_or_recovered() {
+    // The old container publishes a host port. Right after it is stopped,
+    // another process takes the port: the engine refuses to start the new
+    // container, and the rollback cannot start the old one either. The
+    // upgrader says so (exit 8); once the port is free, `recover` restores
+    // the old container.
+    let c = case("port_stolen_mid_swap");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let volume = c.run.volume("ported-data");
+    let mount = format!("{volume}:/data");
+    let publish = format!("127.0.0.1:{port}:8080");
+    c.run.run_container("ported", &format!("{}:1", c.repo), &["-v", &mount, "-p", &publish]);
+    let name = c.run.name("ported");
+    let marker = c.run.write_file("ported-marker", "precious data\n");
+    c.run.docker(&["cp", marker.to_str().expect("utf-8"), &format!("{name}:/data/marker")]);
+    let old = c.run.inspect(&name, "{{.Id}}");
+
+    let image = format!("{}:2", c.repo);
+    let child = c
+        .run
+        .cli_command()
+        .args(["upgrade", &name, "--image", &image, "--state-dir", &c.state, "--stable", "1s"])
+        .env("CONTAINER_UPGRADER_FAULT_PAUSE_AFTER", "stopped")
+        .env("CONTAINER_UPGRADER_FAULT_PAUSE_MS", "3000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Wait until the old container has stopped, then take its port.
+    common::wait_for("the old container to stop", Duration::from_secs(60), || {
+        c.run.inspect(&old, "{{.State.Running}}") == "false"
+    });
+    let thief = std::net::TcpListener::bind(("127.0.0.1", port)).expect("steal the port");
+    let out = child.wait_with_output().expect("upgrade finishes");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(8), "needs attention: {err}");
+    assert!(err.contains("starting the new container failed"), "{err}");
+    assert!(err.contains("run `container-upgrader recover`"), "{err}");
+
+    drop(thief);
+    c.recover();
+    c.invariant(&name);
+    assert_eq!(c.run.inspect(&name, "{{.Id}}"), old, "the very same old container");
+}

@@ -1,0 +1,60 @@
+//! `reconcile --once` against the real engine and registry.
+#![cfg(feature = "docker-tests")]
+
+mod common;
+
+use common::{ImageSpec, TestRun};
+
+fn publish(run: &TestRun, image: &str, env: Vec<(&str, &str)>) {
+    run.build_image(image, &ImageSpec { env, ..Default::default() });
+    run.push(image);
+}
+
+#[test]
+fn reconcile_upgrades_twenty_containers_and_a_failing_one_rolls_back_alone() {
+    let run = TestRun::new("reconcile_twenty");
+    let registry = run.registry();
+    let (app, bad) = (registry.repo("app"), registry.repo("bad"));
+    publish(&run, &format!("{app}:1"), vec![("TESTBOX_VERSION", "1")]);
+    publish(&run, &format!("{app}:2"), vec![("TESTBOX_VERSION", "2")]);
+    publish(&run, &format!("{bad}:1"), vec![("TESTBOX_VERSION", "bad-1")]);
+    publish(&run, &format!("{bad}:2"), vec![("TESTBOX_EXIT_AFTER_MS", "300"), ("TESTBOX_EXIT_CODE", "5")]);
+
+    let mut manifest =
+        String::from("version: 1\ndefaults:\n  health: {stable: 1s, timeout: 30s}\ntargets:\n");
+    for i in 0..20 {
+        run.run_container(&format!("w{i}"), &format!("{app}:1"), &[]);
+        manifest.push_str(&format!("  - container: {}\n    image: {app}:2\n", run.name(&format!("w{i}"))));
+    }
+    let bad_id = run.run_container("bad", &format!("{bad}:1"), &[]);
+    manifest.push_str(&format!("  - container: {}\n    image: {bad}:2\n", run.name("bad")));
+    let file = run.write_file("desired-state.yaml", &manifest);
+    let state = run.write_file("state/.keep", "").parent().expect("dir").display().to_string();
+
+    let out = run.cli(&["reconcile", "-f", file.to_str().expect("utf-8"), "--once", "--state-dir", &state]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(6), "one target rolled back\n{stdout}\n{stderr}");
+    assert!(stdout.contains("Reconciled: 20 upgraded, 1 rolled back, 0 held, 0 errors"), "{stdout}");
+    for i in 0..20 {
+        let name = run.name(&format!("w{i}"));
+        assert_eq!(run.inspect(&name, "{{.Config.Image}}"), format!("{app}:2"), "{name}");
+        assert_eq!(run.inspect(&name, "{{.State.Running}}"), "true", "{name}");
+    }
+    let bad_name = run.name("bad");
+    assert_eq!(run.inspect(&bad_name, "{{.Id}}"), bad_id, "the failing target is back on its old container");
+    assert_eq!(run.inspect(&bad_name, "{{.State.Running}}"), "true");
+    assert!(stderr.contains("exited with code 5"), "{stderr}");
+
+    // The next pass does not retry the image that just failed: it is held.
+    let out = run.cli(&["reconcile", "-f", file.to_str().expect("utf-8"), "--once", "--state-dir", &state]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(7), "held\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("Reconciled: 0 upgraded, 0 rolled back, 1 held, 0 errors, 20 up to date."),
+        "{stdout}"
+    );
+    assert!(stderr.contains("held: upgrade to") && stderr.contains("failed 1 time(s)"), "{stderr}");
+    assert_eq!(run.inspect(&bad_name, "{{.Id}}"), bad_id, "not touched while held");
+    let names = run.docker(&["ps", "-a", "--filter", &run.label_filter(), "--format", "{{.Names}}"]);
+    assert!(!names.contains("--cu-"), "leftovers: {names}");
+}
