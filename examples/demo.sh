@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The demo: a private registry on loopback, an app published as :1 and :2,
-# a container running :1, and a manifest that pins :2. container-upgrader
-# validates the manifest and plans the upgrade (the swap engine that applies
-# it comes next). Everything it creates carries the label
-# container-upgrader.demo=<id> and is removed on exit.
+# The demo: a private registry on loopback, an app published as :1, :2 and
+# a :broken build, a container running :1 with data in a volume, and a
+# manifest that pins :2. container-upgrader validates the manifest, plans,
+# and reconciles: the container is swapped to :2 with the same name, config
+# and data. Then the manifest pins :broken: the new container fails its
+# health gate and the very same :2 container is rolled back. Everything it
+# creates carries the label container-upgrader.demo=<id> and is removed on
+# exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,19 +46,30 @@ echo "== publishing $repo:1 and $repo:2 (FROM scratch around a static test binar
 mkdir -p "$work/ctx"
 rustc --edition 2021 -O -C target-feature=+crt-static --target x86_64-unknown-linux-gnu \
   -o "$work/ctx/testbox" tests/fixtures/testbox.rs
-for v in 1 2; do
-  printf 'FROM scratch\nLABEL %s\nCOPY testbox /testbox\nENV TESTBOX_VERSION=%s\nENTRYPOINT ["/testbox"]\n' \
-    "$label" "$v" >"$work/ctx/Dockerfile"
-  DOCKER_BUILDKIT=0 docker build -q -t "$repo:$v" "$work/ctx" >/dev/null
+for v in 1 2 broken; do
+  extra=""
+  [ "$v" = broken ] && extra='ENV TESTBOX_EXIT_AFTER_MS=500 TESTBOX_EXIT_CODE=3'
+  printf 'FROM scratch\nLABEL %s\nCOPY testbox /testbox\nENV TESTBOX_VERSION=%s\n%s\nENTRYPOINT ["/testbox"]\n' \
+    "$label" "$v" "$extra" >"$work/ctx/Dockerfile"
+  DOCKER_BUILDKIT=0 docker build -q -t "$repo:$v" "$work/ctx" >/dev/null 2>&1
   docker push -q "$repo:$v" >/dev/null
 done
 
-echo "== a container on :1"
-docker run -d --name "$id-web" --label "$label" "$repo:1" >/dev/null
-docker ps --filter "label=$label" --format '   {{.Names}}  {{.Image}}  {{.Status}}'
+echo "== a container on :1, with data in a named volume"
+docker volume create --label "$label" "$id-data" >/dev/null
+docker run -d --name "$id-web" --label "$label" -v "$id-data:/data" -e GREETING=hello \
+  --restart unless-stopped "$repo:1" >/dev/null
+echo "precious data" >"$work/marker"
+docker cp "$work/marker" "$id-web:/data/marker"
+show() {
+  docker ps -a --filter "label=$label" --format '   {{.Names}}  {{.Image}}  {{.Status}}  id={{.ID}}'
+}
+show
 
 cat >"$work/desired-state.yaml" <<YAML
 version: 1
+defaults:
+  health: {stable: 2s, timeout: 30s}
 policy:
   allowed_images: ["127.0.0.1:*"]
 targets:
@@ -73,3 +87,19 @@ echo "== container-upgrader plan"
 "$bin" plan -f "$work/desired-state.yaml"
 echo "== container-upgrader plan --output json"
 "$bin" plan -f "$work/desired-state.yaml" --output json
+
+echo "== container-upgrader reconcile --once (the swap)"
+"$bin" reconcile -f "$work/desired-state.yaml" --once --state-dir "$work/state" || true
+show
+docker cp "$id-web:/data/marker" "$work/marker.after"
+echo "   data after the upgrade: $(cat "$work/marker.after")"
+
+echo "== the manifest now pins :broken; reconcile again"
+sed -i "s|$repo:2|$repo:broken|" "$work/desired-state.yaml"
+set +e
+"$bin" reconcile -f "$work/desired-state.yaml" --once --state-dir "$work/state"
+echo "   exit code $? (6: rolled back)"
+set -e
+show
+echo "== journal of the swaps (state directory)"
+ls "$work/state/ops"

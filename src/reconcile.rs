@@ -22,7 +22,7 @@ use crate::swap::recover::{self, Recovered};
 use crate::swap::{Outcome, SwapError, SwapRequest, Swapper};
 
 /// The default number of swaps run at once.
-pub const DEFAULT_PARALLEL: usize = 8;
+pub const DEFAULT_PARALLEL: usize = 16;
 
 /// What happened to one upgrade entry of the plan.
 #[derive(Debug)]
