@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod engine;
+pub mod identity;
 pub mod manifest;
 pub mod observe;
 pub mod plan;

@@ -55,12 +55,14 @@ pub enum RegistryError {
         reference: String,
     },
     /// Credentials missing or refused.
-    #[error("registry {registry} refused access to {reference} (check credentials in the Docker config): {detail}")]
+    #[error("registry {registry} refused access to {reference} ({sent}): {detail}")]
     Denied {
         /// The registry host.
         registry: String,
         /// What was looked up.
         reference: String,
+        /// Which credentials were sent: none, or whose.
+        sent: String,
         /// The registry's message.
         detail: String,
     },
@@ -120,7 +122,7 @@ impl Registry {
     pub async fn digest(&self, image: &ImageRef) -> Result<Digest, RegistryError> {
         let auth = self.auth_for(image.registry()).await;
         let oci = image.to_oci();
-        let digest = self.bounded(image, self.client.fetch_manifest_digest(&oci, &auth)).await?;
+        let digest = self.bounded(image, &auth, self.client.fetch_manifest_digest(&oci, &auth)).await?;
         Digest::parse(&digest).map_err(|e| RegistryError::Failed {
             registry: image.registry().to_string(),
             reference: image.familiar(),
@@ -136,7 +138,7 @@ impl Registry {
         loop {
             let last = tags.last().cloned();
             let page = self
-                .bounded(image, self.client.list_tags(&oci, &auth, Some(TAG_PAGE), last.as_deref()))
+                .bounded(image, &auth, self.client.list_tags(&oci, &auth, Some(TAG_PAGE), last.as_deref()))
                 .await?;
             let got = page.tags.len();
             tags.extend(page.tags);
@@ -152,11 +154,12 @@ impl Registry {
     async fn bounded<T>(
         &self,
         image: &ImageRef,
+        auth: &RegistryAuth,
         call: impl std::future::Future<Output = Result<T, OciDistributionError>>,
     ) -> Result<T, RegistryError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result.map_err(|e| classify(image, &e)),
+            Ok(result) => result.map_err(|e| classify(image, auth, &e)),
             Err(_) => {
                 Err(RegistryError::Timeout { registry: image.registry().to_string(), after: self.timeout })
             }
@@ -225,9 +228,24 @@ pub fn is_loopback(registry: &str) -> bool {
         || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-fn classify(image: &ImageRef, e: &OciDistributionError) -> RegistryError {
+/// What an operator needs to tell "wrong password" from "no login at all".
+fn sent(registry: &str, auth: &RegistryAuth) -> String {
+    match auth {
+        RegistryAuth::Anonymous => format!("no credentials for {registry} in the Docker config"),
+        RegistryAuth::Basic(user, _) => format!("the Docker config's login for user {user} was refused"),
+        RegistryAuth::Bearer(_) => "the Docker config's identity token was refused".to_string(),
+    }
+}
+
+fn classify(image: &ImageRef, auth: &RegistryAuth, e: &OciDistributionError) -> RegistryError {
     let registry = image.registry().to_string();
     let reference = image.familiar();
+    let denied = |detail: String| RegistryError::Denied {
+        sent: sent(image.registry(), auth),
+        registry: image.registry().to_string(),
+        reference: image.familiar(),
+        detail,
+    };
     match e {
         OciDistributionError::RequestError(re) if re.is_connect() || re.is_request() => {
             RegistryError::Unreachable { registry, detail: root_cause(e) }
@@ -249,14 +267,12 @@ fn classify(image: &ImageRef, e: &OciDistributionError) -> RegistryError {
             RegistryError::NotFound { registry, reference }
         }
         OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => {
-            RegistryError::Denied { registry, reference, detail: e.to_string() }
+            denied(e.to_string())
         }
         OciDistributionError::ServerError { code: 404, .. } => {
             RegistryError::NotFound { registry, reference }
         }
-        OciDistributionError::ServerError { code: 401 | 403, .. } => {
-            RegistryError::Denied { registry, reference, detail: e.to_string() }
-        }
+        OciDistributionError::ServerError { code: 401 | 403, .. } => denied(e.to_string()),
         _ => RegistryError::Failed { registry, reference, detail: chain(e) },
     }
 }

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{docker, http_status, try_docker, wait_for, ImageSpec, TestRun};
+use common::{base64, docker, http_status, try_docker, wait_for, ImageSpec, TestRun};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -122,6 +122,34 @@ fn stopped_registry_refuses_connections_until_restarted() {
     assert!(http_status(&addr, "/v2/").is_err(), "registry still answers");
     registry.restart();
     assert_eq!(http_status(&addr, "/v2/"), Ok(200));
+}
+
+#[test]
+fn auth_registry_refuses_anonymous_pulls_and_accepts_its_login() {
+    let run = TestRun::new("auth_registry_login");
+    let mut registry = run.registry_with_auth("alice", "pa55:word");
+    let addr = registry.addr();
+    assert_eq!(http_status(&addr, "/v2/"), Ok(401), "anonymous requests must be refused");
+    let tag = format!("{}:1", registry.repo("app"));
+    let id = run.build_image(&tag, &ImageSpec::default());
+    registry.push(&tag);
+
+    run.docker(&["rmi", &tag]);
+    let anonymous = try_docker(&["pull", &tag]);
+    assert!(anonymous.is_err(), "anonymous pull succeeded: {anonymous:?}");
+    registry.docker(&["pull", &tag]);
+    assert_eq!(run.inspect(&tag, "{{.Id}}"), id);
+    registry.restart();
+    assert_eq!(http_status(&addr, "/v2/"), Ok(401), "auth must survive a restart");
+}
+
+#[test]
+fn base64_encodes_logins_as_docker_login_does() {
+    assert_eq!(base64(b"alice:s3cret"), "YWxpY2U6czNjcmV0");
+    assert_eq!(base64(b"a:b"), "YTpi");
+    assert_eq!(base64(b"a:bc"), "YTpiYw==");
+    assert_eq!(base64(b"a:bcd"), "YTpiY2Q=");
+    assert_eq!(base64(b""), "");
 }
 
 #[test]

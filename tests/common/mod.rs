@@ -7,7 +7,10 @@
 //! (`tests/fixtures/testbox.rs`), so nothing is ever pulled from the
 //! internet. [`TestRegistry`] is Debian's `docker-registry` on a free
 //! loopback port; the daemon treats 127.0.0.0/8 as insecure, so plain HTTP
-//! pushes work without configuration.
+//! pushes work without configuration. A registry can require a login
+//! ([`TestRun::registry_with_auth`]); docker commands for it, and the
+//! binary under test ([`TestRun::cli_with_env`]), then get a `DOCKER_CONFIG`
+//! dir the run writes ([`TestRun::docker_config`]), never the machine's own.
 //!
 //! Everything shells out to the docker CLI rather than bollard: the harness
 //! must not share code paths (or bugs) with the engine module it tests.
@@ -17,6 +20,7 @@
 #![allow(dead_code)]
 
 mod cleanup;
+mod credentials;
 mod image;
 mod process;
 mod registry;
@@ -30,6 +34,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tempfile::TempDir;
 
 // Each tests/*.rs is its own crate and uses only some of these.
+#[allow(unused_imports)]
+pub use credentials::{base64, Login};
 #[allow(unused_imports)]
 pub use image::{testbox_binary, ImageSpec};
 #[allow(unused_imports)]
@@ -83,7 +89,31 @@ impl TestRun {
 
     /// Starts a private registry; see [`TestRegistry`].
     pub fn registry(&self) -> TestRegistry {
-        TestRegistry::start(&self.id)
+        TestRegistry::start(&self.id, None)
+    }
+
+    /// Starts a private registry that answers 401 unless a request carries
+    /// `user` and `password` (HTTP basic auth); push to it with
+    /// [`TestRegistry::push`], which is logged in.
+    pub fn registry_with_auth(&self, user: &str, password: &str) -> TestRegistry {
+        TestRegistry::start(&self.id, Some((user, password)))
+    }
+
+    /// Writes `<run dir>/docker-config/<name>/config.json` with an `auths`
+    /// entry per login, as `docker login` would; returns the dir, for
+    /// `DOCKER_CONFIG`.
+    pub fn docker_config(&self, name: &str, logins: &[Login]) -> PathBuf {
+        let dir = self.dir.path().join("docker-config").join(slug(name, 60));
+        credentials::write_docker_config(&dir, logins);
+        dir
+    }
+
+    /// An empty dir in the run's temp dir (e.g. a `DOCKER_CONFIG` without
+    /// a config.json); returns its path.
+    pub fn empty_dir(&self, name: &str) -> PathBuf {
+        let dir = self.dir.path().join("empty").join(slug(name, 60));
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        dir
     }
 
     /// Builds a `FROM scratch` testbox image tagged `tag`; returns its id.
@@ -169,8 +199,14 @@ impl TestRun {
     /// Runs the crate's binary to completion (bounded); the caller checks
     /// the exit status.
     pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with_env(args, &[])
+    }
+
+    /// [`TestRun::cli`] with `env` added to the binary's environment, e.g.
+    /// `("DOCKER_CONFIG", dir)`.
+    pub fn cli_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = self.cli_command();
-        cmd.args(args);
+        cmd.args(args).envs(env.iter().copied());
         let shown = format!("container-upgrader {}", args.join(" "));
         run_bounded(&mut cmd, CLI_TIMEOUT).unwrap_or_else(|e| panic!("`{shown}` {e}"))
     }

@@ -1,4 +1,5 @@
-//! [`TestRegistry`]: a private registry process per test.
+//! [`TestRegistry`]: a private registry process per test, optionally
+//! requiring HTTP basic auth.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -10,36 +11,54 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use super::credentials::{write_docker_config, write_htpasswd};
+use super::process::run_docker;
+
 const REGISTRY_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A private `docker-registry` (Debian's package of distribution v2) on a
 /// free loopback port, with storage in a temp dir. Dropping it kills the
 /// process and deletes the storage.
+///
+/// Started with a login (`TestRun::registry_with_auth`), it answers 401 to
+/// any request without that user and password (distribution's `htpasswd`
+/// auth; distribution 2.8 serves it over plain HTTP without complaint), and
+/// [`TestRegistry::docker`] runs docker logged in to it.
 pub struct TestRegistry {
     run_id: String,
     port: u16,
     dir: TempDir,
     child: Option<Child>,
+    /// Whether requests need the login (an htpasswd file is in `dir`).
+    auth: bool,
 }
 
 impl TestRegistry {
-    pub(super) fn start(run_id: &str) -> TestRegistry {
+    pub(super) fn start(run_id: &str, login: Option<(&str, &str)>) -> TestRegistry {
         let dir = tempfile::Builder::new()
             .prefix("container-upgrader-registry-")
             .tempdir()
             .unwrap_or_else(|e| panic!("creating registry storage: {e}"));
-        let mut registry = TestRegistry { run_id: run_id.to_string(), port: 0, dir, child: None };
+        if let Some((user, password)) = login {
+            write_htpasswd(&dir.path().join("htpasswd"), user, password);
+        }
+        let auth = login.is_some();
+        let mut registry = TestRegistry { run_id: run_id.to_string(), port: 0, dir, child: None, auth };
         // The free port is found by binding and releasing it, so another
         // process can grab it before the registry does: retry a few times.
         let mut last_error = String::new();
         for _ in 0..3 {
             registry.port = free_port();
             match registry.spawn_and_wait() {
-                Ok(()) => return registry,
+                Ok(()) => break,
                 Err(e) => last_error = e,
             }
         }
-        panic!("test registry did not start: {last_error}");
+        assert!(registry.child.is_some(), "test registry did not start: {last_error}");
+        if let Some((user, password)) = login {
+            write_docker_config(&registry.docker_config(), &[(&registry.addr(), user, password)]);
+        }
+        registry
     }
 
     /// `127.0.0.1:PORT`.
@@ -50,6 +69,29 @@ impl TestRegistry {
     /// `127.0.0.1:PORT/<run id>/<name>`: a repository unique to the run.
     pub fn repo(&self, name: &str) -> String {
         format!("{}/{}/{name}", self.addr(), self.run_id)
+    }
+
+    /// Runs docker logged in to this registry: with a login, `DOCKER_CONFIG`
+    /// is a dir of the registry's own holding it, so the machine's
+    /// `~/.docker/config.json` is neither read nor written; without one,
+    /// plain [`docker`](super::docker). Panics with the command and stderr
+    /// on failure; returns trimmed stdout.
+    pub fn docker(&self, args: &[&str]) -> String {
+        let config = self.docker_config();
+        let config = config.to_str().expect("temp dir paths are UTF-8");
+        let env: &[(&str, &str)] = if self.auth { &[("DOCKER_CONFIG", config)] } else { &[] };
+        run_docker(args, env).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `docker push tag`, logged in (see [`TestRegistry::docker`]).
+    pub fn push(&self, tag: &str) {
+        self.docker(&["push", tag]);
+    }
+
+    /// The registry's log so far (warnings and the access log).
+    pub fn log(&self) -> String {
+        let path = self.dir.path().join("registry.log");
+        fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
     }
 
     /// Kills the registry (for "registry down" tests); storage is kept.
@@ -87,7 +129,9 @@ impl TestRegistry {
             ),
             Err(e) => panic!("starting docker-registry: {e}"),
         };
-        let ready = wait_until_ready(child, &addr);
+        // With auth on, an anonymous `/v2/` answers 401: that is ready too.
+        let ready_status = if self.auth { 401 } else { 200 };
+        let ready = wait_until_ready(child, &addr, ready_status);
         if ready.is_err() {
             self.stop();
         }
@@ -99,15 +143,27 @@ impl TestRegistry {
 
     fn write_config(&self) -> PathBuf {
         let storage = self.dir.path().join("storage");
-        let config = format!(
+        let mut config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
              delete:\n    enabled: true\nhttp:\n  addr: {}\n",
             storage.display(),
             self.addr()
         );
+        if self.auth {
+            let htpasswd = self.dir.path().join("htpasswd");
+            config += &format!(
+                "auth:\n  htpasswd:\n    realm: container-upgrader-test\n    path: {}\n",
+                htpasswd.display()
+            );
+        }
         let path = self.dir.path().join("config.yml");
         fs::write(&path, config).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
         path
+    }
+
+    /// The `DOCKER_CONFIG` dir [`TestRegistry::docker`] uses.
+    fn docker_config(&self) -> PathBuf {
+        self.dir.path().join("docker-config")
     }
 }
 
@@ -124,18 +180,18 @@ fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("finding a free port: {e}"))
 }
 
-fn wait_until_ready(child: &mut Child, addr: &str) -> Result<(), String> {
+fn wait_until_ready(child: &mut Child, addr: &str, expected: u16) -> Result<(), String> {
     let deadline = Instant::now() + REGISTRY_READY_TIMEOUT;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("docker-registry on {addr} exited with {status}"));
         }
-        if http_status(addr, "/v2/") == Ok(200) {
+        if http_status(addr, "/v2/") == Ok(expected) {
             return Ok(());
         }
         if Instant::now() >= deadline {
             return Err(format!(
-                "GET http://{addr}/v2/ did not answer 200 within {REGISTRY_READY_TIMEOUT:?}"
+                "GET http://{addr}/v2/ did not answer {expected} within {REGISTRY_READY_TIMEOUT:?}"
             ));
         }
         thread::sleep(Duration::from_millis(50));
