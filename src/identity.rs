@@ -87,7 +87,10 @@ mod tests {
     #[test]
     fn cgroup_v1_paths_give_the_id_and_v2_root_gives_none() {
         assert_eq!(from_cgroup(&format!("12:memory:/docker/{ID}\n")).as_deref(), Some(ID));
-        assert_eq!(from_cgroup(&format!("1:name=systemd:/system.slice/docker-{ID}.scope\n")).as_deref(), Some(ID));
+        assert_eq!(
+            from_cgroup(&format!("1:name=systemd:/system.slice/docker-{ID}.scope\n")).as_deref(),
+            Some(ID)
+        );
         assert_eq!(from_cgroup("0::/\n"), None, "cgroup v2 with a namespace shows only /");
         assert_eq!(from_cgroup("9:name=systemd:/\n"), None);
     }

@@ -8,6 +8,7 @@
 //! image registries.
 #![deny(missing_docs)]
 
+pub mod controller;
 pub mod engine;
 pub mod identity;
 pub mod manifest;
@@ -17,5 +18,6 @@ pub mod reconcile;
 pub mod reference;
 pub mod registry;
 pub mod resolve;
+pub mod selfupgrade;
 pub mod swap;
 pub mod types;

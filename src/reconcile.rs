@@ -16,8 +16,10 @@ use crate::plan::{self, Action, Plan, PlanEntry};
 use crate::reference::ImageRef;
 use crate::registry::Registry;
 use crate::resolve;
+use crate::selfupgrade::{needs_helper, Me};
 use crate::swap::backoff::{self, Hold};
 use crate::swap::journal::JournalError;
+use crate::swap::journal::OpRecord;
 use crate::swap::recover::{self, Recovered};
 use crate::swap::{Outcome, SwapError, SwapRequest, Swapper};
 
@@ -44,6 +46,10 @@ pub struct Report {
     pub plan: Plan,
     /// One result per `upgrade` entry, in plan order.
     pub applied: Vec<(PlanEntry, Applied)>,
+    /// The controller's own container, when the plan upgrades it: not
+    /// swapped here (a container cannot replace itself) but handed back,
+    /// after every sibling is done, for a helper to swap. `Err`: held.
+    pub own: Option<(PlanEntry, Result<SwapRequest, Hold>)>,
 }
 
 /// Why a pass could not run at all.
@@ -66,9 +72,12 @@ pub async fn reconcile_once(
     manifest: &Manifest,
     registry: &Registry,
     parallel: usize,
+    me: Option<&Me>,
 ) -> Result<Report, ReconcileError> {
-    let recovered =
-        recover::recover(swapper.engine(), swapper.journal()).await.map_err(ReconcileError::Recover)?;
+    let skip = |op: &OpRecord| me.is_some_and(|me| needs_helper(op, me));
+    let recovered = recover::recover_except(swapper.engine(), swapper.journal(), skip)
+        .await
+        .map_err(ReconcileError::Recover)?;
     let observed = observe::observe(swapper.engine(), manifest).await?;
     let needed = plan::needs_resolution(manifest, &observed);
     let resolved = resolve::resolve(manifest, &observed, registry, &needed).await;
@@ -76,14 +85,14 @@ pub async fn reconcile_once(
     let history = swapper.journal().ops()?;
     let now = SystemTime::now();
 
-    let work: Vec<(PlanEntry, Result<SwapRequest, Hold>)> = plan
+    let (own, work): (Vec<_>, Vec<_>) = plan
         .upgrades()
         .filter_map(|entry| {
             let request = request(manifest, &resolved, entry)?;
             let held = backoff::hold(&history, &request.container, &request.image.familiar(), now);
             Some((entry.clone(), held.map_or(Ok(request), Err)))
         })
-        .collect();
+        .partition(|(entry, _)| me.is_some_and(|me| entry.container.as_deref() == Some(me.name.as_str())));
     let applied = stream::iter(work)
         .map(|(entry, job)| async move {
             let applied = match job {
@@ -101,7 +110,7 @@ pub async fn reconcile_once(
     if let Err(e) = swapper.journal().prune() {
         tracing::warn!(error = %e, "pruning the journal");
     }
-    Ok(Report { recovered, plan, applied })
+    Ok(Report { recovered, plan, applied, own: own.into_iter().next() })
 }
 
 /// The swap an `upgrade` entry asks for.

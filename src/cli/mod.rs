@@ -1,7 +1,9 @@
 //! Argument parsing and the commands.
 
+mod daemon;
 pub mod exit;
 mod output;
+mod status;
 mod swap_cmd;
 
 use std::fmt;
@@ -103,7 +105,37 @@ enum Command {
         /// Swaps run at once.
         #[arg(long, default_value_t = container_upgrader::reconcile::DEFAULT_PARALLEL)]
         parallel: usize,
+        #[command(flatten)]
+        me: swap_cmd::SelfArg,
     },
+    /// The controller: finish interrupted swaps, then reconcile the
+    /// manifest on every drift interval until SIGTERM/SIGINT.
+    #[command(after_help = EXIT_CODES)]
+    Run {
+        #[command(flatten)]
+        file: FileArg,
+        #[command(flatten)]
+        registry: RegistryArgs,
+        #[command(flatten)]
+        state: StateArg,
+        /// Swaps run at once.
+        #[arg(long, default_value_t = container_upgrader::reconcile::DEFAULT_PARALLEL)]
+        parallel: usize,
+        #[command(flatten)]
+        me: swap_cmd::SelfArg,
+    },
+    /// What the journal says: the last swap of each container, and holds.
+    Status {
+        #[command(flatten)]
+        state: StateArg,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Internal: run by a helper container to swap (or recover) the
+    /// controller's own container.
+    #[command(hide = true)]
+    Helper(swap_cmd::HelperArgs),
     /// Finish or undo swaps a crash interrupted, and remove their leftovers.
     #[command(after_help = EXIT_CODES)]
     Recover {
@@ -127,14 +159,14 @@ struct FileArg {
 }
 
 #[derive(Debug, Args)]
-struct RegistryArgs {
+pub(crate) struct RegistryArgs {
     /// A registry (host[:port]) to reach over plain HTTP. Loopback
     /// registries always are, as with the Docker daemon. Repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
-    insecure: Vec<String>,
+    pub(crate) insecure: Vec<String>,
     /// Time one registry request may take.
     #[arg(long, default_value = "15s", value_name = "DURATION")]
-    registry_timeout: Dur,
+    pub(crate) registry_timeout: Dur,
 }
 
 /// Plan output formats.
@@ -195,11 +227,17 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(if detailed_exitcode { detailed(&plan) } else { exit::OK })
         }
         Command::Upgrade(args) => swap_cmd::upgrade(args).await,
-        Command::Reconcile { file, registry, state, once: _, parallel } => {
+        Command::Reconcile { file, registry, state, once: _, parallel, me } => {
             let manifest = load(&file)?;
-            let registry = registry_for(&manifest, &registry);
-            swap_cmd::reconcile(&manifest, &registry, &state.state_dir, parallel).await
+            let controller = swap_cmd::controller(&state.state_dir, &me, parallel, &registry).await?;
+            swap_cmd::reconcile(&controller, &manifest).await
         }
+        Command::Run { file, registry, state, parallel, me } => {
+            let controller = swap_cmd::controller(&state.state_dir, &me, parallel, &registry).await?;
+            daemon::run(&controller, &file.path).await
+        }
+        Command::Status { state, output } => status::status(&state.state_dir, output == Output::Json),
+        Command::Helper(args) => swap_cmd::helper(args).await,
         Command::Recover { state } => swap_cmd::recover(&state.state_dir).await,
     }
 }

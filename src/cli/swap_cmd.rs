@@ -4,11 +4,13 @@ use std::path::Path;
 
 use clap::Args;
 
+use container_upgrader::controller::{Controller, Own, Pass};
 use container_upgrader::engine::Engine;
 use container_upgrader::manifest::{Dur, HealthGate, Manifest, Order, Probe, PullPolicy, Settings};
+use container_upgrader::plan::Action;
 use container_upgrader::reconcile::{self, Applied};
 use container_upgrader::reference::ImageRef;
-use container_upgrader::registry::Registry;
+use container_upgrader::swap::backoff::Hold;
 use container_upgrader::swap::journal::Journal;
 use container_upgrader::swap::recover;
 use container_upgrader::swap::{Outcome, SwapError, SwapRequest, Swapper};
@@ -103,14 +105,12 @@ async fn recover_first(swapper: &Swapper) -> Result<(), Failure> {
     Ok(())
 }
 
-pub async fn upgrade(args: UpgradeArgs) -> Result<u8, Failure> {
+fn request(args: UpgradeArgs) -> Result<SwapRequest, Failure> {
     let image = ImageRef::parse(&args.image)
         .map_err(|e| Failure::new(exit::USAGE, format!("error: --image: {e}")))?;
     if args.stable.0 >= args.health_timeout.0 {
         return Err(Failure::new(exit::USAGE, "error: --stable must be shorter than --health-timeout"));
     }
-    let swapper = swapper(&args.state.state_dir).await?;
-    recover_first(&swapper).await?;
     let settings = Settings {
         pull: args.pull,
         order: args.order,
@@ -118,24 +118,58 @@ pub async fn upgrade(args: UpgradeArgs) -> Result<u8, Failure> {
         cleanup: args.cleanup,
         health: HealthGate { timeout: args.health_timeout.0, stable: args.stable.0, probe: args.probe },
     };
-    let request = SwapRequest { container: args.container, image, settings };
+    Ok(SwapRequest { container: args.container, image, settings })
+}
+
+pub async fn upgrade(args: UpgradeArgs) -> Result<u8, Failure> {
+    let state_dir = args.state.state_dir.clone();
+    // Bad arguments are refused before anything acts, recovery included.
+    let request = request(args)?;
+    let swapper = swapper(&state_dir).await?;
+    recover_first(&swapper).await?;
     let result = swapper.swap(&request).await;
     report(&result);
     Ok(code(&result))
 }
 
-pub async fn reconcile(
-    manifest: &Manifest,
-    registry: &Registry,
+/// The controller's own identity flag, for `reconcile` and `run`.
+#[derive(Debug, Args)]
+pub struct SelfArg {
+    /// This controller's own container id, when detection cannot find it.
+    #[arg(long = "self-id", env = "CONTAINER_UPGRADER_SELF_ID")]
+    self_id: Option<String>,
+}
+
+pub async fn controller(
     state_dir: &Path,
+    self_arg: &SelfArg,
     parallel: usize,
-) -> Result<u8, Failure> {
+    registry: &super::RegistryArgs,
+) -> Result<Controller, Failure> {
     let swapper = swapper(state_dir).await?;
-    let report =
-        reconcile::reconcile_once(&swapper, manifest, registry, parallel).await.map_err(|e| match e {
-            reconcile::ReconcileError::Engine(e) => Failure::new(exit::ENGINE, format!("error: {e}")),
-            other => Failure::new(exit::ATTENTION, format!("error: {other}")),
-        })?;
+    Controller::new(
+        swapper,
+        state_dir,
+        self_arg.self_id.as_deref(),
+        parallel,
+        registry.insecure.clone(),
+        registry.registry_timeout.0,
+    )
+    .await
+    .map_err(|e| Failure::new(exit::ENGINE, format!("error: {e}")))
+}
+
+pub async fn reconcile(controller: &Controller, manifest: &Manifest) -> Result<u8, Failure> {
+    let pass = controller.pass(manifest).await.map_err(|e| match e {
+        reconcile::ReconcileError::Engine(e) => Failure::new(exit::ENGINE, format!("error: {e}")),
+        other => Failure::new(exit::ATTENTION, format!("error: {other}")),
+    })?;
+    Ok(print_pass(&pass))
+}
+
+/// Prints a pass's outcomes; returns the most serious exit code.
+pub fn print_pass(pass: &Pass) -> u8 {
+    let report = &pass.report;
     for r in &report.recovered {
         eprintln!("recovered {} (op {}): {}", r.op.container, r.op.op_id, r.action);
     }
@@ -148,8 +182,7 @@ pub async fn reconcile(
                 outcome_code(o)
             }
             Applied::Held(h) => {
-                let until = humantime::format_rfc3339_seconds(h.until);
-                eprintln!("{container}: held: upgrade to {} failed {} time(s), last: {}; next attempt after {until}", entry.desired.as_ref().map_or("", |d| d.image.as_str()), h.failures, h.reason);
+                print_held(container, entry, h);
                 exit::UNCHANGED
             }
             Applied::Error(e) => {
@@ -159,29 +192,111 @@ pub async fn reconcile(
         };
         worst = worse(worst, code);
     }
-    let errors = report.plan.actions.iter().filter(|e| {
-        e.action != container_upgrader::plan::Action::Upgrade
-            && e.action != container_upgrader::plan::Action::None
-    });
-    for e in errors {
+    if let Some(own) = &pass.own {
+        worst = worse(worst, print_own(own));
+    }
+    let problems = report.plan.actions.iter().filter(|e| !matches!(e.action, Action::Upgrade | Action::None));
+    for e in problems {
         eprintln!("{}: {}: {}", e.container.as_deref().unwrap_or(&e.target), e.action, e.reason);
     }
     println!(
         "Reconciled: {} upgraded, {} rolled back, {} held, {} errors, {} up to date.",
-        count(&report, |a| matches!(a, Applied::Swapped(o) if matches!(**o, Outcome::Committed(_)))),
+        count(report, |a| matches!(a, Applied::Swapped(o) if matches!(**o, Outcome::Committed(_)))),
         count(
-            &report,
+            report,
             |a| matches!(a, Applied::Swapped(o) if matches!(**o, Outcome::RolledBack(_) | Outcome::Failed(_)))
         ),
-        count(&report, |a| matches!(a, Applied::Held(_))),
-        count(&report, |a| matches!(a, Applied::Error(_))),
-        report.plan.count(container_upgrader::plan::Action::None),
+        count(report, |a| matches!(a, Applied::Held(_)))
+            + usize::from(matches!(pass.own, Some(Own::Held(_)))),
+        count(report, |a| matches!(a, Applied::Error(_))),
+        report.plan.count(Action::None),
     );
-    Ok(worst)
+    worst
+}
+
+fn print_held(container: &str, entry: &container_upgrader::plan::PlanEntry, h: &Hold) {
+    let until = humantime::format_rfc3339_seconds(h.until);
+    let image = entry.desired.as_ref().map_or("", |d| d.image.as_str());
+    eprintln!(
+        "{container}: held: upgrade to {image} failed {} time(s), last: {}; next attempt after {until}",
+        h.failures, h.reason
+    );
+}
+
+fn print_own(own: &Own) -> u8 {
+    match own {
+        Own::HelperStarted { helper, image } => {
+            println!(
+                "this controller: upgrading itself to {image} through helper {}",
+                &helper[..helper.len().min(12)]
+            );
+            exit::OK
+        }
+        Own::InProgress => {
+            println!("this controller: a helper is already upgrading it");
+            exit::OK
+        }
+        Own::Held(h) => {
+            let until = humantime::format_rfc3339_seconds(h.until);
+            eprintln!(
+                "this controller: held: its upgrade failed {} time(s), last: {}; next attempt after {until}",
+                h.failures, h.reason
+            );
+            exit::UNCHANGED
+        }
+        Own::Failed(e) => {
+            eprintln!("this controller: nothing changed: {e}");
+            exit::UNCHANGED
+        }
+    }
 }
 
 fn count(report: &reconcile::Report, f: impl Fn(&Applied) -> bool) -> usize {
     report.applied.iter().filter(|(_, a)| f(a)).count()
+}
+
+/// `helper`: run inside a helper container started by a controller.
+#[derive(Debug, Args)]
+pub struct HelperArgs {
+    /// Only finish or undo an interrupted swap of the container, then exit.
+    #[arg(long)]
+    recover_only: bool,
+    #[command(flatten)]
+    upgrade: UpgradeArgs,
+}
+
+/// The helper: finishes an interrupted swap of the controller (when it was
+/// restarted after dying mid-swap) or performs the swap it was started
+/// for. It exits 0 for every definitive outcome — committed, rolled back,
+/// refused — so its restart policy only brings it back after a crash, and
+/// then it recovers.
+pub async fn helper(args: HelperArgs) -> Result<u8, Failure> {
+    let container = args.upgrade.container.clone();
+    let swapper = swapper(&args.upgrade.state.state_dir).await?;
+    let interrupted = swapper
+        .journal()
+        .unfinished()
+        .map_err(|e| Failure::new(exit::ATTENTION, format!("error: {e}")))?
+        .iter()
+        .any(|op| op.container == container);
+    if interrupted || args.recover_only {
+        return match recover::recover(swapper.engine(), swapper.journal()).await {
+            Ok(done) => {
+                for r in done {
+                    println!("{} (op {}): {}", r.op.container, r.op.op_id, r.action);
+                }
+                Ok(exit::OK)
+            }
+            Err(e) => Err(Failure::new(exit::ATTENTION, format!("error: {e}"))),
+        };
+    }
+    let request = request(args.upgrade)?;
+    let result = swapper.swap(&request).await;
+    report(&result);
+    Ok(match result {
+        Err(SwapError::Stuck { .. } | SwapError::Journal(_)) => exit::ATTENTION,
+        _ => exit::OK,
+    })
 }
 
 pub async fn recover(state_dir: &Path) -> Result<u8, Failure> {

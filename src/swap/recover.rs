@@ -47,8 +47,18 @@ pub fn decide(old_exists: bool, new_exists: bool) -> Decision {
 /// finished ones. Ops whose lock another live process holds are in progress
 /// and skipped.
 pub async fn recover(engine: &Engine, journal: &Journal) -> Result<Vec<Recovered>, SwapError> {
+    recover_except(engine, journal, |_| false).await
+}
+
+/// Like [`recover`], leaving alone the ops `skip` names (the controller
+/// cannot undo a swap whose new container is itself: a helper does).
+pub async fn recover_except(
+    engine: &Engine,
+    journal: &Journal,
+    skip: impl Fn(&OpRecord) -> bool,
+) -> Result<Vec<Recovered>, SwapError> {
     let mut done = Vec::new();
-    for op in journal.unfinished()? {
+    for op in journal.unfinished()?.into_iter().filter(|op| !skip(op)) {
         let Ok(_lock) = journal.lock(&op.container) else {
             tracing::info!(op_id = %op.op_id, container = %op.container, "op in progress elsewhere; left alone");
             continue;

@@ -1,0 +1,68 @@
+//! `status`: the journal's view — the last swap of each container and
+//! whether a failed image is held. Reads only the state directory, so it
+//! works while `run` is going, and from any container sharing the volume.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use container_upgrader::swap::backoff;
+use container_upgrader::swap::journal::{Journal, OpRecord};
+
+use super::{exit, Failure};
+
+#[derive(Serialize)]
+struct Row<'a> {
+    container: &'a str,
+    op_id: &'a str,
+    from: &'a str,
+    to: &'a str,
+    outcome: &'a str,
+    at: &'a str,
+    reason: Option<&'a str>,
+    held_until: Option<String>,
+}
+
+pub fn status(state_dir: &Path, json: bool) -> Result<u8, Failure> {
+    let journal =
+        Journal::open(state_dir).map_err(|e| Failure::new(exit::ATTENTION, format!("error: {e}")))?;
+    let ops = journal.ops().map_err(|e| Failure::new(exit::ATTENTION, format!("error: {e}")))?;
+    let mut last: BTreeMap<&str, &OpRecord> = BTreeMap::new();
+    for op in &ops {
+        last.insert(op.container.as_str(), op);
+    }
+    let now = SystemTime::now();
+    let rows: Vec<Row> = last
+        .values()
+        .map(|op| Row {
+            container: &op.container,
+            op_id: op.op_id.as_str(),
+            from: &op.old_image,
+            to: &op.new_image,
+            outcome: op.step().map_or("unknown", |s| if s.is_final() { s.name() } else { "in_progress" }),
+            at: op.updated_at(),
+            reason: op.reason.as_deref(),
+            held_until: backoff::hold(&ops, &op.container, &op.new_image, now)
+                .map(|h| humantime::format_rfc3339_seconds(h.until).to_string()),
+        })
+        .collect();
+    if json {
+        let text = serde_json::to_string_pretty(&serde_json::json!({ "containers": rows }))
+            .map_err(|e| Failure::new(exit::INTERNAL, e))?;
+        println!("{text}");
+    } else if rows.is_empty() {
+        println!("no swaps recorded in {}", state_dir.display());
+    } else {
+        for r in &rows {
+            let held = r.held_until.as_ref().map(|u| format!("; held until {u}")).unwrap_or_default();
+            let reason = r.reason.map(|x| format!(": {x}")).unwrap_or_default();
+            println!(
+                "{}: {} {} → {} at {} (op {}){reason}{held}",
+                r.container, r.outcome, r.from, r.to, r.at, r.op_id
+            );
+        }
+    }
+    Ok(exit::OK)
+}

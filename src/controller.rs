@@ -1,0 +1,174 @@
+//! The controller: who it is, what it finishes at start, and one pass over
+//! the manifest — siblings first, then its own container through a helper.
+//!
+//! `reconcile --once` runs one [`Controller::pass`]; `run` runs
+//! [`Controller::startup`] then passes on every trigger.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::engine::EngineError;
+use crate::manifest::Manifest;
+use crate::reconcile::{self, ReconcileError, Report};
+use crate::registry::{self, Registry};
+use crate::selfupgrade::{self, Job, Me};
+use crate::swap::backoff::Hold;
+use crate::swap::journal::{OpRecord, Step};
+use crate::swap::{SwapRequest, Swapper};
+
+/// What happened to the controller's own upgrade in a pass.
+#[derive(Debug)]
+pub enum Own {
+    /// A helper was started to swap this container.
+    HelperStarted {
+        /// The helper's container id.
+        helper: String,
+        /// The image it swaps to.
+        image: String,
+    },
+    /// A helper is already at work on it.
+    InProgress,
+    /// Held off the image by the backoff.
+    Held(Hold),
+    /// The hand-off failed before anything changed (pull or helper refused).
+    Failed(String),
+}
+
+/// A pass: the reconcile report and the self-upgrade hand-off.
+#[derive(Debug)]
+pub struct Pass {
+    /// Siblings and the plan.
+    pub report: Report,
+    /// The controller's own upgrade, when the plan asked for one.
+    pub own: Option<Own>,
+}
+
+/// The controller's long-lived parts.
+pub struct Controller {
+    swapper: Swapper,
+    state_dir: PathBuf,
+    me: Option<Me>,
+    parallel: usize,
+    insecure: Vec<String>,
+    registry_timeout: Duration,
+}
+
+impl Controller {
+    /// Finds the controller's own container (none outside a container).
+    pub async fn new(
+        swapper: Swapper,
+        state_dir: &Path,
+        self_id: Option<&str>,
+        parallel: usize,
+        insecure: Vec<String>,
+        registry_timeout: Duration,
+    ) -> Result<Self, EngineError> {
+        let me = selfupgrade::whoami(swapper.engine(), self_id).await?;
+        match &me {
+            Some(me) => tracing::info!(container = %me.name, id = %me.id.short(), "running in a container"),
+            None => tracing::info!("not running in a container"),
+        }
+        let state_dir = state_dir.to_path_buf();
+        Ok(Self { swapper, state_dir, me, parallel, insecure, registry_timeout })
+    }
+
+    /// The controller's own container, if it runs in one.
+    pub fn me(&self) -> Option<&Me> {
+        self.me.as_ref()
+    }
+
+    /// At start: hand interrupted swaps of this very container to a helper
+    /// (a controller cannot remove itself to restore its predecessor),
+    /// remove finished helpers, and say how the last self-upgrade ended.
+    pub async fn startup(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let Some(me) = &self.me else { return notes };
+        let engine = self.swapper.engine();
+        let journal = self.swapper.journal();
+        let ops = journal.ops().unwrap_or_default();
+        for op in ops.iter().filter(|op| !op.is_finished() && selfupgrade::needs_helper(op, me)) {
+            // A held lock means the swap's helper is still at work.
+            let Ok(lock) = journal.lock(&op.container) else { continue };
+            drop(lock);
+            match selfupgrade::launch(engine, me, &op.old_image_id, &Job::Recover, &self.state_dir).await {
+                Ok(_) => notes.push(format!(
+                    "op {} on this container was interrupted; a helper is recovering it",
+                    op.op_id
+                )),
+                Err(e) => notes.push(format!(
+                    "op {} on this container was interrupted and no helper could start: {e}",
+                    op.op_id
+                )),
+            }
+        }
+        match selfupgrade::sweep_helpers(engine, me).await {
+            Ok(n) if n > 0 => notes.push(format!("removed {n} finished helper(s)")),
+            Ok(_) => {}
+            Err(e) => notes.push(format!("finished helpers not removed: {e}")),
+        }
+        if let Some(op) = ops.iter().rev().find(|op| op.container == me.name && op.is_finished()) {
+            notes.push(describe_last(op));
+        }
+        notes
+    }
+
+    /// One pass over `manifest`: siblings are swapped (several at a time),
+    /// then, if the plan upgrades this controller, a helper is started for it.
+    pub async fn pass(&self, manifest: &Manifest) -> Result<Pass, ReconcileError> {
+        let images = manifest.targets.iter().map(|t| t.want.image());
+        let registry = Registry::new(&self.insecure, images, self.registry_timeout);
+        let mut report =
+            reconcile::reconcile_once(&self.swapper, manifest, &registry, self.parallel, self.me.as_ref())
+                .await?;
+        let own = match (report.own.take(), &self.me) {
+            (Some((_, Err(hold))), _) => Some(Own::Held(hold)),
+            (Some((_, Ok(request))), Some(me)) => Some(self.hand_off(me, request).await),
+            _ => None,
+        };
+        Ok(Pass { report, own })
+    }
+
+    /// Pulls the new image (so a registry failure changes nothing and the
+    /// helper needs no registry), then starts the helper from the current,
+    /// known-good image.
+    async fn hand_off(&self, me: &Me, request: SwapRequest) -> Own {
+        let engine = self.swapper.engine();
+        match selfupgrade::helper_running(engine, me).await {
+            Ok(true) => return Own::InProgress,
+            Ok(false) => {}
+            Err(e) => return Own::Failed(e.to_string()),
+        }
+        let reg = request.image.registry().to_string();
+        let credentials =
+            tokio::task::spawn_blocking(move || registry::credentials(&reg)).await.ok().flatten();
+        if let Err(e) = engine.pull(&request.image, credentials, |_| {}).await {
+            return Own::Failed(e.to_string());
+        }
+        let current = me.details.image.clone().unwrap_or_default();
+        let image = request.image.familiar();
+        match selfupgrade::launch(engine, me, &current, &Job::Swap(request), &self.state_dir).await {
+            Ok(helper) => Own::HelperStarted { helper: helper.to_string(), image },
+            Err(e) => Own::Failed(format!("starting the helper: {e}")),
+        }
+    }
+}
+
+/// "upgraded to X (op …)" or "upgrade to X failed: reason (op …)".
+pub fn describe_last(op: &OpRecord) -> String {
+    match op.step() {
+        Some(Step::Committed) => format!(
+            "last self-upgrade: {} → {} committed at {} (op {})",
+            op.old_image,
+            op.new_image,
+            op.updated_at(),
+            op.op_id
+        ),
+        _ => format!(
+            "last self-upgrade: upgrade to {} failed: {} (op {}, {})",
+            op.new_image,
+            op.reason.as_deref().unwrap_or("no reason recorded"),
+            op.op_id,
+            op.updated_at()
+        ),
+    }
+}
