@@ -28,4 +28,7 @@ ENV CONTAINER_UPGRADER_STATE_DIR=/var/lib/container-upgrader \
     CONTAINER_UPGRADER_FILE=/etc/container-upgrader/desired-state.yaml
 VOLUME ["/var/lib/container-upgrader"]
 ENTRYPOINT ["/usr/local/bin/container-upgrader"]
-CMD ["--help"]
+# The controller: reconciles /etc/container-upgrader/desired-state.yaml
+# (mount it, or the directory holding it) and upgrades itself through a
+# helper container when the manifest names its own container.
+CMD ["run"]

@@ -112,6 +112,7 @@ async fn downtime(run: &TestRun, engine: &Engine, swapper: &Swapper, repo: &str)
             container: name.clone(),
             image: ImageRef::parse(&v2).expect("ref"),
             settings: settings(Duration::from_millis(200)),
+            op_id: None,
         };
         let outcome = swapper.swap(&request).await.expect("swap");
         assert!(matches!(outcome, Outcome::Committed(_)), "{outcome}");

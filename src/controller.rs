@@ -41,6 +41,10 @@ pub struct Pass {
     pub report: Report,
     /// The controller's own upgrade, when the plan asked for one.
     pub own: Option<Own>,
+    /// How the last self-upgrade ended, when that is news since the last
+    /// time it was told (e.g. the helper committed after this controller
+    /// started).
+    pub own_news: Option<String>,
 }
 
 /// The controller's long-lived parts.
@@ -51,6 +55,7 @@ pub struct Controller {
     parallel: usize,
     insecure: Vec<String>,
     registry_timeout: Duration,
+    told: std::sync::Mutex<Option<crate::types::OpId>>,
 }
 
 impl Controller {
@@ -69,7 +74,7 @@ impl Controller {
             None => tracing::info!("not running in a container"),
         }
         let state_dir = state_dir.to_path_buf();
-        Ok(Self { swapper, state_dir, me, parallel, insecure, registry_timeout })
+        Ok(Self { swapper, state_dir, me, parallel, insecure, registry_timeout, told: Default::default() })
     }
 
     /// The controller's own container, if it runs in one.
@@ -106,32 +111,49 @@ impl Controller {
             Ok(_) => {}
             Err(e) => notes.push(format!("finished helpers not removed: {e}")),
         }
-        if let Some(op) = ops.iter().rev().find(|op| op.container == me.name && op.is_finished()) {
-            notes.push(describe_last(op));
-        }
+        notes.extend(self.own_news(&ops));
         notes
+    }
+
+    /// The last finished op on this controller's container, if not told yet.
+    fn own_news(&self, ops: &[OpRecord]) -> Option<String> {
+        let me = self.me.as_ref()?;
+        let op = ops.iter().rev().find(|op| op.container == me.name && op.is_finished())?;
+        let mut told = self.told.lock().ok()?;
+        if told.as_ref() == Some(&op.op_id) {
+            return None;
+        }
+        *told = Some(op.op_id.clone());
+        Some(describe_last(op))
     }
 
     /// One pass over `manifest`: siblings are swapped (several at a time),
     /// then, if the plan upgrades this controller, a helper is started for it.
     pub async fn pass(&self, manifest: &Manifest) -> Result<Pass, ReconcileError> {
+        if let Some(me) = &self.me {
+            // Helpers exit when done; their containers go at the next pass.
+            if let Err(e) = selfupgrade::sweep_helpers(self.swapper.engine(), me).await {
+                tracing::warn!(error = %e, "finished helpers not removed");
+            }
+        }
         let images = manifest.targets.iter().map(|t| t.want.image());
         let registry = Registry::new(&self.insecure, images, self.registry_timeout);
         let mut report =
             reconcile::reconcile_once(&self.swapper, manifest, &registry, self.parallel, self.me.as_ref())
                 .await?;
+        let own_news = self.own_news(&self.swapper.journal().ops().unwrap_or_default());
         let own = match (report.own.take(), &self.me) {
             (Some((_, Err(hold))), _) => Some(Own::Held(hold)),
             (Some((_, Ok(request))), Some(me)) => Some(self.hand_off(me, request).await),
             _ => None,
         };
-        Ok(Pass { report, own })
+        Ok(Pass { report, own, own_news })
     }
 
     /// Pulls the new image (so a registry failure changes nothing and the
     /// helper needs no registry), then starts the helper from the current,
     /// known-good image.
-    async fn hand_off(&self, me: &Me, request: SwapRequest) -> Own {
+    async fn hand_off(&self, me: &Me, mut request: SwapRequest) -> Own {
         let engine = self.swapper.engine();
         match selfupgrade::helper_running(engine, me).await {
             Ok(true) => return Own::InProgress,
@@ -145,8 +167,10 @@ impl Controller {
             return Own::Failed(e.to_string());
         }
         let current = me.details.image.clone().unwrap_or_default();
+        request.op_id = Some(crate::types::OpId::generate());
         let image = request.image.familiar();
-        match selfupgrade::launch(engine, me, &current, &Job::Swap(request), &self.state_dir).await {
+        match selfupgrade::launch(engine, me, &current, &Job::Swap(Box::new(request)), &self.state_dir).await
+        {
             Ok(helper) => Own::HelperStarted { helper: helper.to_string(), image },
             Err(e) => Own::Failed(format!("starting the helper: {e}")),
         }

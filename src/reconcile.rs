@@ -121,5 +121,10 @@ fn request(manifest: &Manifest, resolved: &resolve::Resolved, entry: &PlanEntry)
     // Swap to the tag (what the container will show), not the digest the
     // plan compared: the pull re-resolves it a moment later.
     let image: ImageRef = desired.reference.clone();
-    Some(SwapRequest { container: entry.container.clone()?, image, settings: target.settings.clone() })
+    Some(SwapRequest {
+        container: entry.container.clone()?,
+        image,
+        settings: target.settings.clone(),
+        op_id: None,
+    })
 }

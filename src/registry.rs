@@ -80,7 +80,7 @@ pub enum RegistryError {
 
 /// A registry client shared by every resolution of a pass.
 pub struct Registry {
-    client: Client,
+    client: Result<Client, String>,
     timeout: Duration,
     auth: Mutex<HashMap<String, RegistryAuth>>,
     calls: AtomicU64,
@@ -105,12 +105,15 @@ impl Registry {
             read_timeout: Some(timeout),
             ..ClientConfig::default()
         };
-        Self {
-            client: Client::new(config),
-            timeout,
-            auth: Mutex::new(HashMap::new()),
-            calls: AtomicU64::new(0),
-        }
+        // oci-client builds a default reqwest client inside `new`, which
+        // panics where the system has no CA certificates (a bare `FROM
+        // scratch` image). Contain that: every lookup then says why.
+        let build = std::panic::AssertUnwindSafe(|| Client::new(config));
+        let client = std::panic::catch_unwind(build).map_err(|_| {
+            "cannot build an HTTPS client: no CA certificates found (mount /etc/ssl/certs or set SSL_CERT_FILE)"
+                .to_string()
+        });
+        Self { client, timeout, auth: Mutex::new(HashMap::new()), calls: AtomicU64::new(0) }
     }
 
     /// How many requests this client has sent (for benchmarks and logs).
@@ -122,7 +125,8 @@ impl Registry {
     pub async fn digest(&self, image: &ImageRef) -> Result<Digest, RegistryError> {
         let auth = self.auth_for(image.registry()).await;
         let oci = image.to_oci();
-        let digest = self.bounded(image, &auth, self.client.fetch_manifest_digest(&oci, &auth)).await?;
+        let client = self.client(image)?;
+        let digest = self.bounded(image, &auth, client.fetch_manifest_digest(&oci, &auth)).await?;
         Digest::parse(&digest).map_err(|e| RegistryError::Failed {
             registry: image.registry().to_string(),
             reference: image.familiar(),
@@ -138,7 +142,11 @@ impl Registry {
         loop {
             let last = tags.last().cloned();
             let page = self
-                .bounded(image, &auth, self.client.list_tags(&oci, &auth, Some(TAG_PAGE), last.as_deref()))
+                .bounded(
+                    image,
+                    &auth,
+                    self.client(image)?.list_tags(&oci, &auth, Some(TAG_PAGE), last.as_deref()),
+                )
                 .await?;
             let got = page.tags.len();
             tags.extend(page.tags);
@@ -149,6 +157,14 @@ impl Registry {
         }
         tags.truncate(MAX_TAGS);
         Ok(tags)
+    }
+
+    fn client(&self, image: &ImageRef) -> Result<&Client, RegistryError> {
+        self.client.as_ref().map_err(|detail| RegistryError::Failed {
+            registry: image.registry().to_string(),
+            reference: image.familiar(),
+            detail: detail.clone(),
+        })
     }
 
     async fn bounded<T>(

@@ -53,7 +53,7 @@ pub async fn whoami(engine: &Engine, explicit: Option<&str>) -> Result<Option<Me
 #[derive(Debug, Clone)]
 pub enum Job {
     /// Swap the controller's container as `request` says.
-    Swap(SwapRequest),
+    Swap(Box<SwapRequest>),
     /// Finish or undo an interrupted swap of the controller (the new
     /// controller cannot remove itself to restore the old one).
     Recover,
@@ -80,7 +80,13 @@ pub async fn launch(
         cmd: Some(cmd),
         env: config.env.clone(),
         user: config.user.clone(),
-        labels: Some(HashMap::from([(HELPER_LABEL.to_string(), me.name.clone())])),
+        // The controller's labels (so whatever owns it owns its helpers too)
+        // and the helper mark.
+        labels: Some({
+            let mut labels: HashMap<String, String> = config.labels.clone().unwrap_or_default();
+            labels.insert(HELPER_LABEL.to_string(), me.name.clone());
+            labels
+        }),
         host_config: Some(HostConfig {
             binds: Some(binds(&me.details)),
             network_mode: host.network_mode.clone(),
@@ -145,6 +151,9 @@ fn job_args(job: &Job, container: &str) -> Vec<String> {
                 "--probe".into(),
                 probe,
             ];
+            if let Some(op) = &req.op_id {
+                args.extend(["--op-id".into(), op.to_string()]);
+            }
             if !s.rollback {
                 args.push("--no-rollback".into());
             }
@@ -238,11 +247,12 @@ mod tests {
                 rollback: false,
                 ..Settings::default()
             },
+            op_id: Some(OpId::new("op-1")),
         };
-        let args = job_args(&Job::Swap(req), "agent").join(" ");
+        let args = job_args(&Job::Swap(Box::new(req)), "agent").join(" ");
         assert_eq!(
             args,
-            "agent --image registry.local:5000/agent:2 --order stop-first --pull if-missing --health-timeout 90s --stable 1500ms --probe http:9001/ping=204 --no-rollback"
+            "agent --image registry.local:5000/agent:2 --order stop-first --pull if-missing --health-timeout 90s --stable 1500ms --probe http:9001/ping=204 --op-id op-1 --no-rollback"
         );
         assert_eq!(job_args(&Job::Recover, "agent").join(" "), "--recover-only agent");
     }

@@ -76,3 +76,9 @@ fn usage_errors_exit_2_and_help_documents_exit_codes() {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
 }
+
+#[test]
+fn the_agent_example_manifest_validates() {
+    let out = cli(&["validate", "-f", "examples/agent/desired-state.yaml"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}

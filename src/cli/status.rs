@@ -20,6 +20,7 @@ struct Row<'a> {
     from: &'a str,
     to: &'a str,
     outcome: &'a str,
+    started: &'a str,
     at: &'a str,
     reason: Option<&'a str>,
     held_until: Option<String>,
@@ -42,6 +43,7 @@ pub fn status(state_dir: &Path, json: bool) -> Result<u8, Failure> {
             from: &op.old_image,
             to: &op.new_image,
             outcome: op.step().map_or("unknown", |s| if s.is_final() { s.name() } else { "in_progress" }),
+            started: op.started_at(),
             at: op.updated_at(),
             reason: op.reason.as_deref(),
             held_until: backoff::hold(&ops, &op.container, &op.new_image, now)

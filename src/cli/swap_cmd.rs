@@ -14,6 +14,7 @@ use container_upgrader::swap::backoff::Hold;
 use container_upgrader::swap::journal::Journal;
 use container_upgrader::swap::recover;
 use container_upgrader::swap::{Outcome, SwapError, SwapRequest, Swapper};
+use container_upgrader::types::OpId;
 
 use super::{exit, Failure};
 
@@ -22,9 +23,10 @@ use super::{exit, Failure};
 pub struct UpgradeArgs {
     /// The container, by name or id.
     container: String,
-    /// The image to run (a tag, or name@sha256:…).
+    /// The image to run (a tag, or name@sha256:…). Required (optional only
+    /// for the internal `helper --recover-only`).
     #[arg(long)]
-    image: String,
+    image: Option<String>,
     /// stop-first, or start-first (no downtime; not with host ports or static IPs).
     #[arg(long, value_parser = parse_order, default_value = "stop-first")]
     order: Order,
@@ -46,6 +48,9 @@ pub struct UpgradeArgs {
     /// Remove the old image after the commit (when nothing else uses it).
     #[arg(long)]
     cleanup: bool,
+    /// The op id to journal the swap under (set by a controller for its helper).
+    #[arg(long, hide = true)]
+    op_id: Option<String>,
     #[command(flatten)]
     state: super::StateArg,
 }
@@ -106,8 +111,10 @@ async fn recover_first(swapper: &Swapper) -> Result<(), Failure> {
 }
 
 fn request(args: UpgradeArgs) -> Result<SwapRequest, Failure> {
-    let image = ImageRef::parse(&args.image)
-        .map_err(|e| Failure::new(exit::USAGE, format!("error: --image: {e}")))?;
+    let image =
+        args.image.as_deref().ok_or_else(|| Failure::new(exit::USAGE, "error: --image REF is required"))?;
+    let image =
+        ImageRef::parse(image).map_err(|e| Failure::new(exit::USAGE, format!("error: --image: {e}")))?;
     if args.stable.0 >= args.health_timeout.0 {
         return Err(Failure::new(exit::USAGE, "error: --stable must be shorter than --health-timeout"));
     }
@@ -118,7 +125,8 @@ fn request(args: UpgradeArgs) -> Result<SwapRequest, Failure> {
         cleanup: args.cleanup,
         health: HealthGate { timeout: args.health_timeout.0, stable: args.stable.0, probe: args.probe },
     };
-    Ok(SwapRequest { container: args.container, image, settings })
+    let op_id = args.op_id.map(OpId::new);
+    Ok(SwapRequest { container: args.container, image, settings, op_id })
 }
 
 pub async fn upgrade(args: UpgradeArgs) -> Result<u8, Failure> {
@@ -191,6 +199,9 @@ pub fn print_pass(pass: &Pass) -> u8 {
             }
         };
         worst = worse(worst, code);
+    }
+    if let Some(news) = &pass.own_news {
+        println!("{news}");
     }
     if let Some(own) = &pass.own {
         worst = worse(worst, print_own(own));
@@ -273,13 +284,11 @@ pub struct HelperArgs {
 pub async fn helper(args: HelperArgs) -> Result<u8, Failure> {
     let container = args.upgrade.container.clone();
     let swapper = swapper(&args.upgrade.state.state_dir).await?;
-    let interrupted = swapper
-        .journal()
-        .unfinished()
-        .map_err(|e| Failure::new(exit::ATTENTION, format!("error: {e}")))?
-        .iter()
-        .any(|op| op.container == container);
-    if interrupted || args.recover_only {
+    let ops = swapper.journal().ops().map_err(|e| Failure::new(exit::ATTENTION, format!("error: {e}")))?;
+    let interrupted = ops.iter().any(|op| op.container == container && !op.is_finished());
+    // Restarted after its swap had begun: never start a second one.
+    let begun = args.upgrade.op_id.as_deref().is_some_and(|id| ops.iter().any(|op| op.op_id.as_str() == id));
+    if interrupted || begun || args.recover_only {
         return match recover::recover(swapper.engine(), swapper.journal()).await {
             Ok(done) => {
                 for r in done {

@@ -98,7 +98,7 @@ impl Swapper {
             Order::StopFirst => stop_first_allowed(&old),
         }
         .map_err(|e| SwapError::unchanged(c, e))?;
-        let op_id = OpId::generate();
+        let op_id = req.op_id.clone().unwrap_or_else(OpId::generate);
         let suffix = op_id.suffix();
         let mut op = OpRecord {
             container: name.clone(),

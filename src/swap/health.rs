@@ -112,7 +112,7 @@ pub async fn wait(engine: &Engine, id: &str, gate: &HealthGate) -> Result<(), St
     let first = inspect(engine, id).await.map_err(|e| e.to_string())?;
     let has_hc = has_healthcheck(&first);
     let first = Sample::from_details(&first);
-    let client = http_client();
+    let client = http_client()?;
     loop {
         let details = inspect(engine, id).await.map_err(|e| e.to_string())?;
         let now = Sample::from_details(&details);
@@ -154,13 +154,16 @@ async fn with_logs(engine: &Engine, id: &str, reason: String) -> String {
     }
 }
 
-fn http_client() -> reqwest::Client {
+/// A plain-HTTP client for the probe. No CA roots are loaded (the probe
+/// never speaks TLS), so it builds even where the system has none.
+fn http_client() -> Result<reqwest::Client, String> {
     crate::registry::ensure_crypto_provider();
     reqwest::Client::builder()
         .timeout(PROBE_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
+        .tls_certs_only(Vec::new())
         .build()
-        .unwrap_or_default()
+        .map_err(|e| format!("cannot build the HTTP probe client: {e}"))
 }
 
 /// The container's first IP address on any of its networks.

@@ -33,6 +33,10 @@ pub struct SwapRequest {
     pub image: ImageRef,
     /// Pull policy, order, rollback, cleanup and the health gate.
     pub settings: Settings,
+    /// The op id to use; `None` makes a new one. A helper is given its op
+    /// id by the controller, so a restarted helper knows whether its swap
+    /// already began (and then recovers it instead of starting another).
+    pub op_id: Option<crate::types::OpId>,
 }
 
 /// How a swap ended.

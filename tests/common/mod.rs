@@ -24,6 +24,7 @@ mod credentials;
 mod image;
 mod process;
 mod registry;
+mod upgrader;
 
 use std::fs;
 use std::path::PathBuf;

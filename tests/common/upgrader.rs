@@ -1,0 +1,67 @@
+//! Images of container-upgrader itself, for the self-upgrade tests: the
+//! crate's binary built static (glibc, crt-static: it runs in `FROM
+//! scratch`) with the test-only fault hook, in a `FROM scratch` image laid
+//! out like the project's Dockerfile.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use super::process::{expect_success, run_docker};
+use super::{TestRun, RUN_LABEL};
+
+const BUILD_TIMEOUT: Duration = Duration::from_secs(1500);
+
+/// The static `container-upgrader`, built once per test process (cargo
+/// itself skips the work when nothing changed).
+pub fn upgrader_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(build).clone()
+}
+
+fn build() -> PathBuf {
+    let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("static");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["build", "--bin", "container-upgrader", "--features", "fault-injection"])
+        .args(["--target", "x86_64-unknown-linux-gnu"])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static");
+    expect_success(&mut cmd, "cargo build (static container-upgrader)", BUILD_TIMEOUT);
+    target_dir.join("x86_64-unknown-linux-gnu/debug/container-upgrader")
+}
+
+impl TestRun {
+    /// Builds a container-upgrader image tagged `tag`; `extra` Dockerfile
+    /// lines go after the project's layout (e.g. a label that makes each
+    /// version a distinct image, or a broken ENTRYPOINT). Returns its id.
+    pub fn build_upgrader_image(&self, tag: &str, extra: &[&str]) -> String {
+        let context = tempfile::tempdir_in(self.dir.path()).unwrap_or_else(|e| panic!("build context: {e}"));
+        let binary = context.path().join("container-upgrader");
+        fs::copy(upgrader_binary(), &binary).unwrap_or_else(|e| panic!("copying the binary: {e}"));
+        let mut lines = vec![
+            "FROM scratch".to_string(),
+            format!("LABEL {RUN_LABEL}=\"{}\"", self.id()),
+            "COPY container-upgrader /container-upgrader".into(),
+        ];
+        // Like the project's Dockerfile: root certificates for HTTPS registries.
+        let certs = Path::new("/etc/ssl/certs/ca-certificates.crt");
+        if fs::copy(certs, context.path().join("ca-certificates.crt")).is_ok() {
+            lines.push("COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt".into());
+        }
+        lines.extend([
+            "ENV CONTAINER_UPGRADER_STATE_DIR=/var/lib/container-upgrader".into(),
+            r#"ENTRYPOINT ["/container-upgrader"]"#.into(),
+        ]);
+        lines.extend(extra.iter().map(|l| l.to_string()));
+        fs::write(context.path().join("Dockerfile"), lines.join("\n") + "\n")
+            .unwrap_or_else(|e| panic!("writing the Dockerfile: {e}"));
+        let context_path = context.path().to_string_lossy();
+        let args = ["build", "-q", "--force-rm", "-t", tag, &context_path];
+        let out = run_docker(&args, &[("DOCKER_BUILDKIT", "0")]).unwrap_or_else(|e| panic!("{e}"));
+        out.lines().last().unwrap_or_default().to_string()
+    }
+}
