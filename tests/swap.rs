@@ -250,3 +250,21 @@ fn stop_first_is_refused_for_an_auto_remove_container() {
     assert!(stderr(&out).contains("--rm (AutoRemove)"), "{}", stderr(&out));
     assert_eq!(f.the_one(&name), old_id, "untouched");
 }
+
+#[test]
+fn cleanup_removes_the_old_image_only_once_no_container_uses_it() {
+    let f = Fixture::new("cleanup_old_image");
+    let (name, _) = f.start_web(&[]);
+    f.run.run_container("other", &f.image("1"), &[]);
+    let other = f.run.name("other");
+    let old_image = f.run.inspect(&f.image("1"), "{{.Id}}");
+
+    let out = f.upgrade(&name, "2", &["--cleanup"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(f.run.try_docker(&["image", "inspect", &old_image]).is_ok(), "still used by {other}: kept");
+
+    let out = f.upgrade(&other, "2", &["--cleanup"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(f.run.try_docker(&["image", "inspect", &old_image]).is_err(), "no longer used: removed");
+    f.assert_no_leftovers();
+}
