@@ -167,8 +167,9 @@ async fn fleet(run: &TestRun, swapper: &Swapper, repo: &str) {
         let registry =
             Registry::new(&[], m.targets.iter().map(|t| t.want.image()), registry::DEFAULT_TIMEOUT);
         let t = Instant::now();
-        let report =
-            reconcile::reconcile_once(swapper, &m, &registry, parallel, None).await.expect("reconcile");
+        let report = reconcile::reconcile_once(swapper, &m, &registry, parallel, None, &Default::default())
+            .await
+            .expect("reconcile");
         let took = t.elapsed();
         let committed = report
             .applied

@@ -56,6 +56,7 @@ pub struct Controller {
     insecure: Vec<String>,
     registry_timeout: Duration,
     told: std::sync::Mutex<Option<crate::types::OpId>>,
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Controller {
@@ -74,7 +75,26 @@ impl Controller {
             None => tracing::info!("not running in a container"),
         }
         let state_dir = state_dir.to_path_buf();
-        Ok(Self { swapper, state_dir, me, parallel, insecure, registry_timeout, told: Default::default() })
+        Ok(Self {
+            swapper,
+            state_dir,
+            me,
+            parallel,
+            insecure,
+            registry_timeout,
+            told: Default::default(),
+            stopping: Default::default(),
+        })
+    }
+
+    /// From now on no new swap starts (SIGTERM); swaps in flight finish.
+    pub fn stop(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The swapper (engine and journal) this controller acts through.
+    pub fn swapper(&self) -> &Swapper {
+        &self.swapper
     }
 
     /// The controller's own container, if it runs in one.
@@ -138,8 +158,9 @@ impl Controller {
         }
         let images = manifest.targets.iter().map(|t| t.want.image());
         let registry = Registry::new(&self.insecure, images, self.registry_timeout);
+        let me = self.me.as_ref();
         let mut report =
-            reconcile::reconcile_once(&self.swapper, manifest, &registry, self.parallel, self.me.as_ref())
+            reconcile::reconcile_once(&self.swapper, manifest, &registry, self.parallel, me, &self.stopping)
                 .await?;
         let own_news = self.own_news(&self.swapper.journal().ops().unwrap_or_default());
         let own = match (report.own.take(), &self.me) {

@@ -8,16 +8,22 @@
 //! image registries.
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod controller;
 pub mod engine;
 pub mod identity;
 pub mod manifest;
+pub mod metrics;
 pub mod observe;
 pub mod plan;
 pub mod reconcile;
 pub mod reference;
 pub mod registry;
+pub mod report;
 pub mod resolve;
 pub mod selfupgrade;
+pub mod status;
 pub mod swap;
+pub mod trigger;
 pub mod types;
+pub mod watch;

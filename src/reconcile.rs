@@ -5,6 +5,7 @@
 //! call): it always reconciles the whole manifest, so it must be, and is,
 //! idempotent. A target that fails rolls back alone; the others go on.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use futures_util::stream::{self, StreamExt};
@@ -73,6 +74,7 @@ pub async fn reconcile_once(
     registry: &Registry,
     parallel: usize,
     me: Option<&Me>,
+    stopping: &AtomicBool,
 ) -> Result<Report, ReconcileError> {
     let skip = |op: &OpRecord| me.is_some_and(|me| needs_helper(op, me));
     let recovered = recover::recover_except(swapper.engine(), swapper.journal(), skip)
@@ -97,6 +99,11 @@ pub async fn reconcile_once(
         .map(|(entry, job)| async move {
             let applied = match job {
                 Err(hold) => Applied::Held(hold),
+                // Shutting down: swaps in flight finish; no new one starts.
+                Ok(request) if stopping.load(Ordering::SeqCst) => Applied::Error(SwapError::Unchanged {
+                    container: request.container,
+                    reason: "not started: the controller is shutting down".into(),
+                }),
                 Ok(request) => match swapper.swap(&request).await {
                     Ok(outcome) => Applied::Swapped(Box::new(outcome)),
                     Err(e) => Applied::Error(e),

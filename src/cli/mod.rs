@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use container_upgrader::engine::Engine;
-use container_upgrader::manifest::{Dur, Manifest};
+use container_upgrader::manifest::{edit, write, Dur, Manifest};
 use container_upgrader::plan::{self, Action, Plan};
 use container_upgrader::registry::Registry;
 use container_upgrader::{observe, resolve};
@@ -123,6 +123,38 @@ enum Command {
         parallel: usize,
         #[command(flatten)]
         me: swap_cmd::SelfArg,
+        /// POST each op outcome as JSON to this URL (overrides the
+        /// manifest's `report.webhook`).
+        #[arg(long, value_name = "URL")]
+        report_webhook: Option<String>,
+        /// Serve the agent HTTP API on this address (off by default; keep it
+        /// on loopback unless the token and network are trusted).
+        #[arg(long, value_name = "ADDR", default_missing_value = "127.0.0.1:9191", num_args = 0..=1)]
+        listen: Option<std::net::SocketAddr>,
+        /// A file holding the bearer token that `PUT /v1/desired` requires
+        /// (without it the API is read-only). Never pass the token itself.
+        #[arg(long, value_name = "PATH")]
+        token_file: Option<PathBuf>,
+    },
+    /// Pin one target to an image in the manifest file: validates, checks
+    /// the policy, and rewrites the file atomically, keeping the rest of it
+    /// (other targets, comments) as it was. A running controller applies it.
+    #[command(after_help = "Exit codes: 0 written, 1 refused (the file is unchanged), 2 usage.")]
+    Set {
+        /// The target as `plan` shows it: a container name, or `label KEY=VALUE`.
+        target: String,
+        /// The image to pin (a tag, or name@sha256:…).
+        image: String,
+        #[command(flatten)]
+        file: FileArg,
+    },
+    /// Remove a target from the manifest file (same guarantees as `set`).
+    #[command(after_help = "Exit codes: 0 written, 1 refused (the file is unchanged), 2 usage.")]
+    Unset {
+        /// The target as `plan` shows it.
+        target: String,
+        #[command(flatten)]
+        file: FileArg,
     },
     /// What the journal says: the last swap of each container, and holds.
     Status {
@@ -232,14 +264,46 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             let controller = swap_cmd::controller(&state.state_dir, &me, parallel, &registry).await?;
             swap_cmd::reconcile(&controller, &manifest).await
         }
-        Command::Run { file, registry, state, parallel, me } => {
+        Command::Run { file, registry, state, parallel, me, report_webhook, listen, token_file } => {
+            let token = token_file.as_deref().map(read_token).transpose()?;
             let controller = swap_cmd::controller(&state.state_dir, &me, parallel, &registry).await?;
-            daemon::run(&controller, &file.path).await
+            let options = daemon::Options { manifest: &file.path, webhook: report_webhook, listen, token };
+            daemon::run(&controller, options).await
+        }
+        Command::Set { target, image, file } => {
+            let origin = file.path.display().to_string();
+            let edit = |text: &str| edit::set_image(text, &origin, &target, &image);
+            write::update(&file.path, edit)
+                .map_err(|e| Failure::new(exit::INVALID, format!("error: {e}")))?;
+            println!("{origin}: {target} → {image}");
+            Ok(exit::OK)
+        }
+        Command::Unset { target, file } => {
+            let origin = file.path.display().to_string();
+            let edit = |text: &str| edit::unset(text, &origin, &target);
+            write::update(&file.path, edit)
+                .map_err(|e| Failure::new(exit::INVALID, format!("error: {e}")))?;
+            println!("{origin}: {target} removed");
+            Ok(exit::OK)
         }
         Command::Status { state, output } => status::status(&state.state_dir, output == Output::Json),
         Command::Helper(args) => swap_cmd::helper(args).await,
         Command::Recover { state } => swap_cmd::recover(&state.state_dir).await,
     }
+}
+
+/// The API token: the file's first line, which must not be empty.
+fn read_token(path: &std::path::Path) -> Result<String, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::new(exit::USAGE, format!("error: --token-file {}: {e}", path.display())))?;
+    let token = text.lines().next().unwrap_or_default().trim().to_string();
+    if token.len() < 16 {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!("error: --token-file {}: the token must be at least 16 characters", path.display()),
+        ));
+    }
+    Ok(token)
 }
 
 fn registry_for(manifest: &Manifest, args: &RegistryArgs) -> Registry {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use bollard::Docker;
 
 mod containers;
+mod events;
 mod list;
 mod pull;
 

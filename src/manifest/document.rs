@@ -25,6 +25,18 @@ pub struct Document {
     /// The containers to keep on a version.
     #[serde(default)]
     pub targets: Vec<TargetDoc>,
+    /// Where op outcomes are reported.
+    #[serde(default)]
+    pub report: ReportDoc,
+}
+
+/// `report` as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportDoc {
+    /// An http(s) URL that receives one JSON POST per op outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
 }
 
 /// `defaults`: settings every target inherits; a target may override each

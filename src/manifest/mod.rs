@@ -7,10 +7,12 @@
 
 pub mod document;
 pub mod duration;
+pub mod edit;
 pub mod error;
 pub mod policy;
 pub mod source;
 mod validate;
+pub mod write;
 
 use std::fmt;
 use std::path::Path;
@@ -40,6 +42,8 @@ pub struct Manifest {
     pub policy: Policy,
     /// The targets, in file order.
     pub targets: Vec<Target>,
+    /// `report.webhook`: where each op outcome is POSTed.
+    pub webhook: Option<String>,
 }
 
 /// `policy`, validated.

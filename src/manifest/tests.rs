@@ -133,6 +133,8 @@ fn invalid_manifests_name_line_column_and_what_is_allowed() {
         ("version: 1\ntargets: [\n".into(), "m.yaml:3:", "not valid YAML"),
         ("version: 1\n---\nversion: 1\n".into(), "m.yaml:2:1", "more than one YAML document"),
         ("- 1\n- 2\n".into(), "m.yaml:1:1", "expected struct Document"),
+        ("version: 1\nreport: {webhook: \"ftp://x\"}\n".into(), "m.yaml:2:", "invalid webhook URL `ftp://x`"),
+        ("version: 1\nreport: {hook: x}\n".into(), "m.yaml:2:", "unknown field `hook`"),
     ];
     for (text, at, needle) in cases {
         let e = err(&text);

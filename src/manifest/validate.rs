@@ -55,11 +55,17 @@ pub(super) fn validate(src: &Source) -> Result<Manifest, ManifestError> {
             (select, want) => problems.extend(select.err().into_iter().chain(want.err())),
         }
     }
+    if let Some(url) = &doc.report.webhook {
+        if let Err(m) = webhook(url) {
+            problems.push(src.problem("report.webhook", m));
+        }
+    }
     if !problems.is_empty() {
         problems.sort_by_key(|p| (p.pos.line, p.pos.column));
         return Err(ManifestError { origin: src.origin.clone(), problems });
     }
     Ok(Manifest {
+        webhook: doc.report.webhook,
         origin: src.origin.clone(),
         drift_interval: doc.defaults.drift_interval.unwrap_or(super::Dur(DEFAULT_DRIFT_INTERVAL)),
         policy: Policy { allowed_images: doc.policy.allowed_images },
@@ -125,6 +131,15 @@ fn want(src: &Source, path: &str, t: &TargetDoc) -> Result<Want, Problem> {
             path,
             "a target needs `image: REF` (a tag or name@sha256:…) or `track: {image: REPO, semver: RANGE}`",
         )),
+    }
+}
+
+/// An absolute http(s) URL with a host.
+fn webhook(url: &str) -> Result<(), String> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace) => Ok(()),
+        _ => Err(format!("invalid webhook URL `{url}`; expected http://HOST[:PORT]/PATH or https://…")),
     }
 }
 

@@ -1,0 +1,231 @@
+//! `PUT /v1/desired`: replace the whole manifest, or one target's image.
+//!
+//! Every check runs before the write, against the text the write replaces
+//! (read under the store's lock), so a refusal leaves the file untouched
+//! and two concurrent pushes cannot interleave.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::error::TrySendError;
+
+use super::auth::Authorized;
+use super::error::{ApiError, BODY_ORIGIN};
+use super::{AppState, MAX_BODY};
+use crate::manifest::{edit, Manifest, Pos, Problem, Source, Want};
+use crate::trigger::Trigger;
+
+/// How long a client may take to send its body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a PUT asks for.
+#[derive(Debug)]
+pub(super) enum Desired {
+    /// Replace the file with this manifest.
+    Manifest(String),
+    /// Set one target's image.
+    Target(SetImage),
+}
+
+/// `{"target": "web", "image": "registry/app:2"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SetImage {
+    /// The target, as `set TARGET IMAGE` names it.
+    target: String,
+    /// The new image reference.
+    image: String,
+}
+
+/// The success body.
+#[derive(Debug, Serialize)]
+pub(super) struct Written {
+    /// The manifest file written.
+    written: String,
+    /// How many targets it now has.
+    targets: usize,
+}
+
+/// What the `Content-Type` says the body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Yaml,
+    Json,
+}
+
+/// The media type without parameters, lower-cased: `Application/YAML;
+/// charset=utf-8` → `application/yaml`.
+fn kind(content_type: Option<&str>) -> Result<Kind, ApiError> {
+    let unsupported = |found: &str| ApiError::UnsupportedMediaType { found: found.to_string() };
+    let raw = content_type.ok_or_else(|| unsupported("none"))?;
+    let essence = raw.split(';').next().unwrap_or(raw).trim().to_ascii_lowercase();
+    match essence.as_str() {
+        // `application/x-yaml` is the pre-RFC 9512 name many clients still send.
+        "application/yaml" | "application/x-yaml" | "text/yaml" | "text/plain" => Ok(Kind::Yaml),
+        "application/json" => Ok(Kind::Json),
+        _ => Err(unsupported(raw)),
+    }
+}
+
+impl FromRequest<AppState> for Desired {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let content_type = req.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap_or("<not text>"));
+        let kind = kind(content_type)?;
+        // The router's `DefaultBodyLimit` caps what `Bytes` will buffer.
+        let body = tokio::time::timeout(BODY_TIMEOUT, Bytes::from_request(req, state))
+            .await
+            .map_err(|_| ApiError::BodyTimeout { secs: BODY_TIMEOUT.as_secs() })?
+            .map_err(|rejection| match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge { limit: MAX_BODY },
+                _ => ApiError::BadBody { message: rejection.body_text(), problems: Vec::new() },
+            })?;
+        match kind {
+            Kind::Yaml => String::from_utf8(body.to_vec()).map(Desired::Manifest).map_err(|e| {
+                ApiError::BadBody { message: format!("the manifest is not UTF-8: {e}"), problems: Vec::new() }
+            }),
+            Kind::Json => serde_json::from_slice(&body).map(Desired::Target).map_err(|e| {
+                let message =
+                    format!("invalid JSON body: {e}; expected {{\"target\": \"...\", \"image\": \"...\"}}");
+                let pos = Pos { line: e.line(), column: e.column() };
+                // The problem carries the position itself; drop serde_json's copy.
+                let mut what = e.to_string();
+                if let Some(i) = what.rfind(" at line ") {
+                    what.truncate(i);
+                }
+                ApiError::BadBody {
+                    problems: vec![Problem { pos, path: String::new(), message: what }],
+                    message,
+                }
+            }),
+        }
+    }
+}
+
+/// The handler. The token is checked first (before the body is read).
+pub(super) async fn put(
+    State(state): State<AppState>,
+    _auth: Authorized,
+    desired: Desired,
+) -> Result<Json<Written>, ApiError> {
+    let origin = state.store.path().display().to_string();
+    let (targets, what) = match desired {
+        Desired::Manifest(text) => {
+            // Validate the push before taking the lock; only the policy
+            // checks need the current file.
+            let source = Source::from_text(BODY_ORIGIN, text).map_err(ApiError::InvalidManifest)?;
+            let pushed = Manifest::from_source(&source).map_err(ApiError::InvalidManifest)?;
+            let path = state.store.path().to_path_buf();
+            let update = move |current: &str| {
+                let current = Manifest::parse(&origin, current).map_err(ApiError::CurrentInvalid)?;
+                check_policy(&path, &current, &pushed, &source)?;
+                Ok((source.text, pushed.targets.len()))
+            };
+            (state.store.update(update).await?, "manifest")
+        }
+        Desired::Target(set) => {
+            let update = move |current: &str| {
+                let text = edit::set_image(current, &origin, &set.target, &set.image)
+                    .map_err(|e| ApiError::Edit(Box::new(e)))?;
+                let n = Manifest::parse(&origin, &text).map_err(ApiError::InvalidManifest)?.targets.len();
+                Ok((text, n))
+            };
+            (state.store.update(update).await?, "target")
+        }
+    };
+    tracing::info!(path = %state.store.path().display(), targets, what, "desired state written via the API");
+    match state.triggers.try_send(Trigger::Api) {
+        // Full: a pass is already queued and will read the new file.
+        Ok(()) | Err(TrySendError::Full(_)) => {}
+        Err(TrySendError::Closed(_)) => {
+            tracing::warn!("the controller is not taking triggers; the file watcher must pick up the change")
+        }
+    }
+    Ok(Json(Written { written: state.store.path().display().to_string(), targets }))
+}
+
+/// A push may not widen (or otherwise change) the policy that limits it,
+/// and every image it names must be allowed by the file's policy and its
+/// own — the same list, checked twice in case the comparison ever loosens.
+fn check_policy(
+    path: &std::path::Path,
+    current: &Manifest,
+    pushed: &Manifest,
+    source: &Source,
+) -> Result<(), ApiError> {
+    if current.policy != pushed.policy {
+        let show = |m: &Manifest| match &m.policy.allowed_images {
+            None => "no list (any image)".to_string(),
+            Some(list) => {
+                format!("[{}]", list.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+            }
+        };
+        return Err(ApiError::PolicyChanged {
+            path: path.to_path_buf(),
+            current: show(current),
+            pushed: show(pushed),
+        });
+    }
+    if current.webhook != pushed.webhook {
+        let show = |w: &Option<String>| w.clone().unwrap_or_else(|| "none".to_string());
+        return Err(ApiError::WebhookChanged {
+            path: path.to_path_buf(),
+            current: show(&current.webhook),
+            pushed: show(&pushed.webhook),
+        });
+    }
+    let problems: Vec<Problem> = pushed
+        .targets
+        .iter()
+        .filter(|t| !(current.policy.allows(t.want.image()) && pushed.policy.allows(t.want.image())))
+        .map(|t| {
+            let field = match t.want {
+                Want::Image(_) => "image",
+                Want::Track { .. } => "track.image",
+            };
+            source.problem(
+                &format!("targets[{}].{field}", t.index),
+                format!(
+                    "image `{}` is not allowed by policy.allowed_images of {}",
+                    t.want.image().familiar(),
+                    path.display()
+                ),
+            )
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::NotAllowed(problems))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types_map_to_body_kinds() {
+        let cases = [
+            (Some("application/yaml"), Some(Kind::Yaml)),
+            (Some("text/yaml; charset=utf-8"), Some(Kind::Yaml)),
+            (Some("Text/Plain"), Some(Kind::Yaml)),
+            (Some("application/x-yaml"), Some(Kind::Yaml)),
+            (Some("application/json"), Some(Kind::Json)),
+            (Some("application/json;charset=UTF-8"), Some(Kind::Json)),
+            (Some("application/x-www-form-urlencoded"), None),
+            (Some("application/octet-stream"), None),
+            (Some("application/yaml+json"), None),
+            (None, None),
+        ];
+        for (header, want) in cases {
+            assert_eq!(kind(header).ok(), want, "{header:?}");
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The agent HTTP API (DESIGN.md §8), off unless the daemon is given
+//! `--listen`.
+//!
+//! | Route              | Auth  | Answer                                             |
+//! |--------------------|-------|----------------------------------------------------|
+//! | `GET /healthz`     | none  | `200 ok`                                           |
+//! | `GET /metrics`     | none  | Prometheus/OpenMetrics text ([`crate::metrics`])   |
+//! | `GET /v1/status`   | none  | the controller's [`Snapshot`] as JSON              |
+//! | `PUT /v1/desired`  | token | writes the manifest, then sends [`Trigger::Api`]   |
+//!
+//! **Reads need no token; anything that changes state does.** The status
+//! and the metrics say what runs on the host (container and image names,
+//! op outcomes) — what `docker ps` tells any local user — and hold no
+//! secrets, while a monitoring scraper that needs no token is one fewer
+//! place the token is copied to. The listen address defaults to loopback;
+//! an operator who binds it wider exposes the reads too, and `serve` warns.
+//!
+//! Without a token (`--token-file` not given) the API is read-only: every
+//! state-changing request gets 403, never a silent "anyone may write".
+//!
+//! `PUT /v1/desired` takes a whole manifest (`application/yaml`,
+//! `text/yaml`, `text/plain`) or one target's new image (`application/json`
+//! `{"target": "web", "image": "registry/app:2"}`) and answers 200
+//! `{"written": PATH, "targets": N}`. Refusals, none of which writes: 401
+//! (no or wrong token, with `WWW-Authenticate: Bearer`), 403 (no token
+//! configured; an image outside `policy.allowed_images`; a push that changes
+//! the policy), 400 (invalid YAML, JSON or manifest), 404 (unknown target),
+//! 409 (the file on disk is invalid, or the target cannot be edited in
+//! place), 413 (over [`MAX_BODY`]), 415 (other content types), 503 (another
+//! process holds the manifest lock). Error bodies are
+//! `{"error": "...", "problems": [{"line", "column", "path", "message"}]}`.
+//!
+//! [`Snapshot`]: crate::status::Snapshot
+//! [`Trigger::Api`]: crate::trigger::Trigger::Api
+
+mod auth;
+mod desired;
+mod error;
+mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError};
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{get, put};
+use axum::{Json, Router};
+
+use crate::metrics::Metrics;
+use crate::status::SharedSnapshot;
+use crate::trigger::Triggers;
+
+/// The largest `PUT /v1/desired` body accepted (the manifest loader's own
+/// limit, 1 MiB); larger gets 413.
+pub const MAX_BODY: usize = crate::manifest::source::MAX_BYTES as usize;
+
+/// How the API is set up.
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// Where the CLI binds (`--listen`; a loopback address by default).
+    /// [`serve`] takes the bound listener, so this is for messages only.
+    pub listen: SocketAddr,
+    /// The bearer token, as read from `--token-file` (surrounding
+    /// whitespace is ignored). `None`, or only whitespace: the API is
+    /// read-only.
+    pub token: Option<String>,
+    /// The manifest file `PUT /v1/desired` rewrites.
+    pub manifest_path: PathBuf,
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("manifest_path", &self.manifest_path)
+            .finish()
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+struct AppState {
+    token: Option<auth::Token>,
+    store: Arc<store::Store>,
+    snapshot: SharedSnapshot,
+    triggers: Triggers,
+    metrics: Arc<Metrics>,
+}
+
+/// The API's routes, ready to serve (or to drive in-process in tests).
+pub fn router(
+    config: &ApiConfig,
+    snapshot: SharedSnapshot,
+    triggers: Triggers,
+    metrics: Arc<Metrics>,
+) -> Router {
+    let state = AppState {
+        token: config.token.as_deref().and_then(auth::Token::new),
+        store: Arc::new(store::Store::new(config.manifest_path.clone())),
+        snapshot,
+        triggers,
+        metrics,
+    };
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(get_metrics))
+        .route("/v1/status", get(get_status))
+        .route("/v1/desired", put(desired::put))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then lets
+/// in-flight requests finish (a PUT mid-write completes its write).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: ApiConfig,
+    snapshot: SharedSnapshot,
+    triggers: Triggers,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    let read_only = config.token.as_deref().is_none_or(|t| t.trim().is_empty());
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "the API listens beyond loopback: status and metrics are readable without a token");
+    }
+    if read_only {
+        tracing::info!(%addr, "API listening, read-only (no --token-file): PUT /v1/desired is refused");
+    } else {
+        tracing::info!(%addr, manifest = %config.manifest_path.display(), "API listening");
+    }
+    let app = router(&config, snapshot, triggers, metrics);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], state.metrics.encode())
+}
+
+async fn get_status(State(state): State<AppState>) -> Json<crate::status::Snapshot> {
+    // A writer that panicked left a whole snapshot (it replaces, never
+    // edits in place), so a poisoned lock still holds a consistent value.
+    Json(state.snapshot.read().unwrap_or_else(PoisonError::into_inner).clone())
+}

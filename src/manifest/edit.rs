@@ -1,0 +1,831 @@
+//! Editing one target of a manifest in place: `set` pins a target to an
+//! image, `unset` removes a target.
+//!
+//! The manifest is a file people write and comment, so an edit must not
+//! reformat it: re-serialising through serde would drop every comment and
+//! reorder keys. Instead the edit finds the exact bytes of one scalar (or
+//! the lines of one entry) with a yaml-rust2 event walk and splices text
+//! there, leaving every other byte alone. Each edit is then proven: the
+//! result is validated again and must equal the old manifest with exactly
+//! that one change, or nothing is returned.
+//!
+//! Both functions are pure (text in, text out); [`super::write::update`]
+//! reads, locks and writes the file around them.
+
+use std::collections::HashMap;
+
+use yaml_rust2::parser::{Event, Parser};
+use yaml_rust2::scanner::TScalarStyle;
+use yaml_rust2::Yaml;
+
+use super::{Manifest, ManifestError, Pos, Source, Target, Want};
+use crate::reference::{ImageRef, RefError};
+
+/// Why a manifest edit was refused. Nothing is written when one occurs.
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    /// The image given is not a valid reference.
+    #[error("cannot set `{target}` to `{image}`: {source}")]
+    InvalidImage {
+        /// The target as given.
+        target: String,
+        /// The image as given.
+        image: String,
+        /// What is wrong with it (boxed: the error stays small).
+        #[source]
+        source: Box<RefError>,
+    },
+    /// The manifest is invalid before the edit.
+    #[error("{source}\nerror: the manifest is invalid as it stands; fix it before editing it")]
+    Invalid {
+        /// Every problem, with positions.
+        #[source]
+        source: ManifestError,
+    },
+    /// No target is named like that.
+    #[error(
+        "{origin}: no target `{target}`; name a target as `plan` shows it (a container name, or `label KEY=VALUE`); the targets are: {known}"
+    )]
+    UnknownTarget {
+        /// The manifest.
+        origin: String,
+        /// The target as given.
+        target: String,
+        /// The targets the manifest has, comma-separated.
+        known: String,
+    },
+    /// The target follows a semver range; it has no fixed image to replace.
+    #[error(
+        "{origin}:{}:{}: `{target}` follows a semver range (`track:`); `set` pins a fixed image and does not replace `track:`; change it to `image: REF` by hand",
+        pos.line, pos.column
+    )]
+    Tracked {
+        /// The manifest.
+        origin: String,
+        /// The target as given.
+        target: String,
+        /// Where its `track` is.
+        pos: Pos,
+    },
+    /// The image is outside `policy.allowed_images`.
+    #[error(
+        "{origin}:{}:{}: `{image}` is outside policy.allowed_images [{patterns}]: no pattern matches its repository {repository}",
+        pos.line, pos.column
+    )]
+    Refused {
+        /// The manifest.
+        origin: String,
+        /// The image as given.
+        image: String,
+        /// The normalised repository the patterns were matched against.
+        repository: String,
+        /// The patterns of `policy.allowed_images`, comma-separated.
+        patterns: String,
+        /// Where `policy.allowed_images` is.
+        pos: Pos,
+    },
+    /// The value is written in a way this edit does not rewrite safely.
+    #[error("{origin}:{}:{}: {path}: cannot edit in place: {reason}; edit the file by hand", pos.line, pos.column)]
+    NotInPlace {
+        /// The manifest.
+        origin: String,
+        /// The node, such as `targets[1].image`.
+        path: String,
+        /// Where it is.
+        pos: Pos,
+        /// What is in the way.
+        reason: String,
+    },
+    /// The edited text did not validate to the expected manifest (a bug).
+    #[error("{origin}: the edited manifest did not check out ({reason}); nothing was written")]
+    Unverified {
+        /// The manifest.
+        origin: String,
+        /// What differed.
+        reason: String,
+    },
+}
+
+/// Pins the target named `target` (`web`, or `label tier=edge`, as `plan`
+/// shows it) to `image`, changing only the bytes of its `image:` value.
+///
+/// Quoting is kept (`'…'` stays single-quoted, `"…"` double-quoted); a plain
+/// value stays plain unless the new one would read as something other than
+/// a string. A comment after the value keeps its column when there is room.
+/// Refuses an invalid image, an unknown target, a `track:` target, an image
+/// outside `policy.allowed_images`, and a manifest that is already invalid.
+pub fn set_image(text: &str, origin: &str, target: &str, image: &str) -> Result<String, EditError> {
+    let new = ImageRef::parse(image).map_err(|source| EditError::InvalidImage {
+        target: target.to_string(),
+        image: image.to_string(),
+        source: Box::new(source),
+    })?;
+    let (src, before) = load(origin, text)?;
+    let found = find(&before, target)?;
+    let path = format!("targets[{}]", found.index);
+    if let Want::Track { .. } = found.want {
+        let pos = src.pos(&format!("{path}.track"));
+        return Err(EditError::Tracked { origin: origin.to_string(), target: target.to_string(), pos });
+    }
+    if !before.policy.allows(&new) {
+        let patterns = before.policy.allowed_images.iter().flatten().map(ToString::to_string);
+        return Err(EditError::Refused {
+            origin: origin.to_string(),
+            image: image.to_string(),
+            repository: new.name(),
+            patterns: patterns.collect::<Vec<_>>().join(", "),
+            pos: src.pos("policy.allowed_images"),
+        });
+    }
+    let path = format!("{path}.image");
+    let not_in_place = |reason: &str| EditError::NotInPlace {
+        origin: origin.to_string(),
+        path: path.clone(),
+        pos: src.pos(&path),
+        reason: reason.to_string(),
+    };
+    let nodes = walk(text).map_err(|e| not_in_place(&e))?;
+    let Some(node) = nodes.get(&path) else { return Err(not_in_place("no such node")) };
+    let Kind::Scalar { value, style, anchored } = &node.kind else {
+        return Err(not_in_place("the value is an alias (`*name`) or a collection, not a plain value"));
+    };
+    if *anchored {
+        return Err(not_in_place("the value carries an anchor (`&name`) that other nodes may share"));
+    }
+    let start = byte_offset(text, node.start.index);
+    let end = start + raw_len(&text[start..], value, *style).map_err(|e| not_in_place(&e))?;
+    let out = splice_keeping_comment(text, start, end, &render(image, *style));
+    let mut expected = before.clone();
+    expected.targets[found.index].want = Want::Image(new);
+    check(origin, &out, &expected)?;
+    Ok(out)
+}
+
+/// Removes the target named `target` from the manifest: the lines of its
+/// entry, the comment lines directly above it at the dash's indentation
+/// (they describe it), and a blank line left doubled. Refuses a `targets`
+/// list written as a flow sequence (`targets: [...]`), which has no lines of
+/// its own to remove.
+pub fn unset(text: &str, origin: &str, target: &str) -> Result<String, EditError> {
+    let (src, before) = load(origin, text)?;
+    let index = find(&before, target)?.index;
+    let path = format!("targets[{index}]");
+    let not_in_place = |reason: &str| EditError::NotInPlace {
+        origin: origin.to_string(),
+        path: path.clone(),
+        pos: src.pos(&path),
+        reason: reason.to_string(),
+    };
+    let nodes = walk(text).map_err(|e| not_in_place(&e))?;
+    let seq = nodes.get("targets").ok_or_else(|| not_in_place("`targets` not found"))?;
+    if text[byte_offset(text, seq.start.index)..].starts_with('[') {
+        return Err(not_in_place("`targets` is a flow sequence `[...]`, whose entries share lines"));
+    }
+    if text.replace("\r\n", "\n").contains('\r') {
+        return Err(not_in_place("the file uses bare carriage returns as line breaks"));
+    }
+    let item = nodes.get(&path).ok_or_else(|| not_in_place("no such node"))?;
+    let start = byte_offset(text, item.first.index);
+    let lines = Lines::new(text);
+    let (from, to) = entry_lines(&lines, text, start).map_err(|e| not_in_place(&e))?;
+    let out = format!("{}{}", &text[..lines.start(from)], &text[lines.start(to)..]);
+    let mut expected = before;
+    expected.targets.remove(index);
+    for (i, t) in expected.targets.iter_mut().enumerate() {
+        t.index = i;
+    }
+    check(origin, &out, &expected)?;
+    Ok(out)
+}
+
+/// Scans and validates `text`, keeping the source for positions.
+fn load(origin: &str, text: &str) -> Result<(Source, Manifest), EditError> {
+    let src = Source::from_text(origin, text).map_err(|source| EditError::Invalid { source })?;
+    let manifest = Manifest::from_source(&src).map_err(|source| EditError::Invalid { source })?;
+    Ok((src, manifest))
+}
+
+/// The target `plan` would show as `name`.
+fn find<'m>(manifest: &'m Manifest, name: &str) -> Result<&'m Target, EditError> {
+    let wanted = name.trim();
+    manifest.targets.iter().find(|t| t.select.to_string() == wanted).ok_or_else(|| {
+        let known: Vec<String> = manifest.targets.iter().map(|t| format!("`{}`", t.select)).collect();
+        EditError::UnknownTarget {
+            origin: manifest.origin.clone(),
+            target: name.to_string(),
+            known: if known.is_empty() { "none".to_string() } else { known.join(", ") },
+        }
+    })
+}
+
+/// Validates the edited text and requires it to be exactly `expected`.
+fn check(origin: &str, out: &str, expected: &Manifest) -> Result<(), EditError> {
+    let unverified = |reason: String| EditError::Unverified { origin: origin.to_string(), reason };
+    let after = Manifest::parse(origin, out).map_err(|e| unverified(format!("it is invalid: {e}")))?;
+    if &after != expected {
+        return Err(unverified("it differs from the intended change in more than the edited target".into()));
+    }
+    Ok(())
+}
+
+/// A position from the event walk. `index` counts characters, not bytes
+/// (yaml-rust2 reads a `char` iterator).
+#[derive(Clone, Copy, Debug)]
+struct Mark {
+    index: usize,
+}
+
+/// What a node is.
+#[derive(Debug)]
+enum Kind {
+    Scalar { value: String, style: TScalarStyle, anchored: bool },
+    Collection,
+    Alias,
+}
+
+/// One node of the document.
+#[derive(Debug)]
+struct Node {
+    kind: Kind,
+    /// Where the node's own token starts (for a scalar, after any anchor or tag).
+    start: Mark,
+    /// Where the node starts as a person sees it: a block mapping's first
+    /// key, not the `:` yaml-rust2 marks it at.
+    first: Mark,
+}
+
+/// One open collection during the walk.
+enum Frame {
+    Seq { path: String, next: usize },
+    Map { path: String, key: Option<String>, first_key: bool },
+}
+
+/// Walks the events and records every node by path (`targets[1].image`).
+/// The text has passed [`Source`]'s limits (depth, aliases) already.
+fn walk(text: &str) -> Result<HashMap<String, Node>, String> {
+    let mut parser = Parser::new_from_str(text);
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut nodes: HashMap<String, Node> = HashMap::new();
+    loop {
+        let (event, marker) = parser.next_token().map_err(|e| format!("not valid YAML: {}", e.info()))?;
+        let mark = Mark { index: marker.index() };
+        if let Some(Frame::Map { path, first_key, .. }) = stack.last_mut() {
+            // yaml-rust2 marks a block mapping at its first `:`; a person
+            // sees it start where its first key does.
+            if let (true, Event::Scalar(..), Some(node)) = (*first_key, &event, nodes.get_mut(path.as_str()))
+            {
+                node.first.index = node.first.index.min(mark.index);
+            }
+            *first_key = false;
+        }
+        let (kind, key, opens) = match event {
+            Event::StreamEnd => return Ok(nodes),
+            Event::Scalar(value, style, anchor, _) => {
+                let key = Some(value.clone());
+                (Kind::Scalar { value, style, anchored: anchor != 0 }, key, None)
+            }
+            Event::Alias(_) => (Kind::Alias, None, None),
+            Event::SequenceStart(..) => (Kind::Collection, None, Some(true)),
+            Event::MappingStart(..) => (Kind::Collection, None, Some(false)),
+            Event::SequenceEnd | Event::MappingEnd => {
+                stack.pop();
+                continue;
+            }
+            Event::Nothing | Event::StreamStart | Event::DocumentStart | Event::DocumentEnd => continue,
+        };
+        let path = node_path(&mut stack, key);
+        match opens {
+            // A collection used as a key gets an unmatchable path.
+            Some(true) => {
+                stack.push(Frame::Seq { path: path.clone().unwrap_or_else(|| "?".into()), next: 0 })
+            }
+            Some(false) => stack.push(Frame::Map {
+                path: path.clone().unwrap_or_else(|| "?".into()),
+                key: None,
+                first_key: true,
+            }),
+            None => {}
+        }
+        if let Some(path) = path {
+            nodes.entry(path).or_insert(Node { kind, start: mark, first: mark });
+        }
+    }
+}
+
+/// The path of the node that starts now, or `None` when it is a mapping
+/// key (remembered for the value that follows). Non-scalar keys get an
+/// unmatchable name; validation refuses them anyway.
+fn node_path(stack: &mut [Frame], scalar: Option<String>) -> Option<String> {
+    match stack.last_mut() {
+        None => Some(String::new()),
+        Some(Frame::Seq { path, next }) => {
+            *next += 1;
+            Some(format!("{path}[{}]", *next - 1))
+        }
+        Some(Frame::Map { path, key, .. }) => match key.take() {
+            Some(k) if path.is_empty() => Some(k),
+            Some(k) => Some(format!("{path}.{k}")),
+            None => {
+                *key = Some(scalar.unwrap_or_else(|| "?".into()));
+                None
+            }
+        },
+    }
+}
+
+/// The byte offset of the `chars`-th character.
+fn byte_offset(text: &str, chars: usize) -> usize {
+    text.char_indices().nth(chars).map_or(text.len(), |(i, _)| i)
+}
+
+/// The length in bytes of the scalar token at the start of `rest` whose
+/// value is `value`, for the single-line forms this edit rewrites. The
+/// token must read exactly as `value` would be written, so a multi-line,
+/// escaped or block scalar is refused rather than guessed at.
+fn raw_len(rest: &str, value: &str, style: TScalarStyle) -> Result<usize, String> {
+    let raw = match style {
+        TScalarStyle::Plain => value.to_string(),
+        TScalarStyle::SingleQuoted => format!("'{}'", value.replace('\'', "''")),
+        TScalarStyle::DoubleQuoted => format!("\"{value}\""),
+        TScalarStyle::Literal | TScalarStyle::Folded => {
+            return Err("the value is a block scalar (`|` or `>`)".into());
+        }
+    };
+    if raw.contains('\n') || !rest.starts_with(&raw) {
+        return Err("the value spans lines or uses escapes".into());
+    }
+    Ok(raw.len())
+}
+
+/// The new value in the old one's quoting; plain only when YAML reads it
+/// back as this very string.
+fn render(image: &str, style: TScalarStyle) -> String {
+    match style {
+        TScalarStyle::SingleQuoted => format!("'{}'", image.replace('\'', "''")),
+        TScalarStyle::Plain if plain_is_safe(image) => image.to_string(),
+        _ => format!("\"{}\"", image.replace('\\', "\\\\").replace('"', "\\\"")),
+    }
+}
+
+/// True when `s` written plain is read back as the string `s` in block and
+/// flow context alike, by YAML 1.2 (serde_yaml, yaml-rust2) and by YAML 1.1
+/// readers (`1:30` is a number there, `on` a boolean).
+fn plain_is_safe(s: &str) -> bool {
+    const YAML11_WORDS: [&str; 11] = ["y", "n", "yes", "no", "on", "off", "true", "false", "null", "~", ""];
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@+".contains(c))
+        && !s.ends_with(':')
+        && !s.chars().all(|c| c.is_ascii_digit() || "._:+-eE".contains(c))
+        && !YAML11_WORDS.contains(&s.to_ascii_lowercase().as_str())
+        && matches!(Yaml::from_str(s), Yaml::String(_))
+}
+
+/// Replaces `text[start..end]` with `new`. When only blanks and a comment
+/// follow on the line, the comment keeps its column if there is room.
+fn splice_keeping_comment(text: &str, start: usize, end: usize, new: &str) -> String {
+    let rest = &text[end..];
+    let blanks = rest.len() - rest.trim_start_matches(' ').len();
+    let old_width = text[start..end].chars().count();
+    let new_width = new.chars().count();
+    let gap = if blanks > 0 && rest[blanks..].starts_with('#') {
+        (blanks + old_width).saturating_sub(new_width).max(1)
+    } else {
+        blanks
+    };
+    format!("{}{new}{}{}", &text[..start], " ".repeat(gap), &rest[blanks..])
+}
+
+/// Line starts of a text, for line-wise removal.
+struct Lines {
+    starts: Vec<usize>,
+    len: usize,
+}
+
+impl Lines {
+    fn new(text: &str) -> Self {
+        let starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1));
+        let mut starts: Vec<usize> = starts.collect();
+        if starts.last() == Some(&text.len()) && !text.is_empty() {
+            starts.pop();
+        }
+        Self { starts, len: text.len() }
+    }
+
+    /// Number of lines.
+    fn count(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// Byte offset where line `n` (0-based) starts; the text's end past the last line.
+    fn start(&self, n: usize) -> usize {
+        self.starts.get(n).copied().unwrap_or(self.len)
+    }
+
+    /// The line holding byte `at`.
+    fn of(&self, at: usize) -> usize {
+        self.starts.partition_point(|&s| s <= at).saturating_sub(1)
+    }
+
+    /// Line `n` without its line break.
+    fn text<'t>(&self, text: &'t str, n: usize) -> &'t str {
+        text[self.start(n)..self.start(n + 1)].trim_end_matches(['\n', '\r'])
+    }
+}
+
+/// What a line holds, for deciding where an entry ends.
+#[derive(PartialEq, Eq)]
+enum LineKind {
+    Blank,
+    /// A comment-only line at this indentation.
+    Comment(usize),
+    /// YAML content at this indentation.
+    Content(usize),
+}
+
+fn line_kind(line: &str) -> LineKind {
+    let body = line.trim_start_matches(' ');
+    let indent = line.len() - body.len();
+    match body.trim_end() {
+        "" => LineKind::Blank,
+        b if b.starts_with('#') => LineKind::Comment(indent),
+        _ => LineKind::Content(indent),
+    }
+}
+
+/// The lines `[from, to)` of the block sequence entry whose node starts at
+/// byte `start`: its dash line, the lines indented under it (comments
+/// included, up to its last line of content), the comment lines directly
+/// above it at the dash's indentation, and one blank line if removing the
+/// entry would leave two in a row.
+fn entry_lines(lines: &Lines, text: &str, start: usize) -> Result<(usize, usize), String> {
+    let dash = lines.of(start);
+    let prefix = &text[lines.start(dash)..start];
+    let column = prefix.len() - prefix.trim_start_matches(' ').len();
+    if prefix
+        .trim_start_matches(' ')
+        .strip_prefix('-')
+        .is_none_or(|after| !after.trim_matches(' ').is_empty())
+    {
+        return Err("the entry does not start on its own `- ` line".into());
+    }
+    let mut to = dash + 1;
+    let mut last = dash;
+    while to < lines.count() {
+        match line_kind(lines.text(text, to)) {
+            LineKind::Content(indent) if indent <= column => break,
+            LineKind::Content(_) => last = to,
+            LineKind::Comment(indent) if indent > column => last = to,
+            LineKind::Comment(_) | LineKind::Blank => {}
+        }
+        to += 1;
+    }
+    let mut from = dash;
+    while from > 0 && line_kind(lines.text(text, from - 1)) == LineKind::Comment(column) {
+        from -= 1;
+    }
+    let mut to = last + 1;
+    let blank = |n: usize| n < lines.count() && line_kind(lines.text(text, n)) == LineKind::Blank;
+    let first_in_list = from > 0
+        && !lines.text(text, from - 1).trim_start().starts_with('-')
+        && matches!(line_kind(lines.text(text, from - 1)), LineKind::Content(i) if i <= column);
+    if blank(to) && (from == 0 || blank(from - 1) || first_in_list) {
+        to += 1;
+    } else if to >= lines.count() && from > 0 && blank(from - 1) {
+        // The last entry of the file: do not leave a blank line at its end.
+        from -= 1;
+    }
+    Ok((from, to))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const BASE: &str = r#"# desired state
+version: 1
+policy:
+  allowed_images: [app, registry.local:5000/*]   # what may run
+
+targets:
+  # the web front
+  - container: web
+    image: app:1            # pinned by ops
+  - container: db
+    image: 'registry.local:5000/db:15'
+  - {container: cache, image: "app:7"}   # flow
+  - selector: {label: "tier=edge"}
+    image: registry.local:5000/edge:1.4
+  - container: tracker
+    track: {image: app, semver: "^1"}
+"#;
+
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    /// The lines of `a` and `b` that differ, as (line number, a, b).
+    fn changed_lines<'t>(a: &'t str, b: &'t str) -> Vec<(usize, &'t str, &'t str)> {
+        assert_eq!(a.lines().count(), b.lines().count(), "line count changed:\n{b}");
+        a.lines()
+            .zip(b.lines())
+            .enumerate()
+            .filter(|(_, (x, y))| x != y)
+            .map(|(i, (x, y))| (i + 1, x, y))
+            .collect()
+    }
+
+    fn image_of(text: &str, target: &str) -> String {
+        let m = Manifest::parse("m.yaml", text).expect("valid");
+        let t = m.targets.iter().find(|t| t.select.to_string() == target).expect("target");
+        t.want.to_string()
+    }
+
+    #[test]
+    fn set_image_rewrites_only_that_value_in_its_own_quoting() {
+        let pinned = format!("app@{DIGEST}");
+        let cases = [
+            ("web", "app:2", 9, "    image: app:2            # pinned by ops"),
+            ("web", "app:2.0.10-with-a-long-tag", 9, "    image: app:2.0.10-with-a-long-tag # pinned by ops"),
+            ("web", pinned.as_str(), 9, &*format!("    image: {pinned} # pinned by ops")),
+            ("db", "registry.local:5000/db:16", 11, "    image: 'registry.local:5000/db:16'"),
+            ("cache", "app:8", 12, r#"  - {container: cache, image: "app:8"}   # flow"#),
+            (
+                "label tier=edge",
+                "registry.local:5000/edge:1.5",
+                14,
+                "    image: registry.local:5000/edge:1.5",
+            ),
+            (" web ", "docker.io/library/app:3", 9, "    image: docker.io/library/app:3 # pinned by ops"),
+        ];
+        for (target, image, line, expected) in cases {
+            let out = set_image(BASE, "m.yaml", target, image).expect(target);
+            let changed = changed_lines(BASE, &out);
+            assert_eq!(changed.len(), 1, "{target}: {changed:?}");
+            assert_eq!((changed[0].0, changed[0].2), (line, expected), "{target}");
+            let want = ImageRef::parse(image).expect("image").familiar();
+            assert_eq!(image_of(&out, target.trim()), want, "{target}");
+        }
+    }
+
+    #[test]
+    fn setting_the_same_image_returns_the_text_unchanged() {
+        assert_eq!(set_image(BASE, "m.yaml", "web", "app:1").expect("same"), BASE);
+    }
+
+    #[test]
+    fn set_image_refusals_say_what_to_do() {
+        let cases = [
+            ("web", "App:1", "cannot set `web` to `App:1`: invalid image reference `App:1`: repository name must be lowercase"),
+            ("web", "", "image reference is empty"),
+            ("nope", "app:1", "m.yaml: no target `nope`; name a target as `plan` shows it (a container name, or `label KEY=VALUE`); the targets are: `web`, `db`, `cache`, `label tier=edge`, `tracker`"),
+            ("tier=edge", "app:1", "no target `tier=edge`"),
+            ("tracker", "app:2", "m.yaml:16:13: `tracker` follows a semver range (`track:`)"),
+            ("web", "evil/app:1", "m.yaml:4:19: `evil/app:1` is outside policy.allowed_images [app, registry.local:5000/*]: no pattern matches its repository docker.io/evil/app"),
+            ("web", "registry.local:5001/app:1", "outside policy.allowed_images"),
+        ];
+        for (target, image, needle) in cases {
+            let err = set_image(BASE, "m.yaml", target, image).expect_err(target).to_string();
+            assert!(err.contains(needle), "{target} {image}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_invalid_manifest_is_not_edited() {
+        let text = "version: 1\ntargets:\n  - container: web\n    image: app:1\n    colour: blue\n";
+        let err = set_image(text, "m.yaml", "web", "app:2").expect_err("invalid").to_string();
+        assert!(err.contains("m.yaml:5:5: targets[0]: unknown field `colour`"), "{err}");
+        assert!(err.contains("fix it before editing it"), "{err}");
+        let err = unset(text, "m.yaml", "web").expect_err("invalid").to_string();
+        assert!(err.contains("fix it before editing it"), "{err}");
+    }
+
+    #[test]
+    fn values_written_in_forms_it_cannot_rewrite_safely_are_refused() {
+        let cases = [
+            ("  - container: web\n    image: >-\n      app:1\n", "web", "block scalar"),
+            ("  - container: web\n    image: \"app\\x3a1\"\n", "web", "spans lines or uses escapes"),
+            ("  - container: web\n    image: \"app:\\\n      1\"\n", "web", "spans lines or uses escapes"),
+            (
+                "  - container: aa\n    image: &img app:1\n  - container: bb\n    image: *img\n",
+                "aa",
+                "anchor",
+            ),
+            ("  - container: aa\n    image: &img app:1\n  - container: bb\n    image: *img\n", "bb", "alias"),
+        ];
+        for (targets, target, needle) in cases {
+            let text = format!("version: 1\ntargets:\n{targets}");
+            let err = set_image(&text, "m.yaml", target, "app:2").expect_err(needle).to_string();
+            assert!(err.contains(needle) && err.contains("edit the file by hand"), "{needle}: {err}");
+        }
+    }
+
+    #[test]
+    fn plain_values_yaml_would_read_as_something_else_are_quoted() {
+        let cases = [
+            ("nginx", true),
+            ("app:1", true),
+            ("registry.local:5000/team/app:1.4", true),
+            ("app_x-y.z:v1.2_3", true),
+            ("1.0", false),
+            ("1:30", false),
+            ("1e3", false),
+            ("0x1f", false),
+            ("on", false),
+            ("Null", false),
+            ("true", false),
+            ("-app", false),
+            ("app:", false),
+            ("a #b", false),
+            ("a,b", false),
+        ];
+        for (value, plain) in cases {
+            assert_eq!(plain_is_safe(value), plain, "{value}");
+        }
+        let text = "version: 1\ntargets:\n  - container: web\n    image: app:1\n";
+        if ImageRef::parse("1.0").is_ok() {
+            let out = set_image(text, "m.yaml", "web", "1.0").expect("set");
+            assert!(out.contains("    image: \"1.0\"\n"), "{out}");
+        }
+    }
+
+    #[test]
+    fn non_ascii_text_and_crlf_line_breaks_are_handled() {
+        // yaml-rust2 counts characters, not bytes: multi-byte text before the
+        // value must not shift the splice.
+        let text = "# état désiré → ok\nversion: 1\ntargets:\n  - container: web # ü\n    image: app:1 # ß\n  - container: db\n    image: app:1\n";
+        let cases = [text.to_string(), text.replace('\n', "\r\n")];
+        for text in cases {
+            let out = set_image(&text, "m.yaml", "web", "app:2").expect("set");
+            assert_eq!(out, text.replacen("app:1", "app:2", 1), "{text:?}");
+            let out = unset(&text, "m.yaml", "web").expect("unset");
+            let entry = "  - container: web # ü\n    image: app:1 # ß\n";
+            let entry = if text.contains('\r') { entry.replace('\n', "\r\n") } else { entry.to_string() };
+            assert_eq!(out, text.replace(&entry, ""), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn unset_removes_the_entry_its_comment_and_a_doubled_blank_line() {
+        let cases = [
+            ("web", &[7, 8, 9][..]),
+            ("db", &[10, 11][..]),
+            ("cache", &[12][..]),
+            ("label tier=edge", &[13, 14][..]),
+            ("tracker", &[15, 16][..]),
+        ];
+        for (target, removed) in cases {
+            let out = unset(BASE, "m.yaml", target).expect(target);
+            let expected: String = BASE
+                .split_inclusive('\n')
+                .enumerate()
+                .filter(|(i, _)| !removed.contains(&(i + 1)))
+                .map(|(_, l)| l)
+                .collect();
+            assert_eq!(out, expected, "{target}");
+        }
+        let spaced = "version: 1\n\ntargets:\n\n  # first\n  - container: aa\n    image: app:1\n\n  # second\n  - container: bb\n    image: app:2\n    # its health: later\n\npolicy: {}\n";
+        let cases = [
+            ("aa", "version: 1\n\ntargets:\n\n  # second\n  - container: bb\n    image: app:2\n    # its health: later\n\npolicy: {}\n"),
+            ("bb", "version: 1\n\ntargets:\n\n  # first\n  - container: aa\n    image: app:1\n\npolicy: {}\n"),
+        ];
+        for (target, expected) in cases {
+            assert_eq!(unset(spaced, "m.yaml", target).expect(target), expected, "{target}");
+        }
+    }
+
+    #[test]
+    fn unset_of_the_only_target_leaves_an_empty_list() {
+        let text = "version: 1\ntargets:\n- container: web\n  image: app:1\npolicy: {}\n";
+        let out = unset(text, "m.yaml", "web").expect("unset");
+        assert_eq!(out, "version: 1\ntargets:\npolicy: {}\n");
+        assert!(Manifest::parse("m.yaml", &out).expect("valid").targets.is_empty());
+    }
+
+    #[test]
+    fn unset_refuses_a_flow_sequence_and_unknown_targets() {
+        let text = "version: 1\ntargets: [{container: aa, image: app:1}, {container: bb, image: app:2}]\n";
+        let err = unset(text, "m.yaml", "aa").expect_err("flow").to_string();
+        assert!(
+            err.contains("m.yaml:2:12: targets[0]: cannot edit in place: `targets` is a flow sequence"),
+            "{err}"
+        );
+        // set still works inside a flow sequence.
+        let out = set_image(text, "m.yaml", "bb", "app:3").expect("set");
+        assert_eq!(out, text.replace("app:2", "app:3"));
+        let err = unset(BASE, "m.yaml", "label tier=core").expect_err("unknown").to_string();
+        assert!(err.contains("no target `label tier=core`"), "{err}");
+    }
+
+    #[test]
+    fn the_example_manifest_can_be_set_and_unset() {
+        let example = include_str!("../../desired-state.example.yaml");
+        let out = set_image(example, "ex.yaml", "portainer_agent", "portainer/agent:2.20.0").expect("set");
+        assert_eq!(changed_lines(example, &out).len(), 1);
+        let out = unset(&out, "ex.yaml", "label tier=edge").expect("unset");
+        let m = Manifest::parse("ex.yaml", &out).expect("valid");
+        assert_eq!(m.targets.len(), 1);
+        assert!(!out.contains("tier=edge") && !out.contains("Every container labelled"), "{out}");
+        assert!(out.contains("# One container by name"), "{out}");
+        assert!(
+            out.ends_with("    image: portainer/agent:2.20.0\n"),
+            "no blank line left at the end:\n{out}"
+        );
+    }
+
+    /// How one generated target is written.
+    #[derive(Debug, Clone)]
+    struct Gen {
+        selector: bool,
+        image: String,
+        style: u8,
+        comment: bool,
+        above: bool,
+    }
+
+    fn image() -> impl Strategy<Value = String> {
+        let name = "[a-z][a-z0-9]{1,5}(/[a-z][a-z0-9]{1,5})?";
+        let host = prop::sample::select(vec!["", "registry.local:5000/", "127.0.0.1:5000/", "ghcr.io/"]);
+        let tag = "[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,10}";
+        (host, name, tag).prop_map(|(h, n, t)| format!("{h}{n}:{t}"))
+    }
+
+    fn target() -> impl Strategy<Value = Gen> {
+        (any::<bool>(), image(), 0u8..4, any::<bool>(), any::<bool>()).prop_map(
+            |(selector, image, style, comment, above)| Gen { selector, image, style, comment, above },
+        )
+    }
+
+    fn render_manifest(targets: &[Gen]) -> String {
+        let mut text = String::from("# generated\nversion: 1\n\ntargets:\n");
+        for (i, t) in targets.iter().enumerate() {
+            let select = if t.selector {
+                format!("selector: {{label: \"tier=t{i}\"}}")
+            } else {
+                format!("container: c{i}")
+            };
+            let image = match t.style {
+                1 => format!("'{}'", t.image),
+                2 => format!("\"{}\"", t.image),
+                _ => t.image.clone(),
+            };
+            let comment = if t.comment { "   # note: keep" } else { "" };
+            if t.above {
+                text.push_str(&format!("  # target {i}\n"));
+            }
+            if t.style == 3 {
+                text.push_str(&format!("  - {{{select}, image: {image}}}{comment}\n\n"));
+            } else {
+                text.push_str(&format!("  - {select}{comment}\n    image: {image}{comment}\n"));
+            }
+        }
+        text
+    }
+
+    fn name(targets: &[Gen], i: usize) -> String {
+        if targets[i].selector {
+            format!("label tier=t{i}")
+        } else {
+            format!("c{i}")
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn set_image_changes_exactly_one_value(
+            targets in prop::collection::vec(target(), 1..7),
+            pick in any::<prop::sample::Index>(),
+            new in image(),
+        ) {
+            let text = render_manifest(&targets);
+            let k = pick.index(targets.len());
+            let out = set_image(&text, "gen.yaml", &name(&targets, k), &new).expect("set");
+            let changed = changed_lines(&text, &out);
+            if new == targets[k].image {
+                prop_assert!(changed.is_empty());
+            } else {
+                prop_assert_eq!(changed.len(), 1, "{:?}", changed);
+                prop_assert!(changed[0].1.contains(&targets[k].image) && changed[0].2.contains(&new));
+            }
+            for (i, t) in targets.iter().enumerate() {
+                let want = if i == k { &new } else { &t.image };
+                let want = ImageRef::parse(want).expect("generated image").familiar();
+                prop_assert_eq!(image_of(&out, &name(&targets, i)), want);
+            }
+        }
+
+        #[test]
+        fn unset_removes_exactly_one_target(
+            targets in prop::collection::vec(target(), 1..7),
+            pick in any::<prop::sample::Index>(),
+        ) {
+            let text = render_manifest(&targets);
+            let k = pick.index(targets.len());
+            let out = unset(&text, "gen.yaml", &name(&targets, k)).expect("unset");
+            let m = Manifest::parse("gen.yaml", &out).expect("valid");
+            let names: Vec<String> = m.targets.iter().map(|t| t.select.to_string()).collect();
+            let expected: Vec<String> = (0..targets.len()).filter(|&i| i != k).map(|i| name(&targets, i)).collect();
+            prop_assert_eq!(names, expected);
+            prop_assert!(out.starts_with("# generated\nversion: 1\n"));
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Prometheus metrics: what the daemon counts, encoded for `GET /metrics`.
+//!
+//! The daemon reports each pass and each swap; the API only reads. Label
+//! values are kept to small fixed sets ([`trigger_label`], the op outcomes)
+//! so a busy host cannot grow the series count without bound — a Docker
+//! event names a container, and a container name must never become a label.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::text;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::trigger::Trigger;
+
+/// The `Content-Type` of [`Metrics::encode`]'s output (OpenMetrics text,
+/// which Prometheus scrapes natively).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every trigger label value, pre-created so each series exists from zero.
+const TRIGGERS: [&str; 5] = ["timer", "file", "docker", "api", "hangup"];
+
+/// Every op outcome the daemon reports, pre-created likewise.
+const OUTCOMES: [&str; 4] = ["committed", "rolled_back", "failed", "unchanged"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerLabels {
+    trigger: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+/// The controller's metrics. Cheap to share behind an `Arc`; every method
+/// takes `&self`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    passes: Family<TriggerLabels, Counter>,
+    pass_duration: Histogram,
+    upgrades: Family<OutcomeLabels, Counter>,
+    rollbacks: Counter,
+    op_duration: Histogram,
+    last_success: Gauge<f64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry holding every `container_upgrader_*` family.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("container_upgrader");
+        let passes = Family::<TriggerLabels, Counter>::default();
+        // Passes take milliseconds to minutes (a pass may wait on pulls and
+        // health gates); swaps take seconds to many minutes.
+        let pass_duration = Histogram::new(exponential_buckets(0.05, 2.0, 14));
+        let upgrades = Family::<OutcomeLabels, Counter>::default();
+        let rollbacks = Counter::default();
+        let op_duration = Histogram::new(exponential_buckets(0.5, 2.0, 12));
+        let last_success = Gauge::<f64, AtomicU64>::default();
+        registry.register("passes", "Reconcile passes run, by what triggered them", passes.clone());
+        registry.register_with_unit(
+            "pass_duration",
+            "How long reconcile passes took",
+            Unit::Seconds,
+            pass_duration.clone(),
+        );
+        registry.register("upgrades", "Swap operations finished, by outcome", upgrades.clone());
+        registry.register("rollbacks", "Swaps rolled back to the old container", rollbacks.clone());
+        registry.register_with_unit(
+            "op_duration",
+            "How long swap operations took, whatever their outcome",
+            Unit::Seconds,
+            op_duration.clone(),
+        );
+        registry.register_with_unit(
+            "last_success_timestamp",
+            "Unix time of the last pass that ended without error",
+            Unit::Seconds,
+            last_success.clone(),
+        );
+        // Create the known series now so they read 0 rather than being
+        // absent (`rate()` and alerts on absence both need the zero).
+        for trigger in TRIGGERS {
+            let _ = passes.get_or_create(&TriggerLabels { trigger: trigger.to_string() });
+        }
+        for outcome in OUTCOMES {
+            let _ = upgrades.get_or_create(&OutcomeLabels { outcome: outcome.to_string() });
+        }
+        Self { registry, passes, pass_duration, upgrades, rollbacks, op_duration, last_success }
+    }
+
+    /// A reconcile pass ended. `trigger` should come from [`trigger_label`].
+    pub fn pass_done(&self, trigger: &str, duration: Duration) {
+        self.passes.get_or_create(&TriggerLabels { trigger: trigger.to_string() }).inc();
+        self.pass_duration.observe(duration.as_secs_f64());
+    }
+
+    /// A swap operation ended: `outcome` is `committed`, `rolled_back`,
+    /// `failed` or `unchanged`. `rolled_back` also counts in
+    /// `container_upgrader_rollbacks_total`.
+    pub fn op_done(&self, outcome: &str, duration: Duration) {
+        self.upgrades.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc();
+        if outcome == "rolled_back" {
+            self.rollbacks.inc();
+        }
+        self.op_duration.observe(duration.as_secs_f64());
+    }
+
+    /// The last pass that ended without error ended at this Unix time.
+    pub fn set_last_success(&self, unix_seconds: f64) {
+        self.last_success.set(unix_seconds);
+    }
+
+    /// Every family in the OpenMetrics text format (serve it with
+    /// [`CONTENT_TYPE`]).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail; an error here would be a bug in
+        // a metric's encoder, and a partial scrape is better than none.
+        if let Err(e) = text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+}
+
+/// The bounded label value for a trigger: `timer`, `file`, `docker`, `api`
+/// or `hangup` (a Docker event's container name is dropped on purpose).
+pub fn trigger_label(trigger: &Trigger) -> &'static str {
+    match trigger {
+        Trigger::Timer => "timer",
+        Trigger::File => "file",
+        Trigger::Docker(_) => "docker",
+        Trigger::Api => "api",
+        Trigger::Hangup => "hangup",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
+        text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no `{prefix}` in:\n{text}"))
+    }
+
+    #[test]
+    fn fresh_metrics_expose_every_family_at_zero() {
+        let text = Metrics::new().encode();
+        for family in [
+            "container_upgrader_passes_total{trigger=\"timer\"} 0",
+            "container_upgrader_upgrades_total{outcome=\"rolled_back\"} 0",
+            "container_upgrader_rollbacks_total 0",
+            "container_upgrader_op_duration_seconds_count 0",
+            "container_upgrader_pass_duration_seconds_count 0",
+            "container_upgrader_last_success_timestamp_seconds 0",
+        ] {
+            line(&text, family);
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn pass_and_op_reports_move_their_series() {
+        let m = Metrics::new();
+        m.pass_done(trigger_label(&Trigger::Docker("web".into())), Duration::from_millis(30));
+        m.pass_done("api", Duration::from_secs(2));
+        m.op_done("committed", Duration::from_secs(3));
+        m.op_done("rolled_back", Duration::from_secs(70));
+        m.set_last_success(1_700_000_000.5);
+        let text = m.encode();
+        line(&text, "container_upgrader_passes_total{trigger=\"docker\"} 1");
+        line(&text, "container_upgrader_passes_total{trigger=\"api\"} 1");
+        line(&text, "container_upgrader_upgrades_total{outcome=\"committed\"} 1");
+        line(&text, "container_upgrader_upgrades_total{outcome=\"rolled_back\"} 1");
+        line(&text, "container_upgrader_rollbacks_total 1");
+        line(&text, "container_upgrader_op_duration_seconds_count 2");
+        line(&text, "container_upgrader_op_duration_seconds_sum 73");
+        line(&text, "container_upgrader_last_success_timestamp_seconds 1700000000.5");
+        assert!(!text.contains("web"), "container names must not become labels:\n{text}");
+    }
+}

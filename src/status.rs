@@ -1,0 +1,93 @@
+//! What the controller knows after its last pass, for `GET /v1/status`.
+//! The daemon replaces the snapshot after every pass; readers clone it.
+
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+
+use crate::plan::{Action, ImageState};
+
+/// The controller's view of every target.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Snapshot {
+    /// This controller's version (the crate version).
+    pub version: String,
+    /// Its own container, when it runs in one.
+    pub controller: Option<ControllerInfo>,
+    /// The manifest in force (file path), if one was ever valid.
+    pub manifest: Option<String>,
+    /// Why the file on disk is not the one in force, if it is invalid.
+    pub manifest_error: Option<String>,
+    /// When the last pass ended (RFC 3339).
+    pub updated_at: Option<String>,
+    /// When the drift timer fires next (RFC 3339), if it is on.
+    pub next_check: Option<String>,
+    /// One entry per plan entry of the last pass.
+    pub targets: Vec<TargetStatus>,
+}
+
+/// The controller's own container.
+#[derive(Debug, Clone, Serialize)]
+pub struct ControllerInfo {
+    /// Container name.
+    pub container: String,
+    /// The image it runs.
+    pub image: String,
+}
+
+/// One target (one container of it) as of the last pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetStatus {
+    /// The target as written.
+    pub target: String,
+    /// The container, if the target selects one.
+    pub container: Option<String>,
+    /// What it should run.
+    pub desired: Option<ImageState>,
+    /// What it runs.
+    pub observed: Option<ImageState>,
+    /// The plan's decision in the last pass.
+    pub action: Action,
+    /// Why.
+    pub reason: String,
+    /// The last swap of this container, from the journal.
+    pub last_op: Option<LastOp>,
+}
+
+/// A swap as `status` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LastOp {
+    /// Its id.
+    pub op_id: String,
+    /// `committed`, `rolled_back`, `failed` or `in_progress`.
+    pub outcome: String,
+    /// The image it replaced.
+    pub from: String,
+    /// The image it swapped in.
+    pub to: String,
+    /// Why it rolled back or failed.
+    pub reason: Option<String>,
+    /// When it began.
+    pub started_at: String,
+    /// When it ended (or last moved).
+    pub updated_at: String,
+}
+
+impl LastOp {
+    /// The status view of a journal record.
+    pub fn from_op(op: &crate::swap::journal::OpRecord) -> Self {
+        let outcome = op.step().map_or("unknown", |s| if s.is_final() { s.name() } else { "in_progress" });
+        Self {
+            op_id: op.op_id.to_string(),
+            outcome: outcome.to_string(),
+            from: op.old_image.clone(),
+            to: op.new_image.clone(),
+            reason: op.reason.clone(),
+            started_at: op.started_at().to_string(),
+            updated_at: op.updated_at().to_string(),
+        }
+    }
+}
+
+/// The snapshot shared between the daemon (writer) and the API (readers).
+pub type SharedSnapshot = Arc<RwLock<Snapshot>>;

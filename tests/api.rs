@@ -1,0 +1,389 @@
+//! The agent HTTP API over a real loopback socket: authentication, every
+//! refusal (each leaving the manifest byte-for-byte unchanged), atomic
+//! writes that trigger a pass, and concurrent pushes. No Docker needed.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use container_upgrader::api::{self, ApiConfig};
+use container_upgrader::manifest::Manifest;
+use container_upgrader::metrics::Metrics;
+use container_upgrader::status::{SharedSnapshot, Snapshot};
+use container_upgrader::trigger::Trigger;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+
+const TOKEN: &str = "0123456789abcdef-test-token";
+
+const MANIFEST: &str = "\
+version: 1
+policy:
+  allowed_images:
+    - registry.local:5000/*
+targets:
+  - container: web
+    image: registry.local:5000/app:1
+  - container: db
+    image: registry.local:5000/db:1
+";
+
+/// One API server on 127.0.0.1 with its own manifest file.
+struct Server {
+    base: String,
+    path: PathBuf,
+    triggers: mpsc::Receiver<Trigger>,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Server {
+    /// `token`: what `--token-file` held (`None`: no token file).
+    async fn start(token: Option<&str>) -> Self {
+        Self::start_with(token, Snapshot::default(), Arc::new(Metrics::new())).await
+    }
+
+    async fn start_with(token: Option<&str>, snapshot: Snapshot, metrics: Arc<Metrics>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("desired-state.yaml");
+        std::fs::write(&path, MANIFEST).expect("write manifest");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let config =
+            ApiConfig { listen: addr, token: token.map(str::to_string), manifest_path: path.clone() };
+        let snapshot: SharedSnapshot = Arc::new(RwLock::new(snapshot));
+        let (tx, triggers) = mpsc::channel(4);
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(api::serve(listener, config, snapshot, tx, metrics, async move {
+            let _ = stopped.await;
+        }));
+        // reqwest is built without a default TLS provider (see registry.rs);
+        // plain HTTP needs none, but building a client does.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client");
+        Self { base: format!("http://{addr}"), path, triggers, client, _dir: dir, _stop: stop }
+    }
+
+    fn file(&self) -> String {
+        std::fs::read_to_string(&self.path).expect("read manifest")
+    }
+
+    fn put(&self, content_type: Option<&str>, body: impl Into<reqwest::Body>) -> reqwest::RequestBuilder {
+        let mut req = self.client.put(format!("{}/v1/desired", self.base)).body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        req
+    }
+
+    fn put_authorized(&self, content_type: &str, body: impl Into<reqwest::Body>) -> reqwest::RequestBuilder {
+        self.put(Some(content_type), body).bearer_auth(TOKEN)
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(format!("{}{path}", self.base)).send().await.expect("GET")
+    }
+
+    /// Files beside the manifest other than it and its lock file (leftover
+    /// temporary files).
+    fn strays(&self) -> Vec<String> {
+        let dir = self.path.parent().expect("dir");
+        std::fs::read_dir(dir)
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "desired-state.yaml" && n != ".desired-state.yaml.lock")
+            .collect()
+    }
+}
+
+async fn send(req: reqwest::RequestBuilder) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let resp = req.send().await.expect("request");
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let text = resp.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, headers, body)
+}
+
+fn with_image(tag_web: &str) -> String {
+    MANIFEST.replace("registry.local:5000/app:1", tag_web)
+}
+
+/// The error body's `error` text.
+fn error_text(body: &Value) -> &str {
+    body["error"].as_str().unwrap_or_else(|| panic!("no `error` in {body}"))
+}
+
+/// A request the API must refuse.
+struct Refusal {
+    what: &'static str,
+    /// Whether the server was given a token file.
+    token_file: bool,
+    /// The bearer token sent, if any.
+    sent: Option<&'static str>,
+    content_type: Option<&'static str>,
+    body: String,
+    status: StatusCode,
+    /// A fragment of the `error` text.
+    says: &'static str,
+}
+
+/// An authenticated request with `content_type` and `body`.
+fn refusal(what: &'static str, content_type: &'static str, body: impl Into<String>) -> Refusal {
+    Refusal {
+        what,
+        token_file: true,
+        sent: Some(TOKEN),
+        content_type: Some(content_type),
+        body: body.into(),
+        status: StatusCode::BAD_REQUEST,
+        says: "",
+    }
+}
+
+impl Refusal {
+    fn answers(self, status: StatusCode, says: &'static str) -> Self {
+        Self { status, says, ..self }
+    }
+}
+
+fn refusals() -> Vec<Refusal> {
+    let yaml = "application/yaml";
+    let json = "application/json";
+    let fine = with_image("registry.local:5000/app:2");
+    let set = |image: &str| json!({"target": "web", "image": image}).to_string();
+    let oversized = format!("version: 1\n#{}\n", "x".repeat(api::MAX_BODY));
+    vec![
+        Refusal { sent: None, ..refusal("missing token", yaml, &fine) }
+            .answers(StatusCode::UNAUTHORIZED, "missing bearer token"),
+        Refusal { sent: Some("not-the-token"), ..refusal("wrong token", yaml, &fine) }
+            .answers(StatusCode::UNAUTHORIZED, "wrong bearer token"),
+        Refusal { sent: Some(&TOKEN[..10]), ..refusal("prefix of the token", yaml, &fine) }
+            .answers(StatusCode::UNAUTHORIZED, "wrong bearer token"),
+        // The token is checked before the body is read or its type looked at.
+        Refusal { sent: None, ..refusal("missing token, oversized body", yaml, oversized.clone()) }
+            .answers(StatusCode::UNAUTHORIZED, "missing bearer token"),
+        Refusal { sent: None, ..refusal("missing token, unsupported type", "image/png", &fine) }
+            .answers(StatusCode::UNAUTHORIZED, "missing bearer token"),
+        Refusal { token_file: false, ..refusal("no token configured", yaml, &fine) }
+            .answers(StatusCode::FORBIDDEN, "--token-file"),
+        Refusal { token_file: false, sent: None, ..refusal("no token configured or sent", json, set("x")) }
+            .answers(StatusCode::FORBIDDEN, "--token-file"),
+        refusal("image outside allowed_images", yaml, with_image("evil.example/miner:1"))
+            .answers(StatusCode::FORBIDDEN, "not allowed by policy"),
+        refusal(
+            "policy widened",
+            yaml,
+            MANIFEST.replace(
+                "    - registry.local:5000/*\n",
+                "    - registry.local:5000/*\n    - evil.example/*\n",
+            ),
+        )
+        .answers(StatusCode::FORBIDDEN, "may not change policy.allowed_images"),
+        refusal(
+            "policy removed",
+            yaml,
+            MANIFEST.replace("policy:\n  allowed_images:\n    - registry.local:5000/*\n", ""),
+        )
+        .answers(StatusCode::FORBIDDEN, "may not change policy.allowed_images"),
+        refusal(
+            "report.webhook redirected",
+            "application/yaml",
+            format!("{MANIFEST}report: {{webhook: \"http://evil.example/collect\"}}\n"),
+        )
+        .answers(StatusCode::FORBIDDEN, "may not change report.webhook"),
+        refusal("invalid YAML", yaml, "version: 1\ntargets: [\n").answers(StatusCode::BAD_REQUEST, "invalid"),
+        refusal("invalid manifest", "text/yaml", MANIFEST.replace("container: db", "container: web"))
+            .answers(StatusCode::BAD_REQUEST, "duplicate target"),
+        refusal("empty body", "text/plain", "").answers(StatusCode::BAD_REQUEST, "empty"),
+        refusal("oversized body", yaml, oversized).answers(StatusCode::PAYLOAD_TOO_LARGE, "larger than"),
+        refusal("unsupported content type", "application/x-www-form-urlencoded", &fine)
+            .answers(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported content type"),
+        Refusal { content_type: None, ..refusal("no content type", yaml, &fine) }
+            .answers(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported content type `none`"),
+        refusal("malformed JSON", json, "{\"target\": \"web\",\n \"image\": }")
+            .answers(StatusCode::BAD_REQUEST, "invalid JSON body"),
+        refusal(
+            "unknown JSON field",
+            json,
+            json!({"target": "web", "image": "x", "force": true}).to_string(),
+        )
+        .answers(StatusCode::BAD_REQUEST, "unknown field `force`"),
+        refusal(
+            "unknown target",
+            json,
+            json!({"target": "nope", "image": "registry.local:5000/app:2"}).to_string(),
+        )
+        .answers(StatusCode::NOT_FOUND, "nope"),
+        refusal("one target outside allowed_images", json, set("evil.example/miner:1"))
+            .answers(StatusCode::FORBIDDEN, "evil.example/miner"),
+        refusal("one target with an invalid reference", json, set("UPPER/Case:1"))
+            .answers(StatusCode::BAD_REQUEST, "invalid image reference"),
+    ]
+}
+
+#[tokio::test]
+async fn refusals_leave_the_manifest_unchanged_and_trigger_nothing() {
+    for case in refusals() {
+        let what = case.what;
+        let mut server = Server::start(case.token_file.then_some(TOKEN)).await;
+        let mut req = server.put(case.content_type, case.body);
+        if let Some(token) = case.sent {
+            req = req.bearer_auth(token);
+        }
+        let (status, headers, body) = send(req).await;
+        assert_eq!(status, case.status, "{what}: {body}");
+        assert!(error_text(&body).contains(case.says), "{what}: `{}` not in {body}", case.says);
+        if status == StatusCode::UNAUTHORIZED {
+            let challenge = headers.get("www-authenticate").map(|v| v.to_str().expect("ascii"));
+            assert!(challenge.is_some_and(|c| c.starts_with("Bearer")), "{what}: challenge {challenge:?}");
+        }
+        assert_eq!(server.file(), MANIFEST, "{what}: the manifest changed");
+        assert_eq!(server.strays(), Vec::<String>::new(), "{what}: a temporary file was left behind");
+        assert!(server.triggers.try_recv().is_err(), "{what}: a pass was triggered");
+    }
+}
+
+#[tokio::test]
+async fn invalid_yaml_answers_with_line_and_column() {
+    let server = Server::start(Some(TOKEN)).await;
+    let body = "version: 1\ntargets:\n  - container: web\n    image: [unclosed\n";
+    let (status, _, body) = send(server.put_authorized("application/yaml", body)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let problem = &body["problems"][0];
+    assert!(problem["line"].as_u64().is_some_and(|l| l >= 4), "{body}");
+    assert!(problem["column"].as_u64().is_some_and(|c| c >= 1), "{body}");
+    assert!(problem["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(error_text(&body).contains("<request body>:"), "{body}");
+}
+
+#[tokio::test]
+async fn policy_refusal_points_at_the_offending_target() {
+    let server = Server::start(Some(TOKEN)).await;
+    let (status, _, body) =
+        send(server.put_authorized("application/yaml", with_image("evil.example/miner:1"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["problems"][0]["path"], "targets[0].image", "{body}");
+    assert_eq!(body["problems"][0]["line"], 7, "{body}");
+    assert_eq!(body["problems"].as_array().map(Vec::len), Some(1), "{body}");
+}
+
+#[tokio::test]
+async fn whole_manifest_put_writes_the_file_and_triggers_a_pass() {
+    let mut server = Server::start(Some(TOKEN)).await;
+    let pushed = with_image("registry.local:5000/app:2");
+    let (status, _, body) =
+        send(server.put_authorized("application/yaml; charset=utf-8", pushed.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"written": server.path.display().to_string(), "targets": 2}));
+    assert_eq!(server.file(), pushed, "the pushed text is written as sent");
+    let m = Manifest::load(&server.path).expect("the written manifest validates");
+    assert_eq!(m.targets[0].want.image().to_string(), "registry.local:5000/app:2");
+    assert_eq!(server.strays(), Vec::<String>::new(), "a temporary file was left behind");
+    assert_eq!(server.triggers.try_recv().ok(), Some(Trigger::Api));
+}
+
+#[tokio::test]
+async fn one_target_put_rewrites_that_image_and_triggers_a_pass() {
+    let mut server = Server::start(Some(TOKEN)).await;
+    let set = json!({"target": "web", "image": "registry.local:5000/app:3"});
+    let (status, _, body) = send(server.put_authorized("application/json", set.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"written": server.path.display().to_string(), "targets": 2}));
+    let m = Manifest::load(&server.path).expect("the written manifest validates");
+    assert_eq!(m.targets[0].want.image().to_string(), "registry.local:5000/app:3");
+    assert_eq!(m.targets[1].want.image().to_string(), "registry.local:5000/db:1", "other targets kept");
+    assert_eq!(server.file(), MANIFEST.replace("app:1", "app:3"), "only the image changed");
+    assert_eq!(server.strays(), Vec::<String>::new(), "a temporary file was left behind");
+    assert_eq!(server.triggers.try_recv().ok(), Some(Trigger::Api));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_puts_leave_a_valid_manifest_holding_one_of_them() {
+    let mut server = Server::start(Some(TOKEN)).await;
+    let images: Vec<String> = (1..=20).map(|i| format!("registry.local:5000/app:{}", 100 + i)).collect();
+    let requests = images.iter().enumerate().map(|(i, image)| {
+        // Half push whole manifests, half set one target: both paths share the lock.
+        let req = if i % 2 == 0 {
+            server.put_authorized("application/yaml", with_image(image))
+        } else {
+            server.put_authorized("application/json", json!({"target": "web", "image": image}).to_string())
+        };
+        send(req)
+    });
+    for (status, _, body) in futures_util::future::join_all(requests).await {
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let m = Manifest::load(&server.path).expect("the manifest validates after concurrent writes");
+    let web = m.targets[0].want.image().to_string();
+    assert!(images.contains(&web), "{web} is none of the pushed images");
+    assert_eq!(server.file(), with_image(&web), "the file is exactly one push's result");
+    assert_eq!(server.strays(), Vec::<String>::new(), "a temporary file was left behind");
+    assert_eq!(server.triggers.try_recv().ok(), Some(Trigger::Api), "at least one pass was triggered");
+}
+
+#[tokio::test]
+async fn reads_answer_without_a_token() {
+    let metrics = Arc::new(Metrics::new());
+    metrics.pass_done("file", Duration::from_millis(5));
+    let snapshot = Snapshot {
+        version: "9.9.9".into(),
+        manifest: Some("/etc/desired-state.yaml".into()),
+        updated_at: Some("2024-05-01T12:00:00Z".into()),
+        ..Snapshot::default()
+    };
+    let expected = serde_json::to_value(&snapshot).expect("snapshot JSON");
+    let server = Server::start_with(Some(TOKEN), snapshot, metrics).await;
+
+    let health = server.get("/healthz").await;
+    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(health.text().await.expect("body"), "ok");
+
+    let resp = server.get("/metrics").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let ct = resp.headers().get("content-type").map(|v| v.to_str().expect("ascii").to_string());
+    assert!(ct.as_deref().is_some_and(|c| c.starts_with("application/openmetrics-text")), "{ct:?}");
+    let text = resp.text().await.expect("body");
+    for family in [
+        "container_upgrader_passes_total{trigger=\"file\"} 1",
+        "# TYPE container_upgrader_upgrades counter",
+        "container_upgrader_rollbacks_total 0",
+        "# TYPE container_upgrader_op_duration_seconds histogram",
+        "container_upgrader_last_success_timestamp_seconds ",
+    ] {
+        assert!(text.contains(family), "`{family}` not in:\n{text}");
+    }
+
+    let (status, _, body) = send(server.client.get(format!("{}/v1/status", server.base))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, expected);
+}
+
+#[tokio::test]
+async fn wrong_methods_and_paths_change_nothing() {
+    let server = Server::start(Some(TOKEN)).await;
+    let post = server.client.post(format!("{}/v1/desired", server.base)).bearer_auth(TOKEN).body(MANIFEST);
+    assert_eq!(post.send().await.expect("POST").status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(server.get("/v1/nope").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(server.file(), MANIFEST);
+}
+
+#[tokio::test]
+async fn a_manifest_on_disk_that_does_not_validate_is_left_for_a_person() {
+    let server = Server::start(Some(TOKEN)).await;
+    let broken = MANIFEST.replace("version: 1", "version: 7");
+    std::fs::write(&server.path, &broken).expect("break the manifest");
+    let set = json!({"target": "web", "image": "registry.local:5000/app:2"}).to_string();
+    for (content_type, body) in [("application/yaml", MANIFEST.to_string()), ("application/json", set)] {
+        let (status, _, body) = send(server.put_authorized(content_type, body)).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{content_type}: {body}");
+        assert!(error_text(&body).contains("unsupported manifest version 7"), "{body}");
+        assert_eq!(body["problems"][0]["line"], 1, "{body}");
+        assert_eq!(server.file(), broken, "{content_type}: the file changed");
+    }
+}

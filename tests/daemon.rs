@@ -1,0 +1,349 @@
+//! `run`, the controller loop, against the real engine and registry: file
+//! changes, drift by hand, invalid manifests, reporting and shutdown.
+#![cfg(feature = "docker-tests")]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{wait_for, ImageSpec, TestRegistry, TestRun};
+
+/// A running `container-upgrader run` with its output collected.
+struct Daemon {
+    child: Child,
+    output: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    fn start(run: &TestRun, manifest: &std::path::Path, state: &str, extra: &[&str]) -> Daemon {
+        let mut child = run
+            .cli_command()
+            .args(["run", "-f", manifest.to_str().expect("utf-8"), "--state-dir", state])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn run");
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let out = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Ok(mut o) = out.lock() {
+                        o.push_str(&line);
+                        o.push('\n');
+                    }
+                }
+            });
+        }
+        Daemon { child, output }
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit code.
+    fn terminate(mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+        for _ in 0..200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Setup {
+    run: TestRun,
+    _registry: TestRegistry,
+    repo: String,
+    dir: PathBuf,
+    state: String,
+}
+
+fn setup(test: &str) -> Setup {
+    let run = TestRun::new(test);
+    let registry = run.registry();
+    let repo = registry.repo("app");
+    for tag in ["1", "2"] {
+        let image = format!("{repo}:{tag}");
+        run.build_image(&image, &ImageSpec { env: vec![("TESTBOX_VERSION", tag)], ..Default::default() });
+        run.push(&image);
+    }
+    let broken = format!("{repo}:broken");
+    run.build_image(
+        &broken,
+        &ImageSpec {
+            env: vec![("TESTBOX_EXIT_AFTER_MS", "300"), ("TESTBOX_EXIT_CODE", "4")],
+            ..Default::default()
+        },
+    );
+    run.push(&broken);
+    let dir = run.write_file("m/.keep", "").parent().expect("dir").to_path_buf();
+    let state = run.write_file("state/.keep", "").parent().expect("dir").display().to_string();
+    Setup { run, _registry: registry, repo, dir, state }
+}
+
+impl Setup {
+    fn text(&self, name: &str, tag: &str, extra_defaults: &str) -> String {
+        format!(
+            "version: 1\ndefaults:\n  drift_interval: 1h\n  health: {{stable: 1s, timeout: 20s}}\n{extra_defaults}targets:\n  - container: {name}\n    image: {}:{tag}\n",
+            self.repo
+        )
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join("desired-state.yaml")
+    }
+
+    /// Writes the manifest in place (same inode), as `echo >` does.
+    fn write_in_place(&self, text: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .create(true)
+            .open(self.path())
+            .expect("open");
+        f.write_all(text.as_bytes()).expect("write");
+    }
+
+    /// Writes it the way editors and `set` do: a temp file renamed over it.
+    fn write_by_rename(&self, text: &str) {
+        let tmp = self.dir.join(".desired-state.yaml.swp");
+        std::fs::write(&tmp, text).expect("write tmp");
+        std::fs::rename(&tmp, self.path()).expect("rename");
+    }
+
+    fn image_of(&self, name: &str) -> String {
+        self.run.try_docker(&["inspect", "-f", "{{.Config.Image}}", name]).unwrap_or_default()
+    }
+}
+
+#[test]
+fn editing_the_manifest_in_place_or_by_rename_starts_the_swap() {
+    let s = setup("daemon_file_edits");
+    s.run.run_container("web", &format!("{}:1", s.repo), &[]);
+    let web = s.run.name("web");
+    s.write_in_place(&s.text(&web, "1", ""));
+    let d = Daemon::start(&s.run, &s.path(), &s.state, &[]);
+    wait_for("the first pass", Duration::from_secs(60), || d.output().contains("Reconciled:"));
+
+    // The drift timer is 1 h: only the file event can start these swaps.
+    s.write_in_place(&s.text(&web, "2", ""));
+    wait_for("the in-place edit to be applied", Duration::from_secs(60), || {
+        s.image_of(&web) == format!("{}:2", s.repo)
+    });
+    s.write_by_rename(&s.text(&web, "1", ""));
+    wait_for("the renamed file to be applied", Duration::from_secs(60), || {
+        s.image_of(&web) == format!("{}:1", s.repo)
+    });
+    assert_eq!(d.terminate(), Some(0), "SIGTERM exits 0");
+}
+
+#[test]
+fn a_container_replaced_by_hand_with_the_old_tag_is_put_back() {
+    let s = setup("daemon_drift_by_hand");
+    s.run.run_container("web", &format!("{}:2", s.repo), &[]);
+    let web = s.run.name("web");
+    s.write_in_place(&s.text(&web, "2", ""));
+    let d = Daemon::start(&s.run, &s.path(), &s.state, &[]);
+    wait_for("the first pass", Duration::from_secs(60), || d.output().contains("Reconciled:"));
+
+    // Someone replaces it by hand with the old tag.
+    s.run.docker(&["rm", "-f", &web]);
+    s.run.run_container("web", &format!("{}:1", s.repo), &[]);
+    // The drift timer is 1 h: the engine's events bring the pin back.
+    wait_for("the pin to come back (docker events)", Duration::from_secs(60), || {
+        s.image_of(&web) == format!("{}:2", s.repo) && d.output().contains(&format!("{web}: upgraded"))
+    });
+}
+
+#[test]
+fn an_invalid_manifest_changes_nothing_and_the_next_valid_one_applies() {
+    let s = setup("daemon_invalid_manifest");
+    s.run.run_container("web", &format!("{}:1", s.repo), &[]);
+    let web = s.run.name("web");
+    s.write_in_place(&s.text(&web, "1", ""));
+    let d = Daemon::start(&s.run, &s.path(), &s.state, &[]);
+    wait_for("the first pass", Duration::from_secs(60), || d.output().contains("Reconciled:"));
+    let id = s.run.inspect(&web, "{{.Id}}");
+
+    // Half-written: the image line is cut off mid-way and a key is misspelt.
+    let bad = s.text(&web, "2", "").replace("    image:", "    imag:");
+    s.write_in_place(&bad);
+    wait_for("the error with its position", Duration::from_secs(30), || {
+        let out = d.output();
+        out.contains("desired-state.yaml:7:5:")
+            && out.contains("unknown field `imag`")
+            && out.contains("keeping the last good manifest")
+    });
+    assert_eq!(s.run.inspect(&web, "{{.Id}}"), id, "nothing changed");
+
+    s.write_by_rename(&s.text(&web, "2", ""));
+    wait_for("the next valid manifest to apply", Duration::from_secs(60), || {
+        s.image_of(&web) == format!("{}:2", s.repo)
+    });
+}
+
+/// A webhook receiver on loopback that records each POST body.
+fn receiver(listener: TcpListener) -> Arc<Mutex<Vec<String>>> {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut length = 0usize;
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                if line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_ok() {
+                seen.lock().expect("lock").push(String::from_utf8_lossy(&body).into_owned());
+            }
+            let mut stream = stream;
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    bodies
+}
+
+#[test]
+fn every_op_is_reported_to_the_webhook_even_after_the_receiver_was_down() {
+    let s = setup("daemon_webhook");
+    s.run.run_container("web", &format!("{}:1", s.repo), &[]);
+    let web = s.run.name("web");
+    // A port with nobody listening yet: the receiver is down.
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let hook = "  # reports\n";
+    let report = format!("report: {{webhook: \"http://127.0.0.1:{port}/events\"}}\n");
+    let text = |tag: &str| format!("{}{report}", s.text(&web, tag, hook));
+    s.write_in_place(&text("2"));
+    let d = Daemon::start(&s.run, &s.path(), &s.state, &[]);
+    wait_for("the upgrade", Duration::from_secs(60), || s.image_of(&web) == format!("{}:2", s.repo));
+    // The daemon keeps reconciling while the receiver is down: a broken
+    // version is tried and rolled back.
+    s.write_by_rename(&text("broken"));
+    wait_for("the rollback", Duration::from_secs(60), || d.output().contains("rolled back"));
+
+    let bodies = receiver(TcpListener::bind(("127.0.0.1", port)).expect("receiver"));
+    wait_for("both reports", Duration::from_secs(60), || {
+        bodies.lock().map(|b| b.len() >= 2).unwrap_or(false)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let bodies = bodies.lock().expect("lock").clone();
+    assert_eq!(bodies.len(), 2, "one event per op: {bodies:#?}");
+    let events: Vec<serde_json::Value> =
+        bodies.iter().map(|b| serde_json::from_str(b).expect("JSON")).collect();
+    assert_eq!(events[0]["outcome"], "committed");
+    assert_eq!(events[0]["container"], web.as_str());
+    assert_eq!(events[0]["from"], format!("{}:1", s.repo));
+    assert_eq!(events[0]["to"], format!("{}:2", s.repo));
+    assert_eq!(events[1]["outcome"], "rolled_back");
+    let reason = events[1]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("exited with code 4") || reason.contains("restarted"), "{reason}");
+    assert!(events[1]["duration_ms"].as_u64().is_some());
+}
+
+/// A raw HTTP/1.0 request on loopback: (status, body).
+fn http(addr: &str, method: &str, path: &str, headers: &[&str], body: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut request =
+        format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n", body.len());
+    for h in headers {
+        request.push_str(h);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn a_valid_api_push_upgrades_the_target_and_refusals_write_nothing() {
+    let s = setup("daemon_api_push");
+    s.run.run_container("web", &format!("{}:1", s.repo), &[]);
+    let web = s.run.name("web");
+    let policy = "policy:\n  allowed_images: [\"127.0.0.1:*\"]\n";
+    s.write_in_place(&format!("{}{policy}", s.text(&web, "1", "")));
+    let token = "a-long-enough-test-token-0123456789";
+    let token_file = s.run.write_file("token", format!("{token}\n"));
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let addr = format!("127.0.0.1:{port}");
+    let d = Daemon::start(
+        &s.run,
+        &s.path(),
+        &s.state,
+        &["--listen", &addr, "--token-file", token_file.to_str().expect("utf-8")],
+    );
+    wait_for("the API", Duration::from_secs(60), || {
+        std::net::TcpStream::connect(&addr).is_ok() && d.output().contains("Reconciled:")
+    });
+    assert_eq!(http(&addr, "GET", "/healthz", &[], "").0, 200);
+
+    let before = std::fs::read(s.path()).expect("read");
+    let body = format!("{{\"target\": \"{web}\", \"image\": \"{}:2\"}}", s.repo);
+    let json = "Content-Type: application/json";
+    let bearer = format!("Authorization: Bearer {token}");
+    assert_eq!(http(&addr, "PUT", "/v1/desired", &[json], &body).0, 401, "no token");
+    assert_eq!(http(&addr, "PUT", "/v1/desired", &[json, "Authorization: Bearer wrong"], &body).0, 401);
+    let outside = format!("{{\"target\": \"{web}\", \"image\": \"evil.example/app:2\"}}");
+    assert_eq!(
+        http(&addr, "PUT", "/v1/desired", &[json, &bearer], &outside).0,
+        403,
+        "outside allowed_images"
+    );
+    assert_eq!(std::fs::read(s.path()).expect("read"), before, "refusals write nothing");
+
+    let (status, answer) = http(&addr, "PUT", "/v1/desired", &[json, &bearer], &body);
+    assert_eq!(status, 200, "{answer}");
+    wait_for("the pushed image to run", Duration::from_secs(60), || {
+        s.image_of(&web) == format!("{}:2", s.repo) && d.output().contains(&format!("{web}: upgraded"))
+    });
+    let out = s.run.cli(&["validate", "-f", s.path().to_str().expect("utf-8")]);
+    assert!(out.status.success(), "the written file validates");
+
+    let (_, status) = http(&addr, "GET", "/v1/status", &[], "");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    let target = status["targets"].as_array().and_then(|t| t.first()).cloned().unwrap_or_default();
+    assert_eq!(target["container"], web.as_str(), "{status:#}");
+    assert_eq!(target["last_op"]["outcome"], "committed", "{status:#}");
+    let (_, metrics) = http(&addr, "GET", "/metrics", &[], "");
+    assert!(metrics.contains("container_upgrader_upgrades_total{outcome=\"committed\"} 1"), "{metrics}");
+    assert_eq!(d.terminate(), Some(0));
+}
