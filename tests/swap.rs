@@ -268,3 +268,34 @@ fn cleanup_removes_the_old_image_only_once_no_container_uses_it() {
     assert!(f.run.try_docker(&["image", "inspect", &old_image]).is_err(), "no longer used: removed");
     f.assert_no_leftovers();
 }
+
+#[test]
+fn a_docker_hub_style_name_stays_as_the_user_writes_it() {
+    // Local images under an implied docker.io name; nothing is pulled.
+    let run = TestRun::new("hub_style_name");
+    let repo = format!("cu-test-{}/app", run.id());
+    for tag in ["1", "2"] {
+        run.build_image(
+            &format!("{repo}:{tag}"),
+            &ImageSpec { env: vec![("TESTBOX_VERSION", tag)], ..Default::default() },
+        );
+    }
+    run.run_container("web", &format!("{repo}:1"), &[]);
+    let name = run.name("web");
+    let state = run.write_file("state/.keep", "").parent().expect("dir").display().to_string();
+    let image = format!("{repo}:2");
+    let out = run.cli(&[
+        "upgrade",
+        &name,
+        "--image",
+        &image,
+        "--pull",
+        "never",
+        "--state-dir",
+        &state,
+        "--stable",
+        "1s",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(run.inspect(&name, "{{.Config.Image}}"), image, "not docker.io/{image}");
+}

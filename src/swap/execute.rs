@@ -91,7 +91,7 @@ impl Swapper {
             return Ok(None);
         }
         let peers = self.peers(&old).await.map_err(|e| SwapError::unchanged(c, e))?;
-        let spec = recreate(&old, &old_image, &new_image, &req.image.to_string(), &peers)
+        let spec = recreate(&old, &old_image, &new_image, &req.image.familiar(), &peers)
             .map_err(|e| SwapError::unchanged(c, e))?;
         match req.settings.order {
             Order::StartFirst => start_first_allowed(&old),
