@@ -15,7 +15,7 @@ mod common;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bollard::models::ContainerCreateBody;
-use common::{ImageSpec, TestRun};
+use common::TestRun;
 use container_upgrader::engine::Engine;
 use container_upgrader::manifest::{HealthGate, Manifest, Order, Probe, PullPolicy, Settings};
 use container_upgrader::reconcile::{self, Applied, DEFAULT_PARALLEL};
@@ -31,11 +31,7 @@ fn main() {
     let run = TestRun::new("bench_swap");
     let registry = run.registry();
     let repo = registry.repo("app");
-    for tag in ["1", "2"] {
-        let image = format!("{repo}:{tag}");
-        run.build_image(&image, &ImageSpec { env: vec![("TESTBOX_VERSION", tag)], ..Default::default() });
-        run.push(&image);
-    }
+    run.publish_versions(&repo);
     let state = run.write_file("state/.keep", "").parent().expect("dir").to_path_buf();
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");

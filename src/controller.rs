@@ -5,6 +5,7 @@
 //! [`Controller::startup`] then passes on every trigger.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::engine::EngineError;
@@ -57,7 +58,19 @@ pub struct Controller {
     registry_timeout: Duration,
     told: std::sync::Mutex<Option<crate::types::OpId>>,
     stopping: std::sync::atomic::AtomicBool,
+    registry: std::sync::Mutex<Option<CachedRegistry>>,
 }
+
+/// A registry client kept across passes: building one loads the system's
+/// CA store, which costs memory and time on every pass otherwise.
+struct CachedRegistry {
+    plain: Vec<String>,
+    built: std::time::Instant,
+    registry: Arc<Registry>,
+}
+
+/// How long a cached client (and the credentials it read) is reused.
+const REGISTRY_REUSE: Duration = Duration::from_secs(600);
 
 impl Controller {
     /// Finds the controller's own container (none outside a container).
@@ -84,6 +97,7 @@ impl Controller {
             registry_timeout,
             told: Default::default(),
             stopping: Default::default(),
+            registry: Default::default(),
         })
     }
 
@@ -156,8 +170,7 @@ impl Controller {
                 tracing::warn!(error = %e, "finished helpers not removed");
             }
         }
-        let images = manifest.targets.iter().map(|t| t.want.image());
-        let registry = Registry::new(&self.insecure, images, self.registry_timeout);
+        let registry = self.registry(manifest);
         let me = self.me.as_ref();
         let mut report =
             reconcile::reconcile_once(&self.swapper, manifest, &registry, self.parallel, me, &self.stopping)
@@ -169,6 +182,23 @@ impl Controller {
             _ => None,
         };
         Ok(Pass { report, own, own_news })
+    }
+
+    /// The registry client for `manifest`: the cached one while the set of
+    /// plain-HTTP registries is the same and it is younger than
+    /// [`REGISTRY_REUSE`] (credentials are re-read after that).
+    fn registry(&self, manifest: &Manifest) -> Arc<Registry> {
+        let plain = registry::plain_http(&self.insecure, manifest.targets.iter().map(|t| t.want.image()));
+        let mut cache = match self.registry.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(c) = cache.as_ref().filter(|c| c.plain == plain && c.built.elapsed() < REGISTRY_REUSE) {
+            return c.registry.clone();
+        }
+        let registry = Arc::new(Registry::with_plain_http(plain.clone(), self.registry_timeout));
+        *cache = Some(CachedRegistry { plain, built: std::time::Instant::now(), registry: registry.clone() });
+        registry
     }
 
     /// Pulls the new image (so a registry failure changes nothing and the

@@ -94,11 +94,13 @@ impl Registry {
         seen: impl IntoIterator<Item = &'a ImageRef>,
         timeout: Duration,
     ) -> Self {
+        Self::with_plain_http(plain_http(insecure, seen), timeout)
+    }
+
+    /// A client for which exactly the `plain` registries use plain HTTP
+    /// (see [`plain_http`]).
+    pub fn with_plain_http(plain: Vec<String>, timeout: Duration) -> Self {
         ensure_crypto_provider();
-        let mut plain: Vec<String> = insecure.to_vec();
-        plain.extend(seen.into_iter().map(|r| r.registry().to_string()).filter(|r| is_loopback(r)));
-        plain.sort();
-        plain.dedup();
         let config = ClientConfig {
             protocol: ClientProtocol::HttpsExcept(plain),
             connect_timeout: Some(timeout.min(Duration::from_secs(5))),
@@ -195,6 +197,16 @@ impl Registry {
         cache.insert(registry.to_string(), auth.clone());
         auth
     }
+}
+
+/// The registries to speak plain HTTP to: the `insecure` ones and the
+/// loopback ones among `seen`, sorted (equal lists mean an equal client).
+pub fn plain_http<'a>(insecure: &[String], seen: impl IntoIterator<Item = &'a ImageRef>) -> Vec<String> {
+    let mut plain: Vec<String> = insecure.to_vec();
+    plain.extend(seen.into_iter().map(|r| r.registry().to_string()).filter(|r| is_loopback(r)));
+    plain.sort();
+    plain.dedup();
+    plain
 }
 
 /// Installs ring as rustls' process-wide crypto provider. reqwest is built

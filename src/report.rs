@@ -94,17 +94,23 @@ impl Reporter {
 }
 
 async fn send_all(mut rx: mpsc::Receiver<(String, OpEvent)>) {
-    crate::registry::ensure_crypto_provider();
-    let client = match reqwest::Client::builder().timeout(TIMEOUT).build() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the report client; reports are dropped");
-            while rx.recv().await.is_some() {}
-            return;
-        }
-    };
+    // Built on the first event only: most controllers never report, and a
+    // client holds the system's CA store in memory.
+    let mut client: Option<reqwest::Client> = None;
     while let Some((url, event)) = rx.recv().await {
-        send_one(&client, &url, &event).await;
+        if client.is_none() {
+            crate::registry::ensure_crypto_provider();
+            match reqwest::Client::builder().timeout(TIMEOUT).build() {
+                Ok(c) => client = Some(c),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot build the report client; report dropped");
+                    continue;
+                }
+            }
+        }
+        if let Some(c) = &client {
+            send_one(c, &url, &event).await;
+        }
     }
 }
 

@@ -26,11 +26,7 @@ fn case(test: &str) -> Case {
     let run = TestRun::new(test);
     let registry = run.registry();
     let repo = registry.repo("app");
-    for (tag, env) in [("1", vec![("TESTBOX_VERSION", "1")]), ("2", vec![("TESTBOX_VERSION", "2")])] {
-        let image = format!("{repo}:{tag}");
-        run.build_image(&image, &ImageSpec { env, ..Default::default() });
-        run.push(&image);
-    }
+    run.publish_versions(&repo);
     let state = run.write_file("state/.keep", "").parent().expect("dir").display().to_string();
     Case { run, _registry: registry, repo, state }
 }

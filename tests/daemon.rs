@@ -88,11 +88,7 @@ fn setup(test: &str) -> Setup {
     let run = TestRun::new(test);
     let registry = run.registry();
     let repo = registry.repo("app");
-    for tag in ["1", "2"] {
-        let image = format!("{repo}:{tag}");
-        run.build_image(&image, &ImageSpec { env: vec![("TESTBOX_VERSION", tag)], ..Default::default() });
-        run.push(&image);
-    }
+    run.publish_versions(&repo);
     let broken = format!("{repo}:broken");
     run.build_image(
         &broken,

@@ -276,11 +276,7 @@ fn container_network_mode_follows_its_peer_by_name() {
     let run = TestRun::new("fidelity_container_netmode");
     let registry = run.registry();
     let repo = registry.repo("app");
-    for tag in ["1", "2"] {
-        let image = format!("{repo}:{tag}");
-        run.build_image(&image, &ImageSpec { env: vec![("TESTBOX_VERSION", tag)], ..Default::default() });
-        run.push(&image);
-    }
+    run.publish_versions(&repo);
     run.run_container("peer", &format!("{repo}:1"), &[]);
     let peer = run.name("peer");
     let mode = format!("container:{peer}");

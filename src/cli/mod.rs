@@ -94,35 +94,18 @@ enum Command {
     #[command(after_help = EXIT_CODES)]
     Reconcile {
         #[command(flatten)]
-        file: FileArg,
-        #[command(flatten)]
-        registry: RegistryArgs,
-        #[command(flatten)]
-        state: StateArg,
+        pass: PassArgs,
         /// One pass, then exit (the continuous controller is `run`).
         #[arg(long, required = true)]
         once: bool,
-        /// Swaps run at once.
-        #[arg(long, default_value_t = container_upgrader::reconcile::DEFAULT_PARALLEL)]
-        parallel: usize,
-        #[command(flatten)]
-        me: swap_cmd::SelfArg,
     },
-    /// The controller: finish interrupted swaps, then reconcile the
-    /// manifest on every drift interval until SIGTERM/SIGINT.
+    /// The controller: finish interrupted swaps, then reconcile the manifest
+    /// on every trigger (file change, drift timer, Docker events, API push,
+    /// SIGHUP) until SIGTERM/SIGINT.
     #[command(after_help = EXIT_CODES)]
     Run {
         #[command(flatten)]
-        file: FileArg,
-        #[command(flatten)]
-        registry: RegistryArgs,
-        #[command(flatten)]
-        state: StateArg,
-        /// Swaps run at once.
-        #[arg(long, default_value_t = container_upgrader::reconcile::DEFAULT_PARALLEL)]
-        parallel: usize,
-        #[command(flatten)]
-        me: swap_cmd::SelfArg,
+        pass: PassArgs,
         /// POST each op outcome as JSON to this URL (overrides the
         /// manifest's `report.webhook`).
         #[arg(long, value_name = "URL")]
@@ -174,6 +157,23 @@ enum Command {
         #[command(flatten)]
         state: StateArg,
     },
+}
+
+/// What `reconcile` and `run` share: the manifest, registries, state,
+/// parallelism and the controller's own identity.
+#[derive(Debug, Args)]
+struct PassArgs {
+    #[command(flatten)]
+    file: FileArg,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    state: StateArg,
+    /// Swaps run at once.
+    #[arg(long, default_value_t = container_upgrader::reconcile::DEFAULT_PARALLEL)]
+    parallel: usize,
+    #[command(flatten)]
+    me: swap_cmd::SelfArg,
 }
 
 #[derive(Debug, Args)]
@@ -259,15 +259,18 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(if detailed_exitcode { detailed(&plan) } else { exit::OK })
         }
         Command::Upgrade(args) => swap_cmd::upgrade(args).await,
-        Command::Reconcile { file, registry, state, once: _, parallel, me } => {
-            let manifest = load(&file)?;
-            let controller = swap_cmd::controller(&state.state_dir, &me, parallel, &registry).await?;
+        Command::Reconcile { pass, once: _ } => {
+            let manifest = load(&pass.file)?;
+            let controller =
+                swap_cmd::controller(&pass.state.state_dir, &pass.me, pass.parallel, &pass.registry).await?;
             swap_cmd::reconcile(&controller, &manifest).await
         }
-        Command::Run { file, registry, state, parallel, me, report_webhook, listen, token_file } => {
+        Command::Run { pass, report_webhook, listen, token_file } => {
             let token = token_file.as_deref().map(read_token).transpose()?;
-            let controller = swap_cmd::controller(&state.state_dir, &me, parallel, &registry).await?;
-            let options = daemon::Options { manifest: &file.path, webhook: report_webhook, listen, token };
+            let controller =
+                swap_cmd::controller(&pass.state.state_dir, &pass.me, pass.parallel, &pass.registry).await?;
+            let options =
+                daemon::Options { manifest: &pass.file.path, webhook: report_webhook, listen, token };
             daemon::run(&controller, options).await
         }
         Command::Set { target, image, file } => {

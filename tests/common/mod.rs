@@ -140,6 +140,20 @@ impl TestRun {
         self.docker(&["push", tag]);
     }
 
+    /// Builds `image` as `spec` says and pushes it to its registry.
+    pub fn publish(&self, image: &str, spec: &ImageSpec) {
+        self.build_image(image, spec);
+        self.push(image);
+    }
+
+    /// Publishes `repo:1` and `repo:2`, each running `testbox <tag> started`.
+    pub fn publish_versions(&self, repo: &str) {
+        for tag in ["1", "2"] {
+            let spec = ImageSpec { env: vec![("TESTBOX_VERSION", tag)], ..Default::default() };
+            self.publish(&format!("{repo}:{tag}"), &spec);
+        }
+    }
+
     /// `docker run -d --name <name(suffix)> --label <run label> <extra_args>
     /// <image>`; returns the container id.
     pub fn run_container(&self, suffix: &str, image: &str, extra_args: &[&str]) -> String {
