@@ -137,7 +137,13 @@ fn idle(run: &TestRun, repo: &str) {
     std::thread::sleep(Duration::from_secs(10));
     let t1 = ticks(pid);
     println!("idle controller, {TARGETS} targets (after its first pass):");
-    println!("  VmRSS {}, VmHWM {} (target ≤ 10 MiB)", status("VmRSS:"), status("VmHWM:"));
+    println!(
+        "  VmRSS {} (anonymous {}, file-backed {}), VmHWM {} (target ≤ 10 MiB)",
+        status("VmRSS:"),
+        status("RssAnon:"),
+        status("RssFile:"),
+        status("VmHWM:")
+    );
     println!("  CPU over 10 idle seconds: {} ticks (1 tick = 10 ms; target 0)", t1 - t0);
     let _ = daemon.kill();
     let _ = daemon.wait();

@@ -152,7 +152,7 @@ fn controller_upgrades_siblings_first_then_itself_and_keeps_its_config() {
     let (sib, me) = (s.status_of(&sibling), s.status_of(&ctl));
     assert_eq!(sib["outcome"], "committed");
     assert!(
-        sib["at"].as_str() < me["started"].as_str(),
+        sib["updated_at"].as_str() < me["started_at"].as_str(),
         "sibling committed {sib} before the self-upgrade began {me}"
     );
 

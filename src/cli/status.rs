@@ -8,21 +8,18 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use container_upgrader::status::LastOp;
 use container_upgrader::swap::backoff;
 use container_upgrader::swap::journal::{Journal, OpRecord};
 
 use super::{exit, Failure};
 
+/// One container's line: its last op (as `/v1/status` shows it) and hold.
 #[derive(Serialize)]
 struct Row<'a> {
     container: &'a str,
-    op_id: &'a str,
-    from: &'a str,
-    to: &'a str,
-    outcome: &'a str,
-    started: &'a str,
-    at: &'a str,
-    reason: Option<&'a str>,
+    #[serde(flatten)]
+    op: LastOp,
     held_until: Option<String>,
 }
 
@@ -39,13 +36,7 @@ pub fn status(state_dir: &Path, json: bool) -> Result<u8, Failure> {
         .values()
         .map(|op| Row {
             container: &op.container,
-            op_id: op.op_id.as_str(),
-            from: &op.old_image,
-            to: &op.new_image,
-            outcome: op.step().map_or("unknown", |s| if s.is_final() { s.name() } else { "in_progress" }),
-            started: op.started_at(),
-            at: op.updated_at(),
-            reason: op.reason.as_deref(),
+            op: LastOp::from_op(op),
             held_until: backoff::hold(&ops, &op.container, &op.new_image, now)
                 .map(|h| humantime::format_rfc3339_seconds(h.until).to_string()),
         })
@@ -59,10 +50,11 @@ pub fn status(state_dir: &Path, json: bool) -> Result<u8, Failure> {
     } else {
         for r in &rows {
             let held = r.held_until.as_ref().map(|u| format!("; held until {u}")).unwrap_or_default();
-            let reason = r.reason.map(|x| format!(": {x}")).unwrap_or_default();
+            let reason = r.op.reason.as_ref().map(|x| format!(": {x}")).unwrap_or_default();
+            let o = &r.op;
             println!(
                 "{}: {} {} → {} at {} (op {}){reason}{held}",
-                r.container, r.outcome, r.from, r.to, r.at, r.op_id
+                r.container, o.outcome, o.from, o.to, o.updated_at, o.op_id
             );
         }
     }
