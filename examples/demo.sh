@@ -20,6 +20,7 @@ label="container-upgrader.demo=$id"
 registry_pid=""
 cleanup() {
   docker ps -aq --filter "label=$label" | xargs -r docker rm -f >/dev/null
+  docker volume ls -q --filter "label=$label" | xargs -r docker volume rm >/dev/null
   docker images -q --filter "label=$label" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
   [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null || true
   rm -rf "$work"
