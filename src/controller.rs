@@ -46,6 +46,8 @@ pub struct Pass {
     /// time it was told (e.g. the helper committed after this controller
     /// started).
     pub own_news: Option<String>,
+    /// The journal as the pass left it (read once, for whoever reports it).
+    pub journal: Vec<OpRecord>,
 }
 
 /// The controller's long-lived parts.
@@ -175,13 +177,14 @@ impl Controller {
         let mut report =
             reconcile::reconcile_once(&self.swapper, manifest, &registry, self.parallel, me, &self.stopping)
                 .await?;
-        let own_news = self.own_news(&self.swapper.journal().ops().unwrap_or_default());
+        let journal = self.swapper.journal().ops().unwrap_or_default();
+        let own_news = self.own_news(&journal);
         let own = match (report.own.take(), &self.me) {
             (Some((_, Err(hold))), _) => Some(Own::Held(hold)),
             (Some((_, Ok(request))), Some(me)) => Some(self.hand_off(me, request).await),
             _ => None,
         };
-        Ok(Pass { report, own, own_news })
+        Ok(Pass { report, own, own_news, journal })
     }
 
     /// The registry client for `manifest`: the cached one while the set of

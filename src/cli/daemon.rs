@@ -169,7 +169,7 @@ impl Loop<'_> {
             }
         };
         let Some(manifest) = self.manifest() else {
-            self.publish(None, error);
+            self.publish(None, &self.journal(), error);
             return;
         };
         match self.controller.pass(&manifest).await {
@@ -178,12 +178,12 @@ impl Loop<'_> {
                     let now = SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
                     self.metrics.set_last_success(now.as_secs_f64());
                 }
-                self.report_new_ops(&manifest);
-                self.publish(Some(&pass), error);
+                self.report_new_ops(&manifest, &pass.journal);
+                self.publish(Some(&pass), &pass.journal, error);
             }
             Err(e) => {
                 eprintln!("error: {e}");
-                self.publish(None, error.or(Some(e.to_string())));
+                self.publish(None, &self.journal(), error.or(Some(e.to_string())));
             }
         }
     }
@@ -203,15 +203,15 @@ impl Loop<'_> {
 
     /// POSTs every op finished since the last report (the controller's own
     /// self-upgrade included: its outcome is found here after a restart).
-    fn report_new_ops(&mut self, manifest: &Manifest) {
-        let ops = self.controller.swapper().journal().ops().unwrap_or_default();
+    fn report_new_ops(&mut self, manifest: &Manifest, ops: &[OpRecord]) {
         let finished: Vec<&OpRecord> = ops.iter().filter(|op| op.is_finished()).collect();
         let start = self
             .reported
             .as_ref()
             .and_then(|id| finished.iter().position(|op| op.op_id.as_str() == id).map(|i| i + 1))
             .unwrap_or(0);
-        if let Some(last) = finished.last() {
+        let newest = finished.last().filter(|last| self.reported.as_deref() != Some(last.op_id.as_str()));
+        if let Some(last) = newest {
             self.reported = Some(last.op_id.to_string());
             // Persisted so a restarted controller (a self-upgrade stops it
             // before its op ends) reports what it did not see end.
@@ -230,8 +230,11 @@ impl Loop<'_> {
         }
     }
 
-    fn publish(&self, pass: Option<&Pass>, manifest_error: Option<String>) {
-        let ops = self.controller.swapper().journal().ops().unwrap_or_default();
+    fn journal(&self) -> Vec<OpRecord> {
+        self.controller.swapper().journal().ops().unwrap_or_default()
+    }
+
+    fn publish(&self, pass: Option<&Pass>, ops: &[OpRecord], manifest_error: Option<String>) {
         let last_op =
             |container: &str| ops.iter().rev().find(|op| op.container == container).map(LastOp::from_op);
         let Ok(mut snap) = self.snapshot.write() else { return };
