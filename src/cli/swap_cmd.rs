@@ -12,7 +12,7 @@ use container_upgrader::reconcile::{self, Applied};
 use container_upgrader::reference::ImageRef;
 use container_upgrader::swap::backoff::Hold;
 use container_upgrader::swap::journal::Journal;
-use container_upgrader::swap::recover;
+use container_upgrader::swap::recover::{self, Recovered};
 use container_upgrader::swap::{Outcome, SwapError, SwapRequest, Swapper};
 use container_upgrader::types::OpId;
 
@@ -101,13 +101,22 @@ async fn swapper(state_dir: &Path) -> Result<Swapper, Failure> {
 
 /// Finishes interrupted swaps before anything new is done.
 async fn recover_first(swapper: &Swapper) -> Result<(), Failure> {
-    let done = recover::recover(swapper.engine(), swapper.journal())
-        .await
-        .map_err(|e| Failure::new(exit::ATTENTION, format!("error: recovering an interrupted swap: {e}")))?;
-    for r in done {
-        eprintln!("recovered {} (op {}): {}", r.op.container, r.op.op_id, r.action);
+    for r in recover_all(swapper).await? {
+        eprintln!("{}", describe(&r));
     }
     Ok(())
+}
+
+/// Finishes or undoes every interrupted swap; a failure needs attention.
+async fn recover_all(swapper: &Swapper) -> Result<Vec<Recovered>, Failure> {
+    recover::recover(swapper.engine(), swapper.journal())
+        .await
+        .map_err(|e| Failure::new(exit::ATTENTION, format!("error: recovering an interrupted swap: {e}")))
+}
+
+/// `recovered web (op …): restored the old container`.
+fn describe(r: &Recovered) -> String {
+    format!("recovered {} (op {}): {}", r.op.container, r.op.op_id, r.action)
 }
 
 fn request(args: UpgradeArgs) -> Result<SwapRequest, Failure> {
@@ -179,7 +188,7 @@ pub async fn reconcile(controller: &Controller, manifest: &Manifest) -> Result<u
 pub fn print_pass(pass: &Pass) -> u8 {
     let report = &pass.report;
     for r in &report.recovered {
-        eprintln!("recovered {} (op {}): {}", r.op.container, r.op.op_id, r.action);
+        eprintln!("{}", describe(r));
     }
     let mut worst = exit::OK;
     for (entry, applied) in &report.applied {
@@ -289,15 +298,10 @@ pub async fn helper(args: HelperArgs) -> Result<u8, Failure> {
     // Restarted after its swap had begun: never start a second one.
     let begun = args.upgrade.op_id.as_deref().is_some_and(|id| ops.iter().any(|op| op.op_id.as_str() == id));
     if interrupted || begun || args.recover_only {
-        return match recover::recover(swapper.engine(), swapper.journal()).await {
-            Ok(done) => {
-                for r in done {
-                    println!("{} (op {}): {}", r.op.container, r.op.op_id, r.action);
-                }
-                Ok(exit::OK)
-            }
-            Err(e) => Err(Failure::new(exit::ATTENTION, format!("error: {e}"))),
-        };
+        for r in recover_all(&swapper).await? {
+            println!("{}", describe(&r));
+        }
+        return Ok(exit::OK);
     }
     let request = request(args.upgrade)?;
     let result = swapper.swap(&request).await;
@@ -310,19 +314,14 @@ pub async fn helper(args: HelperArgs) -> Result<u8, Failure> {
 
 pub async fn recover(state_dir: &Path) -> Result<u8, Failure> {
     let swapper = swapper(state_dir).await?;
-    match recover::recover(swapper.engine(), swapper.journal()).await {
-        Ok(done) if done.is_empty() => {
-            println!("nothing to recover");
-            Ok(exit::OK)
-        }
-        Ok(done) => {
-            for r in done {
-                println!("{} (op {}): {}", r.op.container, r.op.op_id, r.action);
-            }
-            Ok(exit::OK)
-        }
-        Err(e) => Err(Failure::new(exit::ATTENTION, format!("error: {e}"))),
+    let done = recover_all(&swapper).await?;
+    if done.is_empty() {
+        println!("nothing to recover");
     }
+    for r in done {
+        println!("{}", describe(&r));
+    }
+    Ok(exit::OK)
 }
 
 fn report(result: &Result<Outcome, SwapError>) {

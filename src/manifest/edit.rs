@@ -138,12 +138,7 @@ pub fn set_image(text: &str, origin: &str, target: &str, image: &str) -> Result<
         });
     }
     let path = format!("{path}.image");
-    let not_in_place = |reason: &str| EditError::NotInPlace {
-        origin: origin.to_string(),
-        path: path.clone(),
-        pos: src.pos(&path),
-        reason: reason.to_string(),
-    };
+    let not_in_place = not_in_place(origin, &src, &path);
     let nodes = walk(text).map_err(|e| not_in_place(&e))?;
     let Some(node) = nodes.get(&path) else { return Err(not_in_place("no such node")) };
     let Kind::Scalar { value, style, anchored } = &node.kind else {
@@ -161,6 +156,16 @@ pub fn set_image(text: &str, origin: &str, target: &str, image: &str) -> Result<
     Ok(out)
 }
 
+/// The refusal for an edit that cannot be made in place at `path`.
+fn not_in_place<'a>(origin: &'a str, src: &'a Source, path: &'a str) -> impl Fn(&str) -> EditError + 'a {
+    move |reason| EditError::NotInPlace {
+        origin: origin.to_string(),
+        path: path.to_string(),
+        pos: src.pos(path),
+        reason: reason.to_string(),
+    }
+}
+
 /// Removes the target named `target` from the manifest: the lines of its
 /// entry, the comment lines directly above it at the dash's indentation
 /// (they describe it), and a blank line left doubled. Refuses a `targets`
@@ -170,12 +175,7 @@ pub fn unset(text: &str, origin: &str, target: &str) -> Result<String, EditError
     let (src, before) = load(origin, text)?;
     let index = find(&before, target)?.index;
     let path = format!("targets[{index}]");
-    let not_in_place = |reason: &str| EditError::NotInPlace {
-        origin: origin.to_string(),
-        path: path.clone(),
-        pos: src.pos(&path),
-        reason: reason.to_string(),
-    };
+    let not_in_place = not_in_place(origin, &src, &path);
     let nodes = walk(text).map_err(|e| not_in_place(&e))?;
     let seq = nodes.get("targets").ok_or_else(|| not_in_place("`targets` not found"))?;
     if text[byte_offset(text, seq.start.index)..].starts_with('[') {
