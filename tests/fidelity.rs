@@ -300,3 +300,61 @@ fn container_network_mode_follows_its_peer_by_name() {
     );
     assert_eq!(run.inspect(&side, "{{.State.Running}}"), "true");
 }
+
+/// The network namespace a container's process lives in.
+fn netns(run: &TestRun, name: &str) -> std::path::PathBuf {
+    let pid = run.inspect(name, "{{.State.Pid}}");
+    std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap_or_else(|e| panic!("netns of {name}: {e}"))
+}
+
+#[test]
+fn containers_sharing_the_network_follow_the_upgrade_and_the_rollback() {
+    let run = TestRun::new("fidelity_network_dependents");
+    let registry = run.registry();
+    let repo = registry.repo("app");
+    run.publish_versions(&repo);
+    let broken = ImageSpec {
+        env: vec![("TESTBOX_EXIT_AFTER_MS", "300"), ("TESTBOX_EXIT_CODE", "3")],
+        ..Default::default()
+    };
+    run.publish(&format!("{repo}:broken"), &broken);
+    run.run_container("vpn", &format!("{repo}:1"), &[]);
+    let vpn = run.name("vpn");
+    let volume = run.name("data");
+    run.docker(&["volume", "create", "--label", &run.label(), &volume]);
+    let mode = format!("container:{vpn}");
+    let mount = format!("{volume}:/data");
+    run.run_container("client", &format!("{repo}:1"), &["--network", &mode, "-v", &mount]);
+    let client = run.name("client");
+    assert_eq!(netns(&run, &client), netns(&run, &vpn), "set-up: one namespace");
+    let state = run.write_file("state/.keep", "").parent().expect("dir").display().to_string();
+    let upgrade = |tag: &str| {
+        let image = format!("{repo}:{tag}");
+        run.cli(&["upgrade", &vpn, "--image", &image, "--state-dir", &state, "--stable", "1s"])
+    };
+
+    // Upgraded: the client is recreated (same image, same volume) inside
+    // the new container's namespace, not left with loopback only.
+    let out = upgrade("2");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let vpn_id = run.inspect(&vpn, "{{.Id}}");
+    assert_eq!(run.inspect(&client, "{{.HostConfig.NetworkMode}}"), format!("container:{vpn_id}"));
+    assert_eq!(run.inspect(&client, "{{.State.Running}}"), "true");
+    assert_eq!(run.inspect(&client, "{{.Config.Image}}"), format!("{repo}:1"), "the client keeps its image");
+    assert_eq!(run.inspect(&client, "{{range .Mounts}}{{.Name}}{{end}}"), volume, "and its volume");
+    assert_eq!(netns(&run, &client), netns(&run, &vpn), "the client shares the new namespace");
+
+    // Rolled back: the old container is back with its id, and the client is
+    // restarted into its fresh namespace.
+    let client_id = run.inspect(&client, "{{.Id}}");
+    let out = upgrade("broken");
+    assert_eq!(out.status.code(), Some(6), "rolled back: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(run.inspect(&vpn, "{{.Id}}"), vpn_id);
+    assert_eq!(run.inspect(&client, "{{.Id}}"), client_id, "a restart is enough");
+    assert_eq!(run.inspect(&client, "{{.State.Running}}"), "true");
+    assert_eq!(netns(&run, &client), netns(&run, &vpn), "the client shares the restored namespace");
+
+    let names =
+        run.docker(&["ps", "-a", "--filter", &format!("label={}", run.label()), "--format", "{{.Names}}"]);
+    assert!(!names.contains("--cu-"), "no temporary or backup containers left: {names}");
+}

@@ -7,6 +7,17 @@ use super::{Engine, EngineError};
 use crate::observe::{Health, ObservedContainer, ObservedImage};
 use crate::types::{ContainerId, ImageId};
 
+/// A container that shares another's network namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependent {
+    /// Its id.
+    pub id: ContainerId,
+    /// Its name, without the leading `/`.
+    pub name: String,
+    /// Whether it is running now.
+    pub running: bool,
+}
+
 impl Engine {
     /// Every container, running or not, in one call.
     pub async fn list_containers(&self) -> Result<Vec<ObservedContainer>, EngineError> {
@@ -15,6 +26,27 @@ impl Engine {
             .bounded("listing containers", "containers/json", self.docker.list_containers(Some(options)))
             .await?;
         Ok(list.into_iter().filter_map(container).collect())
+    }
+
+    /// Containers in `container:<id>` network mode, i.e. living in the
+    /// network namespace of container `id`, in one list call. The engine
+    /// keeps the peer's id, so these lose their network when that
+    /// container is replaced.
+    pub async fn network_dependents(&self, id: &str) -> Result<Vec<Dependent>, EngineError> {
+        let options = ListContainersOptions { all: true, ..Default::default() };
+        let list = self
+            .bounded("listing containers", "containers/json", self.docker.list_containers(Some(options)))
+            .await?;
+        let mode = format!("container:{id}");
+        Ok(list
+            .into_iter()
+            .filter(|c| c.host_config.as_ref().and_then(|h| h.network_mode.as_deref()) == Some(mode.as_str()))
+            .filter_map(|c| {
+                let running = c.state == Some(ContainerSummaryStateEnum::RUNNING);
+                let observed = container(c)?;
+                Some(Dependent { id: observed.id, name: observed.name, running })
+            })
+            .collect())
     }
 
     /// Every local image, in one call.

@@ -8,9 +8,9 @@ use tracing::Instrument;
 
 use super::journal::{Journal, OpRecord, Step, TargetLock};
 use super::recreate::{recreate, CreateSpec};
-use super::{backup_name, health, temp_name, Outcome, SwapError, SwapRequest};
+use super::{backup_name, health, swapped_name, temp_name, Outcome, SwapError, SwapRequest};
 use crate::engine::{ContainerDetails, Engine, ImageDetails};
-use crate::manifest::{Order, PullPolicy};
+use crate::manifest::{Order, PullPolicy, Settings};
 use crate::types::{ContainerId, OpId};
 
 /// Performs swaps; one value is shared by every swap of a pass.
@@ -22,10 +22,10 @@ pub struct Swapper {
 }
 
 /// What `prepare` learned before anything is touched.
-struct Prepared {
-    old: ContainerDetails,
-    spec: CreateSpec,
-    op: OpRecord,
+pub(super) struct Prepared {
+    pub(super) old: ContainerDetails,
+    pub(super) spec: CreateSpec,
+    pub(super) op: OpRecord,
 }
 
 impl Swapper {
@@ -50,7 +50,7 @@ impl Swapper {
     /// container is rolled back (or kept, with rollback disabled).
     pub async fn swap(&self, req: &SwapRequest) -> Result<Outcome, SwapError> {
         let span = tracing::info_span!("swap", container = %req.container, to = %req.image.familiar(), op_id = tracing::field::Empty);
-        async {
+        let outcome = async {
             let _lock = self.lock(&req.container)?;
             let Some(prepared) = self.prepare(req).await? else {
                 let image = req.image.familiar();
@@ -58,15 +58,17 @@ impl Swapper {
             };
             tracing::Span::current().record("op_id", prepared.op.op_id.as_str());
             match req.settings.order {
-                Order::StopFirst => self.stop_first(req, prepared).await,
-                Order::StartFirst => self.start_first(req, prepared).await,
+                Order::StopFirst => self.stop_first(&req.settings, prepared).await,
+                Order::StartFirst => self.start_first(&req.settings, prepared).await,
             }
         }
         .instrument(span)
-        .await
+        .await?;
+        self.rejoin_dependents(&req.settings, &outcome).await;
+        Ok(outcome)
     }
 
-    fn lock(&self, container: &str) -> Result<TargetLock, SwapError> {
+    pub(super) fn lock(&self, container: &str) -> Result<TargetLock, SwapError> {
         self.journal.lock(container).map_err(|e| SwapError::unchanged(container, e))
     }
 
@@ -175,7 +177,7 @@ impl Swapper {
     /// peer's id; the new container is created with its *name*, so it joins
     /// whichever container carries that name now. A peer that was itself
     /// swapped no longer has its old id: the journal maps it to its name.
-    async fn peers(&self, old: &ContainerDetails) -> Result<HashMap<String, String>, String> {
+    pub(super) async fn peers(&self, old: &ContainerDetails) -> Result<HashMap<String, String>, String> {
         let host = old.host_config.as_ref();
         let modes = [
             host.and_then(|h| h.network_mode.clone()),
@@ -187,7 +189,12 @@ impl Swapper {
         {
             let live = self.engine.inspect_container(&id).await.map_err(|e| e.to_string())?;
             let name = match live.and_then(|p| p.name) {
-                Some(name) => name.trim_start_matches('/').to_string(),
+                // A peer in the middle of its own swap: join whatever
+                // carries its name, never its backup or temporary.
+                Some(name) => {
+                    let name = name.trim_start_matches('/');
+                    swapped_name(name).unwrap_or(name).to_string()
+                }
                 None => self
                     .journal
                     .ops()
@@ -227,7 +234,7 @@ impl Swapper {
         SwapError::Unchanged { container: op.container.clone(), reason }
     }
 
-    async fn stop_first(&self, req: &SwapRequest, p: Prepared) -> Result<Outcome, SwapError> {
+    pub(super) async fn stop_first(&self, settings: &Settings, p: Prepared) -> Result<Outcome, SwapError> {
         let Prepared { old, spec, mut op } = p;
         if let Err(e) = self.create(&mut op, &spec).await {
             let _ = self.engine.remove(&op.temp_name).await;
@@ -243,10 +250,10 @@ impl Swapper {
             return self.roll_back(op, e).await;
         }
         self.journal.record(&mut op, Step::Started, None)?;
-        self.gate_and_finish(req, op, &new_id).await
+        self.gate_and_finish(settings, op, &new_id).await
     }
 
-    async fn start_first(&self, req: &SwapRequest, p: Prepared) -> Result<Outcome, SwapError> {
+    async fn start_first(&self, settings: &Settings, p: Prepared) -> Result<Outcome, SwapError> {
         let Prepared { old, spec, mut op } = p;
         if let Err(e) = self.create(&mut op, &spec).await {
             let _ = self.engine.remove(&op.temp_name).await;
@@ -255,7 +262,7 @@ impl Swapper {
         let new_id = op.new_id.clone().map(|id| id.to_string()).unwrap_or_default();
         // The old container is untouched until the new one has passed.
         let verdict = match self.engine.start(&new_id).await {
-            Ok(()) => health::wait(&self.engine, &new_id, &req.settings.health).await,
+            Ok(()) => health::wait(&self.engine, &new_id, &settings.health).await,
             Err(e) => Err(format!("starting the new container failed: {e}")),
         };
         if let Err(reason) = verdict {
@@ -269,7 +276,7 @@ impl Swapper {
             return self.roll_back(op, format!("renaming the new container failed: {e}")).await;
         }
         self.journal.record(&mut op, Step::Started, None)?;
-        self.commit(req, op).await
+        self.commit(settings, op).await
     }
 
     /// Stops the old container (its own signal and timeout) and renames it
@@ -317,31 +324,31 @@ impl Swapper {
 
     async fn gate_and_finish(
         &self,
-        req: &SwapRequest,
+        settings: &Settings,
         mut op: OpRecord,
         new_id: &str,
     ) -> Result<Outcome, SwapError> {
         // A stopped target is recreated stopped: there is nothing to gate.
         if op.was_running {
-            if let Err(reason) = health::wait(&self.engine, new_id, &req.settings.health).await {
-                if req.settings.rollback {
+            if let Err(reason) = health::wait(&self.engine, new_id, &settings.health).await {
+                if settings.rollback {
                     return self.roll_back(op, reason).await;
                 }
                 self.journal.record(&mut op, Step::Failed, Some(reason))?;
                 return Ok(Outcome::Failed(op));
             }
         }
-        self.commit(req, op).await
+        self.commit(settings, op).await
     }
 
     /// Journals the commit, then removes the backup (and the old image when
     /// asked). A backup that cannot be removed now is removed by `recover`.
-    async fn commit(&self, req: &SwapRequest, mut op: OpRecord) -> Result<Outcome, SwapError> {
+    async fn commit(&self, settings: &Settings, mut op: OpRecord) -> Result<Outcome, SwapError> {
         self.journal.record(&mut op, Step::Committed, None)?;
         if let Err(e) = self.engine.remove(op.old_id.as_str()).await {
             tracing::warn!(error = %e, backup = %op.backup_name, "backup not removed; `recover` will retry");
         }
-        if req.settings.cleanup {
+        if settings.cleanup {
             // Not forced: the engine refuses while another container uses it.
             if let Err(e) = self.engine.remove_image(&op.old_image_id).await {
                 tracing::info!(error = %e, image = %op.old_image_id, "old image kept");

@@ -6,6 +6,8 @@
 //! or undo a swap that a crash interrupted. The decisions — what the new
 //! container looks like ([`recreate`]), whether it is healthy ([`health`]),
 //! whether a failed image may be retried yet ([`backoff`]) — are pure.
+//! Containers sharing the swapped container's network follow it
+//! (`rejoin`).
 
 pub mod backoff;
 
@@ -14,6 +16,7 @@ pub mod health;
 pub mod journal;
 pub mod recover;
 pub mod recreate;
+mod rejoin;
 
 use std::fmt;
 
@@ -143,4 +146,23 @@ pub fn backup_name(container: &str, suffix: &str) -> String {
 /// The temporary name of the new container during op `suffix`.
 pub fn temp_name(container: &str, suffix: &str) -> String {
     format!("{container}--cu-new-{suffix}")
+}
+
+/// The name a swap's backup or temporary container stands for (`web` for
+/// `web--cu-backup-…`); `None` for any other name.
+pub fn swapped_name(name: &str) -> Option<&str> {
+    name.split_once("--cu-backup-").or_else(|| name.split_once("--cu-new-")).map(|(base, _)| base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_and_temporary_names_stand_for_their_container() {
+        assert_eq!(swapped_name(&backup_name("web", "1a2b")), Some("web"));
+        assert_eq!(swapped_name(&temp_name("my-app", "1a2b")), Some("my-app"));
+        assert_eq!(swapped_name("web-sidecar"), None);
+        assert_eq!(swapped_name("web--cu-"), None);
+    }
 }

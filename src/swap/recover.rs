@@ -161,8 +161,7 @@ async fn sweep(engine: &Engine, journal: &Journal) -> Result<Vec<Recovered>, Swa
         .list_containers()
         .await
         .map_err(|e| SwapError::Unchanged { container: "(all)".into(), reason: e.to_string() })?;
-    let leftover = |name: &str| name.contains("--cu-backup-") || name.contains("--cu-new-");
-    if !containers.iter().any(|c| leftover(&c.name)) {
+    if !containers.iter().any(|c| super::swapped_name(&c.name).is_some()) {
         return Ok(Vec::new());
     }
     let mut swept = Vec::new();
