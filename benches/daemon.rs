@@ -10,7 +10,9 @@
 //!    release profile is what is measured (size-optimised: the binary's
 //!    pages are most of the resident set).
 //!
-//! `cargo bench --features docker-tests --bench daemon`
+//! `cargo bench --features docker-tests --bench daemon`; to measure the
+//! binary the image ships: `cargo build --release --target
+//! x86_64-unknown-linux-musl` and set `CONTAINER_UPGRADER_BENCH_BIN` to it.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -63,8 +65,14 @@ fn write(dir: &Path, text: &str) {
     std::fs::rename(&tmp, dir.join("desired-state.yaml")).expect("rename");
 }
 
+/// The binary under test: this build's, or the one named by
+/// `CONTAINER_UPGRADER_BENCH_BIN` (e.g. the musl build the image ships).
 fn start(run: &TestRun, dir: &Path, state: &Path) -> Child {
-    run.cli_command()
+    let mut command = match std::env::var_os("CONTAINER_UPGRADER_BENCH_BIN") {
+        Some(bin) => std::process::Command::new(bin),
+        None => run.cli_command(),
+    };
+    command
         .args(["run", "-f"])
         .arg(dir.join("desired-state.yaml"))
         .arg("--state-dir")
