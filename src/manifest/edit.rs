@@ -115,6 +115,10 @@ pub enum EditError {
 /// Refuses an invalid image, an unknown target, a `track:` target, an image
 /// outside `policy.allowed_images`, and a manifest that is already invalid.
 pub fn set_image(text: &str, origin: &str, target: &str, image: &str) -> Result<String, EditError> {
+    keeping_bom(text, |body| set_image_in(body, origin, target, image))
+}
+
+fn set_image_in(text: &str, origin: &str, target: &str, image: &str) -> Result<String, EditError> {
     let new = ImageRef::parse(image).map_err(|source| EditError::InvalidImage {
         target: target.to_string(),
         image: image.to_string(),
@@ -172,6 +176,22 @@ fn not_in_place<'a>(origin: &'a str, src: &'a Source, path: &'a str) -> impl Fn(
 /// list written as a flow sequence (`targets: [...]`), which has no lines of
 /// its own to remove.
 pub fn unset(text: &str, origin: &str, target: &str) -> Result<String, EditError> {
+    keeping_bom(text, |body| unset_in(body, origin, target))
+}
+
+/// Edits the text after a leading byte-order mark (positions are counted
+/// without it, as the scanner does) and puts the mark back.
+fn keeping_bom(
+    text: &str,
+    edit: impl FnOnce(&str) -> Result<String, EditError>,
+) -> Result<String, EditError> {
+    match text.strip_prefix(super::source::BOM) {
+        Some(body) => edit(body).map(|out| format!("{}{out}", super::source::BOM)),
+        None => edit(text),
+    }
+}
+
+fn unset_in(text: &str, origin: &str, target: &str) -> Result<String, EditError> {
     let (src, before) = load(origin, text)?;
     let index = find(&before, target)?.index;
     let path = format!("targets[{index}]");

@@ -43,6 +43,9 @@ pub struct Source {
     positions: HashMap<String, Pos>,
 }
 
+/// The UTF-8 byte-order mark a manifest may start with.
+pub(crate) const BOM: char = '\u{feff}';
+
 impl Source {
     /// Reads `path`, refusing files over [`MAX_BYTES`] without reading them whole.
     pub fn read(path: &Path) -> Result<Self, ManifestError> {
@@ -102,6 +105,12 @@ impl Source {
     }
 
     fn scan(origin: String, text: String) -> Result<Self, ManifestError> {
+        // Editors on Windows start UTF-8 files with a byte-order mark; YAML
+        // allows one, and it is not a column.
+        let text = match text.strip_prefix(BOM) {
+            Some(body) => body.to_string(),
+            None => text,
+        };
         let positions =
             index(&text).map_err(|(pos, message)| ManifestError::single(&origin, pos, message))?;
         Ok(Self { origin, text, positions })

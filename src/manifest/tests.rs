@@ -202,6 +202,18 @@ fn non_utf8_is_refused() {
     assert!(e.contains("not UTF-8"), "{e}");
 }
 
+#[test]
+fn a_byte_order_mark_is_allowed_and_is_not_a_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bom.yaml");
+    std::fs::write(&path, "\u{feff}version: 1\ntargets:\n  - container: web\n    image: app:1\n")
+        .expect("write");
+    let m = Manifest::load(&path).expect("a BOM is fine");
+    assert_eq!(m.targets.len(), 1);
+    let e = err("\u{feff}version: 2\ntargets: []\n");
+    assert!(e.contains("m.yaml:1:10:"), "the column counts from after the mark: {e}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 

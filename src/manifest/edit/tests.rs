@@ -67,6 +67,15 @@ fn setting_the_same_image_returns_the_text_unchanged() {
 }
 
 #[test]
+fn edits_keep_a_byte_order_mark() {
+    let text = format!("\u{feff}{BASE}");
+    let out = set_image(&text, "m.yaml", "web", "app:2").expect("set");
+    assert_eq!(out, format!("\u{feff}{}", set_image(BASE, "m.yaml", "web", "app:2").expect("set")));
+    let out = unset(&text, "m.yaml", "web").expect("unset");
+    assert_eq!(out, format!("\u{feff}{}", unset(BASE, "m.yaml", "web").expect("unset")));
+}
+
+#[test]
 fn set_image_refusals_say_what_to_do() {
     let cases = [
             ("web", "App:1", "cannot set `web` to `App:1`: invalid image reference `App:1`: repository name must be lowercase"),
