@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use futures_util::stream::{self, StreamExt};
 
 use crate::engine::EngineError;
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, Settings};
 use crate::observe;
 use crate::plan::{self, Action, Plan, PlanEntry};
 use crate::reference::ImageRef;
@@ -114,6 +114,13 @@ pub async fn reconcile_once(
         .buffered(parallel.max(1))
         .collect()
         .await;
+    // The convergence net for containers sharing a replaced container's
+    // network (see swap::rejoin); logged, journaled, never failing the pass.
+    if !stopping.load(Ordering::SeqCst) {
+        if let Err(e) = swapper.rejoin_orphans(&Settings::default()).await {
+            tracing::warn!(error = %e, "looking for containers left in a replaced container's network");
+        }
+    }
     if let Err(e) = swapper.journal().prune() {
         tracing::warn!(error = %e, "pruning the journal");
     }

@@ -192,3 +192,37 @@ fn a_port_stolen_mid_swap_is_rolled_back_or_recovered() {
     c.invariant(&name);
     assert_eq!(c.run.inspect(&name, "{{.Id}}"), old, "the very same old container");
 }
+
+/// The network namespace a container's process lives in.
+fn netns(run: &TestRun, name: &str) -> std::path::PathBuf {
+    let pid = run.inspect(name, "{{.State.Pid}}");
+    std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap_or_else(|e| panic!("netns of {name}: {e}"))
+}
+
+#[test]
+fn a_container_sharing_the_network_is_brought_back_by_recover_after_a_kill() {
+    let c = case("sigkill_with_network_dependent");
+    let image = format!("{}:2", c.repo);
+    // Killed after `stopped`, recover restores the old peer (a new
+    // namespace, same id): the client is restarted into it. Killed after
+    // `committed`, the old peer is gone: the client is recreated in the new
+    // one's namespace.
+    for step in ["stopped", "committed"] {
+        let vpn = c.web(&format!("vpn-{step}"));
+        let mode = format!("container:{vpn}");
+        c.run.run_container(&format!("client-{step}"), &format!("{}:1", c.repo), &["--network", &mode]);
+        let client = c.run.name(&format!("client-{step}"));
+        c.upgrade_killed_after(&vpn, &image, step);
+        c.recover();
+        c.invariant(&vpn);
+        assert_eq!(c.run.inspect(&client, "{{.State.Running}}"), "true", "after a kill at {step}");
+        assert_eq!(netns(&c.run, &client), netns(&c.run, &vpn), "one namespace again after a kill at {step}");
+        // Nothing left for a second recover.
+        let out = c.run.cli(&["recover", "--state-dir", &c.state]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "nothing to recover",
+            "after a kill at {step}"
+        );
+    }
+}

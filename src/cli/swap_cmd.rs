@@ -315,13 +315,29 @@ pub async fn helper(args: HelperArgs) -> Result<u8, Failure> {
 pub async fn recover(state_dir: &Path) -> Result<u8, Failure> {
     let swapper = swapper(state_dir).await?;
     let done = recover_all(&swapper).await?;
-    if done.is_empty() {
+    for r in &done {
+        println!("{}", describe(r));
+    }
+    // Containers left in a replaced container's network (a crash between a
+    // commit and their recreation) follow it now.
+    let rejoined = swapper
+        .rejoin_orphans(&Settings::default())
+        .await
+        .map_err(|e| Failure::new(exit::ATTENTION, format!("error: {e}")))?;
+    let mut code = exit::OK;
+    for r in &rejoined {
+        match &r.result {
+            Ok(what) => println!("{}: {what}", r.container),
+            Err(e) => {
+                eprintln!("error: {} could not rejoin {}'s network: {e}", r.container, r.peer);
+                code = exit::ATTENTION;
+            }
+        }
+    }
+    if done.is_empty() && rejoined.is_empty() {
         println!("nothing to recover");
     }
-    for r in done {
-        println!("{}", describe(&r));
-    }
-    Ok(exit::OK)
+    Ok(code)
 }
 
 fn report(result: &Result<Outcome, SwapError>) {

@@ -7,15 +7,17 @@ use super::{Engine, EngineError};
 use crate::observe::{Health, ObservedContainer, ObservedImage};
 use crate::types::{ContainerId, ImageId};
 
-/// A container that shares another's network namespace.
+/// A container, with whose network namespace it lives in.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dependent {
+pub struct NetworkMember {
     /// Its id.
     pub id: ContainerId,
     /// Its name, without the leading `/`.
     pub name: String,
     /// Whether it is running now.
     pub running: bool,
+    /// The id in its `container:<id>` network mode, if it has that mode.
+    pub joins: Option<String>,
 }
 
 impl Engine {
@@ -28,23 +30,23 @@ impl Engine {
         Ok(list.into_iter().filter_map(container).collect())
     }
 
-    /// Containers in `container:<id>` network mode, i.e. living in the
-    /// network namespace of container `id`, in one list call. The engine
-    /// keeps the peer's id, so these lose their network when that
-    /// container is replaced.
-    pub async fn network_dependents(&self, id: &str) -> Result<Vec<Dependent>, EngineError> {
+    /// Every container with its network mode, in one call: who lives in
+    /// whose network namespace (`container:<id>`; the engine keeps the
+    /// peer's id, so such a container loses its network when the peer is
+    /// replaced).
+    pub async fn network_members(&self) -> Result<Vec<NetworkMember>, EngineError> {
         let options = ListContainersOptions { all: true, ..Default::default() };
         let list = self
             .bounded("listing containers", "containers/json", self.docker.list_containers(Some(options)))
             .await?;
-        let mode = format!("container:{id}");
         Ok(list
             .into_iter()
-            .filter(|c| c.host_config.as_ref().and_then(|h| h.network_mode.as_deref()) == Some(mode.as_str()))
             .filter_map(|c| {
                 let running = c.state == Some(ContainerSummaryStateEnum::RUNNING);
+                let mode = c.host_config.as_ref().and_then(|h| h.network_mode.clone());
+                let joins = mode.and_then(|m| m.strip_prefix("container:").map(str::to_string));
                 let observed = container(c)?;
-                Some(Dependent { id: observed.id, name: observed.name, running })
+                Some(NetworkMember { id: observed.id, name: observed.name, running, joins })
             })
             .collect())
     }

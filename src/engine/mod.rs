@@ -17,7 +17,7 @@ mod list;
 mod pull;
 
 pub use containers::{ContainerDetails, ImageDetails, Sample};
-pub use list::Dependent;
+pub use list::NetworkMember;
 pub use pull::{Credentials, PullProgress};
 
 /// The default time one Engine API call may take.

@@ -21,6 +21,7 @@ mod rejoin;
 use std::fmt;
 
 pub use execute::Swapper;
+pub use rejoin::Rejoined;
 
 use crate::engine::EngineError;
 use crate::manifest::Settings;

@@ -15,6 +15,13 @@
 //! - the old target is back (rolled back): it has its old id again, so each
 //!   running dependent is restarted to join its fresh namespace.
 //!
+//! A crash between the target's commit and its dependents' recreation, a
+//! dependent that was busy in a swap of its own, or a peer whose backup
+//! could not be removed leaves a dependent pinned to a dead or backup
+//! container: every reconcile pass and `recover` look for such orphans
+//! ([`Swapper::rejoin_orphans`]) and recreate them the same way, when the
+//! journal says which container took the dead one's place.
+//!
 //! Only the network mode is followed here; IPC and PID `container:` modes
 //! are not in the engine's list output and are left as they are.
 
@@ -24,7 +31,7 @@ use super::execute::Prepared;
 use super::journal::{OpRecord, Step};
 use super::recreate::recreate;
 use super::{backup_name, swapped_name, temp_name, Outcome, SwapError, Swapper};
-use crate::engine::Dependent;
+use crate::engine::NetworkMember;
 use crate::manifest::{Order, Probe, PullPolicy, Settings};
 use crate::types::{ContainerId, OpId};
 
@@ -38,25 +45,26 @@ impl Swapper {
         if !stopped {
             return;
         }
-        let dependents = match self.engine().network_dependents(op.old_id.as_str()).await {
-            Ok(d) => d,
+        let members = match self.engine().network_members().await {
+            Ok(m) => m,
             Err(e) => {
-                tracing::warn!(error = %e, container = %op.container, "cannot list the containers sharing its network; restart or recreate them by hand");
+                tracing::warn!(error = %e, container = %op.container, "cannot list the containers sharing its network; the next pass retries");
                 return;
             }
         };
+        let old_id = op.old_id.as_str();
         // A swap's own temporary or backup container is not a dependent.
-        for dependent in dependents.iter().filter(|d| swapped_name(&d.name).is_none()) {
+        let dependents =
+            members.iter().filter(|m| m.joins.as_deref() == Some(old_id) && swapped_name(&m.name).is_none());
+        for dependent in dependents {
             match outcome {
                 Outcome::Committed(_) | Outcome::Failed(_) => {
-                    match self.rejoin(dependent, op, &rejoin_settings(settings)).await {
-                        Ok(done) => {
-                            tracing::info!(dependent = %dependent.name, outcome = %done, "recreated to join {}'s new network", op.container)
-                        }
-                        Err(e) => {
-                            tracing::warn!(dependent = %dependent.name, error = %e, "could not follow {}'s new network", op.container)
-                        }
-                    }
+                    let settings = rejoin_settings(settings);
+                    log_rejoin(
+                        &dependent.name,
+                        &op.container,
+                        self.rejoin(dependent, old_id, &op.container, &settings).await,
+                    );
                 }
                 Outcome::RolledBack(_) if dependent.running => match self.restart(&dependent.id).await {
                     Ok(()) => {
@@ -71,6 +79,76 @@ impl Swapper {
         }
     }
 
+    /// The convergence net, run by every reconcile pass and `recover`:
+    /// - a container whose `container:` network names a container that is
+    ///   gone or is a swap's backup is recreated to join whichever container
+    ///   took its peer's place (the journal, or the backup's name, says);
+    /// - a running container that joined an earlier start of a peer this
+    ///   tool has swapped (it started before the peer did: `recover`
+    ///   restored the peer) is restarted into the peer's current namespace.
+    ///
+    /// One list call when no container shares another's network.
+    pub async fn rejoin_orphans(&self, settings: &Settings) -> Result<Vec<Rejoined>, SwapError> {
+        let all = |e: String| SwapError::Unchanged { container: "(all)".into(), reason: e };
+        let members = self.engine().network_members().await.map_err(|e| all(e.to_string()))?;
+        if !members.iter().any(|m| m.joins.is_some()) {
+            return Ok(Vec::new());
+        }
+        let ops = self.journal().ops()?;
+        let settings = rejoin_settings(settings);
+        let mut done = Vec::new();
+        for member in &members {
+            let Some(old_peer) = member.joins.as_deref() else { continue };
+            let (peer, result) = if let Some(peer) = orphan_peer(member, &members, &ops) {
+                let result = match self.rejoin(member, old_peer, &peer, &settings).await {
+                    Ok(Outcome::Committed(_)) => Ok(format!("recreated in {peer}'s network")),
+                    Ok(other) => Err(other.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                (peer, result)
+            } else if let Some(peer) = self.stale_peer(member, &members, &ops).await {
+                let result =
+                    self.restart(&member.id).await.map(|()| format!("restarted into {peer}'s network"));
+                (peer, result)
+            } else {
+                continue;
+            };
+            match &result {
+                Ok(what) => tracing::info!(dependent = %member.name, "{what}"),
+                Err(e) => {
+                    tracing::warn!(dependent = %member.name, error = %e, "could not follow {peer}'s network")
+                }
+            }
+            done.push(Rejoined { container: member.name.clone(), peer, result });
+        }
+        Ok(done)
+    }
+
+    /// The peer's name when `member` runs in a namespace its peer has since
+    /// replaced by starting again, for peers this tool has swapped.
+    async fn stale_peer(
+        &self,
+        member: &NetworkMember,
+        members: &[NetworkMember],
+        ops: &[OpRecord],
+    ) -> Option<String> {
+        let id = member.joins.as_deref()?;
+        let peer = members.iter().find(|m| m.id.as_str() == id && m.running)?;
+        if !member.running
+            || swapped_name(&member.name).is_some()
+            || !ops.iter().any(|op| op.container == peer.name)
+        {
+            return None;
+        }
+        let started = |details: Option<crate::engine::ContainerDetails>| {
+            let at = details?.state?.started_at?;
+            humantime::parse_rfc3339(&at).ok()
+        };
+        let mine = started(self.engine().inspect_container(member.id.as_str()).await.ok().flatten())?;
+        let theirs = started(self.engine().inspect_container(id).await.ok().flatten())?;
+        (mine < theirs).then(|| peer.name.clone())
+    }
+
     async fn restart(&self, id: &ContainerId) -> Result<(), String> {
         self.engine().stop(id.as_str(), None).await.map_err(|e| e.to_string())?;
         self.engine().start(id.as_str()).await.map_err(|e| e.to_string())
@@ -80,14 +158,15 @@ impl Swapper {
     /// `container:` network now naming `peer.container`.
     async fn rejoin(
         &self,
-        dependent: &Dependent,
-        peer: &OpRecord,
+        dependent: &NetworkMember,
+        old_peer: &str,
+        peer: &str,
         settings: &Settings,
     ) -> Result<Outcome, SwapError> {
-        let span = tracing::info_span!("rejoin", container = %dependent.name, peer = %peer.container, op_id = tracing::field::Empty);
+        let span = tracing::info_span!("rejoin", container = %dependent.name, peer = %peer, op_id = tracing::field::Empty);
         async {
             let _lock = self.lock(&dependent.name)?;
-            let prepared = self.prepare_rejoin(dependent, peer).await?;
+            let prepared = self.prepare_rejoin(dependent, old_peer, peer).await?;
             tracing::Span::current().record("op_id", prepared.op.op_id.as_str());
             self.stop_first(settings, prepared).await
         }
@@ -95,7 +174,12 @@ impl Swapper {
         .await
     }
 
-    async fn prepare_rejoin(&self, dependent: &Dependent, peer: &OpRecord) -> Result<Prepared, SwapError> {
+    async fn prepare_rejoin(
+        &self,
+        dependent: &NetworkMember,
+        old_peer: &str,
+        peer: &str,
+    ) -> Result<Prepared, SwapError> {
         let c = dependent.name.as_str();
         let unchanged = |reason: String| SwapError::Unchanged { container: c.to_string(), reason };
         let engine = self.engine();
@@ -116,7 +200,7 @@ impl Swapper {
         // The old peer may still exist as a stopped backup (rollback
         // disabled, or its removal failed): join the container that now
         // carries the peer's name, never the backup.
-        peers.insert(peer.old_id.to_string(), peer.container.clone());
+        peers.insert(old_peer.to_string(), peer.to_string());
         let spec =
             recreate(&old, &image, &image, &reference, &peers).map_err(|e| unchanged(e.to_string()))?;
         let op_id = OpId::generate();
@@ -142,6 +226,57 @@ impl Swapper {
     }
 }
 
+/// A container brought back into its peer's network.
+#[derive(Debug)]
+pub struct Rejoined {
+    /// The dependent container.
+    pub container: String,
+    /// The container whose network it joins.
+    pub peer: String,
+    /// What was done, or why it did not work.
+    pub result: Result<String, String>,
+}
+
+fn log_rejoin<O: std::fmt::Display, E: std::fmt::Display>(dependent: &str, peer: &str, result: Result<O, E>) {
+    match result {
+        Ok(done) => {
+            tracing::info!(dependent = %dependent, outcome = %done, "recreated to join {peer}'s network")
+        }
+        Err(e) => tracing::warn!(dependent = %dependent, error = %e, "could not follow {peer}'s network"),
+    }
+}
+
+/// The name of the container `member` should share a network with, when
+/// its `container:<id>` names one that is gone or is a swap's backup or
+/// temporary: the backup's own name, or for a removed container the name
+/// whose swap replaced it (a committed op, or a failed one whose new
+/// container stayed). `None` when it is not an orphan or when nothing says
+/// who took the peer's place (a container replaced by hand).
+pub(crate) fn orphan_peer(
+    member: &NetworkMember,
+    members: &[NetworkMember],
+    ops: &[OpRecord],
+) -> Option<String> {
+    let id = member.joins.as_deref()?;
+    if swapped_name(&member.name).is_some() {
+        return None;
+    }
+    let name = match members.iter().find(|m| m.id.as_str() == id) {
+        Some(live) => swapped_name(&live.name)?.to_string(),
+        None => ops.iter().rev().find(|op| op.old_id.as_str() == id && took_over(op))?.container.clone(),
+    };
+    members.iter().any(|m| m.name == name && m.id.as_str() != id).then_some(name)
+}
+
+/// True when the op's new container took the name for good.
+fn took_over(op: &OpRecord) -> bool {
+    match op.step() {
+        Some(Step::Committed) => true,
+        Some(Step::Failed) => op.steps.iter().any(|s| s.step == Step::Started),
+        _ => false,
+    }
+}
+
 /// The target's settings, made fit for a container that keeps its image:
 /// nothing is pulled or cleaned up, the old one stops first (two containers
 /// in one namespace would clash on ports), and its own health decides.
@@ -158,6 +293,77 @@ fn rejoin_settings(target: &Settings) -> Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::swap::journal::StepRecord;
+
+    fn member(id: &str, name: &str, joins: Option<&str>) -> NetworkMember {
+        NetworkMember {
+            id: ContainerId::new(id),
+            name: name.into(),
+            running: true,
+            joins: joins.map(Into::into),
+        }
+    }
+
+    fn op(container: &str, old_id: &str, steps: &[Step]) -> OpRecord {
+        OpRecord {
+            op_id: OpId::new("op"),
+            container: container.into(),
+            old_id: ContainerId::new(old_id),
+            old_image: "app:1".into(),
+            old_image_id: "sha256:1".into(),
+            new_image: "app:2".into(),
+            new_image_id: "sha256:2".into(),
+            was_running: true,
+            order: "stop-first".into(),
+            backup_name: backup_name(container, "x"),
+            temp_name: temp_name(container, "x"),
+            new_id: None,
+            steps: steps.iter().map(|&step| StepRecord { step, at: String::new() }).collect(),
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn an_orphan_follows_the_container_whose_swap_replaced_its_peer() {
+        let members = [member("new-vpn", "vpn", None), member("c1", "client", Some("old-vpn"))];
+        let done = [Step::Prepared, Step::Created, Step::Stopped, Step::Started];
+        let committed = op("vpn", "old-vpn", &[&done[..], &[Step::Committed]].concat());
+        assert_eq!(orphan_peer(&members[1], &members, &[committed]), Some("vpn".into()));
+        // Rollback disabled: the new container stayed.
+        let kept = op("vpn", "old-vpn", &[&done[..], &[Step::Failed]].concat());
+        assert_eq!(orphan_peer(&members[1], &members, &[kept]), Some("vpn".into()));
+    }
+
+    #[test]
+    fn an_orphan_pinned_to_a_backup_follows_the_backups_name() {
+        let members = [
+            member("new-vpn", "vpn", None),
+            member("old-vpn", &backup_name("vpn", "x"), None),
+            member("c1", "client", Some("old-vpn")),
+        ];
+        assert_eq!(orphan_peer(&members[2], &members, &[]), Some("vpn".into()));
+    }
+
+    #[test]
+    fn what_is_not_an_orphan_or_cannot_be_placed_is_left_alone() {
+        let members = [member("vpn-id", "vpn", None), member("c1", "client", Some("vpn-id"))];
+        assert_eq!(orphan_peer(&members[1], &members, &[]), None, "its peer is alive");
+        assert_eq!(orphan_peer(&members[0], &members, &[]), None, "no container: mode");
+        // Gone, but replaced by hand: nothing says by whom.
+        let members = [member("other", "vpn", None), member("c1", "client", Some("gone"))];
+        assert_eq!(orphan_peer(&members[1], &members, &[]), None);
+        // Gone in a swap that was rolled back or never got going.
+        let rolled = op("vpn", "gone", &[Step::Prepared, Step::Stopped, Step::RolledBack]);
+        let early = op("vpn", "gone", &[Step::Prepared, Step::Failed]);
+        assert_eq!(orphan_peer(&members[1], &members, &[rolled, early]), None);
+        // The peer's name is carried by nobody now.
+        let committed = op("web", "gone", &[Step::Started, Step::Committed]);
+        assert_eq!(orphan_peer(&members[1], &members, &[committed]), None);
+        // A swap's own temporary is never an orphan to recreate.
+        let temp = member("t", &temp_name("client", "y"), Some("gone"));
+        let committed = op("vpn", "gone", &[Step::Started, Step::Committed]);
+        assert_eq!(orphan_peer(&temp, &members, &[committed]), None);
+    }
 
     #[test]
     fn a_dependent_keeps_its_image_and_stops_first_with_its_own_health() {
