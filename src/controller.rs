@@ -90,6 +90,10 @@ impl Controller {
             None => tracing::info!("not running in a container"),
         }
         let state_dir = state_dir.to_path_buf();
+        let swapper = match &me {
+            Some(me) => swapper.with_own_container(me.id.clone()),
+            None => swapper,
+        };
         Ok(Self {
             swapper,
             state_dir,

@@ -19,6 +19,7 @@ pub struct Swapper {
     engine: Engine,
     journal: Journal,
     show_progress: bool,
+    own: Option<ContainerId>,
 }
 
 /// What `prepare` learned before anything is touched.
@@ -32,7 +33,20 @@ impl Swapper {
     /// A swapper over `engine`, journaling to `journal`. Pull progress is
     /// printed on stderr when it is a terminal.
     pub fn new(engine: Engine, journal: Journal) -> Self {
-        Self { engine, journal, show_progress: std::io::stderr().is_terminal() }
+        Self { engine, journal, show_progress: std::io::stderr().is_terminal(), own: None }
+    }
+
+    /// Tells the swapper which container this process runs in: it is never
+    /// stopped from inside (recreating it to follow a peer's network would
+    /// kill the process half-way through).
+    pub fn with_own_container(mut self, id: ContainerId) -> Self {
+        self.own = Some(id);
+        self
+    }
+
+    /// The container this process runs in, if known.
+    pub(super) fn own_container(&self) -> Option<&ContainerId> {
+        self.own.as_ref()
     }
 
     /// The journal this swapper writes.

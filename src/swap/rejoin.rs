@@ -57,6 +57,9 @@ impl Swapper {
         let dependents =
             members.iter().filter(|m| m.joins.as_deref() == Some(old_id) && swapped_name(&m.name).is_none());
         for dependent in dependents {
+            if self.is_own(dependent, &op.container) {
+                continue;
+            }
             match outcome {
                 Outcome::Committed(_) | Outcome::Failed(_) => {
                     let settings = rejoin_settings(settings);
@@ -100,6 +103,9 @@ impl Swapper {
         for member in &members {
             let Some(old_peer) = member.joins.as_deref() else { continue };
             let (peer, result) = if let Some(peer) = orphan_peer(member, &members, &ops) {
+                if self.is_own(member, &peer) {
+                    continue;
+                }
                 let result = match self.rejoin(member, old_peer, &peer, &settings).await {
                     Ok(Outcome::Committed(_)) => Ok(format!("recreated in {peer}'s network")),
                     Ok(other) => Err(other.to_string()),
@@ -107,6 +113,9 @@ impl Swapper {
                 };
                 (peer, result)
             } else if let Some(peer) = self.stale_peer(member, &members, &ops).await {
+                if self.is_own(member, &peer) {
+                    continue;
+                }
                 let result =
                     self.restart(&member.id).await.map(|()| format!("restarted into {peer}'s network"));
                 (peer, result)
@@ -147,6 +156,16 @@ impl Swapper {
         let mine = started(self.engine().inspect_container(member.id.as_str()).await.ok().flatten())?;
         let theirs = started(self.engine().inspect_container(id).await.ok().flatten())?;
         (mine < theirs).then(|| peer.name.clone())
+    }
+
+    /// True (and says so) when `dependent` is the container this process
+    /// runs in: it cannot stop itself to follow `peer`.
+    fn is_own(&self, dependent: &NetworkMember, peer: &str) -> bool {
+        let own = self.own_container().is_some_and(|id| *id == dependent.id);
+        if own {
+            tracing::warn!(container = %dependent.name, "this controller shares {peer}'s network and cannot recreate itself to follow it; restart or recreate its container");
+        }
+        own
     }
 
     async fn restart(&self, id: &ContainerId) -> Result<(), String> {
