@@ -193,12 +193,6 @@ fn a_port_stolen_mid_swap_is_rolled_back_or_recovered() {
     assert_eq!(c.run.inspect(&name, "{{.Id}}"), old, "the very same old container");
 }
 
-/// The network namespace a container's process lives in.
-fn netns(run: &TestRun, name: &str) -> std::path::PathBuf {
-    let pid = run.inspect(name, "{{.State.Pid}}");
-    std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap_or_else(|e| panic!("netns of {name}: {e}"))
-}
-
 #[test]
 fn a_container_sharing_the_network_is_brought_back_by_recover_after_a_kill() {
     let c = case("sigkill_with_network_dependent");
@@ -216,7 +210,7 @@ fn a_container_sharing_the_network_is_brought_back_by_recover_after_a_kill() {
         c.recover();
         c.invariant(&vpn);
         assert_eq!(c.run.inspect(&client, "{{.State.Running}}"), "true", "after a kill at {step}");
-        assert_eq!(netns(&c.run, &client), netns(&c.run, &vpn), "one namespace again after a kill at {step}");
+        assert_eq!(c.run.netns(&client), c.run.netns(&vpn), "one namespace again after a kill at {step}");
         // Nothing left for a second recover.
         let out = c.run.cli(&["recover", "--state-dir", &c.state]);
         assert_eq!(

@@ -301,12 +301,6 @@ fn container_network_mode_follows_its_peer_by_name() {
     assert_eq!(run.inspect(&side, "{{.State.Running}}"), "true");
 }
 
-/// The network namespace a container's process lives in.
-fn netns(run: &TestRun, name: &str) -> std::path::PathBuf {
-    let pid = run.inspect(name, "{{.State.Pid}}");
-    std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap_or_else(|e| panic!("netns of {name}: {e}"))
-}
-
 #[test]
 fn containers_sharing_the_network_follow_the_upgrade_and_the_rollback() {
     let run = TestRun::new("fidelity_network_dependents");
@@ -326,7 +320,7 @@ fn containers_sharing_the_network_follow_the_upgrade_and_the_rollback() {
     let mount = format!("{volume}:/data");
     run.run_container("client", &format!("{repo}:1"), &["--network", &mode, "-v", &mount]);
     let client = run.name("client");
-    assert_eq!(netns(&run, &client), netns(&run, &vpn), "set-up: one namespace");
+    assert_eq!(run.netns(&client), run.netns(&vpn), "set-up: one namespace");
     let state = run.write_file("state/.keep", "").parent().expect("dir").display().to_string();
     let upgrade = |tag: &str| {
         let image = format!("{repo}:{tag}");
@@ -342,7 +336,7 @@ fn containers_sharing_the_network_follow_the_upgrade_and_the_rollback() {
     assert_eq!(run.inspect(&client, "{{.State.Running}}"), "true");
     assert_eq!(run.inspect(&client, "{{.Config.Image}}"), format!("{repo}:1"), "the client keeps its image");
     assert_eq!(run.inspect(&client, "{{range .Mounts}}{{.Name}}{{end}}"), volume, "and its volume");
-    assert_eq!(netns(&run, &client), netns(&run, &vpn), "the client shares the new namespace");
+    assert_eq!(run.netns(&client), run.netns(&vpn), "the client shares the new namespace");
 
     // Rolled back: the old container is back with its id, and the client is
     // restarted into its fresh namespace.
@@ -352,7 +346,7 @@ fn containers_sharing_the_network_follow_the_upgrade_and_the_rollback() {
     assert_eq!(run.inspect(&vpn, "{{.Id}}"), vpn_id);
     assert_eq!(run.inspect(&client, "{{.Id}}"), client_id, "a restart is enough");
     assert_eq!(run.inspect(&client, "{{.State.Running}}"), "true");
-    assert_eq!(netns(&run, &client), netns(&run, &vpn), "the client shares the restored namespace");
+    assert_eq!(run.netns(&client), run.netns(&vpn), "the client shares the restored namespace");
 
     let names =
         run.docker(&["ps", "-a", "--filter", &format!("label={}", run.label()), "--format", "{{.Names}}"]);

@@ -65,27 +65,18 @@ pub fn delay(failures: u32) -> Duration {
 mod tests {
     use super::*;
     use crate::swap::journal::StepRecord;
-    use crate::types::{ContainerId, OpId};
+    use crate::types::OpId;
 
     fn op(container: &str, image: &str, step: Step, at: &str) -> OpRecord {
         OpRecord {
             op_id: OpId::new(at),
-            container: container.into(),
-            old_id: ContainerId::new("old"),
-            old_image: "app:1".into(),
-            old_image_id: String::new(),
             new_image: image.into(),
-            new_image_id: String::new(),
-            was_running: true,
-            order: "stop-first".into(),
-            backup_name: String::new(),
-            temp_name: String::new(),
-            new_id: None,
             steps: vec![
                 StepRecord { step: Step::Prepared, at: at.into() },
                 StepRecord { step, at: at.into() },
             ],
             reason: (step != Step::Committed).then(|| "exited with code 1".into()),
+            ..OpRecord::sample(container)
         }
     }
 

@@ -305,13 +305,13 @@ fn fault_hook(step: Step, op: &OpRecord) {
 fn fault_hook(_: Step, _: &OpRecord) {}
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn op(id: &str) -> OpRecord {
+impl OpRecord {
+    /// A stop-first op on `container` from `app:1` to `app:2`, with no
+    /// steps yet: tests set what they care about on top.
+    pub(crate) fn sample(container: &str) -> OpRecord {
         OpRecord {
-            op_id: OpId::new(id),
-            container: "web".into(),
+            op_id: OpId::new("op"),
+            container: container.into(),
             old_id: ContainerId::new("old"),
             old_image: "app:1".into(),
             old_image_id: "sha256:1".into(),
@@ -319,12 +319,21 @@ mod tests {
             new_image_id: "sha256:2".into(),
             was_running: true,
             order: "stop-first".into(),
-            backup_name: "web--cu-backup-x".into(),
-            temp_name: "web--cu-new-x".into(),
+            backup_name: super::backup_name(container, "x"),
+            temp_name: super::temp_name(container, "x"),
             new_id: None,
             steps: Vec::new(),
             reason: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(id: &str) -> OpRecord {
+        OpRecord { op_id: OpId::new(id), ..OpRecord::sample("web") }
     }
 
     #[test]

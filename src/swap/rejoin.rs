@@ -116,8 +116,12 @@ impl Swapper {
                 if self.is_own(member, &peer) {
                     continue;
                 }
-                let result =
-                    self.restart(&member.id).await.map(|()| format!("restarted into {peer}'s network"));
+                let result = match self.lock(&member.name) {
+                    Ok(_lock) => {
+                        self.restart(&member.id).await.map(|()| format!("restarted into {peer}'s network"))
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
                 (peer, result)
             } else {
                 continue;
@@ -143,9 +147,12 @@ impl Swapper {
     ) -> Option<String> {
         let id = member.joins.as_deref()?;
         let peer = members.iter().find(|m| m.id.as_str() == id && m.running)?;
+        let swapped = ops.iter().filter(|op| op.container == peer.name).collect::<Vec<_>>();
+        // Only peers this journal swapped, and none whose swap is going on.
         if !member.running
             || swapped_name(&member.name).is_some()
-            || !ops.iter().any(|op| op.container == peer.name)
+            || swapped.is_empty()
+            || swapped.iter().any(|op| !op.is_finished())
         {
             return None;
         }
@@ -266,11 +273,12 @@ fn log_rejoin<O: std::fmt::Display, E: std::fmt::Display>(dependent: &str, peer:
 }
 
 /// The name of the container `member` should share a network with, when
-/// its `container:<id>` names one that is gone or is a swap's backup or
-/// temporary: the backup's own name, or for a removed container the name
-/// whose swap replaced it (a committed op, or a failed one whose new
-/// container stayed). `None` when it is not an orphan or when nothing says
-/// who took the peer's place (a container replaced by hand).
+/// its `container:<id>` names one that is gone or is a swap's backup: the
+/// name of the container that replaced it in a finished swap of this
+/// journal (committed, or failed with the new container kept). `None` when
+/// it is not an orphan, when the swap is still going (it brings its
+/// dependents along itself), or when nothing says who took the peer's place
+/// (a container replaced by hand, or by another journal's swap).
 pub(crate) fn orphan_peer(
     member: &NetworkMember,
     members: &[NetworkMember],
@@ -280,11 +288,11 @@ pub(crate) fn orphan_peer(
     if swapped_name(&member.name).is_some() {
         return None;
     }
-    let name = match members.iter().find(|m| m.id.as_str() == id) {
-        Some(live) => swapped_name(&live.name)?.to_string(),
-        None => ops.iter().rev().find(|op| op.old_id.as_str() == id && took_over(op))?.container.clone(),
-    };
-    members.iter().any(|m| m.name == name && m.id.as_str() != id).then_some(name)
+    if members.iter().any(|m| m.id.as_str() == id && swapped_name(&m.name).is_none()) {
+        return None;
+    }
+    let name = &ops.iter().rev().find(|op| op.old_id.as_str() == id && took_over(op))?.container;
+    members.iter().any(|m| &m.name == name && m.id.as_str() != id).then(|| name.clone())
 }
 
 /// True when the op's new container took the name for good.
@@ -325,20 +333,9 @@ mod tests {
 
     fn op(container: &str, old_id: &str, steps: &[Step]) -> OpRecord {
         OpRecord {
-            op_id: OpId::new("op"),
-            container: container.into(),
             old_id: ContainerId::new(old_id),
-            old_image: "app:1".into(),
-            old_image_id: "sha256:1".into(),
-            new_image: "app:2".into(),
-            new_image_id: "sha256:2".into(),
-            was_running: true,
-            order: "stop-first".into(),
-            backup_name: backup_name(container, "x"),
-            temp_name: temp_name(container, "x"),
-            new_id: None,
             steps: steps.iter().map(|&step| StepRecord { step, at: String::new() }).collect(),
-            reason: None,
+            ..OpRecord::sample(container)
         }
     }
 
@@ -354,13 +351,19 @@ mod tests {
     }
 
     #[test]
-    fn an_orphan_pinned_to_a_backup_follows_the_backups_name() {
+    fn an_orphan_pinned_to_a_kept_backup_follows_the_new_container() {
         let members = [
             member("new-vpn", "vpn", None),
             member("old-vpn", &backup_name("vpn", "x"), None),
             member("c1", "client", Some("old-vpn")),
         ];
-        assert_eq!(orphan_peer(&members[2], &members, &[]), Some("vpn".into()));
+        let kept = op("vpn", "old-vpn", &[Step::Prepared, Step::Stopped, Step::Started, Step::Failed]);
+        assert_eq!(orphan_peer(&members[2], &members, &[kept]), Some("vpn".into()));
+        // Still going: the swap brings its dependents along itself.
+        let going = op("vpn", "old-vpn", &[Step::Prepared, Step::Stopped, Step::Started]);
+        assert_eq!(orphan_peer(&members[2], &members, &[going]), None);
+        // Another journal's swap: not ours to touch.
+        assert_eq!(orphan_peer(&members[2], &members, &[]), None);
     }
 
     #[test]

@@ -194,6 +194,14 @@ impl TestRun {
         docker(&["inspect", "-f", format, target])
     }
 
+    /// The network namespace a running container's process lives in (the
+    /// engine runs on this host, so its `/proc` is ours).
+    pub fn netns(&self, container: &str) -> PathBuf {
+        let pid = self.inspect(container, "{{.State.Pid}}");
+        std::fs::read_link(format!("/proc/{pid}/ns/net"))
+            .unwrap_or_else(|e| panic!("network namespace of {container} (pid {pid}): {e}"))
+    }
+
     /// `docker logs`, stdout and stderr together.
     pub fn logs(&self, container: &str) -> String {
         let mut cmd = Command::new("docker");
