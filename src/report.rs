@@ -38,6 +38,10 @@ pub struct OpEvent {
     pub outcome: String,
     /// Why it rolled back or failed.
     pub reason: Option<String>,
+    /// For a container recreated on its own image to follow the container
+    /// whose network it shares: that container's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follows: Option<String>,
     /// When the op began (RFC 3339).
     pub started_at: String,
     /// When it ended (RFC 3339).
@@ -63,6 +67,7 @@ impl OpEvent {
             to: op.new_image.clone(),
             outcome: op.step().map_or("unknown", |s| s.name()).to_string(),
             reason: op.reason.clone(),
+            follows: op.follows.clone(),
             started_at: op.started_at().to_string(),
             ended_at: op.updated_at().to_string(),
             duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),

@@ -67,6 +67,10 @@ pub struct LastOp {
     pub to: String,
     /// Why it rolled back or failed.
     pub reason: Option<String>,
+    /// For a container recreated on its own image to follow the container
+    /// whose network it shares: that container's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follows: Option<String>,
     /// When it began.
     pub started_at: String,
     /// When it ended (or last moved).
@@ -83,6 +87,7 @@ impl LastOp {
             from: op.old_image.clone(),
             to: op.new_image.clone(),
             reason: op.reason.clone(),
+            follows: op.follows.clone(),
             started_at: op.started_at().to_string(),
             updated_at: op.updated_at().to_string(),
         }

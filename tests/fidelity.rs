@@ -337,6 +337,13 @@ fn containers_sharing_the_network_follow_the_upgrade_and_the_rollback() {
     assert_eq!(run.inspect(&client, "{{.Config.Image}}"), format!("{repo}:1"), "the client keeps its image");
     assert_eq!(run.inspect(&client, "{{range .Mounts}}{{.Name}}{{end}}"), volume, "and its volume");
     assert_eq!(run.netns(&client), run.netns(&vpn), "the client shares the new namespace");
+    // Its recreation is an op of its own, and says why.
+    let out = run.cli(&["status", "--state-dir", &state, "--output", "json"]);
+    let status: Value = serde_json::from_slice(&out.stdout).expect("status is JSON");
+    let rows = status["containers"].as_array().cloned().unwrap_or_default();
+    let row = rows.iter().find(|r| r["container"] == client.as_str()).expect("the client has an op");
+    assert_eq!(row["outcome"], "committed", "{row}");
+    assert_eq!(row["follows"], vpn.as_str(), "{row}");
 
     // Rolled back: the old container is back with its id, and the client is
     // restarted into its fresh namespace.

@@ -52,9 +52,13 @@ pub fn status(state_dir: &Path, json: bool) -> Result<u8, Failure> {
             let held = r.held_until.as_ref().map(|u| format!("; held until {u}")).unwrap_or_default();
             let reason = r.op.reason.as_ref().map(|x| format!(": {x}")).unwrap_or_default();
             let o = &r.op;
+            let what = match &o.follows {
+                Some(peer) => format!("recreated on {} to follow {peer}'s network", o.to),
+                None => format!("{} → {}", o.from, o.to),
+            };
             println!(
-                "{}: {} {} → {} at {} (op {}){reason}{held}",
-                r.container, o.outcome, o.from, o.to, o.updated_at, o.op_id
+                "{}: {} {what} at {} (op {}){reason}{held}",
+                r.container, o.outcome, o.updated_at, o.op_id
             );
         }
     }

@@ -137,6 +137,7 @@ impl Swapper {
             new_id: None,
             steps: Vec::new(),
             reason: None,
+            follows: None,
             op_id,
         };
         self.journal.record(&mut op, Step::Prepared, None)?;

@@ -100,6 +100,11 @@ pub struct OpRecord {
     pub steps: Vec<StepRecord>,
     /// Why it rolled back or failed.
     pub reason: Option<String>,
+    /// Set when the op recreated the container, on its own image, to
+    /// follow the container whose network it shares (`container:NAME`)
+    /// after that one was swapped: the name of that container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follows: Option<String>,
 }
 
 impl OpRecord {
@@ -324,6 +329,7 @@ impl OpRecord {
             new_id: None,
             steps: Vec::new(),
             reason: None,
+            follows: None,
         }
     }
 }
@@ -334,6 +340,18 @@ mod tests {
 
     fn op(id: &str) -> OpRecord {
         OpRecord { op_id: OpId::new(id), ..OpRecord::sample("web") }
+    }
+
+    #[test]
+    fn records_written_before_follows_existed_still_read() {
+        let plain = serde_json::to_string(&op("a")).expect("json");
+        assert!(!plain.contains("follows"), "written only when set: {plain}");
+        let back: OpRecord = serde_json::from_str(&plain).expect("reads");
+        assert_eq!(back.follows, None);
+        let following = OpRecord { follows: Some("vpn".into()), ..op("b") };
+        let back: OpRecord =
+            serde_json::from_str(&serde_json::to_string(&following).expect("json")).expect("reads");
+        assert_eq!(back, following);
     }
 
     #[test]

@@ -245,6 +245,7 @@ impl Swapper {
             new_id: None,
             steps: Vec::new(),
             reason: None,
+            follows: Some(peer.to_string()),
             op_id,
         };
         self.journal().record(&mut op, Step::Prepared, None)?;
