@@ -31,6 +31,9 @@ pub struct ObservedContainer {
     pub health: Option<Health>,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
+    /// The container id in its `container:<id>` network mode, when it lives
+    /// in another container's network namespace.
+    pub joins: Option<String>,
 }
 
 /// Docker's health status of a container with a HEALTHCHECK.

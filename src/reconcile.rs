@@ -5,6 +5,7 @@
 //! call): it always reconciles the whole manifest, so it must be, and is,
 //! idempotent. A target that fails rolls back alone; the others go on.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
@@ -12,7 +13,7 @@ use futures_util::stream::{self, StreamExt};
 
 use crate::engine::EngineError;
 use crate::manifest::{Manifest, Settings};
-use crate::observe;
+use crate::observe::{self, Observed};
 use crate::plan::{self, Action, Plan, PlanEntry};
 use crate::reference::ImageRef;
 use crate::registry::Registry;
@@ -87,16 +88,67 @@ pub async fn reconcile_once(
     let history = swapper.journal().ops()?;
     let now = SystemTime::now();
 
-    let (own, work): (Vec<_>, Vec<_>) = plan
+    let (own, work): (Vec<Job>, Vec<Job>) = plan
         .upgrades()
-        .filter_map(|entry| {
+        .enumerate()
+        .filter_map(|(order, entry)| {
             let request = request(manifest, &resolved, entry)?;
             let held = backoff::hold(&history, &request.container, &request.image.familiar(), now);
-            Some((entry.clone(), held.map_or(Ok(request), Err)))
+            Some((order, entry.clone(), held.map_or(Ok(request), Err)))
         })
-        .partition(|(entry, _)| me.is_some_and(|me| entry.container.as_deref() == Some(me.name.as_str())));
-    let applied = stream::iter(work)
-        .map(|(entry, job)| async move {
+        .partition(|(_, entry, _)| me.is_some_and(|me| entry.container.as_deref() == Some(me.name.as_str())));
+    // A container living in the network namespace of another container
+    // swapped in this pass waits for that swap: started together, it would
+    // join its peer half-way through (and the peer's swap recreates it).
+    let (first, second) = waves(work, &observed);
+    let mut applied = run_wave(swapper, first, parallel, stopping).await;
+    applied.extend(run_wave(swapper, second, parallel, stopping).await);
+    applied.sort_by_key(|(order, _, _)| *order);
+    let applied = applied.into_iter().map(|(_, entry, applied)| (entry, applied)).collect();
+    // The convergence net for containers sharing a replaced container's
+    // network (see swap::rejoin); logged, journaled, never failing the pass.
+    if !stopping.load(Ordering::SeqCst) {
+        if let Err(e) = swapper.rejoin_orphans(&Settings::default()).await {
+            tracing::warn!(error = %e, "looking for containers left in a replaced container's network");
+        }
+    }
+    if let Err(e) = swapper.journal().prune() {
+        tracing::warn!(error = %e, "pruning the journal");
+    }
+    let own = own.into_iter().next().map(|(_, entry, job)| (entry, job));
+    Ok(Report { recovered, plan, applied, own })
+}
+
+/// One swap of a pass: its place in the plan, its entry, and the request
+/// or why it is held.
+type Job = (usize, PlanEntry, Result<SwapRequest, Hold>);
+
+/// Splits a pass's swaps into those that can start at once and those whose
+/// container lives in the network namespace (`container:<id>`) of a
+/// container swapped in the first wave.
+fn waves(work: Vec<Job>, observed: &Observed) -> (Vec<Job>, Vec<Job>) {
+    let by_name = |name: &str| observed.containers.iter().find(|c| c.name == name);
+    let swapped: HashSet<&str> = work
+        .iter()
+        .filter(|(_, _, job)| job.is_ok())
+        .filter_map(|(_, entry, _)| by_name(entry.container.as_deref()?))
+        .map(|c| c.id.as_str())
+        .collect();
+    work.into_iter().partition(|(_, entry, _)| {
+        let joins = entry.container.as_deref().and_then(by_name).and_then(|c| c.joins.as_deref());
+        !joins.is_some_and(|peer| swapped.contains(peer))
+    })
+}
+
+/// Runs `jobs`, at most `parallel` at once; no new swap once `stopping`.
+async fn run_wave(
+    swapper: &Swapper,
+    jobs: Vec<Job>,
+    parallel: usize,
+    stopping: &AtomicBool,
+) -> Vec<(usize, PlanEntry, Applied)> {
+    stream::iter(jobs)
+        .map(|(order, entry, job)| async move {
             let applied = match job {
                 Err(hold) => Applied::Held(hold),
                 // Shutting down: swaps in flight finish; no new one starts.
@@ -109,22 +161,11 @@ pub async fn reconcile_once(
                     Err(e) => Applied::Error(e),
                 },
             };
-            (entry, applied)
+            (order, entry, applied)
         })
         .buffered(parallel.max(1))
         .collect()
-        .await;
-    // The convergence net for containers sharing a replaced container's
-    // network (see swap::rejoin); logged, journaled, never failing the pass.
-    if !stopping.load(Ordering::SeqCst) {
-        if let Err(e) = swapper.rejoin_orphans(&Settings::default()).await {
-            tracing::warn!(error = %e, "looking for containers left in a replaced container's network");
-        }
-    }
-    if let Err(e) = swapper.journal().prune() {
-        tracing::warn!(error = %e, "pruning the journal");
-    }
-    Ok(Report { recovered, plan, applied, own: own.into_iter().next() })
+        .await
 }
 
 /// The swap an `upgrade` entry asks for.
@@ -141,4 +182,77 @@ fn request(manifest: &Manifest, resolved: &resolve::Resolved, entry: &PlanEntry)
         settings: target.settings.clone(),
         op_id: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::observe::ObservedContainer;
+    use crate::swap::backoff::Hold;
+    use crate::types::{ContainerId, ImageId};
+
+    fn container(name: &str, joins: Option<&str>) -> ObservedContainer {
+        ObservedContainer {
+            id: ContainerId::new(format!("id-{name}")),
+            name: name.into(),
+            image: "app:1".into(),
+            image_id: ImageId::new("sha256:1"),
+            state: "running".into(),
+            health: None,
+            labels: BTreeMap::new(),
+            joins: joins.map(Into::into),
+        }
+    }
+
+    fn job(order: usize, manifest: &Manifest, name: &str, held: bool) -> Job {
+        let entry = PlanEntry {
+            target: name.into(),
+            target_index: order,
+            container: Some(name.into()),
+            current: None,
+            desired: None,
+            action: Action::Upgrade,
+            reason: String::new(),
+        };
+        let job = if held {
+            Err(Hold { until: SystemTime::now(), failures: 1, reason: "exited".into() })
+        } else {
+            let settings = manifest.targets[order].settings.clone();
+            let image = ImageRef::parse("app:2").expect("image");
+            Ok(SwapRequest { container: name.into(), image, settings, op_id: None })
+        };
+        (order, entry, job)
+    }
+
+    fn names(jobs: &[Job]) -> Vec<&str> {
+        jobs.iter().filter_map(|(_, e, _)| e.container.as_deref()).collect()
+    }
+
+    #[test]
+    fn a_container_in_a_swapped_peers_network_waits_for_the_peer() {
+        let text = "version: 1\ntargets:\n  - container: vpn\n    image: app:2\n  - container: client\n    image: app:2\n  - container: web\n    image: app:2\n";
+        let manifest = Manifest::parse("m.yaml", text).expect("manifest");
+        let containers = vec![
+            container("vpn", None),
+            container("client", Some("id-vpn")),
+            container("web", Some("id-other")),
+        ];
+        let observed = Observed::new(&manifest, containers, Vec::new());
+        let work = vec![
+            job(0, &manifest, "vpn", false),
+            job(1, &manifest, "client", false),
+            job(2, &manifest, "web", false),
+        ];
+        let (first, second) = waves(work, &observed);
+        assert_eq!(names(&first), ["vpn", "web"]);
+        assert_eq!(names(&second), ["client"]);
+
+        // A held peer is not swapped: its client need not wait.
+        let work = vec![job(0, &manifest, "vpn", true), job(1, &manifest, "client", false)];
+        let (first, second) = waves(work, &observed);
+        assert_eq!(names(&first), ["vpn", "client"]);
+        assert!(second.is_empty());
+    }
 }

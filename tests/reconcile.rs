@@ -58,3 +58,38 @@ fn reconcile_upgrades_twenty_containers_and_a_failing_one_rolls_back_alone() {
     let names = run.docker(&["ps", "-a", "--filter", &run.label_filter(), "--format", "{{.Names}}"]);
     assert!(!names.contains("--cu-"), "leftovers: {names}");
 }
+
+#[test]
+fn a_pass_upgrading_a_peer_and_its_network_client_leaves_them_in_one_namespace() {
+    let run = TestRun::new("reconcile_network_pair");
+    let registry = run.registry();
+    let app = registry.repo("app");
+    run.publish_versions(&app);
+    run.run_container("vpn", &format!("{app}:1"), &[]);
+    let vpn = run.name("vpn");
+    let mode = format!("container:{vpn}");
+    run.run_container("client", &format!("{app}:1"), &["--network", &mode]);
+    let client = run.name("client");
+    // The client comes first in the file: the pass still swaps it after
+    // its peer, not side by side with it.
+    let manifest = format!(
+        "version: 1\ndefaults:\n  health: {{stable: 1s, timeout: 30s}}\ntargets:\n  - container: {client}\n    image: {app}:2\n  - container: {vpn}\n    image: {app}:2\n"
+    );
+    let file = run.write_file("desired-state.yaml", &manifest);
+    let state = run.write_file("state/.keep", "").parent().expect("dir").display().to_string();
+    let out = run.cli(&["reconcile", "-f", file.to_str().expect("utf-8"), "--once", "--state-dir", &state]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("Reconciled: 2 upgraded"), "{stdout}");
+    for name in [&vpn, &client] {
+        assert_eq!(run.inspect(name, "{{.Config.Image}}"), format!("{app}:2"), "{name}");
+        assert_eq!(run.inspect(name, "{{.State.Running}}"), "true", "{name}");
+    }
+    let vpn_id = run.inspect(&vpn, "{{.Id}}");
+    assert_eq!(run.inspect(&client, "{{.HostConfig.NetworkMode}}"), format!("container:{vpn_id}"));
+    assert_eq!(run.netns(&client), run.netns(&vpn), "one namespace");
+    // Nothing is left to do.
+    let out = run.cli(&["reconcile", "-f", file.to_str().expect("utf-8"), "--once", "--state-dir", &state]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 up to date"));
+}

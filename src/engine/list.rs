@@ -43,10 +43,8 @@ impl Engine {
             .into_iter()
             .filter_map(|c| {
                 let running = c.state == Some(ContainerSummaryStateEnum::RUNNING);
-                let mode = c.host_config.as_ref().and_then(|h| h.network_mode.clone());
-                let joins = mode.and_then(|m| m.strip_prefix("container:").map(str::to_string));
                 let observed = container(c)?;
-                Some(NetworkMember { id: observed.id, name: observed.name, running, joins })
+                Some(NetworkMember { id: observed.id, name: observed.name, running, joins: observed.joins })
             })
             .collect())
     }
@@ -63,6 +61,12 @@ impl Engine {
 /// bollard's summary to ours; entries without an id or name are skipped
 /// (the engine always sends both; a container being removed may not).
 fn container(c: ContainerSummary) -> Option<ObservedContainer> {
+    let joins = c
+        .host_config
+        .as_ref()
+        .and_then(|h| h.network_mode.as_deref())
+        .and_then(|m| m.strip_prefix("container:"))
+        .map(str::to_string);
     let id = c.id?;
     let name = c.names?.into_iter().next()?.trim_start_matches('/').to_string();
     Some(ObservedContainer {
@@ -73,6 +77,7 @@ fn container(c: ContainerSummary) -> Option<ObservedContainer> {
         state: c.state.map_or_else(|| "unknown".to_string(), state_name),
         health: c.status.as_deref().and_then(health),
         labels: c.labels.unwrap_or_default().into_iter().collect(),
+        joins,
     })
 }
 

@@ -39,6 +39,7 @@ impl World {
             state: "running".into(),
             health: None,
             labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+            joins: None,
         });
         self
     }
