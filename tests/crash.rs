@@ -203,9 +203,7 @@ fn a_container_sharing_the_network_is_brought_back_by_recover_after_a_kill() {
     // one's namespace.
     for step in ["stopped", "committed"] {
         let vpn = c.web(&format!("vpn-{step}"));
-        let mode = format!("container:{vpn}");
-        c.run.run_container(&format!("client-{step}"), &format!("{}:1", c.repo), &["--network", &mode]);
-        let client = c.run.name(&format!("client-{step}"));
+        let client = c.run.run_in_network_of(&vpn, &format!("client-{step}"), &format!("{}:1", c.repo), &[]);
         c.upgrade_killed_after(&vpn, &image, step);
         c.recover();
         c.invariant(&vpn);

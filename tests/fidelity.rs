@@ -279,9 +279,7 @@ fn container_network_mode_follows_its_peer_by_name() {
     run.publish_versions(&repo);
     run.run_container("peer", &format!("{repo}:1"), &[]);
     let peer = run.name("peer");
-    let mode = format!("container:{peer}");
-    run.run_container("side", &format!("{repo}:1"), &["--network", &mode]);
-    let side = run.name("side");
+    let side = run.run_in_network_of(&peer, "side", &format!("{repo}:1"), &[]);
     let state = run.write_file("state/.keep", "").parent().expect("dir").display().to_string();
     let upgrade = |name: &str| {
         let image = format!("{repo}:2");
@@ -316,10 +314,8 @@ fn containers_sharing_the_network_follow_the_upgrade_and_the_rollback() {
     let vpn = run.name("vpn");
     let volume = run.name("data");
     run.docker(&["volume", "create", "--label", &run.label(), &volume]);
-    let mode = format!("container:{vpn}");
     let mount = format!("{volume}:/data");
-    run.run_container("client", &format!("{repo}:1"), &["--network", &mode, "-v", &mount]);
-    let client = run.name("client");
+    let client = run.run_in_network_of(&vpn, "client", &format!("{repo}:1"), &["-v", &mount]);
     assert_eq!(run.netns(&client), run.netns(&vpn), "set-up: one namespace");
     let state = run.write_file("state/.keep", "").parent().expect("dir").display().to_string();
     let upgrade = |tag: &str| {

@@ -67,9 +67,7 @@ fn a_pass_upgrading_a_peer_and_its_network_client_leaves_them_in_one_namespace()
     run.publish_versions(&app);
     run.run_container("vpn", &format!("{app}:1"), &[]);
     let vpn = run.name("vpn");
-    let mode = format!("container:{vpn}");
-    run.run_container("client", &format!("{app}:1"), &["--network", &mode]);
-    let client = run.name("client");
+    let client = run.run_in_network_of(&vpn, "client", &format!("{app}:1"), &[]);
     // The client comes first in the file: the pass still swaps it after
     // its peer, not side by side with it.
     let manifest = format!(

@@ -194,6 +194,17 @@ impl TestRun {
         docker(&["inspect", "-f", format, target])
     }
 
+    /// `run_container` of `client` inside the network namespace of the
+    /// container named `peer` (`--network container:<peer>`), with `extra`
+    /// arguments; returns the client's name.
+    pub fn run_in_network_of(&self, peer: &str, client: &str, image: &str, extra: &[&str]) -> String {
+        let mode = format!("container:{peer}");
+        let mut args = vec!["--network", mode.as_str()];
+        args.extend_from_slice(extra);
+        self.run_container(client, image, &args);
+        self.name(client)
+    }
+
     /// The network namespace a running container's process lives in (the
     /// engine runs on this host, so its `/proc` is ours).
     pub fn netns(&self, container: &str) -> PathBuf {
