@@ -230,7 +230,7 @@ fn check_name(name: &str) -> Result<(), String> {
     }
     match name.split_once('/') {
         Some((domain, path)) if check_domain(domain).is_ok() => check_path(path),
-        Some((domain, _)) if domain.contains(['.', ':']) || domain == "localhost" => check_domain(domain),
+        Some((domain, _)) if names_a_registry(domain) => check_domain(domain),
         _ => path_only,
     }
 }
@@ -305,12 +305,18 @@ fn check_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Docker's `splitDomain`: the first component is the registry when it has a
-/// `.` or `:` or is `localhost`; otherwise the registry is Docker Hub, where
+/// Docker's rule for the first path component: a registry when it has a
+/// `.` or `:` or is `localhost`, otherwise part of a Docker Hub repository.
+fn names_a_registry(first: &str) -> bool {
+    first.contains(['.', ':']) || first == "localhost"
+}
+
+/// Docker's `splitDomain`: the first component is the registry when
+/// [`names_a_registry`]; otherwise the registry is Docker Hub, where
 /// single-component names live under `library/`.
 fn split_domain(name: &str) -> (String, String) {
     let (domain, rest) = match name.split_once('/') {
-        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => (first, rest),
+        Some((first, rest)) if names_a_registry(first) => (first, rest),
         _ => (DOCKER_HUB, name),
     };
     let domain = if domain == "index.docker.io" { DOCKER_HUB } else { domain };
@@ -332,7 +338,7 @@ fn is_image_id(s: &str) -> bool {
 /// domains may be uppercase while paths may not.
 fn path_has_uppercase(name: &str) -> bool {
     let path = match name.split_once('/') {
-        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => rest,
+        Some((first, rest)) if names_a_registry(first) => rest,
         _ => name,
     };
     // The tag follows the last ':' after the last '/'; tags may be uppercase.

@@ -33,7 +33,7 @@ use super::recreate::recreate;
 use super::{backup_name, swapped_name, temp_name, Outcome, SwapError, Swapper};
 use crate::engine::NetworkMember;
 use crate::manifest::{Order, Probe, PullPolicy, Settings};
-use crate::types::{ContainerId, OpId};
+use crate::types::OpId;
 
 impl Swapper {
     /// Brings the network dependents of the swapped container along (see
@@ -60,32 +60,23 @@ impl Swapper {
             if self.is_own(dependent, &op.container) {
                 continue;
             }
-            match outcome {
+            let result = match outcome {
                 Outcome::Committed(_) | Outcome::Failed(_) => {
-                    let settings = rejoin_settings(settings);
-                    log_rejoin(
-                        &dependent.name,
-                        &op.container,
-                        self.rejoin(dependent, old_id, &op.container, &settings).await,
-                    );
+                    self.recreate_into(dependent, old_id, &op.container, &rejoin_settings(settings)).await
                 }
-                Outcome::RolledBack(_) if dependent.running => match self.restart(&dependent.id).await {
-                    Ok(()) => {
-                        tracing::info!(dependent = %dependent.name, "restarted to rejoin {}'s network", op.container)
-                    }
-                    Err(e) => {
-                        tracing::warn!(dependent = %dependent.name, error = %e, "could not restart it to rejoin {}'s network", op.container)
-                    }
-                },
-                Outcome::RolledBack(_) | Outcome::AlreadyCurrent { .. } => {}
-            }
+                Outcome::RolledBack(_) if dependent.running => {
+                    self.restart_into(dependent, &op.container).await
+                }
+                Outcome::RolledBack(_) | Outcome::AlreadyCurrent { .. } => continue,
+            };
+            log_followed(&dependent.name, &op.container, &result);
         }
     }
 
     /// The convergence net, run by every reconcile pass and `recover`:
     /// - a container whose `container:` network names a container that is
-    ///   gone or is a swap's backup is recreated to join whichever container
-    ///   took its peer's place (the journal, or the backup's name, says);
+    ///   gone or is a swap's backup is recreated to join the container that
+    ///   took its peer's place in a finished swap of this journal;
     /// - a running container that joined an earlier start of a peer this
     ///   tool has swapped (it started before the peer did: `recover`
     ///   restored the peer) is restarted into the peer's current namespace.
@@ -106,32 +97,18 @@ impl Swapper {
                 if self.is_own(member, &peer) {
                     continue;
                 }
-                let result = match self.rejoin(member, old_peer, &peer, &settings).await {
-                    Ok(Outcome::Committed(_)) => Ok(format!("recreated in {peer}'s network")),
-                    Ok(other) => Err(other.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
+                let result = self.recreate_into(member, old_peer, &peer, &settings).await;
                 (peer, result)
             } else if let Some(peer) = self.stale_peer(member, &members, &ops).await {
                 if self.is_own(member, &peer) {
                     continue;
                 }
-                let result = match self.lock(&member.name) {
-                    Ok(_lock) => {
-                        self.restart(&member.id).await.map(|()| format!("restarted into {peer}'s network"))
-                    }
-                    Err(e) => Err(e.to_string()),
-                };
+                let result = self.restart_into(member, &peer).await;
                 (peer, result)
             } else {
                 continue;
             };
-            match &result {
-                Ok(what) => tracing::info!(dependent = %member.name, "{what}"),
-                Err(e) => {
-                    tracing::warn!(dependent = %member.name, error = %e, "could not follow {peer}'s network")
-                }
-            }
+            log_followed(&member.name, &peer, &result);
             done.push(Rejoined { container: member.name.clone(), peer, result });
         }
         Ok(done)
@@ -175,9 +152,30 @@ impl Swapper {
         own
     }
 
-    async fn restart(&self, id: &ContainerId) -> Result<(), String> {
-        self.engine().stop(id.as_str(), None).await.map_err(|e| e.to_string())?;
-        self.engine().start(id.as_str()).await.map_err(|e| e.to_string())
+    /// Recreates `dependent` to join `peer` (see [`Self::rejoin`]); says
+    /// what was done, or why not.
+    async fn recreate_into(
+        &self,
+        dependent: &NetworkMember,
+        old_peer: &str,
+        peer: &str,
+        settings: &Settings,
+    ) -> Result<String, String> {
+        match self.rejoin(dependent, old_peer, peer, settings).await {
+            Ok(Outcome::Committed(_)) => Ok(format!("recreated in {peer}'s network")),
+            Ok(other) => Err(other.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Restarts `dependent`, under its lock, so it joins `peer`'s current
+    /// namespace; says what was done, or why not.
+    async fn restart_into(&self, dependent: &NetworkMember, peer: &str) -> Result<String, String> {
+        let _lock = self.lock(&dependent.name).map_err(|e| e.to_string())?;
+        let id = dependent.id.as_str();
+        self.engine().stop(id, None).await.map_err(|e| e.to_string())?;
+        self.engine().start(id).await.map_err(|e| e.to_string())?;
+        Ok(format!("restarted into {peer}'s network"))
     }
 
     /// Recreates `dependent` from its own image with its own settings, its
@@ -264,11 +262,9 @@ pub struct Rejoined {
     pub result: Result<String, String>,
 }
 
-fn log_rejoin<O: std::fmt::Display, E: std::fmt::Display>(dependent: &str, peer: &str, result: Result<O, E>) {
+fn log_followed(dependent: &str, peer: &str, result: &Result<String, String>) {
     match result {
-        Ok(done) => {
-            tracing::info!(dependent = %dependent, outcome = %done, "recreated to join {peer}'s network")
-        }
+        Ok(what) => tracing::info!(dependent = %dependent, "{what}"),
         Err(e) => tracing::warn!(dependent = %dependent, error = %e, "could not follow {peer}'s network"),
     }
 }
@@ -322,6 +318,7 @@ fn rejoin_settings(target: &Settings) -> Settings {
 mod tests {
     use super::*;
     use crate::swap::journal::StepRecord;
+    use crate::types::ContainerId;
 
     fn member(id: &str, name: &str, joins: Option<&str>) -> NetworkMember {
         NetworkMember {
