@@ -185,6 +185,9 @@ impl Controller {
         let own_news = self.own_news(&journal);
         let own = match (report.own.take(), &self.me) {
             (Some((_, Err(hold))), _) => Some(Own::Held(hold)),
+            // Shutting down: the helper would outlive this controller's
+            // say in the matter; the next start picks the upgrade up again.
+            (Some((_, Ok(_))), Some(_)) if self.stopping.load(std::sync::atomic::Ordering::SeqCst) => None,
             (Some((_, Ok(request))), Some(me)) => Some(self.hand_off(me, request).await),
             _ => None,
         };

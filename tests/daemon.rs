@@ -56,9 +56,19 @@ impl Daemon {
 
     /// SIGTERM, then the exit code.
     fn terminate(mut self) -> Option<i32> {
+        self.sigterm();
+        self.exit_code(Duration::from_secs(20))
+    }
+
+    fn sigterm(&self) {
         let pid = self.child.id().to_string();
         let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
-        for _ in 0..200 {
+    }
+
+    /// The exit code once it exits within `timeout`; else it is killed: None.
+    fn exit_code(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status.code();
             }
@@ -342,4 +352,49 @@ fn a_valid_api_push_upgrades_the_target_and_refusals_write_nothing() {
     let (_, metrics) = http(&addr, "GET", "/metrics", &[], "");
     assert!(metrics.contains("container_upgrader_upgrades_total{outcome=\"committed\"} 1"), "{metrics}");
     assert_eq!(d.terminate(), Some(0));
+}
+
+#[test]
+fn sigterm_during_a_pass_lets_the_swap_in_flight_finish_and_starts_no_other() {
+    let s = setup("daemon_sigterm_mid_pass");
+    let names: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            s.run.run_container(n, &format!("{}:1", s.repo), &[]);
+            s.run.name(n)
+        })
+        .collect();
+    let ids: Vec<String> = names.iter().map(|n| s.run.inspect(n, "{{.Id}}")).collect();
+    // One swap at a time, each gated for 4 s: SIGTERM lands inside the first.
+    let targets: String =
+        names.iter().map(|n| format!("  - container: {n}\n    image: {}:2\n", s.repo)).collect();
+    s.write_in_place(&format!(
+        "version: 1\ndefaults:\n  drift_interval: 1h\n  health: {{stable: 4s, timeout: 30s}}\ntargets:\n{targets}"
+    ));
+    let mut d = Daemon::start(&s.run, &s.path(), &s.state, &["--parallel", "1"]);
+    let ops = std::path::Path::new(&s.state).join("ops");
+    wait_for("a swap to be in flight", Duration::from_secs(60), || {
+        std::fs::read_dir(&ops).map(|d| d.count() > 0).unwrap_or(false)
+    });
+    d.sigterm();
+    let code = d.exit_code(Duration::from_secs(40));
+    let out = d.output();
+    assert_eq!(code, Some(0), "SIGTERM exits 0 once the swap in flight is done:\n{out}");
+    assert!(out.contains("stopping: no new swap starts"), "{out}");
+
+    let images: Vec<String> = names.iter().map(|n| s.image_of(n)).collect();
+    let upgraded: Vec<usize> = (0..2).filter(|&i| images[i] == format!("{}:2", s.repo)).collect();
+    assert_eq!(upgraded.len(), 1, "exactly the swap in flight finished: {images:?}\n{out}");
+    let other = 1 - upgraded[0];
+    assert_eq!(images[other], format!("{}:1", s.repo), "no new swap started");
+    assert_eq!(s.run.inspect(&names[other], "{{.Id}}"), ids[other], "the other container is untouched");
+    assert_eq!(s.run.inspect(&names[upgraded[0]], "{{.State.Running}}"), "true");
+    let leftovers = s.run.docker(&["ps", "-a", "--filter", &s.run.label_filter(), "--format", "{{.Names}}"]);
+    assert!(!leftovers.contains("--cu-"), "no temporary or backup container left: {leftovers}");
+    let status = s.run.cli(&["status", "--state-dir", &s.state, "--output", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    let rows = status["containers"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.len(), 1, "one op journaled: {status:#}");
+    assert_eq!(rows[0]["container"], names[upgraded[0]].as_str());
+    assert_eq!(rows[0]["outcome"], "committed", "{status:#}");
 }

@@ -75,7 +75,26 @@ pub async fn run(controller: &Controller, options: Options<'_>) -> Result<u8, Fa
     loop_state.reported = last_finished(controller);
     let mut trigger = Trigger::Timer;
     loop {
-        loop_state.pass(&trigger).await;
+        // A signal during a pass stops new swaps at once; the ones in
+        // flight finish (or roll back) before the pass returns.
+        let stopping = {
+            let pass = loop_state.pass(&trigger);
+            tokio::pin!(pass);
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    () = &mut pass => break,
+                    _ = term.recv(), if !stopping => stopping = true,
+                    _ = int.recv(), if !stopping => stopping = true,
+                }
+                controller.stop();
+                eprintln!("stopping: no new swap starts; waiting for the swaps in flight");
+            }
+            stopping
+        };
+        if stopping {
+            break;
+        }
         let wait = loop_state.interval();
         let next_check = Instant::now() + wait;
         loop_state.set_next_check(wait);
