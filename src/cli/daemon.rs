@@ -77,22 +77,22 @@ pub async fn run(controller: &Controller, options: Options<'_>) -> Result<u8, Fa
     loop {
         // A signal during a pass stops new swaps at once; the ones in
         // flight finish (or roll back) before the pass returns.
-        let stopping = {
+        let signalled = {
             let pass = loop_state.pass(&trigger);
             tokio::pin!(pass);
-            let mut stopping = false;
-            loop {
-                tokio::select! {
-                    () = &mut pass => break,
-                    _ = term.recv(), if !stopping => stopping = true,
-                    _ = int.recv(), if !stopping => stopping = true,
-                }
+            let signalled = tokio::select! {
+                () = &mut pass => false,
+                _ = term.recv() => true,
+                _ = int.recv() => true,
+            };
+            if signalled {
                 controller.stop();
                 eprintln!("stopping: no new swap starts; waiting for the swaps in flight");
+                pass.await;
             }
-            stopping
+            signalled
         };
-        if stopping {
+        if signalled {
             break;
         }
         let wait = loop_state.interval();
