@@ -221,10 +221,9 @@ impl Controller {
             Ok(false) => {}
             Err(e) => return Own::Failed(e.to_string()),
         }
-        let reg = request.image.registry().to_string();
-        let credentials =
-            tokio::task::spawn_blocking(move || registry::credentials(&reg)).await.ok().flatten();
-        if let Err(e) = engine.pull(&request.image, credentials, |_| {}).await {
+        // The target's pull policy holds for the controller's own
+        // container too (`never`: a locally built image, no registry).
+        if let Err(e) = self.swapper.prefetch(&request, &me.details).await {
             return Own::Failed(e.to_string());
         }
         let current = me.details.image.clone().unwrap_or_default();

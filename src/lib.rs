@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod observe;
 pub mod plan;
+pub mod private_fs;
 pub mod reconcile;
 pub mod reference;
 pub mod registry;

@@ -63,9 +63,14 @@ pub enum ReconcileError {
     /// The journal cannot be read.
     #[error(transparent)]
     Journal(#[from] JournalError),
-    /// Recovery of an earlier op failed; nothing new is started on top of it.
-    #[error("recovering an interrupted swap failed: {0}")]
-    Recover(SwapError),
+    /// Recovery of an earlier op failed, or found a damaged journal
+    /// record; nothing new is started on top of it.
+    #[error("recovering interrupted swaps needs attention: {}", join(.0))]
+    Recover(Vec<SwapError>),
+}
+
+fn join(errors: &[SwapError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// Runs one pass of `manifest` with at most `parallel` swaps at once.
@@ -78,9 +83,16 @@ pub async fn reconcile_once(
     stopping: &AtomicBool,
 ) -> Result<Report, ReconcileError> {
     let skip = |op: &OpRecord| me.is_some_and(|me| needs_helper(op, me));
-    let recovered = recover::recover_except(swapper.engine(), swapper.journal(), skip)
+    let recovery = recover::recover_except(swapper.engine(), swapper.journal(), skip)
         .await
-        .map_err(ReconcileError::Recover)?;
+        .map_err(|e| ReconcileError::Recover(vec![e]))?;
+    if !recovery.problems.is_empty() {
+        for r in &recovery.done {
+            tracing::info!(op_id = %r.op.op_id, container = %r.op.container, action = %r.action, "recovered");
+        }
+        return Err(ReconcileError::Recover(recovery.problems));
+    }
+    let recovered = recovery.done;
     let observed = observe::observe(swapper.engine(), manifest).await?;
     let needed = plan::needs_resolution(manifest, &observed);
     let resolved = resolve::resolve(manifest, &observed, registry, &needed).await;

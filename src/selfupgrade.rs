@@ -84,6 +84,9 @@ pub async fn launch(
         // and the helper mark.
         labels: Some({
             let mut labels: HashMap<String, String> = config.labels.clone().unwrap_or_default();
+            // The controller's op label names the swap that made it; the
+            // helper is no swap's new container.
+            labels.remove(crate::swap::OP_LABEL);
             labels.insert(HELPER_LABEL.to_string(), me.name.clone());
             labels
         }),

@@ -138,9 +138,25 @@ impl OpId {
         Self(format!("{compact}-{}-{n}", std::process::id()))
     }
 
-    /// Wraps an id read back from the journal or a flag.
+    /// Wraps an id this process made or already checked.
     pub fn new(id: impl Into<String>) -> Self {
         Self(id.into())
+    }
+
+    /// Checks an id that comes from outside (a flag, a journal file name):
+    /// it names files in the state directory, so it must be a plain name —
+    /// `[A-Za-z0-9][A-Za-z0-9._-]*`, at most 100 characters.
+    pub fn parse(id: &str) -> Result<Self, String> {
+        let mut chars = id.chars();
+        let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+        let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !first_ok || !rest_ok || id.len() > 100 {
+            return Err(format!(
+                "`{}` is not an op id: expected a letter or digit, then letters, digits, `.`, `_` or `-`, at most 100 characters",
+                id.chars().take(120).collect::<String>()
+            ));
+        }
+        Ok(Self(id.to_string()))
     }
 
     /// The id as text.
@@ -168,6 +184,15 @@ mod tests {
     use super::*;
 
     const HEX64: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn op_ids_from_outside_must_be_plain_names() {
+        let made = OpId::generate();
+        assert_eq!(OpId::parse(made.as_str()).expect("generated ids parse"), made);
+        for bad in ["", "../x", ".hidden", "a/b", "a b", "op\0", &"x".repeat(101)] {
+            assert!(OpId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn digest_accepts_well_formed_sha256() {

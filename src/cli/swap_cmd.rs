@@ -107,11 +107,22 @@ async fn recover_first(swapper: &Swapper) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Finishes or undoes every interrupted swap; a failure needs attention.
+/// Finishes or undoes every interrupted swap; an op that could not be
+/// finished, or a damaged journal record, needs attention (what was done
+/// is still printed).
 async fn recover_all(swapper: &Swapper) -> Result<Vec<Recovered>, Failure> {
-    recover::recover(swapper.engine(), swapper.journal())
+    let recovery = recover::recover(swapper.engine(), swapper.journal())
         .await
-        .map_err(|e| Failure::new(exit::ATTENTION, format!("error: recovering an interrupted swap: {e}")))
+        .map_err(|e| Failure::new(exit::ATTENTION, format!("error: recovering interrupted swaps: {e}")))?;
+    if recovery.problems.is_empty() {
+        return Ok(recovery.done);
+    }
+    for r in &recovery.done {
+        eprintln!("{}", describe(r));
+    }
+    let mut message: Vec<String> = recovery.problems.iter().map(|p| format!("error: {p}")).collect();
+    message.push("error: needs attention; `container-upgrader recover` tries again".into());
+    Err(Failure::new(exit::ATTENTION, message.join("\n")))
 }
 
 /// `recovered web (op …): restored the old container`.
@@ -374,7 +385,7 @@ fn outcome_code(o: &Outcome) -> u8 {
 fn error_code(e: &SwapError) -> u8 {
     match e {
         SwapError::Unchanged { .. } => exit::UNCHANGED,
-        SwapError::Stuck { .. } | SwapError::Journal(_) => exit::ATTENTION,
+        SwapError::Stuck { .. } | SwapError::Journal(_) | SwapError::DamagedRecord { .. } => exit::ATTENTION,
     }
 }
 

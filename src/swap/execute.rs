@@ -8,7 +8,7 @@ use tracing::Instrument;
 
 use super::journal::{Journal, OpRecord, Step, TargetLock};
 use super::recreate::{recreate, CreateSpec};
-use super::{backup_name, health, swapped_name, temp_name, Outcome, SwapError, SwapRequest};
+use super::{backup_name, health, swapped_name, temp_name, Outcome, SwapError, SwapRequest, OP_LABEL};
 use crate::engine::{ContainerDetails, Engine, ImageDetails};
 use crate::manifest::{Order, PullPolicy, Settings};
 use crate::types::{ContainerId, OpId};
@@ -87,7 +87,10 @@ impl Swapper {
     }
 
     /// Inspects, pulls and computes the new container; journals `prepared`.
-    /// `None`: the container already runs the image.
+    /// `None`: the container already runs the image. A failure once the
+    /// container is known (a pull, a refused recreation) is journaled as
+    /// `aborted`, so the backoff holds the image instead of retrying it on
+    /// every pass.
     async fn prepare(&self, req: &SwapRequest) -> Result<Option<Prepared>, SwapError> {
         let c = req.container.as_str();
         let engine = &self.engine;
@@ -96,77 +99,66 @@ impl Swapper {
             .await
             .map_err(|e| SwapError::engine(c, e))?
             .ok_or_else(|| SwapError::unchanged(c, format!("no container named {c}")))?;
-        let name = old.name.as_deref().unwrap_or(c).trim_start_matches('/').to_string();
         let old_image_id = old.image.clone().unwrap_or_default();
         let old_image = engine.inspect_image(&old_image_id).await.map_err(|e| SwapError::engine(c, e))?.ok_or_else(
             || SwapError::unchanged(c, format!("its image {old_image_id} is gone; without it the image's defaults cannot be told from the container's own settings")),
         )?;
-        let new_image = self.pull(req).await?;
-        let new_image_id = new_image.id.clone().unwrap_or_default();
-        if new_image_id == old_image_id {
+        let mut op = new_op(req, &old);
+        let new_image = match self.pull(req).await {
+            Ok(image) => image,
+            Err(reason) => {
+                return Err(self.abort(&mut op, format!("pulling {} failed: {reason}", req.image.familiar())))
+            }
+        };
+        op.new_image_id = new_image.id.clone().unwrap_or_default();
+        if op.new_image_id == old_image_id {
             return Ok(None);
         }
-        let peers = self.peers(&old).await.map_err(|e| SwapError::unchanged(c, e))?;
-        let spec = recreate(&old, &old_image, &new_image, &req.image.familiar(), &peers)
-            .map_err(|e| SwapError::unchanged(c, e))?;
-        match req.settings.order {
-            Order::StartFirst => start_first_allowed(&old),
-            Order::StopFirst => stop_first_allowed(&old),
-        }
-        .map_err(|e| SwapError::unchanged(c, e))?;
-        let op_id = req.op_id.clone().unwrap_or_else(OpId::generate);
-        let suffix = op_id.suffix();
-        let mut op = OpRecord {
-            container: name.clone(),
-            old_id: ContainerId::new(old.id.clone().unwrap_or_default()),
-            old_image: old
-                .config
-                .as_ref()
-                .and_then(|cfg| cfg.image.clone())
-                .unwrap_or_else(|| old_image_id.clone()),
-            old_image_id,
-            new_image: req.image.familiar(),
-            new_image_id,
-            was_running: old.state.as_ref().and_then(|s| s.running).unwrap_or(false),
-            order: match req.settings.order {
-                Order::StopFirst => "stop-first".into(),
-                Order::StartFirst => "start-first".into(),
-            },
-            backup_name: backup_name(&name, &suffix),
-            temp_name: temp_name(&name, &suffix),
-            new_id: None,
-            steps: Vec::new(),
-            reason: None,
-            follows: None,
-            op_id,
+        let spec = match self.spec(req, &old, &old_image, &new_image).await {
+            Ok(spec) => spec,
+            Err(reason) => return Err(self.abort(&mut op, reason)),
         };
         self.journal.record(&mut op, Step::Prepared, None)?;
         Ok(Some(Prepared { old, spec, op }))
     }
 
+    /// The new container's create request, or why it cannot be made.
+    async fn spec(
+        &self,
+        req: &SwapRequest,
+        old: &ContainerDetails,
+        old_image: &ImageDetails,
+        new_image: &ImageDetails,
+    ) -> Result<CreateSpec, String> {
+        let peers = self.peers(old).await?;
+        let spec =
+            recreate(old, old_image, new_image, &req.image.familiar(), &peers).map_err(|e| e.to_string())?;
+        match req.settings.order {
+            Order::StartFirst => start_first_allowed(old),
+            Order::StopFirst => stop_first_allowed(old),
+        }?;
+        Ok(spec)
+    }
+
     /// Makes the desired image present per the pull policy; returns it.
-    async fn pull(&self, req: &SwapRequest) -> Result<ImageDetails, SwapError> {
-        let c = req.container.as_str();
+    /// The controller's hand-off to its helper pulls through here too, so
+    /// one pull policy covers every container, its own included.
+    pub async fn pull(&self, req: &SwapRequest) -> Result<ImageDetails, String> {
         let reference = req.image.to_string();
-        let present = self.engine.inspect_image(&reference).await.map_err(|e| SwapError::engine(c, e))?;
+        let image = req.image.familiar();
+        let present = self.engine.inspect_image(&reference).await.map_err(|e| e.to_string())?;
         let must_pull = match req.settings.pull {
             PullPolicy::Always => true,
             PullPolicy::IfMissing => present.is_none(),
             PullPolicy::Never => false,
         };
         if !must_pull {
-            return present.ok_or_else(|| {
-                SwapError::unchanged(
-                    c,
-                    format!("{} is not present locally and pull is `never`", req.image.familiar()),
-                )
-            });
+            return present.ok_or_else(|| format!("{image} is not present locally and pull is `never`"));
         }
         let registry = req.image.registry().to_string();
         let credentials =
             tokio::task::spawn_blocking(move || crate::registry::credentials(&registry)).await.ok().flatten();
         let show = self.show_progress;
-        let image = req.image.familiar();
         self.engine
             .pull(&req.image, credentials, |p| {
                 if show {
@@ -179,12 +171,35 @@ impl Swapper {
                 }
             })
             .await
-            .map_err(|e| SwapError::unchanged(c, e))?;
+            .map_err(|e| e.to_string())?;
         self.engine
             .inspect_image(&reference)
             .await
-            .map_err(|e| SwapError::engine(c, e))?
-            .ok_or_else(|| SwapError::unchanged(c, format!("{reference} is not present after pulling it")))
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{reference} is not present after pulling it"))
+    }
+
+    /// Makes `req.image` present for a swap of `old` that another process
+    /// (the self-upgrade helper) will perform, under the same pull policy
+    /// as any swap; a failure is journaled `aborted` on `old`'s name, so the
+    /// same backoff holds the image.
+    pub async fn prefetch(&self, req: &SwapRequest, old: &ContainerDetails) -> Result<(), SwapError> {
+        match self.pull(req).await {
+            Ok(_) => Ok(()),
+            Err(reason) => {
+                let mut op = new_op(&SwapRequest { op_id: None, ..req.clone() }, old);
+                Err(self.abort(&mut op, format!("pulling {} failed: {reason}", req.image.familiar())))
+            }
+        }
+    }
+
+    /// Journals an op that ended before anything changed, so the backoff
+    /// sees it; says nothing changed.
+    pub(super) fn abort(&self, op: &mut OpRecord, reason: String) -> SwapError {
+        if let Err(e) = self.journal.record(op, Step::Aborted, Some(reason.clone())) {
+            tracing::error!(error = %e, "journaling a failure before the swap");
+        }
+        SwapError::Unchanged { container: op.container.clone(), reason }
     }
 
     /// Names of the containers whose ids the old one refers to
@@ -229,8 +244,13 @@ impl Swapper {
 
     /// Creates the new container under its temporary name with all its
     /// networks; journals `created`. On failure removes it: nothing changed.
+    /// The new container carries [`OP_LABEL`]: whoever finds it later — a
+    /// recovery whose journal record was lost, a check before removing it —
+    /// can tell it is this op's and not a user's.
     async fn create(&self, op: &mut OpRecord, spec: &CreateSpec) -> Result<(), String> {
-        let id = self.engine.create(&op.temp_name, spec.body.clone()).await.map_err(|e| e.to_string())?;
+        let mut body = spec.body.clone();
+        body.labels.get_or_insert_with(HashMap::new).insert(OP_LABEL.to_string(), op.op_id.to_string());
+        let id = self.engine.create(&op.temp_name, body).await.map_err(|e| e.to_string())?;
         op.new_id = Some(id.clone());
         for (network, endpoint) in &spec.extra_networks {
             if let Err(e) = self.engine.connect_network(network, &id, endpoint.clone()).await {
@@ -241,23 +261,11 @@ impl Swapper {
         self.journal.record(op, Step::Created, None).map_err(|e| e.to_string())
     }
 
-    /// Records a failure before the swap and says nothing changed.
-    fn unchanged(&self, op: &mut OpRecord, reason: String) -> SwapError {
-        if let Err(e) = self.journal.record(op, Step::Failed, Some(reason.clone())) {
-            tracing::error!(error = %e, "journaling a failure before the swap");
-        }
-        SwapError::Unchanged { container: op.container.clone(), reason }
-    }
-
     pub(super) async fn stop_first(&self, settings: &Settings, p: Prepared) -> Result<Outcome, SwapError> {
         let Prepared { old, spec, mut op } = p;
-        if let Err(e) = self.create(&mut op, &spec).await {
-            let _ = self.engine.remove(&op.temp_name).await;
-            return Err(self.unchanged(&mut op, format!("creating the new container failed: {e}")));
-        }
-        if let Err(e) = self.retire_old(&old, &op).await {
-            let _ = self.restore_untouched(&op).await;
-            return Err(self.unchanged(&mut op, e));
+        self.create_or_abort(&mut op, &spec).await?;
+        if let Err(e) = self.retire_old(&old, &mut op).await {
+            return self.undo_retire(op, e).await;
         }
         self.journal.record(&mut op, Step::Stopped, None)?;
         let new_id = op.new_id.clone().map(|id| id.to_string()).unwrap_or_default();
@@ -270,10 +278,7 @@ impl Swapper {
 
     async fn start_first(&self, settings: &Settings, p: Prepared) -> Result<Outcome, SwapError> {
         let Prepared { old, spec, mut op } = p;
-        if let Err(e) = self.create(&mut op, &spec).await {
-            let _ = self.engine.remove(&op.temp_name).await;
-            return Err(self.unchanged(&mut op, format!("creating the new container failed: {e}")));
-        }
+        self.create_or_abort(&mut op, &spec).await?;
         let new_id = op.new_id.clone().map(|id| id.to_string()).unwrap_or_default();
         // The old container is untouched until the new one has passed.
         let verdict = match self.engine.start(&new_id).await {
@@ -283,7 +288,7 @@ impl Swapper {
         if let Err(reason) = verdict {
             return self.discard_new(op, reason).await;
         }
-        if let Err(e) = self.retire_old(&old, &op).await {
+        if let Err(e) = self.retire_old(&old, &mut op).await {
             return self.roll_back(op, e).await;
         }
         self.journal.record(&mut op, Step::Stopped, None)?;
@@ -294,35 +299,50 @@ impl Swapper {
         self.commit(settings, op).await
     }
 
+    /// Creates the new container; on failure removes what the create left
+    /// and journals the op `aborted` (nothing changed).
+    async fn create_or_abort(&self, op: &mut OpRecord, spec: &CreateSpec) -> Result<(), SwapError> {
+        let Err(e) = self.create(op, spec).await else { return Ok(()) };
+        let reason = format!("creating the new container failed: {e}");
+        // The journal says `aborted`, so the leftover sweep removes a
+        // temporary container this removal misses.
+        if let Err(e) = self.engine.remove(&op.temp_name).await {
+            tracing::warn!(error = %e, container = %op.temp_name, "the half-created container was not removed yet");
+        }
+        Err(self.abort(op, reason))
+    }
+
     /// Stops the old container (its own signal and timeout) and renames it
-    /// to the backup name.
-    async fn retire_old(&self, old: &ContainerDetails, op: &OpRecord) -> Result<(), String> {
-        let id = op.old_id.as_str();
+    /// to the backup name. The intent to stop is journaled first: an
+    /// accepted stop outlives this process, and recovery must know to wait
+    /// it out.
+    async fn retire_old(&self, old: &ContainerDetails, op: &mut OpRecord) -> Result<(), String> {
+        let id = op.old_id.to_string();
         if op.was_running {
+            self.journal.record(op, Step::Stopping, None).map_err(|e| e.to_string())?;
             let grace = old.config.as_ref().and_then(|c| c.stop_timeout).and_then(|t| u64::try_from(t).ok());
             self.engine
-                .stop(id, grace.map(Duration::from_secs))
+                .stop(&id, grace.map(Duration::from_secs))
                 .await
                 .map_err(|e| format!("stopping the old container failed: {e}"))?;
         }
         self.engine
-            .rename(id, &op.backup_name)
+            .rename(&id, &op.backup_name)
             .await
             .map_err(|e| format!("renaming the old container failed: {e}"))
     }
 
-    /// Undo for a failure before `stopped` was journaled: remove the new
-    /// container, put the old one back as it was.
-    async fn restore_untouched(&self, op: &OpRecord) -> Result<(), String> {
-        if let Some(id) = &op.new_id {
-            self.engine.remove(id.as_str()).await.map_err(|e| e.to_string())?;
+    /// stop-first, after retiring the old container failed: nothing changed
+    /// when no stop was asked for; otherwise the old container went down and
+    /// is brought back, which is a rollback.
+    async fn undo_retire(&self, mut op: OpRecord, reason: String) -> Result<Outcome, SwapError> {
+        if op.reached(Step::Stopping) {
+            return self.roll_back(op, reason).await;
         }
-        let old = op.old_id.as_str();
-        let _ = self.engine.rename(old, &op.container).await;
-        if op.was_running {
-            self.engine.start(old).await.map_err(|e| e.to_string())?;
-        }
-        Ok(())
+        super::recover::restore_old(&self.engine, &op).await.map_err(|e| {
+            self.stuck(&mut op, format!("{reason}; putting the old container back failed: {e}"))
+        })?;
+        Err(self.abort(&mut op, reason))
     }
 
     /// Gives the original name to the new container and starts it.
@@ -374,30 +394,77 @@ impl Swapper {
 
     /// Start-first failure: the old container was never touched.
     async fn discard_new(&self, mut op: OpRecord, reason: String) -> Result<Outcome, SwapError> {
-        if let Some(id) = &op.new_id {
-            self.engine
-                .remove(id.as_str())
-                .await
-                .map_err(|e| self.stuck(&op, format!("{reason}; removing the new container failed: {e}")))?;
+        if let Err(e) = super::recover::remove_new(&self.engine, &op).await {
+            return Err(self.stuck(&mut op, format!("{reason}; removing the new container failed: {e}")));
         }
         self.journal.record(&mut op, Step::RolledBack, Some(reason))?;
         Ok(Outcome::RolledBack(op))
     }
 
     /// Removes the new container, gives the name back to the old one and
-    /// starts it; journals `rolled_back` with the reason.
+    /// starts it, then checks it stays up; journals `rolled_back` with the
+    /// reason. A restore that fails leaves the op unfinished for `recover`.
     async fn roll_back(&self, mut op: OpRecord, reason: String) -> Result<Outcome, SwapError> {
         tracing::warn!(reason = %reason, "rolling back");
-        super::recover::restore_old(&self.engine, &op)
-            .await
-            .map_err(|e| self.stuck(&op, format!("{reason}; rollback failed: {e}")))?;
+        let restored = match super::recover::restore_old(&self.engine, &op).await {
+            Ok(()) => super::recover::verify(&self.engine, &op, op.old_id.as_str()).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = restored {
+            return Err(self.stuck(&mut op, format!("{reason}; rollback failed: {e}")));
+        }
         self.journal.record(&mut op, Step::RolledBack, Some(reason))?;
         Ok(Outcome::RolledBack(op))
     }
 
-    fn stuck(&self, op: &OpRecord, reason: String) -> SwapError {
+    /// The op could not be finished or undone: its reason is journaled, the
+    /// op stays unfinished, and `recover` takes it up again.
+    fn stuck(&self, op: &mut OpRecord, reason: String) -> SwapError {
+        op.reason = Some(reason.clone());
+        if let Err(e) = self.journal.write(op) {
+            tracing::error!(error = %e, "journaling why the swap stopped half-way");
+        }
         SwapError::Stuck { container: op.container.clone(), op_id: op.op_id.to_string(), reason }
     }
+}
+
+/// The op a swap of `old` to `req.image` journals; the new image id is
+/// filled in once the image is present.
+fn new_op(req: &SwapRequest, old: &ContainerDetails) -> OpRecord {
+    let name = old.name.as_deref().unwrap_or(&req.container).trim_start_matches('/').to_string();
+    let op_id = req.op_id.clone().unwrap_or_else(OpId::generate);
+    let suffix = op_id.suffix();
+    OpRecord {
+        container: name.clone(),
+        old_id: ContainerId::new(old.id.clone().unwrap_or_default()),
+        old_image: old
+            .config
+            .as_ref()
+            .and_then(|cfg| cfg.image.clone())
+            .unwrap_or_else(|| old.image.clone().unwrap_or_default()),
+        old_image_id: old.image.clone().unwrap_or_default(),
+        new_image: req.image.familiar(),
+        new_image_id: String::new(),
+        was_running: old.state.as_ref().and_then(|s| s.running).unwrap_or(false),
+        order: match req.settings.order {
+            Order::StopFirst => "stop-first".into(),
+            Order::StartFirst => "start-first".into(),
+        },
+        backup_name: backup_name(&name, &suffix),
+        temp_name: temp_name(&name, &suffix),
+        new_id: None,
+        steps: Vec::new(),
+        reason: None,
+        follows: None,
+        stop_grace_secs: Some(stop_grace(old)),
+        op_id,
+    }
+}
+
+/// How long the engine may take to stop `c`: its own stop timeout, else
+/// the engine's default of 10 s.
+pub(super) fn stop_grace(c: &ContainerDetails) -> u64 {
+    c.config.as_ref().and_then(|cfg| cfg.stop_timeout).and_then(|t| u64::try_from(t).ok()).unwrap_or(10)
 }
 
 /// stop-first keeps the stopped old container as the backup. The engine

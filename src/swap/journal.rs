@@ -7,17 +7,26 @@
 //! a torn record. Locks are `flock`s on `locks/<container>.lock`, released
 //! by the kernel when the holder dies, so a crashed upgrader never blocks
 //! the next one.
+//!
+//! The directory is the controller's alone ([`crate::private_fs`]: 0700,
+//! files 0600, no symlink followed, bounded reads of regular files only,
+//! op ids checked before they name a file). A record that cannot be read is
+//! never skipped silently: [`Journal::scan`] returns it as [`Damaged`], and
+//! recovery moves it aside to `damaged/` and says so.
 
-use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::Write;
+use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::private_fs;
 use crate::types::{ContainerId, OpId};
 
 /// Finished operations kept for `status` and backoff; older ones are pruned.
 pub const KEEP_FINISHED: usize = 500;
+
+/// The largest record read back: a real one is a few KiB.
+pub const MAX_RECORD: u64 = 256 * 1024;
 
 /// One step of a swap, in the order they happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -27,6 +36,10 @@ pub enum Step {
     Prepared,
     /// The new container exists under its temporary name.
     Created,
+    /// About to ask the engine to stop the old container. The engine
+    /// finishes a stop it accepted even if the upgrader dies, so recovery
+    /// waits the stop out before it judges the old container.
+    Stopping,
     /// The old container is stopped and renamed to its backup name.
     Stopped,
     /// The new container runs under the original name.
@@ -35,15 +48,18 @@ pub enum Step {
     Committed,
     /// The old container is back under its name.
     RolledBack,
-    /// Ended without a swap (an error before anything changed), or the gate
-    /// failed with rollback disabled.
+    /// The gate failed with rollback disabled: the new container stays, the
+    /// old one is kept stopped under its backup name.
     Failed,
+    /// Ended before anything changed (the pull failed, the create was
+    /// refused, …): the container is as it was.
+    Aborted,
 }
 
 impl Step {
     /// True for the steps that end an operation.
     pub fn is_final(self) -> bool {
-        matches!(self, Step::Committed | Step::RolledBack | Step::Failed)
+        matches!(self, Step::Committed | Step::RolledBack | Step::Failed | Step::Aborted)
     }
 
     /// The name used in the journal and the fault hook.
@@ -51,11 +67,13 @@ impl Step {
         match self {
             Step::Prepared => "prepared",
             Step::Created => "created",
+            Step::Stopping => "stopping",
             Step::Stopped => "stopped",
             Step::Started => "started",
             Step::Committed => "committed",
             Step::RolledBack => "rolled_back",
             Step::Failed => "failed",
+            Step::Aborted => "aborted",
         }
     }
 }
@@ -105,6 +123,11 @@ pub struct OpRecord {
     /// after that one was swapped: the name of that container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follows: Option<String>,
+    /// How long the engine may take to stop the old container (its own
+    /// stop timeout, else the engine's 10 s): how long recovery waits out
+    /// an interrupted `stopping`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_grace_secs: Option<u64>,
 }
 
 impl OpRecord {
@@ -127,6 +150,39 @@ impl OpRecord {
     pub fn updated_at(&self) -> &str {
         self.steps.last().map_or("", |s| s.at.as_str())
     }
+
+    /// True once `step` was recorded.
+    pub fn reached(&self, step: Step) -> bool {
+        self.steps.iter().any(|s| s.step == step)
+    }
+
+    /// Records written before `aborted` existed said `failed` for an op
+    /// that ended before any change: read them with today's meaning.
+    fn upgrade_legacy(&mut self) {
+        let started = self.reached(Step::Started);
+        if let Some(last) = self.steps.last_mut().filter(|s| s.step == Step::Failed && !started) {
+            last.step = Step::Aborted;
+        }
+    }
+}
+
+/// A journal file that could not be read as a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damaged {
+    /// The file.
+    pub path: PathBuf,
+    /// Why it is unreadable.
+    pub reason: String,
+}
+
+/// Everything in `ops/`: the readable records, oldest first, and the
+/// files that are not.
+#[derive(Debug, Clone, Default)]
+pub struct Scan {
+    /// Readable records, oldest first.
+    pub ops: Vec<OpRecord>,
+    /// Unreadable files.
+    pub damaged: Vec<Damaged>,
 }
 
 /// A journal failure: the state directory cannot be used.
@@ -161,15 +217,17 @@ pub struct TargetLock {
 }
 
 impl Journal {
-    /// Opens (creating if needed) the journal in `state_dir`.
+    /// Opens (creating if needed) the journal in `state_dir`, making it and
+    /// its subdirectories private (0700).
     pub fn open(state_dir: &Path) -> Result<Self, JournalError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| JournalError::Io { what: "preparing the state directory", path, source }
+        };
+        private_fs::ensure_private_dir(state_dir).map_err(io(state_dir))?;
         for sub in ["ops", "locks"] {
             let path = state_dir.join(sub);
-            fs::create_dir_all(&path).map_err(|source| JournalError::Io {
-                what: "creating the state directory",
-                path,
-                source,
-            })?;
+            private_fs::ensure_private_subdir(&path).map_err(io(&path))?;
         }
         Ok(Self { dir: state_dir.to_path_buf() })
     }
@@ -182,12 +240,11 @@ impl Journal {
     /// Takes the lock for `container`, or says who holds it.
     pub fn lock(&self, container: &str) -> Result<TargetLock, JournalError> {
         let path = self.dir.join("locks").join(format!("{}.lock", safe_name(container)));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| JournalError::Io { what: "opening lock", path: path.clone(), source })?;
+        let file = private_fs::open_lock_file(&path).map_err(|source| JournalError::Io {
+            what: "opening lock",
+            path: path.clone(),
+            source,
+        })?;
         match file.try_lock() {
             Ok(()) => Ok(TargetLock { _file: file }),
             Err(TryLockError::WouldBlock) => Err(JournalError::Busy(container.to_string())),
@@ -209,53 +266,98 @@ impl Journal {
 
     /// Rewrites an op as it is (used by recovery to add what it learned).
     pub fn write(&self, op: &OpRecord) -> Result<(), JournalError> {
-        let ops = self.dir.join("ops");
-        let path = ops.join(format!("{}.json", op.op_id));
-        let tmp = ops.join(format!(".{}.json.tmp", op.op_id));
-        let io = |what: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| JournalError::Io { what, path, source }
-        };
+        let path = self.record_path(&op.op_id)?;
         let bytes = serde_json::to_vec_pretty(op).map_err(|e| JournalError::Io {
             what: "encoding",
             path: path.clone(),
             source: std::io::Error::other(e),
         })?;
-        let mut file = File::create(&tmp).map_err(io("creating", &tmp))?;
-        file.write_all(&bytes).map_err(io("writing", &tmp))?;
-        file.sync_all().map_err(io("syncing", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io("renaming into place", &path))?;
-        File::open(&ops).and_then(|d| d.sync_all()).map_err(io("syncing", &ops))?;
-        Ok(())
+        private_fs::write_atomic(&path, &bytes).map_err(|source| JournalError::Io {
+            what: "writing",
+            path,
+            source,
+        })
     }
 
-    /// Every readable op, oldest first. A damaged file is skipped with a
-    /// warning: one bad record must not stop recovery of the others.
+    /// `ops/<id>.json`, for an id that is a plain name.
+    fn record_path(&self, id: &OpId) -> Result<PathBuf, JournalError> {
+        let checked = OpId::parse(id.as_str()).map_err(|e| JournalError::Io {
+            what: "naming the record of",
+            path: PathBuf::from(id.as_str()),
+            source: std::io::Error::other(e),
+        })?;
+        Ok(self.dir.join("ops").join(format!("{checked}.json")))
+    }
+
+    /// One op's record, if it exists and is readable.
+    pub fn read(&self, id: &OpId) -> Result<Option<OpRecord>, JournalError> {
+        let path = self.record_path(id)?;
+        if fs::symlink_metadata(&path).is_err() {
+            return Ok(None);
+        }
+        read_record(&path, id.as_str()).map(Some).map_err(|reason| JournalError::Io {
+            what: "reading",
+            path,
+            source: std::io::Error::other(reason),
+        })
+    }
+
+    /// Every readable op, oldest first; damaged files are logged and left
+    /// out. Recovery and `status` use [`Journal::scan`] to report them.
     pub fn ops(&self) -> Result<Vec<OpRecord>, JournalError> {
+        let scan = self.scan()?;
+        for d in &scan.damaged {
+            tracing::warn!(path = %d.path.display(), reason = %d.reason, "unreadable journal record");
+        }
+        Ok(scan.ops)
+    }
+
+    /// Reads every record in `ops/`: the readable ones, oldest first, and
+    /// the files that are not records (truncated, garbled, wrong types,
+    /// empty, a symlink, a FIFO, oversized, a name that is not an op id or
+    /// does not match the id inside).
+    pub fn scan(&self) -> Result<Scan, JournalError> {
         let dir = self.dir.join("ops");
         let entries = fs::read_dir(&dir).map_err(|source| JournalError::Io {
             what: "reading",
             path: dir.clone(),
             source,
         })?;
-        let mut ops: Vec<OpRecord> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .filter_map(|p| match fs::read(&p).map(|b| serde_json::from_slice::<OpRecord>(&b)) {
-                Ok(Ok(op)) => Some(op),
-                Ok(Err(e)) => {
-                    tracing::warn!(path = %p.display(), error = %e, "skipping unreadable journal record");
-                    None
-                }
-                Err(e) => {
-                    tracing::warn!(path = %p.display(), error = %e, "skipping unreadable journal record");
-                    None
-                }
-            })
-            .collect();
-        ops.sort_by(|a, b| a.started_at().cmp(b.started_at()).then(a.op_id.cmp(&b.op_id)));
-        Ok(ops)
+        let mut scan = Scan::default();
+        for entry in entries {
+            let entry =
+                entry.map_err(|source| JournalError::Io { what: "reading", path: dir.clone(), source })?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // `.<id>.json.tmp`: a write a crash interrupted; the rename
+            // never happened, so the record it was replacing stands.
+            let Some(stem) = name.strip_suffix(".json").filter(|_| !name.starts_with('.')) else { continue };
+            let path = entry.path();
+            match read_record(&path, stem) {
+                Ok(op) => scan.ops.push(op),
+                Err(reason) => scan.damaged.push(Damaged { path, reason }),
+            }
+        }
+        scan.ops.sort_by(|a, b| a.started_at().cmp(b.started_at()).then(a.op_id.cmp(&b.op_id)));
+        Ok(scan)
+    }
+
+    /// Moves a damaged file to `damaged/` (never deletes it: it may be all
+    /// that is left of an op); returns where it went.
+    pub fn quarantine(&self, damaged: &Damaged) -> Result<PathBuf, JournalError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| JournalError::Io { what: "moving aside", path, source }
+        };
+        let dir = self.dir.join("damaged");
+        private_fs::ensure_private_subdir(&dir).map_err(io(&dir))?;
+        let name = damaged.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let to = dir.join(format!("{name}.{stamp}"));
+        fs::rename(&damaged.path, &to).map_err(io(&damaged.path))?;
+        Ok(to)
     }
 
     /// Ops that have not ended.
@@ -268,11 +370,30 @@ impl Journal {
         let finished: Vec<OpRecord> = self.ops()?.into_iter().filter(OpRecord::is_finished).collect();
         let excess = finished.len().saturating_sub(KEEP_FINISHED);
         for op in &finished[..excess] {
-            let path = self.dir.join("ops").join(format!("{}.json", op.op_id));
+            let path = self.record_path(&op.op_id)?;
             fs::remove_file(&path).map_err(|source| JournalError::Io { what: "pruning", path, source })?;
         }
         Ok(())
     }
+}
+
+/// Reads one record: a bounded regular file whose name is the op id it holds.
+fn read_record(path: &Path, stem: &str) -> Result<OpRecord, String> {
+    let id = OpId::parse(stem)?;
+    let bytes = private_fs::read_bounded(path, MAX_RECORD).map_err(|e| e.to_string())?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err("the file is empty".into());
+    }
+    let mut op: OpRecord =
+        serde_json::from_slice(&bytes).map_err(|e| format!("not a journal record: {e}"))?;
+    if op.op_id != id {
+        return Err(format!(
+            "it holds op `{}`, not `{id}`",
+            op.op_id.as_str().chars().take(120).collect::<String>()
+        ));
+    }
+    op.upgrade_legacy();
+    Ok(op)
 }
 
 /// RFC 3339 UTC, millisecond precision.
@@ -330,6 +451,7 @@ impl OpRecord {
             steps: Vec::new(),
             reason: None,
             follows: None,
+            stop_grace_secs: None,
         }
     }
 }
@@ -376,13 +498,98 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_record_is_skipped_not_fatal() {
+    fn damaged_records_are_reported_not_skipped_and_moved_aside_on_request() {
         let dir = tempfile::tempdir().expect("tempdir");
         let journal = Journal::open(dir.path()).expect("open");
         journal.record(&mut op("good"), Step::Prepared, None).expect("record");
-        fs::write(dir.path().join("ops/torn.json"), b"{\"op_id\": \"torn\", \"contai").expect("write");
-        let ops = journal.ops().expect("ops");
-        assert_eq!(ops.len(), 1);
+        let ops_dir = dir.path().join("ops");
+        let mut good = serde_json::to_value(op("wrongtype")).expect("json");
+        good["steps"] = serde_json::json!("not a list");
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("torn", b"{\"op_id\": \"torn\", \"contai".to_vec()),
+            ("garbage", b"\x00\xff not json".to_vec()),
+            ("empty", Vec::new()),
+            ("wrongtype", serde_json::to_vec(&good).expect("json")),
+            ("oversized", vec![b' '; usize::try_from(MAX_RECORD).expect("size") + 1]),
+            ("mismatch", serde_json::to_vec(&op("other")).expect("json")),
+        ];
+        for (name, bytes) in &cases {
+            fs::write(ops_dir.join(format!("{name}.json")), bytes).expect("write");
+        }
+        std::os::unix::fs::symlink(dir.path().join("ops/good.json"), ops_dir.join("link.json"))
+            .expect("link");
+        let made =
+            std::process::Command::new("mkfifo").arg(ops_dir.join("fifo.json")).status().expect("mkfifo");
+        assert!(made.success());
+        fs::write(ops_dir.join(".good.json.tmp"), b"half a write").expect("tmp");
+
+        let scan = journal.scan().expect("scan");
+        assert_eq!(scan.ops.iter().map(|o| o.op_id.as_str()).collect::<Vec<_>>(), ["good"]);
+        let mut damaged: Vec<String> = scan
+            .damaged
+            .iter()
+            .map(|d| d.path.file_name().expect("name").to_string_lossy().into_owned())
+            .collect();
+        damaged.sort();
+        assert_eq!(
+            damaged,
+            [
+                "empty.json",
+                "fifo.json",
+                "garbage.json",
+                "link.json",
+                "mismatch.json",
+                "oversized.json",
+                "torn.json",
+                "wrongtype.json"
+            ]
+        );
+        for d in &scan.damaged {
+            let to = journal.quarantine(d).expect("moved aside");
+            assert!(to.starts_with(dir.path().join("damaged")), "{}", to.display());
+            assert!(fs::symlink_metadata(&to).is_ok(), "kept, not deleted");
+        }
+        assert!(journal.scan().expect("rescan").damaged.is_empty());
+        assert!(fs::read(dir.path().join("ops/good.json")).is_ok(), "the link's target is untouched");
+    }
+
+    #[test]
+    fn legacy_failed_before_any_change_reads_as_aborted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = Journal::open(dir.path()).expect("open");
+        let mut early = op("early");
+        early.steps = vec![StepRecord { step: Step::Failed, at: now() }];
+        journal.write(&early).expect("write");
+        let mut kept = op("kept");
+        kept.steps = [Step::Prepared, Step::Stopped, Step::Started, Step::Failed]
+            .into_iter()
+            .map(|step| StepRecord { step, at: now() })
+            .collect();
+        journal.write(&kept).expect("write");
+        assert_eq!(
+            journal.read(&OpId::new("early")).expect("read").and_then(|o| o.step()),
+            Some(Step::Aborted)
+        );
+        assert_eq!(
+            journal.read(&OpId::new("kept")).expect("read").and_then(|o| o.step()),
+            Some(Step::Failed)
+        );
+    }
+
+    #[test]
+    fn the_state_directory_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state");
+        let journal = Journal::open(&state).expect("open");
+        journal.record(&mut op("a"), Step::Prepared, None).expect("record");
+        let mode = |p: &Path| fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&state.join("ops")), 0o700);
+        assert_eq!(mode(&state.join("ops/a.json")), 0o600);
+        let bad = OpRecord { op_id: OpId::new("../escape"), ..op("x") };
+        assert!(journal.write(&bad).is_err(), "an op id that is not a plain name never names a file");
+        assert!(!dir.path().join("escape.json").exists());
     }
 
     #[test]

@@ -127,6 +127,24 @@ pub enum SwapError {
     /// The state directory cannot be written: nothing is done without a journal.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// A journal file is not a readable record. It is moved aside, never
+    /// deleted; the containers its op may have left are resolved by name.
+    #[error(
+        "journal record {} is damaged ({reason}); {}",
+        .path.display(),
+        match .moved_to {
+            Ok(to) => format!("moved aside to {}", to.display()),
+            Err(e) => format!("it could not be moved aside: {e}"),
+        }
+    )]
+    DamagedRecord {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why it cannot be read.
+        reason: String,
+        /// Where it was moved, or why it could not be.
+        moved_to: Result<std::path::PathBuf, String>,
+    },
 }
 
 impl SwapError {
@@ -138,6 +156,11 @@ impl SwapError {
         Self::unchanged(container, e)
     }
 }
+
+/// The label every container a swap creates carries, valued with the op
+/// id: what tells the tool's own new container from a user's, even when the
+/// journal record is lost. The recreation never carries it over.
+pub const OP_LABEL: &str = "container-upgrader.op";
 
 /// The backup name of `container` during op `suffix`.
 pub fn backup_name(container: &str, suffix: &str) -> String {

@@ -8,9 +8,14 @@
 //! trusts Docker over the journal: a crash can fall between a Docker call
 //! and the record of it.
 
+mod orphans;
+
+use std::time::{Duration, SystemTime};
+
 use super::journal::{Journal, OpRecord, Step};
-use super::SwapError;
+use super::{SwapError, OP_LABEL};
 use crate::engine::{ContainerDetails, Engine, EngineError};
+use crate::observe::ObservedContainer;
 
 /// What recovery did with one op.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,53 +48,105 @@ pub fn decide(old_exists: bool, new_exists: bool) -> Decision {
     }
 }
 
+/// What a recovery did, and what it could not do.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// What was finished, undone or cleaned up.
+    pub done: Vec<Recovered>,
+    /// What needs attention: ops that could not be finished (they stay in
+    /// the journal and the next recovery tries again) and damaged journal
+    /// records (moved aside to `damaged/`).
+    pub problems: Vec<SwapError>,
+}
+
+/// How long a restored or kept container must stay up before recovery
+/// calls it done: a container that dies at once is not "restored".
+const SETTLE: Duration = Duration::from_secs(1);
+/// Beyond the stop timeout, how long an accepted stop may take to show.
+const STOP_MARGIN: Duration = Duration::from_secs(5);
+
 /// Finishes every unfinished op in the journal, then removes leftovers of
-/// finished ones. Ops whose lock another live process holds are in progress
-/// and skipped.
-pub async fn recover(engine: &Engine, journal: &Journal) -> Result<Vec<Recovered>, SwapError> {
+/// finished ones and resolves leftovers whose record is lost. Ops whose
+/// lock another live process holds are in progress and skipped.
+pub async fn recover(engine: &Engine, journal: &Journal) -> Result<Recovery, SwapError> {
     recover_except(engine, journal, |_| false).await
 }
 
 /// Like [`recover`], leaving alone the ops `skip` names (the controller
 /// cannot undo a swap whose new container is itself: a helper does).
+/// `Err` only when the journal or the engine cannot be read at all.
 pub async fn recover_except(
     engine: &Engine,
     journal: &Journal,
     skip: impl Fn(&OpRecord) -> bool,
-) -> Result<Vec<Recovered>, SwapError> {
-    let mut done = Vec::new();
-    for op in journal.unfinished()?.into_iter().filter(|op| !skip(op)) {
+) -> Result<Recovery, SwapError> {
+    let scan = journal.scan()?;
+    let mut recovery = Recovery::default();
+    for damaged in &scan.damaged {
+        let moved_to = journal.quarantine(damaged).map_err(|e| e.to_string());
+        tracing::error!(path = %damaged.path.display(), reason = %damaged.reason, "damaged journal record");
+        recovery.problems.push(SwapError::DamagedRecord {
+            path: damaged.path.clone(),
+            reason: damaged.reason.clone(),
+            moved_to,
+        });
+    }
+    for op in scan.ops.iter().filter(|op| !op.is_finished() && !skip(op)) {
         let Ok(_lock) = journal.lock(&op.container) else {
             tracing::info!(op_id = %op.op_id, container = %op.container, "op in progress elsewhere; left alone");
             continue;
         };
         // Re-read under the lock: the holder may have finished it meanwhile.
-        let Some(op) = journal.unfinished()?.into_iter().find(|o| o.op_id == op.op_id) else { continue };
-        done.push(finish(engine, journal, op).await?);
+        let Some(op) = journal.read(&op.op_id)?.filter(|o| !o.is_finished()) else { continue };
+        match finish(engine, journal, op).await {
+            Ok(done) => recovery.done.push(done),
+            Err(e) => recovery.problems.push(e),
+        }
     }
-    done.extend(sweep(engine, journal).await?);
-    Ok(done)
+    let containers = engine.list_containers().await.map_err(|e| SwapError::unchanged("(all)", e))?;
+    let ops = journal.ops()?;
+    recovery.done.extend(sweep(engine, &ops, &containers).await);
+    let (done, problems) = orphans::resolve(engine, journal, &ops, &containers).await;
+    recovery.done.extend(done);
+    recovery.problems.extend(problems);
+    Ok(recovery)
 }
 
 async fn finish(engine: &Engine, journal: &Journal, mut op: OpRecord) -> Result<Recovered, SwapError> {
-    let stuck = |op: &OpRecord, reason: String| SwapError::Stuck {
-        container: op.container.clone(),
-        op_id: op.op_id.to_string(),
-        reason,
+    let stuck = |op: &mut OpRecord, reason: String| {
+        op.reason = Some(reason.clone());
+        if let Err(e) = journal.write(op) {
+            tracing::error!(error = %e, "journaling why recovery failed");
+        }
+        SwapError::Stuck { container: op.container.clone(), op_id: op.op_id.to_string(), reason }
     };
     let step = op.step().map_or("nothing", |s| s.name());
-    let old = engine.inspect_container(op.old_id.as_str()).await.map_err(|e| stuck(&op, e.to_string()))?;
-    let new = new_container(engine, &op).await.map_err(|e| stuck(&op, e.to_string()))?;
+    wait_out_stop(engine, &op).await;
+    let old =
+        engine.inspect_container(op.old_id.as_str()).await.map_err(|e| stuck(&mut op, e.to_string()))?;
+    let new = new_container(engine, &op).await.map_err(|e| stuck(&mut op, e.to_string()))?;
     match decide(old.is_some(), new.is_some()) {
         Decision::RestoreOld => {
-            restore_old(engine, &op).await.map_err(|e| stuck(&op, e))?;
+            let restored = match restore_old(engine, &op).await {
+                Ok(()) => verify(engine, &op, op.old_id.as_str()).await,
+                Err(e) => Err(e),
+            };
+            restored.map_err(|e| {
+                stuck(&mut op, format!("interrupted after `{step}`; restoring the old container failed: {e}"))
+            })?;
             let reason = format!("interrupted after `{step}`; recovery restored the old container");
             journal.record(&mut op, Step::RolledBack, Some(reason))?;
             Ok(Recovered { action: "restored the old container".into(), op })
         }
         Decision::KeepNew => {
             let id = new.and_then(|n| n.id).unwrap_or_default();
-            keep_new(engine, &op, &id).await.map_err(|e| stuck(&op, e))?;
+            let kept = match keep_new(engine, &op, &id).await {
+                Ok(()) => verify(engine, &op, &id).await,
+                Err(e) => Err(e),
+            };
+            kept.map_err(|e| {
+                stuck(&mut op, format!("interrupted after `{step}`; keeping the new container failed: {e}"))
+            })?;
             let reason = format!(
                 "interrupted after `{step}`; the old container was already removed, the new one is kept"
             );
@@ -100,31 +157,106 @@ async fn finish(engine: &Engine, journal: &Journal, mut op: OpRecord) -> Result<
             let reason =
                 format!("interrupted after `{step}`; neither the old nor the new container exists any more");
             journal.record(&mut op, Step::Failed, Some(reason.clone()))?;
-            Err(stuck(&op, reason))
+            Err(SwapError::Stuck { container: op.container.clone(), op_id: op.op_id.to_string(), reason })
         }
     }
 }
 
+/// An op interrupted between asking the engine to stop the old container
+/// and recording that it stopped: the engine finishes an accepted stop even
+/// though its caller died, so judging the old container "running" now
+/// would be undone a moment later. Waits until it is not running, or until
+/// its stop timeout (plus a margin) has passed since the intent — then the
+/// stop was never sent.
+async fn wait_out_stop(engine: &Engine, op: &OpRecord) {
+    if op.step() != Some(Step::Stopping) {
+        return;
+    }
+    let since = op
+        .steps
+        .last()
+        .and_then(|s| humantime::parse_rfc3339(&s.at).ok())
+        .and_then(|at| SystemTime::now().duration_since(at).ok())
+        .unwrap_or_default();
+    let grace = Duration::from_secs(op.stop_grace_secs.unwrap_or(10)) + STOP_MARGIN;
+    let Some(left) = grace.checked_sub(since) else { return };
+    tracing::info!(op_id = %op.op_id, wait_s = left.as_secs(), "waiting out an interrupted stop");
+    let deadline = tokio::time::Instant::now() + left;
+    while tokio::time::Instant::now() < deadline {
+        match engine.inspect_container(op.old_id.as_str()).await {
+            Ok(Some(c)) if c.state.as_ref().and_then(|s| s.running).unwrap_or(false) => {}
+            _ => return,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Checks that the container that now carries the op's name is `id` and,
+/// when the old one was running, that it still runs after [`SETTLE`].
+pub(crate) async fn verify(engine: &Engine, op: &OpRecord, id: &str) -> Result<(), String> {
+    if op.was_running {
+        tokio::time::sleep(SETTLE).await;
+    }
+    let c = engine
+        .inspect_container(&op.container)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no container carries the name {} afterwards", op.container))?;
+    if c.id.as_deref() != Some(id) {
+        return Err(format!("another container carries the name {} afterwards", op.container));
+    }
+    let state = c.state.unwrap_or_default();
+    if op.was_running && !state.running.unwrap_or(false) {
+        return Err(format!(
+            "{} did not stay running (status {}, exit code {})",
+            op.container,
+            state.status.map(|s| s.to_string()).unwrap_or_default(),
+            state.exit_code.unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
 /// The op's new container: by recorded id, else by its temporary name (a
-/// crash can fall between create and its journal record).
+/// crash can fall between create and its journal record) — and only if it
+/// is provably this op's ([`owned_by`]): a forged id in a record must never
+/// name a user's container for removal.
 async fn new_container(engine: &Engine, op: &OpRecord) -> Result<Option<ContainerDetails>, EngineError> {
     if let Some(id) = &op.new_id {
-        if let Some(c) = engine.inspect_container(id.as_str()).await? {
+        if let Some(c) = engine.inspect_container(id.as_str()).await?.filter(|c| owned_by(c, op)) {
             return Ok(Some(c));
         }
     }
     let by_name = engine.inspect_container(&op.temp_name).await?;
-    // Only a container that is not the old one can be the new one.
-    Ok(by_name.filter(|c| c.id.as_deref() != Some(op.old_id.as_str())))
+    Ok(by_name.filter(|c| owned_by(c, op)))
+}
+
+/// True when `c` is the new container of `op`: never the old one, and it
+/// carries the op's label or the op's temporary name.
+fn owned_by(c: &ContainerDetails, op: &OpRecord) -> bool {
+    let labelled = c
+        .config
+        .as_ref()
+        .and_then(|cfg| cfg.labels.as_ref())
+        .and_then(|l| l.get(OP_LABEL))
+        .is_some_and(|v| v == op.op_id.as_str());
+    let temp = c.name.as_deref().map(|n| n.trim_start_matches('/')) == Some(op.temp_name.as_str());
+    c.id.as_deref() != Some(op.old_id.as_str()) && (labelled || temp)
+}
+
+/// Removes the op's new container, if there is one.
+pub(crate) async fn remove_new(engine: &Engine, op: &OpRecord) -> Result<(), String> {
+    if let Some(new) = new_container(engine, op).await.map_err(|e| e.to_string())? {
+        let id = new.id.unwrap_or_default();
+        engine.remove(&id).await.map_err(|e| format!("removing the new container: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Removes the op's new container (by id, and by temporary name), gives the
 /// old container its name back and restarts it if it was running.
 pub async fn restore_old(engine: &Engine, op: &OpRecord) -> Result<(), String> {
-    if let Some(new) = new_container(engine, op).await.map_err(|e| e.to_string())? {
-        let id = new.id.unwrap_or_default();
-        engine.remove(&id).await.map_err(|e| format!("removing the new container: {e}"))?;
-    }
+    remove_new(engine, op).await?;
     let old = op.old_id.as_str();
     let current = engine.inspect_container(old).await.map_err(|e| e.to_string())?;
     let name = current.as_ref().and_then(|c| c.name.as_deref()).map(|n| n.trim_start_matches('/'));
@@ -154,38 +286,34 @@ async fn keep_new(engine: &Engine, op: &OpRecord, id: &str) -> Result<(), String
 }
 
 /// Removes what finished ops left behind: the backup of a committed op (the
-/// old container), the new container of a rolled-back or failed-before-swap
-/// op. A failed op with rollback disabled keeps its backup on purpose.
-async fn sweep(engine: &Engine, journal: &Journal) -> Result<Vec<Recovered>, SwapError> {
-    let containers = engine
-        .list_containers()
-        .await
-        .map_err(|e| SwapError::Unchanged { container: "(all)".into(), reason: e.to_string() })?;
+/// old container), the new container of a rolled-back or aborted op. A
+/// failed op (rollback disabled) keeps its backup on purpose. Only a
+/// container with the op's backup or temporary name is considered, and the
+/// old one only by its recorded id.
+async fn sweep(engine: &Engine, ops: &[OpRecord], containers: &[ObservedContainer]) -> Vec<Recovered> {
     if !containers.iter().any(|c| super::swapped_name(&c.name).is_some()) {
-        return Ok(Vec::new());
+        return Vec::new();
     }
     let mut swept = Vec::new();
-    for op in journal.ops()?.into_iter().filter(OpRecord::is_finished) {
-        let kept_backup = op.step() == Some(Step::Failed) && op.steps.iter().any(|s| s.step == Step::Started);
+    for op in ops.iter().filter(|op| op.is_finished()) {
         for c in containers.iter().filter(|c| c.name == op.backup_name || c.name == op.temp_name) {
             let is_old = c.id == op.old_id;
             let remove = match op.step() {
-                Some(Step::Committed) => is_old,
-                Some(Step::RolledBack) => !is_old,
-                Some(Step::Failed) => !is_old || !kept_backup,
+                Some(Step::Committed) => is_old && c.name == op.backup_name,
+                Some(Step::RolledBack | Step::Aborted) => !is_old && c.name == op.temp_name,
                 _ => false,
             };
-            // Never remove the old container of an op that did not commit.
-            if remove && !(is_old && op.step() != Some(Step::Committed)) {
-                if let Err(e) = engine.remove(c.id.as_str()).await {
-                    tracing::warn!(container = %c.name, error = %e, "leftover not removed");
-                    continue;
-                }
-                swept.push(Recovered { action: format!("removed leftover {}", c.name), op: op.clone() });
+            if !remove {
+                continue;
             }
+            if let Err(e) = engine.remove(c.id.as_str()).await {
+                tracing::warn!(container = %c.name, error = %e, "leftover not removed");
+                continue;
+            }
+            swept.push(Recovered { action: format!("removed leftover {}", c.name), op: op.clone() });
         }
     }
-    Ok(swept)
+    swept
 }
 
 #[cfg(test)]

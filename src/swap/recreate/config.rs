@@ -54,7 +54,8 @@ pub(super) fn user_entries(container: Option<&[String]>, image: Option<&[String]
     (!kept.is_empty()).then_some(kept)
 }
 
-/// Labels the image did not supply with the same value.
+/// Labels the image did not supply with the same value. The swap's own
+/// op label is the tool's, not the user's: the next swap sets its own.
 pub(super) fn user_labels(
     container: Option<&HashMap<String, String>>,
     image: Option<&HashMap<String, String>>,
@@ -63,7 +64,7 @@ pub(super) fn user_labels(
     let kept: HashMap<String, String> = container
         .into_iter()
         .flatten()
-        .filter(|(k, v)| !from_image(k, v))
+        .filter(|(k, v)| !from_image(k, v) && k.as_str() != crate::swap::OP_LABEL)
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     (!kept.is_empty()).then_some(kept)
