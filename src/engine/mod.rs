@@ -107,10 +107,66 @@ impl Engine {
         if let Ok(mut calls) = self.calls.lock() {
             *calls.entry(endpoint).or_default() += 1;
         }
+        let call = fault::after_request_sent(endpoint, call).await;
         match tokio::time::timeout(limit, call).await {
             Ok(result) => result.map_err(|source| EngineError::Call { what: what.to_string(), source }),
             Err(_) => Err(EngineError::Timeout { what: what.to_string(), after: limit }),
         }
+    }
+}
+
+/// Test-only: with the `fault-injection` feature, setting
+/// `CONTAINER_UPGRADER_FAULT_FREEZE_AT_REQUEST=N` makes the process stop
+/// dead just after its N-th mutating Engine request (create, connect,
+/// start, stop, rename, remove) is sent: the request runs for a few
+/// milliseconds — long enough to reach the engine, which carries it out
+/// whatever becomes of its caller — then the process announces
+/// `fault-injection: froze after request N (ENDPOINT)` on stderr and
+/// freezes, so a test can SIGKILL it there.
+#[cfg(feature = "fault-injection")]
+mod fault {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    const MUTATING: [&str; 6] = [
+        "containers/create",
+        "networks/connect",
+        "containers/start",
+        "containers/stop",
+        "containers/rename",
+        "containers/delete",
+    ];
+
+    pub(super) async fn after_request_sent<F: Future>(endpoint: &str, call: F) -> Pin<Box<F>> {
+        static SENT: AtomicU32 = AtomicU32::new(0);
+        let mut call = Box::pin(call);
+        if !MUTATING.contains(&endpoint) {
+            return call;
+        }
+        let n = SENT.fetch_add(1, Ordering::SeqCst) + 1;
+        let at = std::env::var("CONTAINER_UPGRADER_FAULT_FREEZE_AT_REQUEST").ok().and_then(|v| v.parse().ok());
+        if at != Some(n) {
+            return call;
+        }
+        // Drive the request until it is on the wire (or done), not further.
+        let _ = tokio::time::timeout(Duration::from_millis(25), call.as_mut()).await;
+        eprintln!("fault-injection: froze after request {n} ({endpoint})");
+        loop {
+            // Blocks a runtime thread on purpose: nothing may go on.
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+mod fault {
+    use std::future::Future;
+
+    /// Without the feature: the call as it is.
+    pub(super) async fn after_request_sent<F: Future>(_: &str, call: F) -> F {
+        call
     }
 }
 

@@ -341,6 +341,20 @@ impl Journal {
         Ok(scan)
     }
 
+    /// The ops whose records were moved aside as damaged, by the id their
+    /// file was named for: whatever containers those ops left are this
+    /// journal's to resolve.
+    pub fn lost_ops(&self) -> Vec<OpId> {
+        let Ok(entries) = fs::read_dir(self.dir.join("damaged")) else { return Vec::new() };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                OpId::parse(name.split_once(".json.")?.0).ok()
+            })
+            .collect()
+    }
+
     /// Moves a damaged file to `damaged/` (never deletes it: it may be all
     /// that is left of an op); returns where it went.
     pub fn quarantine(&self, damaged: &Damaged) -> Result<PathBuf, JournalError> {

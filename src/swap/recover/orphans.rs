@@ -1,6 +1,8 @@
 //! Leftovers whose journal record is lost: a `NAME--cu-backup-…` or
-//! `NAME--cu-new-…` container that no readable record names (its record
-//! was damaged and moved aside, or deleted by hand).
+//! `NAME--cu-new-…` container that no readable record names, of an op whose
+//! record this journal moved aside as damaged (the file keeps the op's id
+//! in its name). Leftovers of ops no record of this journal ever named —
+//! another state directory's swaps, in progress or not — are not ours.
 //!
 //! They are resolved by the rule recovery uses for any op — Docker's state
 //! wins: if the old container (the backup) exists it is given its name
@@ -35,7 +37,11 @@ pub(super) async fn resolve(
 ) -> (Vec<Recovered>, Vec<SwapError>) {
     let mut done = Vec::new();
     let mut problems = Vec::new();
-    for ((base, suffix), group) in groups(ops, containers) {
+    let lost: HashSet<String> = journal.lost_ops().iter().map(OpId::suffix).collect();
+    if lost.is_empty() {
+        return (done, problems);
+    }
+    for ((base, suffix), group) in groups(ops, containers).into_iter().filter(|((_, s), _)| lost.contains(s)) {
         // A swap that began after the journal was read holds this lock and
         // has a record; resolving its containers would break it.
         let Ok(_lock) = journal.lock(&base) else { continue };
