@@ -6,9 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{ImageSpec, TestRun};
@@ -45,36 +43,10 @@ impl Case {
 
     /// Starts `upgrade` with the fault hook and SIGKILLs it right after `step`.
     fn upgrade_killed_after(&self, name: &str, image: &str, step: &str) {
-        let mut child = self
-            .run
-            .cli_command()
-            .args(["upgrade", name, "--image", image, "--state-dir", &self.state, "--stable", "1s"])
-            .env("CONTAINER_UPGRADER_FAULT_PAUSE_AFTER", step)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn upgrade");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let args = ["upgrade", name, "--image", image, "--state-dir", &self.state, "--stable", "1s"];
         let marker = format!("fault-injection: paused after {step}");
-        let mut seen = Vec::new();
-        loop {
-            match rx.recv_timeout(Duration::from_secs(120)) {
-                Ok(line) if line.contains(&marker) => break,
-                Ok(line) => seen.push(line),
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!("upgrade never reached {step}; stderr: {seen:#?}");
-                }
-            }
-        }
-        child.kill().expect("SIGKILL");
-        let _ = child.wait();
+        let killed = self.run.cli_killed_at(&args, ("CONTAINER_UPGRADER_FAULT_PAUSE_AFTER", step), &marker);
+        assert!(killed, "upgrade never reached {step}");
     }
 
     fn recover(&self) {
@@ -186,6 +158,13 @@ fn a_port_stolen_mid_swap_is_rolled_back_or_recovered() {
     assert_eq!(out.status.code(), Some(8), "needs attention: {err}");
     assert!(err.contains("starting the new container failed"), "{err}");
     assert!(err.contains("run `container-upgrader recover`"), "{err}");
+    // The op stays unfinished, with why, for `recover` to finish.
+    let status = c.run.cli(&["status", "--state-dir", &c.state, "--output", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    let op = &status["containers"][0];
+    let outcome = op["outcome"].as_str().unwrap_or_default();
+    assert!(!["committed", "rolled_back", "failed", "aborted"].contains(&outcome), "unfinished: {op}");
+    assert!(op["reason"].as_str().unwrap_or_default().contains("rollback failed"), "{op}");
 
     drop(thief);
     c.recover();

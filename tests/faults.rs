@@ -14,9 +14,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{ImageSpec, TestRun};
@@ -71,43 +68,14 @@ impl Case {
 
     /// Runs `upgrade` frozen after its `n`-th mutating request; SIGKILLs it there.
     fn upgrade_frozen_at(&self, name: &str, image: &str, order: &str, n: usize) -> Run {
-        let mut child = self
-            .run
-            .cli_command()
-            .args(["upgrade", name, "--image", image, "--order", order, "--state-dir", &self.state])
-            .args(["--stable", "1s", "--health-timeout", "20s"])
-            .env("CONTAINER_UPGRADER_FAULT_FREEZE_AT_REQUEST", n.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn upgrade");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let args = ["upgrade", name, "--image", image, "--order", order, "--state-dir", &self.state];
+        let args = [&args[..], &["--stable", "1s", "--health-timeout", "20s"]].concat();
+        let at = n.to_string();
         let marker = format!("fault-injection: froze after request {n} ");
-        let mut seen = Vec::new();
-        loop {
-            match rx.recv_timeout(Duration::from_secs(120)) {
-                Ok(line) if line.contains(&marker) => break,
-                Ok(line) => seen.push(line),
-                // stderr closed: the process ended on its own.
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let _ = child.wait();
-                    return Run::Finished;
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    let _ = child.kill();
-                    panic!("upgrade neither froze at request {n} nor ended; stderr: {seen:#?}");
-                }
-            }
+        match self.run.cli_killed_at(&args, ("CONTAINER_UPGRADER_FAULT_FREEZE_AT_REQUEST", &at), &marker) {
+            true => Run::Killed,
+            false => Run::Finished,
         }
-        child.kill().expect("SIGKILL");
-        let _ = child.wait();
-        Run::Killed
     }
 
     fn recover(&self, what: &str) {
@@ -133,11 +101,15 @@ impl Case {
         let tag = image.rsplit(':').next().unwrap_or_default().to_string();
         assert!(tag == "1" || tag == "2", "{image} {what}");
         let networks = self.run.inspect(name, "{{range $n, $_ := .NetworkSettings.Networks}}{{$n}} {{end}}");
-        assert!(networks.contains(&self.network) && networks.contains("bridge"), "networks {what}: {networks}");
+        assert!(
+            networks.contains(&self.network) && networks.contains("bridge"),
+            "networks {what}: {networks}"
+        );
         let names =
             self.run.docker(&["ps", "-a", "--filter", &self.run.label_filter(), "--format", "{{.Names}}"]);
         assert!(!names.contains("--cu-"), "leftovers {what}: {names}");
-        let dest = self.run.write_file(&format!("out-{name}/.keep"), "").parent().expect("dir").join("marker");
+        let dest =
+            self.run.write_file(&format!("out-{name}/.keep"), "").parent().expect("dir").join("marker");
         self.run.docker(&["cp", &format!("{name}:/data/marker"), dest.to_str().expect("utf-8")]);
         assert_eq!(std::fs::read_to_string(&dest).expect("marker"), "precious data\n", "data intact {what}");
         tag

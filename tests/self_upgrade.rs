@@ -233,3 +233,52 @@ fn helper_killed_at_every_journal_step_leaves_one_running_controller() {
         assert!(image == format!("{}:1", s.ctl) || image == format!("{}:2", s.ctl), "{image}");
     }
 }
+
+#[test]
+fn self_upgrade_with_pull_never_uses_the_locally_built_image_and_asks_no_registry() {
+    let s = setup("self_upgrade_pull_never");
+    // Built here, never pushed: no registry knows this repository.
+    let local = format!("cu-local-{}/ctl", s.run.id());
+    for tag in ["1", "2"] {
+        s.run.build_upgrader_image(&format!("{local}:{tag}"), &[&format!("LABEL version={tag}")]);
+    }
+    let ctl = s.ctl_name();
+    let text = format!(
+        "version: 1\ndefaults:\n  pull: never\n  drift_interval: 2s\n  health: {{stable: 2s, timeout: 30s}}\ntargets:\n  - container: {ctl}\n    image: {local}:2\n"
+    );
+    std::fs::write(s.manifest_dir.join("desired-state.yaml"), text).expect("manifest");
+    let state = format!("{}:{STATE}", s.state_volume);
+    let manifest = format!("{}:{MANIFEST_DIR}:ro", s.manifest_dir.display());
+    let label = s.run.label();
+    let image = format!("{local}:1");
+    s.run.docker(&[
+        "run",
+        "-d",
+        "--name",
+        &ctl,
+        "--label",
+        &label,
+        "--network",
+        "host",
+        "-v",
+        "/var/run/docker.sock:/var/run/docker.sock",
+        "-v",
+        &state,
+        "-v",
+        &manifest,
+        &image,
+        "run",
+        "-f",
+        "/etc/container-upgrader/desired-state.yaml",
+        "-v",
+    ]);
+    wait_for("the controller to run its local :2", Duration::from_secs(180), || {
+        s.image_of(&ctl) == format!("{local}:2")
+            && s.running(&ctl)
+            && s.status_of(&ctl)["outcome"] == "committed"
+    });
+    wait_for("helpers and backups to be gone", Duration::from_secs(60), || s.leftovers().is_empty());
+    let logs = s.run.logs(&ctl);
+    assert!(!logs.contains("pulling"), "no pull was attempted: {logs}");
+    assert!(logs.contains("last self-upgrade:") && logs.contains("committed"), "{logs}");
+}

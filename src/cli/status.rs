@@ -26,7 +26,8 @@ struct Row<'a> {
 pub fn status(state_dir: &Path, json: bool) -> Result<u8, Failure> {
     let journal =
         Journal::open(state_dir).map_err(|e| Failure::new(exit::ATTENTION, format!("error: {e}")))?;
-    let ops = journal.ops().map_err(|e| Failure::new(exit::ATTENTION, format!("error: {e}")))?;
+    let scan = journal.scan().map_err(|e| Failure::new(exit::ATTENTION, format!("error: {e}")))?;
+    let ops = scan.ops;
     let mut last: BTreeMap<&str, &OpRecord> = BTreeMap::new();
     for op in &ops {
         last.insert(op.container.as_str(), op);
@@ -41,9 +42,26 @@ pub fn status(state_dir: &Path, json: bool) -> Result<u8, Failure> {
                 .map(|h| humantime::format_rfc3339_seconds(h.until).to_string()),
         })
         .collect();
+    // A record that cannot be read is never passed over in silence: it may
+    // be all that is left of an interrupted swap.
+    let damaged: Vec<String> =
+        scan.damaged.iter().map(|d| format!("{}: {}", d.path.display(), d.reason)).collect();
+    for d in &damaged {
+        eprintln!("error: damaged journal record {d}; run `container-upgrader recover`");
+    }
+    let set_aside = journal.lost_ops().len();
+    if set_aside > 0 {
+        eprintln!(
+            "note: {set_aside} damaged record(s) were moved aside to {}",
+            state_dir.join("damaged").display()
+        );
+    }
+    let code = if damaged.is_empty() { exit::OK } else { exit::ATTENTION };
     if json {
-        let text = serde_json::to_string_pretty(&serde_json::json!({ "containers": rows }))
-            .map_err(|e| Failure::new(exit::INTERNAL, e))?;
+        let text = serde_json::to_string_pretty(
+            &serde_json::json!({ "containers": rows, "damaged_records": damaged }),
+        )
+        .map_err(|e| Failure::new(exit::INTERNAL, e))?;
         println!("{text}");
     } else if rows.is_empty() {
         println!("no swaps recorded in {}", state_dir.display());
@@ -62,5 +80,5 @@ pub fn status(state_dir: &Path, json: bool) -> Result<u8, Failure> {
             );
         }
     }
-    Ok(exit::OK)
+    Ok(code)
 }

@@ -140,8 +140,28 @@ impl Engine {
         match self.bounded(&what, "containers/delete", self.docker.remove_container(id, Some(options))).await
         {
             Err(e) if e.is_not_found() => Ok(()),
+            // A removal the engine accepted earlier (from a process that
+            // died since) is still going: it is the outcome we want.
+            Err(e) if e.status() == Some(409) && e.to_string().contains("already in progress") => {
+                self.wait_gone(id).await.map_err(|_| e)
+            }
             other => other,
         }
+    }
+
+    /// Waits (up to the call timeout) until no container `id` exists.
+    async fn wait_gone(&self, id: &str) -> Result<(), EngineError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        while tokio::time::Instant::now() < deadline {
+            if self.inspect_container(id).await?.is_none() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(EngineError::Timeout {
+            what: format!("waiting for container {id} to be removed"),
+            after: self.timeout,
+        })
     }
 
     /// Removes an image by id (not forced: an image in use stays).

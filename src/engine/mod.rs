@@ -146,7 +146,8 @@ mod fault {
             return call;
         }
         let n = SENT.fetch_add(1, Ordering::SeqCst) + 1;
-        let at = std::env::var("CONTAINER_UPGRADER_FAULT_FREEZE_AT_REQUEST").ok().and_then(|v| v.parse().ok());
+        let at =
+            std::env::var("CONTAINER_UPGRADER_FAULT_FREEZE_AT_REQUEST").ok().and_then(|v| v.parse().ok());
         if at != Some(n) {
             return call;
         }

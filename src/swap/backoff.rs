@@ -14,8 +14,25 @@ use std::time::{Duration, SystemTime};
 
 use super::journal::{OpRecord, Step};
 
-/// The wait after the first failure.
+/// The wait after the first failure, unless `CONTAINER_UPGRADER_HOLD_BASE`
+/// (a duration such as `30s`) says otherwise.
 pub const BASE: Duration = Duration::from_secs(60);
+
+/// [`BASE`], or the operator's `CONTAINER_UPGRADER_HOLD_BASE` (read once;
+/// an unreadable value keeps the default, with a warning).
+pub fn base() -> Duration {
+    static BASE_SET: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *BASE_SET.get_or_init(|| match std::env::var("CONTAINER_UPGRADER_HOLD_BASE") {
+        Err(_) => BASE,
+        Ok(text) => match humantime::parse_duration(text.trim()) {
+            Ok(d) if !d.is_zero() && d <= MAX => d,
+            _ => {
+                tracing::warn!(value = %text, "CONTAINER_UPGRADER_HOLD_BASE is not a duration between 1ms and 1h; using 1m");
+                BASE
+            }
+        },
+    })
+}
 /// The longest wait.
 pub const MAX: Duration = Duration::from_secs(3600);
 
@@ -57,14 +74,18 @@ pub fn hold(ops: &[OpRecord], container: &str, image: &str, now: SystemTime) -> 
     }
     let last = last?;
     let ended = humantime::parse_rfc3339(last.updated_at()).ok()?;
-    let until = ended + jittered(delay(failures), last.op_id.as_str());
+    let until = ended + jittered(delay_from(base(), failures), last.op_id.as_str());
     (now < until).then(|| Hold { failures, until, reason: last.reason.clone().unwrap_or_default() })
 }
 
 /// The wait after `failures` consecutive failures.
 pub fn delay(failures: u32) -> Duration {
+    delay_from(BASE, failures)
+}
+
+fn delay_from(base: Duration, failures: u32) -> Duration {
     let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
-    BASE.saturating_mul(factor).min(MAX)
+    base.saturating_mul(factor).min(MAX)
 }
 
 /// `delay` stretched by 0–20 %, chosen by `seed` (FNV-1a): stable for one

@@ -406,8 +406,25 @@ fn read_record(path: &Path, stem: &str) -> Result<OpRecord, String> {
             op.op_id.as_str().chars().take(120).collect::<String>()
         ));
     }
+    check_names(&op)?;
     op.upgrade_legacy();
     Ok(op)
+}
+
+/// A record names containers for removal only by the tool's own naming:
+/// its backup and temporary names must be `CONTAINER--cu-backup-S` and
+/// `CONTAINER--cu-new-S` with one plain suffix, so a forged record cannot
+/// point them at a user's container.
+fn check_names(op: &OpRecord) -> Result<(), String> {
+    let suffix = op.backup_name.strip_prefix(&format!("{}--cu-backup-", op.container)).unwrap_or_default();
+    let plain = !suffix.is_empty() && suffix.len() <= 12 && suffix.chars().all(|c| c.is_ascii_alphanumeric());
+    if !plain || op.temp_name != super::temp_name(&op.container, suffix) {
+        return Err(format!(
+            "its backup and temporary names ({:?}, {:?}) are not those a swap of {:?} makes",
+            op.backup_name, op.temp_name, op.container
+        ));
+    }
+    Ok(())
 }
 
 /// RFC 3339 UTC, millisecond precision.
@@ -526,6 +543,11 @@ mod tests {
             ("wrongtype", serde_json::to_vec(&good).expect("json")),
             ("oversized", vec![b' '; usize::try_from(MAX_RECORD).expect("size") + 1]),
             ("mismatch", serde_json::to_vec(&op("other")).expect("json")),
+            (
+                "forged",
+                serde_json::to_vec(&OpRecord { backup_name: "user-db".into(), ..op("forged") })
+                    .expect("json"),
+            ),
         ];
         for (name, bytes) in &cases {
             fs::write(ops_dir.join(format!("{name}.json")), bytes).expect("write");

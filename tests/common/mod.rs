@@ -249,6 +249,47 @@ impl TestRun {
     pub fn cli_command(&self) -> Command {
         Command::new(env!("CARGO_BIN_EXE_container-upgrader"))
     }
+
+    /// Runs the binary with a fault-injection `env` until it prints a line
+    /// containing `marker` (it then stands frozen) and SIGKILLs it there:
+    /// `true`. `false` when it ended on its own without reaching it.
+    pub fn cli_killed_at(&self, args: &[&str], env: (&str, &str), marker: &str) -> bool {
+        use std::io::{BufRead, BufReader};
+        let mut child = self
+            .cli_command()
+            .args(args)
+            .env(env.0, env.1)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning container-upgrader {}: {e}", args.join(" ")));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut seen = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(120)) {
+                Ok(line) if line.contains(marker) => break,
+                Ok(line) => seen.push(line),
+                // stderr closed: the process ended on its own.
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    let _ = child.wait();
+                    return false;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    panic!("container-upgrader never printed {marker:?} nor ended; stderr: {seen:#?}");
+                }
+            }
+        }
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        true
+    }
 }
 
 impl Drop for TestRun {

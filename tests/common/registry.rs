@@ -88,6 +88,11 @@ impl TestRegistry {
         self.docker(&["push", tag]);
     }
 
+    /// Where the registry keeps its blobs and manifests (to break one).
+    pub fn storage(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
     /// The registry's log so far (warnings and the access log).
     pub fn log(&self) -> String {
         let path = self.dir.path().join("registry.log");

@@ -41,7 +41,8 @@ pub(super) async fn resolve(
     if lost.is_empty() {
         return (done, problems);
     }
-    for ((base, suffix), group) in groups(ops, containers).into_iter().filter(|((_, s), _)| lost.contains(s)) {
+    for ((base, suffix), group) in groups(ops, containers).into_iter().filter(|((_, s), _)| lost.contains(s))
+    {
         // A swap that began after the journal was read holds this lock and
         // has a record; resolving its containers would break it.
         let Ok(_lock) = journal.lock(&base) else { continue };
