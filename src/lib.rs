@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod backoff;
 pub mod controller;
 pub mod engine;
 pub mod identity;
