@@ -24,6 +24,7 @@ pub mod report;
 pub mod resolve;
 pub mod selfupgrade;
 pub mod status;
+pub mod summary;
 pub mod swap;
 pub mod trigger;
 pub mod types;
