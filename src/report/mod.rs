@@ -1,30 +1,27 @@
 //! Reporting op outcomes to a server: one JSON POST per op to the
-//! manifest's `report.webhook`. This is how a fleet server learns an
-//! agent's new version, or why an upgrade failed.
+//! webhook (`--report-webhook`, else the manifest's `report.webhook`).
+//! This is how a fleet server learns an agent's new version, or why an
+//! upgrade failed.
 //!
-//! Reporting never blocks reconciling: events go through a bounded queue to
-//! one background task that POSTs them in order, retrying with exponential
-//! backoff while the receiver is down. When the queue is full the newest
-//! event is dropped with a warning rather than holding up a pass.
+//! Events go through a durable [`outbox`] in the state directory and are
+//! [`deliver`]ed from it by a background task, at least once, with the op
+//! id as the idempotency key: a receiver that is down, a controller that
+//! restarts or upgrades itself loses none. Reporting never blocks a pass.
+
+pub mod deliver;
+pub mod outbox;
 
 use std::time::Duration;
 
-use serde::Serialize;
-use tokio::sync::mpsc;
+use serde::{Deserialize, Serialize};
 
 use crate::swap::journal::OpRecord;
 
-/// Events waiting to be sent.
-const QUEUE: usize = 256;
-/// Attempts per event before it is dropped.
-const ATTEMPTS: u32 = 8;
-/// First retry delay; doubles up to [`MAX_DELAY`].
-const FIRST_DELAY: Duration = Duration::from_millis(500);
-const MAX_DELAY: Duration = Duration::from_secs(30);
-const TIMEOUT: Duration = Duration::from_secs(10);
+pub use deliver::Delivery;
+pub use outbox::Outbox;
 
 /// One op outcome as POSTed.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct OpEvent {
     /// The op.
     pub op_id: String,
@@ -74,67 +71,4 @@ impl OpEvent {
             controller_version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
-}
-
-/// The sending side: cheap to clone, never blocks.
-#[derive(Clone)]
-pub struct Reporter {
-    tx: mpsc::Sender<(String, OpEvent)>,
-}
-
-impl Reporter {
-    /// Starts the background sender on the current runtime.
-    pub fn start() -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(send_all(rx));
-        Self { tx }
-    }
-
-    /// Queues `event` for `url`; drops it (with a warning) if the queue is full.
-    pub fn report(&self, url: &str, event: OpEvent) {
-        if let Err(e) = self.tx.try_send((url.to_string(), event)) {
-            tracing::warn!(error = %e, "report queue full; an op outcome was not reported");
-        }
-    }
-}
-
-async fn send_all(mut rx: mpsc::Receiver<(String, OpEvent)>) {
-    // Built on the first event only: most controllers never report, and a
-    // client holds the system's CA store in memory.
-    let mut client: Option<reqwest::Client> = None;
-    while let Some((url, event)) = rx.recv().await {
-        if client.is_none() {
-            crate::registry::ensure_crypto_provider();
-            match reqwest::Client::builder().timeout(TIMEOUT).build() {
-                Ok(c) => client = Some(c),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot build the report client; report dropped");
-                    continue;
-                }
-            }
-        }
-        if let Some(c) = &client {
-            send_one(c, &url, &event).await;
-        }
-    }
-}
-
-/// POSTs one event, retrying with backoff; gives up after [`ATTEMPTS`].
-async fn send_one(client: &reqwest::Client, url: &str, event: &OpEvent) {
-    let mut delay = FIRST_DELAY;
-    for attempt in 1..=ATTEMPTS {
-        let result = client.post(url).json(event).send().await;
-        let error = match result {
-            Ok(r) if r.status().is_success() => {
-                tracing::info!(op_id = %event.op_id, url, "reported");
-                return;
-            }
-            Ok(r) => format!("receiver answered {}", r.status()),
-            Err(e) => e.to_string(),
-        };
-        tracing::warn!(op_id = %event.op_id, url, attempt, error = %error, "report not delivered; retrying");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(MAX_DELAY);
-    }
-    tracing::error!(op_id = %event.op_id, url, "report dropped after {ATTEMPTS} attempts");
 }
