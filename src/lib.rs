@@ -11,6 +11,7 @@
 pub mod api;
 pub mod backoff;
 pub mod controller;
+pub mod daemon;
 pub mod engine;
 pub mod identity;
 pub mod manifest;
