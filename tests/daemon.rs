@@ -543,3 +543,33 @@ fn a_target_that_cannot_be_resolved_is_counted_named_and_retried() {
     assert!(d.output().contains(&format!("Failed: {web} (error).")), "{}", d.output());
     assert_eq!(d.terminate(), Some(0));
 }
+
+#[test]
+fn a_second_sigterm_forces_the_exit_and_the_next_start_finishes_the_swap() {
+    let s = setup("daemon_forced_stop");
+    s.run.run_container("web", &format!("{}:1", s.repo), &[]);
+    let web = s.run.name("web");
+    // A long gate: the first SIGTERM alone would wait 30 s for it.
+    s.write_in_place(&format!(
+        "version: 1\ndefaults:\n  drift_interval: 1h\n  health: {{stable: 30s, timeout: 60s}}\ntargets:\n  - container: {web}\n    image: {}:2\n",
+        s.repo
+    ));
+    let mut d = Daemon::start(&s.run, &s.path(), &s.state, &[]);
+    let ops = std::path::Path::new(&s.state).join("ops");
+    wait_for("a swap in flight", Duration::from_secs(60), || {
+        std::fs::read_dir(&ops).map(|d| d.count() > 0).unwrap_or(false)
+    });
+    d.sigterm();
+    wait_for("the drain to begin", Duration::from_secs(10), || {
+        d.output().contains("stopping: no new swap starts")
+    });
+    d.sigterm();
+    let code = d.exit_code(Duration::from_secs(10));
+    assert_eq!(code, Some(8), "forced, long before the gate ends:\n{}", d.output());
+
+    let out = s.run.cli(&["recover", "--state-dir", &s.state]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(s.run.inspect(&web, "{{.State.Running}}"), "true", "a container runs under the name");
+    let leftovers = s.run.docker(&["ps", "-a", "--filter", &s.run.label_filter(), "--format", "{{.Names}}"]);
+    assert!(!leftovers.contains("--cu-"), "no temporary or backup container left: {leftovers}");
+}
