@@ -93,6 +93,11 @@ impl<'a, O: FnMut(Event<'_>)> Daemon<'a, O> {
             self.publish(trigger, done, &self.journal());
             return Err(PassError::NoManifest(error));
         };
+        // Before the pass: events already in the outbox go out even when
+        // the pass itself cannot run (the engine is down).
+        if let Some(delivery) = &self.delivery {
+            delivery.set_url(self.webhook(&manifest));
+        }
         match self.controller.pass(&manifest).await {
             Ok(pass) => {
                 (self.output)(Event::Pass(&pass));
@@ -141,6 +146,11 @@ impl<'a, O: FnMut(Event<'_>)> Daemon<'a, O> {
         self.current.read().ok().and_then(|m| m.clone())
     }
 
+    /// The webhook in force: the flag, else the manifest's.
+    fn webhook(&self, manifest: &Manifest) -> Option<String> {
+        self.options.webhook.clone().or_else(|| manifest.webhook.clone())
+    }
+
     fn journal(&self) -> Vec<OpRecord> {
         self.controller.swapper().journal().ops().unwrap_or_default()
     }
@@ -149,9 +159,8 @@ impl<'a, O: FnMut(Event<'_>)> Daemon<'a, O> {
     /// controller's own self-upgrade included: its outcome is found here
     /// after the restart) and counts it in the metrics.
     fn report_new_ops(&mut self, manifest: &Manifest, journal: &[OpRecord]) {
-        let url = self.options.webhook.clone().or_else(|| manifest.webhook.clone());
+        let url = self.webhook(manifest);
         let (Some(outbox), Some(delivery)) = (&self.outbox, &self.delivery) else { return };
-        delivery.set_url(url.clone());
         match outbox.enqueue_news(journal, url.is_some()) {
             Ok(news) => {
                 for event in &news {
