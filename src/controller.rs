@@ -48,6 +48,9 @@ pub struct Pass {
     pub own_news: Option<String>,
     /// The journal as the pass left it (read once, for whoever reports it).
     pub journal: Vec<OpRecord>,
+    /// The plan entry of the controller's own container, when the plan
+    /// upgrades it (so a failed hand-off is named like any target).
+    pub own_entry: Option<crate::plan::PlanEntry>,
 }
 
 /// The controller's long-lived parts.
@@ -183,6 +186,7 @@ impl Controller {
                 .await?;
         let journal = self.swapper.journal().ops().unwrap_or_default();
         let own_news = self.own_news(&journal);
+        let own_entry = report.own.as_ref().map(|(entry, _)| entry.clone());
         let own = match (report.own.take(), &self.me) {
             (Some((_, Err(hold))), _) => Some(Own::Held(hold)),
             // Shutting down: the helper would outlive this controller's
@@ -191,7 +195,7 @@ impl Controller {
             (Some((_, Ok(request))), Some(me)) => Some(self.hand_off(me, request).await),
             _ => None,
         };
-        Ok(Pass { report, own, own_news, journal })
+        Ok(Pass { report, own, own_news, journal, own_entry })
     }
 
     /// The registry client for `manifest`: the cached one while the set of

@@ -9,7 +9,9 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod backoff;
 pub mod controller;
+pub mod daemon;
 pub mod engine;
 pub mod identity;
 pub mod manifest;
@@ -24,6 +26,7 @@ pub mod report;
 pub mod resolve;
 pub mod selfupgrade;
 pub mod status;
+pub mod summary;
 pub mod swap;
 pub mod trigger;
 pub mod types;

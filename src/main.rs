@@ -18,11 +18,15 @@ fn main() -> ExitCode {
             return ExitCode::from(cli::exit::INTERNAL);
         }
     };
-    match runtime.block_on(cli::run(args)) {
+    let code = match runtime.block_on(cli::run(args)) {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
             eprintln!("{failure}");
             ExitCode::from(failure.code)
         }
-    }
+    };
+    // Dropping a runtime waits for every blocking task without limit; a
+    // forced stop (a second SIGTERM) must not hang on one.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    code
 }

@@ -16,6 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::summary::{Kind, Summary};
 use crate::trigger::Trigger;
 
 /// The `Content-Type` of [`Metrics::encode`]'s output (OpenMetrics text,
@@ -23,7 +24,7 @@ use crate::trigger::Trigger;
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Every trigger label value, pre-created so each series exists from zero.
-const TRIGGERS: [&str; 5] = ["timer", "file", "docker", "api", "hangup"];
+const TRIGGERS: [&str; 6] = ["timer", "retry", "file", "docker", "api", "hangup"];
 
 /// Every op outcome the daemon reports, pre-created likewise.
 const OUTCOMES: [&str; 4] = ["committed", "rolled_back", "failed", "unchanged"];
@@ -38,6 +39,19 @@ struct OutcomeLabels {
     outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+/// Webhook delivery results, pre-created likewise.
+const DELIVERY_RESULTS: [&str; 2] = ["delivered", "failed"];
+
 /// The controller's metrics. Cheap to share behind an `Arc`; every method
 /// takes `&self`.
 #[derive(Debug)]
@@ -49,6 +63,11 @@ pub struct Metrics {
     rollbacks: Counter,
     op_duration: Histogram,
     last_success: Gauge<f64, AtomicU64>,
+    failures: Family<KindLabels, Counter>,
+    last_pass_failures: Gauge,
+    pass_errors: Counter,
+    webhook: Family<ResultLabels, Counter>,
+    webhook_pending: Gauge,
 }
 
 impl Default for Metrics {
@@ -90,6 +109,32 @@ impl Metrics {
             Unit::Seconds,
             last_success.clone(),
         );
+        let failures = Family::<KindLabels, Counter>::default();
+        let last_pass_failures = Gauge::default();
+        let pass_errors = Counter::default();
+        let webhook = Family::<ResultLabels, Counter>::default();
+        let webhook_pending = Gauge::default();
+        registry.register(
+            "failures",
+            "Targets a pass could not bring to their desired image, by kind (a held target counts every pass)",
+            failures.clone(),
+        );
+        registry.register(
+            "last_pass_failures",
+            "Failures named by the last pass (0: everything as the manifest says)",
+            last_pass_failures.clone(),
+        );
+        registry.register(
+            "pass_errors",
+            "Passes that could not run at all (engine or journal unreachable, no valid manifest)",
+            pass_errors.clone(),
+        );
+        registry.register("webhook_deliveries", "Webhook POST attempts, by result", webhook.clone());
+        registry.register(
+            "webhook_pending",
+            "Op events in the outbox not yet delivered",
+            webhook_pending.clone(),
+        );
         // Create the known series now so they read 0 rather than being
         // absent (`rate()` and alerts on absence both need the zero).
         for trigger in TRIGGERS {
@@ -98,7 +143,56 @@ impl Metrics {
         for outcome in OUTCOMES {
             let _ = upgrades.get_or_create(&OutcomeLabels { outcome: outcome.to_string() });
         }
-        Self { registry, passes, pass_duration, upgrades, rollbacks, op_duration, last_success }
+        for kind in Kind::ALL {
+            let _ = failures.get_or_create(&KindLabels { kind: kind.name().to_string() });
+        }
+        for result in DELIVERY_RESULTS {
+            let _ = webhook.get_or_create(&ResultLabels { result: result.to_string() });
+        }
+        Self {
+            registry,
+            passes,
+            pass_duration,
+            upgrades,
+            rollbacks,
+            op_duration,
+            last_success,
+            failures,
+            last_pass_failures,
+            pass_errors,
+            webhook,
+            webhook_pending,
+        }
+    }
+
+    /// A pass ran: counts each failure it named by kind, and sets the
+    /// last-pass gauge (and the last success time when nothing failed).
+    pub fn pass_summary(&self, summary: &Summary, now_unix: f64) {
+        for f in &summary.failures {
+            self.failures.get_or_create(&KindLabels { kind: f.kind.name().to_string() }).inc();
+        }
+        self.last_pass_failures.set(i64::try_from(summary.failures.len()).unwrap_or(i64::MAX));
+        if summary.is_clean() {
+            self.set_last_success(now_unix);
+        }
+    }
+
+    /// A pass could not run at all; it counts as one failure in the
+    /// last-pass gauge.
+    pub fn pass_failed(&self) {
+        self.pass_errors.inc();
+        self.last_pass_failures.set(1);
+    }
+
+    /// A webhook POST was answered with success (`true`) or not.
+    pub fn webhook_attempt(&self, delivered: bool) {
+        let result = if delivered { "delivered" } else { "failed" };
+        self.webhook.get_or_create(&ResultLabels { result: result.to_string() }).inc();
+    }
+
+    /// Events waiting in the outbox.
+    pub fn set_webhook_pending(&self, pending: usize) {
+        self.webhook_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
     }
 
     /// A reconcile pass ended. `trigger` should come from [`trigger_label`].
@@ -136,11 +230,12 @@ impl Metrics {
     }
 }
 
-/// The bounded label value for a trigger: `timer`, `file`, `docker`, `api`
-/// or `hangup` (a Docker event's container name is dropped on purpose).
+/// The bounded label value for a trigger: `timer`, `retry`, `file`,
+/// `docker`, `api` or `hangup` (a Docker event's container name is dropped on purpose).
 pub fn trigger_label(trigger: &Trigger) -> &'static str {
     match trigger {
         Trigger::Timer => "timer",
+        Trigger::Retry => "retry",
         Trigger::File => "file",
         Trigger::Docker(_) => "docker",
         Trigger::Api => "api",
@@ -189,6 +284,38 @@ mod tests {
         line(&text, "container_upgrader_op_duration_seconds_count 2");
         line(&text, "container_upgrader_op_duration_seconds_sum 73");
         line(&text, "container_upgrader_last_success_timestamp_seconds 1700000000.5");
-        assert!(!text.contains("web"), "container names must not become labels:\n{text}");
+        assert!(!text.contains("\"web\""), "container names must not become labels:\n{text}");
+    }
+
+    #[test]
+    fn a_pass_with_failures_counts_them_by_kind_and_is_not_a_success() {
+        use crate::summary::Failure;
+        let m = Metrics::new();
+        let failure = |kind| Failure {
+            target: "t".into(),
+            container: None,
+            kind,
+            reason: String::new(),
+            retry_at: None,
+        };
+        let summary =
+            Summary { failures: vec![failure(Kind::Error), failure(Kind::Held)], ..Summary::default() };
+        m.pass_summary(&summary, 1_700_000_000.0);
+        let text = m.encode();
+        line(&text, "container_upgrader_failures_total{kind=\"error\"} 1");
+        line(&text, "container_upgrader_failures_total{kind=\"held\"} 1");
+        line(&text, "container_upgrader_failures_total{kind=\"refused\"} 0");
+        line(&text, "container_upgrader_last_pass_failures 2");
+        line(&text, "container_upgrader_last_success_timestamp_seconds 0");
+        m.pass_summary(&Summary::default(), 1_700_000_001.0);
+        m.pass_failed();
+        m.webhook_attempt(false);
+        m.set_webhook_pending(3);
+        let text = m.encode();
+        line(&text, "container_upgrader_last_success_timestamp_seconds 1700000001");
+        line(&text, "container_upgrader_last_pass_failures 1");
+        line(&text, "container_upgrader_pass_errors_total 1");
+        line(&text, "container_upgrader_webhook_deliveries_total{result=\"failed\"} 1");
+        line(&text, "container_upgrader_webhook_pending 3");
     }
 }

@@ -24,6 +24,35 @@ pub struct Snapshot {
     pub next_check: Option<String>,
     /// One entry per plan entry of the last pass.
     pub targets: Vec<TargetStatus>,
+    /// The last pass: what it counted and every failure it named.
+    pub last_pass: Option<PassStatus>,
+    /// Webhook delivery, when a webhook is configured or events wait.
+    pub webhook: Option<WebhookStatus>,
+}
+
+/// The last pass as `/v1/status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PassStatus {
+    /// What triggered it.
+    pub trigger: String,
+    /// When it ended (RFC 3339).
+    pub ended_at: String,
+    /// Why it could not run at all (engine or journal unreachable, no
+    /// valid manifest); `summary` is then absent.
+    pub error: Option<String>,
+    /// What it did, counted and named.
+    pub summary: Option<crate::summary::Summary>,
+}
+
+/// Where the op events stand.
+#[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
+pub struct WebhookStatus {
+    /// Events in the outbox not yet delivered.
+    pub pending: usize,
+    /// Events delivered since this controller started.
+    pub delivered: u64,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
 }
 
 /// The controller's own container.
@@ -52,6 +81,17 @@ pub struct TargetStatus {
     pub reason: String,
     /// The last swap of this container, from the journal.
     pub last_op: Option<LastOp>,
+    /// What went wrong for it in the last pass, if anything.
+    pub failure: Option<TargetFailure>,
+}
+
+/// One target's failure in the last pass.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TargetFailure {
+    /// What kind of failure.
+    pub kind: crate::summary::Kind,
+    /// Why.
+    pub reason: String,
 }
 
 /// A swap as `status` shows it.

@@ -8,6 +8,8 @@ use std::fmt;
 pub enum Trigger {
     /// The drift timer.
     Timer,
+    /// The retry after a pass that failed (see `daemon::error_policy`).
+    Retry,
     /// The manifest file changed.
     File,
     /// A Docker event about a target (`destroy web`, `start web`, …).
@@ -22,6 +24,7 @@ impl fmt::Display for Trigger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Trigger::Timer => f.write_str("drift timer"),
+            Trigger::Retry => f.write_str("retry after a failed pass"),
             Trigger::File => f.write_str("manifest file changed"),
             Trigger::Docker(what) => write!(f, "docker event: {what}"),
             Trigger::Api => f.write_str("API push"),

@@ -214,33 +214,46 @@ fn an_invalid_manifest_changes_nothing_and_the_next_valid_one_applies() {
     });
 }
 
-/// A webhook receiver on loopback that records each POST body.
-fn receiver(listener: TcpListener) -> Arc<Mutex<Vec<String>>> {
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let seen = bodies.clone();
+/// One POST as the receiver saw it.
+#[derive(Debug, Clone)]
+struct Received {
+    /// The `Idempotency-Key` header.
+    key: Option<String>,
+    body: String,
+}
+
+/// A webhook receiver on loopback that records each POST.
+fn receiver(listener: TcpListener) -> Arc<Mutex<Vec<Received>>> {
+    let posts = Arc::new(Mutex::new(Vec::new()));
+    let seen = posts.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming().map_while(Result::ok) {
             let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut length = 0usize;
+            let (mut length, mut key) = (0usize, None);
             let mut line = String::new();
             while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
                 if line == "\r\n" {
                     break;
                 }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
                     length = v.trim().parse().unwrap_or(0);
+                }
+                if lower.starts_with("idempotency-key:") {
+                    key = line.split_once(':').map(|(_, v)| v.trim().to_string());
                 }
                 line.clear();
             }
             let mut body = vec![0; length];
             if reader.read_exact(&mut body).is_ok() {
-                seen.lock().expect("lock").push(String::from_utf8_lossy(&body).into_owned());
+                let body = String::from_utf8_lossy(&body).into_owned();
+                seen.lock().expect("lock").push(Received { key, body });
             }
             let mut stream = stream;
             let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
         }
     });
-    bodies
+    posts
 }
 
 #[test]
@@ -261,12 +274,10 @@ fn every_op_is_reported_to_the_webhook_even_after_the_receiver_was_down() {
     s.write_by_rename(&text("broken"));
     wait_for("the rollback", Duration::from_secs(60), || d.output().contains("rolled back"));
 
-    let bodies = receiver(TcpListener::bind(("127.0.0.1", port)).expect("receiver"));
-    wait_for("both reports", Duration::from_secs(60), || {
-        bodies.lock().map(|b| b.len() >= 2).unwrap_or(false)
-    });
+    let posts = receiver(TcpListener::bind(("127.0.0.1", port)).expect("receiver"));
+    wait_for("both reports", Duration::from_secs(60), || posts.lock().map(|b| b.len() >= 2).unwrap_or(false));
     std::thread::sleep(Duration::from_secs(2));
-    let bodies = bodies.lock().expect("lock").clone();
+    let bodies: Vec<String> = posts.lock().expect("lock").iter().map(|p| p.body.clone()).collect();
     assert_eq!(bodies.len(), 2, "one event per op: {bodies:#?}");
     let events: Vec<serde_json::Value> =
         bodies.iter().map(|b| serde_json::from_str(b).expect("JSON")).collect();
@@ -397,4 +408,168 @@ fn sigterm_during_a_pass_lets_the_swap_in_flight_finish_and_starts_no_other() {
     assert_eq!(rows.len(), 1, "one op journaled: {status:#}");
     assert_eq!(rows[0]["container"], names[upgraded[0]].as_str());
     assert_eq!(rows[0]["outcome"], "committed", "{status:#}");
+}
+
+/// The ids of the finished ops in the journal of `state`.
+fn finished_ops(state: &str) -> Vec<String> {
+    let dir = std::path::Path::new(state).join("ops");
+    let mut ids: Vec<String> = std::fs::read_dir(dir)
+        .expect("ops")
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .filter(|op| {
+            let last = op["steps"].as_array().and_then(|s| s.last()).map(|s| s["step"].clone());
+            matches!(last.as_ref().and_then(|s| s.as_str()), Some("committed" | "rolled_back" | "failed"))
+        })
+        .filter_map(|op| op["op_id"].as_str().map(str::to_string))
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn outbox_files(state: &str) -> usize {
+    std::fs::read_dir(std::path::Path::new(state).join("outbox"))
+        .map(|d| {
+            d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().ends_with(".json")).count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn events_queued_while_the_receiver_hung_are_delivered_after_a_restart() {
+    let s = setup("daemon_webhook_outbox");
+    let names: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            s.run.run_container(n, &format!("{}:1", s.repo), &[]);
+            s.run.name(n)
+        })
+        .collect();
+    // A receiver that accepts connections and never answers: every POST
+    // hangs until the controller's timeout.
+    let hung = TcpListener::bind("127.0.0.1:0").expect("hung receiver");
+    let port = hung.local_addr().expect("addr").port();
+    let manifest = |tags: [&str; 3]| {
+        let targets: String = names
+            .iter()
+            .zip(tags)
+            .map(|(n, tag)| format!("  - container: {n}\n    image: {}:{tag}\n", s.repo))
+            .collect();
+        format!(
+            "version: 1\ndefaults:\n  drift_interval: 1h\n  health: {{stable: 1s, timeout: 20s}}\nreport: {{webhook: \"http://127.0.0.1:{port}/events\"}}\ntargets:\n{targets}"
+        )
+    };
+    s.write_in_place(&manifest(["2", "2", "2"]));
+    let d = Daemon::start(&s.run, &s.path(), &s.state, &[]);
+    wait_for("three upgrades", Duration::from_secs(90), || d.output().contains("Reconciled: 3 upgraded"));
+    s.write_by_rename(&manifest(["broken", "broken", "2"]));
+    wait_for("two rollbacks", Duration::from_secs(90), || d.output().contains("2 rolled back"));
+    let ops = finished_ops(&s.state);
+    assert_eq!(ops.len(), 5, "five ops journaled");
+    wait_for("five events in the outbox", Duration::from_secs(10), || outbox_files(&s.state) == 5);
+    assert_eq!(d.terminate(), Some(0), "SIGTERM exits 0 even with a POST hanging");
+
+    // The receiver is down now, and the controller restarts.
+    drop(hung);
+    let d = Daemon::start(&s.run, &s.path(), &s.state, &[]);
+    wait_for("the first pass after the restart", Duration::from_secs(60), || {
+        d.output().contains("Reconciled:")
+    });
+    assert_eq!(outbox_files(&s.state), 5, "nothing lost while the receiver is down");
+
+    let posts = receiver(TcpListener::bind(("127.0.0.1", port)).expect("receiver back"));
+    let delivered = || -> Vec<String> {
+        let mut ids: Vec<String> = posts.lock().expect("lock").iter().filter_map(|p| p.key.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    wait_for("every event delivered", Duration::from_secs(90), || delivered() == ops);
+    for post in posts.lock().expect("lock").iter() {
+        let event: serde_json::Value = serde_json::from_str(&post.body).expect("JSON");
+        assert_eq!(event["op_id"].as_str(), post.key.as_deref(), "the op id is the idempotency key");
+    }
+    let outcomes: Vec<String> = posts
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|p| serde_json::from_str::<serde_json::Value>(&p.body).ok())
+        .filter_map(|e| e["outcome"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(outcomes.iter().filter(|o| *o == "committed").count(), 3, "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|o| *o == "rolled_back").count(), 2, "{outcomes:?}");
+    wait_for("the outbox to empty", Duration::from_secs(10), || outbox_files(&s.state) == 0);
+    assert_eq!(d.terminate(), Some(0));
+}
+
+#[test]
+fn a_target_that_cannot_be_resolved_is_counted_named_and_retried() {
+    let s = setup("daemon_failure_named");
+    s.run.run_container("web", &format!("{}:1", s.repo), &[]);
+    let web = s.run.name("web");
+    // A registry nobody serves: the target is in error on every pass.
+    let closed = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let text = format!(
+        "version: 1\ndefaults:\n  drift_interval: 1h\ntargets:\n  - container: {web}\n    image: 127.0.0.1:{closed}/app:2\n"
+    );
+    s.write_in_place(&text);
+    let once =
+        s.run.cli(&["reconcile", "-f", s.path().to_str().expect("utf-8"), "--once", "--state-dir", &s.state]);
+    let stdout = String::from_utf8_lossy(&once.stdout);
+    assert_eq!(once.status.code(), Some(7), "{stdout}");
+    assert!(stdout.contains(&format!("1 errors, 0 up to date. Failed: {web} (error).")), "{stdout}");
+
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let addr = format!("127.0.0.1:{port}");
+    let d = Daemon::start(&s.run, &s.path(), &s.state, &["--listen", &addr]);
+    wait_for("the API", Duration::from_secs(60), || std::net::TcpStream::connect(&addr).is_ok());
+    // The drift timer is 1 h: only the retry after the failure runs a second pass.
+    wait_for("a retried pass", Duration::from_secs(60), || {
+        http(&addr, "GET", "/metrics", &[], "")
+            .1
+            .contains("container_upgrader_passes_total{trigger=\"retry\"} 1")
+    });
+    let (_, metrics) = http(&addr, "GET", "/metrics", &[], "");
+    assert!(metrics.contains("container_upgrader_last_pass_failures 1"), "{metrics}");
+    assert!(!metrics.contains("container_upgrader_failures_total{kind=\"error\"} 0"), "{metrics}");
+    let (_, status) = http(&addr, "GET", "/v1/status", &[], "");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    let failure = &status["last_pass"]["summary"]["failures"][0];
+    assert_eq!(failure["container"], web.as_str(), "{status:#}");
+    assert_eq!(failure["kind"], "error", "{status:#}");
+    assert_eq!(status["last_pass"]["summary"]["errors"], 1, "{status:#}");
+    assert_eq!(status["targets"][0]["failure"]["kind"], "error", "{status:#}");
+    assert!(d.output().contains(&format!("Failed: {web} (error).")), "{}", d.output());
+    assert_eq!(d.terminate(), Some(0));
+}
+
+#[test]
+fn a_second_sigterm_forces_the_exit_and_the_next_start_finishes_the_swap() {
+    let s = setup("daemon_forced_stop");
+    s.run.run_container("web", &format!("{}:1", s.repo), &[]);
+    let web = s.run.name("web");
+    // A long gate: the first SIGTERM alone would wait 30 s for it.
+    s.write_in_place(&format!(
+        "version: 1\ndefaults:\n  drift_interval: 1h\n  health: {{stable: 30s, timeout: 60s}}\ntargets:\n  - container: {web}\n    image: {}:2\n",
+        s.repo
+    ));
+    let mut d = Daemon::start(&s.run, &s.path(), &s.state, &[]);
+    let ops = std::path::Path::new(&s.state).join("ops");
+    wait_for("a swap in flight", Duration::from_secs(60), || {
+        std::fs::read_dir(&ops).map(|d| d.count() > 0).unwrap_or(false)
+    });
+    d.sigterm();
+    wait_for("the drain to begin", Duration::from_secs(10), || {
+        d.output().contains("stopping: no new swap starts")
+    });
+    d.sigterm();
+    let code = d.exit_code(Duration::from_secs(10));
+    assert_eq!(code, Some(8), "forced, long before the gate ends:\n{}", d.output());
+
+    let out = s.run.cli(&["recover", "--state-dir", &s.state]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(s.run.inspect(&web, "{{.State.Running}}"), "true", "a container runs under the name");
+    let leftovers = s.run.docker(&["ps", "-a", "--filter", &s.run.label_filter(), "--format", "{{.Names}}"]);
+    assert!(!leftovers.contains("--cu-"), "no temporary or backup container left: {leftovers}");
 }

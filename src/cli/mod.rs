@@ -27,7 +27,8 @@ Exit codes:
   5  plan --detailed-exitcode: at least one target is in error, refused or missing
   6  upgrade/reconcile: a new container failed its health gate and was rolled back
   7  upgrade/reconcile: nothing changed because of an error before the swap
-     (container not found, pull failed, create refused, lock held, held by backoff)
+     (container not found, pull failed, create refused, lock held, held by backoff,
+     a target in error or refused by the policy)
   8  needs attention: a swap stopped half-way or failed without rollback;
      run `container-upgrader recover`
  70  internal error";

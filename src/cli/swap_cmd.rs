@@ -10,6 +10,7 @@ use container_upgrader::manifest::{Dur, HealthGate, Manifest, Order, Probe, Pull
 use container_upgrader::plan::Action;
 use container_upgrader::reconcile::{self, Applied};
 use container_upgrader::reference::ImageRef;
+use container_upgrader::summary::{Severity, Summary};
 use container_upgrader::swap::backoff::Hold;
 use container_upgrader::swap::journal::Journal;
 use container_upgrader::swap::recover::{self, Recovered};
@@ -195,54 +196,44 @@ pub async fn reconcile(controller: &Controller, manifest: &Manifest) -> Result<u
     Ok(print_pass(&pass))
 }
 
-/// Prints a pass's outcomes; returns the most serious exit code.
+/// Prints a pass's outcomes and its summary; returns the exit code of the
+/// most serious one.
 pub fn print_pass(pass: &Pass) -> u8 {
     let report = &pass.report;
     for r in &report.recovered {
         eprintln!("{}", describe(r));
     }
-    let mut worst = exit::OK;
     for (entry, applied) in &report.applied {
         let container = entry.container.as_deref().unwrap_or("-");
-        let code = match applied {
-            Applied::Swapped(o) => {
-                print_outcome(o);
-                outcome_code(o)
-            }
-            Applied::Held(h) => {
-                print_held(container, entry, h);
-                exit::UNCHANGED
-            }
-            Applied::Error(e) => {
-                eprintln!("error: {e}");
-                error_code(e)
-            }
-        };
-        worst = worse(worst, code);
+        match applied {
+            Applied::Swapped(o) => print_outcome(o),
+            Applied::Held(h) => print_held(container, entry, h),
+            Applied::Error(e) => eprintln!("error: {e}"),
+        }
     }
     if let Some(news) = &pass.own_news {
         println!("{news}");
     }
     if let Some(own) = &pass.own {
-        worst = worse(worst, print_own(own));
+        print_own(own);
     }
     let problems = report.plan.actions.iter().filter(|e| !matches!(e.action, Action::Upgrade | Action::None));
     for e in problems {
         eprintln!("{}: {}: {}", e.container.as_deref().unwrap_or(&e.target), e.action, e.reason);
     }
-    println!(
-        "Reconciled: {} upgraded, {} rolled back, {} held, {} errors, {} up to date.",
-        count(report, |a| matches!(a, Applied::Swapped(o) if matches!(**o, Outcome::Committed(_)))),
-        count(
-            report,
-            |a| matches!(a, Applied::Swapped(o) if matches!(**o, Outcome::RolledBack(_) | Outcome::Failed(_)))
-        ),
-        count(report, |a| matches!(a, Applied::Held(_)))
-            + usize::from(matches!(pass.own, Some(Own::Held(_)))),
-        count(report, |a| matches!(a, Applied::Error(_))),
-        report.plan.count(Action::None),
-    );
-    worst
+    let summary = Summary::of(pass);
+    println!("{summary}");
+    severity_code(summary.severity)
+}
+
+/// The exit code for a pass's worst result.
+pub fn severity_code(severity: Severity) -> u8 {
+    match severity {
+        Severity::Ok => exit::OK,
+        Severity::Unchanged => exit::UNCHANGED,
+        Severity::RolledBack => exit::ROLLED_BACK,
+        Severity::Attention => exit::ATTENTION,
+    }
 }
 
 fn print_held(container: &str, entry: &container_upgrader::plan::PlanEntry, h: &Hold) {
@@ -254,18 +245,16 @@ fn print_held(container: &str, entry: &container_upgrader::plan::PlanEntry, h: &
     );
 }
 
-fn print_own(own: &Own) -> u8 {
+fn print_own(own: &Own) {
     match own {
         Own::HelperStarted { helper, image } => {
             println!(
                 "this controller: upgrading itself to {image} through helper {}",
                 &helper[..helper.len().min(12)]
             );
-            exit::OK
         }
         Own::InProgress => {
             println!("this controller: a helper is already upgrading it");
-            exit::OK
         }
         Own::Held(h) => {
             let until = humantime::format_rfc3339_seconds(h.until);
@@ -273,17 +262,9 @@ fn print_own(own: &Own) -> u8 {
                 "this controller: held: its upgrade failed {} time(s), last: {}; next attempt after {until}",
                 h.failures, h.reason
             );
-            exit::UNCHANGED
         }
-        Own::Failed(e) => {
-            eprintln!("this controller: nothing changed: {e}");
-            exit::UNCHANGED
-        }
+        Own::Failed(e) => eprintln!("this controller: nothing changed: {e}"),
     }
-}
-
-fn count(report: &reconcile::Report, f: impl Fn(&Applied) -> bool) -> usize {
-    report.applied.iter().filter(|(_, a)| f(a)).count()
 }
 
 /// `helper`: run inside a helper container started by a controller.
@@ -386,20 +367,5 @@ fn error_code(e: &SwapError) -> u8 {
     match e {
         SwapError::Unchanged { .. } => exit::UNCHANGED,
         SwapError::Stuck { .. } | SwapError::Journal(_) | SwapError::DamagedRecord { .. } => exit::ATTENTION,
-    }
-}
-
-/// The exit code that matters more: attention > rolled back > unchanged > ok.
-fn worse(a: u8, b: u8) -> u8 {
-    let rank = |c: u8| match c {
-        exit::ATTENTION => 3,
-        exit::ROLLED_BACK => 2,
-        exit::UNCHANGED => 1,
-        _ => 0,
-    };
-    if rank(b) > rank(a) {
-        b
-    } else {
-        a
     }
 }

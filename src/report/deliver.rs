@@ -1,0 +1,208 @@
+//! Delivering the outbox to the webhook: one background task, oldest event
+//! first, each POST bounded by timeouts, redirects never followed (a
+//! redirect would send the host's events somewhere the operator did not
+//! name). An event leaves the outbox only when the receiver answers 2xx.
+//!
+//! A receiver that cannot be reached ends the sweep (the next events would
+//! fail the same way); one that refuses an event (non-2xx) does not hold
+//! up the events behind it. Failed sweeps are retried with the shared
+//! [`crate::backoff`]; new events, or a new URL, wake the task at once
+//! unless it is backing off.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Notify};
+
+use super::outbox::Outbox;
+use super::OpEvent;
+use crate::backoff::{Backoff, Policy};
+use crate::metrics::Metrics;
+use crate::status::{SharedSnapshot, WebhookStatus};
+
+/// The whole POST, connection included.
+const TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Retries of a failed sweep: 1 s doubling to 5 min, forgotten after 10
+/// quiet minutes.
+const RETRY: Policy = Policy::new(Duration::from_secs(1), Duration::from_secs(300));
+const RESET_AFTER: Duration = Duration::from_secs(600);
+/// With nothing to do, look again this often anyway: another controller
+/// on the same state directory (a self-upgrade's successor) may have
+/// written events.
+const IDLE_SWEEP: Duration = Duration::from_secs(300);
+
+/// The handle the daemon keeps: tells the task about new events and the
+/// webhook URL in force.
+#[derive(Debug)]
+pub struct Delivery {
+    wake: Arc<Notify>,
+    url: watch::Sender<Option<String>>,
+}
+
+impl Delivery {
+    /// Starts delivering `outbox` on the current runtime. Nothing is sent
+    /// until [`Delivery::set_url`] names a webhook.
+    pub fn start(outbox: Outbox, metrics: Arc<Metrics>, status: SharedSnapshot) -> Self {
+        let wake = Arc::new(Notify::new());
+        let (url, url_rx) = watch::channel(None);
+        let task = Task { outbox, metrics, status, wake: wake.clone(), url: url_rx, delivered: 0 };
+        tokio::spawn(task.run());
+        Self { wake, url }
+    }
+
+    /// The webhook in force (the flag, else the manifest's); `None` keeps
+    /// events waiting.
+    pub fn set_url(&self, url: Option<String>) {
+        self.url.send_if_modified(|current| {
+            let changed = *current != url;
+            *current = url;
+            changed
+        });
+    }
+
+    /// New events are in the outbox.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// How one POST went.
+enum Attempt {
+    Delivered,
+    /// The receiver answered, but not with success.
+    Refused(String),
+    /// No answer: connection refused, timeout, TLS failure.
+    Unreachable(String),
+}
+
+struct Task {
+    outbox: Outbox,
+    metrics: Arc<Metrics>,
+    status: SharedSnapshot,
+    wake: Arc<Notify>,
+    url: watch::Receiver<Option<String>>,
+    delivered: u64,
+}
+
+impl Task {
+    async fn run(mut self) {
+        // Built on first use: most controllers never report, and a client
+        // holds the system's CA store in memory.
+        let mut client: Option<reqwest::Client> = None;
+        let mut backoff = Backoff::new(RETRY, RESET_AFTER);
+        loop {
+            let url = self.url.borrow_and_update().clone();
+            let wait = match url {
+                None => IDLE_SWEEP,
+                Some(url) => match self.sweep(&mut client, &url).await {
+                    Ok(()) => {
+                        backoff.succeeded();
+                        IDLE_SWEEP
+                    }
+                    Err(error) => {
+                        let wait = backoff.failed(Instant::now());
+                        tracing::warn!(url = %redact(&url), error = %error, retry_in = ?wait, "webhook events not delivered; they stay in the outbox");
+                        self.publish(Some(error));
+                        // Backing off: new events wait for the retry too.
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            Ok(()) = self.url.changed() => {}
+                        }
+                        continue;
+                    }
+                },
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.wake.notified() => {}
+                Ok(()) = self.url.changed() => {}
+            }
+        }
+    }
+
+    /// Sends every waiting event; `Err` names the last failure.
+    async fn sweep(&mut self, client: &mut Option<reqwest::Client>, url: &str) -> Result<(), String> {
+        let pending = self.outbox.pending().map_err(|e| e.to_string())?;
+        if pending.is_empty() {
+            self.publish(None);
+            return Ok(());
+        }
+        let client = match client {
+            Some(c) => c,
+            None => client.insert(build_client()?),
+        };
+        let mut failure = None;
+        for event in &pending {
+            match post(client, url, event).await {
+                Attempt::Delivered => {
+                    self.metrics.webhook_attempt(true);
+                    self.delivered += 1;
+                    tracing::info!(op_id = %event.op_id, "webhook event delivered");
+                    // Delivered but not forgotten: it is sent again later,
+                    // which the op id lets the receiver recognise.
+                    if let Err(e) = self.outbox.remove(&event.op_id) {
+                        tracing::error!(op_id = %event.op_id, error = %e, "a delivered event stays in the outbox");
+                    }
+                }
+                Attempt::Refused(why) => {
+                    self.metrics.webhook_attempt(false);
+                    failure = Some(format!("op {}: {why}", event.op_id));
+                }
+                Attempt::Unreachable(why) => {
+                    self.metrics.webhook_attempt(false);
+                    failure = Some(why);
+                    break;
+                }
+            }
+        }
+        self.publish(failure.clone());
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Puts the outbox's state in the status and the metrics.
+    fn publish(&self, last_error: Option<String>) {
+        let pending = self.outbox.len().unwrap_or_default();
+        self.metrics.set_webhook_pending(pending);
+        if let Ok(mut snap) = self.status.write() {
+            snap.webhook = Some(WebhookStatus { pending, delivered: self.delivered, last_error });
+        }
+    }
+}
+
+fn build_client() -> Result<reqwest::Client, String> {
+    crate::registry::ensure_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("building the webhook client: {e}"))
+}
+
+/// POSTs one event, its op id as the idempotency key.
+async fn post(client: &reqwest::Client, url: &str, event: &OpEvent) -> Attempt {
+    let request = client.post(url).header("Idempotency-Key", &event.op_id).json(event);
+    match request.send().await {
+        Ok(r) if r.status().is_success() => Attempt::Delivered,
+        Ok(r) if r.status().is_redirection() => {
+            Attempt::Refused(format!("the receiver answered {} (redirects are not followed)", r.status()))
+        }
+        Ok(r) => Attempt::Refused(format!("the receiver answered {}", r.status())),
+        // Without the URL: it may carry a token in its query.
+        Err(e) => Attempt::Unreachable(format!("webhook unreachable: {}", e.without_url())),
+    }
+}
+
+/// The URL without its query and credentials, for logs (DESIGN.md §12).
+fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            u.set_query(None);
+            let _ = u.set_password(None);
+            let _ = u.set_username("");
+            u.to_string()
+        }
+        Err(_) => "<invalid URL>".into(),
+    }
+}

@@ -1,0 +1,74 @@
+//! Reporting op outcomes to a server: one JSON POST per op to the
+//! webhook (`--report-webhook`, else the manifest's `report.webhook`).
+//! This is how a fleet server learns an agent's new version, or why an
+//! upgrade failed.
+//!
+//! Events go through a durable [`outbox`] in the state directory and are
+//! [`deliver`]ed from it by a background task, at least once, with the op
+//! id as the idempotency key: a receiver that is down, a controller that
+//! restarts or upgrades itself loses none. Reporting never blocks a pass.
+
+pub mod deliver;
+pub mod outbox;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::swap::journal::OpRecord;
+
+pub use deliver::Delivery;
+pub use outbox::Outbox;
+
+/// One op outcome as POSTed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OpEvent {
+    /// The op.
+    pub op_id: String,
+    /// The container's name.
+    pub container: String,
+    /// The image it ran.
+    pub from: String,
+    /// The image it was swapped to.
+    pub to: String,
+    /// `committed`, `rolled_back` or `failed`.
+    pub outcome: String,
+    /// Why it rolled back or failed.
+    pub reason: Option<String>,
+    /// For a container recreated on its own image to follow the container
+    /// whose network it shares: that container's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follows: Option<String>,
+    /// When the op began (RFC 3339).
+    pub started_at: String,
+    /// When it ended (RFC 3339).
+    pub ended_at: String,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
+    /// The reporting controller's version.
+    pub controller_version: String,
+}
+
+impl OpEvent {
+    /// The event for a finished journal record.
+    pub fn from_op(op: &OpRecord) -> Self {
+        let parse = |t: &str| humantime::parse_rfc3339(t).ok();
+        let duration = match (parse(op.started_at()), parse(op.updated_at())) {
+            (Some(a), Some(b)) => b.duration_since(a).unwrap_or_default(),
+            _ => Duration::ZERO,
+        };
+        Self {
+            op_id: op.op_id.to_string(),
+            container: op.container.clone(),
+            from: op.old_image.clone(),
+            to: op.new_image.clone(),
+            outcome: op.step().map_or("unknown", |s| s.name()).to_string(),
+            reason: op.reason.clone(),
+            follows: op.follows.clone(),
+            started_at: op.started_at().to_string(),
+            ended_at: op.updated_at().to_string(),
+            duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            controller_version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
