@@ -4,8 +4,8 @@
 //! gate, or the swap ended before any change (the pull failed, the create
 //! was refused) — is held off X: after the n-th consecutive failure for the
 //! same container and image, the next attempt waits `BASE × 2^(n-1)`, at
-//! most `MAX`, stretched by up to a fifth (jitter, so a fleet that failed
-//! together does not retry together). A commit for the container, or a
+//! most `MAX`, less up to a fifth (jitter, so a fleet that failed together
+//! does not retry together; [`crate::backoff`]). A commit for the container, or a
 //! different desired image (the manifest changed), clears it. Derived from
 //! the journal alone: no other state to keep in step, so the jitter comes
 //! from the failed op's id and is the same on every pass.
@@ -74,28 +74,19 @@ pub fn hold(ops: &[OpRecord], container: &str, image: &str, now: SystemTime) -> 
     }
     let last = last?;
     let ended = humantime::parse_rfc3339(last.updated_at()).ok()?;
-    let until = ended + jittered(delay_from(base(), failures), last.op_id.as_str());
+    let policy = crate::backoff::Policy::new(base(), MAX);
+    let until =
+        ended + crate::backoff::delay(&policy, failures, crate::backoff::seed_of(last.op_id.as_str()));
     (now < until).then(|| Hold { failures, until, reason: last.reason.clone().unwrap_or_default() })
 }
 
-/// The wait after `failures` consecutive failures.
+/// The wait after `failures` consecutive failures, before jitter.
 pub fn delay(failures: u32) -> Duration {
-    delay_from(BASE, failures)
-}
-
-fn delay_from(base: Duration, failures: u32) -> Duration {
-    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
-    base.saturating_mul(factor).min(MAX)
-}
-
-/// `delay` stretched by 0–20 %, chosen by `seed` (FNV-1a): stable for one
-/// op, spread across ops.
-pub fn jittered(delay: Duration, seed: &str) -> Duration {
-    let hash = seed
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    let per_mille = u32::try_from(hash % 201).unwrap_or(0);
-    delay + delay * per_mille / 1000
+    crate::backoff::delay(
+        &crate::backoff::Policy { jitter: 0.0, ..crate::backoff::Policy::new(BASE, MAX) },
+        failures,
+        0,
+    )
 }
 
 #[cfg(test)]
@@ -122,16 +113,6 @@ mod tests {
     }
 
     #[test]
-    fn jitter_stretches_by_at_most_a_fifth_and_is_stable_per_op() {
-        let base = Duration::from_secs(100);
-        let spread: std::collections::BTreeSet<Duration> =
-            (0..50).map(|i| jittered(base, &format!("op-{i}"))).collect();
-        assert!(spread.iter().all(|d| *d >= base && *d <= base + base / 5), "{spread:?}");
-        assert!(spread.len() > 10, "ops are spread: {spread:?}");
-        assert_eq!(jittered(base, "op-1"), jittered(base, "op-1"));
-    }
-
-    #[test]
     fn a_failed_pull_holds_the_image_like_a_failed_gate() {
         let ops = [op("web", "app:2", Step::Aborted, "2026-01-01T00:00:00Z")];
         let h = hold(&ops, "web", "app:2", t("2026-01-01T00:00:30Z")).expect("held");
@@ -152,7 +133,7 @@ mod tests {
         let h = hold(&ops, "web", "app:2", t("2026-01-01T00:00:30Z")).expect("held");
         assert_eq!(h.failures, 1);
         assert_eq!(h.reason, "exited with code 1");
-        assert!(hold(&ops, "web", "app:2", t("2026-01-01T00:01:13Z")).is_none(), "expired");
+        assert!(hold(&ops, "web", "app:2", t("2026-01-01T00:01:01Z")).is_none(), "expired");
         assert!(hold(&ops, "web", "app:3", t("2026-01-01T00:00:30Z")).is_none(), "another image is not held");
         assert!(
             hold(&ops, "db", "app:2", t("2026-01-01T00:00:30Z")).is_none(),
@@ -172,7 +153,7 @@ mod tests {
         assert_eq!(h.failures, 3);
         let four_minutes = t("2026-01-01T00:09:00Z");
         assert!(
-            h.until >= four_minutes && h.until <= four_minutes + Duration::from_secs(48),
+            h.until <= four_minutes && h.until >= four_minutes - Duration::from_secs(48),
             "{:?}",
             h.until
         );

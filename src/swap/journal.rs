@@ -572,6 +572,7 @@ mod tests {
             [
                 "empty.json",
                 "fifo.json",
+                "forged.json",
                 "garbage.json",
                 "link.json",
                 "mismatch.json",

@@ -170,13 +170,13 @@ async fn record_and_finish(
     journal: &Journal,
     mut op: OpRecord,
 ) -> Result<Recovered, SwapError> {
-    journal.record(
-        &mut op,
-        Step::Prepared,
-        Some("journal record lost; rebuilt from Docker's state".into()),
-    )?;
+    const LOST: &str = "journal record lost, rebuilt from Docker's state";
+    journal.record(&mut op, Step::Prepared, Some(LOST.into()))?;
     let mut recovered = finish(engine, journal, op).await?;
     recovered.action = format!("journal record lost; {}", recovered.action);
+    let reason = recovered.op.reason.take().unwrap_or_default();
+    recovered.op.reason = Some(format!("{LOST}; {reason}"));
+    journal.write(&recovered.op)?;
     Ok(recovered)
 }
 
