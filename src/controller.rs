@@ -138,7 +138,9 @@ impl Controller {
             // A held lock means the swap's helper is still at work.
             let Ok(lock) = journal.lock(&op.container) else { continue };
             drop(lock);
-            match selfupgrade::launch(engine, me, &op.old_image_id, &Job::Recover, &self.state_dir).await {
+            match selfupgrade::launch(engine, me, op.old_image_id.as_str(), &Job::Recover, &self.state_dir)
+                .await
+            {
                 Ok(_) => notes.push(format!(
                     "op {} on this container was interrupted; a helper is recovering it",
                     op.op_id

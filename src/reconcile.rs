@@ -164,10 +164,10 @@ async fn run_wave(
             let applied = match job {
                 Err(hold) => Applied::Held(hold),
                 // Shutting down: swaps in flight finish; no new one starts.
-                Ok(request) if stopping.load(Ordering::SeqCst) => Applied::Error(SwapError::Unchanged {
-                    container: request.container,
-                    reason: "not started: the controller is shutting down".into(),
-                }),
+                Ok(request) if stopping.load(Ordering::SeqCst) => Applied::Error(SwapError::unchanged(
+                    &request.container,
+                    crate::swap::NoChange::ShuttingDown,
+                )),
                 Ok(request) => match swapper.swap(&request).await {
                     Ok(outcome) => Applied::Swapped(Box::new(outcome)),
                     Err(e) => Applied::Error(e),

@@ -176,8 +176,8 @@ impl Summary {
                 Outcome::Failed(op) => self.fail(entry, Kind::Failed, reason(op), hold_end(journal, op)),
             },
             Applied::Held(h) => self.fail(entry, Kind::Held, held(h), Some(h.until)),
-            Applied::Error(SwapError::Unchanged { reason, .. }) => {
-                self.fail(entry, Kind::Error, reason.clone(), None)
+            Applied::Error(SwapError::Unchanged { cause, .. }) => {
+                self.fail(entry, Kind::Error, cause.to_string(), None)
             }
             Applied::Error(e) => self.fail(entry, Kind::Stuck, e.to_string(), None),
         }
@@ -309,7 +309,7 @@ mod tests {
     #[test]
     fn every_kind_of_result_is_counted_named_and_the_worst_wins() {
         let hold = Hold { failures: 2, until: std::time::SystemTime::UNIX_EPOCH, reason: "exited".into() };
-        let unchanged = SwapError::Unchanged { container: "c".into(), reason: "pull failed".into() };
+        let unchanged = SwapError::unchanged("c", crate::swap::NoChange::NotAllowed("pull failed".into()));
         let committed = Applied::Swapped(Box::new(Outcome::Committed(OpRecord::sample("a"))));
         let p = pass(
             vec![

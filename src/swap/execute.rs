@@ -8,10 +8,13 @@ use tracing::Instrument;
 
 use super::journal::{Journal, OpRecord, Step, TargetLock};
 use super::recreate::{recreate, CreateSpec};
-use super::{backup_name, health, swapped_name, temp_name, Outcome, SwapError, SwapRequest, OP_LABEL};
+use super::{
+    backup_name, health, swapped_name, temp_name, NoChange, Outcome, PullError, StepError, SwapError,
+    SwapRequest, OP_LABEL,
+};
 use crate::engine::{ContainerDetails, Engine, ImageDetails};
 use crate::manifest::{Order, PullPolicy, Settings};
-use crate::types::{ContainerId, OpId};
+use crate::types::{ContainerId, ImageId, OpId};
 
 /// Performs swaps; one value is shared by every swap of a pass.
 #[derive(Clone)]
@@ -97,26 +100,28 @@ impl Swapper {
         let old = engine
             .inspect_container(c)
             .await
-            .map_err(|e| SwapError::engine(c, e))?
-            .ok_or_else(|| SwapError::unchanged(c, format!("no container named {c}")))?;
+            .map_err(|e| SwapError::unchanged(c, e))?
+            .ok_or_else(|| SwapError::unchanged(c, NoChange::NoSuchContainer(c.to_string())))?;
         let old_image_id = old.image.clone().unwrap_or_default();
-        let old_image = engine.inspect_image(&old_image_id).await.map_err(|e| SwapError::engine(c, e))?.ok_or_else(
-            || SwapError::unchanged(c, format!("its image {old_image_id} is gone; without it the image's defaults cannot be told from the container's own settings")),
-        )?;
+        let old_image = engine
+            .inspect_image(&old_image_id)
+            .await
+            .map_err(|e| SwapError::unchanged(c, e))?
+            .ok_or_else(|| SwapError::unchanged(c, NoChange::OldImageGone(old_image_id.clone())))?;
         let mut op = new_op(req, &old);
         let new_image = match self.pull(req).await {
             Ok(image) => image,
-            Err(reason) => {
-                return Err(self.abort(&mut op, format!("pulling {} failed: {reason}", req.image.familiar())))
+            Err(source) => {
+                return Err(self.abort(&mut op, NoChange::Pull { image: req.image.familiar(), source }))
             }
         };
-        op.new_image_id = new_image.id.clone().unwrap_or_default();
-        if op.new_image_id == old_image_id {
+        op.new_image_id = ImageId::new(new_image.id.clone().unwrap_or_default());
+        if op.new_image_id.as_str() == old_image_id {
             return Ok(None);
         }
         let spec = match self.spec(req, &old, &old_image, &new_image).await {
             Ok(spec) => spec,
-            Err(reason) => return Err(self.abort(&mut op, reason)),
+            Err(cause) => return Err(self.abort(&mut op, cause)),
         };
         self.journal.record(&mut op, Step::Prepared, None)?;
         Ok(Some(Prepared { old, spec, op }))
@@ -129,31 +134,32 @@ impl Swapper {
         old: &ContainerDetails,
         old_image: &ImageDetails,
         new_image: &ImageDetails,
-    ) -> Result<CreateSpec, String> {
+    ) -> Result<CreateSpec, NoChange> {
         let peers = self.peers(old).await?;
-        let spec =
-            recreate(old, old_image, new_image, &req.image.familiar(), &peers).map_err(|e| e.to_string())?;
+        let spec = recreate(old, old_image, new_image, &req.image.familiar(), &peers)
+            .map_err(|e| NoChange::NotAllowed(e.to_string()))?;
         match req.settings.order {
             Order::StartFirst => start_first_allowed(old),
             Order::StopFirst => stop_first_allowed(old),
-        }?;
+        }
+        .map_err(|e| NoChange::NotAllowed(e.to_string()))?;
         Ok(spec)
     }
 
     /// Makes the desired image present per the pull policy; returns it.
     /// The controller's hand-off to its helper pulls through here too, so
     /// one pull policy covers every container, its own included.
-    pub async fn pull(&self, req: &SwapRequest) -> Result<ImageDetails, String> {
+    pub async fn pull(&self, req: &SwapRequest) -> Result<ImageDetails, PullError> {
         let reference = req.image.to_string();
         let image = req.image.familiar();
-        let present = self.engine.inspect_image(&reference).await.map_err(|e| e.to_string())?;
+        let present = self.engine.inspect_image(&reference).await?;
         let must_pull = match req.settings.pull {
             PullPolicy::Always => true,
             PullPolicy::IfMissing => present.is_none(),
             PullPolicy::Never => false,
         };
         if !must_pull {
-            return present.ok_or_else(|| format!("{image} is not present locally and pull is `never`"));
+            return present.ok_or(PullError::NotPresent);
         }
         let registry = req.image.registry().to_string();
         let credentials =
@@ -170,13 +176,8 @@ impl Swapper {
                     );
                 }
             })
-            .await
-            .map_err(|e| e.to_string())?;
-        self.engine
-            .inspect_image(&reference)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("{reference} is not present after pulling it"))
+            .await?;
+        self.engine.inspect_image(&reference).await?.ok_or(PullError::Vanished)
     }
 
     /// Makes `req.image` present for a swap of `old` that another process
@@ -186,20 +187,21 @@ impl Swapper {
     pub async fn prefetch(&self, req: &SwapRequest, old: &ContainerDetails) -> Result<(), SwapError> {
         match self.pull(req).await {
             Ok(_) => Ok(()),
-            Err(reason) => {
+            Err(source) => {
                 let mut op = new_op(&SwapRequest { op_id: None, ..req.clone() }, old);
-                Err(self.abort(&mut op, format!("pulling {} failed: {reason}", req.image.familiar())))
+                Err(self.abort(&mut op, NoChange::Pull { image: req.image.familiar(), source }))
             }
         }
     }
 
     /// Journals an op that ended before anything changed, so the backoff
     /// sees it; says nothing changed.
-    pub(super) fn abort(&self, op: &mut OpRecord, reason: String) -> SwapError {
-        if let Err(e) = self.journal.record(op, Step::Aborted, Some(reason.clone())) {
+    pub(super) fn abort(&self, op: &mut OpRecord, cause: impl Into<NoChange>) -> SwapError {
+        let cause = cause.into();
+        if let Err(e) = self.journal.record(op, Step::Aborted, Some(cause.to_string())) {
             tracing::error!(error = %e, "journaling a failure before the swap");
         }
-        SwapError::Unchanged { container: op.container.clone(), reason }
+        SwapError::unchanged(&op.container, cause)
     }
 
     /// Names of the containers whose ids the old one refers to
@@ -207,7 +209,7 @@ impl Swapper {
     /// peer's id; the new container is created with its *name*, so it joins
     /// whichever container carries that name now. A peer that was itself
     /// swapped no longer has its old id: the journal maps it to its name.
-    pub(super) async fn peers(&self, old: &ContainerDetails) -> Result<HashMap<String, String>, String> {
+    pub(super) async fn peers(&self, old: &ContainerDetails) -> Result<HashMap<String, String>, NoChange> {
         let host = old.host_config.as_ref();
         let modes = [
             host.and_then(|h| h.network_mode.clone()),
@@ -217,7 +219,7 @@ impl Swapper {
         let mut peers = HashMap::new();
         for id in modes.into_iter().flatten().filter_map(|m| m.strip_prefix("container:").map(str::to_string))
         {
-            let live = self.engine.inspect_container(&id).await.map_err(|e| e.to_string())?;
+            let live = self.engine.inspect_container(&id).await?;
             let name = match live.and_then(|p| p.name) {
                 // A peer in the middle of its own swap: join whatever
                 // carries its name, never its backup or temporary.
@@ -227,14 +229,15 @@ impl Swapper {
                 }
                 None => self
                     .journal
-                    .ops()
-                    .map_err(|e| e.to_string())?
+                    .ops()?
                     .into_iter()
                     .rev()
                     .find(|op| op.old_id.as_str() == id && op.step() == Some(Step::Committed))
                     .map(|op| op.container)
                     .ok_or_else(|| {
-                        format!("it shares a namespace with container {id}, which no longer exists")
+                        NoChange::NotAllowed(format!(
+                            "it shares a namespace with container {id}, which no longer exists"
+                        ))
                     })?,
             };
             peers.insert(id, name);
@@ -247,30 +250,34 @@ impl Swapper {
     /// The new container carries [`OP_LABEL`]: whoever finds it later — a
     /// recovery whose journal record was lost, a check before removing it —
     /// can tell it is this op's and not a user's.
-    async fn create(&self, op: &mut OpRecord, spec: &CreateSpec) -> Result<(), String> {
+    async fn create(&self, op: &mut OpRecord, spec: &CreateSpec) -> Result<(), StepError> {
         let mut body = spec.body.clone();
         body.labels.get_or_insert_with(HashMap::new).insert(OP_LABEL.to_string(), op.op_id.to_string());
-        let id = self.engine.create(&op.temp_name, body).await.map_err(|e| e.to_string())?;
+        let id = self
+            .engine
+            .create(&op.temp_name, body)
+            .await
+            .map_err(StepError::engine("creating the new container"))?;
         op.new_id = Some(id.clone());
         for (network, endpoint) in &spec.extra_networks {
-            if let Err(e) = self.engine.connect_network(network, &id, endpoint.clone()).await {
-                let _ = self.engine.remove(id.as_str()).await;
-                return Err(e.to_string());
-            }
+            self.engine
+                .connect_network(network, &id, endpoint.clone())
+                .await
+                .map_err(StepError::engine("connecting the new container to its networks"))?;
         }
-        self.journal.record(op, Step::Created, None).map_err(|e| e.to_string())
+        Ok(self.journal.record(op, Step::Created, None)?)
     }
 
     pub(super) async fn stop_first(&self, settings: &Settings, p: Prepared) -> Result<Outcome, SwapError> {
         let Prepared { old, spec, mut op } = p;
         self.create_or_abort(&mut op, &spec).await?;
         if let Err(e) = self.retire_old(&old, &mut op).await {
-            return self.undo_retire(op, e).await;
+            return self.undo_retire(op, e.into()).await;
         }
         self.journal.record(&mut op, Step::Stopped, None)?;
         let new_id = op.new_id.clone().map(|id| id.to_string()).unwrap_or_default();
         if let Err(e) = self.take_over(&op, &new_id).await {
-            return self.roll_back(op, e).await;
+            return self.roll_back(op, e.to_string()).await;
         }
         self.journal.record(&mut op, Step::Started, None)?;
         self.gate_and_finish(settings, op, &new_id).await
@@ -289,7 +296,7 @@ impl Swapper {
             return self.discard_new(op, reason).await;
         }
         if let Err(e) = self.retire_old(&old, &mut op).await {
-            return self.roll_back(op, e).await;
+            return self.roll_back(op, e.to_string()).await;
         }
         self.journal.record(&mut op, Step::Stopped, None)?;
         if let Err(e) = self.engine.rename(&new_id, &op.container).await {
@@ -303,56 +310,55 @@ impl Swapper {
     /// and journals the op `aborted` (nothing changed).
     async fn create_or_abort(&self, op: &mut OpRecord, spec: &CreateSpec) -> Result<(), SwapError> {
         let Err(e) = self.create(op, spec).await else { return Ok(()) };
-        let reason = format!("creating the new container failed: {e}");
         // The journal says `aborted`, so the leftover sweep removes a
         // temporary container this removal misses.
         if let Err(e) = self.engine.remove(&op.temp_name).await {
             tracing::warn!(error = %e, container = %op.temp_name, "the half-created container was not removed yet");
         }
-        Err(self.abort(op, reason))
+        Err(self.abort(op, e))
     }
 
     /// Stops the old container (its own signal and timeout) and renames it
     /// to the backup name. The intent to stop is journaled first: an
     /// accepted stop outlives this process, and recovery must know to wait
     /// it out.
-    async fn retire_old(&self, old: &ContainerDetails, op: &mut OpRecord) -> Result<(), String> {
+    async fn retire_old(&self, old: &ContainerDetails, op: &mut OpRecord) -> Result<(), StepError> {
         let id = op.old_id.to_string();
         if op.was_running {
-            self.journal.record(op, Step::Stopping, None).map_err(|e| e.to_string())?;
+            self.journal.record(op, Step::Stopping, None)?;
             let grace = old.config.as_ref().and_then(|c| c.stop_timeout).and_then(|t| u64::try_from(t).ok());
             self.engine
                 .stop(&id, grace.map(Duration::from_secs))
                 .await
-                .map_err(|e| format!("stopping the old container failed: {e}"))?;
+                .map_err(StepError::engine("stopping the old container"))?;
         }
         self.engine
             .rename(&id, &op.backup_name)
             .await
-            .map_err(|e| format!("renaming the old container failed: {e}"))
+            .map_err(StepError::engine("renaming the old container"))
     }
 
     /// stop-first, after retiring the old container failed: nothing changed
     /// when no stop was asked for; otherwise the old container went down and
     /// is brought back, which is a rollback.
-    async fn undo_retire(&self, mut op: OpRecord, reason: String) -> Result<Outcome, SwapError> {
+    async fn undo_retire(&self, mut op: OpRecord, cause: NoChange) -> Result<Outcome, SwapError> {
         if op.reached(Step::Stopping) {
-            return self.roll_back(op, reason).await;
+            return self.roll_back(op, cause.to_string()).await;
         }
         super::recover::restore_old(&self.engine, &op).await.map_err(|e| {
-            self.stuck(&mut op, format!("{reason}; putting the old container back failed: {e}"))
+            self.stuck(&mut op, format!("{cause}; putting the old container back failed: {e}"))
         })?;
-        Err(self.abort(&mut op, reason))
+        Err(self.abort(&mut op, cause))
     }
 
     /// Gives the original name to the new container and starts it.
-    async fn take_over(&self, op: &OpRecord, new_id: &str) -> Result<(), String> {
+    async fn take_over(&self, op: &OpRecord, new_id: &str) -> Result<(), StepError> {
         self.engine
             .rename(new_id, &op.container)
             .await
-            .map_err(|e| format!("renaming the new container failed: {e}"))?;
+            .map_err(StepError::engine("renaming the new container"))?;
         if op.was_running {
-            self.engine.start(new_id).await.map_err(|e| format!("starting the new container failed: {e}"))?;
+            self.engine.start(new_id).await.map_err(StepError::engine("starting the new container"))?;
         }
         Ok(())
     }
@@ -385,7 +391,7 @@ impl Swapper {
         }
         if settings.cleanup {
             // Not forced: the engine refuses while another container uses it.
-            if let Err(e) = self.engine.remove_image(&op.old_image_id).await {
+            if let Err(e) = self.engine.remove_image(op.old_image_id.as_str()).await {
                 tracing::info!(error = %e, image = %op.old_image_id, "old image kept");
             }
         }
@@ -424,7 +430,7 @@ impl Swapper {
         if let Err(e) = self.journal.write(op) {
             tracing::error!(error = %e, "journaling why the swap stopped half-way");
         }
-        SwapError::Stuck { container: op.container.clone(), op_id: op.op_id.to_string(), reason }
+        SwapError::Stuck { container: op.container.clone(), op_id: op.op_id.clone(), reason }
     }
 }
 
@@ -442,14 +448,11 @@ fn new_op(req: &SwapRequest, old: &ContainerDetails) -> OpRecord {
             .as_ref()
             .and_then(|cfg| cfg.image.clone())
             .unwrap_or_else(|| old.image.clone().unwrap_or_default()),
-        old_image_id: old.image.clone().unwrap_or_default(),
+        old_image_id: ImageId::new(old.image.clone().unwrap_or_default()),
         new_image: req.image.familiar(),
-        new_image_id: String::new(),
+        new_image_id: ImageId::new(""),
         was_running: old.state.as_ref().and_then(|s| s.running).unwrap_or(false),
-        order: match req.settings.order {
-            Order::StopFirst => "stop-first".into(),
-            Order::StartFirst => "start-first".into(),
-        },
+        order: req.settings.order,
         backup_name: backup_name(&name, &suffix),
         temp_name: temp_name(&name, &suffix),
         new_id: None,

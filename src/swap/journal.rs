@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::manifest::Order;
 use crate::private_fs;
-use crate::types::{ContainerId, OpId};
+use crate::types::{ContainerId, ImageId, OpId};
 
 /// Finished operations kept for `status` and backoff; older ones are pruned.
 pub const KEEP_FINISHED: usize = 500;
@@ -99,15 +100,15 @@ pub struct OpRecord {
     /// Its image reference.
     pub old_image: String,
     /// The image id it ran.
-    pub old_image_id: String,
+    pub old_image_id: ImageId,
     /// The image being swapped in.
     pub new_image: String,
     /// Its image id, once pulled.
-    pub new_image_id: String,
+    pub new_image_id: ImageId,
     /// Whether the old container was running (a stopped target stays stopped).
     pub was_running: bool,
     /// `stop-first` or `start-first`.
-    pub order: String,
+    pub order: Order,
     /// The old container's name while it is the backup.
     pub backup_name: String,
     /// The new container's name until it takes over.
@@ -471,11 +472,11 @@ impl OpRecord {
             container: container.into(),
             old_id: ContainerId::new("old"),
             old_image: "app:1".into(),
-            old_image_id: "sha256:1".into(),
+            old_image_id: ImageId::new("sha256:1"),
             new_image: "app:2".into(),
-            new_image_id: "sha256:2".into(),
+            new_image_id: ImageId::new("sha256:2"),
             was_running: true,
-            order: "stop-first".into(),
+            order: Order::StopFirst,
             backup_name: super::backup_name(container, "x"),
             temp_name: super::temp_name(container, "x"),
             new_id: None,

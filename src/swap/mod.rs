@@ -11,6 +11,7 @@
 
 pub mod backoff;
 
+mod error;
 mod execute;
 pub mod health;
 pub mod journal;
@@ -20,12 +21,13 @@ mod rejoin;
 
 use std::fmt;
 
+pub use error::{NoChange, PullError, StepError};
 pub use execute::Swapper;
 pub use rejoin::Rejoined;
 
-use crate::engine::EngineError;
 use crate::manifest::Settings;
 use crate::reference::ImageRef;
+use crate::types::OpId;
 use journal::{JournalError, OpRecord};
 
 /// One imperative swap: this container onto this image, with these settings.
@@ -104,12 +106,14 @@ impl fmt::Display for Outcome {
 #[derive(Debug, thiserror::Error)]
 pub enum SwapError {
     /// Refused or failed before anything changed: the container is as it was.
-    #[error("{container}: nothing changed: {reason}")]
+    #[error("{container}: nothing changed: {cause}")]
     Unchanged {
         /// The container as named in the request.
         container: String,
-        /// What went wrong.
-        reason: String,
+        /// What went wrong (boxed: engine errors are large, and this is the
+        /// cold path).
+        #[source]
+        cause: Box<NoChange>,
     },
     /// A step or the rollback failed half-way; the journal keeps the op for
     /// `container-upgrader recover`.
@@ -120,7 +124,7 @@ pub enum SwapError {
         /// The container's name.
         container: String,
         /// The unfinished operation.
-        op_id: String,
+        op_id: OpId,
         /// What failed.
         reason: String,
     },
@@ -148,12 +152,9 @@ pub enum SwapError {
 }
 
 impl SwapError {
-    fn unchanged(container: &str, reason: impl fmt::Display) -> Self {
-        SwapError::Unchanged { container: container.to_string(), reason: reason.to_string() }
-    }
-
-    fn engine(container: &str, e: EngineError) -> Self {
-        Self::unchanged(container, e)
+    /// Nothing changed for `container`, because of `cause`.
+    pub fn unchanged(container: &str, cause: impl Into<NoChange>) -> Self {
+        SwapError::Unchanged { container: container.to_string(), cause: Box::new(cause.into()) }
     }
 }
 

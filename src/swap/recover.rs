@@ -118,7 +118,7 @@ async fn finish(engine: &Engine, journal: &Journal, mut op: OpRecord) -> Result<
         if let Err(e) = journal.write(op) {
             tracing::error!(error = %e, "journaling why recovery failed");
         }
-        SwapError::Stuck { container: op.container.clone(), op_id: op.op_id.to_string(), reason }
+        SwapError::Stuck { container: op.container.clone(), op_id: op.op_id.clone(), reason }
     };
     let step = op.step().map_or("nothing", |s| s.name());
     wait_out_stop(engine, &op).await;
@@ -157,7 +157,7 @@ async fn finish(engine: &Engine, journal: &Journal, mut op: OpRecord) -> Result<
             let reason =
                 format!("interrupted after `{step}`; neither the old nor the new container exists any more");
             journal.record(&mut op, Step::Failed, Some(reason.clone()))?;
-            Err(SwapError::Stuck { container: op.container.clone(), op_id: op.op_id.to_string(), reason })
+            Err(SwapError::Stuck { container: op.container.clone(), op_id: op.op_id.clone(), reason })
         }
     }
 }

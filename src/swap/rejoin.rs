@@ -30,10 +30,10 @@ use tracing::Instrument;
 use super::execute::Prepared;
 use super::journal::{OpRecord, Step};
 use super::recreate::recreate;
-use super::{backup_name, swapped_name, temp_name, Outcome, SwapError, Swapper};
+use super::{backup_name, swapped_name, temp_name, NoChange, Outcome, SwapError, Swapper};
 use crate::engine::NetworkMember;
 use crate::manifest::{Order, Probe, PullPolicy, Settings};
-use crate::types::OpId;
+use crate::types::{ImageId, OpId};
 
 impl Swapper {
     /// Brings the network dependents of the swapped container along (see
@@ -83,8 +83,7 @@ impl Swapper {
     ///
     /// One list call when no container shares another's network.
     pub async fn rejoin_orphans(&self, settings: &Settings) -> Result<Vec<Rejoined>, SwapError> {
-        let all = |e: String| SwapError::Unchanged { container: "(all)".into(), reason: e };
-        let members = self.engine().network_members().await.map_err(|e| all(e.to_string()))?;
+        let members = self.engine().network_members().await.map_err(|e| SwapError::unchanged("(all)", e))?;
         if !members.iter().any(|m| m.joins.is_some()) {
             return Ok(Vec::new());
         }
@@ -205,19 +204,19 @@ impl Swapper {
         peer: &str,
     ) -> Result<Prepared, SwapError> {
         let c = dependent.name.as_str();
-        let unchanged = |reason: String| SwapError::Unchanged { container: c.to_string(), reason };
+        let unchanged = |cause: NoChange| SwapError::unchanged(c, cause);
         let engine = self.engine();
         let old = engine
             .inspect_container(dependent.id.as_str())
             .await
-            .map_err(|e| unchanged(e.to_string()))?
-            .ok_or_else(|| unchanged("it was removed meanwhile".to_string()))?;
+            .map_err(|e| unchanged(e.into()))?
+            .ok_or_else(|| unchanged(NoChange::NoSuchContainer(c.to_string())))?;
         let image_id = old.image.clone().unwrap_or_default();
         let image = engine
             .inspect_image(&image_id)
             .await
-            .map_err(|e| unchanged(e.to_string()))?
-            .ok_or_else(|| unchanged(format!("its image {image_id} is gone")))?;
+            .map_err(|e| unchanged(e.into()))?
+            .ok_or_else(|| unchanged(NoChange::OldImageGone(image_id.clone())))?;
         // As the user named it (a tag, or an id once the tag moved on).
         let reference = old.config.as_ref().and_then(|c| c.image.clone()).unwrap_or_else(|| image_id.clone());
         let mut peers = self.peers(&old).await.map_err(unchanged)?;
@@ -225,19 +224,19 @@ impl Swapper {
         // disabled, or its removal failed): join the container that now
         // carries the peer's name, never the backup.
         peers.insert(old_peer.to_string(), peer.to_string());
-        let spec =
-            recreate(&old, &image, &image, &reference, &peers).map_err(|e| unchanged(e.to_string()))?;
+        let spec = recreate(&old, &image, &image, &reference, &peers)
+            .map_err(|e| unchanged(NoChange::NotAllowed(e.to_string())))?;
         let op_id = OpId::generate();
         let suffix = op_id.suffix();
         let mut op = OpRecord {
             container: c.to_string(),
             old_id: dependent.id.clone(),
             old_image: reference.clone(),
-            old_image_id: image_id.clone(),
+            old_image_id: ImageId::new(image_id.clone()),
             new_image: reference,
-            new_image_id: image_id,
+            new_image_id: ImageId::new(image_id),
             was_running: dependent.running,
-            order: "stop-first".into(),
+            order: Order::StopFirst,
             backup_name: backup_name(c, &suffix),
             temp_name: temp_name(c, &suffix),
             new_id: None,

@@ -19,7 +19,7 @@ use crate::engine::Engine;
 use crate::observe::ObservedContainer;
 use crate::swap::journal::{Journal, OpRecord, Step};
 use crate::swap::{backup_name, temp_name, SwapError, OP_LABEL};
-use crate::types::{ContainerId, OpId};
+use crate::types::{ContainerId, ImageId, OpId};
 
 /// One lost op's containers, found by name.
 #[derive(Default)]
@@ -57,7 +57,7 @@ pub(super) async fn resolve(
             },
             Err(reason) => problems.push(SwapError::Stuck {
                 container: base.clone(),
-                op_id: format!("(lost record, suffix {suffix})"),
+                op_id: OpId::new(format!("lost-{suffix}")),
                 reason,
             }),
         }
@@ -133,11 +133,11 @@ async fn rebuild(
         // A backup that is gone is looked up by its name: not found.
         old_id: group.backup.map_or_else(|| ContainerId::new(backup_name(base, suffix)), |b| b.id.clone()),
         old_image: describe(group.backup),
-        old_image_id: group.backup.map(|b| b.image_id.to_string()).unwrap_or_default(),
+        old_image_id: group.backup.map_or_else(|| ImageId::new(""), |b| b.image_id.clone()),
         new_image: describe(new),
-        new_image_id: new.map(|n| n.image_id.to_string()).unwrap_or_default(),
+        new_image_id: new.map_or_else(|| ImageId::new(""), |n| n.image_id.clone()),
         was_running,
-        order: "stop-first".into(),
+        order: crate::manifest::Order::StopFirst,
         backup_name: backup_name(base, suffix),
         temp_name: temp_name(base, suffix),
         new_id: new.map(|n| n.id.clone()),

@@ -1,0 +1,104 @@
+//! What can go wrong in a swap, as values: why a swap changed nothing
+//! ([`NoChange`]), why a pull failed ([`PullError`]), which engine step of
+//! a swap failed ([`StepError`]). Each carries its source; the journal's
+//! reason is their `Display`, written once here.
+
+use crate::engine::EngineError;
+use crate::swap::journal::JournalError;
+
+/// Why a swap ended before anything changed: the container is as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum NoChange {
+    /// The container to swap does not exist.
+    #[error("no container named {0}")]
+    NoSuchContainer(String),
+    /// The image the container runs is gone, so the image's defaults cannot
+    /// be told from the container's own settings.
+    #[error(
+        "its image {0} is gone; without it the image's defaults cannot be told from the container's own settings"
+    )]
+    OldImageGone(String),
+    /// Inspecting the container or its images failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The new image could not be made present.
+    #[error("pulling {image} failed: {source}")]
+    Pull {
+        /// The image, as the user wrote it.
+        image: String,
+        /// Why.
+        #[source]
+        source: PullError,
+    },
+    /// The swap cannot be done faithfully or in this order (a `--rm`
+    /// container stop-first, host ports start-first, a peer gone).
+    #[error("{0}")]
+    NotAllowed(String),
+    /// A step before the old container was touched failed (the create, a
+    /// network connect, a rename of a stopped container).
+    #[error(transparent)]
+    Step(#[from] StepError),
+    /// The state directory refused (another upgrader holds the lock, or it
+    /// cannot be written).
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The controller is stopping: no new swap starts.
+    #[error("not started: the controller is shutting down")]
+    ShuttingDown,
+}
+
+impl NoChange {
+    /// A short name for the kind, for metrics and summaries.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NoChange::NoSuchContainer(_) => "no_such_container",
+            NoChange::OldImageGone(_) => "old_image_gone",
+            NoChange::Engine(_) => "engine",
+            NoChange::Pull { .. } => "pull",
+            NoChange::NotAllowed(_) => "not_allowed",
+            NoChange::Step(_) => "step",
+            NoChange::Journal(JournalError::Busy(_)) => "busy",
+            NoChange::Journal(_) => "journal",
+            NoChange::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// Why the new image could not be made present.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// `pull: never` and no local image by that name.
+    #[error("it is not present locally and pull is `never`")]
+    NotPresent,
+    /// The engine's pull (or the look-up around it) failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The engine said it pulled, but the image is not there.
+    #[error("it is not present after pulling it")]
+    Vanished,
+}
+
+/// One engine request of a swap that failed, with what it was for, or the
+/// journal write that should have followed it.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The engine refused or failed the request.
+    #[error("{what} failed: {source}")]
+    Engine {
+        /// What the request was for ("stopping the old container").
+        what: &'static str,
+        /// The engine's answer.
+        #[source]
+        source: EngineError,
+    },
+    /// The step happened but could not be journaled.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+impl StepError {
+    /// Wraps an engine error with what the request was for.
+    pub fn engine(what: &'static str) -> impl FnOnce(EngineError) -> StepError {
+        move |source| StepError::Engine { what, source }
+    }
+}
