@@ -24,6 +24,7 @@ pub mod resolve;
 pub mod selfupgrade;
 pub mod status;
 pub mod swap;
+pub mod tls;
 pub mod trigger;
 pub mod types;
 pub mod watch;

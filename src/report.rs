@@ -105,7 +105,7 @@ async fn send_all(mut rx: mpsc::Receiver<(String, OpEvent)>) {
     while let Some((url, event)) = rx.recv().await {
         if client.is_none() {
             crate::registry::ensure_crypto_provider();
-            match reqwest::Client::builder().timeout(TIMEOUT).build() {
+            match crate::tls::http_client("report client", |b| b.timeout(TIMEOUT)) {
                 Ok(c) => client = Some(c),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot build the report client; report dropped");
