@@ -21,7 +21,8 @@ RUN touch src/main.rs src/lib.rs \
     && cp target/x86_64-unknown-linux-musl/release/container-upgrader /container-upgrader
 
 FROM scratch
-# Root certificates for HTTPS registries.
+# The system's root certificates for HTTPS registries and webhooks (kept
+# current by Debian; without them the binary trusts its bundled web PKI roots).
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /container-upgrader /usr/local/bin/container-upgrader
 ENV CONTAINER_UPGRADER_STATE_DIR=/var/lib/container-upgrader \

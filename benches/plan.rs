@@ -89,7 +89,7 @@ async fn measure(manifest: &Manifest, n: usize) {
     for _ in 0..ROUNDS {
         let before = engine.calls();
         let t = Instant::now();
-        let observed = observe::observe(&engine, manifest).await.expect("observe");
+        let observed = observe::observe(&engine, manifest, &Default::default()).await.expect("observe");
         let needed = plan::needs_resolution(manifest, &observed);
         let registry =
             Registry::new(&[], manifest.targets.iter().map(|t| t.want.image()), registry::DEFAULT_TIMEOUT);

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use container_upgrader::engine::Engine;
 use container_upgrader::manifest::Manifest;
 use container_upgrader::registry::{self, Registry};
+use container_upgrader::swap::scaffold::Scaffolding;
 use container_upgrader::{observe, plan, resolve};
 
 #[tokio::main]
@@ -27,7 +28,9 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let observed = match observe::observe(&engine, &manifest).await {
+    // Without a journal, an op's backups and temporaries are told apart by
+    // their names and labels.
+    let observed = match observe::observe(&engine, &manifest, &Scaffolding::default()).await {
         Ok(o) => o,
         Err(e) => {
             eprintln!("{e}");

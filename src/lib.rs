@@ -28,6 +28,7 @@ pub mod selfupgrade;
 pub mod status;
 pub mod summary;
 pub mod swap;
+pub mod tls;
 pub mod trigger;
 pub mod types;
 pub mod watch;

@@ -4,6 +4,11 @@
 //! targets: the list calls carry everything a no-change plan needs (name,
 //! labels, image ref, image id, state, health; repo digests from the image
 //! list). Inspecting is left to the swap, for the containers it changes.
+//!
+//! The backups, temporaries and helpers of ops carry their container's
+//! labels, so selectors match them too; they are dropped here, before any
+//! target sees them, so that `plan`, `reconcile` and `run` all leave them
+//! alone (see [`crate::swap::scaffold`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -11,6 +16,7 @@ use serde::Serialize;
 
 use crate::engine::{Engine, EngineError};
 use crate::manifest::{Manifest, Select};
+use crate::swap::scaffold::Scaffolding;
 use crate::types::{ContainerId, ImageId};
 
 /// A container as the list call reports it.
@@ -62,7 +68,8 @@ pub struct ObservedImage {
 /// Everything observed in one pass.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Observed {
-    /// The containers some target selects (others are dropped at once).
+    /// The containers some target selects (others, and every op's
+    /// scaffolding, are dropped at once).
     pub containers: Vec<ObservedContainer>,
     /// Local images by id.
     pub images: HashMap<ImageId, ObservedImage>,
@@ -72,8 +79,22 @@ pub struct Observed {
 
 impl Observed {
     /// Builds an observation from raw lists, keeping only the containers the
-    /// manifest selects.
+    /// manifest selects and never an op's backup, temporary or helper (as
+    /// their names and labels tell).
     pub fn new(manifest: &Manifest, containers: Vec<ObservedContainer>, images: Vec<ObservedImage>) -> Self {
+        Self::excluding(manifest, containers, images, &Scaffolding::default())
+    }
+
+    /// [`Observed::new`], leaving out whatever `scaffolding` recognises
+    /// (with the journal's record, also a backup someone renamed).
+    pub fn excluding(
+        manifest: &Manifest,
+        containers: Vec<ObservedContainer>,
+        images: Vec<ObservedImage>,
+        scaffolding: &Scaffolding,
+    ) -> Self {
+        let containers: Vec<_> =
+            containers.into_iter().filter(|c| !scaffolding.contains(&c.id, &c.name, &c.labels)).collect();
         let mut keep = vec![false; containers.len()];
         for i in selections(manifest, &containers).into_iter().flatten() {
             keep[i] = true;
@@ -115,11 +136,90 @@ pub fn selects(select: &Select, c: &ObservedContainer) -> bool {
 }
 
 /// Lists containers once and, when the manifest selects any, images once.
-pub async fn observe(engine: &Engine, manifest: &Manifest) -> Result<Observed, EngineError> {
-    let mut observed = Observed::new(manifest, engine.list_containers().await?, Vec::new());
+/// What `scaffolding` recognises is never observed.
+pub async fn observe(
+    engine: &Engine,
+    manifest: &Manifest,
+    scaffolding: &Scaffolding,
+) -> Result<Observed, EngineError> {
+    let mut observed =
+        Observed::excluding(manifest, engine.list_containers().await?, Vec::new(), scaffolding);
     // No selected container: the plan needs no image data, skip the call.
     if !observed.containers.is_empty() {
         observed.images = engine.list_images().await?.into_iter().map(|i| (i.id.clone(), i)).collect();
     }
     Ok(observed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::swap::journal::{OpRecord, Step, StepRecord};
+    use crate::swap::scaffold::{backup_name, helper_name, temp_name, HELPER_LABEL};
+    use crate::types::OpId;
+
+    fn container(id: &str, name: &str, labels: &[(&str, &str)]) -> ObservedContainer {
+        ObservedContainer {
+            id: ContainerId::new(id),
+            name: name.into(),
+            image: "app:1".into(),
+            image_id: ImageId::new("sha256:1"),
+            state: "running".into(),
+            health: None,
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            joins: None,
+        }
+    }
+
+    fn selected(observed: &Observed) -> Vec<&str> {
+        observed.selected(0).map(|c| c.name.as_str()).collect()
+    }
+
+    const TIER: (&str, &str) = ("tier", "front");
+
+    #[test]
+    fn a_selector_never_takes_an_ops_backup_temporary_or_helper() {
+        let m = Manifest::parse(
+            "m.yaml",
+            "version: 1\ntargets:\n  - selector: {label: tier=front}\n    image: app:2\n",
+        )
+        .expect("manifest");
+        let containers = vec![
+            container("1", "web", &[TIER]),
+            container("2", &backup_name("web", "012345z42421"), &[TIER]),
+            container("3", &temp_name("web", "012345z42421"), &[TIER]),
+            container("4", &helper_name("ctl", "012345z42421"), &[TIER]),
+            // A helper is known by its label whatever its name.
+            container("5", "ctl-helper", &[TIER, (HELPER_LABEL, "ctl")]),
+            // The operator's own names may contain the mark.
+            container("6", "web--cu-restore-2024", &[TIER]),
+        ];
+        let observed = Observed::new(&m, containers, Vec::new());
+        assert_eq!(selected(&observed), ["web", "web--cu-restore-2024"]);
+        assert_eq!(observed.containers.len(), 2, "scaffolding is not observed at all");
+    }
+
+    #[test]
+    fn the_journal_excludes_a_backup_renamed_by_hand() {
+        let m = Manifest::parse(
+            "m.yaml",
+            "version: 1\ntargets:\n  - selector: {label: tier}\n    image: app:2\n",
+        )
+        .expect("manifest");
+        let steps = [Step::Prepared, Step::Created, Step::Stopped, Step::Started, Step::Failed];
+        let op = OpRecord {
+            op_id: OpId::new("op-1"),
+            new_id: Some(ContainerId::new("new")),
+            backup_name: backup_name("web", "op1"),
+            temp_name: temp_name("web", "op1"),
+            steps: steps.iter().map(|&step| StepRecord { step, at: String::new() }).collect(),
+            reason: Some("exited".into()),
+            ..OpRecord::sample("web")
+        };
+        let containers = || vec![container("new", "web", &[TIER]), container("old", "web-previous", &[TIER])];
+        let known = Scaffolding::from_journal([&op]);
+        assert_eq!(selected(&Observed::excluding(&m, containers(), Vec::new(), &known)), ["web"]);
+        // Without the journal, nothing tells it from the operator's own.
+        assert_eq!(selected(&Observed::new(&m, containers(), Vec::new())), ["web", "web-previous"]);
+    }
 }

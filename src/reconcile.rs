@@ -23,6 +23,7 @@ use crate::swap::backoff::{self, Hold};
 use crate::swap::journal::JournalError;
 use crate::swap::journal::OpRecord;
 use crate::swap::recover::{self, Recovered};
+use crate::swap::scaffold::Scaffolding;
 use crate::swap::{Outcome, SwapError, SwapRequest, Swapper};
 
 /// The default number of swaps run at once.
@@ -93,11 +94,14 @@ pub async fn reconcile_once(
         return Err(ReconcileError::Recover(recovery.problems));
     }
     let recovered = recovery.done;
-    let observed = observe::observe(swapper.engine(), manifest).await?;
+    let history = swapper.journal().ops()?;
+    // The journal knows every backup and temporary it made, even renamed
+    // ones: none of them is a target, whatever labels it copied.
+    let scaffolding = Scaffolding::from_journal(&history);
+    let observed = observe::observe(swapper.engine(), manifest, &scaffolding).await?;
     let needed = plan::needs_resolution(manifest, &observed);
     let resolved = resolve::resolve(manifest, &observed, registry, &needed).await;
     let plan = plan::plan(manifest, &observed, &resolved);
-    let history = swapper.journal().ops()?;
     let now = SystemTime::now();
 
     let (own, work): (Vec<Job>, Vec<Job>) = plan

@@ -3,14 +3,12 @@
 //! digest).
 //!
 //! The grammar is checked here rather than by `oci-spec`'s
-//! `Reference::from_str`, which `oci-client` otherwise offers, for three
-//! reasons: its regex compiles into a program of about 4 MiB that stays
+//! `Reference::from_str` for three reasons: its regex compiles into a program of about 4 MiB that stays
 //! resident for the life of the daemon (the idle daemon's budget is 10 MiB);
 //! its tag class `\w` is Unicode where Docker's is ASCII, so it accepts tags
 //! the daemon refuses; and its only complaint is "invalid reference format"
 //! where an operator needs to know which part is wrong. A property test holds
-//! this parser to `oci-spec`'s on generated input. `oci-client` still gets
-//! its `Reference`, built from the parts.
+//! this parser to `oci-spec`'s on generated input.
 
 use std::fmt;
 use std::str::FromStr;
@@ -146,28 +144,6 @@ impl ImageRef {
             self.name()
         };
         self.with_suffix(name)
-    }
-
-    /// The reference as `oci-client` wants it.
-    pub fn to_oci(&self) -> oci_client::Reference {
-        match (&self.tag, &self.digest) {
-            (Some(tag), Some(d)) => oci_client::Reference::with_tag_and_digest(
-                self.registry.clone(),
-                self.repository.clone(),
-                tag.clone(),
-                d.to_string(),
-            ),
-            (None, Some(d)) => oci_client::Reference::with_digest(
-                self.registry.clone(),
-                self.repository.clone(),
-                d.to_string(),
-            ),
-            (tag, None) => oci_client::Reference::with_tag(
-                self.registry.clone(),
-                self.repository.clone(),
-                tag.clone().unwrap_or_else(|| DEFAULT_TAG.to_string()),
-            ),
-        }
     }
 
     fn with_suffix(&self, mut s: String) -> String {
@@ -493,7 +469,7 @@ mod tests {
         }
 
         // The grammar agrees with oci-spec's regex (what registries and
-        // oci-client expect) on near-miss input built from the characters
+        // registry clients expect) on near-miss input built from the characters
         // references are made of. Where oci-spec accepts and we refuse, it is
         // one of the checks Docker makes beyond that regex.
         #[test]
@@ -501,7 +477,7 @@ mod tests {
             s in near_reference(),
         ) {
             let ours = ImageRef::parse(&s);
-            match (oci_client::Reference::try_from(s.as_str()), ours) {
+            match (oci_spec::distribution::Reference::try_from(s.as_str()), ours) {
                 (Ok(theirs), Ok(ours)) => {
                     prop_assert_eq!(theirs.registry(), ours.registry());
                     prop_assert_eq!(theirs.repository(), ours.repository());

@@ -1,25 +1,27 @@
 //! Everything that speaks to image registries: a tag's current digest and a
-//! repository's tags, through `oci-client`.
+//! repository's tags, through the distribution API ([`distribution`]).
 //!
 //! Credentials come from the Docker config file (`DOCKER_CONFIG` or
 //! `~/.docker/config.json`, credential helpers included), read once per
 //! registry. Loopback registries (`localhost`, `127.0.0.0/8`, `[::1]`) are
 //! spoken to over plain HTTP, as the Docker daemon itself does; others only
-//! over HTTPS unless named as insecure. Every call has a timeout.
+//! over HTTPS unless named as insecure. Every call has a timeout. HTTPS
+//! trusts the system's CA certificates, or the bundled web PKI roots where
+//! the system has none (see [`crate::tls`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::secrets::RegistryAuth;
-use oci_client::Client;
+use reqwest::StatusCode;
 use tokio::sync::Mutex;
 
 use crate::engine::Credentials;
 use crate::reference::{ImageRef, DOCKER_HUB};
 use crate::types::Digest;
+use distribution::{Auth, CallError, Distribution};
+
+mod distribution;
 
 /// The default time one registry request may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -80,9 +82,9 @@ pub enum RegistryError {
 
 /// A registry client shared by every resolution of a pass.
 pub struct Registry {
-    client: Result<Client, String>,
+    client: Result<Distribution, String>,
     timeout: Duration,
-    auth: Mutex<HashMap<String, RegistryAuth>>,
+    auth: Mutex<HashMap<String, Auth>>,
     calls: AtomicU64,
 }
 
@@ -98,23 +100,16 @@ impl Registry {
     }
 
     /// A client for which exactly the `plain` registries use plain HTTP
-    /// (see [`plain_http`]).
+    /// (see [`plain_http`]). It trusts the system's CA certificates, or the
+    /// bundled ones where the system has none ([`crate::tls`]): a registry,
+    /// plain HTTP or not, never needs certificates installed.
     pub fn with_plain_http(plain: Vec<String>, timeout: Duration) -> Self {
-        ensure_crypto_provider();
-        let config = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(plain),
-            connect_timeout: Some(timeout.min(Duration::from_secs(5))),
-            read_timeout: Some(timeout),
-            ..ClientConfig::default()
-        };
-        // oci-client builds a default reqwest client inside `new`, which
-        // panics where the system has no CA certificates (a bare `FROM
-        // scratch` image). Contain that: every lookup then says why.
-        let build = std::panic::AssertUnwindSafe(|| Client::new(config));
-        let client = std::panic::catch_unwind(build).map_err(|_| {
-            "cannot build an HTTPS client: no CA certificates found (mount /etc/ssl/certs or set SSL_CERT_FILE)"
-                .to_string()
+        let http = crate::tls::http_client("registry client", |b| {
+            b.connect_timeout(timeout.min(Duration::from_secs(5)))
+                .read_timeout(timeout)
+                .user_agent(concat!("container-upgrader/", env!("CARGO_PKG_VERSION")))
         });
+        let client = http.map(|http| Distribution::new(http, plain));
         Self { client, timeout, auth: Mutex::new(HashMap::new()), calls: AtomicU64::new(0) }
     }
 
@@ -126,9 +121,8 @@ impl Registry {
     /// The digest the registry serves for `image` now (a HEAD request).
     pub async fn digest(&self, image: &ImageRef) -> Result<Digest, RegistryError> {
         let auth = self.auth_for(image.registry()).await;
-        let oci = image.to_oci();
         let client = self.client(image)?;
-        let digest = self.bounded(image, &auth, client.fetch_manifest_digest(&oci, &auth)).await?;
+        let digest = self.bounded(image, &auth, client.manifest_digest(image, &auth)).await?;
         Digest::parse(&digest).map_err(|e| RegistryError::Failed {
             registry: image.registry().to_string(),
             reference: image.familiar(),
@@ -139,19 +133,14 @@ impl Registry {
     /// Every tag of `image`'s repository (paged, at most 10 000).
     pub async fn tags(&self, image: &ImageRef) -> Result<Vec<String>, RegistryError> {
         let auth = self.auth_for(image.registry()).await;
-        let oci = image.to_oci();
+        let client = self.client(image)?;
         let mut tags: Vec<String> = Vec::new();
         loop {
             let last = tags.last().cloned();
-            let page = self
-                .bounded(
-                    image,
-                    &auth,
-                    self.client(image)?.list_tags(&oci, &auth, Some(TAG_PAGE), last.as_deref()),
-                )
-                .await?;
-            let got = page.tags.len();
-            tags.extend(page.tags);
+            let page =
+                self.bounded(image, &auth, client.tags_page(image, &auth, TAG_PAGE, last.as_deref())).await?;
+            let got = page.len();
+            tags.extend(page);
             // Registries that ignore `n` send everything at once.
             if got < TAG_PAGE || tags.len() >= MAX_TAGS || tags.last() == last.as_ref() {
                 break;
@@ -161,7 +150,7 @@ impl Registry {
         Ok(tags)
     }
 
-    fn client(&self, image: &ImageRef) -> Result<&Client, RegistryError> {
+    fn client(&self, image: &ImageRef) -> Result<&Distribution, RegistryError> {
         self.client.as_ref().map_err(|detail| RegistryError::Failed {
             registry: image.registry().to_string(),
             reference: image.familiar(),
@@ -172,19 +161,19 @@ impl Registry {
     async fn bounded<T>(
         &self,
         image: &ImageRef,
-        auth: &RegistryAuth,
-        call: impl std::future::Future<Output = Result<T, OciDistributionError>>,
+        auth: &Auth,
+        call: impl std::future::Future<Output = Result<T, CallError>>,
     ) -> Result<T, RegistryError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result.map_err(|e| classify(image, auth, &e)),
+            Ok(result) => result.map_err(|e| classify(image, auth, e)),
             Err(_) => {
                 Err(RegistryError::Timeout { registry: image.registry().to_string(), after: self.timeout })
             }
         }
     }
 
-    async fn auth_for(&self, registry: &str) -> RegistryAuth {
+    async fn auth_for(&self, registry: &str) -> Auth {
         let mut cache = self.auth.lock().await;
         if let Some(auth) = cache.get(registry) {
             return auth.clone();
@@ -193,7 +182,7 @@ impl Registry {
         // Credential helpers are external programs: keep them off the runtime threads.
         let auth = tokio::task::spawn_blocking(move || registry_auth(credentials(&owned)))
             .await
-            .unwrap_or(RegistryAuth::Anonymous);
+            .unwrap_or(Auth::Anonymous);
         cache.insert(registry.to_string(), auth.clone());
         auth
     }
@@ -209,12 +198,7 @@ pub fn plain_http<'a>(insecure: &[String], seen: impl IntoIterator<Item = &'a Im
     plain
 }
 
-/// Installs ring as rustls' process-wide crypto provider. reqwest is built
-/// without a default provider (to avoid aws-lc); every client needs this
-/// first, and a second call is harmless.
-pub(crate) fn ensure_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub(crate) use crate::tls::ensure_crypto_provider;
 
 /// The Docker config's credentials for `registry` (`None`: anonymous).
 /// Blocking: a credential helper is an external program.
@@ -236,11 +220,11 @@ pub fn credentials(registry: &str) -> Option<Credentials> {
     }
 }
 
-fn registry_auth(c: Option<Credentials>) -> RegistryAuth {
+fn registry_auth(c: Option<Credentials>) -> Auth {
     match c {
-        Some(Credentials { username: Some(u), password: Some(p), .. }) => RegistryAuth::Basic(u, p),
-        Some(Credentials { identity_token: Some(t), .. }) => RegistryAuth::Bearer(t),
-        _ => RegistryAuth::Anonymous,
+        Some(Credentials { username: Some(u), password: Some(p), .. }) => Auth::Basic(u, p),
+        Some(Credentials { identity_token: Some(t), .. }) => Auth::Bearer(t),
+        _ => Auth::Anonymous,
     }
 }
 
@@ -257,51 +241,34 @@ pub fn is_loopback(registry: &str) -> bool {
 }
 
 /// What an operator needs to tell "wrong password" from "no login at all".
-fn sent(registry: &str, auth: &RegistryAuth) -> String {
+fn sent(registry: &str, auth: &Auth) -> String {
     match auth {
-        RegistryAuth::Anonymous => format!("no credentials for {registry} in the Docker config"),
-        RegistryAuth::Basic(user, _) => format!("the Docker config's login for user {user} was refused"),
-        RegistryAuth::Bearer(_) => "the Docker config's identity token was refused".to_string(),
+        Auth::Anonymous => format!("no credentials for {registry} in the Docker config"),
+        Auth::Basic(user, _) => format!("the Docker config's login for user {user} was refused"),
+        Auth::Bearer(_) => "the Docker config's identity token was refused".to_string(),
     }
 }
 
-fn classify(image: &ImageRef, auth: &RegistryAuth, e: &OciDistributionError) -> RegistryError {
+fn classify(image: &ImageRef, auth: &Auth, e: CallError) -> RegistryError {
     let registry = image.registry().to_string();
     let reference = image.familiar();
-    let denied = |detail: String| RegistryError::Denied {
-        sent: sent(image.registry(), auth),
-        registry: image.registry().to_string(),
-        reference: image.familiar(),
-        detail,
-    };
     match e {
-        OciDistributionError::RequestError(re) if re.is_connect() || re.is_request() => {
-            RegistryError::Unreachable { registry, detail: root_cause(e) }
-        }
-        OciDistributionError::RequestError(re) if re.is_timeout() => {
+        CallError::Transport(e) if e.is_timeout() => {
             RegistryError::Timeout { registry, after: DEFAULT_TIMEOUT }
         }
-        OciDistributionError::ImageManifestNotFoundError(_) => {
+        CallError::Transport(e) if e.is_connect() || e.is_request() => {
+            RegistryError::Unreachable { registry, detail: root_cause(&e) }
+        }
+        CallError::Transport(e) => RegistryError::Failed { registry, reference, detail: chain(&e) },
+        CallError::Status { status: StatusCode::NOT_FOUND, .. } => {
             RegistryError::NotFound { registry, reference }
         }
-        OciDistributionError::RegistryError { envelope, .. }
-            if envelope.errors.iter().any(|c| {
-                matches!(
-                    c.code,
-                    OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::NotFound
-                )
-            }) =>
-        {
-            RegistryError::NotFound { registry, reference }
+        CallError::Status { status: StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, detail } => {
+            RegistryError::Denied { sent: sent(image.registry(), auth), registry, reference, detail }
         }
-        OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => {
-            denied(e.to_string())
+        CallError::Status { detail, .. } | CallError::Invalid(detail) => {
+            RegistryError::Failed { registry, reference, detail }
         }
-        OciDistributionError::ServerError { code: 404, .. } => {
-            RegistryError::NotFound { registry, reference }
-        }
-        OciDistributionError::ServerError { code: 401 | 403, .. } => denied(e.to_string()),
-        _ => RegistryError::Failed { registry, reference, detail: chain(e) },
     }
 }
 

@@ -19,11 +19,11 @@ use crate::engine::{ContainerDetails, Engine, EngineError};
 use crate::identity;
 use crate::manifest::{Order, Probe, PullPolicy};
 use crate::swap::journal::OpRecord;
+use crate::swap::scaffold::helper_name;
 use crate::swap::SwapRequest;
 use crate::types::{ContainerId, OpId};
 
-/// Label on a helper container: the name of the container it works on.
-pub const HELPER_LABEL: &str = "container-upgrader.helper-for";
+pub use crate::swap::scaffold::HELPER_LABEL;
 
 /// The controller's own container.
 #[derive(Debug, Clone)]
@@ -105,7 +105,7 @@ pub async fn launch(
         }),
         ..Default::default()
     };
-    let name = format!("{}--cu-helper-{}", me.name, OpId::generate().suffix());
+    let name = helper_name(&me.name, &OpId::generate().suffix());
     let id = engine.create(&name, body).await.map_err(|e| e.to_string())?;
     // The same networks as the controller, so an http/tcp gate can reach
     // the new controller.

@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::engine::Engine;
 use crate::manifest::Manifest;
+use crate::swap::scaffold;
 use crate::trigger::{Trigger, Triggers};
 
 /// Watches `manifest`'s directory and sends [`Trigger::File`] when an event
@@ -51,16 +52,14 @@ pub async fn watch_docker(engine: Engine, current: Current, triggers: Triggers) 
     loop {
         let result = engine
             .container_events(|action, name, attributes| {
-                if name.contains("--cu-")
+                let labels = || attributes.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+                if scaffold::marked(name, labels())
                     || !matches!(action, "destroy" | "die" | "rename" | "create" | "start")
                 {
                     return;
                 }
                 let relevant = current.read().ok().is_some_and(|m| {
-                    m.as_ref().is_some_and(|m| {
-                        let labels = || attributes.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-                        m.targets.iter().any(|t| t.select.matches(name, labels()))
-                    })
+                    m.as_ref().is_some_and(|m| m.targets.iter().any(|t| t.select.matches(name, labels())))
                 });
                 if relevant {
                     let _ = triggers.try_send(Trigger::Docker(format!("{action} {name}")));

@@ -7,7 +7,7 @@ mod status;
 mod swap_cmd;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -15,6 +15,8 @@ use container_upgrader::engine::Engine;
 use container_upgrader::manifest::{edit, write, Dur, Manifest};
 use container_upgrader::plan::{self, Action, Plan};
 use container_upgrader::registry::Registry;
+use container_upgrader::swap::journal::Journal;
+use container_upgrader::swap::scaffold::Scaffolding;
 use container_upgrader::{observe, resolve};
 
 const EXIT_CODES: &str = "\
@@ -79,6 +81,10 @@ enum Command {
         file: FileArg,
         #[command(flatten)]
         registry: RegistryArgs,
+        /// Read (never written) for the journal's record of backups and
+        /// temporaries, which are never targets.
+        #[command(flatten)]
+        state: StateArg,
         /// Output format.
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
@@ -254,8 +260,8 @@ pub fn init_logging(global: &Global) {
 pub async fn run(cli: Cli) -> Result<u8, Failure> {
     match cli.command {
         Command::Validate { file } => validate(&file),
-        Command::Plan { file, registry, output, detailed_exitcode } => {
-            let plan = compute_plan(&file, &registry).await?;
+        Command::Plan { file, registry, state, output, detailed_exitcode } => {
+            let plan = compute_plan(&file, &registry, &state.state_dir).await?;
             output::print_plan(&plan, output == Output::Json).map_err(|e| Failure::new(exit::INTERNAL, e))?;
             Ok(if detailed_exitcode { detailed(&plan) } else { exit::OK })
         }
@@ -326,16 +332,33 @@ fn validate(file: &FileArg) -> Result<u8, Failure> {
     Ok(exit::OK)
 }
 
-async fn compute_plan(file: &FileArg, args: &RegistryArgs) -> Result<Plan, Failure> {
+async fn compute_plan(file: &FileArg, args: &RegistryArgs, state_dir: &Path) -> Result<Plan, Failure> {
     let manifest = load(file)?;
     let engine = Engine::connect().await.map_err(|e| Failure::new(exit::ENGINE, format!("error: {e}")))?;
-    let observed = observe::observe(&engine, &manifest)
+    let observed = observe::observe(&engine, &manifest, &scaffolding(state_dir))
         .await
         .map_err(|e| Failure::new(exit::ENGINE, format!("error: {e}")))?;
     let needed = plan::needs_resolution(&manifest, &observed);
     let registry = registry_for(&manifest, args);
     let resolved = resolve::resolve(&manifest, &observed, &registry, &needed).await;
     Ok(plan::plan(&manifest, &observed, &resolved))
+}
+
+/// What the journal in `state_dir` knows of ops' backups and temporaries,
+/// so `plan` leaves out exactly what a pass would. `plan` only reads: no
+/// journal there (none yet, or not readable by this user) means none is
+/// known, and the names and labels of ops' containers still tell them.
+fn scaffolding(state_dir: &Path) -> Scaffolding {
+    if !state_dir.join("ops").is_dir() {
+        return Scaffolding::default();
+    }
+    match Journal::open(state_dir).and_then(|journal| journal.ops()) {
+        Ok(ops) => Scaffolding::from_journal(&ops),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the journal; backups and temporaries are told by name only");
+            Scaffolding::default()
+        }
+    }
 }
 
 fn detailed(plan: &Plan) -> u8 {

@@ -170,14 +170,13 @@ impl Task {
     }
 }
 
+/// System roots first, bundled web PKI roots where the image has none
+/// (`crate::tls`): a `FROM scratch` controller still reports.
 fn build_client() -> Result<reqwest::Client, String> {
     crate::registry::ensure_crypto_provider();
-    reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| format!("building the webhook client: {e}"))
+    crate::tls::http_client("webhook client", |b| {
+        b.timeout(TIMEOUT).connect_timeout(CONNECT_TIMEOUT).redirect(reqwest::redirect::Policy::none())
+    })
 }
 
 /// POSTs one event, its op id as the idempotency key.

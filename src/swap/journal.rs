@@ -417,9 +417,10 @@ fn read_record(path: &Path, stem: &str) -> Result<OpRecord, String> {
 /// `CONTAINER--cu-new-S` with one plain suffix, so a forged record cannot
 /// point them at a user's container.
 fn check_names(op: &OpRecord) -> Result<(), String> {
-    let suffix = op.backup_name.strip_prefix(&format!("{}--cu-backup-", op.container)).unwrap_or_default();
-    let plain = !suffix.is_empty() && suffix.len() <= 12 && suffix.chars().all(|c| c.is_ascii_alphanumeric());
-    if !plain || op.temp_name != super::temp_name(&op.container, suffix) {
+    let backup = super::scaffold::parse_name(&op.backup_name);
+    let suffix = op.backup_name.rsplit('-').next().unwrap_or_default();
+    let own = backup == Some((op.container.as_str(), super::scaffold::Part::Backup)) && !suffix.is_empty();
+    if !own || op.temp_name != super::temp_name(&op.container, suffix) {
         return Err(format!(
             "its backup and temporary names ({:?}, {:?}) are not those a swap of {:?} makes",
             op.backup_name, op.temp_name, op.container

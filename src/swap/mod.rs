@@ -7,7 +7,8 @@
 //! container looks like ([`recreate`]), whether it is healthy ([`health`]),
 //! whether a failed image may be retried yet ([`backoff`]) — are pure.
 //! Containers sharing the swapped container's network follow it
-//! (`rejoin`).
+//! (`rejoin`). The backup and temporary containers a swap makes are never
+//! targets themselves ([`scaffold`]).
 
 pub mod backoff;
 
@@ -18,12 +19,14 @@ pub mod journal;
 pub mod recover;
 pub mod recreate;
 mod rejoin;
+pub mod scaffold;
 
 use std::fmt;
 
 pub use error::{NoChange, PullError, StepError};
 pub use execute::Swapper;
 pub use rejoin::Rejoined;
+pub use scaffold::{backup_name, swapped_name, temp_name};
 
 use crate::manifest::Settings;
 use crate::reference::ImageRef;
@@ -162,32 +165,3 @@ impl SwapError {
 /// id: what tells the tool's own new container from a user's, even when the
 /// journal record is lost. The recreation never carries it over.
 pub const OP_LABEL: &str = "container-upgrader.op";
-
-/// The backup name of `container` during op `suffix`.
-pub fn backup_name(container: &str, suffix: &str) -> String {
-    format!("{container}--cu-backup-{suffix}")
-}
-
-/// The temporary name of the new container during op `suffix`.
-pub fn temp_name(container: &str, suffix: &str) -> String {
-    format!("{container}--cu-new-{suffix}")
-}
-
-/// The name a swap's backup or temporary container stands for (`web` for
-/// `web--cu-backup-…`); `None` for any other name.
-pub fn swapped_name(name: &str) -> Option<&str> {
-    name.split_once("--cu-backup-").or_else(|| name.split_once("--cu-new-")).map(|(base, _)| base)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backup_and_temporary_names_stand_for_their_container() {
-        assert_eq!(swapped_name(&backup_name("web", "1a2b")), Some("web"));
-        assert_eq!(swapped_name(&temp_name("my-app", "1a2b")), Some("my-app"));
-        assert_eq!(swapped_name("web-sidecar"), None);
-        assert_eq!(swapped_name("web--cu-"), None);
-    }
-}

@@ -25,6 +25,7 @@ mod image;
 mod process;
 mod registry;
 mod upgrader;
+mod webhook;
 
 use std::fs;
 use std::path::PathBuf;
@@ -43,6 +44,8 @@ pub use image::{testbox_binary, ImageSpec};
 pub use process::{docker, try_docker, wait_for};
 #[allow(unused_imports)]
 pub use registry::{http_status, TestRegistry};
+#[allow(unused_imports)]
+pub use webhook::receiver;
 
 use process::{expect_success, run_bounded, run_docker, DOCKER_TIMEOUT};
 

@@ -39,6 +39,17 @@ impl TestRun {
     /// lines go after the project's layout (e.g. a label that makes each
     /// version a distinct image, or a broken ENTRYPOINT). Returns its id.
     pub fn build_upgrader_image(&self, tag: &str, extra: &[&str]) -> String {
+        self.upgrader_image(tag, extra, true)
+    }
+
+    /// [`TestRun::build_upgrader_image`] without the host's CA
+    /// certificates: nothing in the image but the binary, like any bare
+    /// `FROM scratch` image a user builds.
+    pub fn build_upgrader_image_without_ca_certificates(&self, tag: &str, extra: &[&str]) -> String {
+        self.upgrader_image(tag, extra, false)
+    }
+
+    fn upgrader_image(&self, tag: &str, extra: &[&str], ca_certificates: bool) -> String {
         let context = tempfile::tempdir_in(self.dir.path()).unwrap_or_else(|e| panic!("build context: {e}"));
         let binary = context.path().join("container-upgrader");
         fs::copy(upgrader_binary(), &binary).unwrap_or_else(|e| panic!("copying the binary: {e}"));
@@ -49,7 +60,7 @@ impl TestRun {
         ];
         // Like the project's Dockerfile: root certificates for HTTPS registries.
         let certs = Path::new("/etc/ssl/certs/ca-certificates.crt");
-        if fs::copy(certs, context.path().join("ca-certificates.crt")).is_ok() {
+        if ca_certificates && fs::copy(certs, context.path().join("ca-certificates.crt")).is_ok() {
             lines.push("COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt".into());
         }
         lines.extend([

@@ -18,6 +18,7 @@ use super::{finish, Recovered};
 use crate::engine::Engine;
 use crate::observe::ObservedContainer;
 use crate::swap::journal::{Journal, OpRecord, Step};
+use crate::swap::scaffold::{parse_name, Part};
 use crate::swap::{backup_name, temp_name, SwapError, OP_LABEL};
 use crate::types::{ContainerId, ImageId, OpId};
 
@@ -74,20 +75,17 @@ fn groups<'a>(
         ops.iter().flat_map(|op| [op.backup_name.as_str(), op.temp_name.as_str()]).collect();
     let mut groups: BTreeMap<(String, String), Group<'a>> = BTreeMap::new();
     for c in containers.iter().filter(|c| !known.contains(c.name.as_str())) {
-        if let Some((base, suffix)) = split(&c.name, "--cu-backup-") {
-            groups.entry((base, suffix)).or_default().backup = Some(c);
-        } else if let Some((base, suffix)) = split(&c.name, "--cu-new-") {
-            groups.entry((base, suffix)).or_default().temp = Some(c);
+        let Some((base, part)) = parse_name(&c.name) else { continue };
+        let suffix = c.name.rsplit('-').next().unwrap_or_default();
+        let group = groups.entry((base.to_string(), suffix.to_string())).or_default();
+        match part {
+            Part::Backup => group.backup = Some(c),
+            Part::New => group.temp = Some(c),
+            Part::Helper => {}
         }
     }
+    groups.retain(|(_, suffix), g| !suffix.is_empty() && (g.backup.is_some() || g.temp.is_some()));
     groups
-}
-
-/// `web--cu-backup-1a2b` → (`web`, `1a2b`), for a suffix as ops make them.
-fn split(name: &str, marker: &str) -> Option<(String, String)> {
-    let (base, suffix) = name.split_once(marker)?;
-    let plain = !suffix.is_empty() && suffix.len() <= 12 && suffix.chars().all(|c| c.is_ascii_alphanumeric());
-    (plain && !base.is_empty()).then(|| (base.to_string(), suffix.to_string()))
 }
 
 fn names_known(ops: &[OpRecord], base: &str, suffix: &str) -> bool {
@@ -178,19 +176,4 @@ async fn record_and_finish(
     recovered.op.reason = Some(format!("{LOST}; {reason}"));
     journal.write(&recovered.op)?;
     Ok(recovered)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_names_as_ops_make_them_are_leftovers() {
-        assert_eq!(split("web--cu-backup-1a2b3c", "--cu-backup-"), Some(("web".into(), "1a2b3c".into())));
-        assert_eq!(split("a--cu-new-x", "--cu-new-"), Some(("a".into(), "x".into())));
-        assert_eq!(split("web--cu-backup-", "--cu-backup-"), None);
-        assert_eq!(split("--cu-backup-1a2b", "--cu-backup-"), None);
-        assert_eq!(split("web--cu-backup-not_plain", "--cu-backup-"), None);
-        assert_eq!(split("web--cu-backup-0123456789abc", "--cu-backup-"), None, "longer than a suffix");
-    }
 }
