@@ -17,6 +17,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::summary::{Kind, Summary};
+use crate::swap::journal::OpOutcome;
 use crate::trigger::Trigger;
 
 /// The `Content-Type` of [`Metrics::encode`]'s output (OpenMetrics text,
@@ -204,9 +205,9 @@ impl Metrics {
     /// A swap operation ended: `outcome` is `committed`, `rolled_back`,
     /// `failed` or `unchanged`. `rolled_back` also counts in
     /// `container_upgrader_rollbacks_total`.
-    pub fn op_done(&self, outcome: &str, duration: Duration) {
-        self.upgrades.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc();
-        if outcome == "rolled_back" {
+    pub fn op_done(&self, outcome: OpOutcome, duration: Duration) {
+        self.upgrades.get_or_create(&OutcomeLabels { outcome: outcome.name().to_string() }).inc();
+        if outcome == OpOutcome::RolledBack {
             self.rollbacks.inc();
         }
         self.op_duration.observe(duration.as_secs_f64());
@@ -272,8 +273,8 @@ mod tests {
         let m = Metrics::new();
         m.pass_done(trigger_label(&Trigger::Docker("web".into())), Duration::from_millis(30));
         m.pass_done("api", Duration::from_secs(2));
-        m.op_done("committed", Duration::from_secs(3));
-        m.op_done("rolled_back", Duration::from_secs(70));
+        m.op_done(OpOutcome::Committed, Duration::from_secs(3));
+        m.op_done(OpOutcome::RolledBack, Duration::from_secs(70));
         m.set_last_success(1_700_000_000.5);
         let text = m.encode();
         line(&text, "container_upgrader_passes_total{trigger=\"docker\"} 1");

@@ -99,8 +99,8 @@ pub struct TargetFailure {
 pub struct LastOp {
     /// Its id.
     pub op_id: String,
-    /// `committed`, `rolled_back`, `failed` or `in_progress`.
-    pub outcome: String,
+    /// `committed`, `rolled_back`, `failed`, `aborted` or `in_progress`.
+    pub outcome: crate::swap::journal::OpOutcome,
     /// The image it replaced.
     pub from: String,
     /// The image it swapped in.
@@ -120,10 +120,9 @@ pub struct LastOp {
 impl LastOp {
     /// The status view of a journal record.
     pub fn from_op(op: &crate::swap::journal::OpRecord) -> Self {
-        let outcome = op.step().map_or("unknown", |s| if s.is_final() { s.name() } else { "in_progress" });
         Self {
             op_id: op.op_id.to_string(),
-            outcome: outcome.to_string(),
+            outcome: op.outcome(),
             from: op.old_image.clone(),
             to: op.new_image.clone(),
             reason: op.reason.clone(),

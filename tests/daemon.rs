@@ -96,9 +96,7 @@ struct Setup {
 
 fn setup(test: &str) -> Setup {
     let run = TestRun::new(test);
-    let registry = run.registry();
-    let repo = registry.repo("app");
-    run.publish_versions(&repo);
+    let (registry, repo) = run.registry_with_versions();
     let broken = format!("{repo}:broken");
     run.build_image(
         &broken,

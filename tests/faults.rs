@@ -30,9 +30,7 @@ struct Case {
 
 fn case(test: &str) -> Case {
     let run = TestRun::new(test);
-    let registry = run.registry();
-    let repo = registry.repo("app");
-    run.publish_versions(&repo);
+    let (registry, repo) = run.registry_with_versions();
     let broken = ImageSpec {
         env: vec![("TESTBOX_EXIT_AFTER_MS", "300"), ("TESTBOX_EXIT_CODE", "9")],
         ..Default::default()

@@ -274,9 +274,7 @@ fn every_user_setting_survives_and_image_defaults_follow_the_new_image() {
 #[test]
 fn container_network_mode_follows_its_peer_by_name() {
     let run = TestRun::new("fidelity_container_netmode");
-    let registry = run.registry();
-    let repo = registry.repo("app");
-    run.publish_versions(&repo);
+    let (_registry, repo) = run.registry_with_versions();
     run.run_container("peer", &format!("{repo}:1"), &[]);
     let peer = run.name("peer");
     let side = run.run_in_network_of(&peer, "side", &format!("{repo}:1"), &[]);
@@ -302,9 +300,7 @@ fn container_network_mode_follows_its_peer_by_name() {
 #[test]
 fn containers_sharing_the_network_follow_the_upgrade_and_the_rollback() {
     let run = TestRun::new("fidelity_network_dependents");
-    let registry = run.registry();
-    let repo = registry.repo("app");
-    run.publish_versions(&repo);
+    let (_registry, repo) = run.registry_with_versions();
     let broken = ImageSpec {
         env: vec![("TESTBOX_EXIT_AFTER_MS", "300"), ("TESTBOX_EXIT_CODE", "3")],
         ..Default::default()

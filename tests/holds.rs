@@ -16,9 +16,7 @@ use common::{wait_for, TestRun};
 #[test]
 fn a_failing_pull_is_retried_on_the_backoff_not_every_pass() {
     let run = TestRun::new("holds_failing_pull");
-    let registry = run.registry();
-    let repo = registry.repo("app");
-    run.publish_versions(&repo);
+    let (registry, repo) = run.registry_with_versions();
     run.run_container("web", &format!("{repo}:1"), &[]);
     let web = run.name("web");
     let old = run.inspect(&web, "{{.Id}}");

@@ -22,9 +22,7 @@ struct Case {
 
 fn case(test: &str) -> Case {
     let run = TestRun::new(test);
-    let registry = run.registry();
-    let repo = registry.repo("app");
-    run.publish_versions(&repo);
+    let (registry, repo) = run.registry_with_versions();
     Case { run, _registry: registry, repo }
 }
 

@@ -60,11 +60,15 @@ impl Setup {
         std::fs::rename(&tmp, self.manifest_dir.join("desired-state.yaml")).expect("rename manifest");
     }
 
-    /// `docker run` of the controller, as the README documents it.
+    /// `docker run` of the controller from `ctl:TAG`, as the README documents it.
     fn start_controller(&self, tag: &str, env: &[&str]) -> String {
+        self.start_controller_from(&format!("{}:{tag}", self.ctl), env)
+    }
+
+    /// `docker run` of the controller from `image`.
+    fn start_controller_from(&self, image: &str, env: &[&str]) -> String {
         let state = format!("{}:{STATE}", self.state_volume);
         let manifest = format!("{}:{MANIFEST_DIR}:ro", self.manifest_dir.display());
-        let image = format!("{}:{tag}", self.ctl);
         let mut args = vec![
             "--network",
             "host",
@@ -82,7 +86,7 @@ impl Setup {
         for e in env {
             args.extend(["-e", e]);
         }
-        args.extend([image.as_str(), "run", "-f", "/etc/container-upgrader/desired-state.yaml", "-v"]);
+        args.extend([image, "run", "-f", "/etc/container-upgrader/desired-state.yaml", "-v"]);
         let (name, label) = (self.ctl_name(), self.run.label());
         let mut docker = vec!["run", "-d", "--name", &name, "--label", &label];
         docker.extend(args);
@@ -247,31 +251,7 @@ fn self_upgrade_with_pull_never_uses_the_locally_built_image_and_asks_no_registr
         "version: 1\ndefaults:\n  pull: never\n  drift_interval: 2s\n  health: {{stable: 2s, timeout: 30s}}\ntargets:\n  - container: {ctl}\n    image: {local}:2\n"
     );
     std::fs::write(s.manifest_dir.join("desired-state.yaml"), text).expect("manifest");
-    let state = format!("{}:{STATE}", s.state_volume);
-    let manifest = format!("{}:{MANIFEST_DIR}:ro", s.manifest_dir.display());
-    let label = s.run.label();
-    let image = format!("{local}:1");
-    s.run.docker(&[
-        "run",
-        "-d",
-        "--name",
-        &ctl,
-        "--label",
-        &label,
-        "--network",
-        "host",
-        "-v",
-        "/var/run/docker.sock:/var/run/docker.sock",
-        "-v",
-        &state,
-        "-v",
-        &manifest,
-        &image,
-        "run",
-        "-f",
-        "/etc/container-upgrader/desired-state.yaml",
-        "-v",
-    ]);
+    s.start_controller_from(&format!("{local}:1"), &[]);
     wait_for("the controller to run its local :2", Duration::from_secs(180), || {
         s.image_of(&ctl) == format!("{local}:2")
             && s.running(&ctl)

@@ -164,7 +164,7 @@ impl<'a, O: FnMut(Event<'_>)> Daemon<'a, O> {
         match outbox.enqueue_news(journal, url.is_some()) {
             Ok(news) => {
                 for event in &news {
-                    self.metrics.op_done(&event.outcome, Duration::from_millis(event.duration_ms));
+                    self.metrics.op_done(event.outcome, Duration::from_millis(event.duration_ms));
                 }
                 if !news.is_empty() {
                     delivery.wake();

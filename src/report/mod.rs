@@ -31,8 +31,8 @@ pub struct OpEvent {
     pub from: String,
     /// The image it was swapped to.
     pub to: String,
-    /// `committed`, `rolled_back` or `failed`.
-    pub outcome: String,
+    /// `committed`, `rolled_back`, `failed` or `aborted`.
+    pub outcome: crate::swap::journal::OpOutcome,
     /// Why it rolled back or failed.
     pub reason: Option<String>,
     /// For a container recreated on its own image to follow the container
@@ -62,7 +62,7 @@ impl OpEvent {
             container: op.container.clone(),
             from: op.old_image.clone(),
             to: op.new_image.clone(),
-            outcome: op.step().map_or("unknown", |s| s.name()).to_string(),
+            outcome: op.outcome(),
             reason: op.reason.clone(),
             follows: op.follows.clone(),
             started_at: op.started_at().to_string(),

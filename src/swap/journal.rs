@@ -79,6 +79,42 @@ impl Step {
     }
 }
 
+/// How an op stands, as `status`, `/v1/status`, webhook events and
+/// metrics name it: its final step, or `in_progress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpOutcome {
+    /// The new container passed and replaced the old one.
+    Committed,
+    /// The old container is back.
+    RolledBack,
+    /// The gate failed with rollback disabled.
+    Failed,
+    /// Ended before anything changed.
+    Aborted,
+    /// Not finished (running, or interrupted and waiting for `recover`).
+    InProgress,
+}
+
+impl OpOutcome {
+    /// The name used everywhere an outcome is shown.
+    pub fn name(self) -> &'static str {
+        match self {
+            OpOutcome::Committed => "committed",
+            OpOutcome::RolledBack => "rolled_back",
+            OpOutcome::Failed => "failed",
+            OpOutcome::Aborted => "aborted",
+            OpOutcome::InProgress => "in_progress",
+        }
+    }
+}
+
+impl std::fmt::Display for OpOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// When a step was recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepRecord {
@@ -150,6 +186,19 @@ impl OpRecord {
     /// When it ended or last moved.
     pub fn updated_at(&self) -> &str {
         self.steps.last().map_or("", |s| s.at.as_str())
+    }
+
+    /// How the op stands.
+    pub fn outcome(&self) -> OpOutcome {
+        match self.step() {
+            Some(Step::Committed) => OpOutcome::Committed,
+            Some(Step::RolledBack) => OpOutcome::RolledBack,
+            Some(Step::Failed) => OpOutcome::Failed,
+            Some(Step::Aborted) => OpOutcome::Aborted,
+            Some(Step::Prepared | Step::Created | Step::Stopping | Step::Stopped | Step::Started) | None => {
+                OpOutcome::InProgress
+            }
+        }
     }
 
     /// True once `step` was recorded.

@@ -96,6 +96,15 @@ impl TestRun {
         TestRegistry::start(&self.id, None)
     }
 
+    /// Starts a private registry holding `app:1` and `app:2` (see
+    /// [`TestRun::publish_versions`]); returns it and the repository.
+    pub fn registry_with_versions(&self) -> (TestRegistry, String) {
+        let registry = self.registry();
+        let repo = registry.repo("app");
+        self.publish_versions(&repo);
+        (registry, repo)
+    }
+
     /// Starts a private registry that answers 401 unless a request carries
     /// `user` and `password` (HTTP basic auth); push to it with
     /// [`TestRegistry::push`], which is logged in.
