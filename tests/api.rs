@@ -46,13 +46,33 @@ impl Server {
     }
 
     async fn start_with(token: Option<&str>, snapshot: Snapshot, metrics: Arc<Metrics>) -> Self {
+        Self::launch(token, MANIFEST, false, snapshot, metrics).await
+    }
+
+    /// A server whose manifest file holds `manifest`; `allow_any_image` as
+    /// `run --allow-any-image`.
+    async fn with_file(token: Option<&str>, manifest: &str, allow_any_image: bool) -> Self {
+        Self::launch(token, manifest, allow_any_image, Snapshot::default(), Arc::new(Metrics::new())).await
+    }
+
+    async fn launch(
+        token: Option<&str>,
+        manifest: &str,
+        allow_any_image: bool,
+        snapshot: Snapshot,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("desired-state.yaml");
-        std::fs::write(&path, MANIFEST).expect("write manifest");
+        std::fs::write(&path, manifest).expect("write manifest");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let config =
-            ApiConfig { listen: addr, token: token.map(str::to_string), manifest_path: path.clone() };
+        let config = ApiConfig {
+            listen: addr,
+            token: token.map(str::to_string),
+            manifest_path: path.clone(),
+            allow_any_image,
+        };
         let snapshot: SharedSnapshot = Arc::new(RwLock::new(snapshot));
         let (tx, triggers) = mpsc::channel(4);
         let (stop, stopped) = oneshot::channel::<()>();
@@ -197,6 +217,41 @@ fn refusals() -> Vec<Refusal> {
             format!("{MANIFEST}report: {{webhook: \"http://evil.example/collect\"}}\n"),
         )
         .answers(StatusCode::FORBIDDEN, "may not change report.webhook"),
+        refusal(
+            "selector added",
+            yaml,
+            format!("{MANIFEST}  - selector: {{label: \"com.example.privileged\"}}\n    image: registry.local:5000/app:2\n"),
+        )
+        .answers(StatusCode::FORBIDDEN, "may not add a target"),
+        refusal(
+            "target retargeted to another container",
+            yaml,
+            MANIFEST.replace("container: db", "container: docker-socket-proxy"),
+        )
+        .answers(StatusCode::FORBIDDEN, "may not add a target"),
+        refusal(
+            "target removed",
+            yaml,
+            MANIFEST.replace("  - container: db\n    image: registry.local:5000/db:1\n", ""),
+        )
+        .answers(StatusCode::FORBIDDEN, "may not remove a target"),
+        refusal(
+            "image switched to track",
+            yaml,
+            MANIFEST.replace(
+                "image: registry.local:5000/db:1",
+                "track: {image: registry.local:5000/db, semver: \"^1\"}",
+            ),
+        )
+        .answers(StatusCode::FORBIDDEN, "between `image` and `track`"),
+        refusal(
+            "rollback switched off",
+            yaml,
+            MANIFEST.replace("image: registry.local:5000/db:1", "image: registry.local:5000/db:1\n    rollback: false"),
+        )
+        .answers(StatusCode::FORBIDDEN, "may not change the settings"),
+        refusal("drift interval changed", yaml, format!("{MANIFEST}defaults: {{drift_interval: 10s}}\n"))
+            .answers(StatusCode::FORBIDDEN, "may not change the drift interval"),
         refusal("invalid YAML", yaml, "version: 1\ntargets: [\n").answers(StatusCode::BAD_REQUEST, "invalid"),
         refusal("invalid manifest", "text/yaml", MANIFEST.replace("container: db", "container: web"))
             .answers(StatusCode::BAD_REQUEST, "duplicate target"),
@@ -386,4 +441,64 @@ async fn a_manifest_on_disk_that_does_not_validate_is_left_for_a_person() {
         assert_eq!(body["problems"][0]["line"], 1, "{body}");
         assert_eq!(server.file(), broken, "{content_type}: the file changed");
     }
+}
+
+/// The file as an operator who never set a policy leaves it.
+const NO_POLICY: &str = "\
+version: 1
+targets:
+  - container: web
+    image: registry.local:5000/app:1
+";
+
+#[tokio::test]
+async fn without_allowed_images_the_api_writes_nothing_unless_run_allows_any_image() {
+    let set = json!({"target": "web", "image": "evil.example/miner:1"}).to_string();
+    let whole = NO_POLICY.replace("registry.local:5000/app:1", "evil.example/miner:1");
+    for (content_type, body) in [("application/json", set.clone()), ("application/yaml", whole.clone())] {
+        let mut server = Server::with_file(Some(TOKEN), NO_POLICY, false).await;
+        let (status, _, answer) = send(server.put_authorized(content_type, body)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{content_type}: {answer}");
+        assert!(error_text(&answer).contains("no policy.allowed_images"), "{answer}");
+        assert!(error_text(&answer).contains("--allow-any-image"), "{answer}");
+        assert_eq!(server.file(), NO_POLICY, "{content_type}: the file changed");
+        assert!(server.triggers.try_recv().is_err(), "{content_type}: a pass was triggered");
+    }
+    // The operator said any image is fine: the same pushes are written.
+    for (content_type, body, want) in
+        [("application/json", set, whole.clone()), ("application/yaml", whole.clone(), whole)]
+    {
+        let server = Server::with_file(Some(TOKEN), NO_POLICY, true).await;
+        let (status, _, answer) = send(server.put_authorized(content_type, body)).await;
+        assert_eq!(status, StatusCode::OK, "{content_type}: {answer}");
+        assert_eq!(server.file(), want, "{content_type}");
+    }
+}
+
+#[tokio::test]
+async fn a_policy_that_lets_pushes_change_targets_lets_them_add_one() {
+    let file = MANIFEST.replace("policy:\n", "policy:\n  push_may_change_targets: true\n");
+    let server = Server::with_file(Some(TOKEN), &file, false).await;
+    let pushed =
+        format!("{file}  - selector: {{label: \"app=edge\"}}\n    image: registry.local:5000/edge:1\n");
+    let (status, _, answer) = send(server.put_authorized("application/yaml", pushed.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(server.file(), pushed);
+    // The images are still held to allowed_images.
+    let outside = pushed.replace("registry.local:5000/edge:1", "evil.example/edge:1");
+    let (status, _, answer) = send(server.put_authorized("application/yaml", outside)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    assert_eq!(server.file(), pushed);
+}
+
+#[tokio::test]
+async fn a_refused_scope_change_points_at_the_added_target() {
+    let server = Server::start(Some(TOKEN)).await;
+    let pushed =
+        format!("{MANIFEST}  - selector: {{label: \"privileged\"}}\n    image: registry.local:5000/app:2\n");
+    let (status, _, body) = send(server.put_authorized("application/yaml", pushed)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["problems"][0]["path"], "targets[2]", "{body}");
+    assert_eq!(body["problems"][0]["line"], 10, "{body}");
+    assert!(error_text(&body).contains("push_may_change_targets"), "{body}");
 }

@@ -317,7 +317,8 @@ fn a_valid_api_push_upgrades_the_target_and_refusals_write_nothing() {
     s.run.run_container("web", &format!("{}:1", s.repo), &[]);
     let web = s.run.name("web");
     let policy = "policy:\n  allowed_images: [\"127.0.0.1:*\"]\n";
-    s.write_in_place(&format!("{}{policy}", s.text(&web, "1", "")));
+    // No policy yet: the API must not write, whatever the token.
+    s.write_in_place(&s.text(&web, "1", ""));
     let token = "a-long-enough-test-token-0123456789";
     let token_file = s.run.write_file("token", format!("{token}\n"));
     let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
@@ -333,10 +334,28 @@ fn a_valid_api_push_upgrades_the_target_and_refusals_write_nothing() {
     });
     assert_eq!(http(&addr, "GET", "/healthz", &[], "").0, 200);
 
-    let before = std::fs::read(s.path()).expect("read");
     let body = format!("{{\"target\": \"{web}\", \"image\": \"{}:2\"}}", s.repo);
     let json = "Content-Type: application/json";
     let bearer = format!("Authorization: Bearer {token}");
+    let before = std::fs::read(s.path()).expect("read");
+    let (status, answer) = http(&addr, "PUT", "/v1/desired", &[json, &bearer], &body);
+    assert_eq!((status, answer.contains("no policy.allowed_images")), (403, true), "no policy: {answer}");
+    assert_eq!(std::fs::read(s.path()).expect("read"), before, "a push without a policy wrote");
+
+    s.write_in_place(&format!("{}{policy}", s.text(&web, "1", "")));
+    let before = std::fs::read(s.path()).expect("read");
+    // A selector on a privileged container's label, with an allowed image:
+    // still refused, since the file does not let pushes add targets.
+    let privileged = s.run.name("privileged");
+    s.run.run_container("privileged", &format!("{}:1", s.repo), &["--label", "evil=1"]);
+    let widened = format!(
+        "{}  - selector: {{label: \"evil=1\"}}\n    image: {}:2\n{policy}",
+        s.text(&web, "1", ""),
+        s.repo
+    );
+    let yaml = "Content-Type: application/yaml";
+    let (status, answer) = http(&addr, "PUT", "/v1/desired", &[yaml, &bearer], &widened);
+    assert_eq!((status, answer.contains("may not add a target")), (403, true), "selector push: {answer}");
     assert_eq!(http(&addr, "PUT", "/v1/desired", &[json], &body).0, 401, "no token");
     assert_eq!(http(&addr, "PUT", "/v1/desired", &[json, "Authorization: Bearer wrong"], &body).0, 401);
     let outside = format!("{{\"target\": \"{web}\", \"image\": \"evil.example/app:2\"}}");
@@ -354,6 +373,11 @@ fn a_valid_api_push_upgrades_the_target_and_refusals_write_nothing() {
     });
     let out = s.run.cli(&["validate", "-f", s.path().to_str().expect("utf-8")]);
     assert!(out.status.success(), "the written file validates");
+    assert_eq!(
+        s.image_of(&privileged),
+        format!("{}:1", s.repo),
+        "the refused selector's container was touched"
+    );
 
     let (_, status) = http(&addr, "GET", "/v1/status", &[], "");
     let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");

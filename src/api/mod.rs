@@ -23,8 +23,10 @@
 //! `{"target": "web", "image": "registry/app:2"}`) and answers 200
 //! `{"written": PATH, "targets": N}`. Refusals, none of which writes: 401
 //! (no or wrong token, with `WWW-Authenticate: Bearer`), 403 (no token
-//! configured; an image outside `policy.allowed_images`; a push that changes
-//! the policy), 400 (invalid YAML, JSON or manifest), 404 (unknown target),
+//! configured; no `policy.allowed_images` without `--allow-any-image`; an
+//! image outside it; a push that changes the policy or the webhook, or —
+//! without `policy.push_may_change_targets` — anything but the images of
+//! the file's targets), 400 (invalid YAML, JSON or manifest), 404 (unknown target),
 //! 409 (the file on disk is invalid, or the target cannot be edited in
 //! place), 413 (over [`MAX_BODY`]), 415 (other content types), 503 (another
 //! process holds the manifest lock). Error bodies are
@@ -69,6 +71,10 @@ pub struct ApiConfig {
     pub token: Option<String>,
     /// The manifest file `PUT /v1/desired` rewrites.
     pub manifest_path: PathBuf,
+    /// `run --allow-any-image`: the operator accepts that a push may name
+    /// any image when the file has no `policy.allowed_images`. Off, such a
+    /// file makes the API refuse every write.
+    pub allow_any_image: bool,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -77,6 +83,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("manifest_path", &self.manifest_path)
+            .field("allow_any_image", &self.allow_any_image)
             .finish()
     }
 }
@@ -89,6 +96,7 @@ struct AppState {
     snapshot: SharedSnapshot,
     triggers: Triggers,
     metrics: Arc<Metrics>,
+    allow_any_image: bool,
 }
 
 /// The API's routes, ready to serve (or to drive in-process in tests).
@@ -104,6 +112,7 @@ pub fn router(
         snapshot,
         triggers,
         metrics,
+        allow_any_image: config.allow_any_image,
     };
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -128,6 +137,13 @@ pub async fn serve(
     let read_only = config.token.as_deref().is_none_or(|t| t.trim().is_empty());
     if !addr.ip().is_loopback() {
         tracing::warn!(%addr, "the API listens beyond loopback: status and metrics are readable without a token");
+    }
+    if config.allow_any_image && !read_only {
+        tracing::warn!(
+            %addr,
+            "--allow-any-image: when the manifest has no policy.allowed_images, a token holder may run any image \
+             in the managed containers (with their mounts and capabilities)"
+        );
     }
     if read_only {
         tracing::info!(%addr, "API listening, read-only (no --token-file): PUT /v1/desired is refused");

@@ -27,6 +27,8 @@ pub struct Options<'a> {
     pub listen: Option<SocketAddr>,
     /// The bearer token state-changing API calls need (read from a file).
     pub token: Option<String>,
+    /// `--allow-any-image`: the API writes even without `policy.allowed_images`.
+    pub allow_any_image: bool,
 }
 
 pub async fn run(controller: &Controller, options: Options<'_>) -> Result<u8, Failure> {
@@ -115,6 +117,7 @@ async fn start_api(
         listen: addr,
         token: options.token.clone(),
         manifest_path: options.manifest.to_path_buf(),
+        allow_any_image: options.allow_any_image,
     };
     let shutdown = async {
         let _ = stopped.await;

@@ -119,6 +119,11 @@ enum Command {
         /// (without it the API is read-only). Never pass the token itself.
         #[arg(long, value_name = "PATH")]
         token_file: Option<PathBuf>,
+        /// Let `PUT /v1/desired` write when the manifest has no
+        /// `policy.allowed_images` (without it such a file makes the API
+        /// refuse every write): a token holder may then run any image.
+        #[arg(long)]
+        allow_any_image: bool,
     },
     /// Pin one target to an image in the manifest file: validates, checks
     /// the policy, and rewrites the file atomically, keeping the rest of it
@@ -266,12 +271,17 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 swap_cmd::controller(&pass.state.state_dir, &pass.me, pass.parallel, &pass.registry).await?;
             swap_cmd::reconcile(&controller, &manifest).await
         }
-        Command::Run { pass, report_webhook, listen, token_file } => {
+        Command::Run { pass, report_webhook, listen, token_file, allow_any_image } => {
             let token = token_file.as_deref().map(read_token).transpose()?;
             let controller =
                 swap_cmd::controller(&pass.state.state_dir, &pass.me, pass.parallel, &pass.registry).await?;
-            let options =
-                daemon::Options { manifest: &pass.file.path, webhook: report_webhook, listen, token };
+            let options = daemon::Options {
+                manifest: &pass.file.path,
+                webhook: report_webhook,
+                listen,
+                token,
+                allow_any_image,
+            };
             daemon::run(&controller, options).await
         }
         Command::Set { target, image, file } => {

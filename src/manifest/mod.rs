@@ -51,6 +51,9 @@ pub struct Manifest {
 pub struct Policy {
     /// `None`: any image is allowed.
     pub allowed_images: Option<Vec<ImagePattern>>,
+    /// `policy.push_may_change_targets`: an API push may change which
+    /// containers are managed and how, not only their images.
+    pub push_may_change_targets: bool,
 }
 
 impl Policy {

@@ -68,7 +68,10 @@ pub(super) fn validate(src: &Source) -> Result<Manifest, ManifestError> {
         webhook: doc.report.webhook,
         origin: src.origin.clone(),
         drift_interval: doc.defaults.drift_interval.unwrap_or(super::Dur(DEFAULT_DRIFT_INTERVAL)),
-        policy: Policy { allowed_images: doc.policy.allowed_images },
+        policy: Policy {
+            allowed_images: doc.policy.allowed_images,
+            push_may_change_targets: doc.policy.push_may_change_targets,
+        },
         targets,
     })
 }
