@@ -62,6 +62,17 @@ impl Server {
         snapshot: Snapshot,
         metrics: Arc<Metrics>,
     ) -> Self {
+        Self::launch_full(token, None, manifest, allow_any_image, snapshot, metrics).await
+    }
+
+    async fn launch_full(
+        token: Option<&str>,
+        read_token: Option<&str>,
+        manifest: &str,
+        allow_any_image: bool,
+        snapshot: Snapshot,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("desired-state.yaml");
         std::fs::write(&path, manifest).expect("write manifest");
@@ -70,6 +81,7 @@ impl Server {
         let config = ApiConfig {
             listen: addr,
             token: token.map(str::to_string),
+            read_token: read_token.map(str::to_string),
             manifest_path: path.clone(),
             allow_any_image,
         };
@@ -382,8 +394,10 @@ async fn concurrent_puts_leave_a_valid_manifest_holding_one_of_them() {
     assert_eq!(server.triggers.try_recv().ok(), Some(Trigger::Api), "at least one pass was triggered");
 }
 
+const READ_TOKEN: &str = "read-only-token-for-the-scraper";
+
 #[tokio::test]
-async fn reads_answer_without_a_token() {
+async fn reads_need_the_write_or_the_read_token_once_one_is_configured() {
     let metrics = Arc::new(Metrics::new());
     metrics.pass_done("file", Duration::from_millis(5));
     let snapshot = Snapshot {
@@ -393,14 +407,32 @@ async fn reads_answer_without_a_token() {
         ..Snapshot::default()
     };
     let expected = serde_json::to_value(&snapshot).expect("snapshot JSON");
-    let server = Server::start_with(Some(TOKEN), snapshot, metrics).await;
+    let server = Server::launch_full(Some(TOKEN), Some(READ_TOKEN), MANIFEST, false, snapshot, metrics).await;
 
+    // Liveness needs nothing.
     let health = server.get("/healthz").await;
     assert_eq!(health.status(), StatusCode::OK);
     assert_eq!(health.text().await.expect("body"), "ok");
 
-    let resp = server.get("/metrics").await;
-    assert_eq!(resp.status(), StatusCode::OK);
+    for path in ["/metrics", "/v1/status"] {
+        let url = format!("{}{path}", server.base);
+        let (status, headers, body) = send(server.client.get(&url)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} without a token: {body}");
+        assert!(headers.contains_key("www-authenticate"), "{path}");
+        assert!(
+            body.get("version").is_none() && !body.to_string().contains("9.9.9"),
+            "{path} leaked: {body}"
+        );
+        let (status, _, _) = send(server.client.get(&url).bearer_auth("wrong-token-0123456789")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} with a wrong token");
+        for token in [TOKEN, READ_TOKEN] {
+            let (status, _, _) = send(server.client.get(&url).bearer_auth(token)).await;
+            assert_eq!(status, StatusCode::OK, "{path} with {token}");
+        }
+    }
+
+    let resp = server.client.get(format!("{}/metrics", server.base)).bearer_auth(READ_TOKEN).send().await;
+    let resp = resp.expect("GET /metrics");
     let ct = resp.headers().get("content-type").map(|v| v.to_str().expect("ascii").to_string());
     assert!(ct.as_deref().is_some_and(|c| c.starts_with("application/openmetrics-text")), "{ct:?}");
     let text = resp.text().await.expect("body");
@@ -413,10 +445,37 @@ async fn reads_answer_without_a_token() {
     ] {
         assert!(text.contains(family), "`{family}` not in:\n{text}");
     }
-
-    let (status, _, body) = send(server.client.get(format!("{}/v1/status", server.base))).await;
+    let (status, _, body) =
+        send(server.client.get(format!("{}/v1/status", server.base)).bearer_auth(READ_TOKEN)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, expected);
+
+    // The read-only token cannot write.
+    let pushed = with_image("registry.local:5000/app:2");
+    let (status, _, body) = send(server.put(Some("application/yaml"), pushed).bearer_auth(READ_TOKEN)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(server.file(), MANIFEST);
+}
+
+#[tokio::test]
+async fn without_any_token_the_reads_stay_open() {
+    let server = Server::start(None).await;
+    assert_eq!(server.get("/v1/status").await.status(), StatusCode::OK);
+    assert_eq!(server.get("/metrics").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_refused_webhook_change_does_not_echo_the_files_credentials() {
+    let file =
+        format!("{MANIFEST}report: {{webhook: \"https://hook-user:hook-pa55@hooks.example/in?key=k3y\"}}\n");
+    let server = Server::with_file(Some(TOKEN), &file, false).await;
+    let (status, _, body) = send(server.put_authorized("application/yaml", MANIFEST)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let text = error_text(&body);
+    assert!(text.contains("https://hooks.example/in"), "{text}");
+    for secret in ["hook-user", "hook-pa55", "k3y"] {
+        assert!(!text.contains(secret), "`{secret}` echoed: {text}");
+    }
 }
 
 #[tokio::test]

@@ -379,13 +379,73 @@ fn a_valid_api_push_upgrades_the_target_and_refusals_write_nothing() {
         "the refused selector's container was touched"
     );
 
-    let (_, status) = http(&addr, "GET", "/v1/status", &[], "");
+    assert_eq!(http(&addr, "GET", "/v1/status", &[], "").0, 401, "reads need the token once one is set");
+    let (_, status) = http(&addr, "GET", "/v1/status", &[&bearer], "");
     let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
     let target = status["targets"].as_array().and_then(|t| t.first()).cloned().unwrap_or_default();
     assert_eq!(target["container"], web.as_str(), "{status:#}");
     assert_eq!(target["last_op"]["outcome"], "committed", "{status:#}");
-    let (_, metrics) = http(&addr, "GET", "/metrics", &[], "");
+    let (_, metrics) = http(&addr, "GET", "/metrics", &[&bearer], "");
     assert!(metrics.contains("container_upgrader_upgrades_total{outcome=\"committed\"} 1"), "{metrics}");
+    assert_eq!(d.terminate(), Some(0));
+}
+
+#[test]
+fn a_failed_containers_secrets_stay_out_of_status_webhook_journal_and_logs() {
+    let s = setup("daemon_secrets");
+    // The fixture prints `testbox <TESTBOX_VERSION> started`: a container
+    // whose own environment value lands in its output, as a password
+    // echoed by a misconfigured app does. `docker run -e` makes it the
+    // user's setting, so the recreated (broken) container keeps it.
+    let secret = "Hunter2-db-pa55word";
+    s.run.run_container("web", &format!("{}:1", s.repo), &["-e", &format!("TESTBOX_VERSION={secret}")]);
+    let web = s.run.name("web");
+    let posts = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("receiver");
+        let port = listener.local_addr().expect("addr").port();
+        let report = format!("report: {{webhook: \"http://127.0.0.1:{port}/events\"}}\n");
+        let policy = "policy:\n  allowed_images: [\"127.0.0.1:*\"]\n";
+        s.write_in_place(&format!("{}{report}{policy}", s.text(&web, "broken", "")));
+        receiver(listener)
+    };
+    let token = "a-long-enough-test-token-0123456789";
+    let token_file = s.run.write_file("token", format!("{token}\n"));
+    std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let addr = format!("127.0.0.1:{port}");
+    let d = Daemon::start(
+        &s.run,
+        &s.path(),
+        &s.state,
+        &["--listen", &addr, "--token-file", token_file.to_str().expect("utf-8")],
+    );
+    wait_for("the rollback", Duration::from_secs(90), || d.output().contains("rolled back"));
+    wait_for("the webhook event", Duration::from_secs(30), || posts.lock().is_ok_and(|p| !p.is_empty()));
+
+    let bearer = format!("Authorization: Bearer {token}");
+    let (code, status) = http(&addr, "GET", "/v1/status", &[&bearer], "");
+    assert_eq!(code, 200, "{status}");
+    let reason = serde_json::from_str::<serde_json::Value>(&status).expect("status JSON")["targets"][0]
+        ["last_op"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(reason.contains("last output: testbox *** started"), "the output is quoted, masked: {reason}");
+    let webhook = posts.lock().expect("lock").iter().map(|p| p.body.clone()).collect::<Vec<_>>().join("\n");
+    let mut journal = String::new();
+    for entry in std::fs::read_dir(PathBuf::from(&s.state).join("ops")).expect("ops dir").flatten() {
+        journal.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+    }
+    assert!(journal.contains("rolled_back"), "{journal}");
+    let cli_status = s.run.cli(&["status", "--state-dir", &s.state, "--output", "json"]);
+    let cli_status = String::from_utf8_lossy(&cli_status.stdout).into_owned();
+    for (place, text) in
+        [("/v1/status", &status), ("webhook", &webhook), ("journal", &journal), ("status", &cli_status)]
+    {
+        assert!(!text.contains(secret), "the secret is in the {place}: {text}");
+    }
+    assert!(!d.output().contains(secret), "the secret is in the daemon's log: {}", d.output());
     assert_eq!(d.terminate(), Some(0));
 }
 

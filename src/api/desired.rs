@@ -256,7 +256,8 @@ fn check_policy(
         });
     }
     if current.webhook != pushed.webhook {
-        let show = |w: &Option<String>| w.clone().unwrap_or_else(|| "none".to_string());
+        // Only scheme, host and path: the file's URL may carry credentials.
+        let show = |w: &Option<String>| w.as_deref().map_or_else(|| "none".to_string(), crate::redact::url);
         return Err(ApiError::WebhookChanged {
             path: path.to_path_buf(),
             current: show(&current.webhook),

@@ -34,7 +34,10 @@ pub(super) enum ApiError {
     )]
     TokenNotConfigured,
     /// No (usable) `Authorization: Bearer` header.
-    #[error("missing bearer token: send `Authorization: Bearer <token>` with the token from --token-file")]
+    #[error(
+        "missing bearer token: send `Authorization: Bearer <token>` with the token from --token-file \
+         (reads: or --read-token-file)"
+    )]
     MissingToken,
     /// A bearer token that is not the configured one.
     #[error("wrong bearer token")]

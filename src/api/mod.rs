@@ -4,16 +4,17 @@
 //! | Route              | Auth  | Answer                                             |
 //! |--------------------|-------|----------------------------------------------------|
 //! | `GET /healthz`     | none  | `200 ok`                                           |
-//! | `GET /metrics`     | none  | Prometheus/OpenMetrics text ([`crate::metrics`])   |
-//! | `GET /v1/status`   | none  | the controller's [`Snapshot`] as JSON              |
+//! | `GET /metrics`     | read  | Prometheus/OpenMetrics text ([`crate::metrics`])   |
+//! | `GET /v1/status`   | read  | the controller's [`Snapshot`] as JSON              |
 //! | `PUT /v1/desired`  | token | writes the manifest, then sends [`Trigger::Api`]   |
 //!
-//! **Reads need no token; anything that changes state does.** The status
-//! and the metrics say what runs on the host (container and image names,
-//! op outcomes) — what `docker ps` tells any local user — and hold no
-//! secrets, while a monitoring scraper that needs no token is one fewer
-//! place the token is copied to. The listen address defaults to loopback;
-//! an operator who binds it wider exposes the reads too, and `serve` warns.
+//! **When a token is configured, reads need one too**: the write token or
+//! the read-only token (`--read-token-file`, for a monitoring scraper that
+//! must not be able to write). The status names every managed container,
+//! its images and why its last swap failed — what an attacker maps before
+//! acting. `/healthz` stays open for liveness probes. With no token at all
+//! the reads are open (the API is then a read-only status page, loopback
+//! by default; `serve` warns when it is bound wider).
 //!
 //! Without a token (`--token-file` not given) the API is read-only: every
 //! state-changing request gets 403, never a silent "anyone may write".
@@ -69,6 +70,8 @@ pub struct ApiConfig {
     /// whitespace is ignored). `None`, or only whitespace: the API is
     /// read-only.
     pub token: Option<String>,
+    /// The read-only token (`--read-token-file`): reads only.
+    pub read_token: Option<String>,
     /// The manifest file `PUT /v1/desired` rewrites.
     pub manifest_path: PathBuf,
     /// `run --allow-any-image`: the operator accepts that a push may name
@@ -82,6 +85,7 @@ impl std::fmt::Debug for ApiConfig {
         f.debug_struct("ApiConfig")
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("read_token", &self.read_token.as_ref().map(|_| "<redacted>"))
             .field("manifest_path", &self.manifest_path)
             .field("allow_any_image", &self.allow_any_image)
             .finish()
@@ -92,6 +96,7 @@ impl std::fmt::Debug for ApiConfig {
 #[derive(Clone)]
 struct AppState {
     token: Option<auth::Token>,
+    read_token: Option<auth::Token>,
     store: Arc<store::Store>,
     snapshot: SharedSnapshot,
     triggers: Triggers,
@@ -108,6 +113,7 @@ pub fn router(
 ) -> Router {
     let state = AppState {
         token: config.token.as_deref().and_then(auth::Token::new),
+        read_token: config.read_token.as_deref().and_then(auth::Token::new),
         store: Arc::new(store::Store::new(config.manifest_path.clone())),
         snapshot,
         triggers,
@@ -135,8 +141,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     let read_only = config.token.as_deref().is_none_or(|t| t.trim().is_empty());
-    if !addr.ip().is_loopback() {
-        tracing::warn!(%addr, "the API listens beyond loopback: status and metrics are readable without a token");
+    let open_reads = read_only && config.read_token.as_deref().is_none_or(|t| t.trim().is_empty());
+    if !addr.ip().is_loopback() && open_reads {
+        tracing::warn!(%addr, "the API listens beyond loopback without a token: status and metrics are readable by anyone who can connect");
     }
     if config.allow_any_image && !read_only {
         tracing::warn!(
@@ -154,11 +161,14 @@ pub async fn serve(
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
-async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
+async fn get_metrics(State(state): State<AppState>, _auth: auth::ReadAuthorized) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], state.metrics.encode())
 }
 
-async fn get_status(State(state): State<AppState>) -> Json<crate::status::Snapshot> {
+async fn get_status(
+    State(state): State<AppState>,
+    _auth: auth::ReadAuthorized,
+) -> Json<crate::status::Snapshot> {
     // A writer that panicked left a whole snapshot (it replaces, never
     // edits in place), so a poisoned lock still holds a consistent value.
     Json(state.snapshot.read().unwrap_or_else(PoisonError::into_inner).clone())

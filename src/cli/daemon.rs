@@ -27,6 +27,8 @@ pub struct Options<'a> {
     pub listen: Option<SocketAddr>,
     /// The bearer token state-changing API calls need (read from a file).
     pub token: Option<String>,
+    /// The read-only token (read from `--read-token-file`).
+    pub read_token: Option<String>,
     /// `--allow-any-image`: the API writes even without `policy.allowed_images`.
     pub allow_any_image: bool,
 }
@@ -116,6 +118,7 @@ async fn start_api(
     let config = ApiConfig {
         listen: addr,
         token: options.token.clone(),
+        read_token: options.read_token.clone(),
         manifest_path: options.manifest.to_path_buf(),
         allow_any_image: options.allow_any_image,
     };

@@ -102,7 +102,7 @@ impl Task {
                     }
                     Err(error) => {
                         let wait = backoff.failed(Instant::now());
-                        tracing::warn!(url = %redact(&url), error = %error, retry_in = ?wait, "webhook events not delivered; they stay in the outbox");
+                        tracing::warn!(url = %crate::redact::url(&url), error = %error, retry_in = ?wait, "webhook events not delivered; they stay in the outbox");
                         self.publish(Some(error));
                         // Backing off: new events wait for the retry too.
                         tokio::select! {
@@ -191,18 +191,5 @@ async fn post(client: &reqwest::Client, url: &str, event: &OpEvent) -> Attempt {
         Ok(r) => Attempt::Refused(format!("the receiver answered {}", r.status())),
         // Without the URL: it may carry a token in its query.
         Err(e) => Attempt::Unreachable(format!("webhook unreachable: {}", e.without_url())),
-    }
-}
-
-/// The URL without its query and credentials, for logs (DESIGN.md §12).
-fn redact(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            u.set_query(None);
-            let _ = u.set_password(None);
-            let _ = u.set_username("");
-            u.to_string()
-        }
-        Err(_) => "<invalid URL>".into(),
     }
 }
