@@ -561,3 +561,70 @@ async fn a_refused_scope_change_points_at_the_added_target() {
     assert_eq!(body["problems"][0]["line"], 10, "{body}");
     assert!(error_text(&body).contains("push_may_change_targets"), "{body}");
 }
+
+/// Sends `head` on a raw connection and returns what the server answered
+/// within `within` (empty: it closed without answering), and how long that took.
+async fn raw(base: &str, head: &str, within: Duration) -> (String, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let started = std::time::Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("send");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(within, stream.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "no answer and no close within {within:?}");
+    (String::from_utf8_lossy(&answer).into_owned(), started.elapsed())
+}
+
+#[tokio::test]
+async fn a_declared_body_over_the_limit_gets_413_without_waiting_for_it() {
+    let server = Server::start(Some(TOKEN)).await;
+    let head = format!(
+        "PUT /v1/desired HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/yaml\r\nContent-Length: {}\r\n\r\n",
+        api::MAX_BODY + 1
+    );
+    let (answer, took) = raw(&server.base, &head, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert_eq!(server.file(), MANIFEST);
+}
+
+#[tokio::test]
+async fn silent_and_slow_clients_are_cut_off_and_over_the_cap_closed_at_once() {
+    let server = Server::start(Some(TOKEN)).await;
+    let addr = server.base.trim_start_matches("http://").to_string();
+    // Fill every slot with connections that say nothing.
+    let mut idle = Vec::new();
+    for _ in 0..api::MAX_CONNECTIONS {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // One more is closed at once, not queued.
+    let (answer, took) =
+        raw(&server.base, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(3)).await;
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(took < Duration::from_secs(3), "over the cap it waited {took:?}");
+    // The silent ones were dropped after FIRST_BYTE_TIMEOUT: the API answers again.
+    let deadline = std::time::Instant::now() + api::FIRST_BYTE_TIMEOUT + Duration::from_secs(5);
+    loop {
+        let (answer, _) =
+            raw(&server.base, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(5)).await;
+        if answer.starts_with("HTTP/1.1 200") {
+            assert!(answer.to_ascii_lowercase().contains("connection: close"), "no keep-alive: {answer}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the API never answered again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(idle);
+    // A client that starts a request but never finishes its headers is cut off.
+    let (answer, took) = raw(
+        &server.base,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n",
+        api::HEADER_TIMEOUT + Duration::from_secs(10),
+    )
+    .await;
+    assert!(!answer.contains("200 OK"), "{answer}");
+    assert!(took >= api::HEADER_TIMEOUT - Duration::from_secs(1), "cut off early? {took:?}");
+    assert!(took <= api::HEADER_TIMEOUT + Duration::from_secs(3), "took {took:?}");
+}

@@ -449,6 +449,58 @@ fn a_failed_containers_secrets_stay_out_of_status_webhook_journal_and_logs() {
     assert_eq!(d.terminate(), Some(0));
 }
 
+/// How many descriptors process `pid` has open.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn thousands_of_idle_api_connections_neither_stop_reconciling_nor_the_api() {
+    let s = setup("daemon_conn_flood");
+    s.run.run_container("web", &format!("{}:1", s.repo), &[]);
+    let web = s.run.name("web");
+    s.write_in_place(&s.text(&web, "1", ""));
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let addr = format!("127.0.0.1:{port}");
+    let d = Daemon::start(&s.run, &s.path(), &s.state, &["--listen", &addr]);
+    wait_for("the API and a first pass", Duration::from_secs(60), || {
+        std::net::TcpStream::connect(&addr).is_ok() && d.output().contains("Reconciled:")
+    });
+    let pid = d.child.id();
+    let before = open_fds(pid);
+
+    // 3,000 connections that never send a byte, all held open by the test.
+    let mut idle = Vec::new();
+    let mut peak = 0;
+    for i in 0..3000 {
+        if let Ok(c) = std::net::TcpStream::connect(&addr) {
+            idle.push(c);
+        }
+        if i % 250 == 0 {
+            peak = peak.max(open_fds(pid));
+        }
+    }
+    assert!(idle.len() > 2500, "only {} connections opened", idle.len());
+    peak = peak.max(open_fds(pid));
+    assert!(
+        peak <= before + container_upgrader::api::MAX_CONNECTIONS + 16,
+        "the daemon held {peak} descriptors (had {before})"
+    );
+
+    // While they are open, the daemon still sees and applies a change.
+    s.write_by_rename(&s.text(&web, "2", ""));
+    wait_for("the upgrade during the flood", Duration::from_secs(60), || {
+        s.image_of(&web) == format!("{}:2", s.repo)
+    });
+    // And the API answers again within seconds: the silent ones time out.
+    wait_for("the API to answer during the flood", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(&addr).is_ok() && http(&addr, "GET", "/healthz", &[], "").0 == 200
+    });
+    assert!(d.output().contains(&format!("{web}: upgraded")), "{}", d.output());
+    drop(idle);
+    assert_eq!(d.terminate(), Some(0));
+}
+
 #[test]
 fn sigterm_during_a_pass_lets_the_swap_in_flight_finish_and_starts_no_other() {
     let s = setup("daemon_sigterm_mid_pass");

@@ -78,6 +78,17 @@ impl FromRequest<AppState> for Desired {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         let content_type = req.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap_or("<not text>"));
         let kind = kind(content_type)?;
+        // A declared length over the limit is refused before any of the
+        // body is waited for (else a client could hold the connection for
+        // the whole body timeout and get a 408 instead).
+        let declared = req.headers().get(axum::http::header::CONTENT_LENGTH);
+        if declared
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > MAX_BODY as u64)
+        {
+            return Err(ApiError::TooLarge { limit: MAX_BODY });
+        }
         // The router's `DefaultBodyLimit` caps what `Bytes` will buffer.
         let body = tokio::time::timeout(BODY_TIMEOUT, Bytes::from_request(req, state))
             .await

@@ -39,7 +39,10 @@
 mod auth;
 mod desired;
 mod error;
+mod server;
 mod store;
+
+pub use server::{FIRST_BYTE_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS, REQUEST_TIMEOUT};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -131,6 +134,7 @@ pub fn router(
 
 /// Serves the API on `listener` until `shutdown` completes, then lets
 /// in-flight requests finish (a PUT mid-write completes its write).
+/// Connections are bounded in number and time (see [`MAX_CONNECTIONS`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: ApiConfig,
@@ -158,7 +162,7 @@ pub async fn serve(
         tracing::info!(%addr, manifest = %config.manifest_path.display(), "API listening");
     }
     let app = router(&config, snapshot, triggers, metrics);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    server::serve(listener, app, shutdown).await
 }
 
 async fn get_metrics(State(state): State<AppState>, _auth: auth::ReadAuthorized) -> impl IntoResponse {
