@@ -502,6 +502,39 @@ fn thousands_of_idle_api_connections_neither_stop_reconciling_nor_the_api() {
 }
 
 #[test]
+fn a_flood_of_triggers_runs_passes_no_faster_than_the_floor() {
+    let run = TestRun::new("daemon_pass_floor");
+    let manifest = run.write_file(
+        "desired-state.yaml",
+        format!("version: 1\ndefaults:\n  drift_interval: 0\ntargets:\n  - container: {}\n    image: 127.0.0.1:1/app:1\n", run.name("absent")),
+    );
+    let state = run.write_file("state/.keep", "").parent().expect("dir").display().to_string();
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let addr = format!("127.0.0.1:{port}");
+    let d = Daemon::start(&run, &manifest, &state, &["--listen", &addr]);
+    wait_for("a first pass", Duration::from_secs(60), || d.output().contains("Reconciled:"));
+    let passes = || -> u64 {
+        let (_, metrics) = http(&addr, "GET", "/metrics", &[], "");
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("container_upgrader_passes_total{"))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()))
+            .sum()
+    };
+    let before = passes();
+    // 6 s of SIGHUPs, 50 a second: each is a trigger.
+    let pid = d.child.id().to_string();
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    while std::time::Instant::now() < until {
+        let _ = std::process::Command::new("kill").args(["-HUP", &pid]).status();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ran = passes() - before;
+    assert!((1..=4).contains(&ran), "{ran} passes in 6 s with a 2 s floor");
+    assert_eq!(d.terminate(), Some(0));
+}
+
+#[test]
 fn sigterm_during_a_pass_lets_the_swap_in_flight_finish_and_starts_no_other() {
     let s = setup("daemon_sigterm_mid_pass");
     let names: Vec<String> = ["a", "b"]

@@ -192,6 +192,10 @@ impl Default for Settings {
     }
 }
 
+/// The shortest non-zero drift interval: each check asks the registry
+/// about every target, so a shorter one would only hammer it.
+pub const MIN_DRIFT_INTERVAL: Duration = Duration::from_secs(2);
+
 /// The drift interval when the manifest sets none.
 pub const DEFAULT_DRIFT_INTERVAL: Duration = Duration::from_secs(300);
 

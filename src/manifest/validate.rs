@@ -55,6 +55,16 @@ pub(super) fn validate(src: &Source) -> Result<Manifest, ManifestError> {
             (select, want) => problems.extend(select.err().into_iter().chain(want.err())),
         }
     }
+    if let Some(d) = doc.defaults.drift_interval.filter(|d| !d.is_zero() && d.0 < super::MIN_DRIFT_INTERVAL) {
+        problems.push(src.problem(
+            "defaults.drift_interval",
+            format!(
+                "drift interval {d} is shorter than the minimum of {}s; write at least {}s, or 0 to check only on triggers",
+                super::MIN_DRIFT_INTERVAL.as_secs(),
+                super::MIN_DRIFT_INTERVAL.as_secs()
+            ),
+        ));
+    }
     if let Some(url) = &doc.report.webhook {
         if let Err(m) = webhook(url) {
             problems.push(src.problem("report.webhook", m));
