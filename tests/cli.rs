@@ -161,3 +161,45 @@ fn api_options_without_listen_are_refused() {
         assert!(stderr.contains("--listen"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_closed_output_pipe_is_never_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = write(&dir, "bad.yaml", "version: 1\ntargets:\n  - container: web\n    image: Web:1\n");
+    let good = write(&dir, "good.yaml", "version: 1\ntargets:\n  - container: web\n    image: app:1\n");
+    let cases: [(&[&str], i32); 4] = [
+        (&["validate", "-f", &bad], 1),
+        (&["validate", "-f", &good], 0),
+        (&["set", "web", "app:2", "-f", &good], 0),
+        (&["set", "web", "UPPER:2", "-f", &good], 1),
+    ];
+    for (args, code) in cases {
+        for _ in 0..10 {
+            // Both streams into a pipe whose reader is already gone, as
+            // `… 2>&1 | head -0` leaves them.
+            let (reader, writer) = std::io::pipe().expect("pipe");
+            drop(reader);
+            let status = Command::new(env!("CARGO_BIN_EXE_container-upgrader"))
+                .args(args)
+                .stdout(writer.try_clone().expect("clone"))
+                .stderr(writer)
+                .status()
+                .expect("the binary runs");
+            assert_eq!(status.code(), Some(code), "{args:?}");
+        }
+    }
+}
+
+#[test]
+fn validate_refuses_names_longer_than_the_engine_takes_without_echoing_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = "a".repeat(70_000);
+    let file =
+        write(&dir, "long.yaml", &format!("version: 1\ntargets:\n  - container: {name}\n    image: app:1\n"));
+    let out = cli(&["validate", "-f", &file], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("targets[0].container: container name"), "{stderr}");
+    assert!(stderr.contains("at most 253 characters") && stderr.contains("(70000 characters)"), "{stderr}");
+    assert!(stderr.len() < 1000, "the name was echoed whole: {} bytes", stderr.len());
+}

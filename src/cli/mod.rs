@@ -1,5 +1,22 @@
 //! Argument parsing and the commands.
 
+/// `println!` that never panics: stdout closed by its reader (`| head -1`)
+/// is the reader's choice, not a failure of ours.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics, for the same reason.
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod daemon;
 pub mod exit;
 mod output;
@@ -297,7 +314,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             let edit = |text: &str| edit::set_image(text, &origin, &target, &image);
             write::update(&file.path, edit)
                 .map_err(|e| Failure::new(exit::INVALID, format!("error: {e}")))?;
-            println!("{origin}: {target} → {image}");
+            out!("{origin}: {target} → {image}");
             Ok(exit::OK)
         }
         Command::Unset { target, file } => {
@@ -305,7 +322,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             let edit = |text: &str| edit::unset(text, &origin, &target);
             write::update(&file.path, edit)
                 .map_err(|e| Failure::new(exit::INVALID, format!("error: {e}")))?;
-            println!("{origin}: {target} removed");
+            out!("{origin}: {target} removed");
             Ok(exit::OK)
         }
         Command::Status { state, output } => status::status(&state.state_dir, output == Output::Json),
@@ -335,7 +352,7 @@ fn read_token(path: &std::path::Path, flag: &str) -> Result<String, Failure> {
     if let Ok(meta) = std::fs::metadata(&real) {
         use std::os::unix::fs::PermissionsExt;
         if meta.permissions().mode() & 0o077 != 0 {
-            eprintln!(
+            err!(
                 "warning: {flag} {}: readable by group or others (mode {:o}); chmod 600 it",
                 path.display(),
                 meta.permissions().mode() & 0o777
@@ -357,7 +374,7 @@ fn load(file: &FileArg) -> Result<Manifest, Failure> {
 
 fn validate(file: &FileArg) -> Result<u8, Failure> {
     let manifest = load(file)?;
-    println!("{}: valid ({} targets)", manifest.origin, manifest.targets.len());
+    out!("{}: valid ({} targets)", manifest.origin, manifest.targets.len());
     Ok(exit::OK)
 }
 

@@ -157,7 +157,30 @@ fn webhook(url: &str) -> Result<(), String> {
 }
 
 /// Docker's container name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+/// The longest container name accepted: Docker sets no limit of its own,
+/// but a name is also a DNS name on user networks (63 per label, 253 in
+/// all), and a longer one is a mistake or an attack on our output.
+pub(super) const MAX_CONTAINER_NAME: usize = 253;
+/// The longest label selector (`key=value`) accepted.
+pub(super) const MAX_SELECTOR: usize = 1024;
+
+/// `s` for a message: at most 64 characters of it, and its length when cut.
+pub(super) fn shown(s: &str) -> String {
+    let n = s.chars().count();
+    if n <= 64 {
+        s.to_string()
+    } else {
+        format!("{}… ({n} characters)", s.chars().take(64).collect::<String>())
+    }
+}
+
 fn container_name(name: &str) -> Result<Select, String> {
+    if name.len() > MAX_CONTAINER_NAME {
+        return Err(format!(
+            "container name `{}` is too long; at most {MAX_CONTAINER_NAME} characters",
+            shown(name)
+        ));
+    }
     let bare = name.strip_prefix('/').unwrap_or(name);
     let mut chars = bare.chars();
     let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -165,13 +188,20 @@ fn container_name(name: &str) -> Result<Select, String> {
         && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
     if !valid {
         return Err(format!(
-            "invalid container name `{name}`; Docker names are 2+ characters of [a-zA-Z0-9_.-] starting with a letter or digit"
+            "invalid container name `{}`; Docker names are 2+ characters of [a-zA-Z0-9_.-] starting with a letter or digit",
+            shown(name)
         ));
     }
     Ok(Select::Container(bare.to_string()))
 }
 
 fn selector(sel: &SelectorDoc) -> Result<Select, String> {
+    if sel.label.len() > MAX_SELECTOR {
+        return Err(format!(
+            "label selector `{}` is too long; at most {MAX_SELECTOR} characters",
+            shown(&sel.label)
+        ));
+    }
     let (key, value) = match sel.label.split_once('=') {
         Some((k, v)) => (k, Some(v.to_string())),
         None => (sel.label.as_str(), None),
@@ -179,7 +209,7 @@ fn selector(sel: &SelectorDoc) -> Result<Select, String> {
     if key.is_empty() || key.chars().any(char::is_whitespace) {
         return Err(format!(
             "invalid label selector `{}`; expected `key=value` or `key`, the key without spaces",
-            sel.label
+            shown(&sel.label)
         ));
     }
     Ok(Select::Label { key: key.to_string(), value })
