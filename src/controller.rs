@@ -183,9 +183,19 @@ impl Controller {
         }
         let registry = self.registry(manifest);
         let me = self.me.as_ref();
-        let mut report =
+        let result =
             reconcile::reconcile_once(&self.swapper, manifest, &registry, self.parallel, me, &self.stopping)
-                .await?;
+                .await;
+        // A client that failed is never kept: it may have been built while
+        // the process was out of file descriptors (no CA store, no
+        // credentials read) and would fail every lookup until it expired.
+        if result
+            .as_ref()
+            .map_or(true, |r| r.plan.actions.iter().any(|a| a.action == crate::plan::Action::Error))
+        {
+            self.forget_registry();
+        }
+        let mut report = result?;
         let journal = self.swapper.journal().ops().unwrap_or_default();
         let own_news = self.own_news(&journal);
         let own_entry = report.own.as_ref().map(|(entry, _)| entry.clone());
@@ -215,6 +225,15 @@ impl Controller {
         let registry = Arc::new(Registry::with_plain_http(plain.clone(), self.registry_timeout));
         *cache = Some(CachedRegistry { plain, built: std::time::Instant::now(), registry: registry.clone() });
         registry
+    }
+
+    /// Drops the cached registry client: the next pass builds a new one.
+    fn forget_registry(&self) {
+        let mut cache = match self.registry.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *cache = None;
     }
 
     /// Pulls the new image (so a registry failure changes nothing and the

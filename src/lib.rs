@@ -20,6 +20,7 @@ pub mod observe;
 pub mod plan;
 pub mod private_fs;
 pub mod reconcile;
+pub mod redact;
 pub mod reference;
 pub mod registry;
 pub mod report;

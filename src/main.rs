@@ -4,6 +4,7 @@
 
 mod cli;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -14,14 +15,15 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            let _ = writeln!(std::io::stderr(), "error: cannot start the async runtime: {e}");
             return ExitCode::from(cli::exit::INTERNAL);
         }
     };
     let code = match runtime.block_on(cli::run(args)) {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
-            eprintln!("{failure}");
+            // Never a panic on a closed stderr (`2>&1 | head -1`).
+            let _ = writeln!(std::io::stderr(), "{failure}");
             ExitCode::from(failure.code)
         }
     };

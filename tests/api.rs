@@ -46,13 +46,45 @@ impl Server {
     }
 
     async fn start_with(token: Option<&str>, snapshot: Snapshot, metrics: Arc<Metrics>) -> Self {
+        Self::launch(token, MANIFEST, false, snapshot, metrics).await
+    }
+
+    /// A server whose manifest file holds `manifest`; `allow_any_image` as
+    /// `run --allow-any-image`.
+    async fn with_file(token: Option<&str>, manifest: &str, allow_any_image: bool) -> Self {
+        Self::launch(token, manifest, allow_any_image, Snapshot::default(), Arc::new(Metrics::new())).await
+    }
+
+    async fn launch(
+        token: Option<&str>,
+        manifest: &str,
+        allow_any_image: bool,
+        snapshot: Snapshot,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self::launch_full(token, None, manifest, allow_any_image, snapshot, metrics).await
+    }
+
+    async fn launch_full(
+        token: Option<&str>,
+        read_token: Option<&str>,
+        manifest: &str,
+        allow_any_image: bool,
+        snapshot: Snapshot,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("desired-state.yaml");
-        std::fs::write(&path, MANIFEST).expect("write manifest");
+        std::fs::write(&path, manifest).expect("write manifest");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let config =
-            ApiConfig { listen: addr, token: token.map(str::to_string), manifest_path: path.clone() };
+        let config = ApiConfig {
+            listen: addr,
+            token: token.map(str::to_string),
+            read_token: read_token.map(str::to_string),
+            manifest_path: path.clone(),
+            allow_any_image,
+        };
         let snapshot: SharedSnapshot = Arc::new(RwLock::new(snapshot));
         let (tx, triggers) = mpsc::channel(4);
         let (stop, stopped) = oneshot::channel::<()>();
@@ -197,6 +229,41 @@ fn refusals() -> Vec<Refusal> {
             format!("{MANIFEST}report: {{webhook: \"http://evil.example/collect\"}}\n"),
         )
         .answers(StatusCode::FORBIDDEN, "may not change report.webhook"),
+        refusal(
+            "selector added",
+            yaml,
+            format!("{MANIFEST}  - selector: {{label: \"com.example.privileged\"}}\n    image: registry.local:5000/app:2\n"),
+        )
+        .answers(StatusCode::FORBIDDEN, "may not add a target"),
+        refusal(
+            "target retargeted to another container",
+            yaml,
+            MANIFEST.replace("container: db", "container: docker-socket-proxy"),
+        )
+        .answers(StatusCode::FORBIDDEN, "may not add a target"),
+        refusal(
+            "target removed",
+            yaml,
+            MANIFEST.replace("  - container: db\n    image: registry.local:5000/db:1\n", ""),
+        )
+        .answers(StatusCode::FORBIDDEN, "may not remove a target"),
+        refusal(
+            "image switched to track",
+            yaml,
+            MANIFEST.replace(
+                "image: registry.local:5000/db:1",
+                "track: {image: registry.local:5000/db, semver: \"^1\"}",
+            ),
+        )
+        .answers(StatusCode::FORBIDDEN, "between `image` and `track`"),
+        refusal(
+            "rollback switched off",
+            yaml,
+            MANIFEST.replace("image: registry.local:5000/db:1", "image: registry.local:5000/db:1\n    rollback: false"),
+        )
+        .answers(StatusCode::FORBIDDEN, "may not change the settings"),
+        refusal("drift interval changed", yaml, format!("{MANIFEST}defaults: {{drift_interval: 10s}}\n"))
+            .answers(StatusCode::FORBIDDEN, "may not change the drift interval"),
         refusal("invalid YAML", yaml, "version: 1\ntargets: [\n").answers(StatusCode::BAD_REQUEST, "invalid"),
         refusal("invalid manifest", "text/yaml", MANIFEST.replace("container: db", "container: web"))
             .answers(StatusCode::BAD_REQUEST, "duplicate target"),
@@ -327,8 +394,10 @@ async fn concurrent_puts_leave_a_valid_manifest_holding_one_of_them() {
     assert_eq!(server.triggers.try_recv().ok(), Some(Trigger::Api), "at least one pass was triggered");
 }
 
+const READ_TOKEN: &str = "read-only-token-for-the-scraper";
+
 #[tokio::test]
-async fn reads_answer_without_a_token() {
+async fn reads_need_the_write_or_the_read_token_once_one_is_configured() {
     let metrics = Arc::new(Metrics::new());
     metrics.pass_done("file", Duration::from_millis(5));
     let snapshot = Snapshot {
@@ -338,14 +407,32 @@ async fn reads_answer_without_a_token() {
         ..Snapshot::default()
     };
     let expected = serde_json::to_value(&snapshot).expect("snapshot JSON");
-    let server = Server::start_with(Some(TOKEN), snapshot, metrics).await;
+    let server = Server::launch_full(Some(TOKEN), Some(READ_TOKEN), MANIFEST, false, snapshot, metrics).await;
 
+    // Liveness needs nothing.
     let health = server.get("/healthz").await;
     assert_eq!(health.status(), StatusCode::OK);
     assert_eq!(health.text().await.expect("body"), "ok");
 
-    let resp = server.get("/metrics").await;
-    assert_eq!(resp.status(), StatusCode::OK);
+    for path in ["/metrics", "/v1/status"] {
+        let url = format!("{}{path}", server.base);
+        let (status, headers, body) = send(server.client.get(&url)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} without a token: {body}");
+        assert!(headers.contains_key("www-authenticate"), "{path}");
+        assert!(
+            body.get("version").is_none() && !body.to_string().contains("9.9.9"),
+            "{path} leaked: {body}"
+        );
+        let (status, _, _) = send(server.client.get(&url).bearer_auth("wrong-token-0123456789")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} with a wrong token");
+        for token in [TOKEN, READ_TOKEN] {
+            let (status, _, _) = send(server.client.get(&url).bearer_auth(token)).await;
+            assert_eq!(status, StatusCode::OK, "{path} with {token}");
+        }
+    }
+
+    let resp = server.client.get(format!("{}/metrics", server.base)).bearer_auth(READ_TOKEN).send().await;
+    let resp = resp.expect("GET /metrics");
     let ct = resp.headers().get("content-type").map(|v| v.to_str().expect("ascii").to_string());
     assert!(ct.as_deref().is_some_and(|c| c.starts_with("application/openmetrics-text")), "{ct:?}");
     let text = resp.text().await.expect("body");
@@ -358,10 +445,37 @@ async fn reads_answer_without_a_token() {
     ] {
         assert!(text.contains(family), "`{family}` not in:\n{text}");
     }
-
-    let (status, _, body) = send(server.client.get(format!("{}/v1/status", server.base))).await;
+    let (status, _, body) =
+        send(server.client.get(format!("{}/v1/status", server.base)).bearer_auth(READ_TOKEN)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, expected);
+
+    // The read-only token cannot write.
+    let pushed = with_image("registry.local:5000/app:2");
+    let (status, _, body) = send(server.put(Some("application/yaml"), pushed).bearer_auth(READ_TOKEN)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(server.file(), MANIFEST);
+}
+
+#[tokio::test]
+async fn without_any_token_the_reads_stay_open() {
+    let server = Server::start(None).await;
+    assert_eq!(server.get("/v1/status").await.status(), StatusCode::OK);
+    assert_eq!(server.get("/metrics").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_refused_webhook_change_does_not_echo_the_files_credentials() {
+    let file =
+        format!("{MANIFEST}report: {{webhook: \"https://hook-user:hook-pa55@hooks.example/in?key=k3y\"}}\n");
+    let server = Server::with_file(Some(TOKEN), &file, false).await;
+    let (status, _, body) = send(server.put_authorized("application/yaml", MANIFEST)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let text = error_text(&body);
+    assert!(text.contains("https://hooks.example/in"), "{text}");
+    for secret in ["hook-user", "hook-pa55", "k3y"] {
+        assert!(!text.contains(secret), "`{secret}` echoed: {text}");
+    }
 }
 
 #[tokio::test]
@@ -386,4 +500,131 @@ async fn a_manifest_on_disk_that_does_not_validate_is_left_for_a_person() {
         assert_eq!(body["problems"][0]["line"], 1, "{body}");
         assert_eq!(server.file(), broken, "{content_type}: the file changed");
     }
+}
+
+/// The file as an operator who never set a policy leaves it.
+const NO_POLICY: &str = "\
+version: 1
+targets:
+  - container: web
+    image: registry.local:5000/app:1
+";
+
+#[tokio::test]
+async fn without_allowed_images_the_api_writes_nothing_unless_run_allows_any_image() {
+    let set = json!({"target": "web", "image": "evil.example/miner:1"}).to_string();
+    let whole = NO_POLICY.replace("registry.local:5000/app:1", "evil.example/miner:1");
+    for (content_type, body) in [("application/json", set.clone()), ("application/yaml", whole.clone())] {
+        let mut server = Server::with_file(Some(TOKEN), NO_POLICY, false).await;
+        let (status, _, answer) = send(server.put_authorized(content_type, body)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{content_type}: {answer}");
+        assert!(error_text(&answer).contains("no policy.allowed_images"), "{answer}");
+        assert!(error_text(&answer).contains("--allow-any-image"), "{answer}");
+        assert_eq!(server.file(), NO_POLICY, "{content_type}: the file changed");
+        assert!(server.triggers.try_recv().is_err(), "{content_type}: a pass was triggered");
+    }
+    // The operator said any image is fine: the same pushes are written.
+    for (content_type, body, want) in
+        [("application/json", set, whole.clone()), ("application/yaml", whole.clone(), whole)]
+    {
+        let server = Server::with_file(Some(TOKEN), NO_POLICY, true).await;
+        let (status, _, answer) = send(server.put_authorized(content_type, body)).await;
+        assert_eq!(status, StatusCode::OK, "{content_type}: {answer}");
+        assert_eq!(server.file(), want, "{content_type}");
+    }
+}
+
+#[tokio::test]
+async fn a_policy_that_lets_pushes_change_targets_lets_them_add_one() {
+    let file = MANIFEST.replace("policy:\n", "policy:\n  push_may_change_targets: true\n");
+    let server = Server::with_file(Some(TOKEN), &file, false).await;
+    let pushed =
+        format!("{file}  - selector: {{label: \"app=edge\"}}\n    image: registry.local:5000/edge:1\n");
+    let (status, _, answer) = send(server.put_authorized("application/yaml", pushed.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(server.file(), pushed);
+    // The images are still held to allowed_images.
+    let outside = pushed.replace("registry.local:5000/edge:1", "evil.example/edge:1");
+    let (status, _, answer) = send(server.put_authorized("application/yaml", outside)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    assert_eq!(server.file(), pushed);
+}
+
+#[tokio::test]
+async fn a_refused_scope_change_points_at_the_added_target() {
+    let server = Server::start(Some(TOKEN)).await;
+    let pushed =
+        format!("{MANIFEST}  - selector: {{label: \"privileged\"}}\n    image: registry.local:5000/app:2\n");
+    let (status, _, body) = send(server.put_authorized("application/yaml", pushed)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["problems"][0]["path"], "targets[2]", "{body}");
+    assert_eq!(body["problems"][0]["line"], 10, "{body}");
+    assert!(error_text(&body).contains("push_may_change_targets"), "{body}");
+}
+
+/// Sends `head` on a raw connection and returns what the server answered
+/// within `within` (empty: it closed without answering), and how long that took.
+async fn raw(base: &str, head: &str, within: Duration) -> (String, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let started = std::time::Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("send");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(within, stream.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "no answer and no close within {within:?}");
+    (String::from_utf8_lossy(&answer).into_owned(), started.elapsed())
+}
+
+#[tokio::test]
+async fn a_declared_body_over_the_limit_gets_413_without_waiting_for_it() {
+    let server = Server::start(Some(TOKEN)).await;
+    let head = format!(
+        "PUT /v1/desired HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/yaml\r\nContent-Length: {}\r\n\r\n",
+        api::MAX_BODY + 1
+    );
+    let (answer, took) = raw(&server.base, &head, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert_eq!(server.file(), MANIFEST);
+}
+
+#[tokio::test]
+async fn silent_and_slow_clients_are_cut_off_and_over_the_cap_closed_at_once() {
+    let server = Server::start(Some(TOKEN)).await;
+    let addr = server.base.trim_start_matches("http://").to_string();
+    // Fill every slot with connections that say nothing.
+    let mut idle = Vec::new();
+    for _ in 0..api::MAX_CONNECTIONS {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // One more is closed at once, not queued.
+    let (answer, took) =
+        raw(&server.base, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(3)).await;
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(took < Duration::from_secs(3), "over the cap it waited {took:?}");
+    // The silent ones were dropped after FIRST_BYTE_TIMEOUT: the API answers again.
+    let deadline = std::time::Instant::now() + api::FIRST_BYTE_TIMEOUT + Duration::from_secs(5);
+    loop {
+        let (answer, _) =
+            raw(&server.base, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(5)).await;
+        if answer.starts_with("HTTP/1.1 200") {
+            assert!(answer.to_ascii_lowercase().contains("connection: close"), "no keep-alive: {answer}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the API never answered again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(idle);
+    // A client that starts a request but never finishes its headers is cut off.
+    let (answer, took) = raw(
+        &server.base,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n",
+        api::HEADER_TIMEOUT + Duration::from_secs(10),
+    )
+    .await;
+    assert!(!answer.contains("200 OK"), "{answer}");
+    assert!(took >= api::HEADER_TIMEOUT - Duration::from_secs(1), "cut off early? {took:?}");
+    assert!(took <= api::HEADER_TIMEOUT + Duration::from_secs(3), "took {took:?}");
 }

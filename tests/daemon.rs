@@ -315,7 +315,8 @@ fn a_valid_api_push_upgrades_the_target_and_refusals_write_nothing() {
     s.run.run_container("web", &format!("{}:1", s.repo), &[]);
     let web = s.run.name("web");
     let policy = "policy:\n  allowed_images: [\"127.0.0.1:*\"]\n";
-    s.write_in_place(&format!("{}{policy}", s.text(&web, "1", "")));
+    // No policy yet: the API must not write, whatever the token.
+    s.write_in_place(&s.text(&web, "1", ""));
     let token = "a-long-enough-test-token-0123456789";
     let token_file = s.run.write_file("token", format!("{token}\n"));
     let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
@@ -331,10 +332,28 @@ fn a_valid_api_push_upgrades_the_target_and_refusals_write_nothing() {
     });
     assert_eq!(http(&addr, "GET", "/healthz", &[], "").0, 200);
 
-    let before = std::fs::read(s.path()).expect("read");
     let body = format!("{{\"target\": \"{web}\", \"image\": \"{}:2\"}}", s.repo);
     let json = "Content-Type: application/json";
     let bearer = format!("Authorization: Bearer {token}");
+    let before = std::fs::read(s.path()).expect("read");
+    let (status, answer) = http(&addr, "PUT", "/v1/desired", &[json, &bearer], &body);
+    assert_eq!((status, answer.contains("no policy.allowed_images")), (403, true), "no policy: {answer}");
+    assert_eq!(std::fs::read(s.path()).expect("read"), before, "a push without a policy wrote");
+
+    s.write_in_place(&format!("{}{policy}", s.text(&web, "1", "")));
+    let before = std::fs::read(s.path()).expect("read");
+    // A selector on a privileged container's label, with an allowed image:
+    // still refused, since the file does not let pushes add targets.
+    let privileged = s.run.name("privileged");
+    s.run.run_container("privileged", &format!("{}:1", s.repo), &["--label", "evil=1"]);
+    let widened = format!(
+        "{}  - selector: {{label: \"evil=1\"}}\n    image: {}:2\n{policy}",
+        s.text(&web, "1", ""),
+        s.repo
+    );
+    let yaml = "Content-Type: application/yaml";
+    let (status, answer) = http(&addr, "PUT", "/v1/desired", &[yaml, &bearer], &widened);
+    assert_eq!((status, answer.contains("may not add a target")), (403, true), "selector push: {answer}");
     assert_eq!(http(&addr, "PUT", "/v1/desired", &[json], &body).0, 401, "no token");
     assert_eq!(http(&addr, "PUT", "/v1/desired", &[json, "Authorization: Bearer wrong"], &body).0, 401);
     let outside = format!("{{\"target\": \"{web}\", \"image\": \"evil.example/app:2\"}}");
@@ -352,14 +371,164 @@ fn a_valid_api_push_upgrades_the_target_and_refusals_write_nothing() {
     });
     let out = s.run.cli(&["validate", "-f", s.path().to_str().expect("utf-8")]);
     assert!(out.status.success(), "the written file validates");
+    assert_eq!(
+        s.image_of(&privileged),
+        format!("{}:1", s.repo),
+        "the refused selector's container was touched"
+    );
 
-    let (_, status) = http(&addr, "GET", "/v1/status", &[], "");
+    assert_eq!(http(&addr, "GET", "/v1/status", &[], "").0, 401, "reads need the token once one is set");
+    let (_, status) = http(&addr, "GET", "/v1/status", &[&bearer], "");
     let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
     let target = status["targets"].as_array().and_then(|t| t.first()).cloned().unwrap_or_default();
     assert_eq!(target["container"], web.as_str(), "{status:#}");
     assert_eq!(target["last_op"]["outcome"], "committed", "{status:#}");
-    let (_, metrics) = http(&addr, "GET", "/metrics", &[], "");
+    let (_, metrics) = http(&addr, "GET", "/metrics", &[&bearer], "");
     assert!(metrics.contains("container_upgrader_upgrades_total{outcome=\"committed\"} 1"), "{metrics}");
+    assert_eq!(d.terminate(), Some(0));
+}
+
+#[test]
+fn a_failed_containers_secrets_stay_out_of_status_webhook_journal_and_logs() {
+    let s = setup("daemon_secrets");
+    // The fixture prints `testbox <TESTBOX_VERSION> started`: a container
+    // whose own environment value lands in its output, as a password
+    // echoed by a misconfigured app does. `docker run -e` makes it the
+    // user's setting, so the recreated (broken) container keeps it.
+    let secret = "Hunter2-db-pa55word";
+    s.run.run_container("web", &format!("{}:1", s.repo), &["-e", &format!("TESTBOX_VERSION={secret}")]);
+    let web = s.run.name("web");
+    let posts = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("receiver");
+        let port = listener.local_addr().expect("addr").port();
+        let report = format!("report: {{webhook: \"http://127.0.0.1:{port}/events\"}}\n");
+        let policy = "policy:\n  allowed_images: [\"127.0.0.1:*\"]\n";
+        s.write_in_place(&format!("{}{report}{policy}", s.text(&web, "broken", "")));
+        receiver(listener)
+    };
+    let token = "a-long-enough-test-token-0123456789";
+    let token_file = s.run.write_file("token", format!("{token}\n"));
+    std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let addr = format!("127.0.0.1:{port}");
+    let d = Daemon::start(
+        &s.run,
+        &s.path(),
+        &s.state,
+        &["--listen", &addr, "--token-file", token_file.to_str().expect("utf-8")],
+    );
+    wait_for("the rollback", Duration::from_secs(90), || d.output().contains("rolled back"));
+    wait_for("the webhook event", Duration::from_secs(30), || posts.lock().is_ok_and(|p| !p.is_empty()));
+
+    let bearer = format!("Authorization: Bearer {token}");
+    let (code, status) = http(&addr, "GET", "/v1/status", &[&bearer], "");
+    assert_eq!(code, 200, "{status}");
+    let reason = serde_json::from_str::<serde_json::Value>(&status).expect("status JSON")["targets"][0]
+        ["last_op"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(reason.contains("last output: testbox *** started"), "the output is quoted, masked: {reason}");
+    let webhook = posts.lock().expect("lock").iter().map(|p| p.body.clone()).collect::<Vec<_>>().join("\n");
+    let mut journal = String::new();
+    for entry in std::fs::read_dir(PathBuf::from(&s.state).join("ops")).expect("ops dir").flatten() {
+        journal.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+    }
+    assert!(journal.contains("rolled_back"), "{journal}");
+    let cli_status = s.run.cli(&["status", "--state-dir", &s.state, "--output", "json"]);
+    let cli_status = String::from_utf8_lossy(&cli_status.stdout).into_owned();
+    for (place, text) in
+        [("/v1/status", &status), ("webhook", &webhook), ("journal", &journal), ("status", &cli_status)]
+    {
+        assert!(!text.contains(secret), "the secret is in the {place}: {text}");
+    }
+    assert!(!d.output().contains(secret), "the secret is in the daemon's log: {}", d.output());
+    assert_eq!(d.terminate(), Some(0));
+}
+
+/// How many descriptors process `pid` has open.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn thousands_of_idle_api_connections_neither_stop_reconciling_nor_the_api() {
+    let s = setup("daemon_conn_flood");
+    s.run.run_container("web", &format!("{}:1", s.repo), &[]);
+    let web = s.run.name("web");
+    s.write_in_place(&s.text(&web, "1", ""));
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let addr = format!("127.0.0.1:{port}");
+    let d = Daemon::start(&s.run, &s.path(), &s.state, &["--listen", &addr]);
+    wait_for("the API and a first pass", Duration::from_secs(60), || {
+        std::net::TcpStream::connect(&addr).is_ok() && d.output().contains("Reconciled:")
+    });
+    let pid = d.child.id();
+    let before = open_fds(pid);
+
+    // 3,000 connections that never send a byte, all held open by the test.
+    let mut idle = Vec::new();
+    let mut peak = 0;
+    for i in 0..3000 {
+        if let Ok(c) = std::net::TcpStream::connect(&addr) {
+            idle.push(c);
+        }
+        if i % 250 == 0 {
+            peak = peak.max(open_fds(pid));
+        }
+    }
+    assert!(idle.len() > 2500, "only {} connections opened", idle.len());
+    peak = peak.max(open_fds(pid));
+    assert!(
+        peak <= before + container_upgrader::api::MAX_CONNECTIONS + 16,
+        "the daemon held {peak} descriptors (had {before})"
+    );
+
+    // While they are open, the daemon still sees and applies a change.
+    s.write_by_rename(&s.text(&web, "2", ""));
+    wait_for("the upgrade during the flood", Duration::from_secs(60), || {
+        s.image_of(&web) == format!("{}:2", s.repo)
+    });
+    // And the API answers again within seconds: the silent ones time out.
+    wait_for("the API to answer during the flood", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(&addr).is_ok() && http(&addr, "GET", "/healthz", &[], "").0 == 200
+    });
+    assert!(d.output().contains(&format!("{web}: upgraded")), "{}", d.output());
+    drop(idle);
+    assert_eq!(d.terminate(), Some(0));
+}
+
+#[test]
+fn a_flood_of_triggers_runs_passes_no_faster_than_the_floor() {
+    let run = TestRun::new("daemon_pass_floor");
+    let manifest = run.write_file(
+        "desired-state.yaml",
+        format!("version: 1\ndefaults:\n  drift_interval: 0\ntargets:\n  - container: {}\n    image: 127.0.0.1:1/app:1\n", run.name("absent")),
+    );
+    let state = run.write_file("state/.keep", "").parent().expect("dir").display().to_string();
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let addr = format!("127.0.0.1:{port}");
+    let d = Daemon::start(&run, &manifest, &state, &["--listen", &addr]);
+    wait_for("a first pass", Duration::from_secs(60), || d.output().contains("Reconciled:"));
+    let passes = || -> u64 {
+        let (_, metrics) = http(&addr, "GET", "/metrics", &[], "");
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("container_upgrader_passes_total{"))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()))
+            .sum()
+    };
+    let before = passes();
+    // 6 s of SIGHUPs, 50 a second: each is a trigger.
+    let pid = d.child.id().to_string();
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    while std::time::Instant::now() < until {
+        let _ = std::process::Command::new("kill").args(["-HUP", &pid]).status();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ran = passes() - before;
+    assert!((1..=4).contains(&ran), "{ran} passes in 6 s with a 2 s floor");
     assert_eq!(d.terminate(), Some(0));
 }
 

@@ -59,6 +59,31 @@ pub(super) fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     (!token.is_empty()).then_some(token)
 }
 
+/// Proof that the request may read the status and the metrics: it carried
+/// the write token or the read-only token, or neither is configured (an
+/// API without tokens is a loopback-only status page).
+#[derive(Debug)]
+pub(super) struct ReadAuthorized;
+
+impl FromRequestParts<AppState> for ReadAuthorized {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if state.token.is_none() && state.read_token.is_none() {
+            return Ok(ReadAuthorized);
+        }
+        let presented = bearer(&parts.headers).ok_or(ApiError::MissingToken)?;
+        // Both compared, always: which one matched is not told by timing.
+        let write = state.token.as_ref().is_some_and(|t| t.matches(presented));
+        let read = state.read_token.as_ref().is_some_and(|t| t.matches(presented));
+        if write | read {
+            Ok(ReadAuthorized)
+        } else {
+            Err(ApiError::WrongToken)
+        }
+    }
+}
+
 /// Proof that the request carried the configured token.
 #[derive(Debug)]
 pub(super) struct Authorized;

@@ -78,6 +78,17 @@ impl FromRequest<AppState> for Desired {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         let content_type = req.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap_or("<not text>"));
         let kind = kind(content_type)?;
+        // A declared length over the limit is refused before any of the
+        // body is waited for (else a client could hold the connection for
+        // the whole body timeout and get a 408 instead).
+        let declared = req.headers().get(axum::http::header::CONTENT_LENGTH);
+        if declared
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > MAX_BODY as u64)
+        {
+            return Err(ApiError::TooLarge { limit: MAX_BODY });
+        }
         // The router's `DefaultBodyLimit` caps what `Bytes` will buffer.
         let body = tokio::time::timeout(BODY_TIMEOUT, Bytes::from_request(req, state))
             .await
@@ -122,15 +133,22 @@ pub(super) async fn put(
             let source = Source::from_text(BODY_ORIGIN, text).map_err(ApiError::InvalidManifest)?;
             let pushed = Manifest::from_source(&source).map_err(ApiError::InvalidManifest)?;
             let path = state.store.path().to_path_buf();
+            let allow_any = state.allow_any_image;
             let update = move |current: &str| {
                 let current = Manifest::parse(&origin, current).map_err(ApiError::CurrentInvalid)?;
+                require_policy(&path, &current, allow_any)?;
                 check_policy(&path, &current, &pushed, &source)?;
+                check_scope(&path, &current, &pushed, &source)?;
                 Ok((source.text, pushed.targets.len()))
             };
             (state.store.update(update).await?, "manifest")
         }
         Desired::Target(set) => {
+            let path = state.store.path().to_path_buf();
+            let allow_any = state.allow_any_image;
             let update = move |current: &str| {
+                let parsed = Manifest::parse(&origin, current).map_err(ApiError::CurrentInvalid)?;
+                require_policy(&path, &parsed, allow_any)?;
                 let text = edit::set_image(current, &origin, &set.target, &set.image)
                     .map_err(|e| ApiError::Edit(Box::new(e)))?;
                 let n = Manifest::parse(&origin, &text).map_err(ApiError::InvalidManifest)?.targets.len();
@@ -148,6 +166,82 @@ pub(super) async fn put(
         }
     }
     Ok(Json(Written { written: state.store.path().display().to_string(), targets }))
+}
+
+/// With no `policy.allowed_images` in the file a push could run any image
+/// in a managed container — with its mounts and capabilities, which may be
+/// the Docker socket itself — so the API writes nothing unless the operator
+/// said, with `run --allow-any-image`, that this is intended.
+fn require_policy(path: &std::path::Path, current: &Manifest, allow_any_image: bool) -> Result<(), ApiError> {
+    if current.policy.allowed_images.is_none() && !allow_any_image {
+        return Err(ApiError::NoPolicy { path: path.to_path_buf() });
+    }
+    Ok(())
+}
+
+/// Unless the file's `policy.push_may_change_targets` is true, a push may
+/// change only the `image` or `track` of the targets the file already has:
+/// the same containers and selectors, the same kind of want, the same
+/// settings and drift interval. Otherwise a token holder could point a
+/// target at any container (one that mounts the Docker socket, say) or
+/// switch off its rollback.
+fn check_scope(
+    path: &std::path::Path,
+    current: &Manifest,
+    pushed: &Manifest,
+    source: &Source,
+) -> Result<(), ApiError> {
+    if current.policy.push_may_change_targets {
+        return Ok(());
+    }
+    let mut problems = Vec::new();
+    if current.drift_interval != pushed.drift_interval {
+        problems.push(source.problem(
+            "defaults.drift_interval",
+            format!(
+                "a push may not change the drift interval (the file has {}, the push has {})",
+                current.drift_interval, pushed.drift_interval
+            ),
+        ));
+    }
+    for t in &pushed.targets {
+        let at = format!("targets[{}]", t.index);
+        match current.targets.iter().find(|c| c.select == t.select) {
+            None => problems.push(source.problem(
+                &at,
+                format!("a push may not add a target: `{}` is not a target in the file", t.select),
+            )),
+            Some(c) if std::mem::discriminant(&c.want) != std::mem::discriminant(&t.want) => {
+                problems.push(source.problem(
+                    &at,
+                    format!("a push may not switch `{}` between `image` and `track`", t.select),
+                ))
+            }
+            Some(c) if c.settings != t.settings => problems.push(source.problem(
+                &at,
+                format!(
+                    "a push may not change the settings of `{}` (pull, order, rollback, cleanup, health), \
+                     only its image",
+                    t.select
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
+    for c in &current.targets {
+        if !pushed.targets.iter().any(|t| t.select == c.select) {
+            problems.push(source.problem(
+                "targets",
+                format!("a push may not remove a target: `{}` is a target in the file", c.select),
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        problems.sort_by_key(|p| (p.pos.line, p.pos.column));
+        Err(ApiError::OutOfScope { path: path.to_path_buf(), problems })
+    }
 }
 
 /// A push may not widen (or otherwise change) the policy that limits it,
@@ -173,7 +267,8 @@ fn check_policy(
         });
     }
     if current.webhook != pushed.webhook {
-        let show = |w: &Option<String>| w.clone().unwrap_or_else(|| "none".to_string());
+        // Only scheme, host and path: the file's URL may carry credentials.
+        let show = |w: &Option<String>| w.as_deref().map_or_else(|| "none".to_string(), crate::redact::url);
         return Err(ApiError::WebhookChanged {
             path: path.to_path_buf(),
             current: show(&current.webhook),

@@ -34,7 +34,10 @@ pub(super) enum ApiError {
     )]
     TokenNotConfigured,
     /// No (usable) `Authorization: Bearer` header.
-    #[error("missing bearer token: send `Authorization: Bearer <token>` with the token from --token-file")]
+    #[error(
+        "missing bearer token: send `Authorization: Bearer <token>` with the token from --token-file \
+         (reads: or --read-token-file)"
+    )]
     MissingToken,
     /// A bearer token that is not the configured one.
     #[error("wrong bearer token")]
@@ -92,6 +95,30 @@ pub(super) enum ApiError {
         /// The pushed webhook.
         pushed: String,
     },
+    /// The file has no `policy.allowed_images` and `run` was not started
+    /// with `--allow-any-image`.
+    #[error(
+        "{} has no policy.allowed_images, so the API writes nothing: a push could run any image in a managed \
+         container; add policy.allowed_images to the file, or start `run` with --allow-any-image to accept that",
+        .path.display()
+    )]
+    NoPolicy {
+        /// The manifest file.
+        path: PathBuf,
+    },
+    /// A push that changes more than the images of the file's targets.
+    #[error(
+        "{}\na push may change only the image or track of the targets {} already has; set \
+         policy.push_may_change_targets: true in it to allow more",
+        lines(BODY_ORIGIN, .problems),
+        .path.display()
+    )]
+    OutOfScope {
+        /// The manifest file.
+        path: PathBuf,
+        /// What the push changed, at its position in the body.
+        problems: Vec<Problem>,
+    },
     /// Target images outside `policy.allowed_images`.
     #[error("{}", lines(BODY_ORIGIN, .0))]
     NotAllowed(Vec<Problem>),
@@ -122,6 +149,8 @@ impl ApiError {
             ApiError::TokenNotConfigured
             | ApiError::PolicyChanged { .. }
             | ApiError::WebhookChanged { .. }
+            | ApiError::NoPolicy { .. }
+            | ApiError::OutOfScope { .. }
             | ApiError::NotAllowed(_) => StatusCode::FORBIDDEN,
             ApiError::MissingToken | ApiError::WrongToken => StatusCode::UNAUTHORIZED,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -138,7 +167,9 @@ impl ApiError {
 
     fn problems(&self) -> &[Problem] {
         match self {
-            ApiError::BadBody { problems, .. } | ApiError::NotAllowed(problems) => problems,
+            ApiError::BadBody { problems, .. }
+            | ApiError::NotAllowed(problems)
+            | ApiError::OutOfScope { problems, .. } => problems,
             ApiError::InvalidManifest(e) | ApiError::CurrentInvalid(e) => &e.problems,
             ApiError::Edit(e) => match e.as_ref() {
                 EditError::Invalid { source } => &source.problems,

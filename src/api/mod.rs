@@ -4,16 +4,17 @@
 //! | Route              | Auth  | Answer                                             |
 //! |--------------------|-------|----------------------------------------------------|
 //! | `GET /healthz`     | none  | `200 ok`                                           |
-//! | `GET /metrics`     | none  | Prometheus/OpenMetrics text ([`crate::metrics`])   |
-//! | `GET /v1/status`   | none  | the controller's [`Snapshot`] as JSON              |
+//! | `GET /metrics`     | read  | Prometheus/OpenMetrics text ([`crate::metrics`])   |
+//! | `GET /v1/status`   | read  | the controller's [`Snapshot`] as JSON              |
 //! | `PUT /v1/desired`  | token | writes the manifest, then sends [`Trigger::Api`]   |
 //!
-//! **Reads need no token; anything that changes state does.** The status
-//! and the metrics say what runs on the host (container and image names,
-//! op outcomes) — what `docker ps` tells any local user — and hold no
-//! secrets, while a monitoring scraper that needs no token is one fewer
-//! place the token is copied to. The listen address defaults to loopback;
-//! an operator who binds it wider exposes the reads too, and `serve` warns.
+//! **When a token is configured, reads need one too**: the write token or
+//! the read-only token (`--read-token-file`, for a monitoring scraper that
+//! must not be able to write). The status names every managed container,
+//! its images and why its last swap failed — what an attacker maps before
+//! acting. `/healthz` stays open for liveness probes. With no token at all
+//! the reads are open (the API is then a read-only status page, loopback
+//! by default; `serve` warns when it is bound wider).
 //!
 //! Without a token (`--token-file` not given) the API is read-only: every
 //! state-changing request gets 403, never a silent "anyone may write".
@@ -23,8 +24,10 @@
 //! `{"target": "web", "image": "registry/app:2"}`) and answers 200
 //! `{"written": PATH, "targets": N}`. Refusals, none of which writes: 401
 //! (no or wrong token, with `WWW-Authenticate: Bearer`), 403 (no token
-//! configured; an image outside `policy.allowed_images`; a push that changes
-//! the policy), 400 (invalid YAML, JSON or manifest), 404 (unknown target),
+//! configured; no `policy.allowed_images` without `--allow-any-image`; an
+//! image outside it; a push that changes the policy or the webhook, or —
+//! without `policy.push_may_change_targets` — anything but the images of
+//! the file's targets), 400 (invalid YAML, JSON or manifest), 404 (unknown target),
 //! 409 (the file on disk is invalid, or the target cannot be edited in
 //! place), 413 (over [`MAX_BODY`]), 415 (other content types), 503 (another
 //! process holds the manifest lock). Error bodies are
@@ -36,7 +39,10 @@
 mod auth;
 mod desired;
 mod error;
+mod server;
 mod store;
+
+pub use server::{FIRST_BYTE_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS, REQUEST_TIMEOUT};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -67,8 +73,14 @@ pub struct ApiConfig {
     /// whitespace is ignored). `None`, or only whitespace: the API is
     /// read-only.
     pub token: Option<String>,
+    /// The read-only token (`--read-token-file`): reads only.
+    pub read_token: Option<String>,
     /// The manifest file `PUT /v1/desired` rewrites.
     pub manifest_path: PathBuf,
+    /// `run --allow-any-image`: the operator accepts that a push may name
+    /// any image when the file has no `policy.allowed_images`. Off, such a
+    /// file makes the API refuse every write.
+    pub allow_any_image: bool,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -76,7 +88,9 @@ impl std::fmt::Debug for ApiConfig {
         f.debug_struct("ApiConfig")
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("read_token", &self.read_token.as_ref().map(|_| "<redacted>"))
             .field("manifest_path", &self.manifest_path)
+            .field("allow_any_image", &self.allow_any_image)
             .finish()
     }
 }
@@ -85,10 +99,12 @@ impl std::fmt::Debug for ApiConfig {
 #[derive(Clone)]
 struct AppState {
     token: Option<auth::Token>,
+    read_token: Option<auth::Token>,
     store: Arc<store::Store>,
     snapshot: SharedSnapshot,
     triggers: Triggers,
     metrics: Arc<Metrics>,
+    allow_any_image: bool,
 }
 
 /// The API's routes, ready to serve (or to drive in-process in tests).
@@ -100,10 +116,12 @@ pub fn router(
 ) -> Router {
     let state = AppState {
         token: config.token.as_deref().and_then(auth::Token::new),
+        read_token: config.read_token.as_deref().and_then(auth::Token::new),
         store: Arc::new(store::Store::new(config.manifest_path.clone())),
         snapshot,
         triggers,
         metrics,
+        allow_any_image: config.allow_any_image,
     };
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -116,6 +134,7 @@ pub fn router(
 
 /// Serves the API on `listener` until `shutdown` completes, then lets
 /// in-flight requests finish (a PUT mid-write completes its write).
+/// Connections are bounded in number and time (see [`MAX_CONNECTIONS`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: ApiConfig,
@@ -126,8 +145,16 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     let read_only = config.token.as_deref().is_none_or(|t| t.trim().is_empty());
-    if !addr.ip().is_loopback() {
-        tracing::warn!(%addr, "the API listens beyond loopback: status and metrics are readable without a token");
+    let open_reads = read_only && config.read_token.as_deref().is_none_or(|t| t.trim().is_empty());
+    if !addr.ip().is_loopback() && open_reads {
+        tracing::warn!(%addr, "the API listens beyond loopback without a token: status and metrics are readable by anyone who can connect");
+    }
+    if config.allow_any_image && !read_only {
+        tracing::warn!(
+            %addr,
+            "--allow-any-image: when the manifest has no policy.allowed_images, a token holder may run any image \
+             in the managed containers (with their mounts and capabilities)"
+        );
     }
     if read_only {
         tracing::info!(%addr, "API listening, read-only (no --token-file): PUT /v1/desired is refused");
@@ -135,14 +162,17 @@ pub async fn serve(
         tracing::info!(%addr, manifest = %config.manifest_path.display(), "API listening");
     }
     let app = router(&config, snapshot, triggers, metrics);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    server::serve(listener, app, shutdown).await
 }
 
-async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
+async fn get_metrics(State(state): State<AppState>, _auth: auth::ReadAuthorized) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], state.metrics.encode())
 }
 
-async fn get_status(State(state): State<AppState>) -> Json<crate::status::Snapshot> {
+async fn get_status(
+    State(state): State<AppState>,
+    _auth: auth::ReadAuthorized,
+) -> Json<crate::status::Snapshot> {
     // A writer that panicked left a whole snapshot (it replaces, never
     // edits in place), so a poisoned lock still holds a consistent value.
     Json(state.snapshot.read().unwrap_or_else(PoisonError::into_inner).clone())

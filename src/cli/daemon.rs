@@ -27,6 +27,10 @@ pub struct Options<'a> {
     pub listen: Option<SocketAddr>,
     /// The bearer token state-changing API calls need (read from a file).
     pub token: Option<String>,
+    /// The read-only token (read from `--read-token-file`).
+    pub read_token: Option<String>,
+    /// `--allow-any-image`: the API writes even without `policy.allowed_images`.
+    pub allow_any_image: bool,
 }
 
 pub async fn run(controller: &Controller, options: Options<'_>) -> Result<u8, Failure> {
@@ -51,31 +55,31 @@ pub async fn run(controller: &Controller, options: Options<'_>) -> Result<u8, Fa
     let mut daemon = Daemon::start(controller, daemon_options, current, snapshot, metrics, print).await;
     let on_stop = || {
         controller.stop();
-        eprintln!("stopping: no new swap starts; waiting for the swaps in flight (signal again to force)");
+        err!("stopping: no new swap starts; waiting for the swaps in flight (signal again to force)");
     };
     let ended =
         daemon::run(&mut daemon, on_stop, Inputs { triggers, stops }, daemon::Config::default()).await;
     controller.stop();
     if ended == Exit::Forced {
-        eprintln!("stopping: forced; a swap cut short is finished by the next start or `container-upgrader recover`");
+        err!("stopping: forced; a swap cut short is finished by the next start or `container-upgrader recover`");
         return Ok(exit::ATTENTION);
     }
     let _ = api_stop.send(());
     if let Some(api) = api {
         let _ = api.await;
     }
-    eprintln!("stopping: no swap in flight");
+    err!("stopping: no swap in flight");
     Ok(exit::OK)
 }
 
 /// What the daemon reports, on stdout and stderr.
 fn print(event: Event<'_>) {
     match event {
-        Event::Note(note) => eprintln!("{note}"),
+        Event::Note(note) => err!("{note}"),
         Event::Pass(pass) => {
             swap_cmd::print_pass(pass);
         }
-        Event::PassFailed(e) => eprintln!("error: {e}"),
+        Event::PassFailed(e) => err!("error: {e}"),
     }
 }
 
@@ -114,7 +118,9 @@ async fn start_api(
     let config = ApiConfig {
         listen: addr,
         token: options.token.clone(),
+        read_token: options.read_token.clone(),
         manifest_path: options.manifest.to_path_buf(),
+        allow_any_image: options.allow_any_image,
     };
     let shutdown = async {
         let _ = stopped.await;

@@ -1,5 +1,22 @@
 //! Argument parsing and the commands.
 
+/// `println!` that never panics: stdout closed by its reader (`| head -1`)
+/// is the reader's choice, not a failure of ours.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics, for the same reason.
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod daemon;
 pub mod exit;
 mod output;
@@ -123,8 +140,18 @@ enum Command {
         listen: Option<std::net::SocketAddr>,
         /// A file holding the bearer token that `PUT /v1/desired` requires
         /// (without it the API is read-only). Never pass the token itself.
-        #[arg(long, value_name = "PATH")]
+        #[arg(long, value_name = "PATH", requires = "listen")]
         token_file: Option<PathBuf>,
+        /// A file holding a second bearer token that may only read
+        /// `/v1/status` and `/metrics` (for a monitoring scraper). With
+        /// either token configured, reads need one of them.
+        #[arg(long, value_name = "PATH", requires = "listen")]
+        read_token_file: Option<PathBuf>,
+        /// Let `PUT /v1/desired` write when the manifest has no
+        /// `policy.allowed_images` (without it such a file makes the API
+        /// refuse every write): a token holder may then run any image.
+        #[arg(long, requires = "listen")]
+        allow_any_image: bool,
     },
     /// Pin one target to an image in the manifest file: validates, checks
     /// the policy, and rewrites the file atomically, keeping the rest of it
@@ -272,12 +299,20 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 swap_cmd::controller(&pass.state.state_dir, &pass.me, pass.parallel, &pass.registry).await?;
             swap_cmd::reconcile(&controller, &manifest).await
         }
-        Command::Run { pass, report_webhook, listen, token_file } => {
-            let token = token_file.as_deref().map(read_token).transpose()?;
+        Command::Run { pass, report_webhook, listen, token_file, read_token_file, allow_any_image } => {
+            let token = token_file.as_deref().map(|p| read_token(p, "--token-file")).transpose()?;
+            let read_token =
+                read_token_file.as_deref().map(|p| read_token(p, "--read-token-file")).transpose()?;
             let controller =
                 swap_cmd::controller(&pass.state.state_dir, &pass.me, pass.parallel, &pass.registry).await?;
-            let options =
-                daemon::Options { manifest: &pass.file.path, webhook: report_webhook, listen, token };
+            let options = daemon::Options {
+                manifest: &pass.file.path,
+                webhook: report_webhook,
+                listen,
+                token,
+                read_token,
+                allow_any_image,
+            };
             daemon::run(&controller, options).await
         }
         Command::Set { target, image, file } => {
@@ -285,7 +320,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             let edit = |text: &str| edit::set_image(text, &origin, &target, &image);
             write::update(&file.path, edit)
                 .map_err(|e| Failure::new(exit::INVALID, format!("error: {e}")))?;
-            println!("{origin}: {target} → {image}");
+            out!("{origin}: {target} → {image}");
             Ok(exit::OK)
         }
         Command::Unset { target, file } => {
@@ -293,7 +328,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             let edit = |text: &str| edit::unset(text, &origin, &target);
             write::update(&file.path, edit)
                 .map_err(|e| Failure::new(exit::INVALID, format!("error: {e}")))?;
-            println!("{origin}: {target} removed");
+            out!("{origin}: {target} removed");
             Ok(exit::OK)
         }
         Command::Status { state, output } => status::status(&state.state_dir, output == Output::Json),
@@ -302,16 +337,33 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
     }
 }
 
-/// The API token: the file's first line, which must not be empty.
-fn read_token(path: &std::path::Path) -> Result<String, Failure> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Failure::new(exit::USAGE, format!("error: --token-file {}: {e}", path.display())))?;
+/// The largest token file read: a token is a line, not a document.
+const MAX_TOKEN_FILE: u64 = 4096;
+
+/// The API token: the file's first line, which must be at least 16
+/// characters. Only a regular file of at most [`MAX_TOKEN_FILE`] bytes is
+/// read (`/dev/zero` would fill memory, a FIFO would hang the start); a
+/// symlink is resolved first, since orchestrators mount secrets through
+/// them. A file others may read is used, with a warning.
+fn read_token(path: &std::path::Path, flag: &str) -> Result<String, Failure> {
+    let fail = |what: String| Failure::new(exit::USAGE, format!("error: {flag} {}: {what}", path.display()));
+    let real = std::fs::canonicalize(path).map_err(|e| fail(e.to_string()))?;
+    let bytes = container_upgrader::private_fs::read_bounded(&real, MAX_TOKEN_FILE)
+        .map_err(|e| fail(format!("{e}; expected a regular file of at most {MAX_TOKEN_FILE} bytes")))?;
+    let text = String::from_utf8(bytes).map_err(|_| fail("the token is not UTF-8 text".into()))?;
     let token = text.lines().next().unwrap_or_default().trim().to_string();
     if token.len() < 16 {
-        return Err(Failure::new(
-            exit::USAGE,
-            format!("error: --token-file {}: the token must be at least 16 characters", path.display()),
-        ));
+        return Err(fail("the token must be at least 16 characters".into()));
+    }
+    if let Ok(meta) = std::fs::metadata(&real) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            err!(
+                "warning: {flag} {}: readable by group or others (mode {:o}); chmod 600 it",
+                path.display(),
+                meta.permissions().mode() & 0o777
+            );
+        }
     }
     Ok(token)
 }
@@ -328,7 +380,7 @@ fn load(file: &FileArg) -> Result<Manifest, Failure> {
 
 fn validate(file: &FileArg) -> Result<u8, Failure> {
     let manifest = load(file)?;
-    println!("{}: valid ({} targets)", manifest.origin, manifest.targets.len());
+    out!("{}: valid ({} targets)", manifest.origin, manifest.targets.len());
     Ok(exit::OK)
 }
 

@@ -81,7 +81,12 @@ pub fn table(plan: &Plan) -> String {
     }
     let mut s = String::new();
     for row in std::iter::once(&header).chain(&rows) {
-        let cells: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        // Padded by hand: `format!("{c:<w$}")` panics for widths over 65,535.
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c}{}", " ".repeat(w - c.chars().count())))
+            .collect();
         s.push_str(cells.join("  ").trim_end());
         s.push('\n');
     }
@@ -94,4 +99,28 @@ pub fn table(plan: &Plan) -> String {
         plan.count(Action::Error),
     ));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use container_upgrader::plan::{Action, Plan, PlanEntry};
+
+    use super::table;
+
+    #[test]
+    fn a_cell_of_any_length_is_printed_whole() {
+        let long = "r".repeat(70_000);
+        let entry = PlanEntry {
+            target: "web".into(),
+            target_index: 0,
+            container: Some("web".into()),
+            current: None,
+            desired: None,
+            action: Action::Error,
+            reason: long.clone(),
+        };
+        let text = table(&Plan { actions: vec![entry] });
+        assert!(text.contains(&long));
+        assert!(text.contains("1 in error"));
+    }
 }

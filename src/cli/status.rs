@@ -47,11 +47,11 @@ pub fn status(state_dir: &Path, json: bool) -> Result<u8, Failure> {
     let damaged: Vec<String> =
         scan.damaged.iter().map(|d| format!("{}: {}", d.path.display(), d.reason)).collect();
     for d in &damaged {
-        eprintln!("error: damaged journal record {d}; run `container-upgrader recover`");
+        err!("error: damaged journal record {d}; run `container-upgrader recover`");
     }
     let set_aside = journal.lost_ops().len();
     if set_aside > 0 {
-        eprintln!(
+        err!(
             "note: {set_aside} damaged record(s) were moved aside to {}",
             state_dir.join("damaged").display()
         );
@@ -62,9 +62,9 @@ pub fn status(state_dir: &Path, json: bool) -> Result<u8, Failure> {
             &serde_json::json!({ "containers": rows, "damaged_records": damaged }),
         )
         .map_err(|e| Failure::new(exit::INTERNAL, e))?;
-        println!("{text}");
+        out!("{text}");
     } else if rows.is_empty() {
-        println!("no swaps recorded in {}", state_dir.display());
+        out!("no swaps recorded in {}", state_dir.display());
     } else {
         for r in &rows {
             let held = r.held_until.as_ref().map(|u| format!("; held until {u}")).unwrap_or_default();
@@ -74,10 +74,7 @@ pub fn status(state_dir: &Path, json: bool) -> Result<u8, Failure> {
                 Some(peer) => format!("recreated on {} to follow {peer}'s network", o.to),
                 None => format!("{} → {}", o.from, o.to),
             };
-            println!(
-                "{}: {} {what} at {} (op {}){reason}{held}",
-                r.container, o.outcome, o.updated_at, o.op_id
-            );
+            out!("{}: {} {what} at {} (op {}){reason}{held}", r.container, o.outcome, o.updated_at, o.op_id);
         }
     }
     Ok(code)

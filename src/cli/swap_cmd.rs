@@ -103,7 +103,7 @@ async fn swapper(state_dir: &Path) -> Result<Swapper, Failure> {
 /// Finishes interrupted swaps before anything new is done.
 async fn recover_first(swapper: &Swapper) -> Result<(), Failure> {
     for r in recover_all(swapper).await? {
-        eprintln!("{}", describe(&r));
+        err!("{}", describe(&r));
     }
     Ok(())
 }
@@ -119,7 +119,7 @@ async fn recover_all(swapper: &Swapper) -> Result<Vec<Recovered>, Failure> {
         return Ok(recovery.done);
     }
     for r in &recovery.done {
-        eprintln!("{}", describe(r));
+        err!("{}", describe(r));
     }
     let mut message: Vec<String> = recovery.problems.iter().map(|p| format!("error: {p}")).collect();
     message.push("error: needs attention; `container-upgrader recover` tries again".into());
@@ -201,28 +201,28 @@ pub async fn reconcile(controller: &Controller, manifest: &Manifest) -> Result<u
 pub fn print_pass(pass: &Pass) -> u8 {
     let report = &pass.report;
     for r in &report.recovered {
-        eprintln!("{}", describe(r));
+        err!("{}", describe(r));
     }
     for (entry, applied) in &report.applied {
         let container = entry.container.as_deref().unwrap_or("-");
         match applied {
             Applied::Swapped(o) => print_outcome(o),
             Applied::Held(h) => print_held(container, entry, h),
-            Applied::Error(e) => eprintln!("error: {e}"),
+            Applied::Error(e) => err!("error: {e}"),
         }
     }
     if let Some(news) = &pass.own_news {
-        println!("{news}");
+        out!("{news}");
     }
     if let Some(own) = &pass.own {
         print_own(own);
     }
     let problems = report.plan.actions.iter().filter(|e| !matches!(e.action, Action::Upgrade | Action::None));
     for e in problems {
-        eprintln!("{}: {}: {}", e.container.as_deref().unwrap_or(&e.target), e.action, e.reason);
+        err!("{}: {}: {}", e.container.as_deref().unwrap_or(&e.target), e.action, e.reason);
     }
     let summary = Summary::of(pass);
-    println!("{summary}");
+    out!("{summary}");
     severity_code(summary.severity)
 }
 
@@ -239,31 +239,33 @@ pub fn severity_code(severity: Severity) -> u8 {
 fn print_held(container: &str, entry: &container_upgrader::plan::PlanEntry, h: &Hold) {
     let until = humantime::format_rfc3339_seconds(h.until);
     let image = entry.desired.as_ref().map_or("", |d| d.image.as_str());
-    eprintln!(
+    err!(
         "{container}: held: upgrade to {image} failed {} time(s), last: {}; next attempt after {until}",
-        h.failures, h.reason
+        h.failures,
+        h.reason
     );
 }
 
 fn print_own(own: &Own) {
     match own {
         Own::HelperStarted { helper, image } => {
-            println!(
+            out!(
                 "this controller: upgrading itself to {image} through helper {}",
                 &helper[..helper.len().min(12)]
             );
         }
         Own::InProgress => {
-            println!("this controller: a helper is already upgrading it");
+            out!("this controller: a helper is already upgrading it");
         }
         Own::Held(h) => {
             let until = humantime::format_rfc3339_seconds(h.until);
-            eprintln!(
+            err!(
                 "this controller: held: its upgrade failed {} time(s), last: {}; next attempt after {until}",
-                h.failures, h.reason
+                h.failures,
+                h.reason
             );
         }
-        Own::Failed(e) => eprintln!("this controller: nothing changed: {e}"),
+        Own::Failed(e) => err!("this controller: nothing changed: {e}"),
     }
 }
 
@@ -291,7 +293,7 @@ pub async fn helper(args: HelperArgs) -> Result<u8, Failure> {
     let begun = args.upgrade.op_id.as_deref().is_some_and(|id| ops.iter().any(|op| op.op_id.as_str() == id));
     if interrupted || begun || args.recover_only {
         for r in recover_all(&swapper).await? {
-            println!("{}", describe(&r));
+            out!("{}", describe(&r));
         }
         return Ok(exit::OK);
     }
@@ -308,7 +310,7 @@ pub async fn recover(state_dir: &Path) -> Result<u8, Failure> {
     let swapper = swapper(state_dir).await?;
     let done = recover_all(&swapper).await?;
     for r in &done {
-        println!("{}", describe(r));
+        out!("{}", describe(r));
     }
     // Containers left in a replaced container's network (a crash between a
     // commit and their recreation) follow it now.
@@ -319,15 +321,15 @@ pub async fn recover(state_dir: &Path) -> Result<u8, Failure> {
     let mut code = exit::OK;
     for r in &rejoined {
         match &r.result {
-            Ok(what) => println!("{}: {what}", r.container),
+            Ok(what) => out!("{}: {what}", r.container),
             Err(e) => {
-                eprintln!("error: {} could not rejoin {}'s network: {e}", r.container, r.peer);
+                err!("error: {} could not rejoin {}'s network: {e}", r.container, r.peer);
                 code = exit::ATTENTION;
             }
         }
     }
     if done.is_empty() && rejoined.is_empty() {
-        println!("nothing to recover");
+        out!("nothing to recover");
     }
     Ok(code)
 }
@@ -335,16 +337,16 @@ pub async fn recover(state_dir: &Path) -> Result<u8, Failure> {
 fn report(result: &Result<Outcome, SwapError>) {
     match result {
         Ok(o) => print_outcome(o),
-        Err(e) => eprintln!("error: {e}"),
+        Err(e) => err!("error: {e}"),
     }
 }
 
 /// Successes on stdout, failures on stderr.
 fn print_outcome(o: &Outcome) {
     if outcome_code(o) == exit::OK {
-        println!("{o}");
+        out!("{o}");
     } else {
-        eprintln!("{o}");
+        err!("{o}");
     }
 }
 

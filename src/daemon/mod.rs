@@ -59,6 +59,11 @@ pub struct Config {
     /// Editors write, then rename; `set` writes a temp file and renames:
     /// wait this long after a file event so one edit makes one pass.
     pub debounce: Duration,
+    /// The least time between the end of one pass and the start of the
+    /// next, whatever the triggers: a flood of Docker events, API pushes or
+    /// a zero wait cannot make the controller spin on the engine and the
+    /// registry.
+    pub min_gap: Duration,
 }
 
 impl Default for Config {
@@ -67,9 +72,13 @@ impl Default for Config {
             retry: Policy::new(Duration::from_secs(5), Duration::from_secs(300)),
             reset_after: Duration::from_secs(600),
             debounce: Duration::from_millis(30),
+            min_gap: MIN_GAP,
         }
     }
 }
+
+/// The default [`Config::min_gap`].
+pub const MIN_GAP: Duration = Duration::from_secs(2);
 
 /// Where the loop's inputs come from.
 pub struct Inputs {
@@ -113,6 +122,7 @@ pub async fn run<R: Reconciler>(r: &mut R, on_stop: impl Fn(), mut inputs: Input
             }
         };
         r.scheduled(action.requeue_after());
+        let ended = Instant::now();
         let retrying = backoff.attempt() > 0;
         trigger = tokio::select! {
             () = sleep(action.requeue_after()) => if retrying { Trigger::Retry } else { Trigger::Timer },
@@ -122,8 +132,16 @@ pub async fn run<R: Reconciler>(r: &mut R, on_stop: impl Fn(), mut inputs: Input
                 return Exit::Drained;
             }
         };
-        if trigger == Trigger::File {
-            tokio::time::sleep(config.debounce).await;
+        let floor = config.min_gap.saturating_sub(ended.elapsed());
+        let wait = if trigger == Trigger::File { floor.max(config.debounce) } else { floor };
+        if !wait.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = inputs.stops.recv() => {
+                    on_stop();
+                    return Exit::Drained;
+                }
+            }
         }
         // Everything queued so far is answered by the pass about to run.
         while inputs.triggers.try_recv().is_ok() {}
@@ -172,7 +190,11 @@ mod tests {
     }
 
     fn fast() -> Config {
-        Config { retry: Policy { jitter: 0.0, ..Policy::new(20 * MS, 40 * MS) }, ..Config::default() }
+        Config {
+            retry: Policy { jitter: 0.0, ..Policy::new(20 * MS, 40 * MS) },
+            min_gap: Duration::ZERO,
+            ..Config::default()
+        }
     }
 
     fn channels() -> (mpsc::Sender<Trigger>, mpsc::Sender<()>, Inputs) {
@@ -213,6 +235,27 @@ mod tests {
         assert_eq!(run(&mut r, || {}, inputs, fast()).await, Exit::Drained);
         let _ = driver.await;
         assert_eq!(r.seen, [Trigger::Timer, Trigger::Api]);
+    }
+
+    #[tokio::test]
+    async fn passes_are_spaced_by_the_floor_whatever_asks_for_them() {
+        // Every pass asks to run again at once, and triggers pour in: the
+        // floor alone decides how often a pass runs.
+        let results = (0..1000).map(|_| Ok(Action::requeue(Duration::ZERO))).collect();
+        let mut r = Script::new(results, MS);
+        let (t, stop, inputs) = channels();
+        let driver = tokio::spawn(async move {
+            let until = Instant::now() + 550 * MS;
+            while Instant::now() < until {
+                let _ = t.try_send(Trigger::Docker("die web".into()));
+                tokio::time::sleep(MS).await;
+            }
+            let _ = stop.send(()).await;
+        });
+        let config = Config { min_gap: 100 * MS, ..fast() };
+        assert_eq!(run(&mut r, || {}, inputs, config).await, Exit::Drained);
+        let _ = driver.await;
+        assert!((4..=7).contains(&r.finished), "{} passes in 550 ms with a 100 ms floor", r.finished);
     }
 
     #[tokio::test]

@@ -142,6 +142,11 @@ pub struct PolicyDoc {
     /// Repositories targets may name; absent means any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_images: Option<Vec<ImagePattern>>,
+    /// Whether an API push may add, remove or re-select targets and change
+    /// any setting; `false` (the default): it may change only the `image` or
+    /// `track` of the targets the file already has.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub push_may_change_targets: bool,
 }
 
 /// One target as written.

@@ -51,6 +51,9 @@ pub struct Manifest {
 pub struct Policy {
     /// `None`: any image is allowed.
     pub allowed_images: Option<Vec<ImagePattern>>,
+    /// `policy.push_may_change_targets`: an API push may change which
+    /// containers are managed and how, not only their images.
+    pub push_may_change_targets: bool,
 }
 
 impl Policy {
@@ -188,6 +191,10 @@ impl Default for Settings {
         }
     }
 }
+
+/// The shortest non-zero drift interval: each check asks the registry
+/// about every target, so a shorter one would only hammer it.
+pub const MIN_DRIFT_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The drift interval when the manifest sets none.
 pub const DEFAULT_DRIFT_INTERVAL: Duration = Duration::from_secs(300);

@@ -251,3 +251,16 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_drift_interval_below_the_minimum_is_refused_but_zero_means_off() {
+    let text = |d: &str| format!("version: 1\ndefaults:\n  drift_interval: {d}\ntargets: []\n");
+    for short in ["1ns", "500ms", "1s"] {
+        let err = Manifest::parse("m.yaml", &text(short)).expect_err(short).to_string();
+        assert!(err.contains("m.yaml:3:19: defaults.drift_interval:"), "{short}: {err}");
+        assert!(err.contains("minimum of 2s") && err.contains("or 0"), "{short}: {err}");
+    }
+    for fine in ["0", "2s", "5m"] {
+        assert!(Manifest::parse("m.yaml", &text(fine)).is_ok(), "{fine}");
+    }
+}

@@ -55,6 +55,16 @@ pub(super) fn validate(src: &Source) -> Result<Manifest, ManifestError> {
             (select, want) => problems.extend(select.err().into_iter().chain(want.err())),
         }
     }
+    if let Some(d) = doc.defaults.drift_interval.filter(|d| !d.is_zero() && d.0 < super::MIN_DRIFT_INTERVAL) {
+        problems.push(src.problem(
+            "defaults.drift_interval",
+            format!(
+                "drift interval {d} is shorter than the minimum of {}s; write at least {}s, or 0 to check only on triggers",
+                super::MIN_DRIFT_INTERVAL.as_secs(),
+                super::MIN_DRIFT_INTERVAL.as_secs()
+            ),
+        ));
+    }
     if let Some(url) = &doc.report.webhook {
         if let Err(m) = webhook(url) {
             problems.push(src.problem("report.webhook", m));
@@ -68,7 +78,10 @@ pub(super) fn validate(src: &Source) -> Result<Manifest, ManifestError> {
         webhook: doc.report.webhook,
         origin: src.origin.clone(),
         drift_interval: doc.defaults.drift_interval.unwrap_or(super::Dur(DEFAULT_DRIFT_INTERVAL)),
-        policy: Policy { allowed_images: doc.policy.allowed_images },
+        policy: Policy {
+            allowed_images: doc.policy.allowed_images,
+            push_may_change_targets: doc.policy.push_may_change_targets,
+        },
         targets,
     })
 }
@@ -144,7 +157,30 @@ fn webhook(url: &str) -> Result<(), String> {
 }
 
 /// Docker's container name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+/// The longest container name accepted: Docker sets no limit of its own,
+/// but a name is also a DNS name on user networks (63 per label, 253 in
+/// all), and a longer one is a mistake or an attack on our output.
+pub(super) const MAX_CONTAINER_NAME: usize = 253;
+/// The longest label selector (`key=value`) accepted.
+pub(super) const MAX_SELECTOR: usize = 1024;
+
+/// `s` for a message: at most 64 characters of it, and its length when cut.
+pub(super) fn shown(s: &str) -> String {
+    let n = s.chars().count();
+    if n <= 64 {
+        s.to_string()
+    } else {
+        format!("{}… ({n} characters)", s.chars().take(64).collect::<String>())
+    }
+}
+
 fn container_name(name: &str) -> Result<Select, String> {
+    if name.len() > MAX_CONTAINER_NAME {
+        return Err(format!(
+            "container name `{}` is too long; at most {MAX_CONTAINER_NAME} characters",
+            shown(name)
+        ));
+    }
     let bare = name.strip_prefix('/').unwrap_or(name);
     let mut chars = bare.chars();
     let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -152,13 +188,20 @@ fn container_name(name: &str) -> Result<Select, String> {
         && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
     if !valid {
         return Err(format!(
-            "invalid container name `{name}`; Docker names are 2+ characters of [a-zA-Z0-9_.-] starting with a letter or digit"
+            "invalid container name `{}`; Docker names are 2+ characters of [a-zA-Z0-9_.-] starting with a letter or digit",
+            shown(name)
         ));
     }
     Ok(Select::Container(bare.to_string()))
 }
 
 fn selector(sel: &SelectorDoc) -> Result<Select, String> {
+    if sel.label.len() > MAX_SELECTOR {
+        return Err(format!(
+            "label selector `{}` is too long; at most {MAX_SELECTOR} characters",
+            shown(&sel.label)
+        ));
+    }
     let (key, value) = match sel.label.split_once('=') {
         Some((k, v)) => (k, Some(v.to_string())),
         None => (sel.label.as_str(), None),
@@ -166,7 +209,7 @@ fn selector(sel: &SelectorDoc) -> Result<Select, String> {
     if key.is_empty() || key.chars().any(char::is_whitespace) {
         return Err(format!(
             "invalid label selector `{}`; expected `key=value` or `key`, the key without spaces",
-            sel.label
+            shown(&sel.label)
         ));
     }
     Ok(Select::Label { key: key.to_string(), value })

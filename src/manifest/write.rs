@@ -223,8 +223,9 @@ impl Drop for RemoveOnDrop {
 fn lock_beside<E>(path: &Path, timeout: Duration) -> Result<File, UpdateError<E>> {
     let lock = sibling(path, "lock");
     let fail = |source| UpdateError::Lock { path: path.to_path_buf(), lock: lock.clone(), source };
-    let file =
-        OpenOptions::new().write(true).create(true).truncate(false).mode(0o644).open(&lock).map_err(fail)?;
+    // Never through a symlink: one planted beside the manifest would make
+    // us create or lock a file elsewhere.
+    let file = crate::private_fs::open_lock_file(&lock).map_err(fail)?;
     let started = Instant::now();
     loop {
         match file.try_lock() {
@@ -272,6 +273,19 @@ mod tests {
             text.push_str(&format!("  - container: c{i}   # target {i}\n    image: app:1\n"));
         }
         text
+    }
+
+    #[test]
+    fn a_symlinked_lock_file_is_refused_not_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("m.yaml");
+        fs::write(&path, manifest(1)).expect("write");
+        let elsewhere = dir.path().join("elsewhere");
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join(".m.yaml.lock")).expect("symlink");
+        let err = update(&path, |t| Ok::<_, String>(t.replace("app:1", "app:2"))).expect_err("refused");
+        assert!(err.to_string().contains("symlink"), "{err}");
+        assert!(!elsewhere.exists(), "the lock was created through the link");
+        assert_eq!(fs::read_to_string(&path).expect("read"), manifest(1));
     }
 
     fn names_in(dir: &Path) -> Vec<String> {

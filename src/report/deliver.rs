@@ -102,7 +102,7 @@ impl Task {
                     }
                     Err(error) => {
                         let wait = backoff.failed(Instant::now());
-                        tracing::warn!(url = %redact(&url), error = %error, retry_in = ?wait, "webhook events not delivered; they stay in the outbox");
+                        tracing::warn!(url = %crate::redact::url(&url), error = %error, retry_in = ?wait, "webhook events not delivered; they stay in the outbox");
                         self.publish(Some(error));
                         // Backing off: new events wait for the retry too.
                         tokio::select! {
@@ -193,15 +193,70 @@ async fn post(client: &reqwest::Client, url: &str, event: &OpEvent) -> Attempt {
     }
 }
 
-/// The URL without its query and credentials, for logs (DESIGN.md §12).
-fn redact(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            u.set_query(None);
-            let _ = u.set_password(None);
-            let _ = u.set_username("");
-            u.to_string()
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn event() -> OpEvent {
+        OpEvent {
+            op_id: "op-1".into(),
+            container: "web".into(),
+            from: "app:1".into(),
+            to: "app:2".into(),
+            outcome: "committed".into(),
+            reason: None,
+            follows: None,
+            started_at: "2024-05-01T12:00:00Z".into(),
+            ended_at: "2024-05-01T12:00:01Z".into(),
+            duration_ms: 1000,
+            controller_version: "test".into(),
         }
-        Err(_) => "<invalid URL>".into(),
+    }
+
+    /// A one-thread HTTP server answering every request with `answer`;
+    /// counts the requests it got.
+    fn server(answer: String) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let seen = hits.clone();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().map_while(Result::ok) {
+                seen.fetch_add(1, Ordering::SeqCst);
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+                let mut buf = [0u8; 8192];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        (addr, hits)
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed_and_the_event_stays() {
+        let ok = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_string();
+        let (elsewhere, elsewhere_hits) = server(ok);
+        for code in ["301 Moved Permanently", "307 Temporary Redirect", "308 Permanent Redirect"] {
+            let redirect = format!(
+                "HTTP/1.1 {code}\r\nlocation: http://{elsewhere}/stolen\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            let (receiver, hits) = server(redirect);
+            let client = build_client().expect("client");
+            let attempt = post(&client, &format!("http://{receiver}/events"), &event()).await;
+            match attempt {
+                Attempt::Refused(why) => assert!(why.contains("redirects are not followed"), "{code}: {why}"),
+                _ => panic!("{code}: a redirect counted as delivered or unreachable"),
+            }
+            assert_eq!(hits.load(Ordering::SeqCst), 1, "{code}");
+        }
+        assert_eq!(
+            elsewhere_hits.load(Ordering::SeqCst),
+            0,
+            "the event was re-posted to the redirect target"
+        );
     }
 }

@@ -111,6 +111,11 @@ pub async fn wait(engine: &Engine, id: &str, gate: &HealthGate) -> Result<(), St
     let started = Instant::now();
     let first = inspect(engine, id).await.map_err(|e| e.to_string())?;
     let has_hc = has_healthcheck(&first);
+    // The reason goes to the journal, `status`, the API and the webhook:
+    // the container's own configuration must not ride along in its output.
+    let secrets = crate::redact::env_values(
+        first.config.as_ref().and_then(|c| c.env.as_deref()).unwrap_or_default().iter().map(String::as_str),
+    );
     let first = Sample::from_details(&first);
     let client = http_client()?;
     loop {
@@ -131,7 +136,9 @@ pub async fn wait(engine: &Engine, id: &str, gate: &HealthGate) -> Result<(), St
         };
         match judge(gate, &observation) {
             Verdict::Pass => return Ok(()),
-            Verdict::Fail(reason) => return Err(with_logs(engine, id, reason).await),
+            Verdict::Fail(reason) => {
+                return Err(crate::redact::text(&with_logs(engine, id, reason).await, &secrets))
+            }
             Verdict::Wait(what) => tracing::debug!(container = id, waiting = %what, "health gate"),
         }
         tokio::time::sleep(POLL).await;
