@@ -55,12 +55,42 @@ pub fn env_values<'a>(env: impl IntoIterator<Item = &'a str>) -> Vec<String> {
 /// like `KEY=value` (or `password: value`) masked too.
 pub fn text(text: &str, secrets: &[String]) -> String {
     let mut out = text.to_string();
-    for secret in secrets {
-        if !secret.is_empty() && out.contains(secret.as_str()) {
-            out = out.replace(secret.as_str(), MASK);
-        }
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        out = if secret.chars().count() >= ANYWHERE_LEN {
+            out.replace(secret.as_str(), MASK)
+        } else {
+            whole_tokens(&out, secret)
+        };
     }
     assignments(&out)
+}
+
+/// Environment values at least this long are masked wherever they appear;
+/// shorter ones only as whole tokens ([`whole_tokens`]).
+pub const ANYWHERE_LEN: usize = 8;
+
+/// `text` with each occurrence of `secret` that stands as a token of its
+/// own masked. A short value such as `fail` must not blank out `failed` in
+/// "health check failed"; where the value itself begins or ends with a
+/// non-word character, that side needs no boundary.
+fn whole_tokens(text: &str, secret: &str) -> String {
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    let (first, last) = (secret.chars().next(), secret.chars().next_back());
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(secret) {
+        let before = rest[..at].chars().next_back().or_else(|| out.chars().next_back());
+        let after = rest[at + secret.len()..].chars().next();
+        out.push_str(&rest[..at]);
+        if (word(first) && word(before)) || (word(last) && word(after)) {
+            out.push_str(secret);
+        } else {
+            out.push_str(MASK);
+        }
+        rest = &rest[at + secret.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Masks the value after `KEY=` (any key: a line that prints an assignment
@@ -124,6 +154,13 @@ fn value_end(bytes: &[u8], start: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_environment_value_is_masked_only_as_a_whole_token() {
+        let secrets = env_values(["TESTBOX_HEALTH=fail", "DB_PASSWORD=hunter22"]);
+        let masked = text("health check failed: health: failing on purpose; fail; pw hunter22.", &secrets);
+        assert_eq!(masked, "health check failed: health: failing on purpose; ***; pw ***.");
+    }
+
     use super::*;
     use proptest::prelude::*;
 
@@ -166,7 +203,13 @@ mod tests {
             before in "[ -~]{0,30}",
             after in "[ -~]{0,30}",
         ) {
+            // A long value never survives; a short one never as a token.
             let secrets = env_values([format!("S={secret}").as_str()]);
+            let (before, after) = if secret.chars().count() >= ANYWHERE_LEN {
+                (before, after)
+            } else {
+                (format!("{before} "), format!(" {after}"))
+            };
             let masked = text(&format!("{before}{secret}{after}"), &secrets);
             prop_assert!(!masked.contains(&secret) || before.contains(&secret) || after.contains(&secret), "{masked}");
         }
