@@ -10,10 +10,10 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::manifest::{Manifest, Target};
+use crate::manifest::{Manifest, Target, Want};
 use crate::observe::{Observed, ObservedContainer};
 use crate::reference::ImageRef;
-use crate::resolve::{Desired, Resolved};
+use crate::resolve::{Desired, Resolved, TagVersion};
 use crate::types::Digest;
 
 /// What to do about one container (or one target with no container).
@@ -159,7 +159,7 @@ fn entry(
     resolved: &Resolved,
 ) -> PlanEntry {
     let repository = target.want.image();
-    let desired_digest = match resolved.get(&target.index) {
+    let desired_digest = match resolved.get(target.index, &c.id) {
         Some(Ok(d)) => d.digest.as_ref(),
         _ => None,
     };
@@ -193,7 +193,7 @@ fn entry(
         e.reason = format!("image {} not allowed by policy.allowed_images", repository.name());
         return e;
     }
-    match resolved.get(&target.index) {
+    match resolved.get(target.index, &c.id) {
         None => e.reason = "desired image was not resolved".to_string(),
         Some(Err(err)) => e.reason = err.to_string(),
         Some(Ok(desired)) => {
@@ -201,7 +201,10 @@ fn entry(
                 image: desired.reference.familiar(),
                 digest: desired.digest.as_ref().map(Digest::to_string),
             });
-            (e.action, e.reason) = compare(c, observed, desired);
+            (e.action, e.reason) = match above_track(target, c, observed, desired) {
+                Some(warning) => (Action::None, warning),
+                None => compare(c, observed, desired),
+            };
         }
     }
     e
@@ -237,6 +240,30 @@ fn repo_digests(c: &ObservedContainer, observed: &Observed, repository: &ImageRe
             (r.name() == name).then(|| r.digest().cloned()).flatten()
         })
         .collect()
+}
+
+/// A tracked container that runs a version above the chosen tag is never
+/// moved down: a tag list seen in part (a registry's paging, a stale
+/// mirror, a deleted tag) must not become a downgrade. Says why, as a
+/// warning, when that is the case.
+fn above_track(
+    target: &Target,
+    c: &ObservedContainer,
+    observed: &Observed,
+    desired: &Desired,
+) -> Option<String> {
+    let Want::Track { image, range, .. } = &target.want else { return None };
+    let running = crate::resolve::running_tag(c, observed, image)?;
+    let running_version = TagVersion::parse(&running)?;
+    let chosen = TagVersion::parse(desired.reference.tag()?)?;
+    (running_version.version > chosen.version).then(|| {
+        let warning = format!(
+            "warning: runs {running}, above {}, the highest tag matching {range} the registry lists; not moved down",
+            chosen.tag
+        );
+        tracing::warn!(container = %c.name, running = %running, chosen = %chosen.tag, "tracked container runs a version above every matching tag");
+        warning
+    })
 }
 
 /// The decision for one container whose desired image is known.

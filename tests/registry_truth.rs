@@ -66,3 +66,68 @@ fn an_image_with_two_digests_of_its_repository_plans_none_whichever_the_registry
         assert_eq!(e["action"], "none", "tag {tag} with digests {digests:?}: {e:#}");
     }
 }
+
+/// Stores `repo:from`'s manifest under every tag of `tags` (no push needed).
+fn tag_all(registry: &TestRegistry, repo: &str, from: &str, tags: &[&str]) {
+    let path = registry.path_of(repo);
+    let m = registry.manifest(&path, from);
+    for tag in tags {
+        registry.put_manifest(&path, tag, &m.media_type, &m.body);
+    }
+}
+
+#[test]
+fn real_world_tag_families_resolve_in_their_flavour_and_never_downwards() {
+    let run = TestRun::new("tag_families");
+    let registry = run.registry();
+    let repo = |name: &str| registry.repo(name);
+    // nginx-, postgres- and suffix-only-shaped repositories.
+    publish(&run, &registry, &repo("web"), "1.25.3-alpine", "a");
+    tag_all(
+        &registry,
+        &repo("web"),
+        "1.25.3-alpine",
+        &["1.25.3", "1.27.3", "1.27.3-alpine", "1.27.4-perl", "1.27"],
+    );
+    publish(&run, &registry, &repo("pg"), "16.2", "a");
+    tag_all(&registry, &repo("pg"), "16.2", &["16", "16.10", "16.10-alpine", "17rc1"]);
+    publish(&run, &registry, &repo("suf"), "1.0.0-bookworm", "a");
+    tag_all(&registry, &repo("suf"), "1.0.0-bookworm", &["1.2.0-bookworm", "latest"]);
+    // The running version's tag is gone from the registry (deleted, or
+    // beyond what a partial list shows): the highest left is lower.
+    publish(&run, &registry, &repo("down"), "v3.17.9", "a");
+    publish(&run, &registry, &repo("down"), "v3.29.9", "b");
+    let running = [
+        ("web", format!("{}:1.25.3-alpine", repo("web")), "^1", ""),
+        ("perl", format!("{}:1.25.3", repo("web")), "^1", ", prerelease: true"),
+        ("pg", format!("{}:16.2", repo("pg")), "^16", ""),
+        ("suf", format!("{}:latest", repo("suf")), "^1", ""),
+        ("down", format!("{}:v3.29.9", repo("down")), "^3", ""),
+    ];
+    let mut manifest = String::from("version: 1\ntargets:\n");
+    for (name, image, range, extra) in &running {
+        run.run_container(name, image, &[]);
+        let repository = image.rsplit_once(':').map_or(image.as_str(), |(r, _)| r);
+        manifest += &format!(
+            "  - container: {}\n    track: {{image: {repository}, semver: \"{range}\"{extra}}}\n",
+            run.name(name)
+        );
+    }
+    let path = registry.path_of(&repo("down"));
+    let gone = registry.manifest(&path, "v3.29.9").digest;
+    let deleted = common::http(&registry.addr(), "DELETE", &format!("/v2/{path}/manifests/{gone}"), &[], b"");
+    assert_eq!(deleted.status, 202, "{}", String::from_utf8_lossy(&deleted.body));
+
+    let plan = plan_json(&run, &manifest);
+    let desired = |name: &str| {
+        entry(&plan, &run.name(name))["desired"]["image"].as_str().unwrap_or_default().to_string()
+    };
+    assert!(desired("web").ends_with("/web:1.27.3-alpine"), "an -alpine container stays alpine: {plan:#}");
+    assert!(desired("perl").ends_with("/web:1.27.3"), "-perl is a flavour, not a pre-release: {plan:#}");
+    assert!(desired("pg").ends_with("/pg:16.10"), "two-part versions count: {plan:#}");
+    assert!(desired("suf").ends_with("/suf:1.2.0-bookworm"), "suffix-only tags match: {plan:#}");
+    let down = entry(&plan, &run.name("down"));
+    assert_eq!(down["action"], "none", "{down:#}");
+    let reason = down["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("warning: runs v3.29.9, above v3.17.9"), "{reason}");
+}

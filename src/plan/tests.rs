@@ -138,6 +138,33 @@ fn an_image_with_several_digests_of_the_repository_is_up_to_date_by_any_of_them(
 }
 
 #[test]
+fn a_tracked_container_above_every_matching_tag_is_never_moved_down() {
+    let m = manifest(&format!("targets:\n  - container: web\n    track: {{image: {REG}/app, semver: ^3}}\n"));
+    let running = |tag: &str| {
+        World::new()
+            .container("web", &format!("{REG}/app:{tag}"), "img-1", &[])
+            .image("img-1", &[&format!("{REG}/app:{tag}")], &[format!("{REG}/app@{}", digest('1'))])
+            .observe(&m)
+    };
+    let chose = |tag: &str| registry_says(0, &format!("{REG}/app:{tag}"), digest('2'));
+    // (running, chosen by the track, action)
+    for (run, chosen, action) in [
+        ("v3.29.9", "v3.17.9", Action::None),
+        ("3.29.9", "3.29.8", Action::None),
+        ("3.29", "3.28.9", Action::None),
+        ("3.17.9", "3.29.9", Action::Upgrade),
+        ("latest", "3.17.9", Action::Upgrade),
+    ] {
+        let p = plan(&m, &running(run), &chose(chosen));
+        let e = only(&p);
+        assert_eq!(e.action, action, "{run} → {chosen}: {}", e.reason);
+        if action == Action::None {
+            assert!(e.reason.starts_with(&format!("warning: runs {run}, above {chosen}")), "{}", e.reason);
+        }
+    }
+}
+
+#[test]
 fn different_tag_same_content_is_up_to_date() {
     let m = manifest(&format!("targets:\n  - container: web\n    image: {REG}/app:latest\n"));
     let observed = app_world().observe(&m);
