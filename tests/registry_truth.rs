@@ -131,3 +131,63 @@ fn real_world_tag_families_resolve_in_their_flavour_and_never_downwards() {
     let reason = down["reason"].as_str().unwrap_or_default();
     assert!(reason.starts_with("warning: runs v3.29.9, above v3.17.9"), "{reason}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_moved_between_plan_and_pull_still_creates_exactly_the_planned_image() {
+    use container_upgrader::engine::Engine;
+    use container_upgrader::manifest::{HealthGate, Order, Probe, PullPolicy, Settings};
+    use container_upgrader::reference::ImageRef;
+    use container_upgrader::swap::journal::Journal;
+    use container_upgrader::swap::{Outcome, SwapRequest, Swapper};
+    use container_upgrader::types::Digest;
+    use std::time::Duration;
+
+    let run = TestRun::new("tag_moved_before_pull");
+    let registry = run.registry();
+    let repo = registry.repo("app");
+    publish(&run, &registry, &repo, "1", "1");
+    publish(&run, &registry, &repo, "2", "2");
+    let name = run.name("web");
+    run.run_container("web", &format!("{repo}:1"), &[]);
+    let m = format!("version: 1\ntargets:\n  - container: {name}\n    image: {repo}:2\n");
+    let plan = plan_json(&run, &m);
+    let planned = entry(&plan, &name)["desired"]["digest"].as_str().unwrap_or_default().to_string();
+
+    // Someone publishes another build under the same tag before the swap
+    // pulls (here and in the registry).
+    publish(&run, &registry, &repo, "2", "3");
+
+    let state = run.empty_dir("state");
+    let engine = Engine::connect().await.expect("engine");
+    let swapper = Swapper::new(engine, Journal::open(&state).expect("journal"));
+    let request = SwapRequest {
+        container: name.clone(),
+        image: ImageRef::parse(&format!("{repo}:2")).expect("reference"),
+        planned: Some(Digest::parse(&planned).expect("planned digest")),
+        settings: Settings {
+            pull: PullPolicy::Always,
+            order: Order::StopFirst,
+            rollback: true,
+            cleanup: false,
+            health: HealthGate {
+                timeout: Duration::from_secs(20),
+                stable: Duration::from_millis(300),
+                probe: Probe::Running,
+            },
+        },
+        op_id: None,
+    };
+    let outcome = swapper.swap(&request).await.expect("swap");
+    assert!(matches!(outcome, Outcome::Committed(_)), "{outcome}");
+
+    assert_eq!(
+        run.inspect(&name, "{{.Config.Image}}"),
+        format!("{repo}:2"),
+        "it shows the name the user wrote"
+    );
+    let env = run.inspect(&name, "{{range .Config.Env}}{{.}} {{end}}");
+    assert!(env.contains("TESTBOX_VERSION=2"), "the planned build runs, not the moved tag's: {env}");
+    let image = run.inspect(&name, "{{.Image}}");
+    let digests = repo_digests(&run, &image);
+    assert!(digests.iter().any(|d| d.ends_with(&planned)), "{digests:?} lacks {planned}");
+}

@@ -94,6 +94,15 @@ pub enum StepError {
     /// The step happened but could not be journaled.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The new container was created from another image than the one
+    /// pulled for it: its tag moved in between.
+    #[error("the new container was created from image {created}, not the pulled {planned}: its tag moved meanwhile; nothing is run that was not planned")]
+    ImageMoved {
+        /// The image id pulled for the swap.
+        planned: String,
+        /// The image id the container got.
+        created: String,
+    },
 }
 
 impl StepError {

@@ -150,8 +150,13 @@ impl Swapper {
     /// The controller's hand-off to its helper pulls through here too, so
     /// one pull policy covers every container, its own included.
     pub async fn pull(&self, req: &SwapRequest) -> Result<ImageDetails, PullError> {
-        let reference = req.image.to_string();
         let image = req.image.familiar();
+        // A planned digest is pulled as `name@digest`: exactly what was planned.
+        let source = match &req.planned {
+            Some(d) if req.settings.pull != PullPolicy::Never => req.image.pinned_only(d.clone()),
+            _ => req.image.clone(),
+        };
+        let reference = source.to_string();
         let present = self.engine.inspect_image(&reference).await?;
         let must_pull = match req.settings.pull {
             PullPolicy::Always => true,
@@ -166,7 +171,7 @@ impl Swapper {
             tokio::task::spawn_blocking(move || crate::registry::credentials(&registry)).await.ok().flatten();
         let show = self.show_progress;
         self.engine
-            .pull(&req.image, credentials, |p| {
+            .pull(&source, credentials, |p| {
                 if show {
                     eprintln!(
                         "{image}: {}{}{}",
@@ -177,7 +182,12 @@ impl Swapper {
                 }
             })
             .await?;
-        self.engine.inspect_image(&reference).await?.ok_or(PullError::Vanished)
+        let pulled = self.engine.inspect_image(&reference).await?.ok_or(PullError::Vanished)?;
+        if source != req.image {
+            // The create names the image as the user wrote it.
+            self.engine.tag(pulled.id.as_deref().unwrap_or(&reference), &req.image).await?;
+        }
+        Ok(pulled)
     }
 
     /// Makes `req.image` present for a swap of `old` that another process
@@ -259,6 +269,17 @@ impl Swapper {
             .await
             .map_err(StepError::engine("creating the new container"))?;
         op.new_id = Some(id.clone());
+        // The create names the image by tag; whatever moved that tag since
+        // the pull (another pull, a `docker tag`), run only what was planned.
+        let created = self
+            .engine
+            .inspect_container(id.as_str())
+            .await
+            .map_err(StepError::engine("inspecting the new container"))?;
+        let image = created.and_then(|c| c.image).unwrap_or_default();
+        if image != op.new_image_id.as_str() {
+            return Err(StepError::ImageMoved { planned: op.new_image_id.to_string(), created: image });
+        }
         for (network, endpoint) in &spec.extra_networks {
             self.engine
                 .connect_network(network, &id, endpoint.clone())
