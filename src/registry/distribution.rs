@@ -76,6 +76,9 @@ pub enum CallError {
         status: StatusCode,
         /// The registry's own message, else the status text.
         detail: String,
+        /// How long the registry asks to wait before trying again
+        /// (`Retry-After` in seconds, on 429 and 503).
+        retry_after: Option<std::time::Duration>,
     },
     /// An answer that cannot be used.
     Invalid(String),
@@ -282,8 +285,16 @@ async fn success(response: Response) -> Result<Response, CallError> {
     if status.is_success() {
         return Ok(response);
     }
+    // Only the seconds form: registries send that (an HTTP date is rare and
+    // falls back to our own backoff).
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .map(std::time::Duration::from_secs);
     let body = read_bounded(response).await.unwrap_or_default();
-    Err(CallError::Status { status, detail: message(status, &body) })
+    Err(CallError::Status { status, detail: message(status, &body), retry_after })
 }
 
 /// The registry's own words for an error (`{"errors": [{"message": …}]}`),
