@@ -107,6 +107,7 @@ async fn downtime(run: &TestRun, engine: &Engine, swapper: &Swapper, repo: &str)
         let request = SwapRequest {
             container: name.clone(),
             image: ImageRef::parse(&v2).expect("ref"),
+            planned: None,
             settings: settings(Duration::from_millis(200)),
             op_id: None,
         };

@@ -10,10 +10,10 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::manifest::{Manifest, Target};
+use crate::manifest::{Manifest, Target, Want};
 use crate::observe::{Observed, ObservedContainer};
 use crate::reference::ImageRef;
-use crate::resolve::{Desired, Resolved};
+use crate::resolve::{Desired, Resolved, TagVersion};
 use crate::types::Digest;
 
 /// What to do about one container (or one target with no container).
@@ -159,7 +159,11 @@ fn entry(
     resolved: &Resolved,
 ) -> PlanEntry {
     let repository = target.want.image();
-    let current = current_state(c, observed, repository);
+    let desired_digest = match resolved.get(target.index, &c.id) {
+        Some(Ok(d)) => d.digest.as_ref(),
+        _ => None,
+    };
+    let current = current_state(c, observed, repository, desired_digest);
     let mut e = PlanEntry {
         target: target.select.to_string(),
         target_index: target.index,
@@ -189,7 +193,7 @@ fn entry(
         e.reason = format!("image {} not allowed by policy.allowed_images", repository.name());
         return e;
     }
-    match resolved.get(&target.index) {
+    match resolved.get(target.index, &c.id) {
         None => e.reason = "desired image was not resolved".to_string(),
         Some(Err(err)) => e.reason = err.to_string(),
         Some(Ok(desired)) => {
@@ -197,26 +201,68 @@ fn entry(
                 image: desired.reference.familiar(),
                 digest: desired.digest.as_ref().map(Digest::to_string),
             });
-            (e.action, e.reason) = compare(c, observed, desired);
+            (e.action, e.reason) = match above_track(target, c, observed, desired) {
+                Some(warning) => (Action::None, warning),
+                None => compare(c, observed, desired),
+            };
         }
     }
     e
 }
 
-/// What the container runs, with the digest it has in the desired repository.
-fn current_state(c: &ObservedContainer, observed: &Observed, repository: &ImageRef) -> ImageState {
+/// What the container runs, with the digest it has in the desired
+/// repository (the desired one when it carries it, else the first).
+fn current_state(
+    c: &ObservedContainer,
+    observed: &Observed,
+    repository: &ImageRef,
+    desired: Option<&Digest>,
+) -> ImageState {
     let image = ImageRef::parse(&c.image).map_or_else(|_| c.image.clone(), |r| r.familiar());
-    ImageState { image, digest: repo_digest(c, observed, repository).map(|d| d.to_string()) }
+    let digests = repo_digests(c, observed, repository);
+    let shown = desired.filter(|d| digests.contains(d)).or(digests.first());
+    ImageState { image, digest: shown.map(|d| d.to_string()) }
 }
 
-/// The digest the container's image carries for `repository`'s name, if it
-/// was pulled from (or pushed to) there.
-fn repo_digest(c: &ObservedContainer, observed: &Observed, repository: &ImageRef) -> Option<Digest> {
-    let image = observed.images.get(&c.image_id)?;
+/// Every digest the container's image carries for `repository`'s name:
+/// one per way it was pulled from (or pushed to) there. An image pulled by
+/// tag and again through a multi-platform index, or pinned by digest on
+/// top of a tag, has several, and Docker lists them alphabetically — so
+/// "the first" is an accident of hex, never "the one the registry means".
+fn repo_digests(c: &ObservedContainer, observed: &Observed, repository: &ImageRef) -> Vec<Digest> {
+    let Some(image) = observed.images.get(&c.image_id) else { return Vec::new() };
     let name = repository.name();
-    image.repo_digests.iter().find_map(|rd| {
-        let r = ImageRef::parse(rd).ok()?;
-        (r.name() == name).then(|| r.digest().cloned()).flatten()
+    image
+        .repo_digests
+        .iter()
+        .filter_map(|rd| {
+            let r = ImageRef::parse(rd).ok()?;
+            (r.name() == name).then(|| r.digest().cloned()).flatten()
+        })
+        .collect()
+}
+
+/// A tracked container that runs a version above the chosen tag is never
+/// moved down: a tag list seen in part (a registry's paging, a stale
+/// mirror, a deleted tag) must not become a downgrade. Says why, as a
+/// warning, when that is the case.
+fn above_track(
+    target: &Target,
+    c: &ObservedContainer,
+    observed: &Observed,
+    desired: &Desired,
+) -> Option<String> {
+    let Want::Track { image, range, .. } = &target.want else { return None };
+    let running = crate::resolve::running_tag(c, observed, image)?;
+    let running_version = TagVersion::parse(&running)?;
+    let chosen = TagVersion::parse(desired.reference.tag()?)?;
+    (running_version.version > chosen.version).then(|| {
+        let warning = format!(
+            "warning: runs {running}, above {}, the highest tag matching {range} the registry lists; not moved down",
+            chosen.tag
+        );
+        tracing::warn!(container = %c.name, running = %running, chosen = %chosen.tag, "tracked container runs a version above every matching tag");
+        warning
     })
 }
 
@@ -226,7 +272,7 @@ fn compare(c: &ObservedContainer, observed: &Observed, desired: &Desired) -> (Ac
     let running = ImageRef::parse(&c.image).ok();
     let same_content = match (&desired.local_id, &desired.digest) {
         (Some(id), _) => *id == c.image_id,
-        (None, Some(d)) => repo_digest(c, observed, want).as_ref() == Some(d),
+        (None, Some(d)) => repo_digests(c, observed, want).contains(d),
         (None, None) => false,
     };
     let state = if c.state == "running" { String::new() } else { format!(" (container is {})", c.state) };
@@ -248,7 +294,7 @@ fn compare(c: &ObservedContainer, observed: &Observed, desired: &Desired) -> (Ac
 fn moved(c: &ObservedContainer, observed: &Observed, desired: &Desired) -> String {
     let want = &desired.reference;
     let label = want.tag().map_or_else(|| "pin".to_string(), |t| format!("tag {t}"));
-    match (&desired.digest, repo_digest(c, observed, want)) {
+    match (&desired.digest, repo_digests(c, observed, want).into_iter().next()) {
         (Some(d), Some(cur)) if want.digest().is_some() => {
             format!("pinned {}, running {}", d.short(), cur.short())
         }

@@ -108,7 +108,7 @@ pub async fn reconcile_once(
         .upgrades()
         .enumerate()
         .filter_map(|(order, entry)| {
-            let request = request(manifest, &resolved, entry)?;
+            let request = request(manifest, &resolved, &observed, entry)?;
             let held = backoff::hold(&history, &request.container, &request.image.familiar(), now);
             Some((order, entry.clone(), held.map_or(Ok(request), Err)))
         })
@@ -185,16 +185,25 @@ async fn run_wave(
 }
 
 /// The swap an `upgrade` entry asks for.
-fn request(manifest: &Manifest, resolved: &resolve::Resolved, entry: &PlanEntry) -> Option<SwapRequest> {
+fn request(
+    manifest: &Manifest,
+    resolved: &resolve::Resolved,
+    observed: &Observed,
+    entry: &PlanEntry,
+) -> Option<SwapRequest> {
     debug_assert_eq!(entry.action, Action::Upgrade);
     let target = manifest.targets.get(entry.target_index)?;
-    let desired = resolved.get(&entry.target_index)?.as_ref().ok()?;
-    // Swap to the tag (what the container will show), not the digest the
-    // plan compared: the pull re-resolves it a moment later.
+    let name = entry.container.as_deref()?;
+    let id = &observed.containers.iter().find(|c| c.name == name)?.id;
+    let desired = resolved.get(entry.target_index, id)?.as_ref().ok()?;
+    // Swap to the tag (what the container will show), pulled by the digest
+    // the plan compared: a tag that moves meanwhile changes nothing.
     let image: ImageRef = desired.reference.clone();
+    let planned = desired.digest.clone().filter(|_| image.digest().is_none() && desired.local_id.is_none());
     Some(SwapRequest {
         container: entry.container.clone()?,
         image,
+        planned,
         settings: target.settings.clone(),
         op_id: None,
     })
@@ -237,7 +246,7 @@ mod tests {
         } else {
             let settings = manifest.targets[order].settings.clone();
             let image = ImageRef::parse("app:2").expect("image");
-            Ok(SwapRequest { container: name.into(), image, settings, op_id: None })
+            Ok(SwapRequest { container: name.into(), image, planned: None, settings, op_id: None })
         };
         (order, entry, job)
     }

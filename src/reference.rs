@@ -135,6 +135,12 @@ impl ImageRef {
         Self { digest: Some(digest), ..self.clone() }
     }
 
+    /// The same repository by `digest` alone (`name@digest`, no tag): what
+    /// a pull of exactly that content asks for.
+    pub fn pinned_only(&self, digest: Digest) -> Self {
+        Self { tag: None, digest: Some(digest), ..self.clone() }
+    }
+
     /// The short form people type: `nginx:1.25` rather than
     /// `docker.io/library/nginx:1.25`.
     pub fn familiar(&self) -> String {

@@ -9,7 +9,7 @@
 //! trusts the system's CA certificates, or the bundled web PKI roots where
 //! the system has none (see [`crate::tls`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -22,11 +22,33 @@ use crate::types::Digest;
 use distribution::{Auth, CallError, Distribution};
 
 mod distribution;
+#[cfg(test)]
+mod stand_in;
 
 /// The default time one registry request may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
-/// The most tags read from one repository (pages of 1000).
+/// The most tags read from one repository, and the most pages: a bound
+/// on what one repository costs a pass (Docker Hub serves 100 a page).
 const MAX_TAGS: usize = 10_000;
+const MAX_PAGES: usize = 100;
+/// Requests per call when the registry answers 429 or 5xx.
+const ATTEMPTS: u32 = 3;
+/// The longest `Retry-After` honoured; a registry asking for more is
+/// answered by the next pass, not by holding this one.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// 429 and the 5xx a registry sends while it recovers.
+fn retryable(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+/// Our own wait before attempt `attempt + 1`: 0.5 s, 1 s, … (the
+/// registry's `Retry-After` wins when it sends one).
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(500) * 2u32.saturating_pow(attempt.saturating_sub(1))
+}
+
+/// Tags asked for per page; registries may send fewer.
 const TAG_PAGE: usize = 1000;
 
 /// Why a registry could not answer. Plain data so a plan can carry it.
@@ -65,6 +87,19 @@ pub enum RegistryError {
         reference: String,
         /// Which credentials were sent: none, or whose.
         sent: String,
+        /// The registry's message.
+        detail: String,
+    },
+    /// The registry keeps refusing for too many requests (429), also after
+    /// the retries.
+    #[error("registry {registry} rate limited {reference} (429, still after {attempts} attempts): {detail}")]
+    RateLimited {
+        /// The registry host.
+        registry: String,
+        /// What was looked up.
+        reference: String,
+        /// How many requests were made.
+        attempts: u32,
         /// The registry's message.
         detail: String,
     },
@@ -122,7 +157,7 @@ impl Registry {
     pub async fn digest(&self, image: &ImageRef) -> Result<Digest, RegistryError> {
         let auth = self.auth_for(image.registry()).await;
         let client = self.client(image)?;
-        let digest = self.bounded(image, &auth, client.manifest_digest(image, &auth)).await?;
+        let digest = self.bounded(image, &auth, || client.manifest_digest(image, &auth)).await?;
         Digest::parse(&digest).map_err(|e| RegistryError::Failed {
             registry: image.registry().to_string(),
             reference: image.familiar(),
@@ -130,21 +165,43 @@ impl Registry {
         })
     }
 
-    /// Every tag of `image`'s repository (paged, at most 10 000).
+    /// Every tag of `image`'s repository, following the registry's pages
+    /// (its `Link` header; else `last` while pages come full) up to 10 000
+    /// tags or 100 pages — with a warning when that cuts the list, since a
+    /// `track` target then sees only part of it.
     pub async fn tags(&self, image: &ImageRef) -> Result<Vec<String>, RegistryError> {
         let auth = self.auth_for(image.registry()).await;
         let client = self.client(image)?;
+        let mut page = self.bounded(image, &auth, || client.tags_first(image, &auth, TAG_PAGE)).await?;
         let mut tags: Vec<String> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut pages = 1;
         loop {
-            let last = tags.last().cloned();
-            let page =
-                self.bounded(image, &auth, client.tags_page(image, &auth, TAG_PAGE, last.as_deref())).await?;
-            let got = page.len();
-            tags.extend(page);
-            // Registries that ignore `n` send everything at once.
-            if got < TAG_PAGE || tags.len() >= MAX_TAGS || tags.last() == last.as_ref() {
+            let full = page.tags.len() >= TAG_PAGE;
+            let last = page.tags.last().cloned();
+            let before = tags.len();
+            tags.extend(page.tags.drain(..).filter(|t| seen.insert(t.clone())));
+            // A registry that ignores `last` sends the same page again.
+            if pages > 1 && tags.len() == before {
                 break;
             }
+            let next = match (page.next.take(), last) {
+                (Some(next), _) => next,
+                // Registries that page by `n` without a `Link` header.
+                (None, Some(last)) if full => client.tags_after(&page, TAG_PAGE, &last),
+                _ => break,
+            };
+            if tags.len() >= MAX_TAGS || pages >= MAX_PAGES {
+                tracing::warn!(
+                    repository = %image.name(),
+                    tags = tags.len(),
+                    pages,
+                    "the tag list was cut at {MAX_TAGS} tags or {MAX_PAGES} pages; a tracked version past it is not seen"
+                );
+                break;
+            }
+            page = self.bounded(image, &auth, || client.tags_at(image, &auth, next.clone())).await?;
+            pages += 1;
         }
         tags.truncate(MAX_TAGS);
         Ok(tags)
@@ -158,18 +215,42 @@ impl Registry {
         })
     }
 
-    async fn bounded<T>(
+    /// Runs `call` under the timeout; a 429 or a 5xx answer is tried again,
+    /// up to [`ATTEMPTS`] times, after the registry's `Retry-After` (capped
+    /// at [`MAX_RETRY_AFTER`]) or our own doubling backoff. Each attempt has
+    /// the full timeout.
+    async fn bounded<T, F>(
         &self,
         image: &ImageRef,
         auth: &Auth,
-        call: impl std::future::Future<Output = Result<T, CallError>>,
-    ) -> Result<T, RegistryError> {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result.map_err(|e| classify(image, auth, e)),
-            Err(_) => {
-                Err(RegistryError::Timeout { registry: image.registry().to_string(), after: self.timeout })
-            }
+        call: impl Fn() -> F,
+    ) -> Result<T, RegistryError>
+    where
+        F: std::future::Future<Output = Result<T, CallError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            let result = match tokio::time::timeout(self.timeout, call()).await {
+                Ok(result) => result,
+                Err(_) => {
+                    return Err(RegistryError::Timeout {
+                        registry: image.registry().to_string(),
+                        after: self.timeout,
+                    })
+                }
+            };
+            let wait = match &result {
+                Err(CallError::Status { status, retry_after, .. })
+                    if retryable(*status) && attempt < ATTEMPTS =>
+                {
+                    retry_after.map_or_else(|| backoff(attempt), |d| d.min(MAX_RETRY_AFTER))
+                }
+                _ => return result.map_err(|e| classify(image, auth, e)),
+            };
+            tracing::info!(registry = image.registry(), reference = %image.familiar(), attempt, wait_ms = wait.as_millis() as u64, "registry busy; trying again");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
         }
     }
 
@@ -263,8 +344,11 @@ fn classify(image: &ImageRef, auth: &Auth, e: CallError) -> RegistryError {
         CallError::Status { status: StatusCode::NOT_FOUND, .. } => {
             RegistryError::NotFound { registry, reference }
         }
-        CallError::Status { status: StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, detail } => {
+        CallError::Status { status: StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, detail, .. } => {
             RegistryError::Denied { sent: sent(image.registry(), auth), registry, reference, detail }
+        }
+        CallError::Status { status: StatusCode::TOO_MANY_REQUESTS, detail, .. } => {
+            RegistryError::RateLimited { registry, reference, attempts: ATTEMPTS, detail }
         }
         CallError::Status { detail, .. } | CallError::Invalid(detail) => {
             RegistryError::Failed { registry, reference, detail }
@@ -296,6 +380,98 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stand_in::{serve, Reply};
+
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    /// 1 200 tags `3.0.0` … `3.39.29`, listed sorted as text (so `3.9.x`
+    /// comes last), served 100 a page whatever `n` asks, with `Link`.
+    fn paging_registry() -> stand_in::StandIn {
+        let mut all: Vec<String> =
+            (0..40).flat_map(|minor| (0..30).map(move |p| format!("3.{minor}.{p}"))).collect();
+        all.sort();
+        serve(move |line| {
+            let Some(query) = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.split_once("tags/list?"))
+                .map(|(_, q)| q.to_string())
+            else {
+                return Reply::status("200 OK").header("docker-content-digest", DIGEST);
+            };
+            let param = |k: &str| {
+                query.split('&').find_map(|kv| kv.strip_prefix(&format!("{k}="))).map(str::to_string)
+            };
+            let n = param("n").and_then(|n| n.parse().ok()).unwrap_or(100usize).min(100);
+            let start =
+                param("last").map_or(0, |last| all.iter().position(|t| *t == last).map_or(0, |i| i + 1));
+            let page: Vec<&String> = all.iter().skip(start).take(n).collect();
+            let body = serde_json::json!({"name": "app", "tags": page}).to_string();
+            let mut reply = Reply::ok(body);
+            if start + n < all.len() {
+                let last = page.last().map(|t| t.as_str()).unwrap_or_default();
+                reply = reply.header("link", format!("</v2/app/tags/list?last={last}&n={n}>; rel=\"next\""));
+            }
+            reply
+        })
+    }
+
+    #[tokio::test]
+    async fn a_rate_limited_request_is_retried_after_the_registrys_retry_after() {
+        let count = std::sync::atomic::AtomicU32::new(0);
+        let server = serve(move |_| match count.fetch_add(1, Ordering::SeqCst) {
+            0 => Reply::status("429 Too Many Requests").header("retry-after", "1"),
+            1 => Reply::status("503 Service Unavailable"),
+            _ => Reply::status("200 OK").header("docker-content-digest", DIGEST),
+        });
+        let registry = Registry::with_plain_http(vec![server.addr.clone()], DEFAULT_TIMEOUT);
+        let image = ImageRef::parse(&format!("{}/app:1", server.addr)).expect("reference");
+        let digest = registry.digest(&image).await.map(|d| d.to_string());
+        assert_eq!(digest.as_deref(), Ok(DIGEST));
+        let seen =
+            server.seen.lock().map(|s| s.iter().map(|(at, _)| *at).collect::<Vec<_>>()).unwrap_or_default();
+        assert_eq!(seen.len(), 3, "429, 503, then the answer");
+        assert!(
+            seen[1] - seen[0] >= Duration::from_secs(1),
+            "waited the Retry-After: {:?}",
+            seen[1] - seen[0]
+        );
+        assert!(
+            seen[2] - seen[1] >= Duration::from_millis(900),
+            "then our own backoff: {:?}",
+            seen[2] - seen[1]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_registry_that_keeps_rate_limiting_is_said_to() {
+        let server = serve(|_| Reply::status("429 Too Many Requests").header("retry-after", "0"));
+        let registry = Registry::with_plain_http(vec![server.addr.clone()], DEFAULT_TIMEOUT);
+        let image = ImageRef::parse(&format!("{}/app:1", server.addr)).expect("reference");
+        let err = registry.digest(&image).await.map_err(|e| e.to_string());
+        let err = err.expect_err("rate limited");
+        assert!(err.contains("rate limited") && err.contains("3 attempts"), "{err}");
+        assert_eq!(server.lines().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn tag_lists_are_read_to_the_end_through_link_headers() {
+        let server = paging_registry();
+        let registry = Registry::with_plain_http(vec![server.addr.clone()], DEFAULT_TIMEOUT);
+        let image = ImageRef::parse(&format!("{}/app", server.addr)).expect("reference");
+        let tags = registry.tags(&image).await.expect("tags");
+        assert_eq!(tags.len(), 1200, "every page is read");
+        assert_eq!(registry.calls(), 12, "pages of 100");
+        let lines = server.lines();
+        assert!(lines[0].contains("tags/list?n=1000 "), "asks for many: {}", lines[0]);
+        assert!(
+            lines[1..].iter().all(|l| l.contains("tags/list?last=") && l.contains("&n=100 ")),
+            "follows the links: {lines:?}"
+        );
+        let range = semver::VersionReq::parse("^3").expect("range");
+        let best = crate::resolve::tag::pick(&tags, &range, false, "").map(|t| t.tag.to_string());
+        assert_eq!(best.as_deref(), Some("3.39.29"), "the highest, on the last page by text order");
+    }
 
     #[test]
     fn loopback_registries_are_recognised() {

@@ -5,17 +5,24 @@
 //!
 //! Each distinct repository's tags and each distinct reference's digest is
 //! fetched once per pass, several at a time.
+//!
+//! A `track` target is resolved per container: each stays in the flavour
+//! of the tag it runs (`-alpine`), see [`tag`].
 
 use std::collections::{HashMap, HashSet};
 
 use futures_util::stream::{self, StreamExt};
-use semver::{Version, VersionReq};
+use semver::VersionReq;
 
 use crate::manifest::{Manifest, PullPolicy, Target, Want};
-use crate::observe::Observed;
+use crate::observe::{Observed, ObservedContainer};
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistryError};
-use crate::types::{Digest, ImageId};
+use crate::types::{ContainerId, Digest, ImageId};
+
+pub mod tag;
+
+pub use tag::TagVersion;
 
 /// How many registry requests run at once.
 pub const CONCURRENCY: usize = 8;
@@ -39,16 +46,27 @@ pub enum ResolveError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
     /// No tag matches the range.
-    #[error("no tag of {repository} matches semver {range}{} ({seen} tags seen)", if *.prerelease { " (pre-releases included)" } else { "" })]
+    #[error("no {} tag of {repository} matches semver {range}{} ({seen} tags seen)", if .flavour.is_empty() { "plain".to_string() } else { format!("`-{}`", .flavour) }, if *.prerelease { " (pre-releases included)" } else { "" })]
     NoMatchingTag {
         /// The repository.
         repository: String,
         /// The range.
         range: String,
+        /// The flavour looked for (`alpine`; empty: tags without a suffix).
+        flavour: String,
         /// Whether pre-releases were considered.
         prerelease: bool,
         /// How many tags the registry listed.
         seen: usize,
+    },
+    /// The repository's version tags come in several flavours and neither
+    /// the target nor the container's tag says which.
+    #[error("the tags of {repository} come in flavours {}; the container's tag names none, so set `track.flavor` to one", .flavours.join(", "))]
+    AmbiguousFlavour {
+        /// The repository.
+        repository: String,
+        /// The flavours its version tags carry.
+        flavours: Vec<String>,
     },
     /// `pull: never` and the image is not on the host.
     #[error("{reference} is not present locally and pull is `never`")]
@@ -58,8 +76,62 @@ pub enum ResolveError {
     },
 }
 
-/// Resolution outcome per target index.
-pub type Resolved = HashMap<usize, Result<Desired, ResolveError>>;
+/// Resolution outcomes: per target, or for a `track` target per container
+/// (each keeps its own flavour).
+#[derive(Debug, Clone, Default)]
+pub struct Resolved {
+    targets: HashMap<usize, Result<Desired, ResolveError>>,
+    containers: HashMap<(usize, ContainerId), Result<Desired, ResolveError>>,
+}
+
+impl Resolved {
+    /// Nothing resolved.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The outcome for `container` under target `index`.
+    pub fn get(&self, index: usize, container: &ContainerId) -> Option<&Result<Desired, ResolveError>> {
+        self.containers.get(&(index, container.clone())).or_else(|| self.targets.get(&index))
+    }
+
+    /// Records the outcome for every container of target `index`.
+    pub fn insert(&mut self, index: usize, result: Result<Desired, ResolveError>) {
+        self.targets.insert(index, result);
+    }
+
+    /// Records the outcome for one container of target `index`.
+    pub fn insert_for(
+        &mut self,
+        index: usize,
+        container: ContainerId,
+        result: Result<Desired, ResolveError>,
+    ) {
+        self.containers.insert((index, container), result);
+    }
+}
+
+impl FromIterator<(usize, Result<Desired, ResolveError>)> for Resolved {
+    fn from_iter<I: IntoIterator<Item = (usize, Result<Desired, ResolveError>)>>(iter: I) -> Self {
+        Self { targets: iter.into_iter().collect(), containers: HashMap::new() }
+    }
+}
+
+impl<const N: usize> From<[(usize, Result<Desired, ResolveError>); N]> for Resolved {
+    fn from(entries: [(usize, Result<Desired, ResolveError>); N]) -> Self {
+        entries.into_iter().collect()
+    }
+}
+
+/// The reference chosen for whom, with its pull policy.
+type Choice = (For, Result<(ImageRef, PullPolicy), ResolveError>);
+
+/// Whom a resolution is for: every container of a target, or one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum For {
+    Target(usize),
+    Container(usize, ContainerId),
+}
 
 /// Resolves the targets at `indices` (see [`crate::plan::needs_resolution`]).
 pub async fn resolve(
@@ -85,14 +157,14 @@ pub async fn resolve(
         .collect()
         .await;
 
-    // Phase 2: the concrete reference of each target.
-    let chosen: HashMap<usize, Result<(ImageRef, PullPolicy), ResolveError>> =
-        targets.iter().map(|t| (t.index, choose(t, observed, &tags))).collect();
+    // Phase 2: the concrete reference of each target, or of each
+    // container of a track target.
+    let chosen: Vec<Choice> = targets.iter().flat_map(|t| choose(t, observed, &tags)).collect();
 
     // Phase 3: digests of the references the registry must answer for.
     let lookups: HashSet<ImageRef> = chosen
-        .values()
-        .filter_map(|c| c.as_ref().ok())
+        .iter()
+        .filter_map(|(_, c)| c.as_ref().ok())
         .filter(|(r, pull)| r.digest().is_none() && needs_registry(r, *pull, observed))
         .map(|(r, _)| r.clone())
         .collect();
@@ -105,41 +177,86 @@ pub async fn resolve(
         .collect()
         .await;
 
-    chosen
-        .into_iter()
-        .map(|(index, c)| (index, c.and_then(|(r, pull)| finish(r, pull, observed, &digests))))
-        .collect()
+    let mut resolved = Resolved::new();
+    for (whom, c) in chosen {
+        let result = c.and_then(|(r, pull)| finish(r, pull, observed, &digests));
+        match whom {
+            For::Target(index) => resolved.insert(index, result),
+            For::Container(index, id) => resolved.insert_for(index, id, result),
+        }
+    }
+    resolved
 }
 
-/// The reference a target runs: its image, or the best tag of its track.
+/// The reference a target runs: its image, or for each of its containers
+/// the best tag of its track in that container's flavour.
 fn choose(
     t: &Target,
     observed: &Observed,
     tags: &HashMap<String, Result<Vec<String>, RegistryError>>,
-) -> Result<(ImageRef, PullPolicy), ResolveError> {
+) -> Vec<Choice> {
     let pull = t.settings.pull;
-    match &t.want {
-        Want::Image(r) => Ok((r.clone(), pull)),
-        Want::Track { image, range, prerelease } => {
-            let available: Vec<String> = if pull == PullPolicy::Never {
-                local_tags(observed, image)
-            } else {
-                match tags.get(&image.name()) {
-                    Some(Ok(list)) => list.clone(),
-                    Some(Err(e)) => return Err(e.clone().into()),
-                    None => Vec::new(),
-                }
-            };
-            let tag =
-                pick_tag(&available, range, *prerelease).ok_or_else(|| ResolveError::NoMatchingTag {
-                    repository: image.name(),
-                    range: range.to_string(),
-                    prerelease: *prerelease,
-                    seen: available.len(),
-                })?;
-            Ok((image.with_tag(&tag), pull))
+    let Want::Track { image, range, prerelease, flavor } = &t.want else {
+        return vec![(For::Target(t.index), Ok((t.want.image().clone(), pull)))];
+    };
+    let available: Vec<String> = if pull == PullPolicy::Never {
+        local_tags(observed, image)
+    } else {
+        match tags.get(&image.name()) {
+            Some(Ok(list)) => list.clone(),
+            Some(Err(e)) => return vec![(For::Target(t.index), Err(e.clone().into()))],
+            None => Vec::new(),
         }
+    };
+    let track = Track { image, range, prerelease: *prerelease, flavor: flavor.as_deref(), tags: &available };
+    observed
+        .selected(t.index)
+        .map(|c| {
+            let running = running_tag(c, observed, image);
+            (For::Container(t.index, c.id.clone()), track.choose(running.as_deref()).map(|r| (r, pull)))
+        })
+        .collect()
+}
+
+/// A `track` target with its repository's tags.
+struct Track<'a> {
+    image: &'a ImageRef,
+    range: &'a VersionReq,
+    prerelease: bool,
+    flavor: Option<&'a str>,
+    tags: &'a [String],
+}
+
+impl Track<'_> {
+    /// The tag for a container that runs `running` (a tag of the repository).
+    fn choose(&self, running: Option<&str>) -> Result<ImageRef, ResolveError> {
+        let flavour = tag::flavour(self.tags, self.flavor, running).map_err(|tag::Ambiguous(flavours)| {
+            ResolveError::AmbiguousFlavour { repository: self.image.name(), flavours }
+        })?;
+        let chosen = tag::pick(self.tags, self.range, self.prerelease, &flavour).ok_or_else(|| {
+            ResolveError::NoMatchingTag {
+                repository: self.image.name(),
+                range: self.range.to_string(),
+                flavour: flavour.clone(),
+                prerelease: self.prerelease,
+                seen: self.tags.len(),
+            }
+        })?;
+        Ok(self.image.with_tag(chosen.tag))
     }
+}
+
+/// The tag of `repo` that container `c` runs: the one it was created from,
+/// else (the tag moved on) a version tag its image still carries.
+pub fn running_tag(c: &ObservedContainer, observed: &Observed, repo: &ImageRef) -> Option<String> {
+    let name = repo.name();
+    let of_repo = |r: &str| {
+        ImageRef::parse(r).ok().filter(|r| r.name() == name).and_then(|r| r.tag().map(str::to_string))
+    };
+    of_repo(&c.image).or_else(|| {
+        let image = observed.images.get(&c.image_id)?;
+        image.repo_tags.iter().filter_map(|t| of_repo(t)).find(|t| TagVersion::parse(t).is_some())
+    })
 }
 
 fn needs_registry(r: &ImageRef, pull: PullPolicy, observed: &Observed) -> bool {
@@ -195,71 +312,11 @@ fn local_tags(observed: &Observed, repo: &ImageRef) -> Vec<String> {
         .collect()
 }
 
-/// The highest tag that is a semver version matching `range`.
-///
-/// Tags may carry a leading `v` (`v1.4.2`). Pre-release tags count only when
-/// `prerelease` is set; then a pre-release matches when its release version
-/// would (`1.5.0-rc.1` for `^1.4`), which is what "follow release
-/// candidates of this line" means to an operator. Among equal versions with
-/// different spellings (`1.4.2`, `v1.4.2`) the plain one wins, so the choice
-/// is stable whatever order the registry lists them in.
-pub fn pick_tag(tags: &[String], range: &VersionReq, prerelease: bool) -> Option<String> {
-    tags.iter()
-        .filter_map(|tag| {
-            let v = Version::parse(tag.strip_prefix('v').unwrap_or(tag)).ok()?;
-            let ok = if v.pre.is_empty() {
-                range.matches(&v)
-            } else {
-                prerelease && (range.matches(&v) || range.matches(&Version::new(v.major, v.minor, v.patch)))
-            };
-            ok.then_some((v, !tag.starts_with('v'), tag))
-        })
-        .max_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(b.2.cmp(a.2)))
-        .map(|(_, _, tag)| tag.clone())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    fn pick(tags: &[&str], range: &str, pre: bool) -> Option<String> {
-        let tags: Vec<String> = tags.iter().map(|s| s.to_string()).collect();
-        pick_tag(&tags, &VersionReq::parse(range).expect(range), pre)
-    }
-
-    #[test]
-    fn picks_highest_matching_tag() {
-        let tags = ["1.3.9", "1.4.0", "1.4.2", "1.10.0", "2.0.0", "latest", "1.5.0-rc.1", "v1.9.1"];
-        let cases = [
-            ("^1.4", false, Some("1.10.0")),
-            ("~1.4", false, Some("1.4.2")),
-            ("=1.3.9", false, Some("1.3.9")),
-            (">=1.4, <1.10", false, Some("v1.9.1")),
-            ("^3", false, None),
-            ("^2", false, Some("2.0.0")),
-        ];
-        for (range, pre, expected) in cases {
-            assert_eq!(pick(&tags, range, pre).as_deref(), expected, "{range}");
-        }
-    }
-
-    #[test]
-    fn prereleases_only_when_asked() {
-        let tags = ["1.4.2", "1.5.0-rc.1", "2.0.0-beta.1"];
-        assert_eq!(pick(&tags, "^1.4", false).as_deref(), Some("1.4.2"));
-        assert_eq!(pick(&tags, "^1.4", true).as_deref(), Some("1.5.0-rc.1"));
-        // A pre-release of the next major is still outside ^1.4.
-        assert_eq!(pick(&["2.0.0-beta.1"], "^1.4", true), None);
-        // A release beats its own release candidate.
-        assert_eq!(pick(&["1.5.0-rc.1", "1.5.0"], "^1.4", true).as_deref(), Some("1.5.0"));
-    }
-
-    #[test]
-    fn plain_spelling_wins_over_v_prefix() {
-        assert_eq!(pick(&["v1.4.2", "1.4.2"], "^1", false).as_deref(), Some("1.4.2"));
-        assert_eq!(pick(&["1.4.2", "v1.4.2"], "^1", false).as_deref(), Some("1.4.2"));
-    }
+    use semver::Version;
 
     proptest! {
         // The pick matches the range and no matching tag is higher.
@@ -270,14 +327,13 @@ mod tests {
         ) {
             let tags: Vec<String> = versions.iter().map(|(a, b, c)| format!("{a}.{b}.{c}")).collect();
             let range = VersionReq::parse(&format!("^{major}.{minor}")).map_err(|e| TestCaseError::fail(e.to_string()))?;
-            let best = pick_tag(&tags, &range, false);
+            let best = tag::pick(&tags, &range, false, "");
             let matching: Vec<Version> = tags.iter().filter_map(|t| Version::parse(t).ok()).filter(|v| range.matches(v)).collect();
             match best {
                 None => prop_assert!(matching.is_empty()),
-                Some(tag) => {
-                    let v = Version::parse(&tag).map_err(|e| TestCaseError::fail(e.to_string()))?;
-                    prop_assert!(range.matches(&v));
-                    prop_assert!(matching.iter().all(|m| *m <= v));
+                Some(t) => {
+                    prop_assert!(range.matches(&t.version));
+                    prop_assert!(matching.iter().all(|m| *m <= t.version));
                 }
             }
         }

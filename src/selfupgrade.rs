@@ -241,6 +241,7 @@ mod tests {
         let req = SwapRequest {
             container: "agent".into(),
             image: "registry.local:5000/agent:2".parse().expect("ref"),
+            planned: None,
             settings: Settings {
                 health: HealthGate {
                     timeout: Duration::from_secs(90),

@@ -44,12 +44,13 @@ fn a_failing_pull_is_retried_on_the_backoff_not_every_pass() {
         .spawn()
         .expect("spawn run");
 
-    // Each pull by the engine begins with one HEAD of the tag, sent with
-    // the engine's user agent (the plan's own lookups carry another).
+    // Each pull by the engine fetches the planned digest's manifest once
+    // (the swap pulls `app@sha256:…`, not the tag), sent with the engine's
+    // user agent (the plan's own lookups carry another).
     let attempts = || {
         let log = registry.log();
         log.lines()
-            .filter(|l| l.contains("\"HEAD ") && l.contains("/manifests/2 ") && l.contains("\"docker/"))
+            .filter(|l| l.contains("\"GET ") && l.contains("/manifests/sha256:") && l.contains("\"docker/"))
             .count()
     };
     wait_for("a first pull attempt", Duration::from_secs(60), || attempts() >= 1);

@@ -147,7 +147,7 @@ fn request(args: UpgradeArgs) -> Result<SwapRequest, Failure> {
         health: HealthGate { timeout: args.health_timeout.0, stable: args.stable.0, probe: args.probe },
     };
     let op_id = args.op_id.map(OpId::new);
-    Ok(SwapRequest { container: args.container, image, settings, op_id })
+    Ok(SwapRequest { container: args.container, image, planned: None, settings, op_id })
 }
 
 pub async fn upgrade(args: UpgradeArgs) -> Result<u8, Failure> {

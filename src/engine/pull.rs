@@ -85,4 +85,17 @@ impl Engine {
         };
         self.bounded_for(&what, "images/create", PULL_TIMEOUT, run).await
     }
+
+    /// Gives the image `id` the name `image` (`repo:tag`), as `docker tag`
+    /// does: after a pull by digest, the name the user wrote points at
+    /// exactly the planned content.
+    pub async fn tag(&self, id: &str, image: &ImageRef) -> Result<(), EngineError> {
+        let tag = image.tag().unwrap_or("latest");
+        let what = format!("tagging {id} as {}", image.familiar());
+        let options = bollard::query_parameters::TagImageOptions {
+            repo: Some(image.name()),
+            tag: Some(tag.to_string()),
+        };
+        self.bounded(&what, "images/tag", self.docker.tag_image(id, Some(options))).await
+    }
 }

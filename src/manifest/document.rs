@@ -203,4 +203,8 @@ pub struct TrackDoc {
     /// Consider pre-release tags (`1.5.0-rc.1`).
     #[serde(default)]
     pub prerelease: bool,
+    /// The tag suffix to follow (`alpine` for `1.25.3-alpine`); absent:
+    /// the one of the tag each container runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flavor: Option<String>,
 }

@@ -125,6 +125,8 @@ pub enum Want {
         range: VersionReq,
         /// Whether pre-release tags count.
         prerelease: bool,
+        /// The tag suffix to follow (`alpine`); `None`: each container's own.
+        flavor: Option<String>,
     },
 }
 

@@ -234,7 +234,14 @@ fn track(src: &Source, path: &str, t: &TrackDoc) -> Result<Want, Problem> {
             format!("invalid semver range `{}` ({e}); expected e.g. ^1.4, ~2.19, >=1.2, <2", t.semver),
         )
     })?;
-    Ok(Want::Track { image, range, prerelease: t.prerelease })
+    let flavor = t.flavor.as_deref().map(|f| f.trim_start_matches('-'));
+    if let Some(f) = flavor.filter(|f| !f.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))) {
+        return Err(src.problem(
+            &format!("{path}.flavor"),
+            format!("`{f}` cannot be a tag suffix; allowed: letters, digits, `.`, `_`, `-` (e.g. alpine, bookworm-slim)"),
+        ));
+    }
+    Ok(Want::Track { image, range, prerelease: t.prerelease, flavor: flavor.map(str::to_string) })
 }
 
 /// Merges a target's (or `defaults`') overrides over `base`.

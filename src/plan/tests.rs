@@ -110,6 +110,61 @@ fn moved_tag_plans_upgrade_naming_the_new_digest() {
 }
 
 #[test]
+fn an_image_with_several_digests_of_the_repository_is_up_to_date_by_any_of_them() {
+    // Pulled by tag and through an index (or pinned by digest on top of a
+    // tag): two digests of one repository, listed alphabetically by Docker.
+    // Whichever the registry names, the content is the same.
+    let m = manifest(&format!("targets:\n  - container: web\n    image: {REG}/app:1\n"));
+    let other = format!("{REG}/other@{}", digest('0'));
+    for (digests, registry) in [
+        (vec![digest('1'), digest('7')], digest('7')),
+        (vec![digest('1'), digest('7')], digest('1')),
+        (vec![digest('7'), digest('1')], digest('7')),
+    ] {
+        let mut repo_digests: Vec<String> = digests.iter().map(|d| format!("{REG}/app@{d}")).collect();
+        repo_digests.insert(0, other.clone());
+        let observed = World::new()
+            .container("web", &format!("{REG}/app:1"), "img-1", &[])
+            .image("img-1", &[&format!("{REG}/app:1")], &repo_digests)
+            .observe(&m);
+        let p = plan(&m, &observed, &registry_says(0, &format!("{REG}/app:1"), registry.clone()));
+        let e = only(&p);
+        assert_eq!(e.action, Action::None, "{digests:?} vs {registry}: {}", e.reason);
+        assert_eq!(e.current.as_ref().and_then(|c| c.digest.clone()), Some(registry.to_string()));
+        // A digest it does not carry is still a move.
+        let p = plan(&m, &observed, &registry_says(0, &format!("{REG}/app:1"), digest('9')));
+        assert_eq!(only(&p).action, Action::Upgrade);
+    }
+}
+
+#[test]
+fn a_tracked_container_above_every_matching_tag_is_never_moved_down() {
+    let m = manifest(&format!("targets:\n  - container: web\n    track: {{image: {REG}/app, semver: ^3}}\n"));
+    let running = |tag: &str| {
+        World::new()
+            .container("web", &format!("{REG}/app:{tag}"), "img-1", &[])
+            .image("img-1", &[&format!("{REG}/app:{tag}")], &[format!("{REG}/app@{}", digest('1'))])
+            .observe(&m)
+    };
+    let chose = |tag: &str| registry_says(0, &format!("{REG}/app:{tag}"), digest('2'));
+    // (running, chosen by the track, action)
+    for (run, chosen, action) in [
+        ("v3.29.9", "v3.17.9", Action::None),
+        ("3.29.9", "3.29.8", Action::None),
+        ("3.29", "3.28.9", Action::None),
+        ("3.17.9", "3.29.9", Action::Upgrade),
+        ("latest", "3.17.9", Action::Upgrade),
+    ] {
+        let p = plan(&m, &running(run), &chose(chosen));
+        let e = only(&p);
+        assert_eq!(e.action, action, "{run} → {chosen}: {}", e.reason);
+        if action == Action::None {
+            assert!(e.reason.starts_with(&format!("warning: runs {run}, above {chosen}")), "{}", e.reason);
+        }
+    }
+}
+
+#[test]
 fn different_tag_same_content_is_up_to_date() {
     let m = manifest(&format!("targets:\n  - container: web\n    image: {REG}/app:latest\n"));
     let observed = app_world().observe(&m);

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use reqwest::header::{HeaderMap, ACCEPT, WWW_AUTHENTICATE};
+use reqwest::header::{HeaderMap, ACCEPT, LINK, WWW_AUTHENTICATE};
 use reqwest::{Method, Response, StatusCode, Url};
 use serde::Deserialize;
 use tokio::sync::Mutex;
@@ -28,6 +28,30 @@ const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
 const DOCKER_HUB_HOST: &str = "registry-1.docker.io";
 /// The largest tag list page, token or error body read.
 const MAX_BODY: usize = 4 << 20;
+
+/// One page of a repository's tags.
+pub struct TagPage {
+    /// The tags on it.
+    pub tags: Vec<String>,
+    /// The next page, when the registry's `Link` header names one.
+    pub next: Option<Url>,
+    /// Where this page was read.
+    pub url: Url,
+}
+
+/// The target of a `Link: <url>; rel="next"` header value (RFC 8288; the
+/// distribution API pages tag lists with it).
+fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|link| {
+        let (target, params) = link.trim().split_once(';')?;
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        let is_next = params.split(';').any(|p| {
+            let p = p.trim().replace(' ', "");
+            p.eq_ignore_ascii_case("rel=\"next\"") || p.eq_ignore_ascii_case("rel=next")
+        });
+        is_next.then(|| target.to_string())
+    })
+}
 
 /// The credentials sent to one registry.
 #[derive(Clone, Default)]
@@ -52,6 +76,9 @@ pub enum CallError {
         status: StatusCode,
         /// The registry's own message, else the status text.
         detail: String,
+        /// How long the registry asks to wait before trying again
+        /// (`Retry-After` in seconds, on 429 and 503).
+        retry_after: Option<std::time::Duration>,
     },
     /// An answer that cannot be used.
     Invalid(String),
@@ -103,27 +130,44 @@ impl Distribution {
             .ok_or_else(|| CallError::Invalid("the registry sent no Docker-Content-Digest header".into()))
     }
 
-    /// Up to `n` tags of `image`'s repository after `last`.
-    pub async fn tags_page(
-        &self,
-        image: &ImageRef,
-        auth: &Auth,
-        n: usize,
-        last: Option<&str>,
-    ) -> Result<Vec<String>, CallError> {
+    /// The first page of `image`'s tags, asking for `n` (a registry may
+    /// send fewer: Docker Hub sends at most 100), and where the next page
+    /// is when the registry says there is one.
+    pub async fn tags_first(&self, image: &ImageRef, auth: &Auth, n: usize) -> Result<TagPage, CallError> {
+        let mut url = self.url(image, "tags/list")?;
+        url.query_pairs_mut().append_pair("n", &n.to_string());
+        self.tags_at(image, auth, url).await
+    }
+
+    /// The page of tags at `url` (a [`TagPage::next`]).
+    pub async fn tags_at(&self, image: &ImageRef, auth: &Auth, url: Url) -> Result<TagPage, CallError> {
         #[derive(Deserialize)]
         struct TagList {
             tags: Option<Vec<String>>,
         }
-        let mut url = self.url(image, "tags/list")?;
-        url.query_pairs_mut().append_pair("n", &n.to_string());
-        if let Some(last) = last {
-            url.query_pairs_mut().append_pair("last", last);
-        }
-        let body = read_bounded(self.send(image, auth, Method::GET, url).await?).await?;
+        let response = self.send(image, auth, Method::GET, url.clone()).await?;
+        let next = response
+            .headers()
+            .get_all(LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(next_link)
+            .and_then(|link| url.join(&link).ok())
+            // Only the same registry: a link elsewhere would get our
+            // credentials for this one.
+            .filter(|next| next.origin() == url.origin());
+        let body = read_bounded(response).await?;
         let list: TagList = serde_json::from_slice(&body)
             .map_err(|e| CallError::Invalid(format!("the registry sent an unreadable tag list: {e}")))?;
-        Ok(list.tags.unwrap_or_default())
+        Ok(TagPage { tags: list.tags.unwrap_or_default(), next, url })
+    }
+
+    /// The URL of the page after `last` in a registry that pages by `last`
+    /// but sends no `Link` header.
+    pub fn tags_after(&self, page: &TagPage, n: usize, last: &str) -> Url {
+        let mut url = page.url.clone();
+        url.query_pairs_mut().clear().append_pair("n", &n.to_string()).append_pair("last", last);
+        url
     }
 
     /// `scheme://host/v2/<repository>/<path>`.
@@ -241,8 +285,16 @@ async fn success(response: Response) -> Result<Response, CallError> {
     if status.is_success() {
         return Ok(response);
     }
+    // Only the seconds form: registries send that (an HTTP date is rare and
+    // falls back to our own backoff).
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .map(std::time::Duration::from_secs);
     let body = read_bounded(response).await.unwrap_or_default();
-    Err(CallError::Status { status, detail: message(status, &body) })
+    Err(CallError::Status { status, detail: message(status, &body), retry_after })
 }
 
 /// The registry's own words for an error (`{"errors": [{"message": …}]}`),
@@ -441,6 +493,23 @@ mod tests {
             matches!(refused, Err(CallError::Status { status: StatusCode::UNAUTHORIZED, .. })),
             "{refused:?}"
         );
+    }
+
+    #[test]
+    fn next_links_are_read_as_registries_send_them() {
+        let cases = [
+            (r#"</v2/a/tags/list?last=x&n=100>; rel="next""#, Some("/v2/a/tags/list?last=x&n=100")),
+            (
+                r#"<https://r.io/v2/a/tags/list?n=5&last=b>; rel=next"#,
+                Some("https://r.io/v2/a/tags/list?n=5&last=b"),
+            ),
+            (r#"</x>; rel="prev", </y>; rel="next""#, Some("/y")),
+            (r#"</x>; rel="prev""#, None),
+            ("garbage", None),
+        ];
+        for (header, expected) in cases {
+            assert_eq!(next_link(header).as_deref(), expected, "{header}");
+        }
     }
 
     #[test]

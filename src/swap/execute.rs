@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::Instrument;
@@ -23,6 +24,9 @@ pub struct Swapper {
     journal: Journal,
     show_progress: bool,
     own: Option<ContainerId>,
+    /// One lock per reference being pulled: swaps of a pass that need the
+    /// same image wait for one pull instead of each pulling it.
+    pulling: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 /// What `prepare` learned before anything is touched.
@@ -36,7 +40,13 @@ impl Swapper {
     /// A swapper over `engine`, journaling to `journal`. Pull progress is
     /// printed on stderr when it is a terminal.
     pub fn new(engine: Engine, journal: Journal) -> Self {
-        Self { engine, journal, show_progress: std::io::stderr().is_terminal(), own: None }
+        Self {
+            engine,
+            journal,
+            show_progress: std::io::stderr().is_terminal(),
+            own: None,
+            pulling: Arc::default(),
+        }
     }
 
     /// Tells the swapper which container this process runs in: it is never
@@ -150,23 +160,38 @@ impl Swapper {
     /// The controller's hand-off to its helper pulls through here too, so
     /// one pull policy covers every container, its own included.
     pub async fn pull(&self, req: &SwapRequest) -> Result<ImageDetails, PullError> {
-        let reference = req.image.to_string();
         let image = req.image.familiar();
+        // A planned digest is pulled as `name@digest`: exactly what was planned.
+        let source = match &req.planned {
+            Some(d) if req.settings.pull != PullPolicy::Never => req.image.pinned_only(d.clone()),
+            _ => req.image.clone(),
+        };
+        let reference = source.to_string();
+        let lock = self.pulling.lock().map(|mut m| m.entry(reference.clone()).or_default().clone());
+        let _pulling = match &lock {
+            Ok(lock) => Some(lock.lock().await),
+            Err(_) => None,
+        };
         let present = self.engine.inspect_image(&reference).await?;
         let must_pull = match req.settings.pull {
+            // A digest names its content: present is exactly what a pull
+            // would bring (another swap of this pass pulled it already).
+            PullPolicy::Always if source.digest().is_some() => present.is_none(),
             PullPolicy::Always => true,
             PullPolicy::IfMissing => present.is_none(),
             PullPolicy::Never => false,
         };
         if !must_pull {
-            return present.ok_or(PullError::NotPresent);
+            let image = present.ok_or(PullError::NotPresent)?;
+            self.name_as_written(&source, req, &image, &reference).await?;
+            return Ok(image);
         }
         let registry = req.image.registry().to_string();
         let credentials =
             tokio::task::spawn_blocking(move || crate::registry::credentials(&registry)).await.ok().flatten();
         let show = self.show_progress;
         self.engine
-            .pull(&req.image, credentials, |p| {
+            .pull(&source, credentials, |p| {
                 if show {
                     eprintln!(
                         "{image}: {}{}{}",
@@ -177,7 +202,24 @@ impl Swapper {
                 }
             })
             .await?;
-        self.engine.inspect_image(&reference).await?.ok_or(PullError::Vanished)
+        let pulled = self.engine.inspect_image(&reference).await?.ok_or(PullError::Vanished)?;
+        self.name_as_written(&source, req, &pulled, &reference).await?;
+        Ok(pulled)
+    }
+
+    /// Tags the image fetched by digest as the name the user wrote: the
+    /// create names it so, and the container shows it.
+    async fn name_as_written(
+        &self,
+        source: &crate::reference::ImageRef,
+        req: &SwapRequest,
+        image: &ImageDetails,
+        reference: &str,
+    ) -> Result<(), PullError> {
+        if *source != req.image {
+            self.engine.tag(image.id.as_deref().unwrap_or(reference), &req.image).await?;
+        }
+        Ok(())
     }
 
     /// Makes `req.image` present for a swap of `old` that another process
@@ -259,6 +301,17 @@ impl Swapper {
             .await
             .map_err(StepError::engine("creating the new container"))?;
         op.new_id = Some(id.clone());
+        // The create names the image by tag; whatever moved that tag since
+        // the pull (another pull, a `docker tag`), run only what was planned.
+        let created = self
+            .engine
+            .inspect_container(id.as_str())
+            .await
+            .map_err(StepError::engine("inspecting the new container"))?;
+        let image = created.and_then(|c| c.image).unwrap_or_default();
+        if image != op.new_image_id.as_str() {
+            return Err(StepError::ImageMoved { planned: op.new_image_id.to_string(), created: image });
+        }
         for (network, endpoint) in &spec.extra_networks {
             self.engine
                 .connect_network(network, &id, endpoint.clone())

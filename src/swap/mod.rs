@@ -38,8 +38,13 @@ use journal::{JournalError, OpRecord};
 pub struct SwapRequest {
     /// The container, by name or id.
     pub container: String,
-    /// The image to run.
+    /// The image to run, as the user wrote it (the new container shows it).
     pub image: ImageRef,
+    /// The registry digest the plan chose for `image`'s tag. When set, the
+    /// swap pulls exactly that (`name@digest`), names it `image`, and
+    /// creates from it — a tag moved since the plan, or a mirror serving
+    /// an older one, cannot change what runs. `None`: pull `image` as is.
+    pub planned: Option<crate::types::Digest>,
     /// Pull policy, order, rollback, cleanup and the health gate.
     pub settings: Settings,
     /// The op id to use; `None` makes a new one. A helper is given its op

@@ -21,6 +21,7 @@
 
 mod cleanup;
 mod credentials;
+mod distribution;
 mod image;
 mod process;
 mod registry;
@@ -38,6 +39,8 @@ use tempfile::TempDir;
 // Each tests/*.rs is its own crate and uses only some of these.
 #[allow(unused_imports)]
 pub use credentials::{base64, Login};
+#[allow(unused_imports)]
+pub use distribution::{http, Stored, MANIFEST_LIST, MANIFEST_V2};
 #[allow(unused_imports)]
 pub use image::{testbox_binary, ImageSpec};
 #[allow(unused_imports)]

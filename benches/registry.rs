@@ -1,0 +1,105 @@
+//! What a pass costs the registry, printed, not asserted (issue 11):
+//!
+//! 1. A no-change pass over 100 targets on 10 repositories: registry
+//!    requests (our client's count: HEADs, tag pages, token fetches, no
+//!    `/v2/` ping) — target one HEAD per distinct reference — and the
+//!    registry's own access log lines for that pass.
+//! 2. A pass that moves 10 containers to one new image: engine pulls
+//!    (`images/create`) — target 1.
+//!
+//! `cargo bench --features docker-tests --bench registry`
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::Duration;
+
+use common::{ImageSpec, TestRun};
+use container_upgrader::engine::Engine;
+use container_upgrader::manifest::Manifest;
+use container_upgrader::plan::{self, Action};
+use container_upgrader::reconcile;
+use container_upgrader::registry::{self, Registry};
+use container_upgrader::swap::journal::Journal;
+use container_upgrader::swap::Swapper;
+use container_upgrader::{observe, resolve};
+
+const REPOS: usize = 10;
+const PER_REPO: usize = 10;
+
+fn main() {
+    let run = TestRun::new("bench_registry");
+    let registry = run.registry();
+    let repos: Vec<String> = (0..REPOS).map(|i| registry.repo(&format!("app{i}"))).collect();
+    for repo in &repos {
+        let spec = ImageSpec { env: vec![("TESTBOX_VERSION", "1")], ..Default::default() };
+        run.publish(&format!("{repo}:1"), &spec);
+    }
+    let spec = ImageSpec { env: vec![("TESTBOX_VERSION", "2")], ..Default::default() };
+    run.publish(&format!("{}:2", repos[0]), &spec);
+    // The engine must pull app0:2 itself in part 2.
+    run.docker(&["rmi", &format!("{}:2", repos[0])]);
+    let mut text = String::from("version: 1\ntargets:\n");
+    for (r, repo) in repos.iter().enumerate() {
+        for i in 0..PER_REPO {
+            let suffix = format!("c{r}-{i}");
+            run.run_container(&suffix, &format!("{repo}:1"), &[]);
+            text += &format!("  - container: {}\n    image: {repo}:1\n", run.name(&suffix));
+        }
+    }
+    let manifest = Manifest::parse("bench.yaml", &text).expect("manifest");
+    let state = run.empty_dir("state");
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let engine = Engine::connect().await.expect("engine");
+        // 1. No-change pass.
+        let observed = observe::observe(&engine, &manifest, &Default::default()).await.expect("observe");
+        let needed = plan::needs_resolution(&manifest, &observed);
+        let client =
+            Registry::new(&[], manifest.targets.iter().map(|t| t.want.image()), registry::DEFAULT_TIMEOUT);
+        let log_before = registry.log().lines().count();
+        let resolved = resolve::resolve(&manifest, &observed, &client, &needed).await;
+        let p = plan::plan(&manifest, &observed, &resolved);
+        assert_eq!(p.count(Action::None), REPOS * PER_REPO, "not a no-change plan: {:?}", p.actions.first());
+        let log: Vec<String> = registry.log().lines().skip(log_before).map(str::to_string).collect();
+        let count = |needle: &str| log.iter().filter(|l| l.contains(needle)).count();
+        println!(
+            "no-change pass, {} targets on {REPOS} repositories ({REPOS} distinct references):",
+            REPOS * PER_REPO
+        );
+        println!("  registry requests (client count): {}", client.calls());
+        println!(
+            "  registry access log: {} HEAD manifests, {} GET, {} GET /v2/ pings",
+            count("\"HEAD /v2/"),
+            count("\"GET /v2/"),
+            count("\"GET /v2/ ")
+        );
+
+        // 2. Ten containers of one repository move to one new image.
+        let mut text = String::from(
+            "version: 1\ndefaults:\n  health: {stable: 500ms, timeout: 30s, probe: running}\ntargets:\n",
+        );
+        for i in 0..PER_REPO {
+            text += &format!("  - container: {}\n    image: {}:2\n", run.name(&format!("c0-{i}")), repos[0]);
+        }
+        let m = Manifest::parse("bench2.yaml", &text).expect("manifest");
+        let swapper = Swapper::new(engine.clone(), Journal::open(&state).expect("journal"));
+        let client = Registry::new(&[], m.targets.iter().map(|t| t.want.image()), registry::DEFAULT_TIMEOUT);
+        let before = engine.calls().get("images/create").copied().unwrap_or(0);
+        let t = std::time::Instant::now();
+        let report = reconcile::reconcile_once(&swapper, &m, &client, 16, None, &Default::default())
+            .await
+            .expect("reconcile");
+        let took = t.elapsed();
+        let pulls = engine.calls().get("images/create").copied().unwrap_or(0) - before;
+        println!(
+            "pass moving {PER_REPO} containers to one new image ({:.1} s, {} swaps):",
+            took.as_secs_f64(),
+            report.applied.len()
+        );
+        println!("  engine pulls (images/create): {pulls}");
+        println!("  registry requests (client count): {}", client.calls());
+    });
+    std::thread::sleep(Duration::from_millis(10));
+}
