@@ -207,7 +207,7 @@ mod tests {
             container: "web".into(),
             from: "app:1".into(),
             to: "app:2".into(),
-            outcome: "committed".into(),
+            outcome: crate::swap::journal::OpOutcome::Committed,
             reason: None,
             follows: None,
             started_at: "2024-05-01T12:00:00Z".into(),
