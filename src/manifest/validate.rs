@@ -21,7 +21,14 @@ pub(super) fn validate(src: &Source) -> Result<Manifest, ManifestError> {
             "the manifest is empty; it needs at least `version: 1` and a `targets:` list",
         ));
     }
-    let doc: Document = serde_yaml::from_str(&src.text).map_err(|e| serde_problem(src, &e))?;
+    let doc: Document = super::de::from_tree(src.tree()).map_err(|e| ManifestError {
+        origin: src.origin.clone(),
+        problems: vec![Problem {
+            pos: e.pos.unwrap_or(Pos { line: 1, column: 1 }),
+            path: e.path.unwrap_or_else(|| super::yaml::DOCUMENT.to_string()),
+            message: e.message,
+        }],
+    })?;
     let mut problems = Vec::new();
     if doc.version != VERSION {
         problems.push(src.problem(
@@ -101,22 +108,6 @@ impl Document {
             cleanup,
             health,
         }
-    }
-}
-
-/// serde_yaml reports its own position; keep it and drop the duplicate
-/// " at line L column C" it appends to the message.
-fn serde_problem(src: &Source, e: &serde_yaml::Error) -> ManifestError {
-    let pos = e.location().map_or(Pos { line: 1, column: 1 }, |l| Pos { line: l.line(), column: l.column() });
-    let mut message = e.to_string();
-    if let Some(i) = message.rfind(" at line ") {
-        message.truncate(i);
-    }
-    let message =
-        message.replace("YAML tag starting with '!'", "single-key map such as {http: {port: 8080}}");
-    ManifestError {
-        origin: src.origin.clone(),
-        problems: vec![Problem { pos, path: String::new(), message }],
     }
 }
 
