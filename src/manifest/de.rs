@@ -169,7 +169,7 @@ impl<'t> De<'t> {
     fn resolve(mut self) -> Result<(Self, &'t Node), DeError> {
         if self.depth > MAX_DEPTH {
             return Err(self.fail(format!(
-                "nesting deeper than {MAX_DEPTH} levels (through aliases); a manifest needs far fewer"
+                "nesting deeper than {MAX_DEPTH} levels (through aliases); allowed: at most {MAX_DEPTH} (a manifest needs about 6)"
             )));
         }
         while let Kind::Alias(target) = self.raw().kind {

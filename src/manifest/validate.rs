@@ -115,9 +115,8 @@ fn select(src: &Source, path: &str, t: &TargetDoc) -> Result<Select, Problem> {
     match (&t.container, &t.selector) {
         (Some(name), None) => container_name(name).map_err(|m| src.problem(&format!("{path}.container"), m)),
         (None, Some(sel)) => selector(sel).map_err(|m| src.problem(&format!("{path}.selector.label"), m)),
-        (Some(_), Some(_)) => {
-            Err(src.problem(path, "a target has either `container` or `selector`, not both"))
-        }
+        (Some(_), Some(_)) => Err(src
+            .problem(path, "a target has either `container` or `selector`, not both; allowed: one of them")),
         (None, None) => {
             Err(src.problem(path, "a target needs `container: NAME` or `selector: {label: \"key=value\"}`"))
         }
@@ -130,7 +129,9 @@ fn want(src: &Source, path: &str, t: &TargetDoc) -> Result<Want, Problem> {
             .map(Want::Image)
             .map_err(|e| src.problem(&format!("{path}.image"), e.to_string())),
         (None, Some(track)) => self::track(src, &format!("{path}.track"), track),
-        (Some(_), Some(_)) => Err(src.problem(path, "a target has either `image` or `track`, not both")),
+        (Some(_), Some(_)) => {
+            Err(src.problem(path, "a target has either `image` or `track`, not both; allowed: one of them"))
+        }
         (None, None) => Err(src.problem(
             path,
             "a target needs `image: REF` (a tag or name@sha256:…) or `track: {image: REPO, semver: RANGE}`",
@@ -262,7 +263,10 @@ fn health(
         probe: h.probe.clone().unwrap_or_else(|| base.probe.clone()),
     };
     if gate.timeout.is_zero() {
-        problems.push(src.problem(&format!("{path}.timeout"), "health.timeout must be longer than 0"));
+        problems.push(src.problem(
+            &format!("{path}.timeout"),
+            "health.timeout is 0; allowed: a duration longer than 0, such as 60s",
+        ));
     } else if gate.stable >= gate.timeout {
         problems.push(src.problem(
             &format!("{path}.stable"),
@@ -275,15 +279,24 @@ fn health(
     }
     match &gate.probe {
         Probe::Http { port: 0, .. } | Probe::Tcp { port: 0 } => {
-            problems.push(src.problem(&format!("{path}.probe"), "probe port must be 1-65535"));
+            problems.push(src.problem(
+                &format!("{path}.probe"),
+                "probe port must be 1-65535; allowed: a port from 1 to 65535",
+            ));
         }
         Probe::Http { status, .. } if !(100..=599).contains(status) => {
-            problems
-                .push(src.problem(&format!("{path}.probe"), format!("HTTP status {status} is not 100-599")));
+            problems.push(src.problem(
+                &format!("{path}.probe"),
+                format!(
+                    "HTTP status {status} is not 100-599; allowed: a status from 100 to 599, such as 200"
+                ),
+            ));
         }
         Probe::Http { path: p, .. } if !p.starts_with('/') => {
-            problems
-                .push(src.problem(&format!("{path}.probe"), format!("HTTP path `{p}` must start with `/`")));
+            problems.push(src.problem(
+                &format!("{path}.probe"),
+                format!("HTTP path `{p}` must start with `/`; allowed: a path such as `/healthz`"),
+            ));
         }
         _ => {}
     }

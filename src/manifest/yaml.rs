@@ -133,8 +133,10 @@ impl Frame {
     }
 }
 
-/// `parent.key`, or `key` at the top.
+/// `parent.key`, or `key` at the top; an empty key is shown as `""` so a
+/// path is never empty.
 pub(crate) fn join(parent: &str, key: &str) -> String {
+    let key = if key.is_empty() { "\"\"" } else { key };
     if parent.is_empty() || parent == DOCUMENT {
         key.to_string()
     } else {
@@ -198,7 +200,7 @@ pub(crate) fn walk(text: &str) -> Result<Tree, Refusal> {
                 aliases += 1;
                 if aliases > MAX_ALIASES {
                     return refuse(format!(
-                        "more than {MAX_ALIASES} aliases (`*name`); refusing a possible alias bomb"
+                        "more than {MAX_ALIASES} aliases (`*name`); refusing a possible alias bomb; allowed: at most {MAX_ALIASES}"
                     ));
                 }
                 match anchors.get(&id) {
@@ -219,7 +221,7 @@ pub(crate) fn walk(text: &str) -> Result<Tree, Refusal> {
             Event::SequenceStart(anchor, None) | Event::MappingStart(anchor, None) => {
                 if stack.len() >= MAX_DEPTH {
                     return refuse(format!(
-                        "nesting deeper than {MAX_DEPTH} levels; a manifest needs far fewer"
+                        "nesting deeper than {MAX_DEPTH} levels; allowed: at most {MAX_DEPTH} (a manifest needs about 6)"
                     ));
                 }
                 let kind = if matches!(event, Event::SequenceStart(..)) {
@@ -326,7 +328,9 @@ fn syntax_message(text: &str, pos: Pos, depth: usize) -> String {
         );
     }
     if depth + 1 >= MAX_DEPTH {
-        return format!("nesting deeper than {MAX_DEPTH} levels; a manifest needs far fewer");
+        return format!(
+            "nesting deeper than {MAX_DEPTH} levels; allowed: at most {MAX_DEPTH} (a manifest needs about 6)"
+        );
     }
     format!("this line cannot be read as YAML; {ALLOWED}")
 }
@@ -352,6 +356,7 @@ mod tests {
             ("a: 1\n b: 2\n", DOCUMENT, 2),
             ("x:\n  y: [1, 2\n  z: 3\n", "x.y", 3),
             ("a: 1\na: 2\n", "a", 2),
+            ("x:\n  \"\": [\n", "x.\"\"", 3),
         ];
         for (text, path, line) in cases {
             let r = walk(text).expect_err(text);
