@@ -180,7 +180,7 @@ impl<'t> De<'t> {
             self.budget.set(self.budget.get() + 1);
             if self.budget.get() > MAX_EXPANDED {
                 return Err(self.fail(format!(
-                    "aliases (`*name`) expand to more than {MAX_EXPANDED} values; refusing a possible alias bomb"
+                    "aliases (`*name`) expand to more than {MAX_EXPANDED} values; refusing a possible alias bomb; allowed: at most {MAX_EXPANDED}"
                 )));
             }
         }
@@ -557,5 +557,49 @@ impl VariantValue<'_, '_> {
             "`{}` needs settings; allowed: a mapping such as `{{{}: {{port: 8080}}}}`",
             self.name, self.name
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::yaml::walk;
+
+    /// The typed manifest stops at the first value of the wrong shape, so
+    /// only a type that takes any shape can reach the budget: the
+    /// classic "billion laughs", each level repeating the previous nine times.
+    #[test]
+    fn aliases_expanding_past_the_budget_are_refused_naming_the_path() {
+        let mut text = String::from("- &a0 [lol]\n");
+        for i in 1..6 {
+            let refs = vec![format!("*a{}", i - 1); 9].join(", ");
+            text.push_str(&format!("- &a{i} [{refs}]\n"));
+        }
+        let tree = walk(&text).expect("under the alias count limit");
+        // serde_yaml's `Value` takes whatever shape it is given.
+        let e = from_tree::<serde_yaml::Value>(&tree).expect_err("too many values");
+        assert!(e.message.contains("more than 10000 values"), "{e:?}");
+        // The path is where the repetition is read; the position, the
+        // repeated text inside the anchored list.
+        assert!(e.path.as_deref().is_some_and(|p| p.starts_with("[4][")), "{e:?}");
+        assert_eq!(e.pos, Some(Pos { line: 1, column: 7 }), "{e:?}");
+    }
+
+    #[test]
+    fn numbers_are_plain_unsigned_digits() {
+        let read = |t: &str| from_tree::<u16>(&walk(t).expect("walks")).map_err(|e| e.message);
+        assert_eq!(read("8080"), Ok(8080));
+        for (text, phrase) in [
+            ("-0", "`-0` is negative; allowed: a whole number from 0 to 65535"),
+            ("-80", "is negative"),
+            ("70000", "out of range"),
+            ("'80'", "in quotes"),
+            ("0x10", "found `0x10`; allowed: a whole number"),
+            ("[1]", "found a list"),
+            ("~", "found no value"),
+        ] {
+            let message = read(text).expect_err(text);
+            assert!(message.contains(phrase), "{text}: {message}");
+        }
     }
 }
