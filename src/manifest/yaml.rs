@@ -147,152 +147,178 @@ pub(crate) fn join(parent: &str, key: &str) -> String {
 /// Walks the events of `text` into a [`Tree`].
 pub(crate) fn walk(text: &str) -> Result<Tree, Refusal> {
     let mut parser = Parser::new_from_str(text);
-    let mut tree = Tree::default();
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: HashMap<usize, usize> = HashMap::new();
-    let (mut aliases, mut documents) = (0usize, 0usize);
+    let mut w = Walker::default();
     loop {
-        let here = || stack.last().map_or_else(|| DOCUMENT.to_string(), Frame::error_path);
-        let (event, marker) = match parser.next_token() {
-            Ok(next) => next,
-            Err(e) => {
-                let at = Mark::from(*e.marker());
-                let depth = stack.len().max(flow_depth(text, at.index));
-                return Err(Refusal {
-                    pos: at.pos,
-                    path: here(),
-                    message: syntax_message(text, at.pos, depth),
-                });
-            }
-        };
+        let (event, marker) = parser.next_token().map_err(|e| {
+            let at = Mark::from(*e.marker());
+            let depth = w.stack.len().max(flow_depth(text, at.index));
+            Refusal { pos: at.pos, path: w.here(), message: syntax_message(text, at.pos, depth) }
+        })?;
         let mark = Mark::from(marker);
-        let refuse = |message: String| Err(Refusal { pos: mark.pos, path: here(), message });
-        if let Some(frame) = stack.last() {
+        if let Err(message) = w.event(event, mark) {
+            return Err(Refusal { pos: mark.pos, path: w.here(), message });
+        }
+        if w.done {
+            return Ok(w.tree);
+        }
+    }
+}
+
+/// The walk's state between events.
+#[derive(Default)]
+struct Walker {
+    tree: Tree,
+    stack: Vec<Frame>,
+    /// yaml-rust2's anchor id → node number, for anchors already closed.
+    anchors: HashMap<usize, usize>,
+    aliases: usize,
+    documents: usize,
+    done: bool,
+}
+
+impl Walker {
+    /// The path a refusal at this point belongs to.
+    fn here(&self) -> String {
+        self.stack.last().map_or_else(|| DOCUMENT.to_string(), Frame::error_path)
+    }
+
+    /// Takes one event; `Err` is the refusal's message (at the event).
+    fn event(&mut self, event: Event, mark: Mark) -> Result<(), String> {
+        if let Some(frame) = self.stack.last() {
             // The first event inside a mapping is its first key.
-            let node = &mut tree.nodes[frame.node];
+            let node = &mut self.tree.nodes[frame.node];
             let empty = matches!(&node.kind, Kind::Map(pairs) if pairs.is_empty());
             if frame.is_map && empty && frame.key.is_none() && !matches!(event, Event::MappingEnd) {
                 node.first = mark;
             }
         }
         let (kind, anchor) = match event {
-            Event::StreamEnd => return Ok(tree),
-            Event::DocumentStart => {
-                documents += 1;
-                if documents > 1 {
-                    return refuse(
-                        "more than one YAML document (`---`); a manifest is a single document".into(),
-                    );
-                }
-                continue;
+            Event::StreamEnd => {
+                self.done = true;
+                return Ok(());
             }
-            Event::Nothing | Event::StreamStart | Event::DocumentEnd => continue,
-            Event::SequenceEnd | Event::MappingEnd => {
-                if let Some(frame) = stack.pop() {
-                    if frame.anchor != 0 {
-                        anchors.insert(frame.anchor, frame.node);
-                    }
+            Event::DocumentStart => {
+                self.documents += 1;
+                if self.documents > 1 {
+                    return Err("more than one YAML document (`---`); allowed: a single document".into());
                 }
-                continue;
+                return Ok(());
+            }
+            Event::Nothing | Event::StreamStart | Event::DocumentEnd => return Ok(()),
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some(frame) = self.stack.pop().filter(|f| f.anchor != 0) {
+                    self.anchors.insert(frame.anchor, frame.node);
+                }
+                return Ok(());
             }
             Event::Scalar(value, style, anchor, tag) => (Kind::Scalar { value, style, tag }, anchor),
-            Event::Alias(id) => {
-                aliases += 1;
-                if aliases > MAX_ALIASES {
-                    return refuse(format!(
-                        "more than {MAX_ALIASES} aliases (`*name`); refusing a possible alias bomb; allowed: at most {MAX_ALIASES}"
-                    ));
-                }
-                match anchors.get(&id) {
-                    Some(&target) => (Kind::Alias(target), 0),
-                    None => {
-                        return refuse(
-                            "this alias (`*name`) names a collection that contains it, which would never end; allowed: aliases to a node defined before and outside them".into(),
-                        )
-                    }
-                }
-            }
+            Event::Alias(id) => (self.alias(id)?, 0),
             Event::SequenceStart(_, Some(tag)) | Event::MappingStart(_, Some(tag)) => {
-                return refuse(format!(
+                return Err(format!(
                     "found the tag `{}{}`; allowed: no tags in a manifest (a probe is written `{{http: {{port: 8080}}}}`)",
                     tag.handle, tag.suffix
                 ));
             }
             Event::SequenceStart(anchor, None) | Event::MappingStart(anchor, None) => {
-                if stack.len() >= MAX_DEPTH {
-                    return refuse(format!(
+                if self.stack.len() >= MAX_DEPTH {
+                    return Err(format!(
                         "nesting deeper than {MAX_DEPTH} levels; allowed: at most {MAX_DEPTH} (a manifest needs about 6)"
                     ));
                 }
-                let kind = if matches!(event, Event::SequenceStart(..)) {
-                    Kind::Seq(Vec::new())
-                } else {
-                    Kind::Map(Vec::new())
-                };
-                (kind, anchor)
+                let map = matches!(event, Event::MappingStart(..));
+                (if map { Kind::Map(Vec::new()) } else { Kind::Seq(Vec::new()) }, anchor)
             }
         };
-        let index = tree.nodes.len();
-        let key_text = match &kind {
-            Kind::Scalar { value, .. } => value.clone(),
-            _ => "?".to_string(),
+        self.node(kind, anchor, mark)
+    }
+
+    /// An alias, within the limit, to an anchor already closed.
+    fn alias(&mut self, id: usize) -> Result<Kind, String> {
+        self.aliases += 1;
+        if self.aliases > MAX_ALIASES {
+            return Err(format!(
+                "more than {MAX_ALIASES} aliases (`*name`); refusing a possible alias bomb; allowed: at most {MAX_ALIASES}"
+            ));
+        }
+        // An anchor still open is a collection that contains this alias.
+        self.anchors.get(&id).map(|&target| Kind::Alias(target)).ok_or_else(|| {
+            "this alias (`*name`) names a collection that contains it, which would never end; allowed: aliases to a node defined before and outside them".to_string()
+        })
+    }
+
+    /// Adds a node, attaches it to its parent, and opens it if a collection.
+    fn node(&mut self, kind: Kind, anchor: usize, mark: Mark) -> Result<(), String> {
+        let index = self.tree.nodes.len();
+        let key = match &kind {
+            Kind::Scalar { value, .. } => Some(value.clone()),
+            _ => None,
         };
-        let opens = matches!(kind, Kind::Seq(_) | Kind::Map(_));
-        let is_map = matches!(kind, Kind::Map(_));
-        let is_scalar = matches!(kind, Kind::Scalar { .. });
-        tree.nodes.push(Node { kind, anchored: anchor != 0, start: mark, first: mark });
-        // Attach to the parent and learn this node's path (`None`: a key).
-        let path = match stack.last_mut() {
-            None => {
-                tree.root = Some(index);
-                Some(String::new())
-            }
-            Some(frame) => {
-                let parent = frame.node;
-                if !frame.is_map {
-                    let path = format!("{}[{}]", frame.path, frame.next);
-                    frame.next += 1;
-                    if let Kind::Seq(items) = &mut tree.nodes[parent].kind {
-                        items.push(index);
-                    }
-                    Some(path)
-                } else if let Some((key, text)) = frame.key.take() {
-                    if let Kind::Map(pairs) = &mut tree.nodes[parent].kind {
-                        pairs.push((key, index));
-                    }
-                    Some(join(&frame.path, &text))
-                } else {
-                    // YAML wants keys unique; a repeated one is a mistake
-                    // whichever value was meant.
-                    if let Some(at) = frame.seen.get(&key_text).filter(|_| is_scalar) {
-                        return Err(Refusal {
-                            pos: mark.pos,
-                            path: join(&frame.path, &key_text),
-                            message: format!(
-                                "`{}` is given twice in this mapping (first on line {}); allowed: each key once",
-                                super::validate::shown(&key_text),
-                                at.line
-                            ),
-                        });
-                    }
-                    frame.seen.insert(key_text.clone(), mark.pos);
-                    frame.key = Some((index, key_text));
-                    None
-                }
-            }
+        let opens = match &kind {
+            Kind::Seq(_) => Some(false),
+            Kind::Map(_) => Some(true),
+            _ => None,
         };
+        self.tree.nodes.push(Node { kind, anchored: anchor != 0, start: mark, first: mark });
+        let path = self.attach(index, key, mark)?;
         if let Some(p) = &path {
-            tree.by_path.entry(p.clone()).or_insert(index);
+            self.tree.by_path.entry(p.clone()).or_insert(index);
         }
-        if anchor != 0 && is_scalar {
-            anchors.insert(anchor, index);
-        }
-        if opens {
+        match opens {
             // A collection used as a key gets an unmatchable path; the
             // typed reading refuses such keys anyway.
-            let path = path.unwrap_or_else(|| "?".to_string());
-            stack.push(Frame { node: index, path, next: 0, key: None, seen: HashMap::new(), is_map, anchor });
+            Some(is_map) => self.stack.push(Frame {
+                node: index,
+                path: path.unwrap_or_else(|| "?".to_string()),
+                next: 0,
+                key: None,
+                seen: HashMap::new(),
+                is_map,
+                anchor,
+            }),
+            None if anchor != 0 => {
+                self.anchors.insert(anchor, index);
+            }
+            None => {}
         }
+        Ok(())
+    }
+
+    /// Links node `index` into its parent; returns its path, or `None`
+    /// when it is a mapping key (`key`: its text, for a scalar).
+    fn attach(&mut self, index: usize, key: Option<String>, mark: Mark) -> Result<Option<String>, String> {
+        let Some(frame) = self.stack.last_mut() else {
+            self.tree.root = Some(index);
+            return Ok(Some(String::new()));
+        };
+        let parent = &mut self.tree.nodes[frame.node].kind;
+        if !frame.is_map {
+            let path = format!("{}[{}]", frame.path, frame.next);
+            frame.next += 1;
+            if let Kind::Seq(items) = parent {
+                items.push(index);
+            }
+            return Ok(Some(path));
+        }
+        if let Some((key, text)) = frame.key.take() {
+            if let Kind::Map(pairs) = parent {
+                pairs.push((key, index));
+            }
+            return Ok(Some(join(&frame.path, &text)));
+        }
+        // YAML wants keys unique; a repeated one is a mistake whichever
+        // value was meant.
+        let scalar = key.is_some();
+        let text = key.unwrap_or_else(|| "?".to_string());
+        if let Some(first) = frame.seen.insert(text.clone(), mark.pos).filter(|_| scalar) {
+            frame.key = Some((index, text.clone()));
+            return Err(format!(
+                "`{}` is given twice in this mapping (first on line {}); allowed: each key once",
+                super::validate::shown(&text),
+                first.line
+            ));
+        }
+        frame.key = Some((index, text));
+        Ok(None)
     }
 }
 
