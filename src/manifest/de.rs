@@ -236,11 +236,12 @@ impl<'t> De<'t> {
                 de.fail(format!("`{}` is negative; allowed: {allowed}", super::validate::shown(text)))
             );
         }
-        let digits = text.strip_prefix('+').unwrap_or(text);
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        // Decimal digits only: `+1`, `0x10`, `1_000` are YAML 1.1 or 1.2
+        // spellings a reader of the file may not expect.
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
             return Err(de.wrong(node, &allowed.as_str()));
         }
-        match digits.parse::<u64>() {
+        match text.parse::<u64>() {
             Ok(n) if n <= max => Ok(n),
             _ => {
                 Err(de
@@ -595,6 +596,7 @@ mod tests {
             ("70000", "out of range"),
             ("'80'", "in quotes"),
             ("0x10", "found `0x10`; allowed: a whole number"),
+            ("+1", "found `+1`; allowed: a whole number"),
             ("[1]", "found a list"),
             ("~", "found no value"),
         ] {
