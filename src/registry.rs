@@ -322,10 +322,13 @@ pub fn is_loopback(registry: &str) -> bool {
 }
 
 /// What an operator needs to tell "wrong password" from "no login at all".
+/// The user name stays out: this text goes into plan reasons, status and
+/// webhook events, which leave the host; the registry is enough to find
+/// the login in the Docker config.
 fn sent(registry: &str, auth: &Auth) -> String {
     match auth {
         Auth::Anonymous => format!("no credentials for {registry} in the Docker config"),
-        Auth::Basic(user, _) => format!("the Docker config's login for user {user} was refused"),
+        Auth::Basic(..) => format!("the Docker config's login for {registry} was refused"),
         Auth::Bearer(_) => "the Docker config's identity token was refused".to_string(),
     }
 }

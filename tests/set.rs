@@ -148,7 +148,7 @@ fn set_on_an_invalid_manifest_exits_1_with_its_problems_positioned() {
     let out = cli(&["set", "web", "app:2", "-f", &file]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains(&format!("{file}:5:5: targets[0]: unknown field `colour`")),
+        stderr(&out).contains(&format!("{file}:5:5: targets[0].colour: unknown field `colour`")),
         "{}",
         stderr(&out)
     );

@@ -97,7 +97,13 @@ pub struct HealthDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable: Option<Dur>,
     /// What "healthy" means.
-    #[serde(default, with = "serde_yaml::with::singleton_map", skip_serializing_if = "Option::is_none")]
+    // Written as a word (`auto`) or a single-key mapping (`{http: …}`);
+    // `super::de` reads both, serde_yaml needs telling to write the latter.
+    #[serde(
+        default,
+        serialize_with = "serde_yaml::with::singleton_map::serialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub probe: Option<Probe>,
 }
 

@@ -4,7 +4,8 @@
 //! The manifest is a file people write and comment, so an edit must not
 //! reformat it: re-serialising through serde would drop every comment and
 //! reorder keys. Instead the edit finds the exact bytes of one scalar (or
-//! the lines of one entry) with a yaml-rust2 event walk and splices text
+//! the lines of one entry) in the shared event walk ([`super::yaml`], the
+//! same one that positions validation messages) and splices text
 //! there, leaving every other byte alone. Each edit is then proven: the
 //! result is validated again and must equal the old manifest with exactly
 //! that one change, or nothing is returned.
@@ -12,12 +13,10 @@
 //! Both functions are pure (text in, text out); [`super::write::update`]
 //! reads, locks and writes the file around them.
 
-use std::collections::HashMap;
-
-use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::TScalarStyle;
 use yaml_rust2::Yaml;
 
+use super::yaml::Kind;
 use super::{Manifest, ManifestError, Pos, Source, Target, Want};
 use crate::reference::{ImageRef, RefError};
 
@@ -143,12 +142,13 @@ fn set_image_in(text: &str, origin: &str, target: &str, image: &str) -> Result<S
     }
     let path = format!("{path}.image");
     let not_in_place = not_in_place(origin, &src, &path);
-    let nodes = walk(text).map_err(|e| not_in_place(&e))?;
-    let Some(node) = nodes.get(&path) else { return Err(not_in_place("no such node")) };
-    let Kind::Scalar { value, style, anchored } = &node.kind else {
-        return Err(not_in_place("the value is an alias (`*name`) or a collection, not a plain value"));
+    let Some(node) = src.tree().get(&path) else { return Err(not_in_place("no such node")) };
+    let Kind::Scalar { value, style, tag: None } = &node.kind else {
+        return Err(not_in_place(
+            "the value is an alias (`*name`), a collection or tagged (`!tag`), not a plain value",
+        ));
     };
-    if *anchored {
+    if node.anchored {
         return Err(not_in_place("the value carries an anchor (`&name`) that other nodes may share"));
     }
     let start = byte_offset(text, node.start.index);
@@ -196,7 +196,7 @@ fn unset_in(text: &str, origin: &str, target: &str) -> Result<String, EditError>
     let index = find(&before, target)?.index;
     let path = format!("targets[{index}]");
     let not_in_place = not_in_place(origin, &src, &path);
-    let nodes = walk(text).map_err(|e| not_in_place(&e))?;
+    let nodes = src.tree();
     let seq = nodes.get("targets").ok_or_else(|| not_in_place("`targets` not found"))?;
     if text[byte_offset(text, seq.start.index)..].starts_with('[') {
         return Err(not_in_place("`targets` is a flow sequence `[...]`, whose entries share lines"));
@@ -205,7 +205,8 @@ fn unset_in(text: &str, origin: &str, target: &str) -> Result<String, EditError>
         return Err(not_in_place("the file uses bare carriage returns as line breaks"));
     }
     let item = nodes.get(&path).ok_or_else(|| not_in_place("no such node"))?;
-    let start = byte_offset(text, item.first.index);
+    // A block entry starts at its first key, a flow one (`- {…}`) at `{`.
+    let start = byte_offset(text, item.first.index.min(item.start.index));
     let lines = Lines::new(text);
     let (from, to) = entry_lines(&lines, text, start).map_err(|e| not_in_place(&e))?;
     let out = format!("{}{}", &text[..lines.start(from)], &text[lines.start(to)..]);
@@ -246,111 +247,6 @@ fn check(origin: &str, out: &str, expected: &Manifest) -> Result<(), EditError> 
         return Err(unverified("it differs from the intended change in more than the edited target".into()));
     }
     Ok(())
-}
-
-/// A position from the event walk. `index` counts characters, not bytes
-/// (yaml-rust2 reads a `char` iterator).
-#[derive(Clone, Copy, Debug)]
-struct Mark {
-    index: usize,
-}
-
-/// What a node is.
-#[derive(Debug)]
-enum Kind {
-    Scalar { value: String, style: TScalarStyle, anchored: bool },
-    Collection,
-    Alias,
-}
-
-/// One node of the document.
-#[derive(Debug)]
-struct Node {
-    kind: Kind,
-    /// Where the node's own token starts (for a scalar, after any anchor or tag).
-    start: Mark,
-    /// Where the node starts as a person sees it: a block mapping's first
-    /// key, not the `:` yaml-rust2 marks it at.
-    first: Mark,
-}
-
-/// One open collection during the walk.
-enum Frame {
-    Seq { path: String, next: usize },
-    Map { path: String, key: Option<String>, first_key: bool },
-}
-
-/// Walks the events and records every node by path (`targets[1].image`).
-/// The text has passed [`Source`]'s limits (depth, aliases) already.
-fn walk(text: &str) -> Result<HashMap<String, Node>, String> {
-    let mut parser = Parser::new_from_str(text);
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut nodes: HashMap<String, Node> = HashMap::new();
-    loop {
-        let (event, marker) = parser.next_token().map_err(|e| format!("not valid YAML: {}", e.info()))?;
-        let mark = Mark { index: marker.index() };
-        if let Some(Frame::Map { path, first_key, .. }) = stack.last_mut() {
-            // yaml-rust2 marks a block mapping at its first `:`; a person
-            // sees it start where its first key does.
-            if let (true, Event::Scalar(..), Some(node)) = (*first_key, &event, nodes.get_mut(path.as_str()))
-            {
-                node.first.index = node.first.index.min(mark.index);
-            }
-            *first_key = false;
-        }
-        let (kind, key, opens) = match event {
-            Event::StreamEnd => return Ok(nodes),
-            Event::Scalar(value, style, anchor, _) => {
-                let key = Some(value.clone());
-                (Kind::Scalar { value, style, anchored: anchor != 0 }, key, None)
-            }
-            Event::Alias(_) => (Kind::Alias, None, None),
-            Event::SequenceStart(..) => (Kind::Collection, None, Some(true)),
-            Event::MappingStart(..) => (Kind::Collection, None, Some(false)),
-            Event::SequenceEnd | Event::MappingEnd => {
-                stack.pop();
-                continue;
-            }
-            Event::Nothing | Event::StreamStart | Event::DocumentStart | Event::DocumentEnd => continue,
-        };
-        let path = node_path(&mut stack, key);
-        match opens {
-            // A collection used as a key gets an unmatchable path.
-            Some(true) => {
-                stack.push(Frame::Seq { path: path.clone().unwrap_or_else(|| "?".into()), next: 0 })
-            }
-            Some(false) => stack.push(Frame::Map {
-                path: path.clone().unwrap_or_else(|| "?".into()),
-                key: None,
-                first_key: true,
-            }),
-            None => {}
-        }
-        if let Some(path) = path {
-            nodes.entry(path).or_insert(Node { kind, start: mark, first: mark });
-        }
-    }
-}
-
-/// The path of the node that starts now, or `None` when it is a mapping
-/// key (remembered for the value that follows). Non-scalar keys get an
-/// unmatchable name; validation refuses them anyway.
-fn node_path(stack: &mut [Frame], scalar: Option<String>) -> Option<String> {
-    match stack.last_mut() {
-        None => Some(String::new()),
-        Some(Frame::Seq { path, next }) => {
-            *next += 1;
-            Some(format!("{path}[{}]", *next - 1))
-        }
-        Some(Frame::Map { path, key, .. }) => match key.take() {
-            Some(k) if path.is_empty() => Some(k),
-            Some(k) => Some(format!("{path}.{k}")),
-            None => {
-                *key = Some(scalar.unwrap_or_else(|| "?".into()));
-                None
-            }
-        },
-    }
 }
 
 /// The byte offset of the `chars`-th character.

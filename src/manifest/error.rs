@@ -9,7 +9,8 @@ use super::source::Pos;
 pub struct Problem {
     /// Where it is (line 0 when the problem is with the file as a whole).
     pub pos: Pos,
-    /// The field path, such as `targets[1].image` (empty for the whole file).
+    /// The field path, such as `targets[1].image`; for a problem in no
+    /// field, the nearest enclosing mapping key's, or `(document)`.
     pub path: String,
     /// What was found and what is allowed.
     pub message: String,
@@ -25,11 +26,12 @@ pub struct ManifestError {
 }
 
 impl ManifestError {
-    /// An error with a single problem not tied to a field.
+    /// An error with a single problem with the document as a whole
+    /// (path `(document)`).
     pub fn single(origin: &str, pos: Pos, message: impl Into<String>) -> Self {
         Self {
             origin: origin.to_string(),
-            problems: vec![Problem { pos, path: String::new(), message: message.into() }],
+            problems: vec![Problem { pos, path: super::yaml::DOCUMENT.to_string(), message: message.into() }],
         }
     }
 }

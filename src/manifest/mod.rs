@@ -5,6 +5,7 @@
 //! [`ManifestError`] with file, line and column, and the caller keeps using
 //! its last good manifest.
 
+mod de;
 pub mod document;
 pub mod duration;
 pub mod edit;
@@ -13,6 +14,7 @@ pub mod policy;
 pub mod source;
 mod validate;
 pub mod write;
+pub mod yaml;
 
 use std::fmt;
 use std::path::Path;

@@ -1,21 +1,19 @@
 //! Reading a manifest file safely and knowing where each value sits in it.
 //!
-//! serde_yaml gives positions for the errors it finds itself; the checks that
-//! span several fields (a target with both `image` and `track`, a duplicate
+//! Every refusal names a field and a position, and the checks that span
+//! several fields (a target with both `image` and `track`, a duplicate
 //! container) need the position of a path such as `targets[2].image`. This
-//! module walks the YAML events once (yaml-rust2 keeps the marks; it does not
-//! expand aliases, so the walk is linear in the input) and records the start
-//! of every node by path. The same walk refuses deep nesting and alias
-//! floods before serde_yaml ever sees the text.
+//! module reads the text within its limits and walks it once with the
+//! shared walker ([`super::yaml`]), which records every node by path and
+//! refuses deep nesting, alias floods and syntax errors; the typed document
+//! is then read from that same tree.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use yaml_rust2::parser::{Event, Parser};
-
 use super::error::{ManifestError, Problem};
+use super::yaml::{self, Tree};
 
 /// The largest manifest accepted. Real ones are a few KiB.
 pub const MAX_BYTES: u64 = 1024 * 1024;
@@ -40,7 +38,7 @@ pub struct Source {
     pub origin: String,
     /// The text itself.
     pub text: String,
-    positions: HashMap<String, Pos>,
+    tree: Tree,
 }
 
 /// The UTF-8 byte-order mark a manifest may start with.
@@ -89,8 +87,8 @@ impl Source {
     pub fn pos(&self, path: &str) -> Pos {
         let mut p = path;
         loop {
-            if let Some(pos) = self.positions.get(p) {
-                return *pos;
+            if let Some(node) = self.tree.get(p) {
+                return node.first.pos;
             }
             match p.rfind(['.', '[']) {
                 Some(i) => p = &p[..i],
@@ -101,7 +99,12 @@ impl Source {
 
     /// True when the document holds no value at all (empty, or only comments).
     pub fn is_empty_document(&self) -> bool {
-        !self.positions.contains_key("")
+        self.tree.root.is_none()
+    }
+
+    /// The walked document, for readers that need more than positions.
+    pub(crate) fn tree(&self) -> &Tree {
+        &self.tree
     }
 
     fn scan(origin: String, text: String) -> Result<Self, ManifestError> {
@@ -111,127 +114,16 @@ impl Source {
             Some(body) => body.to_string(),
             None => text,
         };
-        let positions =
-            index(&text).map_err(|(pos, message)| ManifestError::single(&origin, pos, message))?;
-        Ok(Self { origin, text, positions })
+        let tree = yaml::walk(&text).map_err(|r| ManifestError {
+            origin: origin.clone(),
+            problems: vec![Problem { pos: r.pos, path: r.path, message: r.message }],
+        })?;
+        Ok(Self { origin, text, tree })
     }
 
     /// A problem at `path`.
     pub fn problem(&self, path: &str, message: impl Into<String>) -> Problem {
         Problem { pos: self.pos(path), path: path.to_string(), message: message.into() }
-    }
-}
-
-/// One open collection during the walk.
-enum Frame {
-    Seq {
-        path: String,
-        next: usize,
-    },
-    /// `first` holds the mapping's own mark until its first key is seen:
-    /// yaml-rust2 marks a block mapping where its first `:` is, and a person
-    /// looks for the mapping where its first key starts.
-    Map {
-        path: String,
-        key: Option<String>,
-        first: Option<Pos>,
-    },
-}
-
-/// Walks the events, recording the start of every node by path.
-fn index(text: &str) -> Result<HashMap<String, Pos>, (Pos, String)> {
-    let mut parser = Parser::new_from_str(text);
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut positions = HashMap::new();
-    let mut aliases = 0usize;
-    let mut documents = 0usize;
-    loop {
-        let (event, mark) = parser.next_token().map_err(|e| {
-            let m = e.marker();
-            let pos = Pos { line: m.line(), column: m.col() + 1 };
-            // yaml-rust2 has its own nesting guard; say it in our words.
-            if e.info().contains("recursion limit") {
-                return (pos, format!("nesting deeper than {MAX_DEPTH} levels; a manifest needs far fewer"));
-            }
-            (pos, format!("not valid YAML: {}", e.info()))
-        })?;
-        let pos = Pos { line: mark.line(), column: mark.col() + 1 };
-        if let Some(Frame::Map { path, key: None, first }) = stack.last_mut() {
-            if let (Some(_), false) = (first.take(), matches!(event, Event::MappingEnd)) {
-                positions.insert(path.clone(), pos);
-            }
-        }
-        match event {
-            Event::StreamEnd => return Ok(positions),
-            Event::DocumentStart => {
-                documents += 1;
-                if documents > 1 {
-                    return Err((
-                        pos,
-                        "more than one YAML document (`---`); a manifest is a single document".into(),
-                    ));
-                }
-            }
-            Event::Scalar(value, ..) => {
-                if let Some(path) = node_path(&mut stack, Some(value)) {
-                    positions.entry(path).or_insert(pos);
-                }
-            }
-            Event::Alias(_) => {
-                aliases += 1;
-                if aliases > MAX_ALIASES {
-                    return Err((
-                        pos,
-                        format!("more than {MAX_ALIASES} aliases (`*name`); refusing a possible alias bomb"),
-                    ));
-                }
-                if let Some(path) = node_path(&mut stack, None) {
-                    positions.entry(path).or_insert(pos);
-                }
-            }
-            Event::SequenceStart(..) | Event::MappingStart(..) => {
-                if stack.len() >= MAX_DEPTH {
-                    return Err((
-                        pos,
-                        format!("nesting deeper than {MAX_DEPTH} levels; a manifest needs far fewer"),
-                    ));
-                }
-                let path = node_path(&mut stack, None).unwrap_or_default();
-                positions.entry(path.clone()).or_insert(pos);
-                stack.push(match event {
-                    Event::SequenceStart(..) => Frame::Seq { path, next: 0 },
-                    _ => Frame::Map { path, key: None, first: Some(pos) },
-                });
-            }
-            Event::SequenceEnd | Event::MappingEnd => {
-                stack.pop();
-            }
-            Event::Nothing | Event::StreamStart | Event::DocumentEnd => {}
-        }
-    }
-}
-
-/// The path of the node that starts now, or `None` when the node is a
-/// mapping key (keys are remembered, not recorded). `scalar` is the node's
-/// text when it is a scalar, so a key can be remembered.
-fn node_path(stack: &mut [Frame], scalar: Option<String>) -> Option<String> {
-    match stack.last_mut() {
-        None => Some(String::new()),
-        Some(Frame::Seq { path, next }) => {
-            let p = format!("{path}[{next}]");
-            *next += 1;
-            Some(p)
-        }
-        Some(Frame::Map { path, key, .. }) => match key.take() {
-            Some(k) if path.is_empty() => Some(k),
-            Some(k) => Some(format!("{path}.{k}")),
-            None => {
-                // This node is a key. Complex (non-scalar) keys get an
-                // unmatchable name; serde refuses them later anyway.
-                *key = Some(scalar.unwrap_or_else(|| "?".into()));
-                None
-            }
-        },
     }
 }
 

@@ -21,7 +21,14 @@ pub(super) fn validate(src: &Source) -> Result<Manifest, ManifestError> {
             "the manifest is empty; it needs at least `version: 1` and a `targets:` list",
         ));
     }
-    let doc: Document = serde_yaml::from_str(&src.text).map_err(|e| serde_problem(src, &e))?;
+    let doc: Document = super::de::from_tree(src.tree()).map_err(|e| ManifestError {
+        origin: src.origin.clone(),
+        problems: vec![Problem {
+            pos: e.pos.unwrap_or(Pos { line: 1, column: 1 }),
+            path: e.path.unwrap_or_else(|| super::yaml::DOCUMENT.to_string()),
+            message: e.message,
+        }],
+    })?;
     let mut problems = Vec::new();
     if doc.version != VERSION {
         problems.push(src.problem(
@@ -104,29 +111,12 @@ impl Document {
     }
 }
 
-/// serde_yaml reports its own position; keep it and drop the duplicate
-/// " at line L column C" it appends to the message.
-fn serde_problem(src: &Source, e: &serde_yaml::Error) -> ManifestError {
-    let pos = e.location().map_or(Pos { line: 1, column: 1 }, |l| Pos { line: l.line(), column: l.column() });
-    let mut message = e.to_string();
-    if let Some(i) = message.rfind(" at line ") {
-        message.truncate(i);
-    }
-    let message =
-        message.replace("YAML tag starting with '!'", "single-key map such as {http: {port: 8080}}");
-    ManifestError {
-        origin: src.origin.clone(),
-        problems: vec![Problem { pos, path: String::new(), message }],
-    }
-}
-
 fn select(src: &Source, path: &str, t: &TargetDoc) -> Result<Select, Problem> {
     match (&t.container, &t.selector) {
         (Some(name), None) => container_name(name).map_err(|m| src.problem(&format!("{path}.container"), m)),
         (None, Some(sel)) => selector(sel).map_err(|m| src.problem(&format!("{path}.selector.label"), m)),
-        (Some(_), Some(_)) => {
-            Err(src.problem(path, "a target has either `container` or `selector`, not both"))
-        }
+        (Some(_), Some(_)) => Err(src
+            .problem(path, "a target has either `container` or `selector`, not both; allowed: one of them")),
         (None, None) => {
             Err(src.problem(path, "a target needs `container: NAME` or `selector: {label: \"key=value\"}`"))
         }
@@ -139,7 +129,9 @@ fn want(src: &Source, path: &str, t: &TargetDoc) -> Result<Want, Problem> {
             .map(Want::Image)
             .map_err(|e| src.problem(&format!("{path}.image"), e.to_string())),
         (None, Some(track)) => self::track(src, &format!("{path}.track"), track),
-        (Some(_), Some(_)) => Err(src.problem(path, "a target has either `image` or `track`, not both")),
+        (Some(_), Some(_)) => {
+            Err(src.problem(path, "a target has either `image` or `track`, not both; allowed: one of them"))
+        }
         (None, None) => Err(src.problem(
             path,
             "a target needs `image: REF` (a tag or name@sha256:…) or `track: {image: REPO, semver: RANGE}`",
@@ -278,7 +270,10 @@ fn health(
         probe: h.probe.clone().unwrap_or_else(|| base.probe.clone()),
     };
     if gate.timeout.is_zero() {
-        problems.push(src.problem(&format!("{path}.timeout"), "health.timeout must be longer than 0"));
+        problems.push(src.problem(
+            &format!("{path}.timeout"),
+            "health.timeout is 0; allowed: a duration longer than 0, such as 60s",
+        ));
     } else if gate.stable >= gate.timeout {
         problems.push(src.problem(
             &format!("{path}.stable"),
@@ -291,15 +286,24 @@ fn health(
     }
     match &gate.probe {
         Probe::Http { port: 0, .. } | Probe::Tcp { port: 0 } => {
-            problems.push(src.problem(&format!("{path}.probe"), "probe port must be 1-65535"));
+            problems.push(src.problem(
+                &format!("{path}.probe"),
+                "probe port must be 1-65535; allowed: a port from 1 to 65535",
+            ));
         }
         Probe::Http { status, .. } if !(100..=599).contains(status) => {
-            problems
-                .push(src.problem(&format!("{path}.probe"), format!("HTTP status {status} is not 100-599")));
+            problems.push(src.problem(
+                &format!("{path}.probe"),
+                format!(
+                    "HTTP status {status} is not 100-599; allowed: a status from 100 to 599, such as 200"
+                ),
+            ));
         }
         Probe::Http { path: p, .. } if !p.starts_with('/') => {
-            problems
-                .push(src.problem(&format!("{path}.probe"), format!("HTTP path `{p}` must start with `/`")));
+            problems.push(src.problem(
+                &format!("{path}.probe"),
+                format!("HTTP path `{p}` must start with `/`; allowed: a path such as `/healthz`"),
+            ));
         }
         _ => {}
     }

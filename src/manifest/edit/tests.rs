@@ -96,7 +96,7 @@ fn set_image_refusals_say_what_to_do() {
 fn an_invalid_manifest_is_not_edited() {
     let text = "version: 1\ntargets:\n  - container: web\n    image: app:1\n    colour: blue\n";
     let err = set_image(text, "m.yaml", "web", "app:2").expect_err("invalid").to_string();
-    assert!(err.contains("m.yaml:5:5: targets[0]: unknown field `colour`"), "{err}");
+    assert!(err.contains("m.yaml:5:5: targets[0].colour: unknown field `colour`"), "{err}");
     assert!(err.contains("fix it before editing it"), "{err}");
     let err = unset(text, "m.yaml", "web").expect_err("invalid").to_string();
     assert!(err.contains("fix it before editing it"), "{err}");
