@@ -744,3 +744,82 @@ fn a_second_sigterm_forces_the_exit_and_the_next_start_finishes_the_swap() {
     let leftovers = s.run.docker(&["ps", "-a", "--filter", &s.run.label_filter(), "--format", "{{.Names}}"]);
     assert!(!leftovers.contains("--cu-"), "no temporary or backup container left: {leftovers}");
 }
+
+#[test]
+fn allow_any_image_lets_a_push_without_a_policy_write_and_is_warned_about_at_start() {
+    let s = setup("daemon_allow_any_image");
+    s.run.run_container("web", &format!("{}:1", s.repo), &[]);
+    let web = s.run.name("web");
+    s.write_in_place(&s.text(&web, "1", ""));
+    let token = "a-long-enough-test-token-0123456789";
+    let token_file = s.run.write_file("token", format!("{token}\n"));
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let addr = format!("127.0.0.1:{port}");
+    let token_path = token_file.to_str().expect("utf-8");
+    let args = ["--listen", &addr, "--token-file", token_path, "--allow-any-image"];
+    let d = Daemon::start(&s.run, &s.path(), &s.state, &args);
+    wait_for("the API", Duration::from_secs(60), || {
+        std::net::TcpStream::connect(&addr).is_ok() && d.output().contains("Reconciled:")
+    });
+    assert!(
+        d.output().contains("--allow-any-image: when the manifest has no policy.allowed_images"),
+        "{}",
+        d.output()
+    );
+
+    let body = format!("{{\"target\": \"{web}\", \"image\": \"{}:2\"}}", s.repo);
+    let bearer = format!("Authorization: Bearer {token}");
+    let (status, answer) =
+        http(&addr, "PUT", "/v1/desired", &["Content-Type: application/json", &bearer], &body);
+    assert_eq!(status, 200, "{answer}");
+    wait_for("the pushed image to run", Duration::from_secs(60), || {
+        s.image_of(&web) == format!("{}:2", s.repo)
+    });
+    assert_eq!(d.terminate(), Some(0));
+}
+
+#[test]
+fn running_out_of_descriptors_is_not_remembered_once_they_are_back() {
+    // The daemon's own descriptor limit is lowered below the API's
+    // connection cap, so a flood of idle connections leaves it none: a pass
+    // then fails (no socket for the registry, no CA store, no manifest).
+    // Once the flood is gone, the next pass must work — no failed client
+    // may be kept for later passes.
+    let s = setup("daemon_fd_exhaustion");
+    s.run.run_container("web", &format!("{}:1", s.repo), &[]);
+    let web = s.run.name("web");
+    let text = |tag: &str| s.text(&web, tag, "").replace("drift_interval: 1h", "drift_interval: 2s");
+    s.write_in_place(&text("1"));
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let addr = format!("127.0.0.1:{port}");
+    let d = Daemon::start(&s.run, &s.path(), &s.state, &["--listen", &addr]);
+    wait_for("the API and a first pass", Duration::from_secs(60), || {
+        std::net::TcpStream::connect(&addr).is_ok() && d.output().contains("Reconciled:")
+    });
+    let pid = d.child.id().to_string();
+    let limit = open_fds(d.child.id()) + 40;
+    let lowered = std::process::Command::new("prlimit")
+        .args(["--pid", &pid, &format!("--nofile={limit}:{limit}")])
+        .status()
+        .expect("prlimit");
+    assert!(lowered.success());
+
+    let mut idle: Vec<std::net::TcpStream> =
+        (0..200).filter_map(|_| std::net::TcpStream::connect(&addr).ok()).collect();
+    wait_for("the daemon to run out of descriptors", Duration::from_secs(30), || {
+        idle.extend(std::net::TcpStream::connect(&addr).ok());
+        open_fds(d.child.id()) >= limit
+    });
+    s.write_by_rename(&text("2"));
+    wait_for("a pass to fail for want of descriptors", Duration::from_secs(60), || {
+        let out = d.output();
+        out.contains("Too many open files") || out.contains("os error 24")
+    });
+    drop(idle);
+    // The silent connections are cut within seconds; then the upgrade
+    // happens at the next drift check, not after any cache expires.
+    wait_for("the upgrade once descriptors are back", Duration::from_secs(60), || {
+        s.image_of(&web) == format!("{}:2", s.repo) && d.output().contains(&format!("{web}: upgraded"))
+    });
+    assert_eq!(d.terminate(), Some(0));
+}
