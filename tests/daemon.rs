@@ -319,8 +319,7 @@ fn a_valid_api_push_upgrades_the_target_and_refusals_write_nothing() {
     s.write_in_place(&s.text(&web, "1", ""));
     let token = "a-long-enough-test-token-0123456789";
     let token_file = s.run.write_file("token", format!("{token}\n"));
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let d = Daemon::start(
         &s.run,
         &s.path(),
@@ -410,8 +409,7 @@ fn a_failed_containers_secrets_stay_out_of_status_webhook_journal_and_logs() {
     let token_file = s.run.write_file("token", format!("{token}\n"));
     std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
         .expect("chmod");
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let d = Daemon::start(
         &s.run,
         &s.path(),
@@ -447,6 +445,12 @@ fn a_failed_containers_secrets_stay_out_of_status_webhook_journal_and_logs() {
     assert_eq!(d.terminate(), Some(0));
 }
 
+/// A loopback address nothing listens on yet (for the API).
+fn free_addr() -> String {
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    format!("127.0.0.1:{port}")
+}
+
 /// How many descriptors process `pid` has open.
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
@@ -458,8 +462,7 @@ fn thousands_of_idle_api_connections_neither_stop_reconciling_nor_the_api() {
     s.run.run_container("web", &format!("{}:1", s.repo), &[]);
     let web = s.run.name("web");
     s.write_in_place(&s.text(&web, "1", ""));
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let d = Daemon::start(&s.run, &s.path(), &s.state, &["--listen", &addr]);
     wait_for("the API and a first pass", Duration::from_secs(60), || {
         std::net::TcpStream::connect(&addr).is_ok() && d.output().contains("Reconciled:")
@@ -511,8 +514,7 @@ fn a_flood_of_triggers_runs_passes_no_faster_than_the_floor() {
         format!("version: 1\ndefaults:\n  drift_interval: 0\ntargets:\n  - container: {}\n    image: 127.0.0.1:1/app:1\n", run.name("absent")),
     );
     let state = run.write_file("state/.keep", "").parent().expect("dir").display().to_string();
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let d = Daemon::start(&run, &manifest, &state, &["--listen", &addr]);
     wait_for("a first pass", Duration::from_secs(60), || d.output().contains("Reconciled:"));
     let passes = || -> u64 {
@@ -691,8 +693,7 @@ fn a_target_that_cannot_be_resolved_is_counted_named_and_retried() {
     assert_eq!(once.status.code(), Some(7), "{stdout}");
     assert!(stdout.contains(&format!("1 errors, 0 up to date. Failed: {web} (error).")), "{stdout}");
 
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let d = Daemon::start(&s.run, &s.path(), &s.state, &["--listen", &addr]);
     wait_for("the API", Duration::from_secs(60), || std::net::TcpStream::connect(&addr).is_ok());
     // The drift timer is 1 h: only the retry after the failure runs a second pass.
@@ -753,8 +754,7 @@ fn allow_any_image_lets_a_push_without_a_policy_write_and_is_warned_about_at_sta
     s.write_in_place(&s.text(&web, "1", ""));
     let token = "a-long-enough-test-token-0123456789";
     let token_file = s.run.write_file("token", format!("{token}\n"));
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let token_path = token_file.to_str().expect("utf-8");
     let args = ["--listen", &addr, "--token-file", token_path, "--allow-any-image"];
     let d = Daemon::start(&s.run, &s.path(), &s.state, &args);
@@ -790,8 +790,7 @@ fn running_out_of_descriptors_is_not_remembered_once_they_are_back() {
     let web = s.run.name("web");
     let text = |tag: &str| s.text(&web, tag, "").replace("drift_interval: 1h", "drift_interval: 2s");
     s.write_in_place(&text("1"));
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let d = Daemon::start(&s.run, &s.path(), &s.state, &["--listen", &addr]);
     wait_for("the API and a first pass", Duration::from_secs(60), || {
         std::net::TcpStream::connect(&addr).is_ok() && d.output().contains("Reconciled:")
