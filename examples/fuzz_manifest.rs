@@ -12,7 +12,7 @@
 //! those in a library's words rather than ours (serde's `invalid type:`,
 //! the YAML parser's `did not find expected`, …), with the most common of
 //! those; exits 1 on any of them (a watchdog aborts the run if one input
-//! takes 30 s, naming the seed and index). CI runs it short on a random seed.
+//! takes 30 s, naming the seed and index). CI runs it short, on a seed taken from the commit.
 
 use std::collections::HashMap;
 use std::panic;
