@@ -191,3 +191,37 @@ async fn a_tag_moved_between_plan_and_pull_still_creates_exactly_the_planned_ima
     let digests = repo_digests(&run, &image);
     assert!(digests.iter().any(|d| d.ends_with(&planned)), "{digests:?} lacks {planned}");
 }
+
+#[test]
+fn an_emulated_container_is_upgraded_on_its_own_platform() {
+    let run = TestRun::new("emulated_platform_kept");
+    let registry = run.registry();
+    let repo = registry.repo("app");
+    let path = registry.path_of(&repo);
+    publish(&run, &registry, &repo, "1", "1");
+    publish(&run, &registry, &repo, "2", "2");
+    for version in ["1", "2"] {
+        let native = registry.manifest(&path, version);
+        let arm = registry.as_architecture(&path, version, "arm64");
+        registry.put_index(&path, &format!("multi{version}"), &[(&native, "amd64"), (&arm, "arm64")]);
+    }
+    // As `docker run --platform linux/arm64` on an amd64 host leaves it.
+    run.docker(&["pull", "--platform", "linux/arm64", &format!("{repo}:multi1")]);
+    let name = run.name("web");
+    run.run_container("web", &format!("{repo}:multi1"), &[]);
+    let arch = |container: &str| {
+        let image = run.inspect(container, "{{.Image}}");
+        run.inspect(&image, "{{.Os}}/{{.Architecture}}")
+    };
+    assert_eq!(arch(&name), "linux/arm64", "the setup runs an emulated image");
+
+    let state = run.empty_dir("state");
+    let image = format!("{repo}:multi2");
+    let state = state.to_str().expect("utf-8 path");
+    let out = run.cli(&["upgrade", &name, "--image", &image, "--state-dir", state, "--stable", "300ms"]);
+    assert!(out.status.success(), "upgrade failed: {}", String::from_utf8_lossy(&out.stderr));
+
+    assert_eq!(arch(&name), "linux/arm64", "the upgraded container keeps its platform");
+    let env = run.inspect(&name, "{{range .Config.Env}}{{.}} {{end}}");
+    assert!(env.contains("TESTBOX_VERSION=2"), "and runs the new version: {env}");
+}

@@ -16,7 +16,7 @@ mod events;
 mod list;
 mod pull;
 
-pub use containers::{ContainerDetails, ImageDetails, Sample};
+pub use containers::{platform_of, ContainerDetails, ImageDetails, Sample};
 pub use list::NetworkMember;
 pub use pull::{Credentials, PullProgress};
 
