@@ -20,8 +20,10 @@ use crate::engine::Credentials;
 use crate::reference::{ImageRef, DOCKER_HUB};
 use crate::types::Digest;
 use distribution::{Auth, CallError, Distribution};
+pub use platform::ForPlatform;
 
 mod distribution;
+mod platform;
 #[cfg(test)]
 mod stand_in;
 

@@ -192,6 +192,57 @@ async fn a_tag_moved_between_plan_and_pull_still_creates_exactly_the_planned_ima
     assert!(digests.iter().any(|d| d.ends_with(&planned)), "{digests:?} lacks {planned}");
 }
 
+/// How many manifests of `path` the tool (by its user agent) has GET.
+fn manifest_gets(registry: &TestRegistry, path: &str) -> usize {
+    let needle = format!("GET /v2/{path}/manifests/");
+    registry.log().lines().filter(|l| l.contains(&needle) && l.contains("container-upgrader/")).count()
+}
+
+#[test]
+fn an_index_changed_only_for_another_platform_plans_none_and_one_without_this_platform_plans_error() {
+    let run = TestRun::new("index_other_platform");
+    let registry = run.registry();
+    let repo = registry.repo("app");
+    let path = registry.path_of(&repo);
+    publish(&run, &registry, &repo, "1", "1");
+    publish(&run, &registry, &repo, "2", "2");
+    let (one, two) = (registry.manifest(&path, "1"), registry.manifest(&path, "2"));
+    // This host is amd64 (the test images are x86-64 binaries).
+    registry.put_index(&path, "multi", &[(&one, "amd64"), (&one, "arm64")]);
+    run.docker(&["pull", &format!("{repo}:multi")]);
+    let name = run.name("web");
+    run.run_container("web", &format!("{repo}:multi"), &[]);
+    let plan_for = |tag: &str| {
+        let m = format!("version: 1\ntargets:\n  - container: {name}\n    image: {repo}:{tag}\n");
+        entry(&plan_json(&run, &m), &name).clone()
+    };
+
+    let unchanged = plan_for("multi");
+    assert_eq!(unchanged["action"], "none", "{unchanged:#}");
+    assert_eq!(manifest_gets(&registry, &path), 0, "a no-change pass only HEADs:\n{}", registry.log());
+
+    // Re-indexed: a new arm64 build, the amd64 entry as it was.
+    registry.put_index(&path, "multi", &[(&one, "amd64"), (&two, "arm64")]);
+    let other = plan_for("multi");
+    assert_eq!(other["action"], "none", "only arm64 changed: {other:#}");
+    let reason = other["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("linux/amd64") && reason.contains("only other platforms changed"), "{reason}");
+    assert_eq!(manifest_gets(&registry, &path), 2, "the index, then this platform's manifest");
+
+    // This platform's entry changed: that is an upgrade.
+    registry.put_index(&path, "multi", &[(&two, "amd64"), (&one, "arm64")]);
+    let mine = plan_for("multi");
+    assert_eq!(mine["action"], "upgrade", "amd64 changed: {mine:#}");
+
+    // No image for this platform at all: said in the plan, not left to a
+    // pull failing on every pass.
+    registry.put_index(&path, "armonly", &[(&two, "arm64")]);
+    let missing = plan_for("armonly");
+    assert_eq!(missing["action"], "error", "{missing:#}");
+    let reason = missing["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("no image for linux/amd64") && reason.contains("it has linux/arm64"), "{reason}");
+}
+
 #[test]
 fn an_emulated_container_is_upgraded_on_its_own_platform() {
     let run = TestRun::new("emulated_platform_kept");

@@ -392,7 +392,7 @@ async fn compute_plan(file: &FileArg, args: &RegistryArgs, state_dir: &Path) -> 
         .map_err(|e| Failure::new(exit::ENGINE, format!("error: {e}")))?;
     let needed = plan::needs_resolution(&manifest, &observed);
     let registry = registry_for(&manifest, args);
-    let resolved = resolve::resolve(&manifest, &observed, &registry, &needed).await;
+    let resolved = resolve::resolve(&manifest, &observed, &registry, &engine, &needed).await;
     Ok(plan::plan(&manifest, &observed, &resolved))
 }
 

@@ -130,6 +130,25 @@ impl Distribution {
             .ok_or_else(|| CallError::Invalid("the registry sent no Docker-Content-Digest header".into()))
     }
 
+    /// The manifest (or index) `image`'s repository serves for `reference`
+    /// (a digest or a tag), read whole: its media type and body.
+    pub async fn manifest(
+        &self,
+        image: &ImageRef,
+        reference: &str,
+        auth: &Auth,
+    ) -> Result<(String, Vec<u8>), CallError> {
+        let url = self.url(image, &format!("manifests/{reference}"))?;
+        let response = self.send(image, auth, Method::GET, url).await?;
+        let media_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        Ok((media_type, read_bounded(response).await?))
+    }
+
     /// The first page of `image`'s tags, asking for `n` (a registry may
     /// send fewer: Docker Hub sends at most 100), and where the next page
     /// is when the registry says there is one.
