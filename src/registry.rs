@@ -2,8 +2,9 @@
 //! repository's tags, through the distribution API ([`distribution`]).
 //!
 //! Credentials come from the Docker config file (`DOCKER_CONFIG` or
-//! `~/.docker/config.json`, credential helpers included), read once per
-//! registry. Loopback registries (`localhost`, `127.0.0.0/8`, `[::1]`) are
+//! `~/.docker/config.json`, credential helpers included, each under a time
+//! limit), read once per registry ([`credentials`]); an identity token is
+//! exchanged at the registry's token service for an access token. Loopback registries (`localhost`, `127.0.0.0/8`, `[::1]`) are
 //! spoken to over plain HTTP, as the Docker daemon itself does; others only
 //! over HTTPS unless named as insecure. Every call has a timeout. HTTPS
 //! trusts the system's CA certificates, or the bundled web PKI roots where
@@ -14,14 +15,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use tokio::sync::Mutex;
+use std::sync::Arc;
+use tokio::sync::{Mutex, OnceCell};
 
 use crate::engine::Credentials;
-use crate::reference::{ImageRef, DOCKER_HUB};
+use crate::reference::ImageRef;
 use crate::types::Digest;
+pub use credentials::{credentials, HELPER_TIMEOUT};
 use distribution::{Auth, CallError, Distribution};
 pub use platform::ForPlatform;
 
+mod credentials;
 mod distribution;
 mod platform;
 #[cfg(test)]
@@ -121,7 +125,7 @@ pub enum RegistryError {
 pub struct Registry {
     client: Result<Distribution, String>,
     timeout: Duration,
-    auth: Mutex<HashMap<String, Auth>>,
+    auth: Mutex<HashMap<String, Arc<OnceCell<Auth>>>>,
     calls: AtomicU64,
 }
 
@@ -256,18 +260,14 @@ impl Registry {
         }
     }
 
+    /// The credentials for `registry`, looked up once per client. The map
+    /// is locked only to find the registry's cell: a slow credential helper
+    /// holds up lookups of its own registry (which wait for its answer, up
+    /// to the helper's time limit), never those of others.
     async fn auth_for(&self, registry: &str) -> Auth {
-        let mut cache = self.auth.lock().await;
-        if let Some(auth) = cache.get(registry) {
-            return auth.clone();
-        }
-        let owned = registry.to_string();
-        // Credential helpers are external programs: keep them off the runtime threads.
-        let auth = tokio::task::spawn_blocking(move || registry_auth(credentials(&owned)))
-            .await
-            .unwrap_or(Auth::Anonymous);
-        cache.insert(registry.to_string(), auth.clone());
-        auth
+        let cell = self.auth.lock().await.entry(registry.to_string()).or_default().clone();
+        let limit = self.timeout.min(HELPER_TIMEOUT);
+        cell.get_or_init(|| async { registry_auth(credentials(registry, limit).await) }).await.clone()
     }
 }
 
@@ -283,31 +283,15 @@ pub fn plain_http<'a>(insecure: &[String], seen: impl IntoIterator<Item = &'a Im
 
 pub(crate) use crate::tls::ensure_crypto_provider;
 
-/// The Docker config's credentials for `registry` (`None`: anonymous).
-/// Blocking: a credential helper is an external program.
-pub fn credentials(registry: &str) -> Option<Credentials> {
-    use docker_credential::{CredentialRetrievalError as E, DockerCredential};
-    let server = if registry == DOCKER_HUB { "https://index.docker.io/v1/" } else { registry };
-    match docker_credential::get_credential(server) {
-        Ok(DockerCredential::UsernamePassword(user, pass)) => {
-            Some(Credentials { username: Some(user), password: Some(pass), identity_token: None })
-        }
-        Ok(DockerCredential::IdentityToken(token)) => {
-            Some(Credentials { identity_token: Some(token), ..Credentials::default() })
-        }
-        Err(E::ConfigNotFound | E::ConfigReadError | E::NoCredentialConfigured) => None,
-        Err(e) => {
-            tracing::warn!(registry, error = ?e, "cannot read registry credentials; trying anonymously");
-            None
-        }
-    }
-}
-
-fn registry_auth(c: Option<Credentials>) -> Auth {
+fn registry_auth(c: Result<Option<Credentials>, String>) -> Auth {
     match c {
-        Some(Credentials { username: Some(u), password: Some(p), .. }) => Auth::Basic(u, p),
-        Some(Credentials { identity_token: Some(t), .. }) => Auth::Bearer(t),
-        _ => Auth::Anonymous,
+        Ok(Some(Credentials { username: Some(u), password: Some(p), .. })) => Auth::Basic(u, p),
+        Ok(Some(Credentials { identity_token: Some(t), .. })) => Auth::IdentityToken(t),
+        Ok(_) => Auth::Anonymous,
+        Err(why) => {
+            tracing::warn!(reason = %why, "no registry credentials; trying anonymously");
+            Auth::Unavailable(why)
+        }
     }
 }
 
@@ -328,7 +312,8 @@ fn sent(registry: &str, auth: &Auth) -> String {
     match auth {
         Auth::Anonymous => format!("no credentials for {registry} in the Docker config"),
         Auth::Basic(user, _) => format!("the Docker config's login for user {user} was refused"),
-        Auth::Bearer(_) => "the Docker config's identity token was refused".to_string(),
+        Auth::IdentityToken(_) => "the Docker config's identity token was refused".to_string(),
+        Auth::Unavailable(why) => format!("no credentials: {why}"),
     }
 }
 

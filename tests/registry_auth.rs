@@ -115,3 +115,45 @@ fn wrong_or_missing_credentials_plan_error_naming_the_registry() {
         assert_eq!(rejected, sends_login, "{case}: did plan send the config's login?\n{}", s.registry.log());
     }
 }
+
+#[test]
+fn a_hung_credential_helper_is_stopped_at_its_limit_and_the_plan_says_why() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = setup("hung_credential_helper");
+    // A `docker-credential-hang` that never answers, first on PATH, and a
+    // Docker config that names it for the registry.
+    let bin = s.run.empty_dir("helper-bin");
+    let helper = bin.join("docker-credential-hang");
+    std::fs::write(&helper, "#!/bin/sh\nexec sleep 60\n").expect("writing the helper");
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).expect("chmod the helper");
+    let config = s.run.empty_dir("hang-config");
+    let helpers = format!("{{\"credHelpers\": {{\"{}\": \"hang\"}}}}\n", s.registry.addr());
+    std::fs::write(config.join("config.json"), helpers).expect("writing config.json");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+
+    let manifest = s.run.write_file("desired-state.yaml", &s.manifest);
+    let args = [
+        "plan",
+        "-f",
+        manifest.to_str().expect("utf-8 path"),
+        "--output",
+        "json",
+        "--registry-timeout",
+        "2s",
+    ];
+    let env = [("DOCKER_CONFIG", config.to_str().expect("utf-8 path")), ("PATH", path.as_str())];
+    let started = std::time::Instant::now();
+    let out = s.run.cli_with_env(&args, &env);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(took < std::time::Duration::from_secs(8), "the plan waited {took:?} for a helper limited to 2s");
+    let plan: Value = serde_json::from_slice(&out.stdout).expect("plan JSON");
+    let e = &plan["actions"][0];
+    assert_eq!(e["action"], "error", "{e:#}");
+    let reason = e["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("docker-credential-hang did not answer within 2s"),
+        "the plan says why it had no login: {reason}"
+    );
+}

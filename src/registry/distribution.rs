@@ -61,8 +61,11 @@ pub enum Auth {
     Anonymous,
     /// User and password: HTTP Basic, or exchanged for a token.
     Basic(String, String),
-    /// An identity token, sent as a Bearer token.
-    Bearer(String),
+    /// An identity token (`docker login` to a registry with OAuth): a
+    /// refresh token, exchanged at the token service for an access token.
+    IdentityToken(String),
+    /// None could be read: why (a credential helper that hung or failed).
+    Unavailable(String),
 }
 
 /// Why a call failed, before the registry module tells it to the operator.
@@ -249,7 +252,14 @@ impl Distribution {
         auth: &Auth,
     ) -> Result<Option<Credential>, CallError> {
         match (challenge, auth) {
-            (_, Auth::Bearer(token)) => Ok(Some(Credential::Bearer(token.clone()))),
+            (Some(Challenge::Bearer { realm, service, scope }), Auth::IdentityToken(refresh)) => {
+                let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", image.repository()));
+                self.refresh(&realm, service.as_deref(), &scope, refresh)
+                    .await
+                    .map(|t| Some(Credential::Bearer(t)))
+            }
+            // An identity token means something only to a token service.
+            (_, Auth::IdentityToken(_)) => Ok(None),
             (Some(Challenge::Bearer { realm, service, scope }), _) => {
                 let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", image.repository()));
                 self.token(&realm, service.as_deref(), &scope, auth)
@@ -257,7 +267,7 @@ impl Distribution {
                     .map(|t| Some(Credential::Bearer(t)))
             }
             (_, Auth::Basic(user, password)) => Ok(Some(Credential::Basic(user.clone(), password.clone()))),
-            (_, Auth::Anonymous) => Ok(None),
+            (_, Auth::Anonymous | Auth::Unavailable(_)) => Ok(None),
         }
     }
 
@@ -271,11 +281,6 @@ impl Distribution {
         scope: &str,
         auth: &Auth,
     ) -> Result<String, CallError> {
-        #[derive(Deserialize)]
-        struct Token {
-            token: Option<String>,
-            access_token: Option<String>,
-        }
         let mut url = Url::parse(realm).map_err(|e| {
             CallError::Invalid(format!("the registry names an unusable token realm {realm}: {e}"))
         })?;
@@ -289,13 +294,57 @@ impl Distribution {
             _ => request,
         };
         let body = read_bounded(success(request.send().await?).await?).await?;
-        let token: Token = serde_json::from_slice(&body)
-            .map_err(|e| CallError::Invalid(format!("the token service sent an unreadable answer: {e}")))?;
-        token
-            .token
-            .or(token.access_token)
-            .ok_or_else(|| CallError::Invalid("the token service sent no token".into()))
+        token_of(&body)
     }
+}
+
+impl Distribution {
+    /// An access token for `scope` in exchange for an identity token: the
+    /// OAuth2 refresh-token grant Docker's own client uses (POST to the
+    /// realm). Sending the identity token itself as the bearer token is
+    /// refused by every registry that issues them.
+    async fn refresh(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        refresh_token: &str,
+    ) -> Result<String, CallError> {
+        let url = Url::parse(realm).map_err(|e| {
+            CallError::Invalid(format!("the registry names an unusable token realm {realm}: {e}"))
+        })?;
+        // The form body, encoded as a query is (application/x-www-form-urlencoded).
+        let mut form = Url::parse("http://form.invalid/").map_err(|e| CallError::Invalid(e.to_string()))?;
+        form.query_pairs_mut()
+            .append_pair("grant_type", "refresh_token")
+            .append_pair("refresh_token", refresh_token)
+            .append_pair("service", service.unwrap_or_default())
+            .append_pair("scope", scope)
+            .append_pair("client_id", "container-upgrader");
+        let body = form.query().unwrap_or_default().to_string();
+        let request = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body);
+        let body = read_bounded(success(request.send().await?).await?).await?;
+        token_of(&body)
+    }
+}
+
+/// The token in a token service's answer (`token` or `access_token`).
+fn token_of(body: &[u8]) -> Result<String, CallError> {
+    #[derive(Deserialize)]
+    struct Token {
+        token: Option<String>,
+        access_token: Option<String>,
+    }
+    let token: Token = serde_json::from_slice(body)
+        .map_err(|e| CallError::Invalid(format!("the token service sent an unreadable answer: {e}")))?;
+    token
+        .token
+        .or(token.access_token)
+        .ok_or_else(|| CallError::Invalid("the token service sent no token".into()))
 }
 
 /// `response` if its status is a success; else its status and message.
@@ -461,7 +510,24 @@ mod tests {
                 let has = |h: &str| head.iter().any(|l| l.eq_ignore_ascii_case(h));
                 let first = head.first().cloned().unwrap_or_default();
                 log.lock().expect("log").push(first.clone());
-                let response = if first.starts_with("GET /token?") {
+                let length = head
+                    .iter()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase().strip_prefix("content-length:").map(|n| n.trim().to_string())
+                    })
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0; length];
+                let _ = std::io::Read::read_exact(&mut reader, &mut body);
+                let body = String::from_utf8_lossy(&body).into_owned();
+                let response = if first.starts_with("POST /token ") {
+                    // The OAuth2 refresh-token grant for identity token `rt-1`.
+                    if body.contains("grant_type=refresh_token") && body.contains("refresh_token=rt-1") {
+                        "200 OK\r\ncontent-length: 22\r\n\r\n{\"access_token\":\"t0k\"}".to_string()
+                    } else {
+                        "401 Unauthorized\r\ncontent-length: 0\r\n\r\n".to_string()
+                    }
+                } else if first.starts_with("GET /token?") {
                     // base64("deployer:pw")
                     if has("authorization: Basic ZGVwbG95ZXI6cHc=") {
                         "200 OK\r\ncontent-length: 15\r\n\r\n{\"token\":\"t0k\"}".to_string()
@@ -473,6 +539,9 @@ mod tests {
                 } else {
                     format!("401 Unauthorized\r\nwww-authenticate: Bearer realm=\"{realm}\",service=\"reg\",scope=\"repository:team/app:pull\"\r\ncontent-length: 0\r\n\r\n")
                 };
+                // One request per connection, said so: a pooled connection
+                // this loop already closed would fail the client's next request.
+                let response = response.replacen("\r\n", "\r\nconnection: close\r\n", 1);
                 let _ = stream.write_all(format!("HTTP/1.1 {response}").as_bytes());
             }
         });
@@ -508,6 +577,32 @@ mod tests {
         // Elsewhere, the wrong login gets no token: refused.
         let other = ImageRef::parse(&format!("{addr}/team/other:1")).expect("reference");
         let refused = d.manifest_digest(&other, &wrong).await;
+        assert!(
+            matches!(refused, Err(CallError::Status { status: StatusCode::UNAUTHORIZED, .. })),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_identity_token_is_exchanged_for_an_access_token_not_sent_as_one() {
+        let (addr, seen) = token_registry();
+        let http = crate::tls::http_client("test client", |b| b).expect("client");
+        let d = Distribution::new(http, vec![addr.clone()]);
+        let image = ImageRef::parse(&format!("{addr}/team/app:1")).expect("reference");
+        let digest = d.manifest_digest(&image, &Auth::IdentityToken("rt-1".into())).await;
+        assert_eq!(digest.map_err(|e| format!("{e:?}")).as_deref(), Ok("sha256:abc"));
+        let lines = seen.lock().expect("log").clone();
+        assert_eq!(
+            lines,
+            [
+                "HEAD /v2/team/app/manifests/1 HTTP/1.1",
+                "POST /token HTTP/1.1",
+                "HEAD /v2/team/app/manifests/1 HTTP/1.1",
+            ],
+            "the identity token goes to the token service, the access token to the registry"
+        );
+        let other = ImageRef::parse(&format!("{addr}/team/other:1")).expect("reference");
+        let refused = d.manifest_digest(&other, &Auth::IdentityToken("stale".into())).await;
         assert!(
             matches!(refused, Err(CallError::Status { status: StatusCode::UNAUTHORIZED, .. })),
             "{refused:?}"

@@ -196,8 +196,16 @@ impl Swapper {
             return Ok(image);
         }
         let registry = req.image.registry().to_string();
-        let credentials =
-            tokio::task::spawn_blocking(move || crate::registry::credentials(&registry)).await.ok().flatten();
+        // The engine exchanges an identity token itself; a helper that
+        // hangs is stopped at its limit and the pull goes on without.
+        let credentials = match crate::registry::credentials(&registry, crate::registry::HELPER_TIMEOUT).await
+        {
+            Ok(found) => found,
+            Err(why) => {
+                tracing::warn!(registry = %registry, reason = %why, "pulling without credentials");
+                None
+            }
+        };
         let show = self.show_progress;
         self.engine
             .pull(&source, platform, credentials, |p| {
