@@ -18,7 +18,7 @@ use reqwest::StatusCode;
 use std::sync::Arc;
 use tokio::sync::{Mutex, OnceCell};
 
-use crate::engine::Credentials;
+use crate::engine::{Credentials, Engine, InsecureRegistries};
 use crate::reference::ImageRef;
 use crate::types::Digest;
 pub use credentials::{credentials, HELPER_TIMEOUT};
@@ -274,11 +274,85 @@ impl Registry {
 /// The registries to speak plain HTTP to: the `insecure` ones and the
 /// loopback ones among `seen`, sorted (equal lists mean an equal client).
 pub fn plain_http<'a>(insecure: &[String], seen: impl IntoIterator<Item = &'a ImageRef>) -> Vec<String> {
+    plain_http_as(insecure, &InsecureRegistries::default(), seen)
+}
+
+/// [`plain_http`], plus the registries among `seen` the engine treats as
+/// insecure (`engine`: its `insecure-registries`, by name or by an IP
+/// address inside one of its ranges; a host name is not resolved).
+pub fn plain_http_as<'a>(
+    insecure: &[String],
+    engine: &InsecureRegistries,
+    seen: impl IntoIterator<Item = &'a ImageRef>,
+) -> Vec<String> {
     let mut plain: Vec<String> = insecure.to_vec();
-    plain.extend(seen.into_iter().map(|r| r.registry().to_string()).filter(|r| is_loopback(r)));
+    plain.extend(
+        seen.into_iter()
+            .map(|r| r.registry().to_string())
+            .filter(|r| is_loopback(r) || engine_insecure(engine, r)),
+    );
     plain.sort();
     plain.dedup();
     plain
+}
+
+/// [`plain_http_as`] with the engine's own list, asked only when a
+/// registry among `seen` is neither loopback nor in `insecure` (so a pass
+/// over loopback or HTTPS-only-by-flag registries costs no engine call).
+/// An engine that cannot say is taken to trust none: HTTPS is the safe
+/// side.
+pub async fn plain_http_for<'a>(
+    engine: &Engine,
+    insecure: &[String],
+    seen: impl IntoIterator<Item = &'a ImageRef>,
+) -> Vec<String> {
+    let seen: Vec<&ImageRef> = seen.into_iter().collect();
+    let undecided =
+        seen.iter().any(|r| !is_loopback(r.registry()) && !insecure.iter().any(|i| i == r.registry()));
+    let view = if undecided {
+        engine.insecure_registries().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the engine's insecure registries; only loopback and --insecure-registry use plain HTTP");
+            InsecureRegistries::default()
+        })
+    } else {
+        InsecureRegistries::default()
+    };
+    plain_http_as(insecure, &view, seen)
+}
+
+/// True when the engine's `insecure-registries` cover `registry`.
+fn engine_insecure(engine: &InsecureRegistries, registry: &str) -> bool {
+    engine.names.iter().any(|n| n == registry)
+        || host(registry)
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| engine.cidrs.iter().any(|c| in_cidr(ip, c)))
+}
+
+/// True when `ip` lies in `cidr` (`10.0.0.0/8`, `fd00::/8`).
+fn in_cidr(ip: std::net::IpAddr, cidr: &str) -> bool {
+    use std::net::IpAddr;
+    let Some((net, bits)) = cidr.split_once('/') else { return false };
+    let (Ok(net), Ok(bits)) = (net.parse::<IpAddr>(), bits.parse::<u32>()) else { return false };
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) if bits <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) if bits <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// The host part of `registry` (`[::1]:5000` → `::1`).
+fn host(registry: &str) -> &str {
+    if let Some(rest) = registry.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        registry.split(':').next().unwrap_or(registry)
+    }
 }
 
 pub(crate) use crate::tls::ensure_crypto_provider;
@@ -297,11 +371,7 @@ fn registry_auth(c: Result<Option<Credentials>, String>) -> Auth {
 
 /// True for registries Docker treats as insecure by default.
 pub fn is_loopback(registry: &str) -> bool {
-    let host = if let Some(rest) = registry.strip_prefix('[') {
-        rest.split(']').next().unwrap_or(rest)
-    } else {
-        registry.split(':').next().unwrap_or(registry)
-    };
+    let host = host(registry);
     host == "localhost"
         || host == "::1"
         || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
@@ -458,6 +528,33 @@ mod tests {
         let range = semver::VersionReq::parse("^3").expect("range");
         let best = crate::resolve::tag::pick(&tags, &range, false, "").map(|t| t.tag.to_string());
         assert_eq!(best.as_deref(), Some("3.39.29"), "the highest, on the last page by text order");
+    }
+
+    #[test]
+    fn the_engines_insecure_registries_are_spoken_to_over_plain_http() {
+        let engine = InsecureRegistries {
+            names: vec!["registry.lan:5000".into()],
+            cidrs: vec!["127.0.0.0/8".into(), "10.20.0.0/16".into(), "fd00::/8".into()],
+        };
+        let refs: Vec<ImageRef> = [
+            "registry.lan:5000/app:1",
+            "registry.lan/app:1",
+            "10.20.3.4:5000/app:1",
+            "10.21.0.1:5000/app:1",
+            "ghcr.io/o/app:1",
+        ]
+        .iter()
+        .map(|r| ImageRef::parse(r).expect("reference"))
+        .collect();
+        assert_eq!(
+            plain_http_as(&["other:443".to_string()], &engine, &refs),
+            ["10.20.3.4:5000", "other:443", "registry.lan:5000"],
+            "by name (port included), by address range, and --insecure-registry"
+        );
+        assert!(in_cidr("fd00::1".parse().expect("ip"), "fd00::/8"));
+        assert!(!in_cidr("fe80::1".parse().expect("ip"), "fd00::/8"));
+        assert!(!in_cidr("10.0.0.1".parse().expect("ip"), "garbage"));
+        assert!(in_cidr("8.8.8.8".parse().expect("ip"), "0.0.0.0/0"));
     }
 
     #[test]

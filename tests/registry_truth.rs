@@ -276,3 +276,19 @@ fn an_emulated_container_is_upgraded_on_its_own_platform() {
     let env = run.inspect(&name, "{{range .Config.Env}}{{.}} {{end}}");
     assert!(env.contains("TESTBOX_VERSION=2"), "and runs the new version: {env}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engines_insecure_registries_are_read_as_docker_info_reports_them() {
+    use container_upgrader::engine::Engine;
+    let engine = Engine::connect().await.expect("engine");
+    let view = engine.insecure_registries().await.expect("docker info");
+    let cidrs: Vec<String> = serde_json::from_str(&common::docker(&[
+        "info",
+        "--format",
+        "{{json .RegistryConfig.InsecureRegistryCIDRs}}",
+    ]))
+    .expect("docker info JSON");
+    assert_eq!(view.cidrs, cidrs);
+    // The engine's default range: what makes a 127.0.0.1 registry plain HTTP for it too.
+    assert!(view.cidrs.iter().any(|c| c == "127.0.0.0/8"), "{view:?}");
+}
