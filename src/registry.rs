@@ -25,6 +25,7 @@ pub use credentials::{credentials, HELPER_TIMEOUT};
 use distribution::{Auth, CallError, Distribution};
 pub use platform::ForPlatform;
 
+mod certs;
 mod credentials;
 mod distribution;
 mod platform;
@@ -143,14 +144,29 @@ impl Registry {
     /// A client for which exactly the `plain` registries use plain HTTP
     /// (see [`plain_http`]). It trusts the system's CA certificates, or the
     /// bundled ones where the system has none ([`crate::tls`]): a registry,
-    /// plain HTTP or not, never needs certificates installed.
+    /// plain HTTP or not, never needs certificates installed. A registry
+    /// with CA files in Docker's `certs.d` also trusts those, and is spoken
+    /// to over HTTPS even on loopback (whoever put them there set up TLS).
     pub fn with_plain_http(plain: Vec<String>, timeout: Duration) -> Self {
-        let http = crate::tls::http_client("registry client", |b| {
+        let configure = |b: reqwest::ClientBuilder| {
             b.connect_timeout(timeout.min(Duration::from_secs(5)))
                 .read_timeout(timeout)
                 .user_agent(concat!("container-upgrader/", env!("CARGO_PKG_VERSION")))
-        });
-        let client = http.map(|http| Distribution::new(http, plain));
+        };
+        let http = crate::tls::http_client("registry client", configure);
+        // Registries with their own CAs (certs.d) get a client of their own.
+        let own: HashMap<String, Result<reqwest::Client, String>> = certs::registry_cas(&certs::certs_dir())
+            .into_iter()
+            .map(|(registry, cas)| {
+                let client = cas.and_then(|cas| {
+                    crate::tls::http_client("registry client", |b| {
+                        cas.iter().cloned().fold(configure(b), |b, ca| b.add_root_certificate(ca))
+                    })
+                });
+                (registry, client)
+            })
+            .collect();
+        let client = http.map(|http| Distribution::new(http, plain).with_own_clients(own));
         Self { client, timeout, auth: Mutex::new(HashMap::new()), calls: AtomicU64::new(0) }
     }
 

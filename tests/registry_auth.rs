@@ -157,3 +157,40 @@ fn a_hung_credential_helper_is_stopped_at_its_limit_and_the_plan_says_why() {
         "the plan says why it had no login: {reason}"
     );
 }
+
+#[test]
+fn a_registry_with_its_own_ca_in_certs_d_is_read_over_https() {
+    let run = TestRun::new("registry_certs_d");
+    let registry = run.registry_with_tls();
+    let repo = registry.repo("app");
+    for version in ["1", "2"] {
+        let tag = format!("{repo}:{version}");
+        run.build_image(&tag, &ImageSpec { env: vec![("TESTBOX_VERSION", version)], ..Default::default() });
+        registry.push(&tag);
+    }
+    let d2 = registry_digest(&run, &repo, "2");
+    run.run_container("web", &format!("{repo}:1"), &[]);
+    let container = run.name("web");
+    let manifest = run.write_file(
+        "desired-state.yaml",
+        format!("version: 1\ntargets:\n  - container: {container}\n    image: {repo}:2\n"),
+    );
+    let plan = |certs_d: &Path| {
+        let args = ["plan", "-f", manifest.to_str().expect("utf-8 path"), "--output", "json"];
+        let out =
+            run.cli_with_env(&args, &[("CONTAINER_UPGRADER_CERTS_D", certs_d.to_str().expect("utf-8 path"))]);
+        let plan: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("plan output is not JSON ({e}): {}", String::from_utf8_lossy(&out.stderr))
+        });
+        plan["actions"][0].clone()
+    };
+
+    // Its CA where Docker keeps it: HTTPS, verified, even on loopback.
+    let e = plan(&registry.certs_d());
+    assert_eq!(e["action"], "upgrade", "{e:#}");
+    assert_eq!(e["desired"]["digest"], d2.as_str(), "{e:#}");
+
+    // Without it, the registry cannot be read (plain HTTP to a TLS server).
+    let e = plan(&run.empty_dir("no-certs"));
+    assert_eq!(e["action"], "error", "{e:#}");
+}

@@ -108,12 +108,31 @@ pub struct Distribution {
     /// Per registry and repository, the credential that was let in last:
     /// sent up front, so a token is fetched once, not once per request.
     admitted: Mutex<HashMap<(String, String), Credential>>,
+    /// Registries with CAs of their own (Docker's `certs.d`): their client,
+    /// or why their CA files cannot be used. Always HTTPS.
+    own: HashMap<String, Result<reqwest::Client, String>>,
 }
 
 impl Distribution {
     /// A client over `http`; `plain` registries are spoken to over HTTP.
     pub fn new(http: reqwest::Client, plain: Vec<String>) -> Self {
-        Self { http, plain, admitted: Mutex::new(HashMap::new()) }
+        Self { http, plain, admitted: Mutex::new(HashMap::new()), own: HashMap::new() }
+    }
+
+    /// Speaks to the registries of `own` through their own client (one
+    /// trusting their CA files).
+    pub fn with_own_clients(mut self, own: HashMap<String, Result<reqwest::Client, String>>) -> Self {
+        self.own = own;
+        self
+    }
+
+    /// The client for `registry`, token service included.
+    fn http_for(&self, registry: &str) -> Result<&reqwest::Client, CallError> {
+        match self.own.get(registry) {
+            Some(Ok(client)) => Ok(client),
+            Some(Err(why)) => Err(CallError::Invalid(why.clone())),
+            None => Ok(&self.http),
+        }
     }
 
     /// The digest the registry serves for `image` (its digest if pinned,
@@ -195,7 +214,8 @@ impl Distribution {
     /// `scheme://host/v2/<repository>/<path>`.
     fn url(&self, image: &ImageRef, path: &str) -> Result<Url, CallError> {
         let registry = image.registry();
-        let scheme = if self.plain.iter().any(|p| p == registry) { "http" } else { "https" };
+        let plain = self.plain.iter().any(|p| p == registry) && !self.own.contains_key(registry);
+        let scheme = if plain { "http" } else { "https" };
         let host = if registry == DOCKER_HUB { DOCKER_HUB_HOST } else { registry };
         let url = format!("{scheme}://{host}/v2/{}/{path}", image.repository());
         Url::parse(&url).map_err(|e| CallError::Invalid(format!("{url}: {e}")))
@@ -213,7 +233,8 @@ impl Distribution {
     ) -> Result<Response, CallError> {
         let key = (image.registry().to_string(), image.repository().to_string());
         let known = self.admitted.lock().await.get(&key).cloned();
-        let response = self.request(method.clone(), url.clone(), known.as_ref()).await?;
+        let http = self.http_for(image.registry())?;
+        let response = self.request(http, method.clone(), url.clone(), known.as_ref()).await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return success(response).await;
         }
@@ -221,7 +242,7 @@ impl Distribution {
         let Some(credential) = self.answer(challenge, image, auth).await? else {
             return success(response).await;
         };
-        let response = self.request(method, url, Some(&credential)).await?;
+        let response = self.request(http, method, url, Some(&credential)).await?;
         if response.status().is_success() {
             self.admitted.lock().await.insert(key, credential);
         }
@@ -230,11 +251,12 @@ impl Distribution {
 
     async fn request(
         &self,
+        http: &reqwest::Client,
         method: Method,
         url: Url,
         credential: Option<&Credential>,
     ) -> Result<Response, CallError> {
-        let request = self.http.request(method, url).header(ACCEPT, MANIFEST_TYPES);
+        let request = http.request(method, url).header(ACCEPT, MANIFEST_TYPES);
         let request = match credential {
             None => request,
             Some(Credential::Basic(user, password)) => request.basic_auth(user, Some(password)),
@@ -254,7 +276,7 @@ impl Distribution {
         match (challenge, auth) {
             (Some(Challenge::Bearer { realm, service, scope }), Auth::IdentityToken(refresh)) => {
                 let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", image.repository()));
-                self.refresh(&realm, service.as_deref(), &scope, refresh)
+                self.refresh(image.registry(), &realm, service.as_deref(), &scope, refresh)
                     .await
                     .map(|t| Some(Credential::Bearer(t)))
             }
@@ -262,7 +284,7 @@ impl Distribution {
             (_, Auth::IdentityToken(_)) => Ok(None),
             (Some(Challenge::Bearer { realm, service, scope }), _) => {
                 let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", image.repository()));
-                self.token(&realm, service.as_deref(), &scope, auth)
+                self.token(image.registry(), &realm, service.as_deref(), &scope, auth)
                     .await
                     .map(|t| Some(Credential::Bearer(t)))
             }
@@ -276,6 +298,7 @@ impl Distribution {
     /// repositories).
     async fn token(
         &self,
+        registry: &str,
         realm: &str,
         service: Option<&str>,
         scope: &str,
@@ -288,7 +311,7 @@ impl Distribution {
         if let Some(service) = service {
             url.query_pairs_mut().append_pair("service", service);
         }
-        let request = self.http.get(url);
+        let request = self.http_for(registry)?.get(url);
         let request = match auth {
             Auth::Basic(user, password) => request.basic_auth(user, Some(password)),
             _ => request,
@@ -305,6 +328,7 @@ impl Distribution {
     /// refused by every registry that issues them.
     async fn refresh(
         &self,
+        registry: &str,
         realm: &str,
         service: Option<&str>,
         scope: &str,
@@ -323,7 +347,7 @@ impl Distribution {
             .append_pair("client_id", "container-upgrader");
         let body = form.query().unwrap_or_default().to_string();
         let request = self
-            .http
+            .http_for(registry)?
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(body);
