@@ -93,7 +93,7 @@ async fn measure(manifest: &Manifest, n: usize) {
         let needed = plan::needs_resolution(manifest, &observed);
         let registry =
             Registry::new(&[], manifest.targets.iter().map(|t| t.want.image()), registry::DEFAULT_TIMEOUT);
-        let resolved = resolve::resolve(manifest, &observed, &registry, &needed).await;
+        let resolved = resolve::resolve(manifest, &observed, &registry, &engine, &needed).await;
         let t_plan = Instant::now();
         let plan = plan::plan(manifest, &observed, &resolved);
         pure.push(t_plan.elapsed());

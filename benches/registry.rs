@@ -59,7 +59,7 @@ fn main() {
         let client =
             Registry::new(&[], manifest.targets.iter().map(|t| t.want.image()), registry::DEFAULT_TIMEOUT);
         let log_before = registry.log().lines().count();
-        let resolved = resolve::resolve(&manifest, &observed, &client, &needed).await;
+        let resolved = resolve::resolve(&manifest, &observed, &client, &engine, &needed).await;
         let p = plan::plan(&manifest, &observed, &resolved);
         assert_eq!(p.count(Action::None), REPOS * PER_REPO, "not a no-change plan: {:?}", p.actions.first());
         let log: Vec<String> = registry.log().lines().skip(log_before).map(str::to_string).collect();

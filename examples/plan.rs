@@ -40,7 +40,7 @@ async fn main() -> ExitCode {
     let registry =
         Registry::new(&[], manifest.targets.iter().map(|t| t.want.image()), registry::DEFAULT_TIMEOUT);
     let needed = plan::needs_resolution(&manifest, &observed);
-    let resolved = resolve::resolve(&manifest, &observed, &registry, &needed).await;
+    let resolved = resolve::resolve(&manifest, &observed, &registry, &engine, &needed).await;
     for entry in plan::plan(&manifest, &observed, &resolved).actions {
         let container = entry.container.as_deref().unwrap_or("-");
         println!("{:<24} {:<24} {:<8} {}", entry.target, container, entry.action, entry.reason);

@@ -181,7 +181,9 @@ impl Controller {
                 tracing::warn!(error = %e, "finished helpers not removed");
             }
         }
-        let registry = self.registry(manifest);
+        let seen = manifest.targets.iter().map(|t| t.want.image());
+        let plain = registry::plain_http_for(self.swapper.engine(), &self.insecure, seen).await;
+        let registry = self.registry(plain);
         let me = self.me.as_ref();
         let result =
             reconcile::reconcile_once(&self.swapper, manifest, &registry, self.parallel, me, &self.stopping)
@@ -210,11 +212,10 @@ impl Controller {
         Ok(Pass { report, own, own_news, journal, own_entry })
     }
 
-    /// The registry client for `manifest`: the cached one while the set of
-    /// plain-HTTP registries is the same and it is younger than
+    /// The registry client for the `plain` HTTP registries (see
+    /// [`registry::plain_http_for`]): the cached one while that set is the same and it is younger than
     /// [`REGISTRY_REUSE`] (credentials are re-read after that).
-    fn registry(&self, manifest: &Manifest) -> Arc<Registry> {
-        let plain = registry::plain_http(&self.insecure, manifest.targets.iter().map(|t| t.want.image()));
+    fn registry(&self, plain: Vec<String>) -> Arc<Registry> {
         let mut cache = match self.registry.lock() {
             Ok(c) => c,
             Err(poisoned) => poisoned.into_inner(),

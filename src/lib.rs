@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod observe;
 pub mod plan;
+pub mod platform;
 pub mod private_fs;
 pub mod reconcile;
 pub mod redact;

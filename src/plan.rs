@@ -229,7 +229,7 @@ fn current_state(
 /// tag and again through a multi-platform index, or pinned by digest on
 /// top of a tag, has several, and Docker lists them alphabetically — so
 /// "the first" is an accident of hex, never "the one the registry means".
-fn repo_digests(c: &ObservedContainer, observed: &Observed, repository: &ImageRef) -> Vec<Digest> {
+pub(crate) fn repo_digests(c: &ObservedContainer, observed: &Observed, repository: &ImageRef) -> Vec<Digest> {
     let Some(image) = observed.images.get(&c.image_id) else { return Vec::new() };
     let name = repository.name();
     image
@@ -276,6 +276,20 @@ fn compare(c: &ObservedContainer, observed: &Observed, desired: &Desired) -> (Ac
         (None, None) => false,
     };
     let state = if c.state == "running" { String::new() } else { format!(" (container is {})", c.state) };
+    // The index moved, but its entry for this container's platform is the
+    // image the container runs: recreating it would change nothing.
+    if let Some(p) = desired.for_platform.as_ref().filter(|p| p.config.as_str() == c.image_id.as_str()) {
+        let index = desired.digest.as_ref().map_or("", |d| d.short());
+        return (
+            Action::None,
+            format!(
+                "up to date: {} is index {index}; its {} image {} is the one running (only other platforms changed){state}",
+                want.familiar(),
+                p.platform,
+                p.manifest.short()
+            ),
+        );
+    }
     if same_content {
         let what = desired.digest.as_ref().map_or_else(|| c.image_id.to_string(), |d| d.short().to_string());
         return (Action::None, format!("up to date: {} is {what}{state}", want.familiar()));

@@ -100,7 +100,7 @@ pub async fn reconcile_once(
     let scaffolding = Scaffolding::from_journal(&history);
     let observed = observe::observe(swapper.engine(), manifest, &scaffolding).await?;
     let needed = plan::needs_resolution(manifest, &observed);
-    let resolved = resolve::resolve(manifest, &observed, registry, &needed).await;
+    let resolved = resolve::resolve(manifest, &observed, registry, swapper.engine(), &needed).await;
     let plan = plan::plan(manifest, &observed, &resolved);
     let now = SystemTime::now();
 

@@ -2,8 +2,9 @@
 //! repository's tags, through the distribution API ([`distribution`]).
 //!
 //! Credentials come from the Docker config file (`DOCKER_CONFIG` or
-//! `~/.docker/config.json`, credential helpers included), read once per
-//! registry. Loopback registries (`localhost`, `127.0.0.0/8`, `[::1]`) are
+//! `~/.docker/config.json`, credential helpers included, each under a time
+//! limit), read once per registry ([`credentials`]); an identity token is
+//! exchanged at the registry's token service for an access token. Loopback registries (`localhost`, `127.0.0.0/8`, `[::1]`) are
 //! spoken to over plain HTTP, as the Docker daemon itself does; others only
 //! over HTTPS unless named as insecure. Every call has a timeout. HTTPS
 //! trusts the system's CA certificates, or the bundled web PKI roots where
@@ -14,14 +15,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use tokio::sync::Mutex;
+use std::sync::Arc;
+use tokio::sync::{Mutex, OnceCell};
 
-use crate::engine::Credentials;
-use crate::reference::{ImageRef, DOCKER_HUB};
+use crate::engine::{Credentials, Engine, InsecureRegistries};
+use crate::reference::ImageRef;
 use crate::types::Digest;
+pub use credentials::{credentials, HELPER_TIMEOUT};
 use distribution::{Auth, CallError, Distribution};
+pub use platform::ForPlatform;
 
+mod certs;
+mod credentials;
 mod distribution;
+mod platform;
 #[cfg(test)]
 mod stand_in;
 
@@ -119,7 +126,7 @@ pub enum RegistryError {
 pub struct Registry {
     client: Result<Distribution, String>,
     timeout: Duration,
-    auth: Mutex<HashMap<String, Auth>>,
+    auth: Mutex<HashMap<String, Arc<OnceCell<Auth>>>>,
     calls: AtomicU64,
 }
 
@@ -137,14 +144,29 @@ impl Registry {
     /// A client for which exactly the `plain` registries use plain HTTP
     /// (see [`plain_http`]). It trusts the system's CA certificates, or the
     /// bundled ones where the system has none ([`crate::tls`]): a registry,
-    /// plain HTTP or not, never needs certificates installed.
+    /// plain HTTP or not, never needs certificates installed. A registry
+    /// with CA files in Docker's `certs.d` also trusts those, and is spoken
+    /// to over HTTPS even on loopback (whoever put them there set up TLS).
     pub fn with_plain_http(plain: Vec<String>, timeout: Duration) -> Self {
-        let http = crate::tls::http_client("registry client", |b| {
+        let configure = |b: reqwest::ClientBuilder| {
             b.connect_timeout(timeout.min(Duration::from_secs(5)))
                 .read_timeout(timeout)
                 .user_agent(concat!("container-upgrader/", env!("CARGO_PKG_VERSION")))
-        });
-        let client = http.map(|http| Distribution::new(http, plain));
+        };
+        let http = crate::tls::http_client("registry client", configure);
+        // Registries with their own CAs (certs.d) get a client of their own.
+        let own: HashMap<String, Result<reqwest::Client, String>> = certs::registry_cas(&certs::certs_dir())
+            .into_iter()
+            .map(|(registry, cas)| {
+                let client = cas.and_then(|cas| {
+                    crate::tls::http_client("registry client", |b| {
+                        cas.iter().cloned().fold(configure(b), |b, ca| b.add_root_certificate(ca))
+                    })
+                });
+                (registry, client)
+            })
+            .collect();
+        let client = http.map(|http| Distribution::new(http, plain).with_own_clients(own));
         Self { client, timeout, auth: Mutex::new(HashMap::new()), calls: AtomicU64::new(0) }
     }
 
@@ -254,68 +276,118 @@ impl Registry {
         }
     }
 
+    /// The credentials for `registry`, looked up once per client. The map
+    /// is locked only to find the registry's cell: a slow credential helper
+    /// holds up lookups of its own registry (which wait for its answer, up
+    /// to the helper's time limit), never those of others.
     async fn auth_for(&self, registry: &str) -> Auth {
-        let mut cache = self.auth.lock().await;
-        if let Some(auth) = cache.get(registry) {
-            return auth.clone();
-        }
-        let owned = registry.to_string();
-        // Credential helpers are external programs: keep them off the runtime threads.
-        let auth = tokio::task::spawn_blocking(move || registry_auth(credentials(&owned)))
-            .await
-            .unwrap_or(Auth::Anonymous);
-        cache.insert(registry.to_string(), auth.clone());
-        auth
+        let cell = self.auth.lock().await.entry(registry.to_string()).or_default().clone();
+        let limit = self.timeout.min(HELPER_TIMEOUT);
+        cell.get_or_init(|| async { registry_auth(credentials(registry, limit).await) }).await.clone()
     }
 }
 
 /// The registries to speak plain HTTP to: the `insecure` ones and the
 /// loopback ones among `seen`, sorted (equal lists mean an equal client).
 pub fn plain_http<'a>(insecure: &[String], seen: impl IntoIterator<Item = &'a ImageRef>) -> Vec<String> {
+    plain_http_as(insecure, &InsecureRegistries::default(), seen)
+}
+
+/// [`plain_http`], plus the registries among `seen` the engine treats as
+/// insecure (`engine`: its `insecure-registries`, by name or by an IP
+/// address inside one of its ranges; a host name is not resolved).
+pub fn plain_http_as<'a>(
+    insecure: &[String],
+    engine: &InsecureRegistries,
+    seen: impl IntoIterator<Item = &'a ImageRef>,
+) -> Vec<String> {
     let mut plain: Vec<String> = insecure.to_vec();
-    plain.extend(seen.into_iter().map(|r| r.registry().to_string()).filter(|r| is_loopback(r)));
+    plain.extend(
+        seen.into_iter()
+            .map(|r| r.registry().to_string())
+            .filter(|r| is_loopback(r) || engine_insecure(engine, r)),
+    );
     plain.sort();
     plain.dedup();
     plain
 }
 
-pub(crate) use crate::tls::ensure_crypto_provider;
+/// [`plain_http_as`] with the engine's own list, asked only when a
+/// registry among `seen` is neither loopback nor in `insecure` (so a pass
+/// over loopback or HTTPS-only-by-flag registries costs no engine call).
+/// An engine that cannot say is taken to trust none: HTTPS is the safe
+/// side.
+pub async fn plain_http_for<'a>(
+    engine: &Engine,
+    insecure: &[String],
+    seen: impl IntoIterator<Item = &'a ImageRef>,
+) -> Vec<String> {
+    let seen: Vec<&ImageRef> = seen.into_iter().collect();
+    let undecided =
+        seen.iter().any(|r| !is_loopback(r.registry()) && !insecure.iter().any(|i| i == r.registry()));
+    let view = if undecided {
+        engine.insecure_registries().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the engine's insecure registries; only loopback and --insecure-registry use plain HTTP");
+            InsecureRegistries::default()
+        })
+    } else {
+        InsecureRegistries::default()
+    };
+    plain_http_as(insecure, &view, seen)
+}
 
-/// The Docker config's credentials for `registry` (`None`: anonymous).
-/// Blocking: a credential helper is an external program.
-pub fn credentials(registry: &str) -> Option<Credentials> {
-    use docker_credential::{CredentialRetrievalError as E, DockerCredential};
-    let server = if registry == DOCKER_HUB { "https://index.docker.io/v1/" } else { registry };
-    match docker_credential::get_credential(server) {
-        Ok(DockerCredential::UsernamePassword(user, pass)) => {
-            Some(Credentials { username: Some(user), password: Some(pass), identity_token: None })
+/// True when the engine's `insecure-registries` cover `registry`.
+fn engine_insecure(engine: &InsecureRegistries, registry: &str) -> bool {
+    engine.names.iter().any(|n| n == registry)
+        || host(registry)
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| engine.cidrs.iter().any(|c| in_cidr(ip, c)))
+}
+
+/// True when `ip` lies in `cidr` (`10.0.0.0/8`, `fd00::/8`).
+fn in_cidr(ip: std::net::IpAddr, cidr: &str) -> bool {
+    use std::net::IpAddr;
+    let Some((net, bits)) = cidr.split_once('/') else { return false };
+    let (Ok(net), Ok(bits)) = (net.parse::<IpAddr>(), bits.parse::<u32>()) else { return false };
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) if bits <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
         }
-        Ok(DockerCredential::IdentityToken(token)) => {
-            Some(Credentials { identity_token: Some(token), ..Credentials::default() })
+        (IpAddr::V6(a), IpAddr::V6(n)) if bits <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
         }
-        Err(E::ConfigNotFound | E::ConfigReadError | E::NoCredentialConfigured) => None,
-        Err(e) => {
-            tracing::warn!(registry, error = ?e, "cannot read registry credentials; trying anonymously");
-            None
-        }
+        _ => false,
     }
 }
 
-fn registry_auth(c: Option<Credentials>) -> Auth {
+/// The host part of `registry` (`[::1]:5000` → `::1`).
+fn host(registry: &str) -> &str {
+    if let Some(rest) = registry.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        registry.split(':').next().unwrap_or(registry)
+    }
+}
+
+pub(crate) use crate::tls::ensure_crypto_provider;
+
+fn registry_auth(c: Result<Option<Credentials>, String>) -> Auth {
     match c {
-        Some(Credentials { username: Some(u), password: Some(p), .. }) => Auth::Basic(u, p),
-        Some(Credentials { identity_token: Some(t), .. }) => Auth::Bearer(t),
-        _ => Auth::Anonymous,
+        Ok(Some(Credentials { username: Some(u), password: Some(p), .. })) => Auth::Basic(u, p),
+        Ok(Some(Credentials { identity_token: Some(t), .. })) => Auth::IdentityToken(t),
+        Ok(_) => Auth::Anonymous,
+        Err(why) => {
+            tracing::warn!(reason = %why, "no registry credentials; trying anonymously");
+            Auth::Unavailable(why)
+        }
     }
 }
 
 /// True for registries Docker treats as insecure by default.
 pub fn is_loopback(registry: &str) -> bool {
-    let host = if let Some(rest) = registry.strip_prefix('[') {
-        rest.split(']').next().unwrap_or(rest)
-    } else {
-        registry.split(':').next().unwrap_or(registry)
-    };
+    let host = host(registry);
     host == "localhost"
         || host == "::1"
         || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
@@ -329,7 +401,8 @@ fn sent(registry: &str, auth: &Auth) -> String {
     match auth {
         Auth::Anonymous => format!("no credentials for {registry} in the Docker config"),
         Auth::Basic(..) => format!("the Docker config's login for {registry} was refused"),
-        Auth::Bearer(_) => "the Docker config's identity token was refused".to_string(),
+        Auth::IdentityToken(_) => "the Docker config's identity token was refused".to_string(),
+        Auth::Unavailable(why) => format!("no credentials: {why}"),
     }
 }
 
@@ -474,6 +547,33 @@ mod tests {
         let range = semver::VersionReq::parse("^3").expect("range");
         let best = crate::resolve::tag::pick(&tags, &range, false, "").map(|t| t.tag.to_string());
         assert_eq!(best.as_deref(), Some("3.39.29"), "the highest, on the last page by text order");
+    }
+
+    #[test]
+    fn the_engines_insecure_registries_are_spoken_to_over_plain_http() {
+        let engine = InsecureRegistries {
+            names: vec!["registry.lan:5000".into()],
+            cidrs: vec!["127.0.0.0/8".into(), "10.20.0.0/16".into(), "fd00::/8".into()],
+        };
+        let refs: Vec<ImageRef> = [
+            "registry.lan:5000/app:1",
+            "registry.lan/app:1",
+            "10.20.3.4:5000/app:1",
+            "10.21.0.1:5000/app:1",
+            "ghcr.io/o/app:1",
+        ]
+        .iter()
+        .map(|r| ImageRef::parse(r).expect("reference"))
+        .collect();
+        assert_eq!(
+            plain_http_as(&["other:443".to_string()], &engine, &refs),
+            ["10.20.3.4:5000", "other:443", "registry.lan:5000"],
+            "by name (port included), by address range, and --insecure-registry"
+        );
+        assert!(in_cidr("fd00::1".parse().expect("ip"), "fd00::/8"));
+        assert!(!in_cidr("fe80::1".parse().expect("ip"), "fd00::/8"));
+        assert!(!in_cidr("10.0.0.1".parse().expect("ip"), "garbage"));
+        assert!(in_cidr("8.8.8.8".parse().expect("ip"), "0.0.0.0/0"));
     }
 
     #[test]

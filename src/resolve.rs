@@ -14,12 +14,15 @@ use std::collections::{HashMap, HashSet};
 use futures_util::stream::{self, StreamExt};
 use semver::VersionReq;
 
+use crate::engine::Engine;
 use crate::manifest::{Manifest, PullPolicy, Target, Want};
 use crate::observe::{Observed, ObservedContainer};
+use crate::platform::Platform;
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistryError};
 use crate::types::{ContainerId, Digest, ImageId};
 
+pub mod platform;
 pub mod tag;
 
 pub use tag::TagVersion;
@@ -37,6 +40,21 @@ pub struct Desired {
     /// The local image standing in for the registry (`pull: never` /
     /// `if-missing` with the image present).
     pub local_id: Option<ImageId>,
+    /// What `digest` serves the container's platform, when the digest
+    /// differed from what the container runs and was read (see
+    /// [`platform`]): the container may run it already.
+    pub for_platform: Option<PlatformImage>,
+}
+
+/// The image a digest (an index) serves one container's platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformImage {
+    /// The container image's platform.
+    pub platform: Platform,
+    /// The platform's manifest in the index.
+    pub manifest: Digest,
+    /// Its config digest: the image id it has once pulled.
+    pub config: Digest,
 }
 
 /// Why a target's desired image is unknown. Plain data so a plan can carry it.
@@ -67,6 +85,17 @@ pub enum ResolveError {
         repository: String,
         /// The flavours its version tags carry.
         flavours: Vec<String>,
+    },
+    /// The index the tag names has no image for the container's platform:
+    /// a pull would fail on every pass.
+    #[error("{reference} has no image for {platform}, the platform of the container's image (it has {})", if .available.is_empty() { "none".to_string() } else { .available.join(", ") })]
+    NoPlatform {
+        /// The reference.
+        reference: String,
+        /// The container image's platform.
+        platform: String,
+        /// The platforms the index has.
+        available: Vec<String>,
     },
     /// `pull: never` and the image is not on the host.
     #[error("{reference} is not present locally and pull is `never`")]
@@ -134,10 +163,13 @@ enum For {
 }
 
 /// Resolves the targets at `indices` (see [`crate::plan::needs_resolution`]).
+/// `engine` tells the platform of a container's image, asked only when a
+/// digest differs from what the container runs (see [`platform`]).
 pub async fn resolve(
     manifest: &Manifest,
     observed: &Observed,
     registry: &Registry,
+    engine: &Engine,
     indices: &[usize],
 ) -> Resolved {
     let targets: Vec<&Target> = manifest.targets.iter().filter(|t| indices.contains(&t.index)).collect();
@@ -185,6 +217,7 @@ pub async fn resolve(
             For::Container(index, id) => resolved.insert_for(index, id, result),
         }
     }
+    platform::check(&targets, observed, registry, engine, &mut resolved).await;
     resolved
 }
 
@@ -275,14 +308,14 @@ fn finish(
 ) -> Result<Desired, ResolveError> {
     if let Some(d) = r.digest() {
         let digest = Some(d.clone());
-        return Ok(Desired { reference: r, digest, local_id: None });
+        return Ok(Desired { reference: r, digest, local_id: None, for_platform: None });
     }
     if let Some(result) = digests.get(&r) {
         let digest = Some(result.clone()?);
-        return Ok(Desired { reference: r, digest, local_id: None });
+        return Ok(Desired { reference: r, digest, local_id: None, for_platform: None });
     }
     match local_image(observed, &r) {
-        Some(id) => Ok(Desired { reference: r, digest: None, local_id: Some(id) }),
+        Some(id) => Ok(Desired { reference: r, digest: None, local_id: Some(id), for_platform: None }),
         None if pull == PullPolicy::Never => Err(ResolveError::NotLocal { reference: r.familiar() }),
         // Unreachable by construction (if-missing without a local image was
         // looked up), but an answer beats a panic.

@@ -117,3 +117,82 @@ fn wrong_or_missing_credentials_plan_error_naming_the_registry() {
         assert_eq!(rejected, sends_login, "{case}: did plan send the config's login?\n{}", s.registry.log());
     }
 }
+
+#[test]
+fn a_hung_credential_helper_is_stopped_at_its_limit_and_the_plan_says_why() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = setup("hung_credential_helper");
+    // A `docker-credential-hang` that never answers, first on PATH, and a
+    // Docker config that names it for the registry.
+    let bin = s.run.empty_dir("helper-bin");
+    let helper = bin.join("docker-credential-hang");
+    std::fs::write(&helper, "#!/bin/sh\nexec sleep 60\n").expect("writing the helper");
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).expect("chmod the helper");
+    let config = s.run.empty_dir("hang-config");
+    let helpers = format!("{{\"credHelpers\": {{\"{}\": \"hang\"}}}}\n", s.registry.addr());
+    std::fs::write(config.join("config.json"), helpers).expect("writing config.json");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+
+    let manifest = s.run.write_file("desired-state.yaml", &s.manifest);
+    let args = [
+        "plan",
+        "-f",
+        manifest.to_str().expect("utf-8 path"),
+        "--output",
+        "json",
+        "--registry-timeout",
+        "2s",
+    ];
+    let env = [("DOCKER_CONFIG", config.to_str().expect("utf-8 path")), ("PATH", path.as_str())];
+    let started = std::time::Instant::now();
+    let out = s.run.cli_with_env(&args, &env);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(took < std::time::Duration::from_secs(8), "the plan waited {took:?} for a helper limited to 2s");
+    let plan: Value = serde_json::from_slice(&out.stdout).expect("plan JSON");
+    let e = &plan["actions"][0];
+    assert_eq!(e["action"], "error", "{e:#}");
+    let reason = e["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("docker-credential-hang did not answer within 2s"),
+        "the plan says why it had no login: {reason}"
+    );
+}
+
+#[test]
+fn a_registry_with_its_own_ca_in_certs_d_is_read_over_https() {
+    let run = TestRun::new("registry_certs_d");
+    let registry = run.registry_with_tls();
+    let repo = registry.repo("app");
+    for version in ["1", "2"] {
+        let tag = format!("{repo}:{version}");
+        run.build_image(&tag, &ImageSpec { env: vec![("TESTBOX_VERSION", version)], ..Default::default() });
+        registry.push(&tag);
+    }
+    let d2 = registry_digest(&run, &repo, "2");
+    run.run_container("web", &format!("{repo}:1"), &[]);
+    let container = run.name("web");
+    let manifest = run.write_file(
+        "desired-state.yaml",
+        format!("version: 1\ntargets:\n  - container: {container}\n    image: {repo}:2\n"),
+    );
+    let plan = |certs_d: &Path| {
+        let args = ["plan", "-f", manifest.to_str().expect("utf-8 path"), "--output", "json"];
+        let out =
+            run.cli_with_env(&args, &[("CONTAINER_UPGRADER_CERTS_D", certs_d.to_str().expect("utf-8 path"))]);
+        let plan: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("plan output is not JSON ({e}): {}", String::from_utf8_lossy(&out.stderr))
+        });
+        plan["actions"][0].clone()
+    };
+
+    // Its CA where Docker keeps it: HTTPS, verified, even on loopback.
+    let e = plan(&registry.certs_d());
+    assert_eq!(e["action"], "upgrade", "{e:#}");
+    assert_eq!(e["desired"]["digest"], d2.as_str(), "{e:#}");
+
+    // Without it, the registry cannot be read (plain HTTP to a TLS server).
+    let e = plan(&run.empty_dir("no-certs"));
+    assert_eq!(e["action"], "error", "{e:#}");
+}

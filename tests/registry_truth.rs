@@ -191,3 +191,104 @@ async fn a_tag_moved_between_plan_and_pull_still_creates_exactly_the_planned_ima
     let digests = repo_digests(&run, &image);
     assert!(digests.iter().any(|d| d.ends_with(&planned)), "{digests:?} lacks {planned}");
 }
+
+/// How many manifests of `path` the tool (by its user agent) has GET.
+fn manifest_gets(registry: &TestRegistry, path: &str) -> usize {
+    let needle = format!("GET /v2/{path}/manifests/");
+    registry.log().lines().filter(|l| l.contains(&needle) && l.contains("container-upgrader/")).count()
+}
+
+#[test]
+fn an_index_changed_only_for_another_platform_plans_none_and_one_without_this_platform_plans_error() {
+    let run = TestRun::new("index_other_platform");
+    let registry = run.registry();
+    let repo = registry.repo("app");
+    let path = registry.path_of(&repo);
+    publish(&run, &registry, &repo, "1", "1");
+    publish(&run, &registry, &repo, "2", "2");
+    let (one, two) = (registry.manifest(&path, "1"), registry.manifest(&path, "2"));
+    // This host is amd64 (the test images are x86-64 binaries).
+    registry.put_index(&path, "multi", &[(&one, "amd64"), (&one, "arm64")]);
+    run.docker(&["pull", &format!("{repo}:multi")]);
+    let name = run.name("web");
+    run.run_container("web", &format!("{repo}:multi"), &[]);
+    let plan_for = |tag: &str| {
+        let m = format!("version: 1\ntargets:\n  - container: {name}\n    image: {repo}:{tag}\n");
+        entry(&plan_json(&run, &m), &name).clone()
+    };
+
+    let unchanged = plan_for("multi");
+    assert_eq!(unchanged["action"], "none", "{unchanged:#}");
+    assert_eq!(manifest_gets(&registry, &path), 0, "a no-change pass only HEADs:\n{}", registry.log());
+
+    // Re-indexed: a new arm64 build, the amd64 entry as it was.
+    registry.put_index(&path, "multi", &[(&one, "amd64"), (&two, "arm64")]);
+    let other = plan_for("multi");
+    assert_eq!(other["action"], "none", "only arm64 changed: {other:#}");
+    let reason = other["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("linux/amd64") && reason.contains("only other platforms changed"), "{reason}");
+    assert_eq!(manifest_gets(&registry, &path), 2, "the index, then this platform's manifest");
+
+    // This platform's entry changed: that is an upgrade.
+    registry.put_index(&path, "multi", &[(&two, "amd64"), (&one, "arm64")]);
+    let mine = plan_for("multi");
+    assert_eq!(mine["action"], "upgrade", "amd64 changed: {mine:#}");
+
+    // No image for this platform at all: said in the plan, not left to a
+    // pull failing on every pass.
+    registry.put_index(&path, "armonly", &[(&two, "arm64")]);
+    let missing = plan_for("armonly");
+    assert_eq!(missing["action"], "error", "{missing:#}");
+    let reason = missing["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("no image for linux/amd64") && reason.contains("it has linux/arm64"), "{reason}");
+}
+
+#[test]
+fn an_emulated_container_is_upgraded_on_its_own_platform() {
+    let run = TestRun::new("emulated_platform_kept");
+    let registry = run.registry();
+    let repo = registry.repo("app");
+    let path = registry.path_of(&repo);
+    publish(&run, &registry, &repo, "1", "1");
+    publish(&run, &registry, &repo, "2", "2");
+    for version in ["1", "2"] {
+        let native = registry.manifest(&path, version);
+        let arm = registry.as_architecture(&path, version, "arm64");
+        registry.put_index(&path, &format!("multi{version}"), &[(&native, "amd64"), (&arm, "arm64")]);
+    }
+    // As `docker run --platform linux/arm64` on an amd64 host leaves it.
+    run.docker(&["pull", "--platform", "linux/arm64", &format!("{repo}:multi1")]);
+    let name = run.name("web");
+    run.run_container("web", &format!("{repo}:multi1"), &[]);
+    let arch = |container: &str| {
+        let image = run.inspect(container, "{{.Image}}");
+        run.inspect(&image, "{{.Os}}/{{.Architecture}}")
+    };
+    assert_eq!(arch(&name), "linux/arm64", "the setup runs an emulated image");
+
+    let state = run.empty_dir("state");
+    let image = format!("{repo}:multi2");
+    let state = state.to_str().expect("utf-8 path");
+    let out = run.cli(&["upgrade", &name, "--image", &image, "--state-dir", state, "--stable", "300ms"]);
+    assert!(out.status.success(), "upgrade failed: {}", String::from_utf8_lossy(&out.stderr));
+
+    assert_eq!(arch(&name), "linux/arm64", "the upgraded container keeps its platform");
+    let env = run.inspect(&name, "{{range .Config.Env}}{{.}} {{end}}");
+    assert!(env.contains("TESTBOX_VERSION=2"), "and runs the new version: {env}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engines_insecure_registries_are_read_as_docker_info_reports_them() {
+    use container_upgrader::engine::Engine;
+    let engine = Engine::connect().await.expect("engine");
+    let view = engine.insecure_registries().await.expect("docker info");
+    let cidrs: Vec<String> = serde_json::from_str(&common::docker(&[
+        "info",
+        "--format",
+        "{{json .RegistryConfig.InsecureRegistryCIDRs}}",
+    ]))
+    .expect("docker info JSON");
+    assert_eq!(view.cidrs, cidrs);
+    // The engine's default range: what makes a 127.0.0.1 registry plain HTTP for it too.
+    assert!(view.cidrs.iter().any(|c| c == "127.0.0.0/8"), "{view:?}");
+}

@@ -31,7 +31,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use container_upgrader::engine::Engine;
 use container_upgrader::manifest::{edit, write, Dur, Manifest};
 use container_upgrader::plan::{self, Action, Plan};
-use container_upgrader::registry::Registry;
+use container_upgrader::registry::{self, Registry};
 use container_upgrader::swap::journal::Journal;
 use container_upgrader::swap::scaffold::Scaffolding;
 use container_upgrader::{observe, resolve};
@@ -368,8 +368,12 @@ fn read_token(path: &std::path::Path, flag: &str) -> Result<String, Failure> {
     Ok(token)
 }
 
-fn registry_for(manifest: &Manifest, args: &RegistryArgs) -> Registry {
-    Registry::new(&args.insecure, manifest.targets.iter().map(|t| t.want.image()), args.registry_timeout.0)
+/// The registry client for `manifest`: plain HTTP for loopback,
+/// `--insecure-registry` and the engine's own insecure registries.
+async fn registry_for(engine: &Engine, manifest: &Manifest, args: &RegistryArgs) -> Registry {
+    let seen = manifest.targets.iter().map(|t| t.want.image());
+    let plain = registry::plain_http_for(engine, &args.insecure, seen).await;
+    Registry::with_plain_http(plain, args.registry_timeout.0)
 }
 
 fn load(file: &FileArg) -> Result<Manifest, Failure> {
@@ -391,8 +395,8 @@ async fn compute_plan(file: &FileArg, args: &RegistryArgs, state_dir: &Path) -> 
         .await
         .map_err(|e| Failure::new(exit::ENGINE, format!("error: {e}")))?;
     let needed = plan::needs_resolution(&manifest, &observed);
-    let registry = registry_for(&manifest, args);
-    let resolved = resolve::resolve(&manifest, &observed, &registry, &needed).await;
+    let registry = registry_for(&engine, &manifest, args).await;
+    let resolved = resolve::resolve(&manifest, &observed, &registry, &engine, &needed).await;
     Ok(plan::plan(&manifest, &observed, &resolved))
 }
 

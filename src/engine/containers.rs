@@ -13,6 +13,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 
 use super::{Engine, EngineError};
+use crate::platform::Platform;
 use crate::types::ContainerId;
 
 /// What `docker inspect` says about a container (bollard's model: the
@@ -20,6 +21,11 @@ use crate::types::ContainerId;
 pub type ContainerDetails = bollard::models::ContainerInspectResponse;
 /// What `docker image inspect` says about an image.
 pub type ImageDetails = bollard::models::ImageInspect;
+
+/// The platform `image` is for (its `Os`, `Architecture`, `Variant`).
+pub fn platform_of(image: &ImageDetails) -> Option<Platform> {
+    Platform::of(image.os.as_deref(), image.architecture.as_deref(), image.variant.as_deref())
+}
 
 /// The part of a container's state the health gate reads.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -81,9 +87,30 @@ impl Engine {
         optional(self.bounded(&what, "images/inspect", self.docker.inspect_image(image)).await)
     }
 
+    /// The platform image `image` is for; `None` when it is not present or
+    /// names none.
+    pub async fn image_platform(&self, image: &str) -> Result<Option<Platform>, EngineError> {
+        Ok(self.inspect_image(image).await?.as_ref().and_then(platform_of))
+    }
+
     /// Creates a container named `name`; returns its id.
     pub async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<ContainerId, EngineError> {
-        let options = CreateContainerOptions { name: Some(name.to_string()), ..Default::default() };
+        self.create_for(name, body, None).await
+    }
+
+    /// Creates a container named `name` for `platform`: the engine refuses
+    /// when the image it finds is for another one, instead of creating a
+    /// container of another architecture. Returns its id.
+    pub async fn create_for(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+        platform: Option<&Platform>,
+    ) -> Result<ContainerId, EngineError> {
+        let options = CreateContainerOptions {
+            name: Some(name.to_string()),
+            platform: platform.map(Platform::to_string).unwrap_or_default(),
+        };
         let what = format!("creating container {name}");
         let created = self
             .bounded(&what, "containers/create", self.docker.create_container(Some(options), body))

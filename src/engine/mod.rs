@@ -13,10 +13,12 @@ use bollard::Docker;
 
 mod containers;
 mod events;
+mod info;
 mod list;
 mod pull;
 
-pub use containers::{ContainerDetails, ImageDetails, Sample};
+pub use containers::{platform_of, ContainerDetails, ImageDetails, Sample};
+pub use info::InsecureRegistries;
 pub use list::NetworkMember;
 pub use pull::{Credentials, PullProgress};
 

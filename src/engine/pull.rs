@@ -7,6 +7,7 @@ use bollard::query_parameters::CreateImageOptions;
 use futures_util::StreamExt;
 
 use super::{Engine, EngineError};
+use crate::platform::Platform;
 use crate::reference::ImageRef;
 
 /// The longest a pull may take.
@@ -42,12 +43,14 @@ pub struct PullProgress {
 }
 
 impl Engine {
-    /// Pulls `image`, calling `on_progress` for every message. An error the
-    /// engine reports inside the stream (unknown tag, refused credentials)
-    /// is an error here.
+    /// Pulls `image` for `platform` (`None`: the engine's own), calling
+    /// `on_progress` for every message. An error the engine reports inside
+    /// the stream (unknown tag, refused credentials, no image for the
+    /// platform) is an error here.
     pub async fn pull(
         &self,
         image: &ImageRef,
+        platform: Option<&Platform>,
         credentials: Option<Credentials>,
         mut on_progress: impl FnMut(PullProgress) + Send,
     ) -> Result<(), EngineError> {
@@ -56,7 +59,12 @@ impl Engine {
             (Some(d), _) => (format!("{}@{d}", image.name()), None),
             (None, tag) => (image.name(), Some(tag.unwrap_or("latest").to_string())),
         };
-        let options = CreateImageOptions { from_image: Some(from_image), tag, ..Default::default() };
+        let options = CreateImageOptions {
+            from_image: Some(from_image),
+            tag,
+            platform: platform.map(Platform::to_string).unwrap_or_default(),
+            ..Default::default()
+        };
         let credentials = credentials.map(|c| DockerCredentials {
             username: c.username,
             password: c.password,

@@ -60,7 +60,7 @@ impl World {
 
 fn registry_says(target: usize, reference: &str, d: Digest) -> Resolved {
     let reference = ImageRef::parse(reference).expect("ref");
-    Resolved::from([(target, Ok(Desired { reference, digest: Some(d), local_id: None }))])
+    Resolved::from([(target, Ok(Desired { reference, digest: Some(d), local_id: None, for_platform: None }))])
 }
 
 fn app_world() -> World {
@@ -293,6 +293,7 @@ fn local_resolution_compares_image_ids() {
                 reference: ImageRef::parse("app:2").expect("ref"),
                 digest: None,
                 local_id: Some(ImageId::new(id)),
+                for_platform: None,
             }),
         )])
     };
@@ -400,7 +401,7 @@ mod properties {
                     }))
                 } else {
                     let d = digest(char::from(b'a' + c.registry[tag]));
-                    Ok(Desired { reference: r, digest: Some(d), local_id: None })
+                    Ok(Desired { reference: r, digest: Some(d), local_id: None, for_platform: None })
                 };
                 (t.index, result)
             })
@@ -440,4 +441,55 @@ mod properties {
             }
         }
     }
+}
+
+#[test]
+fn an_index_moved_only_for_other_platforms_plans_none_and_this_platforms_change_upgrades() {
+    let m = manifest(&format!("targets:\n  - container: web\n    image: {REG}/app:1\n"));
+    let image_id = digest('5');
+    let observed = World::new()
+        .container("web", &format!("{REG}/app:1"), image_id.as_str(), &[])
+        .image(image_id.as_str(), &[&format!("{REG}/app:1")], &[format!("{REG}/app@{}", digest('1'))])
+        .observe(&m);
+    let resolved = |config: Digest| {
+        let for_platform = Some(crate::resolve::PlatformImage {
+            platform: crate::platform::Platform::of(Some("linux"), Some("arm64"), None).expect("platform"),
+            manifest: digest('a'),
+            config,
+        });
+        let reference = ImageRef::parse(&format!("{REG}/app:1")).expect("ref");
+        Resolved::from([(
+            0,
+            Ok(Desired { reference, digest: Some(digest('2')), local_id: None, for_platform }),
+        )])
+    };
+    let same = plan(&m, &observed, &resolved(image_id.clone()));
+    let e = only(&same);
+    assert_eq!(e.action, Action::None, "{e:?}");
+    assert!(
+        e.reason.contains("linux/arm64") && e.reason.contains("only other platforms changed"),
+        "{}",
+        e.reason
+    );
+    let changed = plan(&m, &observed, &resolved(digest('6')));
+    assert_eq!(only(&changed).action, Action::Upgrade, "{changed:?}");
+}
+
+#[test]
+fn an_index_without_the_containers_platform_plans_error_naming_it() {
+    let m = manifest(&format!("targets:\n  - container: web\n    image: {REG}/app:2\n"));
+    let observed = app_world().observe(&m);
+    let err = ResolveError::NoPlatform {
+        reference: format!("{REG}/app:2"),
+        platform: "linux/amd64".into(),
+        available: vec!["linux/arm64".into()],
+    };
+    let p = plan(&m, &observed, &Resolved::from([(0, Err(err))]));
+    let e = only(&p);
+    assert_eq!(e.action, Action::Error);
+    assert!(
+        e.reason.contains("no image for linux/amd64") && e.reason.contains("it has linux/arm64"),
+        "{}",
+        e.reason
+    );
 }

@@ -61,8 +61,11 @@ pub enum Auth {
     Anonymous,
     /// User and password: HTTP Basic, or exchanged for a token.
     Basic(String, String),
-    /// An identity token, sent as a Bearer token.
-    Bearer(String),
+    /// An identity token (`docker login` to a registry with OAuth): a
+    /// refresh token, exchanged at the token service for an access token.
+    IdentityToken(String),
+    /// None could be read: why (a credential helper that hung or failed).
+    Unavailable(String),
 }
 
 /// Why a call failed, before the registry module tells it to the operator.
@@ -105,12 +108,31 @@ pub struct Distribution {
     /// Per registry and repository, the credential that was let in last:
     /// sent up front, so a token is fetched once, not once per request.
     admitted: Mutex<HashMap<(String, String), Credential>>,
+    /// Registries with CAs of their own (Docker's `certs.d`): their client,
+    /// or why their CA files cannot be used. Always HTTPS.
+    own: HashMap<String, Result<reqwest::Client, String>>,
 }
 
 impl Distribution {
     /// A client over `http`; `plain` registries are spoken to over HTTP.
     pub fn new(http: reqwest::Client, plain: Vec<String>) -> Self {
-        Self { http, plain, admitted: Mutex::new(HashMap::new()) }
+        Self { http, plain, admitted: Mutex::new(HashMap::new()), own: HashMap::new() }
+    }
+
+    /// Speaks to the registries of `own` through their own client (one
+    /// trusting their CA files).
+    pub fn with_own_clients(mut self, own: HashMap<String, Result<reqwest::Client, String>>) -> Self {
+        self.own = own;
+        self
+    }
+
+    /// The client for `registry`, token service included.
+    fn http_for(&self, registry: &str) -> Result<&reqwest::Client, CallError> {
+        match self.own.get(registry) {
+            Some(Ok(client)) => Ok(client),
+            Some(Err(why)) => Err(CallError::Invalid(why.clone())),
+            None => Ok(&self.http),
+        }
     }
 
     /// The digest the registry serves for `image` (its digest if pinned,
@@ -128,6 +150,25 @@ impl Distribution {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
             .ok_or_else(|| CallError::Invalid("the registry sent no Docker-Content-Digest header".into()))
+    }
+
+    /// The manifest (or index) `image`'s repository serves for `reference`
+    /// (a digest or a tag), read whole: its media type and body.
+    pub async fn manifest(
+        &self,
+        image: &ImageRef,
+        reference: &str,
+        auth: &Auth,
+    ) -> Result<(String, Vec<u8>), CallError> {
+        let url = self.url(image, &format!("manifests/{reference}"))?;
+        let response = self.send(image, auth, Method::GET, url).await?;
+        let media_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        Ok((media_type, read_bounded(response).await?))
     }
 
     /// The first page of `image`'s tags, asking for `n` (a registry may
@@ -173,7 +214,8 @@ impl Distribution {
     /// `scheme://host/v2/<repository>/<path>`.
     fn url(&self, image: &ImageRef, path: &str) -> Result<Url, CallError> {
         let registry = image.registry();
-        let scheme = if self.plain.iter().any(|p| p == registry) { "http" } else { "https" };
+        let plain = self.plain.iter().any(|p| p == registry) && !self.own.contains_key(registry);
+        let scheme = if plain { "http" } else { "https" };
         let host = if registry == DOCKER_HUB { DOCKER_HUB_HOST } else { registry };
         let url = format!("{scheme}://{host}/v2/{}/{path}", image.repository());
         Url::parse(&url).map_err(|e| CallError::Invalid(format!("{url}: {e}")))
@@ -191,7 +233,8 @@ impl Distribution {
     ) -> Result<Response, CallError> {
         let key = (image.registry().to_string(), image.repository().to_string());
         let known = self.admitted.lock().await.get(&key).cloned();
-        let response = self.request(method.clone(), url.clone(), known.as_ref()).await?;
+        let http = self.http_for(image.registry())?;
+        let response = self.request(http, method.clone(), url.clone(), known.as_ref()).await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return success(response).await;
         }
@@ -199,7 +242,7 @@ impl Distribution {
         let Some(credential) = self.answer(challenge, image, auth).await? else {
             return success(response).await;
         };
-        let response = self.request(method, url, Some(&credential)).await?;
+        let response = self.request(http, method, url, Some(&credential)).await?;
         if response.status().is_success() {
             self.admitted.lock().await.insert(key, credential);
         }
@@ -208,11 +251,12 @@ impl Distribution {
 
     async fn request(
         &self,
+        http: &reqwest::Client,
         method: Method,
         url: Url,
         credential: Option<&Credential>,
     ) -> Result<Response, CallError> {
-        let request = self.http.request(method, url).header(ACCEPT, MANIFEST_TYPES);
+        let request = http.request(method, url).header(ACCEPT, MANIFEST_TYPES);
         let request = match credential {
             None => request,
             Some(Credential::Basic(user, password)) => request.basic_auth(user, Some(password)),
@@ -230,15 +274,22 @@ impl Distribution {
         auth: &Auth,
     ) -> Result<Option<Credential>, CallError> {
         match (challenge, auth) {
-            (_, Auth::Bearer(token)) => Ok(Some(Credential::Bearer(token.clone()))),
+            (Some(Challenge::Bearer { realm, service, scope }), Auth::IdentityToken(refresh)) => {
+                let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", image.repository()));
+                self.refresh(image.registry(), &realm, service.as_deref(), &scope, refresh)
+                    .await
+                    .map(|t| Some(Credential::Bearer(t)))
+            }
+            // An identity token means something only to a token service.
+            (_, Auth::IdentityToken(_)) => Ok(None),
             (Some(Challenge::Bearer { realm, service, scope }), _) => {
                 let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", image.repository()));
-                self.token(&realm, service.as_deref(), &scope, auth)
+                self.token(image.registry(), &realm, service.as_deref(), &scope, auth)
                     .await
                     .map(|t| Some(Credential::Bearer(t)))
             }
             (_, Auth::Basic(user, password)) => Ok(Some(Credential::Basic(user.clone(), password.clone()))),
-            (_, Auth::Anonymous) => Ok(None),
+            (_, Auth::Anonymous | Auth::Unavailable(_)) => Ok(None),
         }
     }
 
@@ -247,16 +298,12 @@ impl Distribution {
     /// repositories).
     async fn token(
         &self,
+        registry: &str,
         realm: &str,
         service: Option<&str>,
         scope: &str,
         auth: &Auth,
     ) -> Result<String, CallError> {
-        #[derive(Deserialize)]
-        struct Token {
-            token: Option<String>,
-            access_token: Option<String>,
-        }
         let mut url = Url::parse(realm).map_err(|e| {
             CallError::Invalid(format!("the registry names an unusable token realm {realm}: {e}"))
         })?;
@@ -264,19 +311,64 @@ impl Distribution {
         if let Some(service) = service {
             url.query_pairs_mut().append_pair("service", service);
         }
-        let request = self.http.get(url);
+        let request = self.http_for(registry)?.get(url);
         let request = match auth {
             Auth::Basic(user, password) => request.basic_auth(user, Some(password)),
             _ => request,
         };
         let body = read_bounded(success(request.send().await?).await?).await?;
-        let token: Token = serde_json::from_slice(&body)
-            .map_err(|e| CallError::Invalid(format!("the token service sent an unreadable answer: {e}")))?;
-        token
-            .token
-            .or(token.access_token)
-            .ok_or_else(|| CallError::Invalid("the token service sent no token".into()))
+        token_of(&body)
     }
+}
+
+impl Distribution {
+    /// An access token for `scope` in exchange for an identity token: the
+    /// OAuth2 refresh-token grant Docker's own client uses (POST to the
+    /// realm). Sending the identity token itself as the bearer token is
+    /// refused by every registry that issues them.
+    async fn refresh(
+        &self,
+        registry: &str,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        refresh_token: &str,
+    ) -> Result<String, CallError> {
+        let url = Url::parse(realm).map_err(|e| {
+            CallError::Invalid(format!("the registry names an unusable token realm {realm}: {e}"))
+        })?;
+        // The form body, encoded as a query is (application/x-www-form-urlencoded).
+        let mut form = Url::parse("http://form.invalid/").map_err(|e| CallError::Invalid(e.to_string()))?;
+        form.query_pairs_mut()
+            .append_pair("grant_type", "refresh_token")
+            .append_pair("refresh_token", refresh_token)
+            .append_pair("service", service.unwrap_or_default())
+            .append_pair("scope", scope)
+            .append_pair("client_id", "container-upgrader");
+        let body = form.query().unwrap_or_default().to_string();
+        let request = self
+            .http_for(registry)?
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body);
+        let body = read_bounded(success(request.send().await?).await?).await?;
+        token_of(&body)
+    }
+}
+
+/// The token in a token service's answer (`token` or `access_token`).
+fn token_of(body: &[u8]) -> Result<String, CallError> {
+    #[derive(Deserialize)]
+    struct Token {
+        token: Option<String>,
+        access_token: Option<String>,
+    }
+    let token: Token = serde_json::from_slice(body)
+        .map_err(|e| CallError::Invalid(format!("the token service sent an unreadable answer: {e}")))?;
+    token
+        .token
+        .or(token.access_token)
+        .ok_or_else(|| CallError::Invalid("the token service sent no token".into()))
 }
 
 /// `response` if its status is a success; else its status and message.
@@ -442,7 +534,24 @@ mod tests {
                 let has = |h: &str| head.iter().any(|l| l.eq_ignore_ascii_case(h));
                 let first = head.first().cloned().unwrap_or_default();
                 log.lock().expect("log").push(first.clone());
-                let response = if first.starts_with("GET /token?") {
+                let length = head
+                    .iter()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase().strip_prefix("content-length:").map(|n| n.trim().to_string())
+                    })
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0; length];
+                let _ = std::io::Read::read_exact(&mut reader, &mut body);
+                let body = String::from_utf8_lossy(&body).into_owned();
+                let response = if first.starts_with("POST /token ") {
+                    // The OAuth2 refresh-token grant for identity token `rt-1`.
+                    if body.contains("grant_type=refresh_token") && body.contains("refresh_token=rt-1") {
+                        "200 OK\r\ncontent-length: 22\r\n\r\n{\"access_token\":\"t0k\"}".to_string()
+                    } else {
+                        "401 Unauthorized\r\ncontent-length: 0\r\n\r\n".to_string()
+                    }
+                } else if first.starts_with("GET /token?") {
                     // base64("deployer:pw")
                     if has("authorization: Basic ZGVwbG95ZXI6cHc=") {
                         "200 OK\r\ncontent-length: 15\r\n\r\n{\"token\":\"t0k\"}".to_string()
@@ -454,6 +563,9 @@ mod tests {
                 } else {
                     format!("401 Unauthorized\r\nwww-authenticate: Bearer realm=\"{realm}\",service=\"reg\",scope=\"repository:team/app:pull\"\r\ncontent-length: 0\r\n\r\n")
                 };
+                // One request per connection, said so: a pooled connection
+                // this loop already closed would fail the client's next request.
+                let response = response.replacen("\r\n", "\r\nconnection: close\r\n", 1);
                 let _ = stream.write_all(format!("HTTP/1.1 {response}").as_bytes());
             }
         });
@@ -489,6 +601,32 @@ mod tests {
         // Elsewhere, the wrong login gets no token: refused.
         let other = ImageRef::parse(&format!("{addr}/team/other:1")).expect("reference");
         let refused = d.manifest_digest(&other, &wrong).await;
+        assert!(
+            matches!(refused, Err(CallError::Status { status: StatusCode::UNAUTHORIZED, .. })),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_identity_token_is_exchanged_for_an_access_token_not_sent_as_one() {
+        let (addr, seen) = token_registry();
+        let http = crate::tls::http_client("test client", |b| b).expect("client");
+        let d = Distribution::new(http, vec![addr.clone()]);
+        let image = ImageRef::parse(&format!("{addr}/team/app:1")).expect("reference");
+        let digest = d.manifest_digest(&image, &Auth::IdentityToken("rt-1".into())).await;
+        assert_eq!(digest.map_err(|e| format!("{e:?}")).as_deref(), Ok("sha256:abc"));
+        let lines = seen.lock().expect("log").clone();
+        assert_eq!(
+            lines,
+            [
+                "HEAD /v2/team/app/manifests/1 HTTP/1.1",
+                "POST /token HTTP/1.1",
+                "HEAD /v2/team/app/manifests/1 HTTP/1.1",
+            ],
+            "the identity token goes to the token service, the access token to the registry"
+        );
+        let other = ImageRef::parse(&format!("{addr}/team/other:1")).expect("reference");
+        let refused = d.manifest_digest(&other, &Auth::IdentityToken("stale".into())).await;
         assert!(
             matches!(refused, Err(CallError::Status { status: StatusCode::UNAUTHORIZED, .. })),
             "{refused:?}"

@@ -15,6 +15,7 @@ use super::{
 };
 use crate::engine::{ContainerDetails, Engine, ImageDetails};
 use crate::manifest::{Order, PullPolicy, Settings};
+use crate::platform::Platform;
 use crate::types::{ContainerId, ImageId, OpId};
 
 /// Performs swaps; one value is shared by every swap of a pass.
@@ -119,7 +120,10 @@ impl Swapper {
             .map_err(|e| SwapError::unchanged(c, e))?
             .ok_or_else(|| SwapError::unchanged(c, NoChange::OldImageGone(old_image_id.clone())))?;
         let mut op = new_op(req, &old);
-        let new_image = match self.pull(req).await {
+        // The old image's platform, so an emulated container is re-pulled
+        // for its own architecture, not the host's.
+        let platform = crate::engine::platform_of(&old_image);
+        let new_image = match self.pull(req, platform.as_ref()).await {
             Ok(image) => image,
             Err(source) => {
                 return Err(self.abort(&mut op, NoChange::Pull { image: req.image.familiar(), source }))
@@ -156,10 +160,15 @@ impl Swapper {
         Ok(spec)
     }
 
-    /// Makes the desired image present per the pull policy; returns it.
+    /// Makes the desired image present per the pull policy, for `platform`
+    /// (the old image's; `None`: the engine's own); returns it.
     /// The controller's hand-off to its helper pulls through here too, so
     /// one pull policy covers every container, its own included.
-    pub async fn pull(&self, req: &SwapRequest) -> Result<ImageDetails, PullError> {
+    pub async fn pull(
+        &self,
+        req: &SwapRequest,
+        platform: Option<&Platform>,
+    ) -> Result<ImageDetails, PullError> {
         let image = req.image.familiar();
         // A planned digest is pulled as `name@digest`: exactly what was planned.
         let source = match &req.planned {
@@ -187,11 +196,19 @@ impl Swapper {
             return Ok(image);
         }
         let registry = req.image.registry().to_string();
-        let credentials =
-            tokio::task::spawn_blocking(move || crate::registry::credentials(&registry)).await.ok().flatten();
+        // The engine exchanges an identity token itself; a helper that
+        // hangs is stopped at its limit and the pull goes on without.
+        let credentials = match crate::registry::credentials(&registry, crate::registry::HELPER_TIMEOUT).await
+        {
+            Ok(found) => found,
+            Err(why) => {
+                tracing::warn!(registry = %registry, reason = %why, "pulling without credentials");
+                None
+            }
+        };
         let show = self.show_progress;
         self.engine
-            .pull(&source, credentials, |p| {
+            .pull(&source, platform, credentials, |p| {
                 if show {
                     eprintln!(
                         "{image}: {}{}{}",
@@ -227,7 +244,13 @@ impl Swapper {
     /// as any swap; a failure is journaled `aborted` on `old`'s name, so the
     /// same backoff holds the image.
     pub async fn prefetch(&self, req: &SwapRequest, old: &ContainerDetails) -> Result<(), SwapError> {
-        match self.pull(req).await {
+        let platform = match old.image.as_deref() {
+            Some(id) => {
+                self.engine.image_platform(id).await.map_err(|e| SwapError::unchanged(&req.container, e))?
+            }
+            None => None,
+        };
+        match self.pull(req, platform.as_ref()).await {
             Ok(_) => Ok(()),
             Err(source) => {
                 let mut op = new_op(&SwapRequest { op_id: None, ..req.clone() }, old);
@@ -297,7 +320,7 @@ impl Swapper {
         body.labels.get_or_insert_with(HashMap::new).insert(OP_LABEL.to_string(), op.op_id.to_string());
         let id = self
             .engine
-            .create(&op.temp_name, body)
+            .create_for(&op.temp_name, body, spec.platform.as_ref())
             .await
             .map_err(StepError::engine("creating the new container"))?;
         op.new_id = Some(id.clone());

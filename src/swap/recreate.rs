@@ -49,6 +49,10 @@ pub struct CreateSpec {
     /// its endpoint settings (aliases, static IPv4/IPv6, links, driver
     /// options), sorted by network name.
     pub extra_networks: Vec<(String, EndpointSettings)>,
+    /// The platform the old container's image is for: the new one is
+    /// created for it too, so an emulated container (`--platform`) keeps
+    /// its architecture. `None`: the old image names none.
+    pub platform: Option<crate::platform::Platform>,
 }
 
 /// A namespace a container can share with another container
@@ -131,7 +135,7 @@ pub fn recreate(
     body.image = Some(new_ref.to_string());
     body.host_config = Some(host_config);
     body.networking_config = networks.primary;
-    Ok(CreateSpec { body, extra_networks: networks.extra })
+    Ok(CreateSpec { body, extra_networks: networks.extra, platform: crate::engine::platform_of(old_image) })
 }
 
 /// Docker's default hostname and the alias it adds on user networks: the

@@ -125,3 +125,66 @@ impl TestRegistry {
         repo.strip_prefix(&format!("{}/", self.addr())).unwrap_or(repo).to_string()
     }
 }
+
+impl TestRegistry {
+    /// Stores a copy of `repository:from` whose image config says
+    /// `architecture`, under the tag `from-architecture`; returns it. The
+    /// files are unchanged: a `FROM scratch` static amd64 binary runs
+    /// whatever the config claims, so the engine holds an "emulated" image
+    /// without an emulator.
+    pub fn as_architecture(&self, repository: &str, from: &str, architecture: &str) -> Stored {
+        let original = self.manifest(repository, from);
+        let mut manifest: serde_json::Value =
+            serde_json::from_slice(&original.body).unwrap_or_else(|e| panic!("manifest JSON: {e}"));
+        let config_digest = manifest["config"]["digest"].as_str().unwrap_or_default().to_string();
+        let blob = http(&self.addr(), "GET", &format!("/v2/{repository}/blobs/{config_digest}"), &[], b"");
+        assert_eq!(blob.status, 200, "GET config blob {config_digest}");
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&blob.body).unwrap_or_else(|e| panic!("config JSON: {e}"));
+        config["architecture"] = serde_json::Value::from(architecture);
+        let config = serde_json::to_vec(&config).unwrap_or_else(|e| panic!("config JSON: {e}"));
+        let digest = self.put_blob(repository, &config);
+        manifest["config"]["digest"] = serde_json::Value::from(digest);
+        manifest["config"]["size"] = serde_json::Value::from(config.len());
+        let body = serde_json::to_vec(&manifest).unwrap_or_else(|e| panic!("manifest JSON: {e}"));
+        let tag = format!("{from}-{architecture}");
+        self.put_manifest(repository, &tag, &original.media_type, &body);
+        self.manifest(repository, &tag)
+    }
+
+    /// Uploads `body` as a blob of `repository` (monolithic upload);
+    /// returns its digest.
+    pub fn put_blob(&self, repository: &str, body: &[u8]) -> String {
+        let digest = format!("sha256:{}", sha256_hex(body));
+        let start = http(&self.addr(), "POST", &format!("/v2/{repository}/blobs/uploads/"), &[], b"");
+        assert_eq!(start.status, 202, "starting a blob upload: {}", String::from_utf8_lossy(&start.body));
+        let location = start.header("location").unwrap_or_default();
+        // distribution sends an absolute URL; the path and query are what we need.
+        let path = location.split_once(&self.addr()).map_or(location, |(_, p)| p);
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let put = http(
+            &self.addr(),
+            "PUT",
+            &format!("{path}{separator}digest={digest}"),
+            &[("Content-Type", "application/octet-stream")],
+            body,
+        );
+        assert_eq!(put.status, 201, "finishing a blob upload: {}", String::from_utf8_lossy(&put.body));
+        digest
+    }
+}
+
+/// `sha256sum` of `body` (coreutils: the tests need no hashing crate).
+fn sha256_hex(body: &[u8]) -> String {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running sha256sum: {e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(body).unwrap_or_else(|e| panic!("writing to sha256sum: {e}"));
+    }
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("sha256sum: {e}"));
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
+}

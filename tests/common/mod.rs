@@ -96,7 +96,7 @@ impl TestRun {
 
     /// Starts a private registry; see [`TestRegistry`].
     pub fn registry(&self) -> TestRegistry {
-        TestRegistry::start(&self.id, None)
+        TestRegistry::start(&self.id, None, false)
     }
 
     /// Starts a private registry holding `app:1` and `app:2` (see
@@ -112,7 +112,14 @@ impl TestRun {
     /// `user` and `password` (HTTP basic auth); push to it with
     /// [`TestRegistry::push`], which is logged in.
     pub fn registry_with_auth(&self, user: &str, password: &str) -> TestRegistry {
-        TestRegistry::start(&self.id, Some((user, password)))
+        TestRegistry::start(&self.id, Some((user, password)), false)
+    }
+
+    /// Starts a private registry serving HTTPS with a certificate from its
+    /// own CA (see [`TestRegistry::certs_d`]). The engine pushes to it as to
+    /// any 127.0.0.0/8 registry: HTTPS without verification.
+    pub fn registry_with_tls(&self) -> TestRegistry {
+        TestRegistry::start(&self.id, None, true)
     }
 
     /// Writes `<run dir>/docker-config/<name>/config.json` with an `auths`

@@ -31,10 +31,13 @@ pub struct TestRegistry {
     child: Option<Child>,
     /// Whether requests need the login (an htpasswd file is in `dir`).
     auth: bool,
+    /// Whether it serves HTTPS, with a certificate from its own test CA
+    /// (`ca.crt` in `dir`).
+    tls: bool,
 }
 
 impl TestRegistry {
-    pub(super) fn start(run_id: &str, login: Option<(&str, &str)>) -> TestRegistry {
+    pub(super) fn start(run_id: &str, login: Option<(&str, &str)>, tls: bool) -> TestRegistry {
         let dir = tempfile::Builder::new()
             .prefix("container-upgrader-registry-")
             .tempdir()
@@ -42,8 +45,11 @@ impl TestRegistry {
         if let Some((user, password)) = login {
             write_htpasswd(&dir.path().join("htpasswd"), user, password);
         }
+        if tls {
+            write_tls(dir.path());
+        }
         let auth = login.is_some();
-        let mut registry = TestRegistry { run_id: run_id.to_string(), port: 0, dir, child: None, auth };
+        let mut registry = TestRegistry { run_id: run_id.to_string(), port: 0, dir, child: None, auth, tls };
         // The free port is found by binding and releasing it, so another
         // process can grab it before the registry does: retry a few times.
         let mut last_error = String::new();
@@ -134,8 +140,15 @@ impl TestRegistry {
             ),
             Err(e) => panic!("starting docker-registry: {e}"),
         };
-        // With auth on, an anonymous `/v2/` answers 401: that is ready too.
-        let ready_status = if self.auth { 401 } else { 200 };
+        // With auth on, an anonymous `/v2/` answers 401; with TLS, Go's
+        // server answers plain HTTP with 400: either is ready too.
+        let ready_status = if self.tls {
+            400
+        } else if self.auth {
+            401
+        } else {
+            200
+        };
         let ready = wait_until_ready(child, &addr, ready_status);
         if ready.is_err() {
             self.stop();
@@ -154,6 +167,14 @@ impl TestRegistry {
             storage.display(),
             self.addr()
         );
+        if self.tls {
+            let dir = self.dir.path();
+            config += &format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                dir.join("server.crt").display(),
+                dir.join("server.key").display()
+            );
+        }
         if self.auth {
             let htpasswd = self.dir.path().join("htpasswd");
             config += &format!(
@@ -166,6 +187,17 @@ impl TestRegistry {
         path
     }
 
+    /// A directory laid out as Docker's `/etc/docker/certs.d`, holding this
+    /// registry's CA as `127.0.0.1:PORT/ca.crt` (a TLS registry only).
+    pub fn certs_d(&self) -> PathBuf {
+        let certs = self.dir.path().join("certs.d");
+        let own = certs.join(self.addr());
+        fs::create_dir_all(&own)
+            .and_then(|()| fs::copy(self.dir.path().join("ca.crt"), own.join("ca.crt")))
+            .unwrap_or_else(|e| panic!("laying out {}: {e}", certs.display()));
+        certs
+    }
+
     /// The `DOCKER_CONFIG` dir [`TestRegistry::docker`] uses.
     fn docker_config(&self) -> PathBuf {
         self.dir.path().join("docker-config")
@@ -175,6 +207,53 @@ impl TestRegistry {
 impl Drop for TestRegistry {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A test CA (`ca.crt`) and a certificate for `127.0.0.1` it signed
+/// (`server.crt`, `server.key`) in `dir`, made with `openssl` (P-256: quick).
+fn write_tls(dir: &std::path::Path) {
+    fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n")
+        .unwrap_or_else(|e| panic!("writing san.ext: {e}"));
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let steps: [Vec<&str>; 3] = [
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=container-upgrader test CA"],
+        ]
+        .concat(),
+        [&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]]
+            .concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    ];
+    for args in steps {
+        let mut cmd = Command::new("openssl");
+        cmd.args(&args).current_dir(dir);
+        let out = super::process::run_bounded(&mut cmd, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("`openssl {}`: {e}", args.join(" ")));
+        assert!(
+            out.status.success(),
+            "`openssl {}`: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
