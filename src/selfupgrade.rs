@@ -157,6 +157,11 @@ fn job_args(job: &Job, container: &str) -> Vec<String> {
             if let Some(op) = &req.op_id {
                 args.extend(["--op-id".into(), op.to_string()]);
             }
+            // The digest the controller planned and pulled: the helper
+            // creates exactly that, whatever the tag points at by then.
+            if let Some(digest) = &req.planned {
+                args.extend(["--planned-digest".into(), digest.to_string()]);
+            }
             if !s.rollback {
                 args.push("--no-rollback".into());
             }
@@ -241,7 +246,9 @@ mod tests {
         let req = SwapRequest {
             container: "agent".into(),
             image: "registry.local:5000/agent:2".parse().expect("ref"),
-            planned: None,
+            planned: Some(
+                crate::types::Digest::parse(&format!("sha256:{}", "ab".repeat(32))).expect("digest"),
+            ),
             settings: Settings {
                 health: HealthGate {
                     timeout: Duration::from_secs(90),
@@ -256,7 +263,7 @@ mod tests {
         let args = job_args(&Job::Swap(Box::new(req)), "agent").join(" ");
         assert_eq!(
             args,
-            "agent --image registry.local:5000/agent:2 --order stop-first --pull if-missing --health-timeout 90s --stable 1500ms --probe http:9001/ping=204 --op-id op-1 --no-rollback"
+            "agent --image registry.local:5000/agent:2 --order stop-first --pull if-missing --health-timeout 90s --stable 1500ms --probe http:9001/ping=204 --op-id op-1 --planned-digest sha256:abababababababababababababababababababababababababababababababab --no-rollback"
         );
         assert_eq!(job_args(&Job::Recover, "agent").join(" "), "--recover-only agent");
     }

@@ -15,7 +15,7 @@ use container_upgrader::swap::backoff::Hold;
 use container_upgrader::swap::journal::Journal;
 use container_upgrader::swap::recover::{self, Recovered};
 use container_upgrader::swap::{Outcome, SwapError, SwapRequest, Swapper};
-use container_upgrader::types::OpId;
+use container_upgrader::types::{Digest, OpId};
 
 use super::{exit, Failure};
 
@@ -52,6 +52,10 @@ pub struct UpgradeArgs {
     /// The op id to journal the swap under (set by a controller for its helper).
     #[arg(long, hide = true)]
     op_id: Option<String>,
+    /// The digest the controller planned (set for its helper): pulled and
+    /// created exactly, whatever the tag points at by then.
+    #[arg(long, hide = true)]
+    planned_digest: Option<String>,
     #[command(flatten)]
     state: super::StateArg,
 }
@@ -146,8 +150,17 @@ fn request(args: UpgradeArgs) -> Result<SwapRequest, Failure> {
         cleanup: args.cleanup,
         health: HealthGate { timeout: args.health_timeout.0, stable: args.stable.0, probe: args.probe },
     };
-    let op_id = args.op_id.map(OpId::new);
-    Ok(SwapRequest { container: args.container, image, planned: None, settings, op_id })
+    let op_id = args
+        .op_id
+        .map(|id| OpId::parse(&id).map_err(|e| Failure::new(exit::USAGE, format!("error: --op-id: {e}"))))
+        .transpose()?;
+    let planned = args
+        .planned_digest
+        .map(|d| {
+            Digest::parse(&d).map_err(|e| Failure::new(exit::USAGE, format!("error: --planned-digest: {e}")))
+        })
+        .transpose()?;
+    Ok(SwapRequest { container: args.container, image, planned, settings, op_id })
 }
 
 pub async fn upgrade(args: UpgradeArgs) -> Result<u8, Failure> {
