@@ -115,12 +115,12 @@ fn latency(run: &TestRun, repo: &str) {
         samples.push(t.elapsed());
         let image = format!("{repo}:{tag}");
         wait("the swap to finish", || run.inspect(&names[0], "{{.Config.Image}}") == image);
-        // Past the gate (stable 1 s) and then the floor between passes
-        // (never two passes closer than MIN_GAP, whatever asks): this
-        // measures how fast a change is seen at a quiet moment, not the floor.
-        std::thread::sleep(
-            Duration::from_secs(1) + container_upgrader::daemon::MIN_GAP + Duration::from_millis(500),
-        );
+        // Past the gate (stable 1 s), the pass the swap's own Docker events
+        // trigger, and the floor after it (never two passes closer than
+        // MIN_GAP, whatever asks): this measures how fast a change is seen
+        // at a quiet moment, not the floor.
+        let gap = container_upgrader::daemon::MIN_GAP;
+        std::thread::sleep(Duration::from_secs(1) + gap * 2 + Duration::from_millis(1500));
     }
     let _ = daemon.kill();
     let _ = daemon.wait();

@@ -23,18 +23,25 @@ struct Setup {
     d2: String,
 }
 
-fn setup(test_name: &str) -> Setup {
-    let run = TestRun::new(test_name);
-    let registry = run.registry_with_auth(USER, PASSWORD);
+/// Pushes `app:1` and `app:2` to `registry` (through its login or CA) and
+/// runs a container on `app:1`: the repository, app:2's digest and the
+/// container's name.
+fn published(run: &TestRun, registry: &TestRegistry) -> (String, String, String) {
     let repo = registry.repo("app");
     for version in ["1", "2"] {
         let tag = format!("{repo}:{version}");
         run.build_image(&tag, &ImageSpec { env: vec![("TESTBOX_VERSION", version)], ..Default::default() });
         registry.push(&tag);
     }
-    let d2 = registry_digest(&run, &repo, "2");
+    let d2 = registry_digest(run, &repo, "2");
     run.run_container("web", &format!("{repo}:1"), &[]);
-    let container = run.name("web");
+    (repo, d2, run.name("web"))
+}
+
+fn setup(test_name: &str) -> Setup {
+    let run = TestRun::new(test_name);
+    let registry = run.registry_with_auth(USER, PASSWORD);
+    let (repo, d2, container) = published(&run, &registry);
     let manifest = format!("version: 1\ntargets:\n  - container: {container}\n    image: {repo}:2\n");
     Setup { run, registry, container, manifest, d2 }
 }
@@ -164,15 +171,7 @@ fn a_hung_credential_helper_is_stopped_at_its_limit_and_the_plan_says_why() {
 fn a_registry_with_its_own_ca_in_certs_d_is_read_over_https() {
     let run = TestRun::new("registry_certs_d");
     let registry = run.registry_with_tls();
-    let repo = registry.repo("app");
-    for version in ["1", "2"] {
-        let tag = format!("{repo}:{version}");
-        run.build_image(&tag, &ImageSpec { env: vec![("TESTBOX_VERSION", version)], ..Default::default() });
-        registry.push(&tag);
-    }
-    let d2 = registry_digest(&run, &repo, "2");
-    run.run_container("web", &format!("{repo}:1"), &[]);
-    let container = run.name("web");
+    let (repo, d2, container) = published(&run, &registry);
     let manifest = run.write_file(
         "desired-state.yaml",
         format!("version: 1\ntargets:\n  - container: {container}\n    image: {repo}:2\n"),
