@@ -13,6 +13,7 @@ pub mod backoff;
 pub mod controller;
 pub mod daemon;
 pub mod engine;
+pub mod fleet;
 pub mod identity;
 pub mod manifest;
 pub mod metrics;
