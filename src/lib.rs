@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod engine;
 pub mod fleet;
 pub mod identity;
+pub mod link;
 pub mod manifest;
 pub mod metrics;
 pub mod observe;

@@ -28,6 +28,27 @@ pub struct Snapshot {
     pub last_pass: Option<PassStatus>,
     /// Webhook delivery, when a webhook is configured or events wait.
     pub webhook: Option<WebhookStatus>,
+    /// The link to the fleet server, with `run --server`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetStatus>,
+}
+
+/// Where the link to the fleet server stands.
+#[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
+pub struct FleetStatus {
+    /// The server (scheme, host and path only).
+    pub server: String,
+    /// This agent's id there, once enrolled.
+    pub agent_id: Option<String>,
+    /// The revision of the server's desired manifest last applied.
+    pub desired_revision: Option<i64>,
+    /// When the server last answered (RFC 3339).
+    pub last_contact: Option<String>,
+    /// Why the last exchange with the server failed, or why its manifest
+    /// was not applied.
+    pub last_error: Option<String>,
+    /// Op events for the server: waiting, delivered, last failure.
+    pub events: WebhookStatus,
 }
 
 /// The last pass as `/v1/status` shows it.

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use container_upgrader::api::{self, ApiConfig};
 use container_upgrader::controller::Controller;
 use container_upgrader::daemon::{self, Daemon, Event, Exit, Inputs};
+use container_upgrader::link;
 use container_upgrader::metrics::Metrics;
 use container_upgrader::status::{SharedSnapshot, Snapshot};
 use container_upgrader::trigger::{Trigger, Triggers};
@@ -31,6 +32,18 @@ pub struct Options<'a> {
     pub read_token: Option<String>,
     /// `--allow-any-image`: the API writes even without `policy.allowed_images`.
     pub allow_any_image: bool,
+    /// `--server`: the link to a fleet server.
+    pub fleet: Option<FleetLink>,
+}
+
+/// `run --server …`.
+pub struct FleetLink {
+    pub server: String,
+    pub enrol_token_file: Option<std::path::PathBuf>,
+    /// `--agent-name`.
+    pub name: Option<String>,
+    pub state_dir: std::path::PathBuf,
+    pub wait: std::time::Duration,
 }
 
 pub async fn run(controller: &Controller, options: Options<'_>) -> Result<u8, Failure> {
@@ -47,6 +60,23 @@ pub async fn run(controller: &Controller, options: Options<'_>) -> Result<u8, Fa
     let api = match options.listen {
         Some(addr) => {
             Some(start_api(addr, &options, snapshot.clone(), tx.clone(), metrics.clone(), api_stopped).await?)
+        }
+        None => None,
+    };
+    let _link = match options.fleet {
+        Some(fleet) => {
+            let name = fleet.name.clone().unwrap_or_else(|| default_name(controller));
+            let config = link::Config {
+                server: fleet.server.clone(),
+                enrol_token_file: fleet.enrol_token_file.clone(),
+                name,
+                manifest: options.manifest.to_path_buf(),
+                state_dir: fleet.state_dir.clone(),
+                wait: fleet.wait,
+            };
+            let started = link::Link::start(config, snapshot.clone(), metrics.clone())
+                .map_err(|e| Failure::new(exit::USAGE, format!("error: {e}")))?;
+            Some(started)
         }
         None => None,
     };
@@ -70,6 +100,18 @@ pub async fn run(controller: &Controller, options: Options<'_>) -> Result<u8, Fa
     }
     err!("stopping: no swap in flight");
     Ok(exit::OK)
+}
+
+/// The controller's container name, else the host name.
+fn default_name(controller: &Controller) -> String {
+    if let Some(me) = controller.me() {
+        return me.name.clone();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "agent".to_string())
 }
 
 /// What the daemon reports, on stdout and stderr.

@@ -152,6 +152,8 @@ enum Command {
         /// refuse every write): a token holder may then run any image.
         #[arg(long, requires = "listen")]
         allow_any_image: bool,
+        #[command(flatten)]
+        fleet: FleetLinkArgs,
     },
     /// Pin one target to an image in the manifest file: validates, checks
     /// the policy, and rewrites the file atomically, keeping the rest of it
@@ -191,6 +193,28 @@ enum Command {
         #[command(flatten)]
         state: StateArg,
     },
+}
+
+/// `run --server`: the agent's link to a fleet server.
+#[derive(Debug, Args)]
+struct FleetLinkArgs {
+    /// A fleet server to take this host's desired manifest from and report
+    /// to (`http(s)://HOST:PORT`). Its manifest replaces the file's content
+    /// (a local edit lasts until the server's next version); the file's
+    /// `policy` still binds it.
+    #[arg(long = "server", value_name = "URL", env = "CONTAINER_UPGRADER_SERVER")]
+    server: Option<String>,
+    /// The enrolment token's file, for the first start with `--server`
+    /// (the credential it buys is kept in STATE_DIR/fleet/agent.json).
+    #[arg(long, value_name = "PATH", env = "CONTAINER_UPGRADER_ENROL_TOKEN_FILE", requires = "server")]
+    enrol_token_file: Option<PathBuf>,
+    /// The name the server shows for this agent (default: the controller's
+    /// container name, else the host name).
+    #[arg(long, value_name = "NAME", requires = "server")]
+    agent_name: Option<String>,
+    /// How long the server may hold one desired-state poll open.
+    #[arg(long, value_name = "DURATION", default_value = "30s", requires = "server")]
+    server_poll: Dur,
 }
 
 /// What `reconcile` and `run` share: the manifest, registries, state,
@@ -299,7 +323,15 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 swap_cmd::controller(&pass.state.state_dir, &pass.me, pass.parallel, &pass.registry).await?;
             swap_cmd::reconcile(&controller, &manifest).await
         }
-        Command::Run { pass, report_webhook, listen, token_file, read_token_file, allow_any_image } => {
+        Command::Run {
+            pass,
+            report_webhook,
+            listen,
+            token_file,
+            read_token_file,
+            allow_any_image,
+            fleet,
+        } => {
             let token = token_file.as_deref().map(|p| read_token(p, "--token-file")).transpose()?;
             let read_token =
                 read_token_file.as_deref().map(|p| read_token(p, "--read-token-file")).transpose()?;
@@ -312,6 +344,13 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 token,
                 read_token,
                 allow_any_image,
+                fleet: fleet.server.map(|server| daemon::FleetLink {
+                    server,
+                    enrol_token_file: fleet.enrol_token_file,
+                    name: fleet.agent_name,
+                    state_dir: pass.state.state_dir.clone(),
+                    wait: fleet.server_poll.0,
+                }),
             };
             daemon::run(&controller, options).await
         }

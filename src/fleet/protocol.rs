@@ -75,6 +75,14 @@ pub struct Report {
     /// When the last pass ended (RFC 3339).
     #[serde(default)]
     pub updated_at: Option<String>,
+    /// The revision of the server's desired manifest the agent last wrote
+    /// to its manifest file.
+    #[serde(default)]
+    pub desired_revision: Option<i64>,
+    /// Why the agent did not apply the server's latest manifest (invalid
+    /// there, outside the host's policy), or why the last exchange failed.
+    #[serde(default)]
+    pub desired_error: Option<String>,
     /// One entry per target container (plan entry) of the last pass.
     #[serde(default)]
     pub targets: Vec<TargetReport>,
@@ -177,7 +185,8 @@ pub fn revision_of(etag: &str) -> Option<i64> {
 /// Splits `AGENT_ID.SECRET`; `None` for anything else.
 pub fn split_credential(credential: &str) -> Option<(&str, &str)> {
     let (id, secret) = credential.split_once('.')?;
-    let id_ok = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let id_ok =
+        !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
     let secret_ok = secret.len() >= 32
         && secret.len() <= 128
         && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');

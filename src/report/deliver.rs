@@ -37,28 +37,72 @@ const IDLE_SWEEP: Duration = Duration::from_secs(300);
 #[derive(Debug)]
 pub struct Delivery {
     wake: Arc<Notify>,
-    url: watch::Sender<Option<String>>,
+    url: watch::Sender<Option<Endpoint>>,
+}
+
+/// Where events go.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The URL each event is POSTed to.
+    pub url: String,
+    /// Sent as `Authorization: Bearer …` when set.
+    pub bearer: Option<String>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("url", &crate::redact::url(&self.url))
+            .field("bearer", &self.bearer.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+/// Where a delivery's progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Receiver {
+    /// The webhook: `webhook` in the status, and the webhook metrics.
+    Webhook,
+    /// The fleet server (`run --server`): `fleet.events_pending` in the
+    /// status; events carry the agent's credential.
+    Fleet,
 }
 
 impl Delivery {
-    /// Starts delivering `outbox` on the current runtime. Nothing is sent
-    /// until [`Delivery::set_url`] names a webhook.
+    /// Starts delivering `outbox` to the webhook on the current runtime.
+    /// Nothing is sent until [`Delivery::set_url`] names a webhook.
     pub fn start(outbox: Outbox, metrics: Arc<Metrics>, status: SharedSnapshot) -> Self {
+        Self::start_to(Receiver::Webhook, outbox, metrics, status)
+    }
+
+    /// Starts delivering `outbox` to `receiver`. Nothing is sent until
+    /// [`Delivery::set_url`] (or [`Delivery::set_endpoint`]) names one.
+    pub fn start_to(
+        receiver: Receiver,
+        outbox: Outbox,
+        metrics: Arc<Metrics>,
+        status: SharedSnapshot,
+    ) -> Self {
         let wake = Arc::new(Notify::new());
         let (url, url_rx) = watch::channel(None);
-        let task = Task { outbox, metrics, status, wake: wake.clone(), url: url_rx, delivered: 0 };
+        let task = Task { receiver, outbox, metrics, status, wake: wake.clone(), url: url_rx, delivered: 0 };
         tokio::spawn(task.run());
         Self { wake, url }
+    }
+
+    /// The receiver's URL and the bearer credential each POST carries.
+    pub fn set_endpoint(&self, endpoint: Option<Endpoint>) {
+        self.url.send_if_modified(|current| {
+            let changed = *current != endpoint;
+            *current = endpoint;
+            changed
+        });
     }
 
     /// The webhook in force (the flag, else the manifest's); `None` keeps
     /// events waiting.
     pub fn set_url(&self, url: Option<String>) {
-        self.url.send_if_modified(|current| {
-            let changed = *current != url;
-            *current = url;
-            changed
-        });
+        self.set_endpoint(url.map(|url| Endpoint { url, bearer: None }));
     }
 
     /// New events are in the outbox.
@@ -77,11 +121,12 @@ enum Attempt {
 }
 
 struct Task {
+    receiver: Receiver,
     outbox: Outbox,
     metrics: Arc<Metrics>,
     status: SharedSnapshot,
     wake: Arc<Notify>,
-    url: watch::Receiver<Option<String>>,
+    url: watch::Receiver<Option<Endpoint>>,
     delivered: u64,
 }
 
@@ -95,14 +140,14 @@ impl Task {
             let url = self.url.borrow_and_update().clone();
             let wait = match url {
                 None => IDLE_SWEEP,
-                Some(url) => match self.sweep(&mut client, &url).await {
+                Some(endpoint) => match self.sweep(&mut client, &endpoint).await {
                     Ok(()) => {
                         backoff.succeeded();
                         IDLE_SWEEP
                     }
                     Err(error) => {
                         let wait = backoff.failed(Instant::now());
-                        tracing::warn!(url = %crate::redact::url(&url), error = %error, retry_in = ?wait, "webhook events not delivered; they stay in the outbox");
+                        tracing::warn!(url = %crate::redact::url(&endpoint.url), error = %error, retry_in = ?wait, receiver = ?self.receiver, "op events not delivered; they stay in the outbox");
                         self.publish(Some(error));
                         // Backing off: new events wait for the retry too.
                         tokio::select! {
@@ -122,7 +167,11 @@ impl Task {
     }
 
     /// Sends every waiting event; `Err` names the last failure.
-    async fn sweep(&mut self, client: &mut Option<reqwest::Client>, url: &str) -> Result<(), String> {
+    async fn sweep(
+        &mut self,
+        client: &mut Option<reqwest::Client>,
+        endpoint: &Endpoint,
+    ) -> Result<(), String> {
         let pending = self.outbox.pending().map_err(|e| e.to_string())?;
         if pending.is_empty() {
             self.publish(None);
@@ -134,11 +183,11 @@ impl Task {
         };
         let mut failure = None;
         for event in &pending {
-            match post(client, url, event).await {
+            match post(client, endpoint, event).await {
                 Attempt::Delivered => {
-                    self.metrics.webhook_attempt(true);
+                    self.count(true);
                     self.delivered += 1;
-                    tracing::info!(op_id = %event.op_id, "webhook event delivered");
+                    tracing::info!(op_id = %event.op_id, receiver = ?self.receiver, "op event delivered");
                     // Delivered but not forgotten: it is sent again later,
                     // which the op id lets the receiver recognise.
                     if let Err(e) = self.outbox.remove(&event.op_id) {
@@ -146,11 +195,11 @@ impl Task {
                     }
                 }
                 Attempt::Refused(why) => {
-                    self.metrics.webhook_attempt(false);
+                    self.count(false);
                     failure = Some(format!("op {}: {why}", event.op_id));
                 }
                 Attempt::Unreachable(why) => {
-                    self.metrics.webhook_attempt(false);
+                    self.count(false);
                     failure = Some(why);
                     break;
                 }
@@ -160,12 +209,23 @@ impl Task {
         failure.map_or(Ok(()), Err)
     }
 
+    fn count(&self, delivered: bool) {
+        if self.receiver == Receiver::Webhook {
+            self.metrics.webhook_attempt(delivered);
+        }
+    }
+
     /// Puts the outbox's state in the status and the metrics.
     fn publish(&self, last_error: Option<String>) {
         let pending = self.outbox.len().unwrap_or_default();
-        self.metrics.set_webhook_pending(pending);
-        if let Ok(mut snap) = self.status.write() {
-            snap.webhook = Some(WebhookStatus { pending, delivered: self.delivered, last_error });
+        let Ok(mut snap) = self.status.write() else { return };
+        let status = WebhookStatus { pending, delivered: self.delivered, last_error };
+        match self.receiver {
+            Receiver::Webhook => {
+                self.metrics.set_webhook_pending(pending);
+                snap.webhook = Some(status);
+            }
+            Receiver::Fleet => snap.fleet.get_or_insert_with(Default::default).events = status,
         }
     }
 }
@@ -180,8 +240,11 @@ fn build_client() -> Result<reqwest::Client, String> {
 }
 
 /// POSTs one event, its op id as the idempotency key.
-async fn post(client: &reqwest::Client, url: &str, event: &OpEvent) -> Attempt {
-    let request = client.post(url).header("Idempotency-Key", &event.op_id).json(event);
+async fn post(client: &reqwest::Client, endpoint: &Endpoint, event: &OpEvent) -> Attempt {
+    let mut request = client.post(&endpoint.url).header("Idempotency-Key", &event.op_id).json(event);
+    if let Some(bearer) = &endpoint.bearer {
+        request = request.bearer_auth(bearer);
+    }
     match request.send().await {
         Ok(r) if r.status().is_success() => Attempt::Delivered,
         Ok(r) if r.status().is_redirection() => {
@@ -246,7 +309,8 @@ mod tests {
             );
             let (receiver, hits) = server(redirect);
             let client = build_client().expect("client");
-            let attempt = post(&client, &format!("http://{receiver}/events"), &event()).await;
+            let endpoint = Endpoint { url: format!("http://{receiver}/events"), bearer: None };
+            let attempt = post(&client, &endpoint, &event()).await;
             match attempt {
                 Attempt::Refused(why) => assert!(why.contains("redirects are not followed"), "{code}: {why}"),
                 _ => panic!("{code}: a redirect counted as delivered or unreachable"),

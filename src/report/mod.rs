@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::swap::journal::OpRecord;
 
-pub use deliver::Delivery;
+pub use deliver::{Delivery, Endpoint, Receiver};
 pub use outbox::Outbox;
 
 /// One op outcome as POSTed.
