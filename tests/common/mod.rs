@@ -22,7 +22,9 @@
 mod cleanup;
 mod credentials;
 mod distribution;
+mod fleet;
 mod image;
+mod postgres;
 mod process;
 mod registry;
 mod upgrader;
@@ -40,9 +42,13 @@ use tempfile::TempDir;
 #[allow(unused_imports)]
 pub use credentials::{base64, Login};
 #[allow(unused_imports)]
-pub use distribution::{http, Stored, MANIFEST_LIST, MANIFEST_V2};
+pub use distribution::{http, Answer, Stored, MANIFEST_LIST, MANIFEST_V2};
+#[allow(unused_imports)]
+pub use fleet::{free_addr, set_mode, FleetServer, Spawned, ADMIN_TOKEN};
 #[allow(unused_imports)]
 pub use image::{testbox_binary, ImageSpec};
+#[allow(unused_imports)]
+pub use postgres::TestPostgres;
 #[allow(unused_imports)]
 pub use process::{docker, try_docker, wait_for};
 #[allow(unused_imports)]

@@ -1,0 +1,223 @@
+//! The fleet server and its agents as real processes: `container-upgrader
+//! server` on a free loopback port, `run --server` agents on this host,
+//! and the admin API over plain HTTP. Every process is killed when its
+//! handle is dropped, also on a panic.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::distribution::{http, Answer};
+use super::process::wait_for;
+use super::TestRun;
+
+/// The admin token every test server is started with.
+pub const ADMIN_TOKEN: &str = "admin-token-for-the-fleet-tests";
+
+/// A child process with its stdout and stderr collected.
+pub struct Spawned {
+    child: Child,
+    output: Arc<Mutex<String>>,
+}
+
+impl Spawned {
+    /// Starts `cmd`, collecting its output.
+    pub fn start(mut cmd: Command, what: &str) -> Spawned {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+        let output = Arc::new(Mutex::new(String::new()));
+        let streams = [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ];
+        for stream in streams.into_iter().flatten() {
+            let out = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Ok(mut o) = out.lock() {
+                        o.push_str(&line);
+                        o.push('\n');
+                    }
+                }
+            });
+        }
+        Spawned { child, output }
+    }
+
+    /// Everything it printed so far.
+    pub fn output(&self) -> String {
+        self.output.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+
+    /// SIGKILL, and reaped.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running fleet server.
+pub struct FleetServer {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// The database URL it was started with.
+    pub db: String,
+    dir: PathBuf,
+    admin_token_file: PathBuf,
+    extra: Vec<String>,
+    process: Option<Spawned>,
+}
+
+impl FleetServer {
+    /// Starts `server` on `db` (`sqlite://…` or `postgres://…`), checking
+    /// registries' tags every `version_check`, and waits for `/healthz`.
+    pub fn start(run: &TestRun, db: &str, extra: &[&str]) -> FleetServer {
+        let admin_token_file = run.write_file("fleet/admin.token", ADMIN_TOKEN);
+        set_mode(&admin_token_file, 0o600);
+        let dir = admin_token_file.parent().expect("dir").join("server-state");
+        let mut server = FleetServer {
+            addr: free_addr(),
+            db: db.to_string(),
+            dir,
+            admin_token_file,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            process: None,
+        };
+        server.launch(run);
+        server
+    }
+
+    fn launch(&mut self, run: &TestRun) {
+        let mut cmd = run.cli_command();
+        cmd.args(["server", "--listen", &self.addr, "--db", &self.db])
+            .arg("--admin-token-file")
+            .arg(&self.admin_token_file)
+            .arg("--state-dir")
+            .arg(&self.dir)
+            .args(&self.extra)
+            .env("RUST_LOG", "info");
+        self.process = Some(Spawned::start(cmd, "the fleet server"));
+        let addr = self.addr.clone();
+        wait_for("the fleet server to answer /healthz", Duration::from_secs(60), || {
+            if let Some(p) = self.process.as_mut() {
+                assert!(p.alive(), "the fleet server exited: {}", p.output());
+            }
+            std::net::TcpStream::connect(&addr).is_ok()
+                && http(&addr, "GET", "/healthz", &[], b"").status == 200
+        });
+    }
+
+    /// SIGKILL: nothing is flushed, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.kill();
+        }
+    }
+
+    /// Starts it again on the same address and database.
+    pub fn restart(&mut self, run: &TestRun) {
+        self.kill();
+        self.launch(run);
+    }
+
+    /// What it printed.
+    pub fn output(&self) -> String {
+        self.process.as_ref().map(Spawned::output).unwrap_or_default()
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Spawned::pid)
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The admin token's file.
+    pub fn admin_token_file(&self) -> &Path {
+        &self.admin_token_file
+    }
+
+    /// An admin request; `body` is JSON (or YAML for a manifest).
+    pub fn admin(&self, method: &str, path: &str, body: &str) -> Answer {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        let kind = if body.trim_start().starts_with('{') { "application/json" } else { "application/yaml" };
+        let headers = [("Authorization", auth.as_str()), ("Content-Type", kind)];
+        http(&self.addr, method, path, &headers, body.as_bytes())
+    }
+
+    /// An admin GET that must answer 200 with JSON.
+    pub fn get_json(&self, path: &str) -> Value {
+        let answer = self.admin("GET", path, "");
+        assert_eq!(answer.status, 200, "GET {path}: {}", answer.text());
+        serde_json::from_slice(&answer.body)
+            .unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {}", answer.text()))
+    }
+
+    /// Every agent (`GET /v1/fleet/agents`).
+    pub fn agents(&self) -> Vec<Value> {
+        match self.get_json("/v1/fleet/agents") {
+            Value::Array(a) => a,
+            other => other["agents"].as_array().cloned().unwrap_or_default(),
+        }
+    }
+
+    /// The agent named `name`, in full (`GET /v1/fleet/agents/{id}`).
+    pub fn agent_named(&self, name: &str) -> Option<Value> {
+        let id = self.agents().into_iter().find(|a| a["name"] == name)?["id"].as_str()?.to_string();
+        Some(self.get_json(&format!("/v1/fleet/agents/{id}")))
+    }
+
+    /// A new enrolment token with `uses` enrolments, through the CLI.
+    pub fn enrolment_token(&self, run: &TestRun, args: &[&str]) -> String {
+        let token_file = self.admin_token_file.to_string_lossy().to_string();
+        let server = self.url();
+        let mut full =
+            vec!["fleet", "--server", &server, "--admin-token-file", &token_file, "token", "create"];
+        full.extend_from_slice(args);
+        let out = run.cli(&full);
+        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(out.status.success(), "fleet token create: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(stdout.lines().count(), 1, "only the token on stdout: {stdout}");
+        stdout
+    }
+}
+
+/// A free loopback address.
+pub fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").to_string()
+}
+
+/// chmod.
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}
