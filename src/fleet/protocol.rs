@@ -177,7 +177,8 @@ pub fn revision_of(etag: &str) -> Option<i64> {
 /// Splits `AGENT_ID.SECRET`; `None` for anything else.
 pub fn split_credential(credential: &str) -> Option<(&str, &str)> {
     let (id, secret) = credential.split_once('.')?;
-    let id_ok = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let id_ok =
+        !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
     let secret_ok = secret.len() >= 32
         && secret.len() <= 128
         && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
