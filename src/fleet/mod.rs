@@ -19,6 +19,9 @@ pub mod secret;
 pub mod store;
 pub mod versions;
 
+#[cfg(test)]
+mod tests;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,0 +1,313 @@
+//! The server in-process: SQLite in a temporary directory, the router on
+//! 127.0.0.1:0, spoken to with reqwest as agents and the admin would.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+
+use super::protocol::{self, EnrolResponse};
+use super::{api, store, Store};
+
+const ADMIN: &str = "admin-token-for-tests";
+
+const MANIFEST: &str = "version: 1
+policy:
+  allowed_images: [\"127.0.0.1:5000/*\"]
+targets:
+  - container: web   # the front
+    image: 127.0.0.1:5000/nginx:1.25.3
+  - selector: {label: \"tier=edge\"}
+    image: 127.0.0.1:5000/proxy:2.0.0
+";
+
+struct Fleet {
+    base: String,
+    store: Store,
+    http: Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn fleet() -> Fleet {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&store::sqlite_url(&dir.path().join("fleet.db"))).await.unwrap();
+    let state = api::FleetState {
+        store: store.clone(),
+        admin_token: Arc::from(ADMIN),
+        offline_after: 3,
+        new_repository: Arc::default(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(crate::serve::serve(
+        listener,
+        api::router(state),
+        super::limits(64),
+        None,
+        std::future::pending(),
+    ));
+    let http = crate::tls::http_client("test", |b| b.timeout(Duration::from_secs(20))).unwrap();
+    Fleet { base, store, http, _dir: dir }
+}
+
+impl Fleet {
+    async fn token(&self, uses: i64) -> String {
+        let labels = [("tier".to_string(), "edge".to_string())].into();
+        self.store.create_token(3_600_000, uses, labels).await.unwrap().token
+    }
+
+    async fn enrol_raw(&self, token: &str, manifest: &str) -> reqwest::Response {
+        let body = json!({ "token": token, "name": "host-1", "manifest": manifest });
+        self.http.post(format!("{}{}", self.base, protocol::ENROL)).json(&body).send().await.unwrap()
+    }
+
+    async fn enrol(&self) -> EnrolResponse {
+        let token = self.token(1).await;
+        let response = self.enrol_raw(&token, MANIFEST).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
+    }
+
+    async fn poll(&self, credential: &str, known: Option<i64>, wait: u64) -> reqwest::Response {
+        let mut request =
+            self.http.get(format!("{}{}?wait={wait}", self.base, protocol::DESIRED)).bearer_auth(credential);
+        if let Some(known) = known {
+            request = request.header("if-none-match", protocol::etag(known));
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> reqwest::Response {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(ADMIN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+}
+
+fn report() -> Value {
+    json!({
+        "controller_version": "0.1.0",
+        "controller": { "container": "cu", "image": "127.0.0.1:5000/cu:0.1.0" },
+        "targets": [
+            { "target": "web", "container": "web", "image": "127.0.0.1:5000/nginx:1.25.3", "version": "1.25.3",
+              "action": "up_to_date", "reason": "" },
+        ],
+    })
+}
+
+fn event(op: &str) -> Value {
+    json!({
+        "op_id": op, "container": "web", "from": "nginx:1.25.2", "to": "nginx:1.25.3", "outcome": "committed",
+        "reason": null, "started_at": "2026-01-01T00:00:00Z", "ended_at": "2026-01-01T00:00:05Z",
+        "duration_ms": 5000, "controller_version": "0.1.0",
+    })
+}
+
+#[tokio::test]
+async fn an_enrolled_agent_reads_its_manifest_reports_and_its_events_are_deduplicated() {
+    let f = fleet().await;
+    let me = f.enrol().await;
+    let first = f.poll(&me.credential, None, 0).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(first.headers()["etag"], "\"1\"");
+    assert_eq!(first.headers()["content-type"], "application/yaml");
+    assert_eq!(first.text().await.unwrap(), MANIFEST);
+
+    let url = |p: &str| format!("{}{p}", f.base);
+    let sent =
+        f.http.post(url(protocol::REPORT)).bearer_auth(&me.credential).json(&report()).send().await.unwrap();
+    assert_eq!(sent.status(), StatusCode::NO_CONTENT);
+    for _ in 0..2 {
+        let sent = f
+            .http
+            .post(url(protocol::EVENTS))
+            .bearer_auth(&me.credential)
+            .header("idempotency-key", "op-1")
+            .json(&event("op-1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sent.status(), StatusCode::NO_CONTENT, "a repeat is accepted too");
+    }
+    // The version checker's result, as it would store it.
+    sqlx::query("INSERT INTO repositories (repository, tags, checked_at) VALUES ($1, $2, 0)")
+        .bind("127.0.0.1:5000/nginx")
+        .bind(r#"["1.25.3","1.25.4","1.26.0","2.0.0","2.1.0-rc.1"]"#)
+        .execute(&f.store.pool)
+        .await
+        .unwrap();
+
+    let detail: Value = f
+        .admin(reqwest::Method::GET, &format!("/v1/fleet/agents/{}", me.agent_id), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["labels"], json!({ "tier": "edge" }), "the token's labels");
+    assert_eq!(detail["status"], "online");
+    assert_eq!(detail["controller_version"], "0.1.0");
+    assert_eq!(detail["controller_image"], "127.0.0.1:5000/cu:0.1.0");
+    assert_eq!(detail["desired_revision"], 1);
+    assert_eq!(detail["history"].as_array().unwrap().len(), 1, "one event, de-duplicated");
+    assert_eq!(
+        detail["targets"][0]["updates"],
+        json!({ "patch": "1.25.4", "minor": "1.26.0", "major": "2.0.0" })
+    );
+
+    let listed: Value = f
+        .admin(reqwest::Method::GET, "/v1/fleet/agents?label=tier=edge&has_update=major", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let none: Value =
+        f.admin(reqwest::Method::GET, "/v1/fleet/agents?status=offline", None).await.json().await.unwrap();
+    assert_eq!(none, json!([]));
+    let repos: Value =
+        f.admin(reqwest::Method::GET, "/v1/fleet/repositories", None).await.json().await.unwrap();
+    assert_eq!(repos[0]["repository"], "127.0.0.1:5000/nginx");
+    assert_eq!(repos[0]["newest"], "2.0.0");
+    assert_eq!(repos[0]["targets"], 1);
+}
+
+#[tokio::test]
+async fn expired_used_up_revoked_and_wrong_tokens_are_refused() {
+    let f = fleet().await;
+    let once = f.token(1).await;
+    assert_eq!(f.enrol_raw(&once, MANIFEST).await.status(), StatusCode::CREATED);
+    let again = f.enrol_raw(&once, MANIFEST).await;
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+    assert!(again.text().await.unwrap().contains("used"));
+
+    let expired = f.store.create_token(1, 1, Default::default()).await.unwrap().token;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(f.enrol_raw(&expired, MANIFEST).await.status(), StatusCode::UNAUTHORIZED);
+
+    let revoked = f.token(5).await;
+    let id = revoked.split('.').next().unwrap();
+    let gone = f.admin(reqwest::Method::DELETE, &format!("/v1/fleet/enrolment-tokens/{id}"), None).await;
+    assert_eq!(gone.status(), StatusCode::NO_CONTENT);
+    assert_eq!(f.enrol_raw(&revoked, MANIFEST).await.status(), StatusCode::UNAUTHORIZED);
+
+    let good = f.token(1).await;
+    let forged = format!("{}.{}", good.split('.').next().unwrap(), "0".repeat(64));
+    assert_eq!(f.enrol_raw(&forged, MANIFEST).await.status(), StatusCode::UNAUTHORIZED);
+    let bad = f.enrol_raw(&good, "version: 1\ntargets: 7\n").await;
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY, "an invalid manifest, with the parse error");
+    assert!(bad.text().await.unwrap().contains("targets"));
+    assert_eq!(
+        f.enrol_raw(&good, MANIFEST).await.status(),
+        StatusCode::CREATED,
+        "a refused manifest spends no use"
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_agent_is_refused_and_no_agent_reaches_another_agents_rows() {
+    let f = fleet().await;
+    let (a, b) = (f.enrol().await, f.enrol().await);
+    let pinned = f
+        .admin(
+            reqwest::Method::PUT,
+            &format!("/v1/fleet/agents/{}/targets/web", b.agent_id),
+            Some(json!({"image": "127.0.0.1:5000/nginx:1.26.0"})),
+        )
+        .await;
+    assert_eq!(pinned.status(), StatusCode::OK);
+    let mine = f.poll(&a.credential, None, 0).await;
+    assert_eq!(mine.headers()["etag"], "\"1\"", "a sees its own revision, not b's");
+    assert_eq!(mine.text().await.unwrap(), MANIFEST);
+
+    let a_secret = a.credential.split('.').nth(1).unwrap();
+    let mixed = format!("{}.{a_secret}", b.agent_id);
+    assert_eq!(f.poll(&mixed, None, 0).await.status(), StatusCode::UNAUTHORIZED, "a's secret opens only a");
+
+    let revoked =
+        f.admin(reqwest::Method::POST, &format!("/v1/fleet/agents/{}/revoke", a.agent_id), None).await;
+    assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
+    let refused = f.poll(&a.credential, None, 0).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert!(refused.text().await.unwrap().contains("revoked"));
+    assert_eq!(f.poll(&b.credential, None, 0).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_long_poll_wakes_on_a_pin_and_times_out_with_304() {
+    let f = fleet().await;
+    let me = f.enrol().await;
+    let started = Instant::now();
+    assert_eq!(f.poll(&me.credential, Some(1), 1).await.status(), StatusCode::NOT_MODIFIED);
+    assert!(started.elapsed() >= Duration::from_secs(1));
+
+    let poll = f.poll(&me.credential, Some(1), 30);
+    let pin = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let target = "label%20tier%3Dedge";
+        let path = format!("/v1/fleet/agents/{}/targets/{target}", me.agent_id);
+        f.admin(reqwest::Method::PUT, &path, Some(json!({"image": "127.0.0.1:5000/proxy:2.1.0"}))).await
+    };
+    let started = Instant::now();
+    let (woken, pinned) = tokio::join!(poll, pin);
+    assert!(started.elapsed() < Duration::from_secs(3), "woken by the pin, not by a timer");
+    assert_eq!(pinned.status(), StatusCode::OK);
+    assert_eq!(woken.status(), StatusCode::OK);
+    assert_eq!(woken.headers()["etag"], "\"2\"");
+    let text = woken.text().await.unwrap();
+    assert!(text.contains("proxy:2.1.0") && text.contains("# the front"), "edited in place: {text}");
+
+    let outside = f
+        .admin(
+            reqwest::Method::PUT,
+            &format!("/v1/fleet/agents/{}/targets/web", me.agent_id),
+            Some(json!({"image": "evil.example/x:1"})),
+        )
+        .await;
+    assert_eq!(outside.status(), StatusCode::FORBIDDEN, "the manifest's own policy holds");
+    let unknown = f
+        .admin(
+            reqwest::Method::PUT,
+            &format!("/v1/fleet/agents/{}/targets/nope", me.agent_id),
+            Some(json!({"image": "127.0.0.1:5000/x:1"})),
+        )
+        .await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_the_token_and_bodies_are_bounded() {
+    let f = fleet().await;
+    let anonymous = f.http.get(format!("{}/v1/fleet/agents", f.base)).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let wrong = f
+        .http
+        .get(format!("{}/v1/fleet/agents", f.base))
+        .bearer_auth("admin-token-for-test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(f.http.get(format!("{}/healthz", f.base)).send().await.unwrap().status(), StatusCode::OK);
+    let huge = vec![b'x'; protocol::MAX_BODY_BYTES + 1];
+    let too_big = f.http.post(format!("{}{}", f.base, protocol::ENROL)).body(huge).send().await.unwrap();
+    assert_eq!(too_big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let made = f
+        .admin(
+            reqwest::Method::POST,
+            "/v1/fleet/enrolment-tokens",
+            Some(json!({"expires_in": "1h", "uses": 3, "labels": {"site": "paris"}})),
+        )
+        .await;
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let made: Value = made.json().await.unwrap();
+    assert!(made["token"].as_str().unwrap().starts_with(made["id"].as_str().unwrap()));
+    let listed =
+        f.admin(reqwest::Method::GET, "/v1/fleet/enrolment-tokens", None).await.text().await.unwrap();
+    assert!(!listed.contains(made["token"].as_str().unwrap()), "no secret in a listing");
+    assert!(listed.contains("\"uses_left\":3"));
+    let bad = f.admin(reqwest::Method::POST, "/v1/fleet/enrolment-tokens", Some(json!({"uses": 0}))).await;
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
