@@ -436,3 +436,11 @@ fn detailed(plan: &Plan) -> u8 {
         exit::OK
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}

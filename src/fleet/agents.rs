@@ -210,6 +210,8 @@ type TargetRow = (
     Option<String>,
 );
 
+type EventRow = (String, String, String, String, String, Option<String>, String, String);
+
 const AGENT_COLUMNS: &str = "id, name, labels, enrolled_at, last_seen, revoked_at, controller_version, \
                              controller_image, reported_at";
 const TARGET_COLUMNS: &str = "agent_id, target, container, image, digest, version, desired, action, reason, \
@@ -332,7 +334,7 @@ impl Store {
         .map_err(db("reading an agent's targets"))?;
         let targets = rows.into_iter().map(|r| target_view(r, &tags).1).collect();
         let agent = summary(row, targets, offline_after, now_ms())?;
-        let events: Vec<(String, String, String, String, String, Option<String>, String, String)> = sqlx::query_as(
+        let events: Vec<EventRow> = sqlx::query_as(
             "SELECT op_id, container, from_image, to_image, outcome, reason, started_at, ended_at FROM events \
              WHERE agent_id = $1 ORDER BY received_at DESC, ended_at DESC LIMIT $2",
         )

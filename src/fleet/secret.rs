@@ -62,7 +62,10 @@ mod tests {
 
     #[test]
     fn secrets_are_fresh_and_verify_only_against_their_own_hash() {
-        let (a, b) = (new_secret().unwrap(), new_secret().unwrap());
+        let (a, b) = (
+            new_secret().expect("the system generator works"),
+            new_secret().expect("the system generator works"),
+        );
         assert_ne!(a, b);
         assert_eq!(a.len(), 64);
         assert!(verify(&a, &hash(&a)));
@@ -70,7 +73,7 @@ mod tests {
         assert!(!verify("", &hash(&a)));
         assert!(equal("admin-token-123456", "admin-token-123456"));
         assert!(!equal("admin-token-123456", "admin-token-12345"));
-        let id = new_id().unwrap();
+        let id = new_id().expect("the system generator works");
         let credential = format!("{id}.{a}");
         assert!(
             super::super::protocol::split_credential(&credential).is_some(),

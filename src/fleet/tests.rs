@@ -29,17 +29,33 @@ struct Fleet {
     _dir: tempfile::TempDir,
 }
 
+/// SQLite in a temporary directory; with `FLEET_TEST_POSTGRES` set to a
+/// server's URL (`postgres://postgres@127.0.0.1:55432/postgres`), a fresh
+/// database there instead, so the same tests prove the SQL portable.
+async fn database(dir: &std::path::Path) -> String {
+    let Ok(admin) = std::env::var("FLEET_TEST_POSTGRES") else {
+        return store::sqlite_url(&dir.join("fleet.db"));
+    };
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&admin).await.expect("fleet test step");
+    let name = format!("fleet_test_{}", super::secret::new_id().expect("fleet test step"));
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.expect("fleet test step");
+    pool.close().await;
+    let (server, _) = admin.rsplit_once('/').expect("fleet test step");
+    format!("{server}/{name}")
+}
+
 async fn fleet() -> Fleet {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&store::sqlite_url(&dir.path().join("fleet.db"))).await.unwrap();
+    let dir = tempfile::tempdir().expect("fleet test step");
+    let store = Store::open(&database(dir.path()).await).await.expect("fleet test step");
     let state = api::FleetState {
         store: store.clone(),
         admin_token: Arc::from(ADMIN),
         offline_after: 3,
         new_repository: Arc::default(),
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("fleet test step");
+    let base = format!("http://{}", listener.local_addr().expect("fleet test step"));
     tokio::spawn(crate::serve::serve(
         listener,
         api::router(state),
@@ -47,26 +63,32 @@ async fn fleet() -> Fleet {
         None,
         std::future::pending(),
     ));
-    let http = crate::tls::http_client("test", |b| b.timeout(Duration::from_secs(20))).unwrap();
+    let http =
+        crate::tls::http_client("test", |b| b.timeout(Duration::from_secs(20))).expect("fleet test step");
     Fleet { base, store, http, _dir: dir }
 }
 
 impl Fleet {
     async fn token(&self, uses: i64) -> String {
         let labels = [("tier".to_string(), "edge".to_string())].into();
-        self.store.create_token(3_600_000, uses, labels).await.unwrap().token
+        self.store.create_token(3_600_000, uses, labels).await.expect("fleet test step").token
     }
 
     async fn enrol_raw(&self, token: &str, manifest: &str) -> reqwest::Response {
         let body = json!({ "token": token, "name": "host-1", "manifest": manifest });
-        self.http.post(format!("{}{}", self.base, protocol::ENROL)).json(&body).send().await.unwrap()
+        self.http
+            .post(format!("{}{}", self.base, protocol::ENROL))
+            .json(&body)
+            .send()
+            .await
+            .expect("fleet test step")
     }
 
     async fn enrol(&self) -> EnrolResponse {
         let token = self.token(1).await;
         let response = self.enrol_raw(&token, MANIFEST).await;
         assert_eq!(response.status(), StatusCode::CREATED);
-        response.json().await.unwrap()
+        response.json().await.expect("fleet test step")
     }
 
     async fn poll(&self, credential: &str, known: Option<i64>, wait: u64) -> reqwest::Response {
@@ -75,7 +97,7 @@ impl Fleet {
         if let Some(known) = known {
             request = request.header("if-none-match", protocol::etag(known));
         }
-        request.send().await.unwrap()
+        request.send().await.expect("fleet test step")
     }
 
     async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> reqwest::Response {
@@ -83,7 +105,7 @@ impl Fleet {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        request.send().await.unwrap()
+        request.send().await.expect("fleet test step")
     }
 }
 
@@ -114,11 +136,17 @@ async fn an_enrolled_agent_reads_its_manifest_reports_and_its_events_are_dedupli
     assert_eq!(first.status(), StatusCode::OK);
     assert_eq!(first.headers()["etag"], "\"1\"");
     assert_eq!(first.headers()["content-type"], "application/yaml");
-    assert_eq!(first.text().await.unwrap(), MANIFEST);
+    assert_eq!(first.text().await.expect("fleet test step"), MANIFEST);
 
     let url = |p: &str| format!("{}{p}", f.base);
-    let sent =
-        f.http.post(url(protocol::REPORT)).bearer_auth(&me.credential).json(&report()).send().await.unwrap();
+    let sent = f
+        .http
+        .post(url(protocol::REPORT))
+        .bearer_auth(&me.credential)
+        .json(&report())
+        .send()
+        .await
+        .expect("fleet test step");
     assert_eq!(sent.status(), StatusCode::NO_CONTENT);
     for _ in 0..2 {
         let sent = f
@@ -129,7 +157,7 @@ async fn an_enrolled_agent_reads_its_manifest_reports_and_its_events_are_dedupli
             .json(&event("op-1"))
             .send()
             .await
-            .unwrap();
+            .expect("fleet test step");
         assert_eq!(sent.status(), StatusCode::NO_CONTENT, "a repeat is accepted too");
     }
     // The version checker's result, as it would store it.
@@ -138,20 +166,20 @@ async fn an_enrolled_agent_reads_its_manifest_reports_and_its_events_are_dedupli
         .bind(r#"["1.25.3","1.25.4","1.26.0","2.0.0","2.1.0-rc.1"]"#)
         .execute(&f.store.pool)
         .await
-        .unwrap();
+        .expect("fleet test step");
 
     let detail: Value = f
         .admin(reqwest::Method::GET, &format!("/v1/fleet/agents/{}", me.agent_id), None)
         .await
         .json()
         .await
-        .unwrap();
+        .expect("fleet test step");
     assert_eq!(detail["labels"], json!({ "tier": "edge" }), "the token's labels");
     assert_eq!(detail["status"], "online");
     assert_eq!(detail["controller_version"], "0.1.0");
     assert_eq!(detail["controller_image"], "127.0.0.1:5000/cu:0.1.0");
     assert_eq!(detail["desired_revision"], 1);
-    assert_eq!(detail["history"].as_array().unwrap().len(), 1, "one event, de-duplicated");
+    assert_eq!(detail["history"].as_array().expect("fleet test step").len(), 1, "one event, de-duplicated");
     assert_eq!(
         detail["targets"][0]["updates"],
         json!({ "patch": "1.25.4", "minor": "1.26.0", "major": "2.0.0" })
@@ -162,13 +190,21 @@ async fn an_enrolled_agent_reads_its_manifest_reports_and_its_events_are_dedupli
         .await
         .json()
         .await
-        .unwrap();
-    assert_eq!(listed.as_array().unwrap().len(), 1);
-    let none: Value =
-        f.admin(reqwest::Method::GET, "/v1/fleet/agents?status=offline", None).await.json().await.unwrap();
+        .expect("fleet test step");
+    assert_eq!(listed.as_array().expect("fleet test step").len(), 1);
+    let none: Value = f
+        .admin(reqwest::Method::GET, "/v1/fleet/agents?status=offline", None)
+        .await
+        .json()
+        .await
+        .expect("fleet test step");
     assert_eq!(none, json!([]));
-    let repos: Value =
-        f.admin(reqwest::Method::GET, "/v1/fleet/repositories", None).await.json().await.unwrap();
+    let repos: Value = f
+        .admin(reqwest::Method::GET, "/v1/fleet/repositories", None)
+        .await
+        .json()
+        .await
+        .expect("fleet test step");
     assert_eq!(repos[0]["repository"], "127.0.0.1:5000/nginx");
     assert_eq!(repos[0]["newest"], "2.0.0");
     assert_eq!(repos[0]["targets"], 1);
@@ -181,24 +217,24 @@ async fn expired_used_up_revoked_and_wrong_tokens_are_refused() {
     assert_eq!(f.enrol_raw(&once, MANIFEST).await.status(), StatusCode::CREATED);
     let again = f.enrol_raw(&once, MANIFEST).await;
     assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
-    assert!(again.text().await.unwrap().contains("used"));
+    assert!(again.text().await.expect("fleet test step").contains("used"));
 
-    let expired = f.store.create_token(1, 1, Default::default()).await.unwrap().token;
+    let expired = f.store.create_token(1, 1, Default::default()).await.expect("fleet test step").token;
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(f.enrol_raw(&expired, MANIFEST).await.status(), StatusCode::UNAUTHORIZED);
 
     let revoked = f.token(5).await;
-    let id = revoked.split('.').next().unwrap();
+    let id = revoked.split('.').next().expect("fleet test step");
     let gone = f.admin(reqwest::Method::DELETE, &format!("/v1/fleet/enrolment-tokens/{id}"), None).await;
     assert_eq!(gone.status(), StatusCode::NO_CONTENT);
     assert_eq!(f.enrol_raw(&revoked, MANIFEST).await.status(), StatusCode::UNAUTHORIZED);
 
     let good = f.token(1).await;
-    let forged = format!("{}.{}", good.split('.').next().unwrap(), "0".repeat(64));
+    let forged = format!("{}.{}", good.split('.').next().expect("fleet test step"), "0".repeat(64));
     assert_eq!(f.enrol_raw(&forged, MANIFEST).await.status(), StatusCode::UNAUTHORIZED);
     let bad = f.enrol_raw(&good, "version: 1\ntargets: 7\n").await;
     assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY, "an invalid manifest, with the parse error");
-    assert!(bad.text().await.unwrap().contains("targets"));
+    assert!(bad.text().await.expect("fleet test step").contains("targets"));
     assert_eq!(
         f.enrol_raw(&good, MANIFEST).await.status(),
         StatusCode::CREATED,
@@ -220,9 +256,9 @@ async fn a_revoked_agent_is_refused_and_no_agent_reaches_another_agents_rows() {
     assert_eq!(pinned.status(), StatusCode::OK);
     let mine = f.poll(&a.credential, None, 0).await;
     assert_eq!(mine.headers()["etag"], "\"1\"", "a sees its own revision, not b's");
-    assert_eq!(mine.text().await.unwrap(), MANIFEST);
+    assert_eq!(mine.text().await.expect("fleet test step"), MANIFEST);
 
-    let a_secret = a.credential.split('.').nth(1).unwrap();
+    let a_secret = a.credential.split('.').nth(1).expect("fleet test step");
     let mixed = format!("{}.{a_secret}", b.agent_id);
     assert_eq!(f.poll(&mixed, None, 0).await.status(), StatusCode::UNAUTHORIZED, "a's secret opens only a");
 
@@ -231,7 +267,7 @@ async fn a_revoked_agent_is_refused_and_no_agent_reaches_another_agents_rows() {
     assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
     let refused = f.poll(&a.credential, None, 0).await;
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
-    assert!(refused.text().await.unwrap().contains("revoked"));
+    assert!(refused.text().await.expect("fleet test step").contains("revoked"));
     assert_eq!(f.poll(&b.credential, None, 0).await.status(), StatusCode::OK);
 }
 
@@ -256,7 +292,7 @@ async fn a_long_poll_wakes_on_a_pin_and_times_out_with_304() {
     assert_eq!(pinned.status(), StatusCode::OK);
     assert_eq!(woken.status(), StatusCode::OK);
     assert_eq!(woken.headers()["etag"], "\"2\"");
-    let text = woken.text().await.unwrap();
+    let text = woken.text().await.expect("fleet test step");
     assert!(text.contains("proxy:2.1.0") && text.contains("# the front"), "edited in place: {text}");
 
     let outside = f
@@ -280,7 +316,7 @@ async fn a_long_poll_wakes_on_a_pin_and_times_out_with_304() {
 #[tokio::test]
 async fn the_admin_api_needs_the_token_and_bodies_are_bounded() {
     let f = fleet().await;
-    let anonymous = f.http.get(format!("{}/v1/fleet/agents", f.base)).send().await.unwrap();
+    let anonymous = f.http.get(format!("{}/v1/fleet/agents", f.base)).send().await.expect("fleet test step");
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     let wrong = f
         .http
@@ -288,11 +324,20 @@ async fn the_admin_api_needs_the_token_and_bodies_are_bounded() {
         .bearer_auth("admin-token-for-test")
         .send()
         .await
-        .unwrap();
+        .expect("fleet test step");
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(f.http.get(format!("{}/healthz", f.base)).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        f.http.get(format!("{}/healthz", f.base)).send().await.expect("fleet test step").status(),
+        StatusCode::OK
+    );
     let huge = vec![b'x'; protocol::MAX_BODY_BYTES + 1];
-    let too_big = f.http.post(format!("{}{}", f.base, protocol::ENROL)).body(huge).send().await.unwrap();
+    let too_big = f
+        .http
+        .post(format!("{}{}", f.base, protocol::ENROL))
+        .body(huge)
+        .send()
+        .await
+        .expect("fleet test step");
     assert_eq!(too_big.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let made = f
         .admin(
@@ -302,11 +347,18 @@ async fn the_admin_api_needs_the_token_and_bodies_are_bounded() {
         )
         .await;
     assert_eq!(made.status(), StatusCode::CREATED);
-    let made: Value = made.json().await.unwrap();
-    assert!(made["token"].as_str().unwrap().starts_with(made["id"].as_str().unwrap()));
-    let listed =
-        f.admin(reqwest::Method::GET, "/v1/fleet/enrolment-tokens", None).await.text().await.unwrap();
-    assert!(!listed.contains(made["token"].as_str().unwrap()), "no secret in a listing");
+    let made: Value = made.json().await.expect("fleet test step");
+    assert!(made["token"]
+        .as_str()
+        .expect("fleet test step")
+        .starts_with(made["id"].as_str().expect("fleet test step")));
+    let listed = f
+        .admin(reqwest::Method::GET, "/v1/fleet/enrolment-tokens", None)
+        .await
+        .text()
+        .await
+        .expect("fleet test step");
+    assert!(!listed.contains(made["token"].as_str().expect("fleet test step")), "no secret in a listing");
     assert!(listed.contains("\"uses_left\":3"));
     let bad = f.admin(reqwest::Method::POST, "/v1/fleet/enrolment-tokens", Some(json!({"uses": 0}))).await;
     assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);

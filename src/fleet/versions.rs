@@ -121,7 +121,8 @@ impl Store {
 
     /// Every repository a target runs, with what is known of it.
     pub async fn repositories(&self) -> Result<Vec<RepositoryInfo>, FleetError> {
-        let rows: Vec<(String, Option<String>, Option<i64>, Option<String>, i64)> = sqlx::query_as(
+        type Row = (String, Option<String>, Option<i64>, Option<String>, i64);
+        let rows: Vec<Row> = sqlx::query_as(
             "SELECT t.repository, r.tags, r.checked_at, r.error, COUNT(*) FROM targets t \
              LEFT JOIN repositories r ON r.repository = t.repository \
              WHERE t.repository IS NOT NULL GROUP BY t.repository, r.tags, r.checked_at, r.error \
