@@ -225,3 +225,56 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const KEEP: Limits = Limits {
+        max_connections: 4,
+        first_byte: Duration::from_secs(5),
+        header: Duration::from_secs(5),
+        request: Duration::from_secs(5),
+        keep_alive: true,
+        idle: Duration::from_millis(600),
+    };
+
+    async fn server(limits: Limits) -> std::net::SocketAddr {
+        let app = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+        let addr = listener.local_addr().expect("its address");
+        tokio::spawn(serve(listener, app, limits, None, std::future::pending()));
+        addr
+    }
+
+    async fn get(stream: &mut TcpStream) -> String {
+        stream.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("the request is sent");
+        let mut buf = vec![0u8; 1024];
+        let n = stream.read(&mut buf).await.expect("an answer");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    #[tokio::test]
+    async fn keep_alive_serves_several_requests_then_closes_an_idle_connection() {
+        let addr = server(KEEP).await;
+        let mut stream = TcpStream::connect(addr).await.expect("a connection");
+        assert!(get(&mut stream).await.starts_with("HTTP/1.1 200"));
+        assert!(get(&mut stream).await.starts_with("HTTP/1.1 200"), "the same connection again");
+        let mut buf = [0u8; 16];
+        let closed = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await;
+        assert!(matches!(closed, Ok(Ok(0))), "closed after the idle time: {closed:?}");
+    }
+
+    #[tokio::test]
+    async fn over_the_cap_a_connection_is_closed_at_once() {
+        let addr = server(Limits { max_connections: 1, ..KEEP }).await;
+        let mut first = TcpStream::connect(addr).await.expect("a connection");
+        assert!(get(&mut first).await.starts_with("HTTP/1.1 200"));
+        let mut second = TcpStream::connect(addr).await.expect("accepted by the kernel");
+        let mut buf = [0u8; 16];
+        let _ = second.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+        let read = tokio::time::timeout(Duration::from_secs(2), second.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "closed, not served: {read:?}");
+    }
+}

@@ -47,8 +47,9 @@ impl Store {
         }
     }
 
-    /// Waits until `agent`'s revision differs from `known` or `wait` passes;
-    /// `None` on timeout. A revoke during the wait ends it with 401.
+    /// Waits until `agent`'s revision differs from `known` or `wait` passes
+    /// (or the server stops); `None` then. A revoke during the wait ends it
+    /// with 401. Only the revision is read while waiting, not the text.
     pub async fn wait_desired(
         &self,
         agent: &str,
@@ -57,13 +58,13 @@ impl Store {
     ) -> Result<Option<Desired>, FleetError> {
         let deadline = Instant::now() + wait;
         let mut woken = self.subscribe(agent);
+        let mut stopping = self.stopping();
         loop {
-            let desired = self.desired(agent).await?;
-            if Some(desired.revision) != known {
-                return Ok(Some(desired));
+            if Some(self.revision(agent).await?) != known {
+                return self.desired(agent).await.map(Some);
             }
             let now = Instant::now();
-            if now >= deadline {
+            if now >= deadline || *stopping.borrow() {
                 return Ok(None);
             }
             let nap = (deadline - now).min(RECHECK);
@@ -73,23 +74,26 @@ impl Store {
                         // The sender went away (pruned): subscribe again.
                         woken = self.subscribe(agent);
                     }
-                    self.still_enrolled(agent).await?;
                 }
-                () = tokio::time::sleep(nap) => self.still_enrolled(agent).await?,
+                () = tokio::time::sleep(nap) => {}
+                _ = stopping.changed() => {}
             }
         }
     }
 
-    /// 401 once `agent` is revoked.
-    async fn still_enrolled(&self, agent: &str) -> Result<(), FleetError> {
-        let row: Option<(Option<i64>,)> = sqlx::query_as("SELECT revoked_at FROM agents WHERE id = $1")
-            .bind(agent)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("checking an agent"))?;
+    /// `agent`'s current revision; 401 once it is revoked.
+    async fn revision(&self, agent: &str) -> Result<i64, FleetError> {
+        let row: Option<(i64, Option<i64>)> = sqlx::query_as(
+            "SELECT d.revision, a.revoked_at FROM desired d JOIN agents a ON a.id = d.agent_id WHERE d.agent_id = $1",
+        )
+        .bind(agent)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading a desired revision"))?;
         match row {
-            Some((None,)) => Ok(()),
-            _ => Err(FleetError::Unauthorized("this agent was revoked".into())),
+            Some((revision, None)) => Ok(revision),
+            Some((_, Some(_))) => Err(FleetError::Unauthorized("this agent was revoked".into())),
+            None => Err(FleetError::NotFound(format!("no agent `{agent}`"))),
         }
     }
 

@@ -203,12 +203,11 @@ impl Store {
         let origin = format!("agent {name}'s manifest");
         Manifest::parse(&origin, &request.manifest).map_err(|e| FleetError::Invalid(e.to_string()))?;
         let now = now_ms();
-        let mut tx = self.pool.begin().await.map_err(db("starting an enrolment"))?;
         let row: Option<(String, String, i64, i64, Option<i64>)> = sqlx::query_as(
             "SELECT token_hash, labels, expires_at, uses_left, revoked_at FROM enrolment_tokens WHERE id = $1",
         )
         .bind(token_id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&self.pool)
         .await
         .map_err(db("reading an enrolment token"))?;
         let Some((hash, labels, expires_at, uses_left, revoked_at)) = row else { return Err(bad()) };
@@ -216,29 +215,30 @@ impl Store {
             return Err(bad());
         }
         // Only the token's holder learns why it no longer works.
+        let refused = |why: &str| {
+            FleetError::Unauthorized(format!("the enrolment token is {why}; ask an admin for a new one"))
+        };
         match status(expires_at, uses_left, revoked_at, now) {
             "active" => {}
-            why => {
-                return Err(FleetError::Unauthorized(format!(
-                    "the enrolment token is {why}; ask an admin for a new one"
-                )))
-            }
+            why => return Err(refused(why)),
         }
-        // Conditional on the use still being there: two agents racing for
-        // the last use cannot both win.
+        // The transaction starts by writing: SQLite cannot upgrade a read
+        // transaction whose snapshot another writer has moved past. The
+        // spend is conditional on the use still being there, so two agents
+        // racing for the last use cannot both win.
+        let mut tx = self.pool.begin().await.map_err(db("starting an enrolment"))?;
         let spent = sqlx::query(
             "UPDATE enrolment_tokens SET uses_left = uses_left - 1 \
-             WHERE id = $1 AND uses_left > 0 AND revoked_at IS NULL AND expires_at > $2",
+             WHERE id = $1 AND token_hash = $2 AND uses_left > 0 AND revoked_at IS NULL AND expires_at > $3",
         )
         .bind(token_id)
+        .bind(&hash)
         .bind(now)
         .execute(&mut *tx)
         .await
         .map_err(db("spending an enrolment token"))?;
         if spent.rows_affected() != 1 {
-            return Err(FleetError::Unauthorized(
-                "the enrolment token is used; ask an admin for a new one".into(),
-            ));
+            return Err(refused("used"));
         }
         let (agent_id, agent_secret) = (secret::new_id()?, secret::new_secret()?);
         sqlx::query(

@@ -30,6 +30,9 @@ pub struct Store {
     /// Per agent: the newest desired revision this process wrote (or a
     /// nudge after a revoke), which its long-poll waits on.
     wakers: Arc<Mutex<HashMap<String, watch::Sender<i64>>>>,
+    /// Set when the server stops: long-polls answer 304 at once instead
+    /// of holding the shutdown for up to a minute.
+    stopping: Arc<watch::Sender<bool>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -81,12 +84,21 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| fail(format!("cannot apply the schema migrations: {e}")))?;
-        Ok(Self { pool, wakers: Arc::default() })
+        Ok(Self { pool, wakers: Arc::default(), stopping: Arc::new(watch::channel(false).0) })
     }
 
     /// Closes every connection (SQLite checkpoints its WAL).
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Ends every long-poll in this process (with "no change").
+    pub fn stop_polls(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    pub(crate) fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
     }
 
     /// A receiver that changes whenever this process writes `agent`'s

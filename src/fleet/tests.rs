@@ -363,3 +363,61 @@ async fn the_admin_api_needs_the_token_and_bodies_are_bounded() {
     let bad = f.admin(reqwest::Method::POST, "/v1/fleet/enrolment-tokens", Some(json!({"uses": 0}))).await;
     assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test]
+async fn a_stopping_server_answers_held_polls_at_once() {
+    let f = fleet().await;
+    let me = f.enrol().await;
+    let poll = f.poll(&me.credential, Some(1), 30);
+    let stop = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        f.store.stop_polls();
+    };
+    let started = Instant::now();
+    let (answer, ()) = tokio::join!(poll, stop);
+    assert_eq!(answer.status(), StatusCode::NOT_MODIFIED);
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// A registry that lists tags, on loopback (so plain HTTP).
+async fn fake_registry(tags: &'static [&'static str]) -> String {
+    use axum::routing::get;
+    let app = axum::Router::new().route("/v2/", get(|| async { "{}" })).route(
+        "/v2/nginx/tags/list",
+        get(move || async move { axum::Json(json!({ "name": "nginx", "tags": tags })) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("fleet test step");
+    let addr = listener.local_addr().expect("fleet test step");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr.to_string()
+}
+
+#[tokio::test]
+async fn the_version_check_lists_each_repository_once_and_marks_targets() {
+    let f = fleet().await;
+    let registry = fake_registry(&["1.25.3", "1.25.9", "1.27.0", "2.0.0-rc.1", "latest"]).await;
+    let me = f.enrol().await;
+    let mut body = report();
+    body["targets"][0]["image"] = json!(format!("{registry}/nginx:1.25.3"));
+    let url = format!("{}{}", f.base, protocol::REPORT);
+    let sent =
+        f.http.post(url).bearer_auth(&me.credential).json(&body).send().await.expect("fleet test step");
+    assert_eq!(sent.status(), StatusCode::NO_CONTENT);
+
+    let config = super::versions::CheckerConfig {
+        interval: Duration::from_secs(3600),
+        insecure: vec![],
+        timeout: Duration::from_secs(5),
+    };
+    f.store.check_versions(&config).await.expect("fleet test step");
+    let repos = f.store.repositories().await.expect("fleet test step");
+    assert_eq!(repos.len(), 1);
+    assert_eq!(repos[0].error, None);
+    assert_eq!(repos[0].newest.as_deref(), Some("1.27.0"), "no pre-release is newest");
+    let agents = f.store.agents(&Default::default(), 3).await.expect("fleet test step");
+    let marks = &agents[0].targets[0].updates;
+    assert_eq!(
+        (marks.patch.as_deref(), marks.minor.as_deref(), marks.major.as_deref()),
+        (Some("1.25.9"), Some("1.27.0"), None)
+    );
+}
