@@ -30,6 +30,10 @@ pub(crate) struct FleetArgs {
     /// A file holding the admin token (the server's --admin-token-file).
     #[arg(long, value_name = "PATH", env = "CONTAINER_UPGRADER_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
+    /// A PEM CA certificate to trust for the server, besides the system's
+    /// (a private CA).
+    #[arg(long, value_name = "PATH", env = "CONTAINER_UPGRADER_SERVER_CA")]
+    ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     command: FleetCommand,
 }
@@ -140,7 +144,10 @@ impl Client {
             request = request.json(&body);
         }
         let response = request.send().await.map_err(|e| {
-            Failure::new(exit::INTERNAL, format!("error: {}: {}", container_upgrader::redact::url(&url), e))
+            Failure::new(
+                exit::INTERNAL,
+                format!("error: {}: {}", container_upgrader::redact::url(&url), chain(&e)),
+            )
         })?;
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
@@ -165,6 +172,18 @@ impl Client {
         serde_json::from_str(&text)
             .map_err(|e| Failure::new(exit::INTERNAL, format!("error: the server's answer is not JSON: {e}")))
     }
+}
+
+/// An error and its causes, `: `-separated (reqwest's own message alone
+/// says only "error sending request").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 /// One URL path segment, percent-encoded (target names hold spaces, `=`).
@@ -195,8 +214,29 @@ pub(crate) async fn fleet(args: FleetArgs) -> Result<u8, Failure> {
             "error: --server: expected http://HOST:PORT or https://HOST:PORT",
         ));
     }
-    let http = container_upgrader::tls::http_client("fleet client", |b| b.timeout(TIMEOUT))
-        .map_err(|e| Failure::new(exit::INTERNAL, format!("error: {e}")))?;
+    let ca = match &args.ca_cert {
+        None => None,
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                Failure::new(exit::USAGE, format!("error: --ca-cert {}: {e}", path.display()))
+            })?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                Failure::new(
+                    exit::USAGE,
+                    format!("error: --ca-cert {}: {e}; expected a PEM certificate", path.display()),
+                )
+            })?;
+            Some(cert)
+        }
+    };
+    let http = container_upgrader::tls::http_client("fleet client", |b| {
+        let b = b.timeout(TIMEOUT);
+        match &ca {
+            Some(ca) => b.add_root_certificate(ca.clone()),
+            None => b,
+        }
+    })
+    .map_err(|e| Failure::new(exit::INTERNAL, format!("error: {e}")))?;
     let client = Client { http, base: args.server.trim_end_matches('/').to_string(), token };
     match args.command {
         FleetCommand::Agents { label, status, has_update, version, output } => {

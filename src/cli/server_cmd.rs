@@ -119,6 +119,8 @@ pub(crate) async fn server(args: ServerArgs) -> Result<u8, Failure> {
     if config.tls.is_none() && !args.listen.ip().is_loopback() {
         tracing::warn!(listen = %args.listen, "serving plain HTTP beyond loopback: put a TLS proxy in front or use --tls-cert");
     }
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    err!("fleet server on {scheme}://{}, database {}", args.listen, fleet::store::redacted(&config.db_url));
     fleet::run(listener, config, shutdown)
         .await
         .map_err(|e| Failure::new(exit::INTERNAL, format!("error: {e}")))?;

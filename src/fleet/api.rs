@@ -79,6 +79,12 @@ pub fn router(state: FleetState) -> Router {
                 "no such route; the routes are /v1/agent/… and /v1/fleet/… (see the README)".into(),
             )
         })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this route does not take that method (see the README's table)".into(),
+            )
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(declared_size))
         .with_state(state)

@@ -421,3 +421,19 @@ async fn the_version_check_lists_each_repository_once_and_marks_targets() {
         (Some("1.25.9"), Some("1.27.0"), None)
     );
 }
+
+#[tokio::test]
+async fn wrong_routes_and_methods_answer_json_errors() {
+    let f = fleet().await;
+    let missing = f.admin(reqwest::Method::GET, "/v1/fleet/nothing", None).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert!(missing.json::<Value>().await.expect("fleet test step")["error"].is_string());
+    let wrong = f.admin(reqwest::Method::DELETE, "/v1/fleet/agents", None).await;
+    assert_eq!(wrong.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(wrong.json::<Value>().await.expect("fleet test step")["error"].is_string());
+    let unknown = f.admin(reqwest::Method::GET, "/v1/fleet/agents/nobody", None).await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let filter = f.admin(reqwest::Method::GET, "/v1/fleet/agents?status=asleep", None).await;
+    assert_eq!(filter.status(), StatusCode::BAD_REQUEST);
+    assert!(filter.text().await.expect("fleet test step").contains("online|offline|revoked"));
+}
