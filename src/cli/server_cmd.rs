@@ -103,6 +103,7 @@ pub(crate) async fn server(args: ServerArgs) -> Result<u8, Failure> {
         },
         max_connections: args.max_connections,
     };
+    warn_if_few_descriptors(args.max_connections);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| Failure::new(exit::INTERNAL, format!("error: --listen {}: {e}", args.listen)))?;
@@ -125,4 +126,26 @@ pub(crate) async fn server(args: ServerArgs) -> Result<u8, Failure> {
         .await
         .map_err(|e| Failure::new(exit::INTERNAL, format!("error: {e}")))?;
     Ok(exit::OK)
+}
+
+/// Descriptors beyond the connections: the database, logs, registry calls.
+const SPARE_DESCRIPTORS: u64 = 64;
+
+/// Warns when the process may open fewer files than `--max-connections`
+/// needs (a default soft limit of 1024 serves about 950 agents; past it
+/// accepts fail). Read from /proc, since raising the limit needs `unsafe`.
+fn warn_if_few_descriptors(max_connections: usize) {
+    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else { return };
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse::<u64>().ok());
+    let wanted = max_connections as u64 + SPARE_DESCRIPTORS;
+    if let Some(soft) = soft.filter(|s| *s < wanted) {
+        err!(
+            "warning: the open-file limit is {soft}, below --max-connections {max_connections} + {SPARE_DESCRIPTORS}; \
+             raise it (ulimit -n {wanted}, systemd LimitNOFILE=, docker --ulimit nofile={wanted}) or lower --max-connections"
+        );
+    }
 }
