@@ -438,6 +438,16 @@ fn agent_table(a: &Value) -> String {
         })
         .collect();
     out.push_str(&columns(&["TARGET", "CONTAINER", "IMAGE", "ACTION", "LAST OP", "UPDATES"], targets));
+    let holds: Vec<Vec<String>> = a["holds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| vec![text(&h["container"]), text(&h["image"]), text(&h["until"]), text(&h["reason"])])
+        .collect();
+    if !holds.is_empty() {
+        out.push('\n');
+        out.push_str(&columns(&["HELD", "IMAGE", "UNTIL", "REASON"], holds));
+    }
     let history: Vec<Vec<String>> = a["history"]
         .as_array()
         .into_iter()

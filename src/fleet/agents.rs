@@ -189,6 +189,8 @@ pub struct AgentDetail {
     pub manifest_error: Option<String>,
     /// Why its last pass could not run.
     pub pass_error: Option<String>,
+    /// Images held after failed upgrades, as last reported.
+    pub holds: Vec<super::protocol::HoldReport>,
     /// Its ops, newest first (at most [`HISTORY`]).
     pub history: Vec<EventView>,
 }
@@ -368,7 +370,8 @@ impl Store {
             agent,
             desired_revision: self.desired(id).await?.revision,
             manifest_error: report.as_ref().and_then(|r| r.manifest_error.clone()),
-            pass_error: report.and_then(|r| r.pass_error),
+            pass_error: report.as_ref().and_then(|r| r.pass_error.clone()),
+            holds: report.map(|r| r.holds).unwrap_or_default(),
             history,
         })
     }

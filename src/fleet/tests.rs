@@ -117,6 +117,10 @@ fn report() -> Value {
             { "target": "web", "container": "web", "image": "127.0.0.1:5000/nginx:1.25.3", "version": "1.25.3",
               "action": "up_to_date", "reason": "" },
         ],
+        "holds": [
+            { "container": "web", "image": "127.0.0.1:5000/nginx:1.26.0", "until": "2026-01-01T01:00:00Z",
+              "reason": "health check failed" },
+        ],
     })
 }
 
@@ -179,6 +183,7 @@ async fn an_enrolled_agent_reads_its_manifest_reports_and_its_events_are_dedupli
     assert_eq!(detail["controller_version"], "0.1.0");
     assert_eq!(detail["controller_image"], "127.0.0.1:5000/cu:0.1.0");
     assert_eq!(detail["desired_revision"], 1);
+    assert_eq!(detail["holds"][0]["reason"], "health check failed");
     assert_eq!(detail["history"].as_array().expect("fleet test step").len(), 1, "one event, de-duplicated");
     assert_eq!(
         detail["targets"][0]["updates"],
