@@ -29,6 +29,7 @@ pub mod registry;
 pub mod report;
 pub mod resolve;
 pub mod selfupgrade;
+pub mod serve;
 pub mod status;
 pub mod summary;
 pub mod swap;

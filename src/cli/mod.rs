@@ -19,7 +19,9 @@ macro_rules! err {
 
 mod daemon;
 pub mod exit;
+mod fleet_cmd;
 mod output;
+mod server_cmd;
 mod status;
 mod swap_cmd;
 
@@ -193,6 +195,12 @@ enum Command {
         #[command(flatten)]
         state: StateArg,
     },
+    /// The fleet server: agents (`run --server URL`) enrol, poll their
+    /// desired manifest and report; the admin API and `fleet` manage them.
+    Server(server_cmd::ServerArgs),
+    /// Manage a fleet server: agents, pins, manifests, enrolment tokens.
+    #[command(after_help = fleet_cmd::EXIT)]
+    Fleet(fleet_cmd::FleetArgs),
 }
 
 /// `run --server`: the agent's link to a fleet server.
@@ -373,6 +381,8 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Status { state, output } => status::status(&state.state_dir, output == Output::Json),
         Command::Helper(args) => swap_cmd::helper(args).await,
         Command::Recover { state } => swap_cmd::recover(&state.state_dir).await,
+        Command::Server(args) => server_cmd::server(args).await,
+        Command::Fleet(args) => fleet_cmd::fleet(args).await,
     }
 }
 
@@ -463,5 +473,13 @@ fn detailed(plan: &Plan) -> u8 {
         exit::CHANGES
     } else {
         exit::OK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
     }
 }

@@ -3,7 +3,130 @@
 //! every agent's state and history in a database and knows, per target,
 //! which newer versions its registry has.
 //!
-//! The agent's side of the wire is [`crate::link`]; both speak
+//! One file per concern: [`store`] (the database and its migrations),
+//! [`enrolment`], [`desired`], [`reports`], [`versions`], [`agents`] (the
+//! admin's view), [`api`] (the routes). Both sides of the agent wire speak
 //! [`protocol`].
 
+pub mod agents;
+pub mod api;
+pub mod desired;
+pub mod enrolment;
+mod error;
 pub mod protocol;
+pub mod reports;
+pub mod secret;
+pub mod store;
+pub mod versions;
+
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::FleetError;
+pub use store::Store;
+
+use crate::serve::Limits;
+
+/// Connections the server holds by default: a thousand agents' long-polls
+/// and room to spare, within a raised descriptor limit.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// The server's connection bounds: keep-alive (agents poll back to back),
+/// requests up to a long-poll plus slack, idle connections closed after
+/// a little more than the longest poll.
+pub fn limits(max_connections: usize) -> Limits {
+    Limits {
+        max_connections,
+        first_byte: Duration::from_secs(10),
+        header: Duration::from_secs(10),
+        request: Duration::from_secs(protocol::MAX_WAIT_SECS + 30),
+        keep_alive: true,
+        idle: Duration::from_secs(protocol::MAX_WAIT_SECS + 15),
+    }
+}
+
+/// How `container-upgrader server` is set up.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// The database URL (`sqlite://PATH`, `postgres://…`).
+    pub db_url: String,
+    /// The admin bearer token.
+    pub admin_token: String,
+    /// PEM certificate chain and private key, for TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Missed polls before an agent counts as offline.
+    pub offline_after: u32,
+    /// The version checker's settings.
+    pub checker: versions::CheckerConfig,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("db_url", &store::redacted(&self.db_url))
+            .field("admin_token", &"<redacted>")
+            .field("tls", &self.tls)
+            .field("offline_after", &self.offline_after)
+            .field("checker", &self.checker)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// Loads a rustls acceptor from PEM files.
+pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<crate::serve::Tls, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    crate::tls::ensure_crypto_provider();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| format!("--tls-cert {}: {e}; expected PEM certificates", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("--tls-cert {}: no certificate in it", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("--tls-key {}: {e}; expected a PEM private key", key.display()))?;
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Runs the server on `listener` until `shutdown` completes: opens (and
+/// migrates) the database, starts the version checker, serves.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None => None,
+    };
+    let store = Store::open(&config.db_url).await.map_err(|e| e.to_string())?;
+    let new_repository = Arc::new(tokio::sync::Notify::new());
+    let checker =
+        tokio::spawn(versions::run_checker(store.clone(), config.checker.clone(), new_repository.clone()));
+    let state = api::FleetState {
+        store: store.clone(),
+        admin_token: Arc::from(config.admin_token.as_str()),
+        offline_after: config.offline_after,
+        new_repository,
+    };
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%addr, tls = tls.is_some(), db = %store::redacted(&config.db_url), "fleet server listening");
+    let served =
+        crate::serve::serve(listener, api::router(state), limits(config.max_connections), tls, shutdown)
+            .await;
+    checker.abort();
+    store.close().await;
+    served.map_err(|e| format!("serving on {addr}: {e}"))
+}

@@ -1,0 +1,444 @@
+//! The server in-process: SQLite in a temporary directory, the router on
+//! 127.0.0.1:0, spoken to with reqwest as agents and the admin would.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+
+use super::protocol::{self, EnrolResponse};
+use super::{api, store, Store};
+
+const ADMIN: &str = "admin-token-for-tests";
+
+const MANIFEST: &str = "version: 1
+policy:
+  allowed_images: [\"127.0.0.1:5000/*\"]
+targets:
+  - container: web   # the front
+    image: 127.0.0.1:5000/nginx:1.25.3
+  - selector: {label: \"tier=edge\"}
+    image: 127.0.0.1:5000/proxy:2.0.0
+";
+
+struct Fleet {
+    base: String,
+    store: Store,
+    http: Client,
+    _dir: tempfile::TempDir,
+}
+
+/// SQLite in a temporary directory; with `FLEET_TEST_POSTGRES` set to a
+/// server's URL (`postgres://postgres@127.0.0.1:55432/postgres`), a fresh
+/// database there instead, so the same tests prove the SQL portable.
+async fn database(dir: &std::path::Path) -> String {
+    let Ok(admin) = std::env::var("FLEET_TEST_POSTGRES") else {
+        return store::sqlite_url(&dir.join("fleet.db"));
+    };
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&admin).await.expect("fleet test step");
+    let name = format!("fleet_test_{}", super::secret::new_id().expect("fleet test step"));
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.expect("fleet test step");
+    pool.close().await;
+    let (server, _) = admin.rsplit_once('/').expect("fleet test step");
+    format!("{server}/{name}")
+}
+
+async fn fleet() -> Fleet {
+    let dir = tempfile::tempdir().expect("fleet test step");
+    let store = Store::open(&database(dir.path()).await).await.expect("fleet test step");
+    let state = api::FleetState {
+        store: store.clone(),
+        admin_token: Arc::from(ADMIN),
+        offline_after: 3,
+        new_repository: Arc::default(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("fleet test step");
+    let base = format!("http://{}", listener.local_addr().expect("fleet test step"));
+    tokio::spawn(crate::serve::serve(
+        listener,
+        api::router(state),
+        super::limits(64),
+        None,
+        std::future::pending(),
+    ));
+    let http =
+        crate::tls::http_client("test", |b| b.timeout(Duration::from_secs(20))).expect("fleet test step");
+    Fleet { base, store, http, _dir: dir }
+}
+
+impl Fleet {
+    async fn token(&self, uses: i64) -> String {
+        let labels = [("tier".to_string(), "edge".to_string())].into();
+        self.store.create_token(3_600_000, uses, labels).await.expect("fleet test step").token
+    }
+
+    async fn enrol_raw(&self, token: &str, manifest: &str) -> reqwest::Response {
+        let body = json!({ "token": token, "name": "host-1", "manifest": manifest });
+        self.http
+            .post(format!("{}{}", self.base, protocol::ENROL))
+            .json(&body)
+            .send()
+            .await
+            .expect("fleet test step")
+    }
+
+    async fn enrol(&self) -> EnrolResponse {
+        let token = self.token(1).await;
+        let response = self.enrol_raw(&token, MANIFEST).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.expect("fleet test step")
+    }
+
+    async fn poll(&self, credential: &str, known: Option<i64>, wait: u64) -> reqwest::Response {
+        let mut request =
+            self.http.get(format!("{}{}?wait={wait}", self.base, protocol::DESIRED)).bearer_auth(credential);
+        if let Some(known) = known {
+            request = request.header("if-none-match", protocol::etag(known));
+        }
+        request.send().await.expect("fleet test step")
+    }
+
+    async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> reqwest::Response {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(ADMIN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("fleet test step")
+    }
+}
+
+fn report() -> Value {
+    json!({
+        "controller_version": "0.1.0",
+        "controller": { "container": "cu", "image": "127.0.0.1:5000/cu:0.1.0" },
+        "targets": [
+            { "target": "web", "container": "web", "image": "127.0.0.1:5000/nginx:1.25.3", "version": "1.25.3",
+              "action": "up_to_date", "reason": "" },
+        ],
+        "holds": [
+            { "container": "web", "image": "127.0.0.1:5000/nginx:1.26.0", "until": "2026-01-01T01:00:00Z",
+              "reason": "health check failed" },
+        ],
+    })
+}
+
+fn event(op: &str) -> Value {
+    json!({
+        "op_id": op, "container": "web", "from": "nginx:1.25.2", "to": "nginx:1.25.3", "outcome": "committed",
+        "reason": null, "started_at": "2026-01-01T00:00:00Z", "ended_at": "2026-01-01T00:00:05Z",
+        "duration_ms": 5000, "controller_version": "0.1.0",
+    })
+}
+
+#[tokio::test]
+async fn an_enrolled_agent_reads_its_manifest_reports_and_its_events_are_deduplicated() {
+    let f = fleet().await;
+    let me = f.enrol().await;
+    let first = f.poll(&me.credential, None, 0).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(first.headers()["etag"], "\"1\"");
+    assert_eq!(first.headers()["content-type"], "application/yaml");
+    assert_eq!(first.text().await.expect("fleet test step"), MANIFEST);
+
+    let url = |p: &str| format!("{}{p}", f.base);
+    let sent = f
+        .http
+        .post(url(protocol::REPORT))
+        .bearer_auth(&me.credential)
+        .json(&report())
+        .send()
+        .await
+        .expect("fleet test step");
+    assert_eq!(sent.status(), StatusCode::NO_CONTENT);
+    for _ in 0..2 {
+        let sent = f
+            .http
+            .post(url(protocol::EVENTS))
+            .bearer_auth(&me.credential)
+            .header("idempotency-key", "op-1")
+            .json(&event("op-1"))
+            .send()
+            .await
+            .expect("fleet test step");
+        assert_eq!(sent.status(), StatusCode::NO_CONTENT, "a repeat is accepted too");
+    }
+    // The version checker's result, as it would store it.
+    sqlx::query("INSERT INTO repositories (repository, tags, checked_at) VALUES ($1, $2, 0)")
+        .bind("127.0.0.1:5000/nginx")
+        .bind(r#"["1.25.3","1.25.4","1.26.0","2.0.0","2.1.0-rc.1"]"#)
+        .execute(&f.store.pool)
+        .await
+        .expect("fleet test step");
+
+    let detail: Value = f
+        .admin(reqwest::Method::GET, &format!("/v1/fleet/agents/{}", me.agent_id), None)
+        .await
+        .json()
+        .await
+        .expect("fleet test step");
+    assert_eq!(detail["labels"], json!({ "tier": "edge" }), "the token's labels");
+    assert_eq!(detail["status"], "online");
+    assert_eq!(detail["controller_version"], "0.1.0");
+    assert_eq!(detail["controller_image"], "127.0.0.1:5000/cu:0.1.0");
+    assert_eq!(detail["desired_revision"], 1);
+    assert_eq!(detail["holds"][0]["reason"], "health check failed");
+    assert_eq!(detail["history"].as_array().expect("fleet test step").len(), 1, "one event, de-duplicated");
+    assert_eq!(
+        detail["targets"][0]["updates"],
+        json!({ "patch": "1.25.4", "minor": "1.26.0", "major": "2.0.0" })
+    );
+
+    let listed: Value = f
+        .admin(reqwest::Method::GET, "/v1/fleet/agents?label=tier=edge&has_update=major", None)
+        .await
+        .json()
+        .await
+        .expect("fleet test step");
+    assert_eq!(listed.as_array().expect("fleet test step").len(), 1);
+    let none: Value = f
+        .admin(reqwest::Method::GET, "/v1/fleet/agents?status=offline", None)
+        .await
+        .json()
+        .await
+        .expect("fleet test step");
+    assert_eq!(none, json!([]));
+    let repos: Value = f
+        .admin(reqwest::Method::GET, "/v1/fleet/repositories", None)
+        .await
+        .json()
+        .await
+        .expect("fleet test step");
+    assert_eq!(repos[0]["repository"], "127.0.0.1:5000/nginx");
+    assert_eq!(repos[0]["newest"], "2.0.0");
+    assert_eq!(repos[0]["targets"], 1);
+}
+
+#[tokio::test]
+async fn expired_used_up_revoked_and_wrong_tokens_are_refused() {
+    let f = fleet().await;
+    let once = f.token(1).await;
+    assert_eq!(f.enrol_raw(&once, MANIFEST).await.status(), StatusCode::CREATED);
+    let again = f.enrol_raw(&once, MANIFEST).await;
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+    assert!(again.text().await.expect("fleet test step").contains("used"));
+
+    let expired = f.store.create_token(1, 1, Default::default()).await.expect("fleet test step").token;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(f.enrol_raw(&expired, MANIFEST).await.status(), StatusCode::UNAUTHORIZED);
+
+    let revoked = f.token(5).await;
+    let id = revoked.split('.').next().expect("fleet test step");
+    let gone = f.admin(reqwest::Method::DELETE, &format!("/v1/fleet/enrolment-tokens/{id}"), None).await;
+    assert_eq!(gone.status(), StatusCode::NO_CONTENT);
+    assert_eq!(f.enrol_raw(&revoked, MANIFEST).await.status(), StatusCode::UNAUTHORIZED);
+
+    let good = f.token(1).await;
+    let forged = format!("{}.{}", good.split('.').next().expect("fleet test step"), "0".repeat(64));
+    assert_eq!(f.enrol_raw(&forged, MANIFEST).await.status(), StatusCode::UNAUTHORIZED);
+    let bad = f.enrol_raw(&good, "version: 1\ntargets: 7\n").await;
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY, "an invalid manifest, with the parse error");
+    assert!(bad.text().await.expect("fleet test step").contains("targets"));
+    assert_eq!(
+        f.enrol_raw(&good, MANIFEST).await.status(),
+        StatusCode::CREATED,
+        "a refused manifest spends no use"
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_agent_is_refused_and_no_agent_reaches_another_agents_rows() {
+    let f = fleet().await;
+    let (a, b) = (f.enrol().await, f.enrol().await);
+    let pinned = f
+        .admin(
+            reqwest::Method::PUT,
+            &format!("/v1/fleet/agents/{}/targets/web", b.agent_id),
+            Some(json!({"image": "127.0.0.1:5000/nginx:1.26.0"})),
+        )
+        .await;
+    assert_eq!(pinned.status(), StatusCode::OK);
+    let mine = f.poll(&a.credential, None, 0).await;
+    assert_eq!(mine.headers()["etag"], "\"1\"", "a sees its own revision, not b's");
+    assert_eq!(mine.text().await.expect("fleet test step"), MANIFEST);
+
+    let a_secret = a.credential.split('.').nth(1).expect("fleet test step");
+    let mixed = format!("{}.{a_secret}", b.agent_id);
+    assert_eq!(f.poll(&mixed, None, 0).await.status(), StatusCode::UNAUTHORIZED, "a's secret opens only a");
+
+    let revoked =
+        f.admin(reqwest::Method::POST, &format!("/v1/fleet/agents/{}/revoke", a.agent_id), None).await;
+    assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
+    let refused = f.poll(&a.credential, None, 0).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert!(refused.text().await.expect("fleet test step").contains("revoked"));
+    assert_eq!(f.poll(&b.credential, None, 0).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_long_poll_wakes_on_a_pin_and_times_out_with_304() {
+    let f = fleet().await;
+    let me = f.enrol().await;
+    let started = Instant::now();
+    assert_eq!(f.poll(&me.credential, Some(1), 1).await.status(), StatusCode::NOT_MODIFIED);
+    assert!(started.elapsed() >= Duration::from_secs(1));
+
+    let poll = f.poll(&me.credential, Some(1), 30);
+    let pin = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let target = "label%20tier%3Dedge";
+        let path = format!("/v1/fleet/agents/{}/targets/{target}", me.agent_id);
+        f.admin(reqwest::Method::PUT, &path, Some(json!({"image": "127.0.0.1:5000/proxy:2.1.0"}))).await
+    };
+    let started = Instant::now();
+    let (woken, pinned) = tokio::join!(poll, pin);
+    assert!(started.elapsed() < Duration::from_secs(3), "woken by the pin, not by a timer");
+    assert_eq!(pinned.status(), StatusCode::OK);
+    assert_eq!(woken.status(), StatusCode::OK);
+    assert_eq!(woken.headers()["etag"], "\"2\"");
+    let text = woken.text().await.expect("fleet test step");
+    assert!(text.contains("proxy:2.1.0") && text.contains("# the front"), "edited in place: {text}");
+
+    let outside = f
+        .admin(
+            reqwest::Method::PUT,
+            &format!("/v1/fleet/agents/{}/targets/web", me.agent_id),
+            Some(json!({"image": "evil.example/x:1"})),
+        )
+        .await;
+    assert_eq!(outside.status(), StatusCode::FORBIDDEN, "the manifest's own policy holds");
+    let unknown = f
+        .admin(
+            reqwest::Method::PUT,
+            &format!("/v1/fleet/agents/{}/targets/nope", me.agent_id),
+            Some(json!({"image": "127.0.0.1:5000/x:1"})),
+        )
+        .await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_the_token_and_bodies_are_bounded() {
+    let f = fleet().await;
+    let anonymous = f.http.get(format!("{}/v1/fleet/agents", f.base)).send().await.expect("fleet test step");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let wrong = f
+        .http
+        .get(format!("{}/v1/fleet/agents", f.base))
+        .bearer_auth("admin-token-for-test")
+        .send()
+        .await
+        .expect("fleet test step");
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        f.http.get(format!("{}/healthz", f.base)).send().await.expect("fleet test step").status(),
+        StatusCode::OK
+    );
+    let huge = vec![b'x'; protocol::MAX_BODY_BYTES + 1];
+    let too_big = f
+        .http
+        .post(format!("{}{}", f.base, protocol::ENROL))
+        .body(huge)
+        .send()
+        .await
+        .expect("fleet test step");
+    assert_eq!(too_big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let made = f
+        .admin(
+            reqwest::Method::POST,
+            "/v1/fleet/enrolment-tokens",
+            Some(json!({"expires_in": "1h", "uses": 3, "labels": {"site": "paris"}})),
+        )
+        .await;
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let made: Value = made.json().await.expect("fleet test step");
+    assert!(made["token"]
+        .as_str()
+        .expect("fleet test step")
+        .starts_with(made["id"].as_str().expect("fleet test step")));
+    let listed = f
+        .admin(reqwest::Method::GET, "/v1/fleet/enrolment-tokens", None)
+        .await
+        .text()
+        .await
+        .expect("fleet test step");
+    assert!(!listed.contains(made["token"].as_str().expect("fleet test step")), "no secret in a listing");
+    assert!(listed.contains("\"uses_left\":3"));
+    let bad = f.admin(reqwest::Method::POST, "/v1/fleet/enrolment-tokens", Some(json!({"uses": 0}))).await;
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn a_stopping_server_answers_held_polls_at_once() {
+    let f = fleet().await;
+    let me = f.enrol().await;
+    let poll = f.poll(&me.credential, Some(1), 30);
+    let stop = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        f.store.stop_polls();
+    };
+    let started = Instant::now();
+    let (answer, ()) = tokio::join!(poll, stop);
+    assert_eq!(answer.status(), StatusCode::NOT_MODIFIED);
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// A registry that lists tags, on loopback (so plain HTTP).
+async fn fake_registry(tags: &'static [&'static str]) -> String {
+    use axum::routing::get;
+    let app = axum::Router::new().route("/v2/", get(|| async { "{}" })).route(
+        "/v2/nginx/tags/list",
+        get(move || async move { axum::Json(json!({ "name": "nginx", "tags": tags })) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("fleet test step");
+    let addr = listener.local_addr().expect("fleet test step");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr.to_string()
+}
+
+#[tokio::test]
+async fn the_version_check_lists_each_repository_once_and_marks_targets() {
+    let f = fleet().await;
+    let registry = fake_registry(&["1.25.3", "1.25.9", "1.27.0", "2.0.0-rc.1", "latest"]).await;
+    let me = f.enrol().await;
+    let mut body = report();
+    body["targets"][0]["image"] = json!(format!("{registry}/nginx:1.25.3"));
+    let url = format!("{}{}", f.base, protocol::REPORT);
+    let sent =
+        f.http.post(url).bearer_auth(&me.credential).json(&body).send().await.expect("fleet test step");
+    assert_eq!(sent.status(), StatusCode::NO_CONTENT);
+
+    let config = super::versions::CheckerConfig {
+        interval: Duration::from_secs(3600),
+        insecure: vec![],
+        timeout: Duration::from_secs(5),
+    };
+    f.store.check_versions(&config).await.expect("fleet test step");
+    let repos = f.store.repositories().await.expect("fleet test step");
+    assert_eq!(repos.len(), 1);
+    assert_eq!(repos[0].error, None);
+    assert_eq!(repos[0].newest.as_deref(), Some("1.27.0"), "no pre-release is newest");
+    let agents = f.store.agents(&Default::default(), 3).await.expect("fleet test step");
+    let marks = &agents[0].targets[0].updates;
+    assert_eq!(
+        (marks.patch.as_deref(), marks.minor.as_deref(), marks.major.as_deref()),
+        (Some("1.25.9"), Some("1.27.0"), None)
+    );
+}
+
+#[tokio::test]
+async fn wrong_routes_and_methods_answer_json_errors() {
+    let f = fleet().await;
+    let missing = f.admin(reqwest::Method::GET, "/v1/fleet/nothing", None).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert!(missing.json::<Value>().await.expect("fleet test step")["error"].is_string());
+    let wrong = f.admin(reqwest::Method::DELETE, "/v1/fleet/agents", None).await;
+    assert_eq!(wrong.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(wrong.json::<Value>().await.expect("fleet test step")["error"].is_string());
+    let unknown = f.admin(reqwest::Method::GET, "/v1/fleet/agents/nobody", None).await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let filter = f.admin(reqwest::Method::GET, "/v1/fleet/agents?status=asleep", None).await;
+    assert_eq!(filter.status(), StatusCode::BAD_REQUEST);
+    assert!(filter.text().await.expect("fleet test step").contains("online|offline|revoked"));
+}
