@@ -30,6 +30,19 @@ impl Store {
         let now = now_ms();
         let body = serde_json::to_string(report)
             .map_err(|e| FleetError::BadRequest(format!("the report cannot be stored: {e}")))?;
+        // Most passes change nothing but the time: then the agent row alone
+        // is touched, not the targets (one write instead of a transaction
+        // rewriting every target).
+        if self.same_as_last(agent, report).await? {
+            sqlx::query("UPDATE agents SET last_report = $1, reported_at = $2, last_seen = $2 WHERE id = $3")
+                .bind(&body)
+                .bind(now)
+                .bind(agent)
+                .execute(&self.pool)
+                .await
+                .map_err(db("storing a report"))?;
+            return Ok(false);
+        }
         let mut tx = self.pool.begin().await.map_err(db("starting to store a report"))?;
         sqlx::query(
             "UPDATE agents SET controller_version = $1, controller_image = $2, last_report = $3, \
@@ -61,6 +74,21 @@ impl Store {
         .map_err(db("looking for new repositories"))?;
         tx.commit().await.map_err(db("committing a report"))?;
         Ok(unknown > 0)
+    }
+
+    /// True when `report` says what the agent's last one said, but for
+    /// when its pass ended.
+    async fn same_as_last(&self, agent: &str, report: &Report) -> Result<bool, FleetError> {
+        let last: Option<(Option<String>,)> = sqlx::query_as("SELECT last_report FROM agents WHERE id = $1")
+            .bind(agent)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading the last report"))?;
+        let Some(Ok(mut last)) = last.and_then(|(l,)| l).map(|l| serde_json::from_str::<Report>(&l)) else {
+            return Ok(false);
+        };
+        last.updated_at.clone_from(&report.updated_at);
+        Ok(&last == report)
     }
 
     /// Stores one op event; a repeat of the same op id is ignored. True

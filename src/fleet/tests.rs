@@ -442,3 +442,37 @@ async fn wrong_routes_and_methods_answer_json_errors() {
     assert_eq!(filter.status(), StatusCode::BAD_REQUEST);
     assert!(filter.text().await.expect("fleet test step").contains("online|offline|revoked"));
 }
+
+#[tokio::test]
+async fn a_report_that_changes_only_its_time_keeps_the_targets_and_a_changed_one_replaces_them() {
+    let f = fleet().await;
+    let me = f.enrol().await;
+    let send = |body: Value| {
+        let request =
+            f.http.post(format!("{}{}", f.base, protocol::REPORT)).bearer_auth(&me.credential).json(&body);
+        async move { request.send().await.expect("fleet test step").status() }
+    };
+    let version = || async {
+        let detail: Value = f
+            .admin(reqwest::Method::GET, &format!("/v1/fleet/agents/{}", me.agent_id), None)
+            .await
+            .json()
+            .await
+            .expect("fleet test step");
+        (detail["targets"][0]["version"].clone(), detail["reported_at"].clone())
+    };
+    let mut first = report();
+    first["updated_at"] = json!("2026-01-01T00:00:00Z");
+    assert_eq!(send(first.clone()).await, StatusCode::NO_CONTENT);
+    let (v1, _) = version().await;
+    assert_eq!(v1, "1.25.3");
+    let mut same = first.clone();
+    same["updated_at"] = json!("2026-01-01T00:00:30Z");
+    assert_eq!(send(same).await, StatusCode::NO_CONTENT);
+    assert_eq!(version().await.0, "1.25.3", "the same targets");
+    let mut changed = first;
+    changed["targets"][0]["image"] = json!("127.0.0.1:5000/nginx:1.26.0");
+    changed["targets"][0]["version"] = json!("1.26.0");
+    assert_eq!(send(changed).await, StatusCode::NO_CONTENT);
+    assert_eq!(version().await.0, "1.26.0", "a change is stored");
+}
