@@ -6,8 +6,9 @@
 //! Phases, per database:
 //! 1. **enrol**: 1,000 agents enrol (50 at a time) with one token.
 //! 2. **steady** (`FLEET_BENCH_SECS`, default 60 s): every agent holds a
-//!    desired-state long-poll (`wait=30`) and reports every 30 s (first
-//!    report at a random offset), one in ten reports followed by an op
+//!    desired-state long-poll (`wait=30`; the first polls of all 1,000 at
+//!    once are timed apart, as a reconnect storm) and reports every 30 s
+//!    (the first 5 s after, spread over 30 s), one in ten reports followed by an op
 //!    event (sent twice: at-least-once delivery); an admin lists the
 //!    agents every 5 s and pins 20 agents one by one — the time from the
 //!    pin to the pinned agent's poll answering is the wake latency.
@@ -37,6 +38,8 @@ const ENROL_AT_ONCE: usize = 50;
 const REPORT_EVERY: Duration = Duration::from_secs(30);
 const PINS: usize = 20;
 const BURST: Duration = Duration::from_secs(10);
+/// Reports start this long after the first polls.
+const WARM_UP: Duration = Duration::from_secs(5);
 
 /// Latencies per endpoint.
 #[derive(Default)]
@@ -226,7 +229,9 @@ async fn poll(shared: Arc<Shared>, agent: Arc<Agent>) {
 async fn reports(shared: Arc<Shared>, agent: Arc<Agent>, every: Option<Duration>) {
     let mut n = 0u64;
     if let Some(every) = every {
-        let offset = every.mul_f64((agent.i as f64 * 0.618_034).fract());
+        // An agent reports after its first pass, which follows its first
+        // poll: the reconnect storm of the first polls is measured alone.
+        let offset = WARM_UP + every.mul_f64((agent.i as f64 * 0.618_034).fract());
         tokio::time::sleep(offset).await;
     }
     while !shared.stop.load(Ordering::Relaxed) {
