@@ -7,51 +7,25 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{wait_for, ImageSpec, TestRegistry, TestRun};
+use common::{wait_for, ImageSpec, Spawned, TestRegistry, TestRun};
 
 /// A running `container-upgrader run` with its output collected.
 struct Daemon {
-    child: Child,
-    output: Arc<Mutex<String>>,
+    process: Spawned,
 }
 
 impl Daemon {
     fn start(run: &TestRun, manifest: &std::path::Path, state: &str, extra: &[&str]) -> Daemon {
-        let mut child = run
-            .cli_command()
-            .args(["run", "-f", manifest.to_str().expect("utf-8"), "--state-dir", state])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn run");
-        let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let out = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if let Ok(mut o) = out.lock() {
-                        o.push_str(&line);
-                        o.push('\n');
-                    }
-                }
-            });
-        }
-        Daemon { child, output }
+        let mut cmd = run.cli_command();
+        cmd.args(["run", "-f", manifest.to_str().expect("utf-8"), "--state-dir", state]).args(extra);
+        Daemon { process: Spawned::start(cmd, "run") }
     }
 
     fn output(&self) -> String {
-        self.output.lock().map(|o| o.clone()).unwrap_or_default()
+        self.process.output()
     }
 
     /// SIGTERM, then the exit code.
@@ -61,7 +35,7 @@ impl Daemon {
     }
 
     fn sigterm(&self) {
-        let pid = self.child.id().to_string();
+        let pid = self.process.pid().to_string();
         let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
     }
 
@@ -69,20 +43,13 @@ impl Daemon {
     fn exit_code(&mut self, timeout: Duration) -> Option<i32> {
         let deadline = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Some(status) = self.process.exited() {
                 return status.code();
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = self.child.kill();
+        self.process.kill();
         None
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -467,7 +434,7 @@ fn thousands_of_idle_api_connections_neither_stop_reconciling_nor_the_api() {
     wait_for("the API and a first pass", Duration::from_secs(60), || {
         std::net::TcpStream::connect(&addr).is_ok() && d.output().contains("Reconciled:")
     });
-    let pid = d.child.id();
+    let pid = d.process.pid();
     let before = open_fds(pid);
 
     // 3,000 connections that never send a byte, all held open by the test.
@@ -527,7 +494,7 @@ fn a_flood_of_triggers_runs_passes_no_faster_than_the_floor() {
     };
     let before = passes();
     // 6 s of SIGHUPs, 50 a second: each is a trigger.
-    let pid = d.child.id().to_string();
+    let pid = d.process.pid().to_string();
     let until = std::time::Instant::now() + Duration::from_secs(6);
     while std::time::Instant::now() < until {
         let _ = std::process::Command::new("kill").args(["-HUP", &pid]).status();
@@ -795,8 +762,8 @@ fn running_out_of_descriptors_is_not_remembered_once_they_are_back() {
     wait_for("the API and a first pass", Duration::from_secs(60), || {
         std::net::TcpStream::connect(&addr).is_ok() && d.output().contains("Reconciled:")
     });
-    let pid = d.child.id().to_string();
-    let limit = open_fds(d.child.id()) + 40;
+    let pid = d.process.pid().to_string();
+    let limit = open_fds(d.process.pid()) + 40;
     let lowered = std::process::Command::new("prlimit")
         .args(["--pid", &pid, &format!("--nofile={limit}:{limit}")])
         .status()
@@ -807,7 +774,7 @@ fn running_out_of_descriptors_is_not_remembered_once_they_are_back() {
         (0..200).filter_map(|_| std::net::TcpStream::connect(&addr).ok()).collect();
     wait_for("the daemon to run out of descriptors", Duration::from_secs(30), || {
         idle.extend(std::net::TcpStream::connect(&addr).ok());
-        open_fds(d.child.id()) >= limit
+        open_fds(d.process.pid()) >= limit
     });
     s.write_by_rename(&text("2"));
     wait_for("a pass to fail for want of descriptors", Duration::from_secs(60), || {
