@@ -10,6 +10,7 @@
 
 pub mod agents;
 pub mod api;
+pub mod campaign;
 pub mod desired;
 pub mod enrolment;
 mod error;

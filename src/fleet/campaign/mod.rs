@@ -1,0 +1,10 @@
+//! Campaigns: upgrade a set of agents' target to one image in safe waves
+//! (DESIGN.md §10, issue 13). The decisions are pure ([`engine`], over a
+//! validated [`spec`] and a [`schedule`]); one runner acts on them.
+
+pub mod engine;
+pub mod schedule;
+pub mod spec;
+
+#[cfg(test)]
+mod engine_tests;
