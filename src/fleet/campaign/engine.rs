@@ -245,6 +245,10 @@ pub struct Observation {
     pub reported_at: Option<i64>,
     /// Its op events for the container, any order.
     pub events: Vec<EventSeen>,
+    /// Why the server could not write its upgrade pin.
+    pub refused: Option<String>,
+    /// Why the server could not write its rollback pin.
+    pub rollback_refused: Option<String>,
 }
 
 /// Splits `members` into waves: `canary` first, then `batch`-sized ones.
@@ -388,6 +392,11 @@ fn event_after<'a>(o: &'a Observation, image: &str, since: i64) -> Option<&'a Ev
 fn observe_upgrade(m: &mut Member, o: &Observation, image: &str, monitor: i64, deadline: i64, now: i64) {
     let Some(sent) = m.sent_at else { return };
     if m.state == AgentState::Sent {
+        if let Some(why) = &o.refused {
+            m.state = AgentState::Failed;
+            m.reason = Some(format!("the server could not pin it: {why}"));
+            return;
+        }
         match event_after(o, image, sent) {
             Some(e) if e.outcome == Outcome::Committed => {
                 m.state = AgentState::Upgrading;
@@ -436,6 +445,11 @@ fn observe_upgrade(m: &mut Member, o: &Observation, image: &str, monitor: i64, d
 fn observe_rollback(m: &mut Member, o: &Observation, deadline: i64, now: i64) {
     let (Some(RollbackState::Sent), Some(sent)) = (m.rollback, m.rollback_sent_at) else { return };
     let Some(previous) = m.previous.clone() else { return };
+    if let Some(why) = &o.rollback_refused {
+        m.rollback = Some(RollbackState::Failed);
+        m.rollback_reason = Some(format!("the server could not pin it: {why}"));
+        return;
+    }
     match event_after(o, &previous, sent) {
         Some(e) if e.outcome == Outcome::Committed => m.rollback = Some(RollbackState::Done),
         Some(e) => {
