@@ -221,3 +221,47 @@ pub fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
 }
+
+/// A `run --server` agent on this host keeping one container of its own,
+/// named `<run id>-<suffix>`, on the image its manifest names.
+pub struct HostAgent {
+    /// The agent's name on the server.
+    pub name: String,
+    /// Its container's name.
+    pub container: String,
+    /// Its manifest file (written by the agent from the server).
+    pub manifest: PathBuf,
+    /// The agent process.
+    pub process: Spawned,
+}
+
+impl HostAgent {
+    /// Starts container `suffix` on `image` and an agent `name` for it,
+    /// enrolled with the token in `token_file`; health: stable for 1 s.
+    pub fn start(
+        run: &TestRun,
+        server: &FleetServer,
+        token_file: &Path,
+        name: &str,
+        suffix: &str,
+        image: &str,
+    ) -> HostAgent {
+        let container = run.name(suffix);
+        run.run_container(suffix, image, &[]);
+        let text = format!(
+            "version: 1\ndefaults:\n  drift_interval: 5s\n  health: {{stable: 1s, timeout: 20s}}\ntargets:\n  - container: {container}\n    image: {image}\n"
+        );
+        let manifest = run.write_file(&format!("{name}/desired-state.yaml"), text);
+        let state = manifest.parent().expect("dir").join("state");
+        let mut cmd = run.cli_command();
+        cmd.args(["run", "-f"])
+            .arg(&manifest)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["--server", &server.url(), "--agent-name", name, "--server-poll", "10s", "-v"])
+            .arg("--enrol-token-file")
+            .arg(token_file);
+        let process = Spawned::start(cmd, name);
+        HostAgent { name: name.to_string(), container, manifest, process }
+    }
+}

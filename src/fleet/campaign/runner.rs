@@ -10,6 +10,7 @@ use super::spec::{below, Request, Selection, Spec};
 use crate::fleet::agents::{AgentSummary, Filter, Status};
 use crate::fleet::store::{now_ms, Store};
 use crate::fleet::FleetError;
+use crate::manifest::policy::glob_match;
 
 /// How often campaigns are advanced without a report to prompt it.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -136,9 +137,10 @@ pub async fn create(store: &Store, request: &Request) -> Result<String, FleetErr
 
 /// The selected agents with the target, in name order.
 fn select(agents: &[AgentSummary], spec: &Spec) -> Result<Vec<Member>, FleetError> {
-    let target = |a: &AgentSummary| {
-        a.targets.iter().find(|t| t.target == spec.target || t.container == spec.target).cloned()
-    };
+    // A `*` matches any run of characters: hosts that name the container
+    // `web-<host>` are one campaign with `web-*`.
+    let name = |n: &str| n == spec.target || (spec.target.contains('*') && glob_match(&spec.target, n));
+    let target = |a: &AgentSummary| a.targets.iter().find(|t| name(&t.target) || name(&t.container)).cloned();
     let mut out = Vec::new();
     match &spec.selection {
         Selection::Agents(ids) => {

@@ -79,7 +79,8 @@ pub struct Spec {
     pub name: String,
     /// Which agents.
     pub selection: Selection,
-    /// The target as the manifest writes it, or a container name.
+    /// The target as the manifest writes it, or a container name; `*`
+    /// matches any run of characters (`web-*`).
     pub target: String,
     /// The image every selected agent is pinned to (`repo:tag`).
     pub image: String,
