@@ -110,6 +110,9 @@ pub struct Member {
     pub sent_at: Option<i64>,
     /// When it committed the new image.
     pub committed_at: Option<i64>,
+    /// The op that committed it, when an event said so.
+    #[serde(default)]
+    pub committed_op: Option<String>,
     /// Its rollback wave.
     pub rollback_wave: Option<u32>,
     /// Its rollback's state.
@@ -133,6 +136,7 @@ impl Member {
             previous,
             sent_at: None,
             committed_at: None,
+            committed_op: None,
             rollback_wave: None,
             rollback: None,
             rollback_reason: None,
@@ -226,6 +230,8 @@ pub enum Outcome {
 /// One op event, as the engine needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventSeen {
+    /// The op's id.
+    pub op_id: String,
     /// The image swapped in.
     pub to: String,
     /// How it ended.
@@ -243,6 +249,8 @@ pub struct Observation {
     pub running: Option<String>,
     /// When that report arrived (unix ms).
     pub reported_at: Option<i64>,
+    /// The last op that report names for the container.
+    pub last_op: Option<String>,
     /// Its op events for the container, any order.
     pub events: Vec<EventSeen>,
     /// Why the server could not write its upgrade pin.
@@ -401,6 +409,7 @@ fn observe_upgrade(m: &mut Member, o: &Observation, image: &str, monitor: i64, d
             Some(e) if e.outcome == Outcome::Committed => {
                 m.state = AgentState::Upgrading;
                 m.committed_at = Some(e.at);
+                m.committed_op = Some(e.op_id.clone());
             }
             Some(e) => {
                 m.state = if e.outcome == Outcome::RolledBack {
@@ -431,8 +440,20 @@ fn observe_upgrade(m: &mut Member, o: &Observation, image: &str, monitor: i64, d
     // Once sent back, leaving the image is the point, not a failure.
     if m.state == AgentState::Upgrading && m.rollback.is_none() {
         let committed = m.committed_at.unwrap_or(sent);
-        match (&o.running, o.reported_at) {
-            (Some(r), Some(at)) if at > committed && r != image => {
+        // Reports and events travel apart (each retried on its own), so a
+        // snapshot taken before the swap can arrive after its event: only
+        // a later op, or a report that knows the committing op, counts.
+        let later = o.events.iter().filter(|e| e.at > committed && e.to != image).min_by_key(|e| e.at);
+        let after_commit = m.committed_op.is_some() && o.last_op == m.committed_op;
+        match (later, &o.running) {
+            (Some(e), _) => {
+                m.state = AgentState::Failed;
+                m.reason = Some(format!(
+                    "left {image} within the monitor window: op {} swapped in {}",
+                    e.op_id, e.to
+                ));
+            }
+            (None, Some(r)) if after_commit && r != image => {
                 m.state = AgentState::Failed;
                 m.reason = Some(format!("left {image} within the monitor window: it runs {r}"));
             }

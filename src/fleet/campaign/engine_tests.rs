@@ -65,6 +65,7 @@ impl Sim {
             let o = self.seen.entry(s.agent.clone()).or_default();
             let fail = self.bad.contains(&s.agent) && s.step == Step::Upgrade;
             o.events.push(EventSeen {
+                op_id: format!("op-{}-{:?}", s.agent, s.step),
                 to: s.image.clone(),
                 outcome: if fail { Outcome::RolledBack } else { Outcome::Committed },
                 reason: fail.then(|| "health: exited with 4".to_string()),
@@ -170,13 +171,25 @@ fn the_monitor_window_fails_an_agent_that_leaves_the_image() {
     let mut seen = HashMap::new();
     step(&mut c, &seen, 0);
     let o: &mut Observation = seen.entry("a0".to_string()).or_default();
-    o.events.push(EventSeen { to: NEW.into(), outcome: Outcome::Committed, reason: None, at: 10 });
+    o.events.push(EventSeen {
+        op_id: "op-1".into(),
+        to: NEW.into(),
+        outcome: Outcome::Committed,
+        reason: None,
+        at: 10,
+    });
     step(&mut c, &seen, 20);
     assert_eq!(c.members[0].state, AgentState::Upgrading);
+    // A snapshot from before the swap, arriving late, is no failure.
     let o = seen.get_mut("a0").expect("a0");
     o.running = Some(OLD.into());
     o.reported_at = Some(30);
+    o.last_op = Some("op-0".into());
     step(&mut c, &seen, 40);
+    assert_eq!(c.members[0].state, AgentState::Upgrading);
+    // One that knows the committing op and shows another image is.
+    seen.get_mut("a0").expect("a0").last_op = Some("op-1".into());
+    step(&mut c, &seen, 50);
     assert_eq!(c.members[0].state, AgentState::Failed);
     assert!(c.members[0].reason.as_deref().is_some_and(|r| r.contains("monitor window")));
 }

@@ -165,3 +165,73 @@ async fn creation_refuses_what_it_cannot_do_and_says_why() {
             .expect("campaign test step");
     assert_eq!(preview.members.len(), 2);
 }
+
+#[tokio::test]
+async fn the_api_creates_previews_lists_shows_and_refuses_with_reasons() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().expect("campaign test step");
+    let store = open(dir.path()).await;
+    fleet(&store, 3).await;
+    let state = crate::fleet::api::FleetState {
+        store: store.clone(),
+        admin_token: Arc::from("admin"),
+        offline_after: 3,
+        new_repository: Arc::default(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("campaign test step");
+    let base = format!("http://{}/v1/fleet/campaigns", listener.local_addr().expect("campaign test step"));
+    let router = crate::fleet::api::router(state);
+    tokio::spawn(crate::serve::serve(
+        listener,
+        router,
+        crate::fleet::limits(16),
+        None,
+        std::future::pending(),
+    ));
+    let http = crate::tls::http_client("test", |b| b.timeout(std::time::Duration::from_secs(20)))
+        .expect("campaign test step");
+    let call = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
+        let mut r = http.request(method, format!("{base}{path}")).bearer_auth("admin");
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        async move {
+            let answer = r.send().await.expect("campaign test step");
+            let status = answer.status().as_u16();
+            (status, answer.json::<serde_json::Value>().await.unwrap_or_default())
+        }
+    };
+    use reqwest::Method;
+    let body = json!({"label": "env=test", "target": "app", "version": "1.1.0", "canary": 1, "batch": "50%"});
+    let (status, preview) = call(Method::POST, "/preview", Some(body.clone())).await;
+    assert_eq!(status, 200, "{preview}");
+    assert_eq!(
+        preview["waves"].as_array().map(Vec::len),
+        Some(2),
+        "the canary, then 50% of 3 rounded up: {preview}"
+    );
+    let (status, created) = call(Method::POST, "", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("campaign test step").to_string();
+    assert_eq!(created["state"], "running");
+    assert_eq!(created["agent_states"][0]["state"], "sent");
+    let (status, listed) = call(Method::GET, "", None).await;
+    assert_eq!((status, listed[0]["id"].as_str()), (200, Some(id.as_str())));
+    let (status, paused) = call(Method::POST, &format!("/{id}/pause"), None).await;
+    assert_eq!((status, paused["state"].as_str()), (200, Some("paused")));
+    let (status, e) = call(Method::POST, &format!("/{id}/pause"), None).await;
+    assert_eq!(status, 409, "{e}");
+    let (status, e) = call(Method::POST, &format!("/{id}/explode"), None).await;
+    assert!(status == 404 && e["error"].as_str().is_some_and(|e| e.contains("pause, resume")), "{e}");
+    let (status, e) = call(Method::GET, "/nope", None).await;
+    assert_eq!(status, 404, "{e}");
+    let (status, e) =
+        call(Method::POST, "", Some(json!({"target": "app", "label": "env=test", "bogus": 1}))).await;
+    assert!(status == 400 && e["error"].as_str().is_some_and(|e| e.contains("bogus")), "{e}");
+    let bad_window =
+        json!({"label": "env=test", "target": "app", "version": "1.1.0", "window": {"hours": "9-5"}});
+    let (status, e) = call(Method::POST, "", Some(bad_window)).await;
+    assert!(status == 422 && e["error"].as_str().is_some_and(|e| e.contains("HH:MM-HH:MM")), "{e}");
+    let answer = http.get(&base).send().await.expect("campaign test step");
+    assert_eq!(answer.status().as_u16(), 401, "no admin token");
+}
