@@ -8,7 +8,7 @@ use serde_json::json;
 use super::runner;
 use super::spec::Request;
 use crate::fleet::protocol::{EnrolRequest, Report};
-use crate::fleet::{store, Store};
+use crate::fleet::Store;
 use crate::report::OpEvent;
 
 const REG: &str = "127.0.0.1:5000/app";
@@ -17,8 +17,11 @@ fn manifest(container: &str) -> String {
     format!("version: 1\ntargets:\n  - container: {container}\n    image: {REG}:1.0.0\n")
 }
 
-async fn open(path: &std::path::Path) -> Store {
-    Store::open(&store::sqlite_url(&path.join("fleet.db"))).await.expect("campaign test step")
+/// A fresh database in `dir` (or on `FLEET_TEST_POSTGRES`), opened; its URL
+/// too, to open it again as a restarted server would.
+async fn open(dir: &std::path::Path) -> (Store, String) {
+    let url = crate::fleet::tests::database(dir).await;
+    (Store::open(&url).await.expect("campaign test step"), url)
 }
 
 /// `n` agents named h0… each running `app` on 1.0.0; their ids.
@@ -75,7 +78,7 @@ async fn pinned(store: &Store, agent: &str) -> bool {
 #[tokio::test]
 async fn a_campaign_pins_in_waves_and_a_restart_never_sends_twice() {
     let dir = tempfile::tempdir().expect("campaign test step");
-    let store = open(dir.path()).await;
+    let (store, url) = open(dir.path()).await;
     let ids = fleet(&store, 5).await;
     let id = runner::create(&store, &request("1.1.0")).await.expect("campaign test step");
     let c = store.campaign(&id).await.expect("campaign test step").campaign;
@@ -86,7 +89,7 @@ async fn a_campaign_pins_in_waves_and_a_restart_never_sends_twice() {
 
     // The server restarts: a new store over the same database.
     store.close().await;
-    let store = open(dir.path()).await;
+    let store = Store::open(&url).await.expect("campaign test step");
     runner::tick(&store).await.expect("campaign test step");
     let sends = store.campaign_sends(&id).await.expect("campaign test step");
     assert_eq!(sends.values().sum::<i64>(), 1, "still one pin: {sends:?}");
@@ -126,7 +129,7 @@ async fn a_campaign_pins_in_waves_and_a_restart_never_sends_twice() {
 #[tokio::test]
 async fn a_failing_canary_pauses_the_campaign_with_the_agents_reason() {
     let dir = tempfile::tempdir().expect("campaign test step");
-    let store = open(dir.path()).await;
+    let (store, _) = open(dir.path()).await;
     fleet(&store, 4).await;
     let id = runner::create(&store, &request("1.1.0")).await.expect("campaign test step");
     let canary = store.campaign(&id).await.expect("campaign test step").campaign.members[0].agent.clone();
@@ -143,7 +146,7 @@ async fn a_failing_canary_pauses_the_campaign_with_the_agents_reason() {
 #[tokio::test]
 async fn creation_refuses_what_it_cannot_do_and_says_why() {
     let dir = tempfile::tempdir().expect("campaign test step");
-    let store = open(dir.path()).await;
+    let (store, _) = open(dir.path()).await;
     fleet(&store, 2).await;
     let refuse = |r: Request| {
         let store = store.clone();
@@ -170,7 +173,7 @@ async fn creation_refuses_what_it_cannot_do_and_says_why() {
 async fn the_api_creates_previews_lists_shows_and_refuses_with_reasons() {
     use std::sync::Arc;
     let dir = tempfile::tempdir().expect("campaign test step");
-    let store = open(dir.path()).await;
+    let (store, _) = open(dir.path()).await;
     fleet(&store, 3).await;
     let state = crate::fleet::api::FleetState {
         store: store.clone(),
