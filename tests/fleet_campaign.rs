@@ -13,7 +13,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{set_mode, wait_for, FleetServer, HostAgent, ImageSpec, TestRun};
 use serde_json::Value;
@@ -32,20 +32,37 @@ fn sends(c: &Value) -> Vec<i64> {
     agent_states(c).iter().map(|a| a["sends"].as_i64().unwrap_or(-1)).collect()
 }
 
+/// Waits until campaign `id` passes `done`; on timeout, fails with the
+/// campaign and the server's log.
+fn wait_campaign(
+    server: &FleetServer,
+    id: &str,
+    what: &str,
+    within: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let c = campaign(server, id);
+        if done(&c) {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}: {c:#}\n{}", server.output());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// Waits until campaign `id` is in `state`, failing early on a wrong end.
 fn wait_state(server: &FleetServer, id: &str, state: &str, within: Duration) -> Value {
-    let mut last = Value::Null;
-    wait_for(&format!("campaign {id} to be {state}"), within, || {
-        last = campaign(server, id);
-        let now = last["state"].as_str().unwrap_or_default().to_string();
+    wait_campaign(server, id, &format!("campaign {id} to be {state}"), within, |c| {
+        let now = c["state"].as_str().unwrap_or_default();
         assert!(
             now == state || now == "running" || now == "rolling_back",
-            "campaign {id} is {now}, not {state}: {last:#}\n{}",
+            "campaign {id} is {now}, not {state}: {c:#}\n{}",
             server.output()
         );
         now == state
-    });
-    last
+    })
 }
 
 #[test]
@@ -155,10 +172,8 @@ fn campaigns_stop_at_a_failing_canary_complete_across_a_restart_and_roll_back() 
     assert!(out.status.success(), "campaign create: {}", String::from_utf8_lossy(&out.stderr));
     let created: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let good = created["id"].as_str().expect("id").to_string();
-    wait_for("the second wave to start", Duration::from_secs(120), || {
-        campaign(&server, &good)["waves"]
-            .as_array()
-            .is_some_and(|w| w.len() > 1 && !w[1]["started_at"].is_null())
+    wait_campaign(&server, &good, "the second wave to start", Duration::from_secs(120), |c| {
+        c["waves"].as_array().is_some_and(|w| w.len() > 1 && !w[1]["started_at"].is_null())
     });
     server.restart(&run);
     let done = wait_state(&server, &good, "completed", Duration::from_secs(240));

@@ -249,8 +249,6 @@ pub struct Observation {
     pub running: Option<String>,
     /// When that report arrived (unix ms).
     pub reported_at: Option<i64>,
-    /// The last op that report names for the container.
-    pub last_op: Option<String>,
     /// Its op events for the container, any order.
     pub events: Vec<EventSeen>,
     /// Why the server could not write its upgrade pin.
@@ -440,25 +438,21 @@ fn observe_upgrade(m: &mut Member, o: &Observation, image: &str, monitor: i64, d
     // Once sent back, leaving the image is the point, not a failure.
     if m.state == AgentState::Upgrading && m.rollback.is_none() {
         let committed = m.committed_at.unwrap_or(sent);
-        // Reports and events travel apart (each retried on its own), so a
-        // snapshot taken before the swap can arrive after its event: only
-        // a later op, or a report that knows the committing op, counts.
-        let later = o.events.iter().filter(|e| e.at > committed && e.to != image).min_by_key(|e| e.at);
-        let after_commit = m.committed_op.is_some() && o.last_op == m.committed_op;
-        match (later, &o.running) {
-            (Some(e), _) => {
-                m.state = AgentState::Failed;
-                m.reason = Some(format!(
-                    "left {image} within the monitor window: op {} swapped in {}",
-                    e.op_id, e.to
-                ));
-            }
-            (None, Some(r)) if after_commit && r != image => {
-                m.state = AgentState::Failed;
-                m.reason = Some(format!("left {image} within the monitor window: it runs {r}"));
-            }
-            _ if now - committed >= monitor => m.state = AgentState::Succeeded,
-            _ => {}
+        // Only a later op that committed another image takes the agent off
+        // it (one that failed or rolled back left it in place). Reports do
+        // not count: a report describes its pass as observed before the
+        // swap, so the swap's own report still shows the old image.
+        let later = o
+            .events
+            .iter()
+            .filter(|e| e.at > committed && e.to != image && e.outcome == Outcome::Committed)
+            .min_by_key(|e| e.at);
+        if let Some(e) = later {
+            m.state = AgentState::Failed;
+            m.reason =
+                Some(format!("left {image} within the monitor window: op {} swapped in {}", e.op_id, e.to));
+        } else if now - committed >= monitor {
+            m.state = AgentState::Succeeded;
         }
     }
 }

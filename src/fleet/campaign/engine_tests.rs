@@ -166,7 +166,7 @@ fn an_agent_that_never_answers_times_out() {
 }
 
 #[test]
-fn the_monitor_window_fails_an_agent_that_leaves_the_image() {
+fn a_report_from_before_the_swap_does_not_fail_the_monitor() {
     let mut c = campaign(1, spec(1, Batch::Count(1), 0.0, FailureAction::Pause));
     let mut seen = HashMap::new();
     step(&mut c, &seen, 0);
@@ -178,20 +178,37 @@ fn the_monitor_window_fails_an_agent_that_leaves_the_image() {
         reason: None,
         at: 10,
     });
-    step(&mut c, &seen, 20);
-    assert_eq!(c.members[0].state, AgentState::Upgrading);
-    // A snapshot from before the swap, arriving late, is no failure.
-    let o = seen.get_mut("a0").expect("a0");
+    // The swap's own pass reports the image it observed before swapping.
     o.running = Some(OLD.into());
     o.reported_at = Some(30);
-    o.last_op = Some("op-0".into());
     step(&mut c, &seen, 40);
     assert_eq!(c.members[0].state, AgentState::Upgrading);
-    // One that knows the committing op and shows another image is.
-    seen.get_mut("a0").expect("a0").last_op = Some("op-1".into());
+    step(&mut c, &seen, 2010);
+    assert_eq!(c.members[0].state, AgentState::Succeeded);
+}
+
+#[test]
+fn only_a_later_committed_op_to_another_image_leaves_it() {
+    let mut c = campaign(1, spec(1, Batch::Count(1), 0.0, FailureAction::Pause));
+    c.spec.monitor_ms = 1000;
+    let mut seen = HashMap::new();
+    step(&mut c, &seen, 0);
+    let ev = |op: &str, to: &str, outcome, at| EventSeen {
+        op_id: op.into(),
+        to: to.into(),
+        outcome,
+        reason: None,
+        at,
+    };
+    let o: &mut Observation = seen.entry("a0".to_string()).or_default();
+    o.events.push(ev("op-1", NEW, Outcome::Committed, 10));
+    o.events.push(ev("op-2", "reg/app:3", Outcome::RolledBack, 20));
+    step(&mut c, &seen, 30);
+    assert_eq!(c.members[0].state, AgentState::Upgrading, "a rolled-back op kept the image");
+    seen.get_mut("a0").expect("a0").events.push(ev("op-3", "reg/app:3", Outcome::Committed, 40));
     step(&mut c, &seen, 50);
     assert_eq!(c.members[0].state, AgentState::Failed);
-    assert!(c.members[0].reason.as_deref().is_some_and(|r| r.contains("monitor window")));
+    assert!(c.members[0].reason.as_deref().is_some_and(|r| r.contains("op-3")));
 }
 
 #[test]
