@@ -1,21 +1,19 @@
 //! Campaigns end to end: the real server binary, six real `run --server`
-//! agents on this host, each keeping its own container, and a real
-//! registry. A campaign to an image that fails its health gate stops at
-//! the canary and pauses by itself, the other agents untouched; a campaign
-//! to a good version (created with the CLI) completes across a server
-//! restart in the middle, every agent sent exactly once; rolling it back
-//! brings every agent it upgraded back to the previous version.
-//!
-//! The self-upgrading controller container of tests/fleet.rs is not
-//! repeated here: a campaign pins its target like any other, and that
-//! test proves the self-upgrade through a pin.
+//! agents on this host, each keeping its own container, a seventh that is
+//! a controller container keeping itself, and a real registry. A campaign
+//! to an image that fails its health gate stops at the canary and pauses
+//! by itself, the other agents untouched; a campaign to a good version
+//! (created with the CLI) completes across a server restart in the middle,
+//! every agent sent exactly once; rolling it back brings every agent it
+//! upgraded back to the previous version; a campaign upgrades the
+//! controller container through its helper.
 #![cfg(feature = "docker-tests")]
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{set_mode, wait_for, FleetServer, HostAgent, ImageSpec, TestRun};
+use common::{set_mode, start_controller_agent, wait_for, FleetServer, HostAgent, ImageSpec, TestRun};
 use serde_json::Value;
 
 const AGENTS: usize = 6;
@@ -81,6 +79,11 @@ fn campaigns_stop_at_a_failing_canary_complete_across_a_restart_and_roll_back() 
         ..Default::default()
     };
     run.publish(&format!("{app}:broken"), &broken);
+    let ctl = registry.repo("ctl");
+    for v in ["1.0.0", "1.1.0"] {
+        run.build_upgrader_image(&format!("{ctl}:{v}"), &[&format!("LABEL version={v}")]);
+        run.push(&format!("{ctl}:{v}"));
+    }
 
     let dir = run.write_file("fleet/db/.keep", "").parent().expect("dir").to_path_buf();
     let mut server = FleetServer::start(&run, &format!("sqlite://{}", dir.join("fleet.db").display()), &[]);
@@ -93,9 +96,11 @@ fn campaigns_stop_at_a_failing_canary_complete_across_a_restart_and_roll_back() 
             HostAgent::start(&run, &server, &token_file, &format!("agent-{i}"), &format!("app{i}"), &old)
         })
         .collect();
-    wait_for("six agents to report 1.0.0", Duration::from_secs(120), || {
+    let ctl_container =
+        start_controller_agent(&run, &server, &token_file, "ctl-agent", "ctl", &format!("{ctl}:1.0.0"));
+    wait_for("seven agents to report 1.0.0", Duration::from_secs(120), || {
         let listed = server.agents();
-        listed.len() == AGENTS
+        listed.len() == AGENTS + 1
             && listed
                 .iter()
                 .all(|a| a["targets"].as_array().is_some_and(|t| t.len() == 1 && t[0]["version"] == "1.0.0"))
@@ -184,7 +189,11 @@ fn campaigns_stop_at_a_failing_canary_complete_across_a_restart_and_roll_back() 
         assert_eq!(run.inspect(&agent.container, "{{.Config.Image}}"), new, "{}", agent.name);
     }
     wait_for("every agent to report 1.1.0", Duration::from_secs(60), || {
-        server.agents().iter().all(|a| a["targets"][0]["version"] == "1.1.0")
+        server
+            .agents()
+            .iter()
+            .filter(|a| a["name"] != "ctl-agent")
+            .all(|a| a["targets"][0]["version"] == "1.1.0")
     });
     let out = run.cli(&["fleet", "--server", &url, "--admin-token-file", &token_path, "campaign", "list"]);
     let listed = String::from_utf8_lossy(&out.stdout).to_string();
@@ -205,4 +214,25 @@ fn campaigns_stop_at_a_failing_canary_complete_across_a_restart_and_roll_back() 
     for agent in &mut agents {
         assert!(agent.process.alive(), "{} exited: {}", agent.name, agent.process.output());
     }
+
+    // The controller container upgrades itself when a campaign pins it.
+    let ctl_id = server.agent_named("ctl-agent").expect("ctl-agent")["id"].as_str().expect("id").to_string();
+    let body = serde_json::json!({
+        "name": "self", "agents": [ctl_id], "target": ctl_container, "image": format!("{ctl}:1.1.0"),
+        "canary": 1, "monitor": "2s", "deadline": "180s",
+    });
+    let answer = server.admin("POST", "/v1/fleet/campaigns", &body.to_string());
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    let created: Value = serde_json::from_slice(&answer.body).expect("JSON");
+    let own = created["id"].as_str().expect("id").to_string();
+    let done = wait_state(&server, &own, "completed", Duration::from_secs(240));
+    assert_eq!(sends(&done), vec![1], "{done:#}");
+    assert_eq!(agent_states(&done)[0]["state"], "succeeded", "{done:#}");
+    wait_for("the new controller to report itself", Duration::from_secs(120), || {
+        server
+            .agent_named("ctl-agent")
+            .is_some_and(|a| a["controller_image"] == format!("{ctl}:1.1.0").as_str())
+    });
+    assert_eq!(run.inspect(&ctl_container, "{{.Config.Image}}"), format!("{ctl}:1.1.0"));
+    run.docker(&["rm", "-f", &ctl_container]);
 }

@@ -265,3 +265,64 @@ impl HostAgent {
         HostAgent { name: name.to_string(), container, manifest, process }
     }
 }
+
+/// Starts a controller container `<run id>-<suffix>` on `image` whose own
+/// manifest names itself, as agent `name` of `server` (enrolled with the
+/// token in `token_file`): the agent that upgrades its own container
+/// through the helper. Returns the container's name.
+pub fn start_controller_agent(
+    run: &TestRun,
+    server: &FleetServer,
+    token_file: &Path,
+    name: &str,
+    suffix: &str,
+    image: &str,
+) -> String {
+    let container = run.name(suffix);
+    let text = format!(
+        "version: 1\ndefaults:\n  drift_interval: 5s\n  health: {{stable: 1s, timeout: 20s}}\ntargets:\n  - container: {container}\n    image: {image}\n"
+    );
+    let manifest = run.write_file(&format!("{name}/desired-state.yaml"), text);
+    let manifest_dir = manifest.parent().expect("dir").display().to_string();
+    let state = run.volume(&format!("{suffix}-state"));
+    let (state_mount, manifest_mount) =
+        (format!("{state}:/var/lib/container-upgrader"), format!("{manifest_dir}:/etc/container-upgrader"));
+    let secrets = format!("{}:/run/secrets:ro", token_file.parent().expect("dir").display());
+    let token_name = token_file.file_name().expect("file").to_string_lossy().to_string();
+    let token_in = format!("/run/secrets/{token_name}");
+    let (label, url) = (run.label(), server.url());
+    run.docker(&[
+        "run",
+        "-d",
+        "--name",
+        &container,
+        "--label",
+        &label,
+        "--network",
+        "host",
+        "--restart",
+        "unless-stopped",
+        "-v",
+        "/var/run/docker.sock:/var/run/docker.sock",
+        "-v",
+        &state_mount,
+        "-v",
+        &manifest_mount,
+        "-v",
+        &secrets,
+        image,
+        "run",
+        "-f",
+        "/etc/container-upgrader/desired-state.yaml",
+        "--server",
+        &url,
+        "--enrol-token-file",
+        &token_in,
+        "--agent-name",
+        name,
+        "--server-poll",
+        "10s",
+        "-v",
+    ]);
+    container
+}
