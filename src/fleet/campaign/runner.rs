@@ -123,7 +123,28 @@ pub async fn plan(store: &Store, request: &Request) -> Result<Campaign, FleetErr
         }
     };
     let spec = Spec::from_request(request, image).map_err(FleetError::Invalid)?;
+    check_pins(store, &members, &spec.image).await?;
     Ok(Campaign::new(spec, members))
+}
+
+/// Refuses at once a campaign some agent's manifest would refuse (its
+/// policy's `allowed_images`, a target it tracks by range), naming each.
+async fn check_pins(store: &Store, members: &[Member], image: &str) -> Result<(), FleetError> {
+    let mut refused = Vec::new();
+    for m in members {
+        let desired = store.desired(&m.agent).await?;
+        let origin = format!("agent {}'s manifest", m.agent);
+        if let Err(e) = crate::manifest::edit::set_image(&desired.manifest, &origin, &m.target, image) {
+            refused.push(e.to_string());
+        }
+    }
+    match refused.len() {
+        0 => Ok(()),
+        n => Err(FleetError::Invalid(format!(
+            "{n} agent(s) would refuse {image}: {}",
+            refused.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
+        ))),
+    }
 }
 
 /// Creates campaign `request` and takes its first step; its id.

@@ -14,7 +14,9 @@ use crate::report::OpEvent;
 const REG: &str = "127.0.0.1:5000/app";
 
 fn manifest(container: &str) -> String {
-    format!("version: 1\ntargets:\n  - container: {container}\n    image: {REG}:1.0.0\n")
+    format!(
+        "version: 1\npolicy:\n  allowed_images: [\"127.0.0.1:5000/*\"]\ntargets:\n  - container: {container}\n    image: {REG}:1.0.0\n"
+    )
 }
 
 /// A fresh database in `dir` (or on `FLEET_TEST_POSTGRES`), opened; its URL
@@ -162,6 +164,10 @@ async fn creation_refuses_what_it_cannot_do_and_says_why() {
     assert!(refuse(stranger).await.contains("no agent `ghost`"));
     let below = Request { label: None, below: Some("1.0.0".into()), ..request("1.1.0") };
     assert!(refuse(below).await.contains("no agent matches"), "nobody runs below 1.0.0");
+    let outside =
+        Request { version: None, image: Some("elsewhere.example/app:2".into()), ..request("1.1.0") };
+    let why = refuse(outside).await;
+    assert!(why.contains("2 agent(s) would refuse") && why.contains("allowed_images"), "{why}");
     let preview =
         runner::plan(&store, &Request { label: None, below: Some("1.1.0".into()), ..request("1.1.0") })
             .await
