@@ -11,6 +11,9 @@ use serde_json::{json, Value};
 
 use super::{exit, read_token, Failure, Output};
 
+#[path = "campaign_cmd.rs"]
+mod campaign;
+
 /// Time one admin request may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -95,6 +98,9 @@ enum FleetCommand {
     /// Enrolment tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Campaigns: upgrade many agents in waves.
+    #[command(subcommand)]
+    Campaign(campaign::CampaignCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -303,6 +309,7 @@ pub(crate) async fn fleet(args: FleetArgs) -> Result<u8, Failure> {
             let tokens = client.json(Method::GET, "/v1/fleet/enrolment-tokens", None).await?;
             print(&tokens, output, tokens_table)
         }
+        FleetCommand::Campaign(command) => campaign::campaign(&client, command).await,
         FleetCommand::Token(TokenCommand::Revoke { id }) => {
             client
                 .send(Method::DELETE, &format!("/v1/fleet/enrolment-tokens/{}", segment(&id)), None)

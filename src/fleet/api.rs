@@ -16,6 +16,7 @@
 //! | `POST /v1/fleet/enrolment-tokens` `{"expires_in", "uses", "labels"}` | admin | 201 `NewToken` |
 //! | `GET /v1/fleet/enrolment-tokens` | admin | `[TokenInfo]` |
 //! | `DELETE /v1/fleet/enrolment-tokens/{id}` | admin | 204 |
+//! | `/v1/fleet/campaigns…` | admin | see [`super::campaign::api`] |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +75,7 @@ pub fn router(state: FleetState) -> Router {
         .route("/v1/fleet/repositories", get(repositories))
         .route("/v1/fleet/enrolment-tokens", post(create_token).get(list_tokens))
         .route("/v1/fleet/enrolment-tokens/{id}", axum::routing::delete(revoke_token))
+        .merge(super::campaign::api::routes())
         .fallback(|| async {
             FleetError::NotFound(
                 "no such route; the routes are /v1/agent/… and /v1/fleet/… (see the README)".into(),
@@ -157,7 +159,7 @@ impl FromRequestParts<FleetState> for Agent {
 }
 
 /// The admin, by the token of `--admin-token-file`.
-struct Admin;
+pub(crate) struct Admin;
 
 impl FromRequestParts<FleetState> for Admin {
     type Rejection = FleetError;
@@ -173,7 +175,7 @@ impl FromRequestParts<FleetState> for Admin {
     }
 }
 
-fn json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, FleetError> {
+pub(crate) fn json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, FleetError> {
     serde_json::from_slice(body)
         .map_err(|e| FleetError::BadRequest(format!("{what}: not the expected JSON: {e}")))
 }

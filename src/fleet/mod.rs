@@ -10,6 +10,7 @@
 
 pub mod agents;
 pub mod api;
+pub mod campaign;
 pub mod desired;
 pub mod enrolment;
 mod error;
@@ -115,6 +116,7 @@ pub async fn run(
     let new_repository = Arc::new(tokio::sync::Notify::new());
     let checker =
         tokio::spawn(versions::run_checker(store.clone(), config.checker.clone(), new_repository.clone()));
+    let campaigns = tokio::spawn(campaign::runner::run(store.clone()));
     let state = api::FleetState {
         store: store.clone(),
         admin_token: Arc::from(config.admin_token.as_str()),
@@ -127,6 +129,7 @@ pub async fn run(
         crate::serve::serve(listener, api::router(state), limits(config.max_connections), tls, shutdown)
             .await;
     checker.abort();
+    campaigns.abort();
     store.close().await;
     served.map_err(|e| format!("serving on {addr}: {e}"))
 }

@@ -73,6 +73,7 @@ impl Store {
         .await
         .map_err(db("looking for new repositories"))?;
         tx.commit().await.map_err(db("committing a report"))?;
+        self.reported.notify_one();
         Ok(unknown > 0)
     }
 
@@ -127,6 +128,7 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(db("storing an op event"))?;
+        self.reported.notify_one();
         Ok(done.rows_affected() == 1)
     }
 }

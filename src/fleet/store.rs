@@ -33,6 +33,8 @@ pub struct Store {
     /// Set when the server stops: long-polls answer 304 at once instead
     /// of holding the shutdown for up to a minute.
     stopping: Arc<watch::Sender<bool>>,
+    /// Nudged by every report and event, so campaigns react at once.
+    pub(crate) reported: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Store {
@@ -84,7 +86,12 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| fail(format!("cannot apply the schema migrations: {e}")))?;
-        Ok(Self { pool, wakers: Arc::default(), stopping: Arc::new(watch::channel(false).0) })
+        Ok(Self {
+            pool,
+            wakers: Arc::default(),
+            stopping: Arc::new(watch::channel(false).0),
+            reported: Arc::default(),
+        })
     }
 
     /// Closes every connection (SQLite checkpoints its WAL).

@@ -32,7 +32,7 @@ struct Fleet {
 /// SQLite in a temporary directory; with `FLEET_TEST_POSTGRES` set to a
 /// server's URL (`postgres://postgres@127.0.0.1:55432/postgres`), a fresh
 /// database there instead, so the same tests prove the SQL portable.
-async fn database(dir: &std::path::Path) -> String {
+pub(crate) async fn database(dir: &std::path::Path) -> String {
     let Ok(admin) = std::env::var("FLEET_TEST_POSTGRES") else {
         return store::sqlite_url(&dir.join("fleet.db"));
     };

@@ -226,3 +226,108 @@ pub fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
 }
+
+/// A `run --server` agent on this host keeping one container of its own,
+/// named `<run id>-<suffix>`, on the image its manifest names.
+pub struct HostAgent {
+    /// The agent's name on the server.
+    pub name: String,
+    /// Its container's name.
+    pub container: String,
+    /// Its manifest file (written by the agent from the server).
+    pub manifest: PathBuf,
+    /// The agent process.
+    pub process: Spawned,
+}
+
+impl HostAgent {
+    /// Starts container `suffix` on `image` and an agent `name` for it,
+    /// enrolled with the token in `token_file`; health: stable for 1 s.
+    pub fn start(
+        run: &TestRun,
+        server: &FleetServer,
+        token_file: &Path,
+        name: &str,
+        suffix: &str,
+        image: &str,
+    ) -> HostAgent {
+        let container = run.name(suffix);
+        run.run_container(suffix, image, &[]);
+        let text = format!(
+            "version: 1\ndefaults:\n  drift_interval: 5s\n  health: {{stable: 1s, timeout: 20s}}\ntargets:\n  - container: {container}\n    image: {image}\n"
+        );
+        let manifest = run.write_file(&format!("{name}/desired-state.yaml"), text);
+        let state = manifest.parent().expect("dir").join("state");
+        let mut cmd = run.cli_command();
+        cmd.args(["run", "-f"])
+            .arg(&manifest)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["--server", &server.url(), "--agent-name", name, "--server-poll", "10s", "-v"])
+            .arg("--enrol-token-file")
+            .arg(token_file);
+        let process = Spawned::start(cmd, name);
+        HostAgent { name: name.to_string(), container, manifest, process }
+    }
+}
+
+/// Starts a controller container `<run id>-<suffix>` on `image` whose own
+/// manifest names itself, as agent `name` of `server` (enrolled with the
+/// token in `token_file`): the agent that upgrades its own container
+/// through the helper. Returns the container's name.
+pub fn start_controller_agent(
+    run: &TestRun,
+    server: &FleetServer,
+    token_file: &Path,
+    name: &str,
+    suffix: &str,
+    image: &str,
+) -> String {
+    let container = run.name(suffix);
+    let text = format!(
+        "version: 1\ndefaults:\n  drift_interval: 5s\n  health: {{stable: 1s, timeout: 20s}}\ntargets:\n  - container: {container}\n    image: {image}\n"
+    );
+    let manifest = run.write_file(&format!("{name}/desired-state.yaml"), text);
+    let manifest_dir = manifest.parent().expect("dir").display().to_string();
+    let state = run.volume(&format!("{suffix}-state"));
+    let (state_mount, manifest_mount) =
+        (format!("{state}:/var/lib/container-upgrader"), format!("{manifest_dir}:/etc/container-upgrader"));
+    let secrets = format!("{}:/run/secrets:ro", token_file.parent().expect("dir").display());
+    let token_name = token_file.file_name().expect("file").to_string_lossy().to_string();
+    let token_in = format!("/run/secrets/{token_name}");
+    let (label, url) = (run.label(), server.url());
+    run.docker(&[
+        "run",
+        "-d",
+        "--name",
+        &container,
+        "--label",
+        &label,
+        "--network",
+        "host",
+        "--restart",
+        "unless-stopped",
+        "-v",
+        "/var/run/docker.sock:/var/run/docker.sock",
+        "-v",
+        &state_mount,
+        "-v",
+        &manifest_mount,
+        "-v",
+        &secrets,
+        image,
+        "run",
+        "-f",
+        "/etc/container-upgrader/desired-state.yaml",
+        "--server",
+        &url,
+        "--enrol-token-file",
+        &token_in,
+        "--agent-name",
+        name,
+        "--server-poll",
+        "10s",
+        "-v",
+    ]);
+    container
+}
