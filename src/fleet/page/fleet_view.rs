@@ -80,7 +80,8 @@ impl FleetQuery {
 
     /// This query with another sort, as a link.
     fn sort_link(&self, key: &str) -> String {
-        let dir = if self.sort == key && self.dir != "desc" { "desc" } else { "" };
+        let current = if self.sort.is_empty() { "name" } else { self.sort.as_str() };
+        let dir = if current == key && self.dir != "desc" { "desc" } else { "" };
         let q = query(&[
             ("label", &self.label),
             ("status", &self.status),
@@ -440,6 +441,7 @@ mod tests {
         let query = FleetQuery { label: "env=prod".into(), sort: "name".into(), ..FleetQuery::default() };
         assert_eq!(query.sort_link("name"), "/?label=env%3Dprod&sort=name&dir=desc");
         assert_eq!(query.sort_link("version"), "/?label=env%3Dprod&sort=version");
+        assert_eq!(FleetQuery::default().sort_link("name"), "/?sort=name&dir=desc", "name is the default");
         assert!(FleetQuery { status: "asleep".into(), ..FleetQuery::default() }.filter().is_err());
         assert!(FleetQuery { has_update: "minor".into(), ..FleetQuery::default() }.filter().is_ok());
     }

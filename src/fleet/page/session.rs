@@ -104,16 +104,17 @@ pub fn clear_cookie(secure: bool) -> String {
     format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{secure}")
 }
 
-/// Whether the request may come from our own pages: `Sec-Fetch-Site`, when
-/// the browser sends it, is `same-origin` or `none` (typed by the user),
-/// and `Origin`, when sent, names the host the request was sent to.
+/// Whether the request may come from our own pages. A browser's
+/// `Sec-Fetch-Site` (which pages cannot forge) decides when present: it must
+/// be `same-origin`, or `none` (typed by the user). Without it, an `Origin`
+/// must name the host the request was sent to. (`Origin` alone is not
+/// enough where `Sec-Fetch-Site` exists: under our `Referrer-Policy:
+/// no-referrer` Chromium sends `Origin: null` on our own forms.)
 pub fn same_origin(headers: &HeaderMap) -> bool {
-    let value = |name: header::HeaderName| headers.get(name).map(|v| v.to_str().unwrap_or("\u{0}"));
     if let Some(site) = headers.get("sec-fetch-site") {
-        if !matches!(site.to_str(), Ok("same-origin" | "none")) {
-            return false;
-        }
+        return matches!(site.to_str(), Ok("same-origin" | "none"));
     }
+    let value = |name: header::HeaderName| headers.get(name).map(|v| v.to_str().unwrap_or("\u{0}"));
     match value(header::ORIGIN) {
         None => true,
         Some(origin) => {
@@ -217,6 +218,11 @@ mod tests {
         assert!(!ok(&[("host", "h:1")], Some("wrong")), "wrong token");
         assert!(!ok(&[("host", "h:1"), ("origin", "http://evil:1")], Some(&token)));
         assert!(!ok(&[("host", "h:1"), ("origin", "null")], Some(&token)));
+        assert!(ok(&[("host", "h:1"), ("origin", "null"), ("sec-fetch-site", "same-origin")], Some(&token)));
+        assert!(!ok(
+            &[("host", "h:1"), ("origin", "http://h:1"), ("sec-fetch-site", "cross-site")],
+            Some(&token)
+        ));
         assert!(!ok(&[("host", "h:1"), ("sec-fetch-site", "cross-site")], Some(&token)));
         assert!(!ok(&[("host", "h:1"), ("sec-fetch-site", "same-site")], Some(&token)));
     }
