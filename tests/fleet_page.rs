@@ -190,9 +190,9 @@ fn a_browser_logs_in_sees_versions_and_badges_filters_pins_and_sees_the_new_vers
     eprintln!("page screenshots: {} and {}", fleet_png.display(), agent_png.display());
 }
 
-/// The session cookie from a login answer.
-fn login(server: &FleetServer) -> String {
-    let body = format!("secret={ADMIN_TOKEN}");
+/// The session cookie from a login with `secret` (the token or password).
+fn login(server: &FleetServer, secret: &str) -> String {
+    let body = format!("secret={secret}");
     let headers = [("Content-Type", "application/x-www-form-urlencoded")];
     let answer = http(&server.addr, "POST", "/login", &headers, body.as_bytes());
     assert_eq!(answer.status, 303, "{}", answer.text());
@@ -201,15 +201,30 @@ fn login(server: &FleetServer) -> String {
 }
 
 #[test]
-fn without_a_session_pages_redirect_and_without_the_csrf_token_posts_are_refused() {
+fn the_password_and_the_token_log_in_without_a_session_pages_redirect_and_posts_need_the_csrf_token() {
     let run = TestRun::new("fleet-page-http");
-    let server = FleetServer::start(&run, &sqlite(&run), &[]);
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt = SaltString::from_b64("cGFnZS10ZXN0LXNhbHQ").expect("a salt");
+    let phc = argon2::Argon2::default().hash_password(b"staple-battery", &salt).expect("a hash").to_string();
+    let password_file = run.write_file("fleet/admin.password", format!("{phc}\n"));
+    set_mode(&password_file, 0o600);
+    let password_arg = password_file.to_string_lossy().to_string();
+    let server = FleetServer::start(&run, &sqlite(&run), &["--admin-password-file", &password_arg]);
     for path in ["/", "/agents/whatever", "/campaigns/new?agents=a"] {
         let answer = http(&server.addr, "GET", path, &[], b"");
         assert_eq!(answer.status, 303, "GET {path}");
         assert_eq!(answer.header("location"), Some("/login"), "GET {path}");
     }
-    let cookie = login(&server);
+    let wrong = http(
+        &server.addr,
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"secret=staple-batteryy",
+    );
+    assert_eq!(wrong.status, 401, "a wrong password");
+    login(&server, "staple-battery");
+    let cookie = login(&server, ADMIN_TOKEN);
     let with_cookie = [("Cookie", cookie.as_str()), ("Content-Type", "application/x-www-form-urlencoded")];
     let page = http(&server.addr, "GET", "/", &with_cookie, b"");
     assert_eq!(page.status, 200);
