@@ -16,6 +16,7 @@ use super::PageError;
 use crate::fleet::agents::{AgentDetail, Status, TargetView};
 use crate::fleet::api::FleetState;
 use crate::fleet::store::now_ms;
+use crate::reference::ImageRef;
 
 /// The agent page's query.
 #[derive(Debug, Default, Deserialize)]
@@ -58,15 +59,13 @@ fn agent_cells(a: &AgentDetail, now: i64) -> Vec<Cell> {
 }
 
 fn pin_form(agent_id: &str, t: &TargetView, csrf: &str) -> String {
+    // The newer versions as whole references, offered in the input's list.
+    let current = t.image.as_deref().and_then(|i| ImageRef::parse(i).ok());
     let suggestions: String = [&t.updates.patch, &t.updates.minor, &t.updates.major]
         .into_iter()
         .flatten()
-        .filter_map(|v| {
-            let image = t.image.as_deref()?;
-            let repo =
-                image.rsplit_once(':').map(|(r, _)| r).filter(|r| !r.contains('/') || !r.ends_with('/'))?;
-            Some(format!(r#"<option value="{}:{}">"#, escape(repo), escape(v)))
-        })
+        .filter_map(|v| current.as_ref().map(|r| r.with_tag(v).familiar()))
+        .map(|image| format!(r#"<option value="{}">"#, escape(&image)))
         .collect();
     let list = format!("versions-{}", urlencode(&t.target));
     format!(
@@ -207,4 +206,34 @@ pub async fn pin(
     let revision = state.store.pin(&id, &form.target, form.image.trim()).await?;
     tracing::info!(agent = %id, target = %form.target, image = %form.image.trim(), revision, "pinned from the page");
     Ok(Redirect::to(&format!("/agents/{}?pinned={revision}", urlencode(&id))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::versions::Updates;
+
+    #[test]
+    fn the_pin_form_offers_the_newer_versions_as_whole_references_and_carries_the_csrf_token() {
+        let t = TargetView {
+            target: "web\"><script>".into(),
+            container: "web".into(),
+            image: Some("127.0.0.1:5000/app:1.0.0".into()),
+            digest: None,
+            version: Some("1.0.0".into()),
+            desired: None,
+            action: String::new(),
+            reason: String::new(),
+            last_op_id: None,
+            last_outcome: None,
+            last_reason: None,
+            failure: None,
+            updates: Updates { minor: Some("1.1.0".into()), ..Updates::default() },
+        };
+        let form = pin_form("a1", &t, "c".repeat(64).as_str());
+        assert!(form.contains(r#"<option value="127.0.0.1:5000/app:1.1.0">"#), "{form}");
+        assert!(form.contains(&format!(r#"name="csrf" value="{}""#, "c".repeat(64))));
+        assert!(form.contains(r#"action="/agents/a1/pin""#));
+        assert!(!form.contains("<script>"), "{form}");
+    }
 }
