@@ -33,6 +33,10 @@ pub(crate) struct ServerArgs {
     /// Never pass the token itself.
     #[arg(long, value_name = "PATH", env = "CONTAINER_UPGRADER_ADMIN_TOKEN_FILE")]
     admin_token_file: PathBuf,
+    /// A file holding the argon2 PHC hash (`$argon2id$v=19$…`) of an admin
+    /// password for the page's login (the admin token works there too).
+    #[arg(long, value_name = "PATH", env = "CONTAINER_UPGRADER_ADMIN_PASSWORD_FILE")]
+    admin_password_file: Option<PathBuf>,
     /// PEM certificate chain, to serve HTTPS (with --tls-key).
     #[arg(long, value_name = "PATH", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -61,6 +65,15 @@ pub(crate) struct ServerArgs {
 pub(crate) async fn server(args: ServerArgs) -> Result<u8, Failure> {
     let admin_token = read_token(&args.admin_token_file, "--admin-token-file")?;
     let usage = |m: String| Failure::new(exit::USAGE, format!("error: {m}"));
+    let admin_password_hash = match &args.admin_password_file {
+        Some(path) => {
+            let phc = read_token(path, "--admin-password-file")?;
+            fleet::page::login::check_password_hash(&phc)
+                .map_err(|e| usage(format!("--admin-password-file {}: {e}", path.display())))?;
+            Some(phc)
+        }
+        None => None,
+    };
     if args.version_check_interval.is_zero() {
         return Err(usage("--version-check-interval must be more than zero".into()));
     }
@@ -102,6 +115,7 @@ pub(crate) async fn server(args: ServerArgs) -> Result<u8, Failure> {
             timeout: args.registry_timeout.0,
         },
         max_connections: args.max_connections,
+        admin_password_hash,
     };
     warn_if_few_descriptors(args.max_connections);
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -17,6 +17,7 @@
 //! | `GET /v1/fleet/enrolment-tokens` | admin | `[TokenInfo]` |
 //! | `DELETE /v1/fleet/enrolment-tokens/{id}` | admin | 204 |
 //! | `/v1/fleet/campaigns…` | admin | see [`super::campaign::api`] |
+//! | `/`, `/login`, `/agents/{id}`, … (the page) | session cookie | HTML, see [`super::page`] |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +52,8 @@ pub struct FleetState {
     pub offline_after: u32,
     /// Nudges the version checker (a new repository was reported).
     pub new_repository: Arc<Notify>,
+    /// The page's login and cookie settings.
+    pub page: super::page::PageConfig,
 }
 
 impl std::fmt::Debug for FleetState {
@@ -76,6 +79,7 @@ pub fn router(state: FleetState) -> Router {
         .route("/v1/fleet/enrolment-tokens", post(create_token).get(list_tokens))
         .route("/v1/fleet/enrolment-tokens/{id}", axum::routing::delete(revoke_token))
         .merge(super::campaign::api::routes())
+        .merge(super::page::routes())
         .fallback(|| async {
             FleetError::NotFound(
                 "no such route; the routes are /v1/agent/… and /v1/fleet/… (see the README)".into(),

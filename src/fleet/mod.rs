@@ -5,7 +5,7 @@
 //!
 //! One file per concern: [`store`] (the database and its migrations),
 //! [`enrolment`], [`desired`], [`reports`], [`versions`], [`agents`] (the
-//! admin's view), [`api`] (the routes). Both sides of the agent wire speak
+//! admin's view), [`api`] (the routes), [`page`] (the admin's web page). Both sides of the agent wire speak
 //! [`protocol`].
 
 pub mod agents;
@@ -14,6 +14,7 @@ pub mod campaign;
 pub mod desired;
 pub mod enrolment;
 mod error;
+pub mod page;
 pub mod protocol;
 pub mod reports;
 pub mod secret;
@@ -66,6 +67,8 @@ pub struct ServerConfig {
     pub checker: versions::CheckerConfig,
     /// Connections served at once.
     pub max_connections: usize,
+    /// The admin password's argon2 PHC hash, for the page's login.
+    pub admin_password_hash: Option<String>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -77,6 +80,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("offline_after", &self.offline_after)
             .field("checker", &self.checker)
             .field("max_connections", &self.max_connections)
+            .field("admin_password", &self.admin_password_hash.is_some())
             .finish()
     }
 }
@@ -122,6 +126,11 @@ pub async fn run(
         admin_token: Arc::from(config.admin_token.as_str()),
         offline_after: config.offline_after,
         new_repository,
+        page: page::PageConfig {
+            secure_cookies: tls.is_some(),
+            password_hash: config.admin_password_hash.as_deref().map(Arc::from),
+            ..page::PageConfig::default()
+        },
     };
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, tls = tls.is_some(), db = %store::redacted(&config.db_url), "fleet server listening");

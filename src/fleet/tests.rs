@@ -53,6 +53,7 @@ async fn fleet() -> Fleet {
         admin_token: Arc::from(ADMIN),
         offline_after: 3,
         new_repository: Arc::default(),
+        page: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("fleet test step");
     let base = format!("http://{}", listener.local_addr().expect("fleet test step"));
@@ -475,4 +476,169 @@ async fn a_report_that_changes_only_its_time_keeps_the_targets_and_a_changed_one
     changed["targets"][0]["version"] = json!("1.26.0");
     assert_eq!(send(changed).await, StatusCode::NO_CONTENT);
     assert_eq!(version().await.0, "1.26.0", "a change is stored");
+}
+
+/// The page's session cookie from a login answer.
+fn session_cookie(response: &reqwest::Response) -> String {
+    let set = response.headers()["set-cookie"].to_str().expect("fleet test step");
+    set.split(';').next().expect("fleet test step").to_string()
+}
+
+/// The CSRF token in a page's forms.
+fn csrf_of(page: &str) -> String {
+    let at = page.find(r#"name="csrf" value=""#).expect("a CSRF field") + r#"name="csrf" value=""#.len();
+    page[at..at + 64].to_string()
+}
+
+#[tokio::test]
+async fn the_page_logs_in_by_cookie_and_refuses_every_change_without_the_csrf_token() {
+    let f = fleet().await;
+    let me = f.enrol().await;
+    let sent = f
+        .http
+        .post(format!("{}{}", f.base, protocol::REPORT))
+        .bearer_auth(&me.credential)
+        .json(&report())
+        .send();
+    assert_eq!(sent.await.expect("fleet test step").status(), StatusCode::NO_CONTENT);
+    sqlx::query("INSERT INTO repositories (repository, tags, checked_at) VALUES ($1, $2, 0)")
+        .bind("127.0.0.1:5000/nginx")
+        .bind(r#"["1.25.3","1.25.4","2.0.0"]"#)
+        .execute(&f.store.pool)
+        .await
+        .expect("fleet test step");
+    let browser = crate::tls::http_client("test", |b| {
+        b.timeout(Duration::from_secs(20)).redirect(reqwest::redirect::Policy::none())
+    })
+    .expect("fleet test step");
+    let url = |p: &str| format!("{}{p}", f.base);
+
+    // No session: to the login form, with the page's security headers.
+    let anonymous = browser.get(url("/")).send().await.expect("fleet test step");
+    assert_eq!(anonymous.status(), StatusCode::SEE_OTHER);
+    assert_eq!(anonymous.headers()["location"], "/login");
+    for (name, want) in [
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+        ("x-content-type-options", "nosniff"),
+    ] {
+        assert_eq!(anonymous.headers()[name], want, "{name}");
+    }
+    let csp = anonymous.headers()["content-security-policy"].to_str().expect("fleet test step");
+    assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    let json = browser.get(url("/?format=json")).send().await.expect("fleet test step");
+    assert_eq!(json.status(), StatusCode::UNAUTHORIZED);
+
+    // A wrong secret waits and fails; the token logs in.
+    let started = Instant::now();
+    let wrong = browser.post(url("/login")).form(&[("secret", "not-the-token")]).send().await;
+    assert_eq!(wrong.expect("fleet test step").status(), StatusCode::UNAUTHORIZED);
+    assert!(started.elapsed() >= super::page::login::FAILED_LOGIN_DELAY);
+    let foreign = browser
+        .post(url("/login"))
+        .header("origin", "http://evil.example")
+        .form(&[("secret", ADMIN)])
+        .send()
+        .await
+        .expect("fleet test step");
+    assert_eq!(foreign.status(), StatusCode::FORBIDDEN, "a cross-site login is refused");
+    let login = browser.post(url("/login")).form(&[("secret", ADMIN)]).send().await.expect("fleet test step");
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    let set = login.headers()["set-cookie"].to_str().expect("fleet test step").to_string();
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && !set.contains("Secure"), "{set}");
+    let cookie = session_cookie(&login);
+
+    // The fleet: the agent, its version and its badges; the JSON of the script.
+    let page = browser.get(url("/")).header("cookie", &cookie).send().await.expect("fleet test step");
+    assert_eq!(page.status(), StatusCode::OK);
+    let page = page.text().await.expect("fleet test step");
+    assert!(page.contains("host-1") && page.contains("1.25.3"), "{page}");
+    assert!(page.contains("patch 1.25.4") && page.contains("major 2.0.0"), "{page}");
+    let filtered = browser.get(url("/?status=offline")).header("cookie", &cookie).send().await;
+    assert!(!filtered.expect("fleet test step").text().await.expect("fleet test step").contains("host-1"));
+    let live: Value = browser
+        .get(url("/?format=json"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("fleet test step")
+        .json()
+        .await
+        .expect("fleet test step");
+    let key = format!("{}/web", me.agent_id);
+    assert_eq!(live["rows"], json!([key]));
+    assert_eq!(live["cells"][format!("{key}:version")]["html"], "1.25.3");
+
+    // A pin without the token, with a wrong one, or from another site is
+    // refused and changes nothing; with it, it is written.
+    let agent_page = format!("/agents/{}", me.agent_id);
+    let page = browser.get(url(&agent_page)).header("cookie", &cookie).send().await.expect("fleet test step");
+    let csrf = csrf_of(&page.text().await.expect("fleet test step"));
+    let pin = |form: Vec<(&'static str, String)>, origin: Option<&'static str>| {
+        let mut request =
+            browser.post(url(&format!("{agent_page}/pin"))).header("cookie", &cookie).form(&form);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+    let image = ("image", "127.0.0.1:5000/nginx:1.25.4".to_string());
+    let target = ("target", "web".to_string());
+    for (form, origin) in [
+        (vec![target.clone(), image.clone()], None),
+        (vec![("csrf", "0".repeat(64)), target.clone(), image.clone()], None),
+        (vec![("csrf", csrf.clone()), target.clone(), image.clone()], Some("http://evil.example")),
+    ] {
+        let refused = pin(form, origin).await.expect("fleet test step");
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    }
+    assert_eq!(f.store.desired(&me.agent_id).await.expect("fleet test step").revision, 1, "nothing written");
+    let bearer_only = browser
+        .post(url(&format!("{agent_page}/pin")))
+        .bearer_auth(ADMIN)
+        .form(&[target.clone(), image.clone()]);
+    assert_eq!(
+        bearer_only.send().await.expect("fleet test step").status(),
+        StatusCode::SEE_OTHER,
+        "to /login"
+    );
+    let done = pin(vec![("csrf", csrf.clone()), target, image], None).await.expect("fleet test step");
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    assert_eq!(f.store.desired(&me.agent_id).await.expect("fleet test step").revision, 2);
+
+    // The cookie does not open the bearer API; the bearer API is unchanged.
+    let api = browser.get(url("/v1/fleet/agents")).header("cookie", &cookie).send().await;
+    assert_eq!(api.expect("fleet test step").status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(f.admin(reqwest::Method::GET, "/v1/fleet/agents", None).await.status(), StatusCode::OK);
+
+    // Sessions live in the database: another server on it knows them.
+    let value = cookie.split_once('=').expect("fleet test step").1;
+    assert!(f.store.session(value).await.expect("fleet test step").is_some());
+
+    // Logout needs the token too, then the cookie is dead.
+    let no_token = browser.post(url("/logout")).header("cookie", &cookie).form(&[("x", "y")]).send().await;
+    assert_eq!(no_token.expect("fleet test step").status(), StatusCode::FORBIDDEN);
+    let out = browser.post(url("/logout")).header("cookie", &cookie).form(&[("csrf", &csrf)]).send().await;
+    assert_eq!(out.expect("fleet test step").status(), StatusCode::SEE_OTHER);
+    let after = browser.get(url("/")).header("cookie", &cookie).send().await.expect("fleet test step");
+    assert_eq!(after.headers()["location"], "/login");
+}
+
+/// `application/x-www-form-urlencoded` bodies, as a browser's forms send
+/// them (reqwest's `form` feature is not enabled for one test).
+trait FormBody {
+    fn form<K: AsRef<str>, V: AsRef<str>>(self, pairs: &[(K, V)]) -> Self;
+}
+
+impl FormBody for reqwest::RequestBuilder {
+    fn form<K: AsRef<str>, V: AsRef<str>>(self, pairs: &[(K, V)]) -> Self {
+        use super::page::html::urlencode;
+        let body = pairs
+            .iter()
+            .map(|(k, v)| format!("{}={}", urlencode(k.as_ref()), urlencode(v.as_ref())))
+            .collect::<Vec<_>>()
+            .join("&");
+        self.header("content-type", "application/x-www-form-urlencoded").body(body)
+    }
 }

@@ -28,6 +28,7 @@ mod postgres;
 mod process;
 mod registry;
 mod upgrader;
+mod webdriver;
 mod webhook;
 
 use std::fs;
@@ -53,6 +54,8 @@ pub use postgres::TestPostgres;
 pub use process::{docker, try_docker, wait_for};
 #[allow(unused_imports)]
 pub use registry::{http_status, TestRegistry};
+#[allow(unused_imports)]
+pub use webdriver::Browser;
 #[allow(unused_imports)]
 pub use webhook::receiver;
 

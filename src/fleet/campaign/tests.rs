@@ -186,6 +186,7 @@ async fn the_api_creates_previews_lists_shows_and_refuses_with_reasons() {
         admin_token: Arc::from("admin"),
         offline_after: 3,
         new_repository: Arc::default(),
+        page: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("campaign test step");
     let base = format!("http://{}/v1/fleet/campaigns", listener.local_addr().expect("campaign test step"));

@@ -1,0 +1,68 @@
+// The fleet page's live updates: every few seconds, fetch this page as
+// JSON (`?format=json`, same session cookie, read-only) and refresh each
+// live cell (`data-cell`) in place. The server renders the cells, so this
+// script holds no rendering logic; the page works without it.
+"use strict";
+
+(function () {
+  const note = document.querySelector("[data-live]");
+  if (!note) {
+    return;
+  }
+  const PERIOD_MS = 3000;
+  const url = new URL(window.location.href);
+  url.searchParams.set("format", "json");
+  url.searchParams.delete("pinned");
+
+  function liveCells() {
+    const cells = new Map();
+    document.querySelectorAll("[data-cell]").forEach(function (el) {
+      cells.set(el.getAttribute("data-cell"), el);
+    });
+    return cells;
+  }
+
+  function shownRows() {
+    return new Set(Array.from(document.querySelectorAll("[data-row]"), function (el) {
+      return el.getAttribute("data-row");
+    }));
+  }
+
+  async function tick() {
+    try {
+      const answer = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (answer.status === 401) {
+        window.location.assign("/login");
+        return;
+      }
+      if (!answer.ok) {
+        throw new Error("the server answered " + answer.status);
+      }
+      const data = await answer.json();
+      const cells = liveCells();
+      Object.entries(data.cells).forEach(function ([id, cell]) {
+        const el = cells.get(id);
+        if (!el) {
+          return;
+        }
+        if (el.innerHTML !== cell.html) {
+          el.innerHTML = cell.html; // escaped by the server
+        }
+        if (el.className !== cell.class) {
+          el.className = cell.class;
+        }
+      });
+      const shown = shownRows();
+      const changed = data.rows.length !== shown.size || data.rows.some(function (key) { return !shown.has(key); });
+      note.textContent = changed
+        ? "Rows came or went: reload the page to see them."
+        : "Live · updated " + new Date().toLocaleTimeString();
+      note.dataset.updates = String(Number(note.dataset.updates || "0") + 1);
+    } catch (err) {
+      note.textContent = "Live updates paused: " + err.message;
+    }
+    window.setTimeout(tick, PERIOD_MS);
+  }
+
+  window.setTimeout(tick, PERIOD_MS);
+})();

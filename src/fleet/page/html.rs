@@ -1,0 +1,117 @@
+//! HTML by plain string building: every value that did not come from this
+//! file goes through [`escape`] (text and attribute values alike), and
+//! every URL parameter through [`urlencode`]. No template crate: the page
+//! is a handful of tables and forms, and one escaping function is easier
+//! to audit than a template language's rules.
+
+/// `s` safe inside HTML text and inside a double- or single-quoted
+/// attribute value.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `s` as a URL query component (RFC 3986 unreserved kept, the rest
+/// percent-encoded as UTF-8).
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `key=value&…`, each side encoded; empty values left out.
+pub fn query(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A hidden form field carrying the session's CSRF token.
+pub fn csrf_field(csrf: &str) -> String {
+    format!(r#"<input type="hidden" name="csrf" value="{}">"#, escape(csrf))
+}
+
+/// A whole page: head with our stylesheet and script (no inline code, the
+/// CSP forbids it), a header with navigation and the logout button when
+/// `csrf` (a session) is given, and `body`.
+pub fn layout(title: &str, csrf: Option<&str>, body: &str) -> String {
+    let nav = match csrf {
+        Some(csrf) => format!(
+            r#"<nav><a href="/">Fleet</a> <a href="/campaigns">Campaigns</a>
+<form method="post" action="/logout" class="logout">{}<button type="submit" id="logout">Log out</button></form></nav>"#,
+            csrf_field(csrf)
+        ),
+        None => String::new(),
+    };
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · container-upgrader</title>
+<link rel="stylesheet" href="/static/fleet.css"><script src="/static/fleet.js" defer></script></head>
+<body><header><h1>container-upgrader · {title}</h1>{nav}</header>
+<main>{body}</main></body></html>
+"#,
+        title = escape(title),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_neutralises_every_markup_character() {
+        let cases = [
+            ("plain", "plain"),
+            ("<script>alert(1)</script>", "&lt;script&gt;alert(1)&lt;/script&gt;"),
+            (r#"" onmouseover="x"#, "&quot; onmouseover=&quot;x"),
+            ("it's", "it&#39;s"),
+            ("a & b", "a &amp; b"),
+            ("&amp;", "&amp;amp;"),
+            ("ünïcödé", "ünïcödé"),
+            ("", ""),
+        ];
+        for (input, want) in cases {
+            assert_eq!(escape(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn urlencode_keeps_unreserved_and_encodes_the_rest() {
+        assert_eq!(urlencode("env=prod"), "env%3Dprod");
+        assert_eq!(urlencode("a b&c/ü"), "a%20b%26c%2F%C3%BC");
+        assert_eq!(urlencode("A-z_0.9~"), "A-z_0.9~");
+        assert_eq!(
+            query(&[("label", "env=prod"), ("q", ""), ("sort", "name")]),
+            "label=env%3Dprod&sort=name"
+        );
+    }
+
+    #[test]
+    fn layout_escapes_the_title_and_shows_logout_only_with_a_session() {
+        let page = layout("<x>", None, "");
+        assert!(page.contains("&lt;x&gt;") && !page.contains("<x>"));
+        assert!(!page.contains("/logout"));
+        let page = layout("Fleet", Some("tok\"en"), "");
+        assert!(page.contains(r#"value="tok&quot;en""#));
+    }
+}

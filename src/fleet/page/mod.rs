@@ -1,0 +1,155 @@
+//! The fleet page (DESIGN.md §10 "The page"): server-rendered HTML behind
+//! the admin login, a little hand-written JavaScript that polls the same
+//! pages as JSON for live updates, no third-party front-end code.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /login`, `POST /login` | the login form; a session cookie ([`login`]) |
+//! | `POST /logout` | ends the session |
+//! | `GET /?label=&status=&has_update=&q=&sort=&dir=` | the fleet table ([`fleet_view`]); `&format=json` its live cells |
+//! | `GET /agents/{id}` | one agent ([`agent_view`]); `?format=json` its live cells |
+//! | `POST /agents/{id}/pin` | pins one target (CSRF) |
+//! | `GET /campaigns`, `GET /campaigns/new?agents=…` | placeholders until the campaign pages land |
+//! | `GET /static/fleet.js`, `/static/fleet.css` | our script and stylesheet |
+//!
+//! Every answer here carries a strict Content-Security-Policy (no inline
+//! script or style, no framing), `Referrer-Policy: no-referrer` and
+//! `Cache-Control: no-store`.
+
+pub mod agent_view;
+pub mod fleet_view;
+pub mod html;
+pub mod live;
+pub mod login;
+pub mod session;
+
+use std::sync::Arc;
+
+use axum::extract::{Query, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use super::api::FleetState;
+use super::FleetError;
+use session::Authed;
+
+/// How the page is set up (part of [`FleetState`]).
+#[derive(Clone, Default)]
+pub struct PageConfig {
+    /// The server speaks TLS: cookies get `Secure`.
+    pub secure_cookies: bool,
+    /// The admin password's argon2 PHC hash (`--admin-password-file`);
+    /// without it only the admin token logs in.
+    pub password_hash: Option<Arc<str>>,
+    /// Held while a failed login waits out its delay, so failures are
+    /// answered one at a time (at most about one guess a second).
+    pub(crate) login_gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for PageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PageConfig")
+            .field("secure_cookies", &self.secure_cookies)
+            .field("password", &self.password_hash.is_some())
+            .finish()
+    }
+}
+
+/// The page's routes, merged into the server's router by
+/// [`super::api::router`].
+pub fn routes() -> Router<FleetState> {
+    Router::new()
+        .route("/", get(fleet_view::fleet))
+        .route("/login", get(login::form).post(login::login))
+        .route("/logout", post(login::logout))
+        .route("/agents/{id}", get(agent_view::agent))
+        .route("/agents/{id}/pin", post(agent_view::pin))
+        // CAMPAIGN PAGES: the campaign engine (branch `campaign`) replaces
+        // these two placeholders with the campaign list, form and view.
+        .route("/campaigns", get(campaigns_placeholder))
+        .route("/campaigns/new", get(campaigns_placeholder))
+        .route("/static/fleet.js", get(script))
+        .route("/static/fleet.css", get(stylesheet))
+        .layer(middleware::from_fn(security_headers))
+}
+
+/// The headers every page answer carries.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let set = [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'",
+        ),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    ];
+    for (name, value) in set {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+async fn script() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("fleet.js"))
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("fleet.css"))
+}
+
+/// A fleet error as an HTML page with its status.
+#[derive(Debug)]
+pub struct PageError(pub FleetError);
+
+impl From<FleetError> for PageError {
+    fn from(e: FleetError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let message = match &self.0 {
+            FleetError::Db { .. } | FleetError::Open { .. } | FleetError::Corrupt(_) => {
+                "the server's database failed; see its log".to_string()
+            }
+            other => other.to_string(),
+        };
+        // The API's mapping decides the status (and logs database errors).
+        let status = self.0.into_response().status();
+        let body = format!(
+            r#"<p class="error">{}</p><p><a href="/">Back to the fleet</a></p>"#,
+            html::escape(&message)
+        );
+        (status, Html(html::layout("Error", None, &body))).into_response()
+    }
+}
+
+/// `GET /campaigns[/new]`: until the campaign pages land, says so and
+/// shows the selection it was given.
+async fn campaigns_placeholder(
+    Authed(session): Authed,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
+    let agents: Vec<String> = pairs
+        .into_iter()
+        .filter(|(k, _)| k == "agents")
+        .map(|(_, v)| format!("<li><code>{}</code></li>", html::escape(&v)))
+        .collect();
+    let selection = if agents.is_empty() {
+        String::new()
+    } else {
+        format!("<p>Selected agents:</p><ul id=\"selected\">{}</ul>", agents.join(""))
+    };
+    let body = format!(
+        r#"<p class="placeholder">Campaigns come with the campaign engine: this page will hold the campaign form and the campaigns' live progress.</p>{selection}<p><a href="/">Back to the fleet</a></p>"#
+    );
+    (StatusCode::OK, Html(html::layout("Campaigns", Some(&session.csrf), &body))).into_response()
+}
