@@ -11,29 +11,16 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{set_mode, wait_for, FleetServer, ImageSpec, Spawned, TestPostgres, TestRun};
+use common::{
+    agent_manifest, publish_fleet_images, set_mode, start_controller_agent, wait_for, FleetServer, HostAgent,
+    TestPostgres, TestRun,
+};
 use serde_json::Value;
 
 const VERSIONS: [&str; 4] = ["1.0.0", "1.0.1", "1.1.0", "2.0.0"];
 const HOST_AGENTS: usize = 5;
-const STATE: &str = "/var/lib/container-upgrader";
-const MANIFEST_DIR: &str = "/etc/container-upgrader";
-
-fn manifest(container: &str, image: &str) -> String {
-    format!(
-        "version: 1\ndefaults:\n  drift_interval: 5s\n  health: {{stable: 1s, timeout: 20s}}\ntargets:\n  - container: {container}\n    image: {image}\n"
-    )
-}
-
-struct HostAgent {
-    name: String,
-    container: String,
-    manifest: PathBuf,
-    process: Spawned,
-}
 
 /// The target `container` of agent `agent` as the server shows it.
 fn target(agent: &Value, container: &str) -> Value {
@@ -54,22 +41,7 @@ fn history(agent: &Value, container: &str) -> Vec<Value> {
 fn scenario(test: &str, db: impl FnOnce(&TestRun) -> String) {
     let run = TestRun::new(test);
     let registry = run.registry();
-    let (app, ctl) = (registry.repo("app"), registry.repo("ctl"));
-    for v in VERSIONS {
-        run.publish(
-            &format!("{app}:{v}"),
-            &ImageSpec { env: vec![("TESTBOX_VERSION", v)], ..Default::default() },
-        );
-    }
-    let broken = ImageSpec {
-        env: vec![("TESTBOX_EXIT_AFTER_MS", "300"), ("TESTBOX_EXIT_CODE", "4")],
-        ..Default::default()
-    };
-    run.publish(&format!("{app}:broken"), &broken);
-    for v in ["1.0.0", "1.1.0"] {
-        run.build_upgrader_image(&format!("{ctl}:{v}"), &[&format!("LABEL version={v}")]);
-        run.push(&format!("{ctl}:{v}"));
-    }
+    let (app, ctl) = publish_fleet_images(&run, &registry, &VERSIONS);
 
     let db = db(&run);
     let mut server = FleetServer::start(&run, &db, &["--version-check-interval", "2s"]);
@@ -78,70 +50,16 @@ fn scenario(test: &str, db: impl FnOnce(&TestRun) -> String) {
     set_mode(&token_file, 0o600);
 
     // Five agents on this host, each keeping its own container on 1.0.0.
-    let mut agents = Vec::new();
-    for i in 1..=HOST_AGENTS {
-        let name = format!("agent-{i}");
-        let container = run.name(&format!("app{i}"));
-        run.run_container(&format!("app{i}"), &format!("{app}:1.0.0"), &[]);
-        let manifest_path = run
-            .write_file(&format!("{name}/desired-state.yaml"), manifest(&container, &format!("{app}:1.0.0")));
-        let state = manifest_path.parent().expect("dir").join("state");
-        let mut cmd = run.cli_command();
-        cmd.args(["run", "-f"])
-            .arg(&manifest_path)
-            .arg("--state-dir")
-            .arg(&state)
-            .args(["--server", &server.url(), "--agent-name", &name, "--server-poll", "10s", "-v"])
-            .arg("--enrol-token-file")
-            .arg(&token_file);
-        let process = Spawned::start(cmd, &name);
-        agents.push(HostAgent { name, container, manifest: manifest_path, process });
-    }
+    let old = format!("{app}:1.0.0");
+    let mut agents: Vec<HostAgent> = (1..=HOST_AGENTS)
+        .map(|i| {
+            HostAgent::start(&run, &server, &token_file, &format!("agent-{i}"), &format!("app{i}"), &old)
+        })
+        .collect();
 
     // The sixth: a controller container whose manifest names itself.
-    let ctl_name = run.name("ctl");
-    let ctl_dir = run.write_file("ctl/desired-state.yaml", manifest(&ctl_name, &format!("{ctl}:1.0.0")));
-    let ctl_dir = ctl_dir.parent().expect("dir").to_path_buf();
-    let state_volume = run.volume("state");
-    let (state_mount, manifest_mount) =
-        (format!("{state_volume}:{STATE}"), format!("{}:{MANIFEST_DIR}", ctl_dir.display()));
-    let secrets = format!("{}:/run/secrets:ro", token_file.parent().expect("dir").display());
-    let label = run.label();
-    let server_url = server.url();
     let ctl_image = format!("{ctl}:1.0.0");
-    run.docker(&[
-        "run",
-        "-d",
-        "--name",
-        &ctl_name,
-        "--label",
-        &label,
-        "--network",
-        "host",
-        "--restart",
-        "unless-stopped",
-        "-v",
-        "/var/run/docker.sock:/var/run/docker.sock",
-        "-v",
-        &state_mount,
-        "-v",
-        &manifest_mount,
-        "-v",
-        &secrets,
-        &ctl_image,
-        "run",
-        "-f",
-        "/etc/container-upgrader/desired-state.yaml",
-        "--server",
-        &server_url,
-        "--enrol-token-file",
-        "/run/secrets/enrol.token",
-        "--agent-name",
-        "agent-ctl",
-        "--server-poll",
-        "10s",
-        "-v",
-    ]);
+    let ctl_name = start_controller_agent(&run, &server, &token_file, "agent-ctl", "ctl", &ctl_image);
 
     // Everyone enrols and reports what runs, with its version and labels.
     let everyone_reported = |server: &FleetServer| {
@@ -296,31 +214,31 @@ fn strangers_other_agents_revoked_agents_and_spent_tokens_are_refused() {
 
     // A one-use token enrols once.
     let (once, _) = new_token(&server, r#"{"uses": 1}"#);
-    let a = enrol(&server, &once, "a", &manifest("a-marker", "registry.local/app:1"));
+    let a = enrol(&server, &once, "a", &agent_manifest("a-marker", "registry.local/app:1"));
     assert_eq!(a.status, 201, "{}", a.text());
     let a: Value = serde_json::from_slice(&a.body).expect("JSON");
     let cred_a = a["credential"].as_str().expect("credential").to_string();
-    let again = enrol(&server, &once, "a2", &manifest("x", "registry.local/app:1"));
+    let again = enrol(&server, &once, "a2", &agent_manifest("x", "registry.local/app:1"));
     assert!(refused(&again), "a spent token enrolled: {} {}", again.status, again.text());
 
     // Expired and revoked tokens, and made-up ones.
     let (short, _) = new_token(&server, r#"{"uses": 5, "expires_in": "1s"}"#);
     std::thread::sleep(Duration::from_millis(1500));
-    let expired = enrol(&server, &short, "late", &manifest("x", "registry.local/app:1"));
+    let expired = enrol(&server, &short, "late", &agent_manifest("x", "registry.local/app:1"));
     assert!(refused(&expired), "an expired token enrolled: {} {}", expired.status, expired.text());
     let (revoked, revoked_id) = new_token(&server, r#"{"uses": 5}"#);
     assert_eq!(
         server.admin("DELETE", &format!("/v1/fleet/enrolment-tokens/{revoked_id}"), "").status / 100,
         2
     );
-    let answer = enrol(&server, &revoked, "r", &manifest("x", "registry.local/app:1"));
+    let answer = enrol(&server, &revoked, "r", &agent_manifest("x", "registry.local/app:1"));
     assert!(refused(&answer), "a revoked token enrolled: {} {}", answer.status, answer.text());
     let forged = format!("{revoked_id}.{}", "A".repeat(43));
-    assert!(refused(&enrol(&server, &forged, "f", &manifest("x", "registry.local/app:1"))));
+    assert!(refused(&enrol(&server, &forged, "f", &agent_manifest("x", "registry.local/app:1"))));
 
     // A second agent.
     let (two, _) = new_token(&server, r#"{"uses": 1}"#);
-    let b = enrol(&server, &two, "b", &manifest("b-marker", "registry.local/app:1"));
+    let b = enrol(&server, &two, "b", &agent_manifest("b-marker", "registry.local/app:1"));
     assert_eq!(b.status, 201, "{}", b.text());
     let b: Value = serde_json::from_slice(&b.body).expect("JSON");
     let cred_b = b["credential"].as_str().expect("credential").to_string();

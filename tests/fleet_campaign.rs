@@ -13,7 +13,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{set_mode, start_controller_agent, wait_for, FleetServer, HostAgent, ImageSpec, TestRun};
+use common::{
+    publish_fleet_images, set_mode, start_controller_agent, wait_for, FleetServer, HostAgent, TestRun,
+};
 use serde_json::Value;
 
 const AGENTS: usize = 6;
@@ -67,23 +69,7 @@ fn wait_state(server: &FleetServer, id: &str, state: &str, within: Duration) -> 
 fn campaigns_stop_at_a_failing_canary_complete_across_a_restart_and_roll_back() {
     let run = TestRun::new("fleet_campaign");
     let registry = run.registry();
-    let app = registry.repo("app");
-    for v in ["1.0.0", "1.1.0"] {
-        run.publish(
-            &format!("{app}:{v}"),
-            &ImageSpec { env: vec![("TESTBOX_VERSION", v)], ..Default::default() },
-        );
-    }
-    let broken = ImageSpec {
-        env: vec![("TESTBOX_EXIT_AFTER_MS", "300"), ("TESTBOX_EXIT_CODE", "4")],
-        ..Default::default()
-    };
-    run.publish(&format!("{app}:broken"), &broken);
-    let ctl = registry.repo("ctl");
-    for v in ["1.0.0", "1.1.0"] {
-        run.build_upgrader_image(&format!("{ctl}:{v}"), &[&format!("LABEL version={v}")]);
-        run.push(&format!("{ctl}:{v}"));
-    }
+    let (app, ctl) = publish_fleet_images(&run, &registry, &["1.0.0", "1.1.0"]);
 
     let dir = run.write_file("fleet/db/.keep", "").parent().expect("dir").to_path_buf();
     let mut server = FleetServer::start(&run, &format!("sqlite://{}", dir.join("fleet.db").display()), &[]);

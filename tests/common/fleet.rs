@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::distribution::{http, Answer};
 use super::process::wait_for;
-use super::TestRun;
+use super::{ImageSpec, TestRegistry, TestRun};
 
 /// The admin token every test server is started with.
 pub const ADMIN_TOKEN: &str = "admin-token-for-the-fleet-tests";
@@ -227,6 +227,38 @@ pub fn set_mode(path: &Path, mode: u32) {
         .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
 }
 
+/// Publishes what the fleet tests upgrade between to `registry`: `app` at
+/// each of `versions` and at `broken` (exits 300 ms after start, so it
+/// fails its health gate), and controller images `ctl:1.0.0` and
+/// `ctl:1.1.0`. Returns the two repositories.
+pub fn publish_fleet_images(run: &TestRun, registry: &TestRegistry, versions: &[&str]) -> (String, String) {
+    let (app, ctl) = (registry.repo("app"), registry.repo("ctl"));
+    for v in versions {
+        run.publish(
+            &format!("{app}:{v}"),
+            &ImageSpec { env: vec![("TESTBOX_VERSION", v)], ..Default::default() },
+        );
+    }
+    let broken = ImageSpec {
+        env: vec![("TESTBOX_EXIT_AFTER_MS", "300"), ("TESTBOX_EXIT_CODE", "4")],
+        ..Default::default()
+    };
+    run.publish(&format!("{app}:broken"), &broken);
+    for v in ["1.0.0", "1.1.0"] {
+        run.build_upgrader_image(&format!("{ctl}:{v}"), &[&format!("LABEL version={v}")]);
+        run.push(&format!("{ctl}:{v}"));
+    }
+    (app, ctl)
+}
+
+/// An agent's manifest keeping `container` on `image` (drift every 5 s,
+/// healthy once stable for 1 s).
+pub fn agent_manifest(container: &str, image: &str) -> String {
+    format!(
+        "version: 1\ndefaults:\n  drift_interval: 5s\n  health: {{stable: 1s, timeout: 20s}}\ntargets:\n  - container: {container}\n    image: {image}\n"
+    )
+}
+
 /// A `run --server` agent on this host keeping one container of its own,
 /// named `<run id>-<suffix>`, on the image its manifest names.
 pub struct HostAgent {
@@ -253,9 +285,7 @@ impl HostAgent {
     ) -> HostAgent {
         let container = run.name(suffix);
         run.run_container(suffix, image, &[]);
-        let text = format!(
-            "version: 1\ndefaults:\n  drift_interval: 5s\n  health: {{stable: 1s, timeout: 20s}}\ntargets:\n  - container: {container}\n    image: {image}\n"
-        );
+        let text = agent_manifest(&container, image);
         let manifest = run.write_file(&format!("{name}/desired-state.yaml"), text);
         let state = manifest.parent().expect("dir").join("state");
         let mut cmd = run.cli_command();
@@ -284,9 +314,7 @@ pub fn start_controller_agent(
     image: &str,
 ) -> String {
     let container = run.name(suffix);
-    let text = format!(
-        "version: 1\ndefaults:\n  drift_interval: 5s\n  health: {{stable: 1s, timeout: 20s}}\ntargets:\n  - container: {container}\n    image: {image}\n"
-    );
+    let text = agent_manifest(&container, image);
     let manifest = run.write_file(&format!("{name}/desired-state.yaml"), text);
     let manifest_dir = manifest.parent().expect("dir").display().to_string();
     let state = run.volume(&format!("{suffix}-state"));

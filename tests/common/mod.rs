@@ -45,7 +45,10 @@ pub use credentials::{base64, Login};
 #[allow(unused_imports)]
 pub use distribution::{http, Answer, Stored, MANIFEST_LIST, MANIFEST_V2};
 #[allow(unused_imports)]
-pub use fleet::{free_addr, set_mode, start_controller_agent, FleetServer, HostAgent, Spawned, ADMIN_TOKEN};
+pub use fleet::{
+    agent_manifest, free_addr, publish_fleet_images, set_mode, start_controller_agent, FleetServer,
+    HostAgent, Spawned, ADMIN_TOKEN,
+};
 #[allow(unused_imports)]
 pub use image::{testbox_binary, ImageSpec};
 #[allow(unused_imports)]
