@@ -6,9 +6,9 @@
 //! Phases, per database:
 //! 1. **enrol**: 1,000 agents enrol (50 at a time) with one token.
 //! 2. **steady** (`FLEET_BENCH_SECS`, default 60 s): every agent holds a
-//!    desired-state long-poll (`wait=30`; the first polls of all 1,000 at
-//!    once are timed apart, as a reconnect storm) and reports every 30 s
-//!    (the first 5 s after, spread over 30 s), one in ten reports followed by an op
+//!    desired-state long-poll (`wait=30`, started as soon as the agent is
+//!    enrolled; the first answer is timed) and reports every 30 s (the
+//!    first 5 s after, spread over 30 s), one in ten reports followed by an op
 //!    event (sent twice: at-least-once delivery); an admin lists the
 //!    agents every 5 s and pins 20 agents one by one — the time from the
 //!    pin to the pinned agent's poll answering is the wake latency.
@@ -207,9 +207,7 @@ async fn poll(shared: Arc<Shared>, agent: Arc<Agent>) {
         let tag = answer.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_string);
         let _ = answer.bytes().await;
         match status {
-            200 if etag.is_none() => {
-                shared.samples.add("GET desired (first: 1000 at once)", started.elapsed())
-            }
+            200 if etag.is_none() => shared.samples.add("GET /v1/agent/desired (first)", started.elapsed()),
             200 => {
                 let pinned = shared.pinned.lock().ok().and_then(|mut p| p.remove(&agent.i));
                 if let Some(at) = pinned {
@@ -230,7 +228,7 @@ async fn reports(shared: Arc<Shared>, agent: Arc<Agent>, every: Option<Duration>
     let mut n = 0u64;
     if let Some(every) = every {
         // An agent reports after its first pass, which follows its first
-        // poll: the reconnect storm of the first polls is measured alone.
+        // poll.
         let offset = WARM_UP + every.mul_f64((agent.i as f64 * 0.618_034).fract());
         tokio::time::sleep(offset).await;
     }
@@ -320,10 +318,11 @@ fn measure(label: &str, server: &FleetServer, db_size: impl Fn() -> u64) {
     let (rss0, _, cpu0) = usage(pid);
     println!("  server at start: RSS {rss0:.1} MiB");
 
-    // 1. Enrolment.
+    // 1. Enrolment; like a real agent, each starts its long-poll as soon
+    // as it is enrolled.
     let started = Instant::now();
-    let agents: Vec<Arc<Agent>> = runtime.block_on(async {
-        let mut agents = Vec::new();
+    let (agents, polls): (Vec<Arc<Agent>>, Vec<_>) = runtime.block_on(async {
+        let (mut agents, mut polls) = (Vec::new(), Vec::new());
         for chunk in (0..AGENTS).collect::<Vec<_>>().chunks(ENROL_AT_ONCE) {
             let tasks: Vec<_> = chunk
                 .iter()
@@ -334,11 +333,13 @@ fn measure(label: &str, server: &FleetServer, db_size: impl Fn() -> u64) {
                 .collect();
             for t in tasks {
                 if let Ok(Some(a)) = t.await {
-                    agents.push(Arc::new(a));
+                    let a = Arc::new(a);
+                    polls.push(tokio::spawn(poll(shared.clone(), a.clone())));
+                    agents.push(a);
                 }
             }
         }
-        agents
+        (agents, polls)
     });
     let took = started.elapsed();
     println!(
@@ -356,9 +357,8 @@ fn measure(label: &str, server: &FleetServer, db_size: impl Fn() -> u64) {
     let started = Instant::now();
     let mut peak_rss = 0f64;
     runtime.block_on(async {
-        let mut tasks = Vec::new();
+        let mut tasks = polls;
         for a in &agents {
-            tasks.push(tokio::spawn(poll(shared.clone(), a.clone())));
             tasks.push(tokio::spawn(reports(shared.clone(), a.clone(), Some(REPORT_EVERY))));
         }
         tasks.push(tokio::spawn(admin(shared.clone(), agents.clone(), secs)));
