@@ -16,7 +16,8 @@
 //! `/v1/status` and the next report).
 //!
 //! State, in `STATE_DIR/fleet/` (0700, files 0600): `agent.json` — the
-//! server, the agent id and its credential — and `outbox/` for op events.
+//! server, the agent id and its credential —, `outbox/` for op events, and
+//! `last-valid-manifest.yaml`, whose policy holds while the file is broken.
 //! A credential the server refuses (revoked) is never replaced on its own:
 //! remove `agent.json` and give a new enrolment token to enrol again.
 
@@ -42,6 +43,10 @@ pub use client::{Client, LinkError};
 
 /// The file in `STATE_DIR/fleet/` holding the credential.
 const AGENT_FILE: &str = "agent.json";
+/// The file in `STATE_DIR/fleet/` holding the last valid manifest file.
+const POLICY_FILE: &str = "last-valid-manifest.yaml";
+/// What an agent without a manifest file enrols with.
+const EMPTY_MANIFEST: &str = "version: 1\ntargets: []\n";
 /// The largest enrolment token or credential file read.
 const MAX_SECRET_FILE: u64 = 4096;
 /// Retries after a failed exchange: 1 s doubling to 1 min …
@@ -170,6 +175,15 @@ impl Link {
                 }
             },
         }
+        // The file's policy as it is now, should it break before the
+        // server's first version arrives.
+        if let Ok(bytes) = private_fs::read_bounded(&config.manifest, crate::manifest::source::MAX_BYTES) {
+            if let Ok(text) = String::from_utf8(bytes) {
+                if Manifest::parse(&config.manifest.display().to_string(), &text).is_ok() {
+                    remember(&dir.join(POLICY_FILE), &text);
+                }
+            }
+        }
         let outbox =
             Outbox::open(&dir).map_err(|e| StartError::File { path: dir.clone(), message: e.to_string() })?;
         let journal = Journal::open(&config.state_dir)
@@ -278,7 +292,7 @@ async fn try_enrol(shared: &Shared) -> Result<Enrolled, LinkError> {
         Ok(bytes) => {
             String::from_utf8(bytes).map_err(|_| LinkError::Local("the manifest is not UTF-8".into()))?
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "version: 1\ntargets: []\n".to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => EMPTY_MANIFEST.to_string(),
         Err(e) => return Err(LinkError::Local(format!("reading {}: {e}", shared.config.manifest.display()))),
     };
     let request = protocol::EnrolRequest { token, name: shared.config.name.clone(), manifest };
@@ -310,7 +324,7 @@ async fn desired(shared: &Shared, enrolled: &Enrolled) {
                 backoff.succeeded();
                 shared.contact();
                 let revision = protocol::revision_of(&tag);
-                match apply(&shared.config.manifest, &text) {
+                match apply(&shared.config.manifest, &text, &shared.dir.join(POLICY_FILE)) {
                     Ok(written) => {
                         if written {
                             tracing::info!(revision, "wrote the fleet server's desired manifest");
@@ -349,29 +363,67 @@ async fn desired(shared: &Shared, enrolled: &Enrolled) {
 /// Writes `text` to the manifest file unless it is what the file holds
 /// already; refuses a manifest that is invalid or steps outside the file's
 /// policy. `Ok(true)`: written.
-pub fn apply(path: &Path, text: &str) -> Result<bool, String> {
+///
+/// The policy is the file's; while the file is missing, empty or invalid
+/// (a half-saved edit), it is the policy of the last valid version of the
+/// file, kept in `memory` — so a broken file never lets the server widen
+/// what it may do. With neither, it is the policy of an empty manifest
+/// (what an agent without a file enrols with): no server-set policy.
+pub fn apply(path: &Path, text: &str, memory: &Path) -> Result<bool, String> {
     let origin = path.display().to_string();
     let incoming =
         Manifest::parse(&format!("{origin} (from the fleet server)"), text).map_err(|e| e.to_string())?;
     let mut written = false;
-    let update = |current: &str| -> Result<String, String> {
-        if current == text {
-            return Ok(current.to_string());
+    let update = |current: Option<&str>| -> Result<String, String> {
+        if current == Some(text) {
+            remember(memory, text);
+            return Ok(text.to_string());
         }
-        // An invalid or empty file has no policy to keep.
-        if let Ok(local) = Manifest::parse(&origin, current) {
-            check_policy(&local, &incoming)?;
-        }
+        let local = match current.and_then(|c| Manifest::parse(&origin, c).ok()) {
+            Some(local) => {
+                remember(memory, current.unwrap_or_default());
+                local
+            }
+            None => remembered(memory, &origin)?,
+        };
+        check_policy(&local, &incoming)?;
         written = true;
         Ok(text.to_string())
     };
-    match write::update(path, update) {
-        Ok(()) => Ok(written),
-        Err(write::UpdateError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            write::write_atomic(path, text).map_err(|e| e.to_string())?;
-            Ok(true)
+    write::update_or_create(path, update).map_err(|e| e.to_string())?;
+    if written {
+        remember(memory, text);
+    }
+    Ok(written)
+}
+
+/// Keeps `text`, a valid version of the manifest file, as the one whose
+/// policy holds while the file is broken. A failure is logged: the check
+/// then falls back to the older memory, never to no policy.
+pub fn remember(memory: &Path, text: &str) {
+    if private_fs::read_bounded(memory, crate::manifest::source::MAX_BYTES)
+        .is_ok_and(|old| old == text.as_bytes())
+    {
+        return;
+    }
+    if let Err(e) = private_fs::write_atomic(memory, text.as_bytes()) {
+        tracing::warn!(file = %memory.display(), error = %e, "cannot keep the manifest's last valid policy");
+    }
+}
+
+/// The last valid version of the manifest file, or an empty manifest.
+fn remembered(memory: &Path, origin: &str) -> Result<Manifest, String> {
+    let kept = format!("the last valid version of {origin}, kept in {}", memory.display());
+    match private_fs::read_bounded(memory, crate::manifest::source::MAX_BYTES) {
+        Ok(bytes) => {
+            let text = String::from_utf8(bytes).map_err(|_| format!("{kept}: not UTF-8"))?;
+            Manifest::parse(&kept, &text).map_err(|e| format!("{kept}: {e}"))
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Manifest::parse(&format!("an empty manifest (no valid {origin} seen yet)"), EMPTY_MANIFEST)
+                .map_err(|e| e.to_string())
+        }
+        Err(e) => Err(format!("{kept}: {e}")),
     }
 }
 
@@ -468,15 +520,54 @@ mod tests {
     fn apply_writes_only_what_is_new_and_allowed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("desired-state.yaml");
-        assert_eq!(apply(&path, POLICY), Ok(true), "no file yet");
-        assert_eq!(apply(&path, POLICY), Ok(false), "same text");
+        let memory = dir.path().join("memory.yaml");
+        std::fs::write(&path, POLICY).expect("write");
+        assert_eq!(apply(&path, POLICY, &memory), Ok(false), "same text");
         let next = POLICY.replace("app:1", "app:2");
-        assert_eq!(apply(&path, &next), Ok(true));
+        assert_eq!(apply(&path, &next, &memory), Ok(true));
         assert_eq!(std::fs::read_to_string(&path).expect("read"), next);
         let bad = POLICY.replace("registry.local/app:1", "evil/app:1");
-        assert!(apply(&path, &bad).is_err());
-        assert!(apply(&path, "version: 1\ntargets: [{container: x}]\n").is_err(), "invalid");
+        assert!(apply(&path, &bad, &memory).is_err());
+        assert!(apply(&path, "version: 1\ntargets: [{container: x}]\n", &memory).is_err(), "invalid");
         assert_eq!(std::fs::read_to_string(&path).expect("read"), next, "refusals change nothing");
+    }
+
+    #[test]
+    fn a_broken_or_missing_file_keeps_its_last_valid_policy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("desired-state.yaml");
+        let memory = dir.path().join("memory.yaml");
+        std::fs::write(&path, POLICY).expect("write");
+        let next = POLICY.replace("app:1", "app:2");
+        assert_eq!(apply(&path, &next, &memory), Ok(true));
+        let widened = "version: 1\ntargets:\n  - container: web\n    image: evil/app:1\n";
+        let evil_in_policy =
+            POLICY.replace("app:1", "app:3").replace("[\"registry.local/app\"]", "[\"evil/*\"]");
+        for broken in ["", "version: 1\ntargets: [", "\u{0}garbage"] {
+            std::fs::write(&path, broken).expect("write");
+            let why = apply(&path, widened, &memory).expect_err("no policy while broken");
+            assert!(why.contains("policy"), "{why}");
+            assert!(apply(&path, &evil_in_policy, &memory).is_err(), "a new policy while broken");
+            assert_eq!(std::fs::read_to_string(&path).expect("read"), broken, "nothing written");
+        }
+        std::fs::remove_file(&path).expect("rm");
+        assert!(apply(&path, widened, &memory).is_err(), "a missing file keeps the policy too");
+        assert!(!path.exists());
+        let third = POLICY.replace("app:1", "app:3");
+        assert_eq!(apply(&path, &third, &memory), Ok(true), "within the kept policy: written");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), third);
+    }
+
+    #[test]
+    fn without_any_valid_file_the_server_sets_no_policy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("desired-state.yaml");
+        let memory = dir.path().join("memory.yaml");
+        assert!(apply(&path, POLICY, &memory).is_err(), "a policy the file never had");
+        let plain = "version: 1\ntargets:\n  - container: web\n    image: registry.local/app:1\n";
+        assert_eq!(apply(&path, plain, &memory), Ok(true), "no file yet: created");
+        assert_eq!(apply(&path, plain, &memory), Ok(false), "same text");
+        assert_eq!(std::fs::read_to_string(&memory).expect("kept"), plain);
     }
 
     #[test]

@@ -92,22 +92,38 @@ pub enum UpdateError<E> {
 /// updates (threads or processes) apply one after the other. An edit that
 /// returns the text unchanged writes nothing (the file and its mtime stay).
 pub fn update<E>(path: &Path, edit: impl FnOnce(&str) -> Result<String, E>) -> Result<(), UpdateError<E>> {
-    update_within(path, LOCK_TIMEOUT, edit)
+    update_within(path, LOCK_TIMEOUT, false, |text| edit(text.unwrap_or_default()))
+}
+
+/// [`update`] for a file that may not exist yet: `edit` gets `None` for a
+/// missing file, and the check that it is missing, the edit and the
+/// creation all happen under the lock, so a writer that creates it
+/// meanwhile is not overwritten unseen.
+pub fn update_or_create<E>(
+    path: &Path,
+    edit: impl FnOnce(Option<&str>) -> Result<String, E>,
+) -> Result<(), UpdateError<E>> {
+    update_within(path, LOCK_TIMEOUT, true, edit)
 }
 
 fn update_within<E>(
     path: &Path,
     timeout: Duration,
-    edit: impl FnOnce(&str) -> Result<String, E>,
+    create: bool,
+    edit: impl FnOnce(Option<&str>) -> Result<String, E>,
 ) -> Result<(), UpdateError<E>> {
     // The guarded value is `()`: a panic in another update leaves nothing
     // inconsistent behind, so a poisoned lock is still good.
     let _serial = UPDATES.lock().unwrap_or_else(PoisonError::into_inner);
     let path = resolve(path).map_err(|source| UpdateError::Read { path: path.to_path_buf(), source })?;
     let _lock = lock_beside(&path, timeout)?;
-    let text = read_limited(&path)?;
-    let new = edit(&text).map_err(UpdateError::Edit)?;
-    if new != text {
+    let text = match read_limited(&path) {
+        Ok(text) => Some(text),
+        Err(UpdateError::Read { source, .. }) if create && source.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let new = edit(text.as_deref()).map_err(UpdateError::Edit)?;
+    if text.as_deref() != Some(new.as_str()) {
         write_atomic(&path, &new).map_err(|source| UpdateError::Write { path: path.clone(), source })?;
     }
     Ok(())
@@ -435,8 +451,8 @@ mod tests {
             .open(dir.path().join(".m.yaml.lock"))
             .expect("lock file");
         held.lock().expect("lock");
-        let err = update_within(&path, Duration::from_millis(100), |t| {
-            Ok::<_, std::convert::Infallible>(format!("{t}b\n"))
+        let err = update_within(&path, Duration::from_millis(100), false, |t: Option<&str>| {
+            Ok::<_, std::convert::Infallible>(format!("{}b\n", t.unwrap_or_default()))
         })
         .expect_err("busy");
         assert!(matches!(err, UpdateError::Busy { .. }), "{err}");
