@@ -6,7 +6,8 @@
 //! (created with the CLI) completes across a server restart in the middle,
 //! every agent sent exactly once; rolling it back brings every agent it
 //! upgraded back to the previous version; a campaign upgrades the
-//! controller container through its helper.
+//! controller container through its helper. The whole story runs once on
+//! SQLite and once on a PostgreSQL cluster the test starts.
 #![cfg(feature = "docker-tests")]
 
 mod common;
@@ -14,7 +15,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    publish_fleet_images, set_mode, start_controller_agent, wait_for, FleetServer, HostAgent, TestRun,
+    publish_fleet_images, set_mode, start_controller_agent, wait_for, FleetServer, HostAgent, TestPostgres,
+    TestRun,
 };
 use serde_json::Value;
 
@@ -66,13 +68,30 @@ fn wait_state(server: &FleetServer, id: &str, state: &str, within: Duration) -> 
 }
 
 #[test]
-fn campaigns_stop_at_a_failing_canary_complete_across_a_restart_and_roll_back() {
-    let run = TestRun::new("fleet_campaign");
+fn campaigns_on_sqlite_stop_at_a_failing_canary_complete_across_a_restart_and_roll_back() {
+    scenario("fleet_campaign_sqlite", |run| {
+        let dir = run.write_file("fleet/db/.keep", "").parent().expect("dir").to_path_buf();
+        format!("sqlite://{}", dir.join("fleet.db").display())
+    });
+}
+
+#[test]
+fn campaigns_on_postgresql_stop_at_a_failing_canary_complete_across_a_restart_and_roll_back() {
+    let postgres = TestPostgres::start();
+    let url = postgres.url.clone();
+    scenario("fleet_campaign_postgres", move |_| url);
+    drop(postgres);
+}
+
+/// Seven agents (one a controller container) through a failing campaign,
+/// a good one across a server restart, its rollback, and a self-upgrade,
+/// on the database `db` gives.
+fn scenario(test: &str, db: impl FnOnce(&TestRun) -> String) {
+    let run = TestRun::new(test);
     let registry = run.registry();
     let (app, ctl) = publish_fleet_images(&run, &registry, &["1.0.0", "1.1.0"]);
 
-    let dir = run.write_file("fleet/db/.keep", "").parent().expect("dir").to_path_buf();
-    let mut server = FleetServer::start(&run, &format!("sqlite://{}", dir.join("fleet.db").display()), &[]);
+    let mut server = FleetServer::start(&run, &db(&run), &[]);
     let token = server.enrolment_token(&run, &["--uses", "10", "--label", "env=test"]);
     let token_file = run.write_file("fleet/secrets/enrol.token", format!("{token}\n"));
     set_mode(&token_file, 0o600);
