@@ -123,7 +123,7 @@ impl IntoResponse for FleetError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Db { .. } | Self::Open { .. } | Self::Corrupt(_) => {
+            Self::Db { .. } | Self::Open { .. } | Self::Corrupt(_) | Self::Batch(_) => {
                 tracing::error!(error = %self, "fleet request failed");
                 return error(
                     StatusCode::INTERNAL_SERVER_ERROR,

@@ -6,8 +6,10 @@
 //! against the database, so a revoke takes effect at the next request.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
+use tokio::sync::oneshot;
 
 use super::error::db;
 use super::protocol::{split_credential, EnrolRequest, EnrolResponse};
@@ -25,6 +27,55 @@ pub const MAX_USES: i64 = 10_000;
 pub const SEEN_GRANULARITY_MS: i64 = 5_000;
 /// The most labels a token (and so an agent) may carry.
 const MAX_LABELS: usize = 32;
+/// The most enrolments written in one transaction (7 values each: well
+/// within both databases' limits on bound values).
+const MAX_GROUP: usize = 128;
+
+/// Enrolments waiting for the next group commit ([`Store::enrol`]).
+#[derive(Default)]
+pub(crate) struct EnrolQueue {
+    queue: std::sync::Mutex<Vec<Pending>>,
+    /// Held by whoever writes a group.
+    writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl EnrolQueue {
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
+        // A panic while holding it leaves a list of whole entries.
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// One enrolment, checked, waiting to be written.
+struct Pending {
+    token_id: String,
+    token_hash: String,
+    agent_id: String,
+    credential_hash: String,
+    name: String,
+    labels: String,
+    manifest: String,
+    now: i64,
+    done: oneshot::Sender<Result<Spent, FleetError>>,
+}
+
+/// Whether an enrolment got a use of its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spent {
+    Yes,
+    NoUseLeft,
+}
+
+/// `($1, $2, …), (…)`: `rows` rows of `columns` placeholders.
+fn placeholders(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (1..=columns).map(|c| format!("${}", r * columns + c)).collect();
+            format!("({})", row.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// A token as listed (never its secret).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -191,7 +242,8 @@ impl Store {
 
     /// Enrols an agent: checks the token, spends one use of it, and stores
     /// the agent with the token's labels and its manifest as revision 1,
-    /// all in one transaction.
+    /// all in one transaction (shared with the enrolments that arrived at
+    /// the same time).
     pub async fn enrol(&self, request: &EnrolRequest) -> Result<EnrolResponse, FleetError> {
         let bad = || {
             FleetError::Unauthorized("the enrolment token is not valid; ask an admin for a new one".into())
@@ -225,49 +277,158 @@ impl Store {
             "active" => {}
             why => return Err(refused(why)),
         }
-        // The transaction starts by writing: SQLite cannot upgrade a read
-        // transaction whose snapshot another writer has moved past. The
-        // spend is conditional on the use still being there, so two agents
-        // racing for the last use cannot both win.
-        let mut tx = self.pool.begin().await.map_err(db("starting an enrolment"))?;
-        let spent = sqlx::query(
-            "UPDATE enrolment_tokens SET uses_left = uses_left - 1 \
-             WHERE id = $1 AND token_hash = $2 AND uses_left > 0 AND revoked_at IS NULL AND expires_at > $3",
-        )
-        .bind(token_id)
-        .bind(&hash)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("spending an enrolment token"))?;
-        if spent.rows_affected() != 1 {
-            return Err(refused("used"));
-        }
         let (agent_id, agent_secret) = (secret::new_id()?, secret::new_secret()?);
-        sqlx::query(
-            "INSERT INTO agents (id, name, labels, credential_hash, enrolment_id, enrolled_at, last_seen) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&agent_id)
-        .bind(name)
-        .bind(&labels)
-        .bind(secret::hash(&agent_secret))
-        .bind(token_id)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("storing a new agent"))?;
-        sqlx::query("INSERT INTO desired (agent_id, manifest, revision, updated_at) VALUES ($1, $2, 1, $3)")
-            .bind(&agent_id)
-            .bind(&request.manifest)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("storing a new agent's manifest"))?;
-        tx.commit().await.map_err(db("committing an enrolment"))?;
+        let (done, result) = oneshot::channel();
+        let pending = Pending {
+            token_id: token_id.to_string(),
+            token_hash: hash,
+            agent_id: agent_id.clone(),
+            credential_hash: secret::hash(&agent_secret),
+            name: name.to_string(),
+            labels,
+            manifest: request.manifest.clone(),
+            now,
+            done,
+        };
+        match self.group_commit(pending, result).await? {
+            Spent::Yes => {}
+            Spent::NoUseLeft => return Err(refused("used")),
+        }
         tracing::info!(agent = %agent_id, name, enrolment = token_id, "agent enrolled");
         Ok(EnrolResponse { credential: format!("{agent_id}.{agent_secret}"), agent_id })
+    }
+
+    /// Queues `pending` for the next group commit and waits for its
+    /// outcome. Whoever finds the writer free writes every enrolment
+    /// queued so far in one transaction (the others find theirs done when
+    /// their turn comes): a burst of agents on one token costs a few
+    /// commits instead of one each, and PostgreSQL locks the token's row
+    /// once per group. The write runs in a task of its own, so an agent
+    /// hanging up never cancels the others' enrolments.
+    async fn group_commit(
+        &self,
+        pending: Pending,
+        mut result: oneshot::Receiver<Result<Spent, FleetError>>,
+    ) -> Result<Spent, FleetError> {
+        let queue = self.enrolments.clone();
+        queue.lock_queue().push(pending);
+        loop {
+            let writer = queue.writer.clone().lock_owned().await;
+            match result.try_recv() {
+                Ok(outcome) => return outcome,
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    return Err(FleetError::Batch("an enrolment was interrupted; enrol again".into()))
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            let batch: Vec<Pending> = {
+                let mut q = queue.lock_queue();
+                let n = q.len().min(MAX_GROUP);
+                q.drain(..n).collect()
+            };
+            let store = self.clone();
+            let task = tokio::spawn(async move {
+                let _writer = writer;
+                store.write_group(batch).await;
+            });
+            // Only a panic ends the task early; the senders it dropped
+            // then answer `Closed` above.
+            let _ = task.await;
+        }
+    }
+
+    /// Writes a group of enrolments in one transaction and tells each its
+    /// outcome: per token, the uses are spent in one conditional statement
+    /// (one by one, first come first served, when fewer are left than
+    /// asked), then every agent and manifest is inserted. A failed
+    /// transaction spends nothing and fails every enrolment in it.
+    async fn write_group(&self, batch: Vec<Pending>) {
+        let _gate = self.write_gate().await;
+        match self.try_write_group(&batch).await {
+            Ok(outcomes) => {
+                for (p, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = p.done.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, agents = batch.len(), "a group of enrolments failed");
+                let why = e.to_string();
+                for p in batch {
+                    let _ = p.done.send(Err(FleetError::Batch(why.clone())));
+                }
+            }
+        }
+    }
+
+    async fn try_write_group(&self, batch: &[Pending]) -> Result<Vec<Spent>, FleetError> {
+        let mut outcomes = vec![Spent::Yes; batch.len()];
+        let mut tokens: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+        for (i, p) in batch.iter().enumerate() {
+            tokens.entry((&p.token_id, &p.token_hash)).or_default().push(i);
+        }
+        let now = batch.iter().map(|p| p.now).max().unwrap_or_else(now_ms);
+        let spend = "UPDATE enrolment_tokens SET uses_left = uses_left - $1 \
+             WHERE id = $2 AND token_hash = $3 AND uses_left >= $1 AND revoked_at IS NULL AND expires_at > $4";
+        let mut tx = self.pool.begin().await.map_err(db("starting an enrolment"))?;
+        for ((id, hash), members) in &tokens {
+            let all = i64::try_from(members.len()).unwrap_or(i64::MAX);
+            let spent = sqlx::query(spend)
+                .bind(all)
+                .bind(*id)
+                .bind(*hash)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("spending an enrolment token"))?;
+            if spent.rows_affected() == 1 {
+                continue;
+            }
+            // Fewer uses left than agents asking: the first ones get them.
+            for &i in members {
+                let one = sqlx::query(spend)
+                    .bind(1_i64)
+                    .bind(*id)
+                    .bind(*hash)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("spending an enrolment token"))?;
+                if one.rows_affected() != 1 {
+                    outcomes[i] = Spent::NoUseLeft;
+                }
+            }
+        }
+        let enrolled: Vec<&Pending> =
+            batch.iter().zip(&outcomes).filter(|(_, o)| **o == Spent::Yes).map(|(p, _)| p).collect();
+        if !enrolled.is_empty() {
+            let sql = format!(
+                "INSERT INTO agents (id, name, labels, credential_hash, enrolment_id, enrolled_at, last_seen) VALUES {}",
+                placeholders(enrolled.len(), 7)
+            );
+            let mut agents = sqlx::query(&sql);
+            for p in &enrolled {
+                agents = agents
+                    .bind(&p.agent_id)
+                    .bind(&p.name)
+                    .bind(&p.labels)
+                    .bind(&p.credential_hash)
+                    .bind(&p.token_id)
+                    .bind(p.now)
+                    .bind(p.now);
+            }
+            agents.execute(&mut *tx).await.map_err(db("storing new agents"))?;
+            let sql = format!(
+                "INSERT INTO desired (agent_id, manifest, revision, updated_at) VALUES {}",
+                placeholders(enrolled.len(), 4)
+            );
+            let mut desired = sqlx::query(&sql);
+            for p in &enrolled {
+                desired = desired.bind(&p.agent_id).bind(&p.manifest).bind(1_i64).bind(p.now);
+            }
+            desired.execute(&mut *tx).await.map_err(db("storing new agents' manifests"))?;
+        }
+        tx.commit().await.map_err(db("committing enrolments"))?;
+        Ok(outcomes)
     }
 
     /// The agent a bearer credential belongs to, if it is valid and not
@@ -301,6 +462,7 @@ impl Store {
     /// Records that `agent` was heard from now (at most every
     /// [`SEEN_GRANULARITY_MS`]).
     async fn seen(&self, agent: &str) -> Result<(), FleetError> {
+        let _gate = self.write_gate().await;
         sqlx::query("UPDATE agents SET last_seen = $1 WHERE id = $2")
             .bind(now_ms())
             .bind(agent)
@@ -349,6 +511,12 @@ mod tests {
         assert_eq!(status(100, 1, None, 100), "expired");
         assert_eq!(status(100, 0, None, 50), "used");
         assert_eq!(status(100, 1, Some(10), 50), "revoked");
+    }
+
+    #[test]
+    fn group_placeholders_number_every_value_once() {
+        assert_eq!(placeholders(1, 2), "($1, $2)");
+        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
     }
 
     #[test]

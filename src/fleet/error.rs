@@ -42,6 +42,10 @@ pub enum FleetError {
     /// A stored value could not be read back (a bug or a foreign write).
     #[error("fleet database, {0}")]
     Corrupt(String),
+    /// A write shared with other requests failed (the message is the
+    /// database error, once per request).
+    #[error("fleet database, {0}")]
+    Batch(String),
 }
 
 /// Maps a driver error to [`FleetError::Db`] with what was being done.

@@ -33,7 +33,9 @@ impl Store {
         // Most passes change nothing but the time: then the agent row alone
         // is touched, not the targets (one write instead of a transaction
         // rewriting every target).
-        if self.same_as_last(agent, report).await? {
+        let same = self.same_as_last(agent, report).await?;
+        let _gate = self.write_gate().await;
+        if same {
             sqlx::query("UPDATE agents SET last_report = $1, reported_at = $2, last_seen = $2 WHERE id = $3")
                 .bind(&body)
                 .bind(now)
@@ -109,6 +111,7 @@ impl Store {
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
+        let _gate = self.write_gate().await;
         let done = sqlx::query(
             "INSERT INTO events (agent_id, op_id, container, from_image, to_image, outcome, reason, \
              started_at, ended_at, body, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \

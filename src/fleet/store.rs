@@ -35,6 +35,13 @@ pub struct Store {
     stopping: Arc<watch::Sender<bool>>,
     /// Nudged by every report and event, so campaigns react at once.
     pub(crate) reported: Arc<tokio::sync::Notify>,
+    /// SQLite only: this process's writers take turns here, first come
+    /// first served, instead of colliding in the database and sleeping in
+    /// its busy handler (whose growing sleeps made a burst's tail slow).
+    /// Another process on the same file still meets the busy timeout.
+    writes: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// Enrolments waiting for their group commit.
+    pub(crate) enrolments: Arc<super::enrolment::EnrolQueue>,
 }
 
 impl std::fmt::Debug for Store {
@@ -91,7 +98,19 @@ impl Store {
             wakers: Arc::default(),
             stopping: Arc::new(watch::channel(false).0),
             reported: Arc::default(),
+            writes: sqlite.then(Arc::default),
+            enrolments: Arc::default(),
         })
+    }
+
+    /// Waits for this process's turn to write (SQLite; no wait on
+    /// PostgreSQL, whose writers lock only the rows they touch). Held
+    /// across a write transaction.
+    pub(crate) async fn write_gate(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.writes {
+            Some(gate) => Some(gate.lock().await),
+            None => None,
+        }
     }
 
     /// Closes every connection (SQLite checkpoints its WAL).

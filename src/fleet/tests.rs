@@ -248,6 +248,44 @@ async fn expired_used_up_revoked_and_wrong_tokens_are_refused() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_on_one_token_enrols_exactly_as_many_agents_as_it_has_uses() {
+    let f = Arc::new(fleet().await);
+    let (five, other) = (f.token(5).await, f.token(3).await);
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let (f, token) = (f.clone(), if i % 3 == 0 { other.clone() } else { five.clone() });
+            tokio::spawn(async move {
+                let answer = f.enrol_raw(&token, MANIFEST).await;
+                let status = answer.status();
+                (token, status, answer.text().await.expect("fleet test step"))
+            })
+        })
+        .collect();
+    let mut created = std::collections::HashMap::<String, usize>::new();
+    for t in tasks {
+        let (token, status, text) = t.await.expect("fleet test step");
+        match status {
+            StatusCode::CREATED => *created.entry(token).or_default() += 1,
+            StatusCode::UNAUTHORIZED => assert!(text.contains("used"), "{text}"),
+            other => panic!("enrolment answered {other}: {text}"),
+        }
+    }
+    assert_eq!(created.get(&five), Some(&5), "a five-use token enrols five agents");
+    assert_eq!(created.get(&other), Some(&3), "a three-use token enrols three");
+    let tokens = f.admin(reqwest::Method::GET, "/v1/fleet/enrolment-tokens", None).await;
+    let tokens: Value = tokens.json().await.expect("fleet test step");
+    assert!(tokens.as_array().expect("fleet test step").iter().all(|t| t["uses_left"] == 0), "{tokens:#}");
+    let agents = f.admin(reqwest::Method::GET, "/v1/fleet/agents", None).await;
+    let agents: Value = agents.json().await.expect("fleet test step");
+    assert_eq!(agents.as_array().map(Vec::len), Some(8), "one agent per use: {agents:#}");
+    for a in agents.as_array().expect("fleet test step") {
+        let id = a["id"].as_str().expect("fleet test step");
+        let desired = f.store.desired(id).await.expect("each agent has its manifest");
+        assert_eq!(desired.manifest, MANIFEST);
+    }
+}
+
 #[tokio::test]
 async fn a_revoked_agent_is_refused_and_no_agent_reaches_another_agents_rows() {
     let f = fleet().await;

@@ -117,9 +117,10 @@ impl From<FleetError> for PageError {
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let message = match &self.0 {
-            FleetError::Db { .. } | FleetError::Open { .. } | FleetError::Corrupt(_) => {
-                "the server's database failed; see its log".to_string()
-            }
+            FleetError::Db { .. }
+            | FleetError::Open { .. }
+            | FleetError::Corrupt(_)
+            | FleetError::Batch(_) => "the server's database failed; see its log".to_string(),
             other => other.to_string(),
         };
         // The API's mapping decides the status (and logs database errors).
