@@ -14,11 +14,19 @@
 //!    pin to the pinned agent's poll answering is the wake latency.
 //! 3. **burst** (10 s): every agent reports back to back — the requests
 //!    per second the server sustains.
+//! 4. **campaign**: one campaign over all 1,000 agents (canary 1, batches
+//!    of 10%, monitor 5 s) to a new image; each simulated agent answers its
+//!    pin as a real one does (an op event `committed`, then a report
+//!    showing the image). Printed: the time to complete, the server's CPU
+//!    and RSS meanwhile, and every agent's sends (exactly one each).
+//! 5. **page**: the fleet view (`GET /`, 1,000 agents) loaded 20 times
+//!    after a login — the time to the last byte over loopback, which is
+//!    the server's time (target < 200 ms).
 //!
 //! Printed: p50/p99/max latency per endpoint (client side, held polls
 //! excluded), requests per second, the server's RSS (VmRSS, VmHWM) and
 //! CPU time, and the database's size. Targets: p99 < 50 ms and RSS <
-//! 100 MiB at 1,000 agents.
+//! 100 MiB at 1,000 agents; the fleet view < 200 ms.
 //!
 //! `cargo bench --features docker-tests --bench fleet`
 
@@ -40,6 +48,10 @@ const PINS: usize = 20;
 const BURST: Duration = Duration::from_secs(10);
 /// Reports start this long after the first polls.
 const WARM_UP: Duration = Duration::from_secs(5);
+/// The image the campaign phase moves every agent to.
+const CAMPAIGN_IMAGE: &str = "registry.local:5000/team/app:2.0.0";
+/// Fleet view loads timed.
+const PAGE_LOADS: usize = 20;
 
 /// Latencies per endpoint.
 #[derive(Default)]
@@ -103,6 +115,11 @@ fn manifest(i: usize) -> String {
 }
 
 fn report(i: usize, tag: &str) -> Value {
+    report_of(i, &format!("registry.local:5000/team/app:{tag}"))
+}
+
+fn report_of(i: usize, image: &str) -> Value {
+    let tag = image.rsplit_once(':').map_or("", |(_, t)| t);
     json!({
         "controller_version": "0.1.0",
         "controller": {"container": format!("ctl-{i}"), "image": "registry.local:5000/ops/container-upgrader:0.1.0"},
@@ -110,10 +127,10 @@ fn report(i: usize, tag: &str) -> Value {
         "targets": [{
             "target": format!("app-{i}"),
             "container": format!("app-{i}"),
-            "image": format!("registry.local:5000/team/app:{tag}"),
+            "image": image,
             "digest": "sha256:2f5e4c3b1a0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f",
             "version": tag,
-            "desired": format!("registry.local:5000/team/app:{tag}"),
+            "desired": image,
             "action": "none",
             "reason": "up to date",
         }],
@@ -122,11 +139,20 @@ fn report(i: usize, tag: &str) -> Value {
 }
 
 fn event(i: usize, n: u64) -> Value {
+    event_of(
+        &format!("20261201T000000Z-{i:04}-{n:06}"),
+        i,
+        "registry.local:5000/team/app:1.0.0",
+        "registry.local:5000/team/app:1.0.1",
+    )
+}
+
+fn event_of(op_id: &str, i: usize, from: &str, to: &str) -> Value {
     json!({
-        "op_id": format!("20261201T000000Z-{i:04}-{n:06}"),
+        "op_id": op_id,
         "container": format!("app-{i}"),
-        "from": "registry.local:5000/team/app:1.0.0",
-        "to": "registry.local:5000/team/app:1.0.1",
+        "from": from,
+        "to": to,
         "outcome": "committed",
         "reason": null,
         "started_at": "2026-12-01T00:00:00Z",
@@ -140,6 +166,8 @@ struct Agent {
     i: usize,
     id: String,
     credential: String,
+    /// The image its container runs (the campaign phase changes it).
+    running: Mutex<String>,
 }
 
 struct Shared {
@@ -150,6 +178,8 @@ struct Shared {
     stop: AtomicBool,
     /// Pinned agent index → when the pin was written.
     pinned: Mutex<BTreeMap<usize, Instant>>,
+    /// Whether agents act on a new manifest (the campaign phase).
+    respond: AtomicBool,
 }
 
 impl Shared {
@@ -184,6 +214,7 @@ async fn enrol(shared: &Shared, token: &str, i: usize) -> Option<Agent> {
         i,
         id: value["agent_id"].as_str()?.to_string(),
         credential: value["credential"].as_str()?.to_string(),
+        running: Mutex::new(format!("registry.local:5000/team/app:1.0.{}", i % 3)),
     })
 }
 
@@ -205,13 +236,18 @@ async fn poll(shared: Arc<Shared>, agent: Arc<Agent>) {
         shared.requests.fetch_add(1, Ordering::Relaxed);
         let status = answer.status().as_u16();
         let tag = answer.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let _ = answer.bytes().await;
+        let body = answer.bytes().await.unwrap_or_default();
         match status {
             200 if etag.is_none() => shared.samples.add("GET /v1/agent/desired (first)", started.elapsed()),
             200 => {
                 let pinned = shared.pinned.lock().ok().and_then(|mut p| p.remove(&agent.i));
                 if let Some(at) = pinned {
                     shared.samples.add("pin → poll answered (wake)", at.elapsed());
+                }
+                if shared.respond.load(Ordering::Relaxed) {
+                    if let Some(image) = image_in(&String::from_utf8_lossy(&body)) {
+                        tokio::spawn(upgrade(shared.clone(), agent.clone(), image));
+                    }
                 }
             }
             304 => {}
@@ -221,6 +257,37 @@ async fn poll(shared: Arc<Shared>, agent: Arc<Agent>) {
             etag = tag;
         }
     }
+}
+
+/// The first `image:` of a manifest.
+fn image_in(manifest: &str) -> Option<String> {
+    manifest.lines().find_map(|l| {
+        let value = l.trim_start().strip_prefix("image:")?;
+        Some(value.split('#').next()?.trim().trim_matches(['"', '\'']).to_string())
+    })
+}
+
+/// What a real agent does with a new image: swaps (at once here), sends
+/// the op event, then reports the pass that shows the new image.
+async fn upgrade(shared: Arc<Shared>, agent: Arc<Agent>, image: String) {
+    let Some(from) = agent.running.lock().ok().map(|mut r| std::mem::replace(&mut *r, image.clone())) else {
+        return;
+    };
+    if from == image {
+        return;
+    }
+    static OPS: AtomicU64 = AtomicU64::new(0);
+    let op_id = format!("20261201T010000Z-{:04}-{:06}", agent.i, OPS.fetch_add(1, Ordering::Relaxed));
+    let body = event_of(&op_id, agent.i, &from, &image);
+    let url = format!("{}/v1/agent/events", shared.base);
+    let request =
+        shared.http.post(url).bearer_auth(&agent.credential).header("Idempotency-Key", &op_id).json(&body);
+    shared.timed("POST /v1/agent/events", request).await;
+    let url = format!("{}/v1/agent/report", shared.base);
+    let body = report_of(agent.i, &image);
+    shared
+        .timed("POST /v1/agent/report", shared.http.post(url).bearer_auth(&agent.credential).json(&body))
+        .await;
 }
 
 /// One agent's reports (and sometimes an event, twice) until stopped.
@@ -313,6 +380,7 @@ fn measure(label: &str, server: &FleetServer, db_size: impl Fn() -> u64) {
         requests: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         pinned: Mutex::new(BTreeMap::new()),
+        respond: AtomicBool::new(false),
     });
     println!("{label}: {AGENTS} agents, steady phase {secs} s");
     let (rss0, _, cpu0) = usage(pid);
@@ -406,6 +474,115 @@ fn measure(label: &str, server: &FleetServer, db_size: impl Fn() -> u64) {
         cpu_after - cpu_before,
     );
     shared.samples.print("burst");
+
+    // 4. A campaign over every agent; the polls run again, and answer.
+    shared.stop.store(false, Ordering::Relaxed);
+    shared.respond.store(true, Ordering::Relaxed);
+    let (_, _, cpu_before) = usage(pid);
+    let ids: Vec<&str> = agents.iter().map(|a| a.id.as_str()).collect();
+    let body = json!({
+        "name": "bench", "agents": ids, "target": "app-*", "image": CAMPAIGN_IMAGE,
+        "canary": 1, "batch": "10%", "monitor": "5s", "delay": "0s", "deadline": "60s",
+        "max_failure_ratio": 0.0, "failure_action": "pause",
+    });
+    let (campaign, took, peak) = runtime.block_on(async {
+        let polls: Vec<_> = agents.iter().map(|a| tokio::spawn(poll(shared.clone(), a.clone()))).collect();
+        // Each poll holds its first answer (the current manifest) first.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        let started = Instant::now();
+        let created: Value = shared
+            .http
+            .post(format!("{}/v1/fleet/campaigns", shared.base))
+            .header("Authorization", &auth)
+            .json(&body)
+            .send()
+            .await
+            .expect("create the campaign")
+            .json()
+            .await
+            .expect("JSON");
+        let id =
+            created["id"].as_str().unwrap_or_else(|| panic!("campaign not created: {created}")).to_string();
+        let mut peak = 0f64;
+        let campaign = loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            peak = peak.max(usage(pid).0);
+            let c: Value = shared
+                .http
+                .get(format!("{}/v1/fleet/campaigns/{id}", shared.base))
+                .header("Authorization", &auth)
+                .send()
+                .await
+                .expect("campaign")
+                .json()
+                .await
+                .expect("JSON");
+            if c["state"] != "running" || started.elapsed() > Duration::from_secs(600) {
+                break c;
+            }
+        };
+        let took = started.elapsed();
+        shared.stop.store(true, Ordering::Relaxed);
+        for t in polls {
+            t.abort();
+        }
+        (campaign, took, peak)
+    });
+    let (rss, hwm, cpu_after) = usage(pid);
+    let states = campaign["agent_states"].as_array().cloned().unwrap_or_default();
+    let succeeded = states.iter().filter(|a| a["state"] == "succeeded").count();
+    let sent_once = states.iter().filter(|a| a["sends"] == 1).count();
+    let upgraded =
+        agents.iter().filter(|a| a.running.lock().is_ok_and(|r| r.as_str() == CAMPAIGN_IMAGE)).count();
+    println!(
+        "  campaign: {} over {} agents in {} waves took {:.1} s; {succeeded} succeeded, {sent_once} sent exactly once, {upgraded} running the new image; server CPU {:.1} s; RSS {rss:.1} MiB (peak sampled {peak:.1}, HWM {hwm:.1})",
+        campaign["state"],
+        states.len(),
+        campaign["waves"].as_array().map_or(0, Vec::len),
+        took.as_secs_f64(),
+        cpu_after - cpu_before,
+    );
+    shared.samples.print("campaign");
+
+    // 5. The fleet view with every agent.
+    let loads = runtime.block_on(async {
+        let http =
+            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+        let login = http
+            .post(format!("{}/login", shared.base))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(format!("secret={ADMIN_TOKEN}"))
+            .send()
+            .await
+            .expect("login");
+        let cookie = login
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no session cookie: {}", login.status()));
+        let mut loads = Vec::new();
+        for _ in 0..PAGE_LOADS {
+            let started = Instant::now();
+            let answer =
+                http.get(format!("{}/", shared.base)).header("Cookie", &cookie).send().await.expect("page");
+            let status = answer.status();
+            let page = answer.text().await.unwrap_or_default();
+            loads.push(started.elapsed());
+            assert!(status.is_success() && page.contains("bench-0999"), "the fleet view: {status}");
+        }
+        loads
+    });
+    let mut sorted = loads.clone();
+    sorted.sort();
+    println!(
+        "  page: GET / (fleet view, {} agents) n={PAGE_LOADS} p50 {:.1} ms  max {:.1} ms",
+        agents.len(),
+        ms(sorted[PAGE_LOADS / 2]),
+        ms(sorted[PAGE_LOADS - 1])
+    );
     println!(
         "  database size: {:.1} MiB; server CPU over the whole run {:.1} s",
         db_size() as f64 / 1048576.0,
