@@ -29,6 +29,9 @@ pub mod live;
 pub mod login;
 pub mod session;
 
+#[cfg(test)]
+mod campaign_tests;
+
 use std::sync::Arc;
 
 use axum::extract::Request;
