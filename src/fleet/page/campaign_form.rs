@@ -396,7 +396,7 @@ fn target_fieldset(f: &CampaignForm, c: &Choices, invalid: &str) -> String {
 <p><label>Target {target}</label><datalist id="targets">{targets}</datalist> <span class="muted">(the manifest's target or a container name; <code>*</code> matches any characters)</span></p>
 <p>{by_version} <select name="version" id="f-version"{version_mark}><option value="">— a tag the registry has —</option>{groups}</select> {none}</p>
 <p>{by_image} {image}</p></fieldset>"#,
-        target = input("target", &f.target, invalid, r#"list="targets" required"#),
+        target = input("target", &f.target, invalid, r#"list="targets" class="pin-image" required"#),
         by_version = radio("version", "Version"),
         version_mark = mark("version"),
         by_image = radio("image", "Image"),
@@ -530,8 +530,8 @@ pub fn render(
 <form method="post" action="/campaigns/new" class="campaign-form" id="campaign-form">{csrf}
 <p><label>Name <input type="text" name="name" id="f-name" value="{name}" placeholder="campaign" maxlength="200"></label></p>
 {agents}{target}{waves}{schedule}
-<p><button type="submit" name="action" value="preview" id="preview">Preview waves</button>{start}</p>
-{preview}</form>"#,
+{preview}<p><button type="submit" name="action" value="preview" id="preview">Preview waves</button>{start}</p>
+</form>"#,
         csrf = csrf_field(csrf),
         name = escape(&f.name),
         agents = agents_fieldset(f, c, invalid),

@@ -200,7 +200,7 @@ pub fn cells(v: &CampaignView, csrf: &str) -> Vec<Cell> {
         Cell { id: "c:counts".into(), html: counts_html(&s.counts), class: "counts".into() },
         Cell::text(
             "c:failures".into(),
-            &format!("{} of {} (at most {} may fail)", v.failures, s.agents, v.spec.max_failure_ratio),
+            &format!("{} of {} (max failure ratio {})", v.failures, s.agents, v.spec.max_failure_ratio),
             "failures",
         ),
         Cell::text("c:updated".into(), &s.updated_at, "time"),
@@ -353,12 +353,13 @@ fn render(v: &CampaignView, csrf: &str, error: Option<&str>) -> String {
 <p class="live" id="live-note" data-live="1" data-reload="1">Campaign {id}</p>
 <div class="campaign-head"><p class="big">{state} {counts}</p>{reason}</div>
 <div class="actions-row">{actions}</div>
-<table class="facts"><tr><th>Name</th><td id="campaign-name">{name}</td></tr>{settings}
-<tr><th>Failures</th>{failures}</tr><tr><th>Created</th><td>{created}</td></tr><tr><th>Updated</th>{updated}</tr></table>
 <h2>Waves</h2>
 <table class="waves" id="waves"><thead><tr><th>Wave</th><th>Agents</th><th>Which</th><th>Started</th><th>Done</th><th>Progress</th></tr></thead><tbody>{waves}</tbody></table>
 <h2>Agents</h2>
-<table class="campaign-agents" id="campaign-agents"><thead><tr><th>Agent</th><th>Wave</th><th>State</th><th>Reason</th><th>Previous image</th><th>Sent</th><th>Committed</th><th>Rollback</th><th>Sends</th></tr></thead><tbody>{agents}</tbody></table>"#,
+<table class="campaign-agents" id="campaign-agents"><thead><tr><th>Agent</th><th>Wave</th><th>State</th><th>Reason</th><th>Previous image</th><th>Sent</th><th>Committed</th><th>Rollback</th><th>Sends</th></tr></thead><tbody>{agents}</tbody></table>
+<h2>Settings</h2>
+<table class="facts"><tr><th>Name</th><td id="campaign-name">{name}</td></tr>{settings}
+<tr><th>Failures</th>{failures}</tr><tr><th>Created</th><td>{created}</td></tr><tr><th>Updated</th>{updated}</tr></table>"#,
         id = escape(&s.id),
         state = element("c:state", "span"),
         counts = element("c:counts", "span"),
