@@ -207,7 +207,7 @@ fn create_and_watch_a_campaign(f: &Fleet, browser: &Browser) {
     assert_eq!(count(browser, "input[name=agents]:checked"), 2, "the fleet page's selection is ticked");
     assert_eq!(count(browser, "#sel-agents:checked"), 1);
     // Each host names its container after itself: one target for all.
-    browser.type_into("#f-name", "app 2.0.0 on prod");
+    browser.type_into("#f-name", "app to 2.0.0");
     browser.type_into("#f-target", &format!("{}-app*", f.run.id()));
     browser.click("#f-version option[value='2.0.0']");
     browser.type_into("#f-monitor", "2s");
@@ -236,7 +236,7 @@ fn create_and_watch_a_campaign(f: &Fleet, browser: &Browser) {
     browser.click("#start-campaign");
     browser.find("#campaign-agents");
     assert!(browser.url().contains("/campaigns/"), "{}", browser.url());
-    assert_eq!(text_of(browser, "#campaign-name"), "app 2.0.0 on prod");
+    assert_eq!(text_of(browser, "#campaign-name"), "app to 2.0.0");
     assert_eq!(count(browser, "#campaign-agents tr[data-row]"), 2);
     assert_eq!(count(browser, "#pause"), 1, "a running campaign offers pause");
     let first = text_of(browser, "[data-cell='c:state']");
@@ -289,7 +289,7 @@ fn create_and_watch_a_campaign(f: &Fleet, browser: &Browser) {
     browser.find("#campaigns");
     assert_eq!(count(browser, "#campaigns tr[data-row]"), 1);
     assert!(
-        browser.text().contains("app 2.0.0 on prod") && browser.text().contains("completed"),
+        browser.text().contains("app to 2.0.0") && browser.text().contains("completed"),
         "{}",
         browser.text()
     );
