@@ -1,7 +1,8 @@
 //! `GET /campaigns/new?agents=…` and `POST /campaigns/new`: the campaign
 //! form, its preview of the waves, and the start.
 //!
-//! The form's fields become the API's [`Request`] and go through the very
+//! The form's fields become the API's [`Request`](crate::fleet::campaign::spec::Request)
+//! ([`super::campaign_request`]) and go through the very
 //! functions `POST /v1/fleet/campaigns/preview` and `POST
 //! /v1/fleet/campaigns` call ([`runner::plan`], [`runner::create`],
 //! [`view::preview`]), so the page validates and plans exactly as the API
@@ -18,15 +19,14 @@ use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 
-use super::campaign_view::{settings_rows, wave_name};
+use super::campaign_request::{field_of, fingerprint, CampaignForm};
+use super::campaign_view::{names, settings_rows, wave_name};
 use super::html::{csrf_field, escape, layout, urlencode};
 use super::session::{check_post, Authed};
 use super::PageError;
 use crate::fleet::agents::{AgentSummary, Filter};
 use crate::fleet::api::FleetState;
 use crate::fleet::campaign::runner;
-use crate::fleet::campaign::schedule::WindowRequest;
-use crate::fleet::campaign::spec::{FailureAction, Request};
 use crate::fleet::campaign::view::{self, Preview};
 use crate::fleet::FleetError;
 use crate::resolve::tag::TagVersion;
@@ -35,237 +35,6 @@ use crate::resolve::tag::TagVersion;
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 /// Tags offered per repository, newest first.
 const MAX_TAGS: usize = 40;
-
-/// The form as the browser sends it: every value a string, as typed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CampaignForm {
-    /// A name for people.
-    pub name: String,
-    /// `agents`, `label` or `below`: which of the three selections counts.
-    pub selection: String,
-    /// Ticked agent ids.
-    pub agents: Vec<String>,
-    /// `KEY=VALUE`.
-    pub label: String,
-    /// A version.
-    pub below: String,
-    /// The target or container name (`*` globs).
-    pub target: String,
-    /// `version` or `image`.
-    pub by: String,
-    /// A tag of the agents' repository.
-    pub version: String,
-    /// `repo:tag`.
-    pub image: String,
-    /// Agents in the canary wave.
-    pub canary: String,
-    /// `2` or `25%`.
-    pub batch: String,
-    /// Between waves.
-    pub delay: String,
-    /// Monitor window.
-    pub monitor: String,
-    /// 0–1.
-    pub max_failure_ratio: String,
-    /// `pause`, `rollback`, `continue`.
-    pub failure_action: String,
-    /// Per-agent deadline.
-    pub deadline: String,
-    /// RFC 3339, or empty.
-    pub start_at: String,
-    /// Ticked weekdays.
-    pub window_days: Vec<String>,
-    /// `HH:MM-HH:MM`, or empty for no window.
-    pub window_hours: String,
-    /// `+HH:MM`.
-    pub utc_offset: String,
-    /// The session's CSRF token.
-    pub csrf: Option<String>,
-    /// `preview` or `start`.
-    pub action: String,
-    /// The fingerprint of the settings last previewed.
-    pub previewed: String,
-}
-
-impl Default for CampaignForm {
-    /// The API's defaults, spelled out so the admin sees them.
-    fn default() -> Self {
-        Self {
-            name: String::new(),
-            selection: "label".into(),
-            agents: Vec::new(),
-            label: String::new(),
-            below: String::new(),
-            target: String::new(),
-            by: "version".into(),
-            version: String::new(),
-            image: String::new(),
-            canary: "1".into(),
-            batch: "1".into(),
-            delay: "0s".into(),
-            monitor: "30s".into(),
-            max_failure_ratio: "0".into(),
-            failure_action: "pause".into(),
-            deadline: "10m".into(),
-            start_at: String::new(),
-            window_days: Vec::new(),
-            window_hours: String::new(),
-            utc_offset: String::new(),
-            csrf: None,
-            action: String::new(),
-            previewed: String::new(),
-        }
-    }
-}
-
-fn optional(s: &str) -> Option<String> {
-    let s = s.trim();
-    (!s.is_empty()).then(|| s.to_string())
-}
-
-impl CampaignForm {
-    /// From the posted pairs (repeated keys for the ticked agents and days);
-    /// unknown keys are ignored.
-    pub fn from_pairs(pairs: Vec<(String, String)>) -> Self {
-        let mut f = Self { agents: Vec::new(), window_days: Vec::new(), ..Self::default() };
-        for (k, v) in pairs {
-            let slot = match k.as_str() {
-                "agents" => {
-                    if !f.agents.contains(&v) {
-                        f.agents.push(v);
-                    }
-                    continue;
-                }
-                "window_days" => {
-                    f.window_days.push(v);
-                    continue;
-                }
-                "csrf" => {
-                    f.csrf = Some(v);
-                    continue;
-                }
-                "name" => &mut f.name,
-                "selection" => &mut f.selection,
-                "label" => &mut f.label,
-                "below" => &mut f.below,
-                "target" => &mut f.target,
-                "by" => &mut f.by,
-                "version" => &mut f.version,
-                "image" => &mut f.image,
-                "canary" => &mut f.canary,
-                "batch" => &mut f.batch,
-                "delay" => &mut f.delay,
-                "monitor" => &mut f.monitor,
-                "max_failure_ratio" => &mut f.max_failure_ratio,
-                "failure_action" => &mut f.failure_action,
-                "deadline" => &mut f.deadline,
-                "start_at" => &mut f.start_at,
-                "window_hours" => &mut f.window_hours,
-                "utc_offset" => &mut f.utc_offset,
-                "action" => &mut f.action,
-                "previewed" => &mut f.previewed,
-                _ => continue,
-            };
-            *slot = v;
-        }
-        f
-    }
-
-    /// The API's request for this form. Only what a form adds is checked
-    /// here (which selection, numbers typed as text); everything else is
-    /// the API's own validation, done by [`runner::plan`]. Each error
-    /// names the field as the API does.
-    pub fn request(&self) -> Result<Request, String> {
-        let mut r = Request {
-            name: optional(&self.name),
-            target: self.target.trim().to_string(),
-            ..Request::default()
-        };
-        match self.selection.as_str() {
-            "agents" if self.agents.is_empty() => {
-                return Err(
-                    "agents: tick at least one agent (here, or on the fleet page before “Create campaign”)"
-                        .into(),
-                )
-            }
-            "agents" => r.agents = self.agents.clone(),
-            "label" => {
-                r.label = Some(
-                    optional(&self.label).ok_or("label: required when selecting by label, as KEY=VALUE")?,
-                )
-            }
-            "below" => {
-                r.below = Some(
-                    optional(&self.below)
-                        .ok_or("below: required when selecting by version, as a version like 1.2.0")?,
-                )
-            }
-            other => return Err(format!("selection `{other}`: expected agents, label or below")),
-        }
-        match self.by.as_str() {
-            "version" => {
-                r.version = Some(
-                    optional(&self.version)
-                        .ok_or("version: pick one of the registry's tags (or choose an image)")?,
-                )
-            }
-            "image" => r.image = Some(optional(&self.image).ok_or("image: required, as REPOSITORY:TAG")?),
-            other => return Err(format!("by `{other}`: expected version or image")),
-        }
-        if let Some(c) = optional(&self.canary) {
-            r.canary = Some(
-                c.parse()
-                    .map_err(|_| format!("canary `{c}`: expected a whole number of agents (0 or more)"))?,
-            );
-        }
-        r.batch = optional(&self.batch).map(serde_json::Value::String);
-        r.delay = optional(&self.delay);
-        r.monitor = optional(&self.monitor);
-        r.deadline = optional(&self.deadline);
-        if let Some(m) = optional(&self.max_failure_ratio) {
-            r.max_failure_ratio = Some(
-                m.parse().map_err(|_| format!("max_failure_ratio `{m}`: expected a number from 0 to 1"))?,
-            );
-        }
-        r.failure_action = match self.failure_action.trim() {
-            "" => None,
-            "pause" => Some(FailureAction::Pause),
-            "rollback" => Some(FailureAction::Rollback),
-            "continue" => Some(FailureAction::Continue),
-            other => return Err(format!("failure_action `{other}`: expected pause, rollback or continue")),
-        };
-        r.start_at = optional(&self.start_at);
-        r.window = match (optional(&self.window_hours), self.window_days.is_empty(), optional(&self.utc_offset)) {
-            (None, true, None) => None,
-            (None, _, _) => {
-                return Err("window.hours: required for a maintenance window, as HH:MM-HH:MM (leave the days and the offset empty for none)".into())
-            }
-            (Some(hours), _, utc_offset) => {
-                Some(WindowRequest { days: self.window_days.clone(), hours, utc_offset })
-            }
-        };
-        Ok(r)
-    }
-}
-
-/// A fingerprint of `r`: what "Start campaign" carries from its preview.
-fn fingerprint(r: &Request) -> String {
-    crate::fleet::secret::hash(&serde_json::to_string(r).unwrap_or_default())
-}
-
-/// The form field an error message is about (its first word, as the API
-/// names fields), to mark that input.
-fn field_of(message: &str) -> &str {
-    let word = message.split([' ', ':']).next().unwrap_or("");
-    match word {
-        "window.hours" => "window_hours",
-        "window.days" => "window_days",
-        "window.utc_offset" => "utc_offset",
-        "give" if message.contains("image") => "by",
-        "give" => "selection",
-        other => other,
-    }
-}
 
 /// What the form offers: the agents, the known targets and labels, and
 /// the tags the server knows per repository the fleet runs.
@@ -455,25 +224,16 @@ fn schedule_fieldset(f: &CampaignForm, invalid: &str) -> String {
 
 fn preview_html(p: &Preview) -> String {
     let canary = p.spec.canary > 0;
-    let name = |id: &String| {
-        p.agents
-            .iter()
-            .find(|a| &a.agent_id == id)
-            .map(|a| a.name.clone())
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| id.clone())
-    };
     let rows: String = p
         .waves
         .iter()
         .map(|w| {
-            let names: Vec<String> = w.agents.iter().map(|a| escape(&name(a))).collect();
             format!(
                 r#"<tr data-wave="{n}"><td>{wave}</td><td>{count}</td><td>{names}</td></tr>"#,
                 n = w.wave,
                 wave = escape(&wave_name(w.kind, w.wave, canary)),
                 count = w.agents.len(),
-                names = names.join(", "),
+                names = names(&w.agents, &p.agents),
             )
         })
         .collect();
@@ -483,7 +243,7 @@ fn preview_html(p: &Preview) -> String {
         .map(|a| {
             format!(
                 "<tr><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
-                escape(&name(&a.agent_id)),
+                escape(if a.name.is_empty() { &a.agent_id } else { &a.name }),
                 escape(&a.target),
                 escape(a.previous_image.as_deref().unwrap_or(""))
             )

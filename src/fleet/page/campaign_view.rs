@@ -278,16 +278,28 @@ pub fn settings_rows(spec: &Spec) -> String {
     rows.iter().map(|(k, v)| format!("<tr><th>{k}</th><td>{}</td></tr>", escape(v))).collect()
 }
 
-/// `id`s as agent names (the id when the agent is gone).
-fn names(ids: &[String], agents: &[AgentView]) -> String {
-    ids.iter()
+/// Names listed per wave; a bigger wave says how many more (the agents
+/// table below has them all).
+const NAMES_PER_WAVE: usize = 20;
+
+/// `id`s as agent names, escaped (the id when the agent is gone), at most
+/// [`NAMES_PER_WAVE`] of them.
+pub fn names(ids: &[String], agents: &[AgentView]) -> String {
+    let more = ids.len().saturating_sub(NAMES_PER_WAVE);
+    let shown = ids
+        .iter()
+        .take(NAMES_PER_WAVE)
         .map(|id| {
             let name =
                 agents.iter().find(|a| &a.agent_id == id).map(|a| a.name.as_str()).filter(|n| !n.is_empty());
             escape(name.unwrap_or(id))
         })
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    match more {
+        0 => shown,
+        n => format!("{shown} and {n} more"),
+    }
 }
 
 /// The wave's name: the canary, or its number.
@@ -473,4 +485,79 @@ pub async fn list(
         return Ok(Json(live).into_response());
     }
     Ok(Html(render_list(&all, &session.csrf)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::campaign::schedule::Window;
+
+    fn agent(id: &str, name: &str) -> AgentView {
+        AgentView {
+            agent_id: id.into(),
+            name: name.into(),
+            target: "web".into(),
+            wave: 0,
+            state: AgentState::Pending,
+            reason: None,
+            previous_image: None,
+            sent_at: None,
+            committed_at: None,
+            rollback: None,
+            rollback_reason: None,
+            sends: 0,
+        }
+    }
+
+    #[test]
+    fn counts_follow_the_campaigns_order_and_skip_zeros() {
+        let counts = BTreeMap::from([
+            ("pending".to_string(), 2),
+            ("succeeded".to_string(), 3),
+            ("failed".to_string(), 0),
+            ("rolled_back".to_string(), 1),
+        ]);
+        assert_eq!(
+            counts_html(&counts),
+            r#"<span class="state state-succeeded">3 succeeded</span> · <span class="state state-pending">2 pending</span> · <span class="state state-rolled-back">1 rolled back</span>"#
+        );
+    }
+
+    #[test]
+    fn wave_names_are_escaped_named_or_ids_and_big_waves_say_how_many_more() {
+        let agents = vec![agent("a", "<b>x</b>"), agent("b", "")];
+        assert_eq!(names(&["a".into(), "b".into(), "gone".into()], &agents), "&lt;b&gt;x&lt;/b&gt;, b, gone");
+        let many: Vec<String> = (0..25).map(|i| format!("id{i}")).collect();
+        let listed = names(&many, &[]);
+        assert!(listed.ends_with("id19 and 5 more"), "{listed}");
+    }
+
+    #[test]
+    fn schedules_read_as_days_hours_and_offset() {
+        let spec = |start_at, window| Spec {
+            name: "c".into(),
+            selection: Selection::Label("env=prod".into()),
+            target: "web".into(),
+            image: "r/app:1".into(),
+            canary: 1,
+            batch: Batch::Percent(25.0),
+            delay_ms: 60_000,
+            monitor_ms: 0,
+            max_failure_ratio: 0.1,
+            failure_action: FailureAction::Pause,
+            start_at,
+            window,
+            deadline_ms: 600_000,
+        };
+        assert_eq!(schedule_text(&spec(None, None)), "at once, any time");
+        let window =
+            Window { days: vec![0, 4], from_minute: 22 * 60, to_minute: 4 * 60, offset_minutes: -150 };
+        assert_eq!(
+            schedule_text(&spec(Some(1_767_312_000_000), Some(window))),
+            "from 2026-01-02T00:00:00Z; mon, fri 22:00-04:00 at UTC-02:30"
+        );
+        let rows = settings_rows(&spec(None, None));
+        assert!(rows.contains("<td>25% of the agents</td>") && rows.contains("<td>1m</td>"), "{rows}");
+        assert!(rows.contains("<td>agents labelled env=prod</td>") && rows.contains("<td>10m</td>"));
+    }
 }

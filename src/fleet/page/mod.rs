@@ -22,6 +22,7 @@
 
 pub mod agent_view;
 pub mod campaign_form;
+pub mod campaign_request;
 pub mod campaign_view;
 pub mod fleet_view;
 pub mod html;
