@@ -4,6 +4,7 @@
 //! versions and "new version available" badges, filters, selects agents
 //! for a campaign, fills in the campaign form, previews its waves, starts
 //! it and watches the campaign page until it completes without a reload,
+//! rolls it back,
 //! opens an agent, pins a target through the form and sees the new version
 //! arrive without a reload, and logs out. Screenshots of the fleet, the
 //! campaign form with its preview, the campaign, and an agent land in
@@ -99,7 +100,8 @@ fn count(browser: &Browser, css: &str) -> u64 {
 }
 
 #[test]
-fn a_browser_logs_in_sees_versions_and_badges_filters_pins_and_sees_the_new_version_live() {
+fn a_browser_sees_versions_and_badges_runs_a_campaign_through_the_form_to_completion_rolls_it_back_and_pins()
+{
     let f = fleet("fleet-page-browser");
     let base = f.server.url();
     let browser = Browser::start();
@@ -199,8 +201,8 @@ fn text_of(browser: &Browser, css: &str) -> String {
 
 /// From the form the fleet page's "Create campaign" opened with agents 3
 /// and 2 ticked: fills it in, previews the waves, starts it, and watches
-/// the campaign page (without a reload) until it says completed; then the
-/// history lists it.
+/// the campaign page (without a reload) until it says completed; rolls it
+/// back from the page; the history lists it.
 fn create_and_watch_a_campaign(f: &Fleet, browser: &Browser) {
     browser.find("#campaign-form");
     assert!(browser.url().contains("/campaigns/new?agents="), "{}", browser.url());
@@ -284,12 +286,29 @@ fn create_and_watch_a_campaign(f: &Fleet, browser: &Browser) {
         assert_eq!(f.run.inspect(&container, "{{.Config.Image}}"), format!("{}:2.0.0", f.app), "{container}");
     }
 
-    // The history lists it, completed.
+    // Rolled back from the page: both agents return to 1.0.0, in waves.
+    browser.click("#rollback");
+    browser.find("#waves tr[data-row^='w/rollback/']");
+    wait_for("the page to say rolled back", Duration::from_secs(180), || {
+        text_of(browser, "[data-cell='c:state']") == "rolled back"
+    });
+    let rollbacks = browser.js(
+        "return Array.from(document.querySelectorAll('#campaign-agents [data-cell$=\":rollback\"]'), e => e.textContent);",
+        json!([]),
+    );
+    assert_eq!(rollbacks, json!(["done", "done"]));
+    assert_eq!(count(browser, "form.command"), 0, "nothing applies to a rolled-back campaign");
+    for i in [2, 3] {
+        let container = f.run.name(&format!("app{i}"));
+        assert_eq!(f.run.inspect(&container, "{{.Config.Image}}"), format!("{}:1.0.0", f.app), "{container}");
+    }
+
+    // The history lists it.
     browser.click("nav a[href='/campaigns']");
     browser.find("#campaigns");
     assert_eq!(count(browser, "#campaigns tr[data-row]"), 1);
     assert!(
-        browser.text().contains("app to 2.0.0") && browser.text().contains("completed"),
+        browser.text().contains("app to 2.0.0") && browser.text().contains("rolled back"),
         "{}",
         browser.text()
     );

@@ -374,4 +374,7 @@ async fn the_campaign_page_reads_without_javascript_escapes_agent_names_and_its_
     let (status, _, _) = p.post(&format!("{path}/abort"), &[("csrf", &p.csrf)]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(running().await, "aborted");
+    let (status, html) = p.get("/campaigns/no-such-campaign").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(html.contains(r#"class="error""#), "an error page, not a blank one: {html}");
 }
