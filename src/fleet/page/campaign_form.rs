@@ -302,9 +302,10 @@ pub fn render(
     layout("New campaign", Some(csrf), &body)
 }
 
-/// `GET /campaigns/new?agents=ID…`: the form, with the fleet page's
-/// selection ticked and, when the selected agents share one target, that
-/// target filled in.
+/// `GET /campaigns/new?agents=ID…&label=K=V`: the form, with the fleet
+/// page's selection ticked and, when the selected agents share one
+/// target, that target filled in; the fleet's label filter fills in the
+/// label selector.
 pub async fn form(
     State(state): State<FleetState>,
     Authed(session): Authed,
@@ -313,8 +314,12 @@ pub async fn form(
     let choices = Choices::load(&state).await?;
     let mut f = CampaignForm::default();
     for (k, v) in pairs {
-        if k == "agents" && !f.agents.contains(&v) {
-            f.agents.push(v);
+        match k.as_str() {
+            "agents" if !f.agents.contains(&v) => f.agents.push(v),
+            // The fleet page's label filter: the campaign's label selector
+            // when no row is ticked.
+            "label" => f.label = v,
+            _ => {}
         }
     }
     if !f.agents.is_empty() {

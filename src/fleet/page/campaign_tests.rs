@@ -239,6 +239,10 @@ async fn the_form_previews_the_waves_of_the_api_and_starts_only_what_was_preview
         "{form}"
     );
     assert!(!form.contains(">latest<"), "only versions are offered");
+    // The fleet's label filter, nothing ticked: the label selector.
+    let (_, form) = p.get("/campaigns/new?label=env%3Dtest").await;
+    assert!(form.contains(r#"value="label" id="sel-label" checked"#));
+    assert!(form.contains(r#"name="label" id="f-label" value="env=test""#), "{form}");
 
     // The preview is the API's: the same waves for the same settings.
     let (status, _, body) = p.post("/campaigns/new", &fields(&p.csrf, "preview")).await;
