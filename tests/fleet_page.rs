@@ -2,9 +2,13 @@
 //! `chromium` and `chromium-driver`) driven through WebDriver logs in
 //! through the form, sees three real `run --server` agents with their
 //! versions and "new version available" badges, filters, selects agents
-//! for a campaign, opens an agent, pins a target through the form and sees
-//! the new version arrive without a reload, and logs out. Screenshots of
-//! the fleet and agent pages land in `target/page-screenshots/`.
+//! for a campaign, fills in the campaign form, previews its waves, starts
+//! it and watches the campaign page until it completes without a reload,
+//! rolls it back,
+//! opens an agent, pins a target through the form and sees the new version
+//! arrive without a reload, and logs out. Screenshots of the fleet, the
+//! campaign form with its preview, the campaign, and an agent land in
+//! `target/page-screenshots/`.
 //! Plain HTTP checks the refusals: no session, no CSRF token.
 #![cfg(feature = "docker-tests")]
 
@@ -96,7 +100,8 @@ fn count(browser: &Browser, css: &str) -> u64 {
 }
 
 #[test]
-fn a_browser_logs_in_sees_versions_and_badges_filters_pins_and_sees_the_new_version_live() {
+fn a_browser_sees_versions_and_badges_runs_a_campaign_through_the_form_to_completion_rolls_it_back_and_pins()
+{
     let f = fleet("fleet-page-browser");
     let base = f.server.url();
     let browser = Browser::start();
@@ -148,9 +153,7 @@ fn a_browser_logs_in_sees_versions_and_badges_filters_pins_and_sees_the_new_vers
     browser.click("tr[data-row]:nth-child(1) input[name=agents]");
     browser.click("tr[data-row]:nth-child(2) input[name=agents]");
     browser.click("#create-campaign");
-    browser.find("#selected");
-    assert!(browser.url().contains("/campaigns/new?agents="), "{}", browser.url());
-    assert_eq!(count(&browser, "#selected li"), 2);
+    create_and_watch_a_campaign(&f, &browser);
 
     // One agent: pin its target to 1.1.0 through the form.
     browser.goto(&format!("{base}/?sort=name"));
@@ -190,6 +193,128 @@ fn a_browser_logs_in_sees_versions_and_badges_filters_pins_and_sees_the_new_vers
     eprintln!("page screenshots: {} and {}", fleet_png.display(), agent_png.display());
 }
 
+/// `textContent` of the first element matching `css` ("" when none).
+fn text_of(browser: &Browser, css: &str) -> String {
+    let script = "const e = document.querySelector(arguments[0]); return e ? e.textContent : '';";
+    browser.js(script, json!([css])).as_str().unwrap_or_default().to_string()
+}
+
+/// From the form the fleet page's "Create campaign" opened with agents 3
+/// and 2 ticked: fills it in, previews the waves, starts it, and watches
+/// the campaign page (without a reload) until it says completed; rolls it
+/// back from the page; the history lists it.
+fn create_and_watch_a_campaign(f: &Fleet, browser: &Browser) {
+    browser.find("#campaign-form");
+    assert!(browser.url().contains("/campaigns/new?agents="), "{}", browser.url());
+    assert_eq!(count(browser, "input[name=agents]:checked"), 2, "the fleet page's selection is ticked");
+    assert_eq!(count(browser, "#sel-agents:checked"), 1);
+    // Each host names its container after itself: one target for all.
+    browser.type_into("#f-name", "app to 2.0.0");
+    browser.type_into("#f-target", &format!("{}-app*", f.run.id()));
+    browser.click("#f-version option[value='2.0.0']");
+    browser.type_into("#f-monitor", "2s");
+    browser.type_into("#f-deadline", "90s");
+
+    // A bad value first: the form comes back, filled in, saying why.
+    browser.type_into("#f-batch", "0%");
+    browser.click("#preview");
+    browser.find("#form-error");
+    assert!(text_of(browser, "#form-error").starts_with("batch `0%`"), "{}", browser.text());
+    assert_eq!(count(browser, "input[name=agents]:checked"), 2, "the selection survives a refusal");
+    assert_eq!(count(browser, "#start-campaign"), 0);
+    browser.type_into("#f-batch", "1");
+    browser.click("#preview");
+    browser.find("#preview-waves");
+    assert_eq!(count(browser, "#preview-waves tr[data-wave]"), 2, "the canary, then one wave of one");
+    assert_eq!(text_of(browser, "#preview-image"), format!("{}:2.0.0", f.app));
+    assert!(
+        f.server.get_json("/v1/fleet/campaigns").as_array().is_some_and(Vec::is_empty),
+        "nothing started"
+    );
+    browser.js("document.getElementById('preview-result').scrollIntoView(); return null;", json!([]));
+    let form_png = screenshots().join("campaign-new.png");
+    browser.screenshot(&form_png);
+
+    browser.click("#start-campaign");
+    browser.find("#campaign-agents");
+    assert!(browser.url().contains("/campaigns/"), "{}", browser.url());
+    assert_eq!(text_of(browser, "#campaign-name"), "app to 2.0.0");
+    assert_eq!(count(browser, "#campaign-agents tr[data-row]"), 2);
+    assert_eq!(count(browser, "#pause"), 1, "a running campaign offers pause");
+    let first = text_of(browser, "[data-cell='c:state']");
+    assert!(first == "running" || first == "completed", "{first}");
+    browser.js("window.stillTheSamePage = true; return null;", json!([]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let mut seen = vec![first];
+    loop {
+        let state = text_of(browser, "[data-cell='c:state']");
+        if seen.last() != Some(&state) {
+            seen.push(state.clone());
+        }
+        if state == "completed" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the campaign did not complete on the page in 180 s (states seen: {seen:?}); the page says:\n{}\nthe server says: {}",
+            browser.text(),
+            f.server.get_json("/v1/fleet/campaigns")
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("running"),
+        "the page showed it running first: {seen:?}"
+    );
+    assert_eq!(
+        browser.js("return window.stillTheSamePage === true;", json!([])),
+        Value::Bool(true),
+        "no reload"
+    );
+    let states = browser.js(
+        "return Array.from(document.querySelectorAll('#campaign-agents [data-cell$=\":state\"]'), e => e.textContent);",
+        json!([]),
+    );
+    assert_eq!(states, json!(["succeeded", "succeeded"]));
+    assert_eq!(count(browser, "#rollback"), 1, "a completed campaign offers its rollback, live");
+    assert_eq!(count(browser, "#pause"), 0);
+    let campaign_png = screenshots().join("campaign.png");
+    browser.screenshot(&campaign_png);
+    for i in [2, 3] {
+        let container = f.run.name(&format!("app{i}"));
+        assert_eq!(f.run.inspect(&container, "{{.Config.Image}}"), format!("{}:2.0.0", f.app), "{container}");
+    }
+
+    // Rolled back from the page: both agents return to 1.0.0, in waves.
+    browser.click("#rollback");
+    browser.find("#waves tr[data-row^='w/rollback/']");
+    wait_for("the page to say rolled back", Duration::from_secs(180), || {
+        text_of(browser, "[data-cell='c:state']") == "rolled back"
+    });
+    let rollbacks = browser.js(
+        "return Array.from(document.querySelectorAll('#campaign-agents [data-cell$=\":rollback\"]'), e => e.textContent);",
+        json!([]),
+    );
+    assert_eq!(rollbacks, json!(["done", "done"]));
+    assert_eq!(count(browser, "form.command"), 0, "nothing applies to a rolled-back campaign");
+    for i in [2, 3] {
+        let container = f.run.name(&format!("app{i}"));
+        assert_eq!(f.run.inspect(&container, "{{.Config.Image}}"), format!("{}:1.0.0", f.app), "{container}");
+    }
+
+    // The history lists it.
+    browser.click("nav a[href='/campaigns']");
+    browser.find("#campaigns");
+    assert_eq!(count(browser, "#campaigns tr[data-row]"), 1);
+    assert!(
+        browser.text().contains("app to 2.0.0") && browser.text().contains("rolled back"),
+        "{}",
+        browser.text()
+    );
+    eprintln!("campaign screenshots: {} and {}", form_png.display(), campaign_png.display());
+}
+
 /// The session cookie from a login with `secret` (the token or password).
 fn login(server: &FleetServer, secret: &str) -> String {
     let body = format!("secret={secret}");
@@ -210,7 +335,7 @@ fn the_password_and_the_token_log_in_without_a_session_pages_redirect_and_posts_
     set_mode(&password_file, 0o600);
     let password_arg = password_file.to_string_lossy().to_string();
     let server = FleetServer::start(&run, &sqlite(&run), &["--admin-password-file", &password_arg]);
-    for path in ["/", "/agents/whatever", "/campaigns/new?agents=a"] {
+    for path in ["/", "/agents/whatever", "/campaigns", "/campaigns/new?agents=a", "/campaigns/whatever"] {
         let answer = http(&server.addr, "GET", path, &[], b"");
         assert_eq!(answer.status, 303, "GET {path}");
         assert_eq!(answer.header("location"), Some("/login"), "GET {path}");
@@ -230,7 +355,7 @@ fn the_password_and_the_token_log_in_without_a_session_pages_redirect_and_posts_
     assert_eq!(page.status, 200);
     assert_eq!(page.header("x-frame-options"), Some("DENY"));
     assert!(page.header("content-security-policy").is_some_and(|c| c.contains("default-src 'self'")));
-    for path in ["/logout", "/agents/whatever/pin"] {
+    for path in ["/logout", "/agents/whatever/pin", "/campaigns/new", "/campaigns/whatever/pause"] {
         let answer = http(&server.addr, "POST", path, &with_cookie, b"target=web&image=x%3A1");
         assert_eq!(answer.status, 403, "POST {path} without the CSRF token: {}", answer.text());
     }

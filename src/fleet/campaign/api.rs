@@ -15,7 +15,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::json;
 
 use super::engine::Command;
 use super::runner;
@@ -45,13 +44,7 @@ async fn preview(State(state): State<FleetState>, _: Admin, body: Bytes) -> Resu
     let request: Request = json(&body, WHAT)?;
     let c = runner::plan(&state.store, &request).await?;
     let names = state.store.agent_names().await?;
-    Ok(Json(json!({
-        "spec": c.spec,
-        "image": c.spec.image,
-        "agents": view::agents(&c, &names, &Default::default()),
-        "waves": view::waves(&c),
-    }))
-    .into_response())
+    Ok(Json(view::preview(&c, &names)).into_response())
 }
 
 async fn list(State(state): State<FleetState>, _: Admin) -> Result<Response, FleetError> {
@@ -72,17 +65,19 @@ async fn command(
     _: Admin,
     Path((id, command)): Path<(String, String)>,
 ) -> Result<Response, FleetError> {
-    let cmd = match command.as_str() {
-        "pause" => Command::Pause,
-        "resume" => Command::Resume,
-        "abort" => Command::Abort,
-        "rollback" => Command::Rollback,
-        other => {
-            return Err(FleetError::NotFound(format!(
-                "no campaign command `{other}`; allowed: pause, resume, abort, rollback"
-            )))
-        }
-    };
-    runner::apply(&state.store, &id, cmd).await?;
+    runner::apply(&state.store, &id, command_named(&command)?).await?;
     Ok(Json(state.store.campaign_view(&id).await?).into_response())
+}
+
+/// The command a route segment names (the API's and the page's).
+pub fn command_named(word: &str) -> Result<Command, FleetError> {
+    match word {
+        "pause" => Ok(Command::Pause),
+        "resume" => Ok(Command::Resume),
+        "abort" => Ok(Command::Abort),
+        "rollback" => Ok(Command::Rollback),
+        other => Err(FleetError::NotFound(format!(
+            "no campaign command `{other}`; allowed: pause, resume, abort, rollback"
+        ))),
+    }
 }

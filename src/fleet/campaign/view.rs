@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use super::engine::{self, AgentState, Campaign, Direction, Phase, RollbackState};
+use super::engine::{self, AgentState, Campaign, Command, Direction, Phase, RollbackState};
 use super::spec::Spec;
 use super::store::Stored;
 use crate::fleet::error::db;
@@ -95,6 +95,41 @@ pub struct CampaignView {
     pub waves: Vec<WaveView>,
     /// Its agents in wave order.
     pub agent_states: Vec<AgentView>,
+    /// The admin commands that apply now (`pause`, `resume`, `abort`,
+    /// `rollback`): what the page offers as buttons.
+    pub commands: Vec<Command>,
+}
+
+/// What a campaign would do, before it starts (the API's and the page's
+/// preview).
+#[derive(Debug, Clone, Serialize)]
+pub struct Preview {
+    /// The validated campaign.
+    pub spec: Spec,
+    /// The image every agent would be pinned to.
+    pub image: String,
+    /// Its agents, in wave order.
+    pub agents: Vec<AgentView>,
+    /// Its waves.
+    pub waves: Vec<WaveView>,
+}
+
+/// The preview of planned campaign `c`.
+pub fn preview(c: &Campaign, names: &HashMap<String, String>) -> Preview {
+    Preview {
+        spec: c.spec.clone(),
+        image: c.spec.image.clone(),
+        agents: agents(c, names, &HashMap::new()),
+        waves: waves(c),
+    }
+}
+
+/// The commands [`engine::command`] would accept for `c` now.
+pub fn commands(c: &Campaign) -> Vec<Command> {
+    [Command::Pause, Command::Resume, Command::Abort, Command::Rollback]
+        .into_iter()
+        .filter(|cmd| engine::command(&mut c.clone(), *cmd).is_ok())
+        .collect()
 }
 
 /// The campaign's state word: the phase, or `rolling_back`.
@@ -203,6 +238,7 @@ impl Store {
             failures: c.failures(),
             waves: waves(c),
             agent_states: agents(c, &names, &sends),
+            commands: commands(c),
         })
     }
 }

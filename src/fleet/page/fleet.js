@@ -54,6 +54,12 @@
       });
       const shown = shownRows();
       const changed = data.rows.length !== shown.size || data.rows.some(function (key) { return !shown.has(key); });
+      if (changed && note.dataset.reload === "1") {
+        // A page without inputs to lose (a campaign's rollback waves
+        // appeared): show the new rows at once.
+        window.location.reload();
+        return;
+      }
       note.textContent = changed
         ? "Rows came or went: reload the page to see them."
         : "Live · updated " + new Date().toLocaleTimeString();

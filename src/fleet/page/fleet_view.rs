@@ -336,9 +336,9 @@ pub fn render(rows: &[Row<'_>], q: &FleetQuery, csrf: &str, now: i64) -> String 
 <form method="get" action="/campaigns/new" id="selection">
 <p class="live" id="live-note" data-live="1">{count} rows</p>
 <table class="fleet" id="fleet"><thead><tr><th></th>{headings}</tr></thead><tbody>{body_rows}</tbody></table>{empty}
-<!-- CAMPAIGN PAGES: /campaigns/new belongs to the campaign engine's pages. -->
-<button type="submit" id="create-campaign">Create campaign</button></form>"#,
+<input type="hidden" name="label" value="{label}"><button type="submit" id="create-campaign">Create campaign</button></form>"#,
         filters = filters(q),
+        label = escape(&q.label),
         count = rows.len(),
     );
     layout("Fleet", Some(csrf), &body)

@@ -28,7 +28,18 @@ impl Cell {
 
     /// As a `<td>`.
     pub fn td(&self) -> String {
-        format!(r#"<td data-cell="{}" class="{}">{}</td>"#, escape(&self.id), escape(&self.class), self.html)
+        self.element("td")
+    }
+
+    /// As a `<tag>` (`span`, `div`, …: the script finds any element by its
+    /// `data-cell`).
+    pub fn element(&self, tag: &str) -> String {
+        format!(
+            r#"<{tag} data-cell="{}" class="{}">{}</{tag}>"#,
+            escape(&self.id),
+            escape(&self.class),
+            self.html
+        )
     }
 }
 

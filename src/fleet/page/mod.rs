@@ -9,7 +9,11 @@
 //! | `GET /?label=&status=&has_update=&q=&sort=&dir=` | the fleet table ([`fleet_view`]); `&format=json` its live cells |
 //! | `GET /agents/{id}` | one agent ([`agent_view`]); `?format=json` its live cells |
 //! | `POST /agents/{id}/pin` | pins one target (CSRF) |
-//! | `GET /campaigns`, `GET /campaigns/new?agents=…` | placeholders until the campaign pages land |
+//! | `GET /campaigns` | the campaigns' history, newest first ([`campaign_view`]); `?format=json` its live cells |
+//! | `GET /campaigns/new?agents=…` | the campaign form, the fleet page's selection ticked ([`campaign_form`]) |
+//! | `POST /campaigns/new` | `action=preview`: the waves; `action=start`: creates the campaign, to its page (CSRF) |
+//! | `GET /campaigns/{id}` | one campaign, its waves and agents with states and reasons; `?format=json` its live cells |
+//! | `POST /campaigns/{id}/{pause,resume,abort,rollback}` | the command, back to the campaign (CSRF) |
 //! | `GET /static/fleet.js`, `/static/fleet.css` | our script and stylesheet |
 //!
 //! Every answer here carries a strict Content-Security-Policy (no inline
@@ -17,16 +21,22 @@
 //! `Cache-Control: no-store`.
 
 pub mod agent_view;
+pub mod campaign_form;
+pub mod campaign_request;
+pub mod campaign_view;
 pub mod fleet_view;
 pub mod html;
 pub mod live;
 pub mod login;
 pub mod session;
 
+#[cfg(test)]
+mod campaign_tests;
+
 use std::sync::Arc;
 
-use axum::extract::{Query, Request};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::Request;
+use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -34,7 +44,6 @@ use axum::Router;
 
 use super::api::FleetState;
 use super::FleetError;
-use session::Authed;
 
 /// How the page is set up (part of [`FleetState`]).
 #[derive(Clone, Default)]
@@ -67,10 +76,10 @@ pub fn routes() -> Router<FleetState> {
         .route("/logout", post(login::logout))
         .route("/agents/{id}", get(agent_view::agent))
         .route("/agents/{id}/pin", post(agent_view::pin))
-        // CAMPAIGN PAGES: the campaign engine (branch `campaign`) replaces
-        // these two placeholders with the campaign list, form and view.
-        .route("/campaigns", get(campaigns_placeholder))
-        .route("/campaigns/new", get(campaigns_placeholder))
+        .route("/campaigns", get(campaign_view::list))
+        .route("/campaigns/new", get(campaign_form::form).post(campaign_form::submit))
+        .route("/campaigns/{id}", get(campaign_view::campaign))
+        .route("/campaigns/{id}/{command}", post(campaign_view::command))
         .route("/static/fleet.js", get(script))
         .route("/static/fleet.css", get(stylesheet))
         .layer(middleware::from_fn(security_headers))
@@ -131,26 +140,4 @@ impl IntoResponse for PageError {
         );
         (status, Html(html::layout("Error", None, &body))).into_response()
     }
-}
-
-/// `GET /campaigns[/new]`: until the campaign pages land, says so and
-/// shows the selection it was given.
-async fn campaigns_placeholder(
-    Authed(session): Authed,
-    Query(pairs): Query<Vec<(String, String)>>,
-) -> Response {
-    let agents: Vec<String> = pairs
-        .into_iter()
-        .filter(|(k, _)| k == "agents")
-        .map(|(_, v)| format!("<li><code>{}</code></li>", html::escape(&v)))
-        .collect();
-    let selection = if agents.is_empty() {
-        String::new()
-    } else {
-        format!("<p>Selected agents:</p><ul id=\"selected\">{}</ul>", agents.join(""))
-    };
-    let body = format!(
-        r#"<p class="placeholder">Campaigns come with the campaign engine: this page will hold the campaign form and the campaigns' live progress.</p>{selection}<p><a href="/">Back to the fleet</a></p>"#
-    );
-    (StatusCode::OK, Html(html::layout("Campaigns", Some(&session.csrf), &body))).into_response()
 }
