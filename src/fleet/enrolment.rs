@@ -66,6 +66,29 @@ enum Spent {
     NoUseLeft,
 }
 
+/// Spends `uses` of token `id` if it has that many left, is active and is
+/// the one `hash` names.
+async fn spend(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+    hash: &str,
+    uses: i64,
+    now: i64,
+) -> Result<bool, FleetError> {
+    let spent = sqlx::query(
+        "UPDATE enrolment_tokens SET uses_left = uses_left - $1 \
+         WHERE id = $2 AND token_hash = $3 AND uses_left >= $1 AND revoked_at IS NULL AND expires_at > $4",
+    )
+    .bind(uses)
+    .bind(id)
+    .bind(hash)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(db("spending an enrolment token"))?;
+    Ok(spent.rows_affected() == 1)
+}
+
 /// `($1, $2, …), (…)`: `rows` rows of `columns` placeholders.
 fn placeholders(rows: usize, columns: usize) -> String {
     (0..rows)
@@ -367,33 +390,15 @@ impl Store {
             tokens.entry((&p.token_id, &p.token_hash)).or_default().push(i);
         }
         let now = batch.iter().map(|p| p.now).max().unwrap_or_else(now_ms);
-        let spend = "UPDATE enrolment_tokens SET uses_left = uses_left - $1 \
-             WHERE id = $2 AND token_hash = $3 AND uses_left >= $1 AND revoked_at IS NULL AND expires_at > $4";
         let mut tx = self.pool.begin().await.map_err(db("starting an enrolment"))?;
         for ((id, hash), members) in &tokens {
             let all = i64::try_from(members.len()).unwrap_or(i64::MAX);
-            let spent = sqlx::query(spend)
-                .bind(all)
-                .bind(*id)
-                .bind(*hash)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("spending an enrolment token"))?;
-            if spent.rows_affected() == 1 {
+            if spend(&mut tx, id, hash, all, now).await? {
                 continue;
             }
             // Fewer uses left than agents asking: the first ones get them.
             for &i in members {
-                let one = sqlx::query(spend)
-                    .bind(1_i64)
-                    .bind(*id)
-                    .bind(*hash)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("spending an enrolment token"))?;
-                if one.rows_affected() != 1 {
+                if !spend(&mut tx, id, hash, 1, now).await? {
                     outcomes[i] = Spent::NoUseLeft;
                 }
             }
