@@ -141,6 +141,18 @@ fn scenario(test: &str, db: impl FnOnce(&TestRun) -> String) {
         let text = std::fs::read_to_string(&agent.manifest).expect("manifest");
         assert!(!text.contains(":broken"), "{} was never sent the broken image", agent.name);
     }
+    // The page shows why, and offers resume, abort and roll back.
+    let cookie = server.login(common::ADMIN_TOKEN);
+    let (status, html) = server.page(&cookie, &format!("/campaigns/{bad}"));
+    assert_eq!(status, 200, "{html}");
+    let agent_reason = states[0]["reason"].as_str().unwrap_or_default();
+    let plain: String =
+        agent_reason.chars().take_while(|c| c.is_alphanumeric() || c.is_whitespace()).collect();
+    assert!(
+        plain.trim().len() >= 6 && html.contains(plain.trim()),
+        "the agent's reason `{agent_reason}` on the page: {html}"
+    );
+    assert!(html.contains("paused") && html.contains("canary"), "the campaign's state and reason: {html}");
     let answer = server.admin("POST", &format!("/v1/fleet/campaigns/{bad}/abort"), "");
     assert_eq!(answer.status, 200, "{}", answer.text());
 
@@ -189,7 +201,9 @@ fn scenario(test: &str, db: impl FnOnce(&TestRun) -> String) {
     let done = wait_state(&server, &good, "completed", Duration::from_secs(240));
     assert_eq!(sends(&done), vec![1; AGENTS], "every agent sent exactly once: {done:#}");
     assert!(agent_states(&done).iter().all(|a| a["state"] == "succeeded"), "{done:#}");
-    let new = format!("{app}:1.1.0");
+    // The server read the digest once; every host runs exactly it.
+    let new = format!("{app}:1.1.0@{}", registry.digest_of(&format!("{app}:1.1.0")));
+    assert_eq!(done["image"], new.as_str(), "the campaign pins by digest: {done:#}");
     for agent in &agents {
         assert_eq!(run.inspect(&agent.container, "{{.Config.Image}}"), new, "{}", agent.name);
     }
@@ -231,13 +245,13 @@ fn scenario(test: &str, db: impl FnOnce(&TestRun) -> String) {
     let created: Value = serde_json::from_slice(&answer.body).expect("JSON");
     let own = created["id"].as_str().expect("id").to_string();
     let done = wait_state(&server, &own, "completed", Duration::from_secs(240));
+    let own_image = format!("{ctl}:1.1.0@{}", registry.digest_of(&format!("{ctl}:1.1.0")));
+    assert_eq!(done["image"], own_image.as_str(), "{done:#}");
     assert_eq!(sends(&done), vec![1], "{done:#}");
     assert_eq!(agent_states(&done)[0]["state"], "succeeded", "{done:#}");
     wait_for("the new controller to report itself", Duration::from_secs(120), || {
-        server
-            .agent_named("ctl-agent")
-            .is_some_and(|a| a["controller_image"] == format!("{ctl}:1.1.0").as_str())
+        server.agent_named("ctl-agent").is_some_and(|a| a["controller_image"] == own_image.as_str())
     });
-    assert_eq!(run.inspect(&ctl_container, "{{.Config.Image}}"), format!("{ctl}:1.1.0"));
+    assert_eq!(run.inspect(&ctl_container, "{{.Config.Image}}"), own_image);
     run.docker(&["rm", "-f", &ctl_container]);
 }

@@ -46,7 +46,7 @@ struct Fleet {
     server: FleetServer,
     app: String,
     _agents: Vec<Spawned>,
-    _registry: TestRegistry,
+    registry: TestRegistry,
 }
 
 /// A registry with the app in four versions, the server, and three agents
@@ -91,7 +91,7 @@ fn fleet(test: &str) -> Fleet {
                     && t["updates"]["patch"] == "1.0.1"
             })
     });
-    Fleet { run, server, app, _agents: agents, _registry: registry }
+    Fleet { run, server, app, _agents: agents, registry }
 }
 
 /// `document.querySelectorAll(css).length`.
@@ -281,9 +281,11 @@ fn create_and_watch_a_campaign(f: &Fleet, browser: &Browser) {
     assert_eq!(count(browser, "#pause"), 0);
     let campaign_png = screenshots().join("campaign.png");
     browser.screenshot(&campaign_png);
+    // Every host runs the one digest the server read at creation.
+    let pinned = format!("{}:2.0.0@{}", f.app, f.registry.digest_of(&format!("{}:2.0.0", f.app)));
     for i in [2, 3] {
         let container = f.run.name(&format!("app{i}"));
-        assert_eq!(f.run.inspect(&container, "{{.Config.Image}}"), format!("{}:2.0.0", f.app), "{container}");
+        assert_eq!(f.run.inspect(&container, "{{.Config.Image}}"), pinned, "{container}");
     }
 
     // Rolled back from the page: both agents return to 1.0.0, in waves.
@@ -315,16 +317,6 @@ fn create_and_watch_a_campaign(f: &Fleet, browser: &Browser) {
     eprintln!("campaign screenshots: {} and {}", form_png.display(), campaign_png.display());
 }
 
-/// The session cookie from a login with `secret` (the token or password).
-fn login(server: &FleetServer, secret: &str) -> String {
-    let body = format!("secret={secret}");
-    let headers = [("Content-Type", "application/x-www-form-urlencoded")];
-    let answer = http(&server.addr, "POST", "/login", &headers, body.as_bytes());
-    assert_eq!(answer.status, 303, "{}", answer.text());
-    let set = answer.header("set-cookie").expect("a session cookie");
-    set.split(';').next().expect("name=value").to_string()
-}
-
 #[test]
 fn the_password_and_the_token_log_in_without_a_session_pages_redirect_and_posts_need_the_csrf_token() {
     let run = TestRun::new("fleet-page-http");
@@ -348,8 +340,8 @@ fn the_password_and_the_token_log_in_without_a_session_pages_redirect_and_posts_
         b"secret=staple-batteryy",
     );
     assert_eq!(wrong.status, 401, "a wrong password");
-    login(&server, "staple-battery");
-    let cookie = login(&server, ADMIN_TOKEN);
+    server.login("staple-battery");
+    let cookie = server.login(ADMIN_TOKEN);
     let with_cookie = [("Cookie", cookie.as_str()), ("Content-Type", "application/x-www-form-urlencoded")];
     let page = http(&server.addr, "GET", "/", &with_cookie, b"");
     assert_eq!(page.status, 200);

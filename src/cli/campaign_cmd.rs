@@ -65,6 +65,10 @@ pub(super) struct CampaignFlags {
     /// An agent that has not committed this long after its pin is timed out.
     #[arg(long, value_name = "DURATION", default_value = "10m")]
     deadline: String,
+    /// Hand agents the tag instead of pinning the image by the digest the
+    /// registry gives at creation (for a registry the server cannot reach).
+    #[arg(long)]
+    no_pin_digest: bool,
 }
 
 impl CampaignFlags {
@@ -95,6 +99,9 @@ impl CampaignFlags {
             put("window", json!({ "days": self.window_days, "hours": hours, "utc_offset": self.utc_offset }));
         }
         put("deadline", json!(self.deadline));
+        if self.no_pin_digest {
+            put("pin_digest", json!(false));
+        }
         Value::Object(body)
     }
 }

@@ -54,6 +54,10 @@ pub struct FleetState {
     pub new_repository: Arc<Notify>,
     /// The page's login and cookie settings.
     pub page: super::page::PageConfig,
+    /// How campaigns reach registries to pin their image by digest (the
+    /// version checker's settings); `None` hands agents the image as given
+    /// (in-process tests, which have no registry).
+    pub registry: Option<super::versions::CheckerConfig>,
 }
 
 impl std::fmt::Debug for FleetState {
@@ -123,6 +127,7 @@ impl IntoResponse for FleetError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::Db { .. } | Self::Open { .. } | Self::Corrupt(_) | Self::Batch(_) => {
                 tracing::error!(error = %self, "fleet request failed");
                 return error(

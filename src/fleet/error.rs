@@ -42,6 +42,9 @@ pub enum FleetError {
     /// A stored value could not be read back (a bug or a foreign write).
     #[error("fleet database, {0}")]
     Corrupt(String),
+    /// A registry the server asked did not answer as needed (502).
+    #[error("{0}")]
+    Upstream(String),
     /// A write shared with other requests failed (the message is the
     /// database error, once per request).
     #[error("fleet database, {0}")]

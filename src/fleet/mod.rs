@@ -131,6 +131,7 @@ pub async fn run(
             password_hash: config.admin_password_hash.as_deref().map(Arc::from),
             ..page::PageConfig::default()
         },
+        registry: Some(config.checker.clone()),
     };
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, tls = tls.is_some(), db = %store::redacted(&config.db_url), "fleet server listening");

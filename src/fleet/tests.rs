@@ -45,15 +45,16 @@ pub(crate) async fn database(dir: &std::path::Path) -> String {
     format!("{server}/{name}")
 }
 
-async fn fleet() -> Fleet {
-    let dir = tempfile::tempdir().expect("fleet test step");
-    let store = Store::open(&database(dir.path()).await).await.expect("fleet test step");
+/// Serves the fleet API and page over `store` on a loopback port, with
+/// `admin` as the admin token, for the rest of the test; its base URL.
+pub(crate) async fn serve_in_process(store: &Store, admin: &str) -> String {
     let state = api::FleetState {
         store: store.clone(),
-        admin_token: Arc::from(ADMIN),
+        admin_token: Arc::from(admin),
         offline_after: 3,
         new_repository: Arc::default(),
         page: Default::default(),
+        registry: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("fleet test step");
     let base = format!("http://{}", listener.local_addr().expect("fleet test step"));
@@ -64,6 +65,13 @@ async fn fleet() -> Fleet {
         None,
         std::future::pending(),
     ));
+    base
+}
+
+async fn fleet() -> Fleet {
+    let dir = tempfile::tempdir().expect("fleet test step");
+    let store = Store::open(&database(dir.path()).await).await.expect("fleet test step");
+    let base = serve_in_process(&store, ADMIN).await;
     let http =
         crate::tls::http_client("test", |b| b.timeout(Duration::from_secs(20))).expect("fleet test step");
     Fleet { base, store, http, _dir: dir }

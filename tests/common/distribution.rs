@@ -94,6 +94,21 @@ impl TestRegistry {
         }
     }
 
+    /// The digest this registry serves for `image` (`ADDR/REPO:TAG`, as
+    /// [`TestRegistry::repo`] names it, plus a tag), whatever its media
+    /// type: what a client asking for any of them is given.
+    pub fn digest_of(&self, image: &str) -> String {
+        let (name, tag) = image.rsplit_once(':').unwrap_or_else(|| panic!("{image}: no tag"));
+        let repository = name.strip_prefix(&format!("{}/", self.addr())).unwrap_or(name);
+        let path = format!("/v2/{repository}/manifests/{tag}");
+        let accept = format!(
+            "{MANIFEST_LIST}, {MANIFEST_V2}, application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"
+        );
+        let a = http(&self.addr(), "HEAD", &path, &[("Accept", &accept)], b"");
+        assert_eq!(a.status, 200, "HEAD {path}");
+        a.header("docker-content-digest").unwrap_or_else(|| panic!("HEAD {path}: no digest")).to_string()
+    }
+
     /// Stores `body` as `repository:tag`; returns its digest.
     pub fn put_manifest(&self, repository: &str, tag: &str, media_type: &str, body: &[u8]) -> String {
         let path = format!("/v2/{repository}/manifests/{tag}");

@@ -177,6 +177,23 @@ impl FleetServer {
         http(&self.addr, method, path, &headers, body.as_bytes())
     }
 
+    /// Logs in on the page with `secret` (the admin token or password); the
+    /// session cookie (`name=value`).
+    pub fn login(&self, secret: &str) -> String {
+        let body = format!("secret={secret}");
+        let headers = [("Content-Type", "application/x-www-form-urlencoded")];
+        let answer = http(&self.addr, "POST", "/login", &headers, body.as_bytes());
+        assert_eq!(answer.status, 303, "{}", answer.text());
+        let set = answer.header("set-cookie").expect("a session cookie");
+        set.split(';').next().expect("name=value").to_string()
+    }
+
+    /// A page as the browser of session `cookie` gets it: status and HTML.
+    pub fn page(&self, cookie: &str, path: &str) -> (u16, String) {
+        let answer = http(&self.addr, "GET", path, &[("Cookie", cookie)], b"");
+        (answer.status, answer.text())
+    }
+
     /// An admin GET that must answer 200 with JSON.
     pub fn get_json(&self, path: &str) -> Value {
         let answer = self.admin("GET", path, "");

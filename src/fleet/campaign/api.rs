@@ -36,7 +36,7 @@ const WHAT: &str = "the campaign (see the README's Campaigns section for its fie
 
 async fn create(State(state): State<FleetState>, _: Admin, body: Bytes) -> Result<Response, FleetError> {
     let request: Request = json(&body, WHAT)?;
-    let id = runner::create(&state.store, &request).await?;
+    let id = runner::create(&state.store, &request, state.registry.as_ref()).await?;
     Ok((StatusCode::CREATED, Json(state.store.campaign_view(&id).await?)).into_response())
 }
 

@@ -247,6 +247,8 @@ pub struct EventSeen {
 pub struct Observation {
     /// The image its latest report says runs.
     pub running: Option<String>,
+    /// The registry digest (`sha256:…`) of what it runs, when known.
+    pub running_digest: Option<String>,
     /// When that report arrived (unix ms).
     pub reported_at: Option<i64>,
     /// Its op events for the container, any order.
@@ -390,6 +392,25 @@ pub fn step(c: &mut Campaign, seen: &HashMap<String, Observation>, now: i64) -> 
     }
 }
 
+/// Whether a target reported running `image` with `digest` runs `want`:
+/// the same reference, or — `want` being pinned `repo:tag@sha256:…` —
+/// the same repository at that digest (a host already on the tag keeps
+/// its container, which still names the tag).
+pub fn runs(image: &str, digest: Option<&str>, want: &str) -> bool {
+    if image == want {
+        return true;
+    }
+    let Some((want_name, want_digest)) = want.split_once('@') else { return false };
+    let name = |r: &str| {
+        let r = r.split('@').next().unwrap_or(r);
+        match r.rfind(':') {
+            Some(colon) if colon > r.rfind('/').unwrap_or(0) => r[..colon].to_string(),
+            _ => r.to_string(),
+        }
+    };
+    digest == Some(want_digest) && name(image) == name(want_name)
+}
+
 /// The first event after `since` that swapped in `image`.
 fn event_after<'a>(o: &'a Observation, image: &str, since: i64) -> Option<&'a EventSeen> {
     o.events.iter().filter(|e| e.at >= since && e.to == image).min_by_key(|e| e.at)
@@ -423,7 +444,7 @@ fn observe_upgrade(m: &mut Member, o: &Observation, image: &str, monitor: i64, d
                 // A report showing the image counts too (it already ran it,
                 // or the event is still in the agent's outbox).
                 if let (Some(r), Some(at)) = (&o.running, o.reported_at) {
-                    if r == image && at >= sent {
+                    if runs(r, o.running_digest.as_deref(), image) && at >= sent {
                         m.state = AgentState::Upgrading;
                         m.committed_at = Some(at);
                     }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use proptest::prelude::*;
 
 use super::engine::{
-    command, step, AgentState, Campaign, Command, EventSeen, Member, Observation, Outcome, Phase,
+    command, runs, step, AgentState, Campaign, Command, EventSeen, Member, Observation, Outcome, Phase,
     RollbackState, Send, Step,
 };
 use super::spec::{Batch, FailureAction, Selection, Spec};
@@ -319,4 +319,18 @@ proptest! {
         }
         prop_assert!(waves.iter().all(|w| w.len() <= max_wave));
     }
+}
+
+#[test]
+fn a_digest_pin_is_met_by_the_same_repository_at_that_digest() {
+    let d = "sha256:2f5e4c3b1a0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f";
+    let pinned = format!("registry.local:5000/app:1.1.0@{d}");
+    assert!(runs(&pinned, None, &pinned), "the pinned reference itself");
+    assert!(runs("registry.local:5000/app:1.1.0", Some(d), &pinned), "the tag at that digest");
+    assert!(runs("registry.local:5000/app", Some(d), &pinned), "untagged at that digest");
+    assert!(!runs("registry.local:5000/app:1.1.0", Some("sha256:00"), &pinned), "another digest");
+    assert!(!runs("registry.local:5000/app:1.1.0", None, &pinned), "no digest known");
+    assert!(!runs("registry.local:5000/other:1.1.0", Some(d), &pinned), "another repository");
+    assert!(!runs("registry.local:5000/app:1.0.0", None, "registry.local:5000/app:1.1.0"));
+    assert!(runs("registry.local:5000/app:1.1.0", None, "registry.local:5000/app:1.1.0"));
 }

@@ -9,8 +9,11 @@ use super::engine::{self, Campaign, Command, Member};
 use super::spec::{below, Request, Selection, Spec};
 use crate::fleet::agents::{AgentSummary, Filter, Status};
 use crate::fleet::store::{now_ms, Store};
+use crate::fleet::versions::CheckerConfig;
 use crate::fleet::FleetError;
 use crate::manifest::policy::glob_match;
+use crate::reference::ImageRef;
+use crate::registry::{self, Registry};
 
 /// How often campaigns are advanced without a report to prompt it.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -147,13 +150,44 @@ async fn check_pins(store: &Store, members: &[Member], image: &str) -> Result<()
     }
 }
 
-/// Creates campaign `request` and takes its first step; its id.
-pub async fn create(store: &Store, request: &Request) -> Result<String, FleetError> {
-    let campaign = plan(store, request).await?;
+/// Creates campaign `request` and takes its first step; its id. Unless
+/// the request says `pin_digest: false`, the image is pinned by the digest
+/// its registry gives now (through `registry`): one lookup for the whole
+/// fleet, and every agent runs exactly the same bits whatever the tag does
+/// meanwhile.
+pub async fn create(
+    store: &Store,
+    request: &Request,
+    registry: Option<&CheckerConfig>,
+) -> Result<String, FleetError> {
+    let mut campaign = plan(store, request).await?;
+    if let (Some(access), true) = (registry, request.pin_digest.unwrap_or(true)) {
+        campaign.spec.image = pin_digest(&campaign.spec.image, access).await?;
+    }
     let id = store.create_campaign(&campaign).await?;
     tracing::info!(campaign = %id, agents = campaign.members.len(), image = %campaign.spec.image, "campaign created");
     advance(store, &id).await?;
     Ok(id)
+}
+
+/// `image` as `repo:tag@sha256:…`, its digest read from its registry.
+async fn pin_digest(image: &str, access: &CheckerConfig) -> Result<String, FleetError> {
+    let reference =
+        ImageRef::parse(image).map_err(|e| FleetError::Invalid(format!("image `{image}`: {e}")))?;
+    if reference.digest().is_some() {
+        return Ok(reference.familiar());
+    }
+    let client =
+        Registry::with_plain_http(registry::plain_http(&access.insecure, [&reference]), access.timeout);
+    let digest = client.digest(&reference).await.map_err(|e| {
+        FleetError::Upstream(format!(
+            "image `{image}`: its digest could not be read from its registry ({e}). A campaign pins every \
+             agent to one digest so that all run the same bits; make the registry reachable from the server \
+             (`server --insecure-registry` for plain HTTP), give the image as repo:tag@sha256:…, or set \
+             pin_digest to false to hand agents the tag"
+        ))
+    })?;
+    Ok(format!("{}@{digest}", reference.familiar()))
 }
 
 /// The selected agents with the target, in name order.

@@ -141,6 +141,9 @@ pub struct Request {
     pub window: Option<super::schedule::WindowRequest>,
     /// Per-agent deadline (default `10m`).
     pub deadline: Option<String>,
+    /// Pin the image by its digest, read once from the registry (default
+    /// `true`); `false` hands agents the tag.
+    pub pin_digest: Option<bool>,
 }
 
 /// Longest name.

@@ -59,6 +59,8 @@ fn settled(c: &Campaign) -> bool {
     done && !watching
 }
 
+/// agent, image, digest, reported at.
+type ReportRow = (String, Option<String>, Option<String>, Option<i64>);
 /// agent, op, to, outcome, reason, received at.
 type EventRow = (String, String, String, String, Option<String>, i64);
 type CampaignRow = (String, String, String, String, Option<String>, i64, i64, i64, i64);
@@ -305,17 +307,18 @@ impl Store {
         since: i64,
     ) -> Result<HashMap<String, Observation>, FleetError> {
         let mut seen: HashMap<String, Observation> = HashMap::new();
-        let reports: Vec<(String, Option<String>, Option<i64>)> = sqlx::query_as(
-            "SELECT ca.agent_id, t.image, a.reported_at FROM campaign_agents ca JOIN agents a ON a.id = ca.agent_id \
+        let reports: Vec<ReportRow> = sqlx::query_as(
+            "SELECT ca.agent_id, t.image, t.digest, a.reported_at FROM campaign_agents ca JOIN agents a ON a.id = ca.agent_id \
              LEFT JOIN targets t ON t.agent_id = ca.agent_id AND t.container = ca.container WHERE ca.campaign_id = $1",
         )
         .bind(id)
         .fetch_all(&self.pool)
         .await
         .map_err(db("reading a campaign's reports"))?;
-        for (agent, image, at) in reports {
+        for (agent, image, digest, at) in reports {
             let o = seen.entry(agent).or_default();
             o.running = image;
+            o.running_digest = digest;
             o.reported_at = at;
         }
         let events: Vec<EventRow> = sqlx::query_as(

@@ -82,7 +82,7 @@ async fn a_campaign_pins_in_waves_and_a_restart_never_sends_twice() {
     let dir = tempfile::tempdir().expect("campaign test step");
     let (store, url) = open(dir.path()).await;
     let ids = fleet(&store, 5).await;
-    let id = runner::create(&store, &request("1.1.0")).await.expect("campaign test step");
+    let id = runner::create(&store, &request("1.1.0"), None).await.expect("campaign test step");
     let c = store.campaign(&id).await.expect("campaign test step").campaign;
     assert_eq!(c.spec.image, format!("{REG}:1.1.0"), "the version resolved in the agents' repository");
     let order: Vec<String> = c.members.iter().map(|m| m.agent.clone()).collect();
@@ -133,7 +133,7 @@ async fn a_failing_canary_pauses_the_campaign_with_the_agents_reason() {
     let dir = tempfile::tempdir().expect("campaign test step");
     let (store, _) = open(dir.path()).await;
     fleet(&store, 4).await;
-    let id = runner::create(&store, &request("1.1.0")).await.expect("campaign test step");
+    let id = runner::create(&store, &request("1.1.0"), None).await.expect("campaign test step");
     let canary = store.campaign(&id).await.expect("campaign test step").campaign.members[0].agent.clone();
     event(&store, &canary, "op-1", "1.1.0", "rolled_back", Some("health: exited with code 4")).await;
     runner::tick(&store).await.expect("campaign test step");
@@ -152,7 +152,7 @@ async fn creation_refuses_what_it_cannot_do_and_says_why() {
     fleet(&store, 2).await;
     let refuse = |r: Request| {
         let store = store.clone();
-        async move { runner::create(&store, &r).await.expect_err("refused").to_string() }
+        async move { runner::create(&store, &r, None).await.expect_err("refused").to_string() }
     };
     let no_target = Request { target: "nope".into(), ..request("1.1.0") };
     assert!(refuse(no_target).await.contains("no agent matches"));
@@ -177,27 +177,10 @@ async fn creation_refuses_what_it_cannot_do_and_says_why() {
 
 #[tokio::test]
 async fn the_api_creates_previews_lists_shows_and_refuses_with_reasons() {
-    use std::sync::Arc;
     let dir = tempfile::tempdir().expect("campaign test step");
     let (store, _) = open(dir.path()).await;
     fleet(&store, 3).await;
-    let state = crate::fleet::api::FleetState {
-        store: store.clone(),
-        admin_token: Arc::from("admin"),
-        offline_after: 3,
-        new_repository: Arc::default(),
-        page: Default::default(),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("campaign test step");
-    let base = format!("http://{}/v1/fleet/campaigns", listener.local_addr().expect("campaign test step"));
-    let router = crate::fleet::api::router(state);
-    tokio::spawn(crate::serve::serve(
-        listener,
-        router,
-        crate::fleet::limits(16),
-        None,
-        std::future::pending(),
-    ));
+    let base = format!("{}/v1/fleet/campaigns", crate::fleet::tests::serve_in_process(&store, "admin").await);
     let http = crate::tls::http_client("test", |b| b.timeout(std::time::Duration::from_secs(20)))
         .expect("campaign test step");
     let call = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {

@@ -361,7 +361,7 @@ pub async fn submit(
     };
     let print = fingerprint(&request);
     if f.action == "start" && f.previewed == print {
-        return match runner::create(&state.store, &request).await {
+        return match runner::create(&state.store, &request, state.registry.as_ref()).await {
             Ok(id) => {
                 tracing::info!(campaign = %id, "campaign created from the page");
                 Ok(Redirect::to(&format!("/campaigns/{}", urlencode(&id))).into_response())

@@ -3,14 +3,12 @@
 //! enrolments and reports, and reqwest as a browser without JavaScript
 //! (it reads the HTML, posts the forms, follows no redirect).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
 use super::html::urlencode;
-use crate::fleet::api;
 use crate::fleet::protocol::{EnrolRequest, Report};
 use crate::fleet::Store;
 
@@ -107,22 +105,7 @@ async fn page() -> Page {
         .execute(&store.pool)
         .await
         .expect("page test step");
-    let state = api::FleetState {
-        store: store.clone(),
-        admin_token: Arc::from(ADMIN),
-        offline_after: 3,
-        new_repository: Arc::default(),
-        page: Default::default(),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("page test step");
-    let base = format!("http://{}", listener.local_addr().expect("page test step"));
-    tokio::spawn(crate::serve::serve(
-        listener,
-        api::router(state),
-        crate::fleet::limits(64),
-        None,
-        std::future::pending(),
-    ));
+    let base = crate::fleet::tests::serve_in_process(&store, ADMIN).await;
     let http = crate::tls::http_client("test", |b| {
         b.timeout(Duration::from_secs(20)).redirect(reqwest::redirect::Policy::none())
     })
@@ -308,7 +291,7 @@ async fn the_campaign_page_reads_without_javascript_escapes_agent_names_and_its_
         canary: Some(1),
         ..Default::default()
     };
-    let id = crate::fleet::campaign::runner::create(&p.store, &request).await.expect("page test step");
+    let id = crate::fleet::campaign::runner::create(&p.store, &request, None).await.expect("page test step");
     let path = format!("/campaigns/{id}");
 
     // Server-rendered: state, waves and every agent's state are in the
