@@ -31,15 +31,36 @@ const MAX_LABELS: usize = 32;
 /// within both databases' limits on bound values).
 const MAX_GROUP: usize = 128;
 
-/// Enrolments waiting for the next group commit ([`Store::enrol`]).
+/// A token's hash, labels, expiry, uses left and revocation time.
+type TokenState = (String, String, i64, i64, Option<i64>);
+
+/// Tokens whose hash and labels this process remembers.
+const KNOWN_TOKENS: usize = 1024;
+
+/// Enrolments waiting for the next group commit ([`Store::enrol`]), and
+/// the unchanging parts of tokens used before.
 #[derive(Default)]
 pub(crate) struct EnrolQueue {
     queue: std::sync::Mutex<Vec<Pending>>,
+    /// Token id → its hash and labels (they never change).
+    known: std::sync::Mutex<std::collections::HashMap<String, (String, String)>>,
     /// Held by whoever writes a group.
     writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl EnrolQueue {
+    fn known(&self, id: &str) -> Option<(String, String)> {
+        self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id).cloned()
+    }
+
+    fn remember(&self, id: &str, hash: &str, labels: &str) {
+        let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if known.len() >= KNOWN_TOKENS {
+            known.clear();
+        }
+        known.insert(id.to_string(), (hash.to_string(), labels.to_string()));
+    }
+
     fn lock_queue(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
         // A panic while holding it leaves a list of whole entries.
         self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -281,25 +302,34 @@ impl Store {
         let origin = format!("agent {name}'s manifest");
         Manifest::parse(&origin, &request.manifest).map_err(|e| FleetError::Invalid(e.to_string()))?;
         let now = now_ms();
-        let row: Option<(String, String, i64, i64, Option<i64>)> = sqlx::query_as(
-            "SELECT token_hash, labels, expires_at, uses_left, revoked_at FROM enrolment_tokens WHERE id = $1",
-        )
-        .bind(token_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db("reading an enrolment token"))?;
-        let Some((hash, labels, expires_at, uses_left, revoked_at)) = row else { return Err(bad()) };
-        if !secret::verify(token_secret, &hash) {
-            return Err(bad());
-        }
         // Only the token's holder learns why it no longer works.
         let refused = |why: &str| {
             FleetError::Unauthorized(format!("the enrolment token is {why}; ask an admin for a new one"))
         };
-        match status(expires_at, uses_left, revoked_at, now) {
-            "active" => {}
-            why => return Err(refused(why)),
-        }
+        // A token's hash and labels never change: after its first use they
+        // are known here, and whether it is still active is left to the
+        // conditional spend (a burst of agents then costs no read each).
+        let (hash, labels) = match self.enrolments.known(token_id) {
+            Some((hash, labels)) => {
+                if !secret::verify(token_secret, &hash) {
+                    return Err(bad());
+                }
+                (hash, labels)
+            }
+            None => {
+                let Some(row) = self.token_row(token_id).await? else { return Err(bad()) };
+                let (hash, labels, expires_at, uses_left, revoked_at) = row;
+                if !secret::verify(token_secret, &hash) {
+                    return Err(bad());
+                }
+                match status(expires_at, uses_left, revoked_at, now) {
+                    "active" => {}
+                    why => return Err(refused(why)),
+                }
+                self.enrolments.remember(token_id, &hash, &labels);
+                (hash, labels)
+            }
+        };
         let (agent_id, agent_secret) = (secret::new_id()?, secret::new_secret()?);
         let (done, result) = oneshot::channel();
         let pending = Pending {
@@ -315,10 +345,33 @@ impl Store {
         };
         match self.group_commit(pending, result).await? {
             Spent::Yes => {}
-            Spent::NoUseLeft => return Err(refused("used")),
+            Spent::NoUseLeft => {
+                // Why: expired or revoked since, or used up (also by a race).
+                let why = match self.token_row(token_id).await? {
+                    Some((_, _, expires_at, uses_left, revoked_at)) => {
+                        match status(expires_at, uses_left, revoked_at, now_ms()) {
+                            "active" => "used",
+                            why => why,
+                        }
+                    }
+                    None => "used",
+                };
+                return Err(refused(why));
+            }
         }
         tracing::info!(agent = %agent_id, name, enrolment = token_id, "agent enrolled");
         Ok(EnrolResponse { credential: format!("{agent_id}.{agent_secret}"), agent_id })
+    }
+
+    /// Token `id`'s hash, labels, expiry, uses left and revocation.
+    async fn token_row(&self, id: &str) -> Result<Option<TokenState>, FleetError> {
+        sqlx::query_as(
+            "SELECT token_hash, labels, expires_at, uses_left, revoked_at FROM enrolment_tokens WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading an enrolment token"))
     }
 
     /// Queues `pending` for the next group commit and waits for its

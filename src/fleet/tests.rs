@@ -243,6 +243,19 @@ async fn expired_used_up_revoked_and_wrong_tokens_are_refused() {
     assert_eq!(gone.status(), StatusCode::NO_CONTENT);
     assert_eq!(f.enrol_raw(&revoked, MANIFEST).await.status(), StatusCode::UNAUTHORIZED);
 
+    // Revoked after a use (its hash and labels are known to the server by
+    // then): refused at once, saying why.
+    let used_then_revoked = f.token(5).await;
+    assert_eq!(f.enrol_raw(&used_then_revoked, MANIFEST).await.status(), StatusCode::CREATED);
+    let id = used_then_revoked.split('.').next().expect("fleet test step");
+    let gone = f.admin(reqwest::Method::DELETE, &format!("/v1/fleet/enrolment-tokens/{id}"), None).await;
+    assert_eq!(gone.status(), StatusCode::NO_CONTENT);
+    let refused = f.enrol_raw(&used_then_revoked, MANIFEST).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert!(refused.text().await.expect("fleet test step").contains("revoked"));
+    let forged_known = format!("{id}.{}", "1".repeat(64));
+    assert_eq!(f.enrol_raw(&forged_known, MANIFEST).await.status(), StatusCode::UNAUTHORIZED);
+
     let good = f.token(1).await;
     let forged = format!("{}.{}", good.split('.').next().expect("fleet test step"), "0".repeat(64));
     assert_eq!(f.enrol_raw(&forged, MANIFEST).await.status(), StatusCode::UNAUTHORIZED);
