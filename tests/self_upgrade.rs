@@ -69,28 +69,11 @@ impl Setup {
     fn start_controller_from(&self, image: &str, env: &[&str]) -> String {
         let state = format!("{}:{STATE}", self.state_volume);
         let manifest = format!("{}:{MANIFEST_DIR}:ro", self.manifest_dir.display());
-        let mut args = vec![
-            "--network",
-            "host",
-            "--restart",
-            "unless-stopped",
-            "-v",
-            "/var/run/docker.sock:/var/run/docker.sock",
-            "-v",
-            &state,
-            "-v",
-            &manifest,
-            "--label",
-            "role=controller",
-        ];
+        let mut options = vec!["--label", "role=controller"];
         for e in env {
-            args.extend(["-e", e]);
+            options.extend(["-e", e]);
         }
-        args.extend([image, "run", "-f", "/etc/container-upgrader/desired-state.yaml", "-v"]);
-        let (name, label) = (self.ctl_name(), self.run.label());
-        let mut docker = vec!["run", "-d", "--name", &name, "--label", &label];
-        docker.extend(args);
-        self.run.docker(&docker)
+        self.run.controller_container(&self.ctl_name(), image, &[&state, &manifest], &options, &[])
     }
 
     fn ctl_name(&self) -> String {

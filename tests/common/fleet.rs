@@ -340,39 +340,13 @@ pub fn start_controller_agent(
     let secrets = format!("{}:/run/secrets:ro", token_file.parent().expect("dir").display());
     let token_name = token_file.file_name().expect("file").to_string_lossy().to_string();
     let token_in = format!("/run/secrets/{token_name}");
-    let (label, url) = (run.label(), server.url());
-    run.docker(&[
-        "run",
-        "-d",
-        "--name",
+    let url = server.url();
+    run.controller_container(
         &container,
-        "--label",
-        &label,
-        "--network",
-        "host",
-        "--restart",
-        "unless-stopped",
-        "-v",
-        "/var/run/docker.sock:/var/run/docker.sock",
-        "-v",
-        &state_mount,
-        "-v",
-        &manifest_mount,
-        "-v",
-        &secrets,
         image,
-        "run",
-        "-f",
-        "/etc/container-upgrader/desired-state.yaml",
-        "--server",
-        &url,
-        "--enrol-token-file",
-        &token_in,
-        "--agent-name",
-        name,
-        "--server-poll",
-        "10s",
-        "-v",
-    ]);
+        &[&state_mount, &manifest_mount, &secrets],
+        &[],
+        &["--server", &url, "--enrol-token-file", &token_in, "--agent-name", name, "--server-poll", "10s"],
+    );
     container
 }

@@ -223,6 +223,33 @@ impl TestRun {
         try_docker(args)
     }
 
+    /// Starts controller container `name` on `image` as an operator runs
+    /// it: labelled for this run, host network, restarted unless stopped,
+    /// the Docker socket and `mounts` (`SRC:DST[:ro]`) mounted, then
+    /// `options` (more `docker run` flags), and `run -f` the manifest in
+    /// `/etc/container-upgrader/` with `args` and `-v`. Returns its id.
+    pub fn controller_container(
+        &self,
+        name: &str,
+        image: &str,
+        mounts: &[&str],
+        options: &[&str],
+        args: &[&str],
+    ) -> String {
+        let label = self.label();
+        let mut docker_args = vec!["run", "-d", "--name", name, "--label", &label];
+        docker_args.extend(["--network", "host", "--restart", "unless-stopped"]);
+        docker_args.extend(["-v", "/var/run/docker.sock:/var/run/docker.sock"]);
+        for m in mounts {
+            docker_args.extend(["-v", m]);
+        }
+        docker_args.extend(options);
+        docker_args.extend([image, "run", "-f", "/etc/container-upgrader/desired-state.yaml"]);
+        docker_args.extend(args);
+        docker_args.push("-v");
+        docker(&docker_args)
+    }
+
     /// `docker inspect -f <format> <target>`.
     pub fn inspect(&self, target: &str, format: &str) -> String {
         docker(&["inspect", "-f", format, target])
