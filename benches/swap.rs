@@ -54,6 +54,7 @@ fn settings(parallel_stable: Duration) -> Settings {
             stable: parallel_stable,
             probe: Probe::Running,
         },
+        update: Default::default(),
     }
 }
 
@@ -110,6 +111,7 @@ async fn downtime(run: &TestRun, engine: &Engine, swapper: &Swapper, repo: &str)
             planned: None,
             settings: settings(Duration::from_millis(200)),
             op_id: None,
+            service: false,
         };
         let outcome = swapper.swap(&request).await.expect("swap");
         assert!(matches!(outcome, Outcome::Committed(_)), "{outcome}");

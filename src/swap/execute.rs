@@ -536,6 +536,7 @@ fn new_op(req: &SwapRequest, old: &ContainerDetails) -> OpRecord {
         reason: None,
         follows: None,
         stop_grace_secs: Some(stop_grace(old)),
+        service: None,
         op_id,
     }
 }

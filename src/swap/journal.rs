@@ -165,6 +165,22 @@ pub struct OpRecord {
     /// an interrupted `stopping`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_grace_secs: Option<u64>,
+    /// Set when the op is the update of a Swarm service, not a container
+    /// swap: Swarm replaces the tasks; the op records and watches it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceOp>,
+}
+
+/// What recovery needs to judge an interrupted service update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceOp {
+    /// The service id (`old_id` holds it too, for the journal's readers).
+    pub id: String,
+    /// `UpdateStatus.StartedAt` before this op's update: a status with
+    /// the same start time is an older update's, not this one's.
+    pub previous_update: Option<String>,
+    /// How long the update may take (see `swarm::rollout::deadline`).
+    pub deadline_secs: u64,
 }
 
 impl OpRecord {
@@ -534,6 +550,7 @@ impl OpRecord {
             reason: None,
             follows: None,
             stop_grace_secs: None,
+            service: None,
         }
     }
 }
