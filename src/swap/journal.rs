@@ -482,6 +482,17 @@ fn read_record(path: &Path, stem: &str) -> Result<OpRecord, String> {
 /// `CONTAINER--cu-new-S` with one plain suffix, so a forged record cannot
 /// point them at a user's container.
 fn check_names(op: &OpRecord) -> Result<(), String> {
+    // A service update makes and removes no container: its record names
+    // none, and one that does is not ours.
+    if let Some(service) = &op.service {
+        if !op.backup_name.is_empty() || !op.temp_name.is_empty() || service.id != op.old_id.as_str() {
+            return Err(format!(
+                "it records a service update of {:?} but names containers ({:?}, {:?}) or another service",
+                op.container, op.backup_name, op.temp_name
+            ));
+        }
+        return Ok(());
+    }
     let backup = super::scaffold::parse_name(&op.backup_name);
     let suffix = op.backup_name.rsplit('-').next().unwrap_or_default();
     let own = backup == Some((op.container.as_str(), super::scaffold::Part::Backup)) && !suffix.is_empty();

@@ -101,8 +101,9 @@ pub async fn recover(
 ) -> Result<Option<Recovered>, SwapError> {
     let Some(service_op) = op.service.clone() else { return Ok(None) };
     let service = inspect(engine, &op.container).await?;
-    let issued =
-        service.update_started_at != service_op.previous_update || same_image(&service.image, &op.new_image);
+    let (_, spec_digest) = crate::engine::split_pin(&service.image);
+    let pinned_ours = spec_digest.is_some_and(|d| d.as_str() == op.new_image_id.as_str());
+    let issued = service.update_started_at != service_op.previous_update || pinned_ours;
     if op.step() == Some(Step::Prepared) && !issued {
         let reason = "interrupted before the service update was issued; nothing changed".to_string();
         journal.record(&mut op, Step::Aborted, Some(reason))?;
@@ -227,15 +228,17 @@ async fn finish(
 }
 
 fn new_op(req: &SwapRequest, service: &ServiceDetails, image: &str, deadline: Duration) -> OpRecord {
-    let (_, old_digest) = crate::engine::split_pin(&service.image);
+    // As a swap records them: the references people wrote (what backoff
+    // and status compare), and the digests in the `_id` fields.
+    let (old_image, old_digest) = crate::engine::split_pin(&service.image);
     let (_, new_digest) = crate::engine::split_pin(image);
     OpRecord {
         op_id: req.op_id.clone().unwrap_or_else(OpId::generate),
         container: service.name.clone(),
         old_id: ContainerId::new(service.id.clone()),
-        old_image: service.image.clone(),
+        old_image,
         old_image_id: ImageId::new(old_digest.map(|d| d.to_string()).unwrap_or_default()),
-        new_image: image.to_string(),
+        new_image: req.image.familiar(),
         new_image_id: ImageId::new(new_digest.map(|d| d.to_string()).unwrap_or_default()),
         was_running: true,
         order: req.settings.order,

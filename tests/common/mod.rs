@@ -27,6 +27,7 @@ mod image;
 mod postgres;
 mod process;
 mod registry;
+mod swarm;
 mod upgrader;
 mod webdriver;
 mod webhook;
@@ -57,6 +58,8 @@ pub use postgres::TestPostgres;
 pub use process::{docker, try_docker, wait_for};
 #[allow(unused_imports)]
 pub use registry::{http_status, TestRegistry};
+#[allow(unused_imports)]
+pub use swarm::{running_tasks, Sampler};
 #[allow(unused_imports)]
 pub use webdriver::Browser;
 #[allow(unused_imports)]

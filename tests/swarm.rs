@@ -1,0 +1,197 @@
+//! Swarm services (issue 14) on the single-node Swarm `.ci/run` makes of
+//! the test engine: a service target is upgraded by a watched service
+//! update, rolled back by Swarm when its new tasks fail, put back on its
+//! pin after a hand-made update, and never updated on top of an update
+//! under way.
+#![cfg(feature = "docker-tests")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ImageSpec, Sampler, TestRegistry, TestRun};
+use serde_json::Value;
+
+/// `repo:1` and `repo:2` that run, `repo:3` whose tasks exit with code 5
+/// after 300 ms.
+fn publish(run: &TestRun, registry: &TestRegistry) -> String {
+    let repo = registry.repo("app");
+    run.publish_versions(&repo);
+    let exits = ImageSpec {
+        env: vec![("TESTBOX_VERSION", "3"), ("TESTBOX_EXIT_AFTER_MS", "300"), ("TESTBOX_EXIT_CODE", "5")],
+        ..Default::default()
+    };
+    run.publish(&format!("{repo}:3"), &exits);
+    repo
+}
+
+/// A manifest with one service target on `image`, `extra` lines under it.
+fn manifest(run: &TestRun, service: &str, image: &str, extra: &str) -> String {
+    let text = format!(
+        "version: 1\ndefaults:\n  health: {{stable: 1s, timeout: 20s}}\ntargets:\n  - service: {service}\n    image: {image}\n{extra}"
+    );
+    run.write_file("desired-state.yaml", text).display().to_string()
+}
+
+/// `reconcile --once`; returns the exit code, stdout and stderr.
+fn reconcile(run: &TestRun, manifest: &str) -> (Option<i32>, String, String) {
+    let state = run.empty_dir("state").display().to_string();
+    let out = run.cli(&["reconcile", "-f", manifest, "--once", "--state-dir", &state]);
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// `status --output json`: the last op of each target (services too).
+fn status(run: &TestRun) -> Value {
+    let state = run.empty_dir("state").display().to_string();
+    let out = run.cli(&["status", "--state-dir", &state, "--output", "json"]);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn last_op<'a>(status: &'a Value, service: &str) -> &'a Value {
+    status["containers"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["container"] == service))
+        .unwrap_or_else(|| panic!("no status row for {service}: {status:#}"))
+}
+
+#[test]
+fn a_three_replica_service_upgraded_to_a_good_version_commits() {
+    let run = TestRun::new("swarm_commits");
+    let registry = run.registry();
+    let repo = publish(&run, &registry);
+    let service = run.service("web", &format!("{repo}:1"), 3, &[]);
+    let file = manifest(&run, &service, &format!("{repo}:2"), "    update: {parallelism: 2}\n");
+
+    // The plan reads the service as it reads a container.
+    let out = run.cli(&["plan", "-f", &file, "--output", "json"]);
+    let plan: Value = serde_json::from_slice(&out.stdout).expect("plan JSON");
+    let entry = &plan["actions"][0];
+    assert_eq!(entry["target"], format!("service {service}"), "{plan:#}");
+    assert_eq!((entry["action"].as_str(), entry["reason"].as_str()), (Some("upgrade"), Some("tag 1 → 2")));
+
+    let (code, stdout, stderr) = reconcile(&run, &file);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("Reconciled: 1 upgraded, 0 rolled back"), "{stdout}");
+    let digest = run.registry_digest(&format!("{repo}:2"));
+    assert_eq!(run.service_image(&service), format!("{repo}:2@{digest}"), "pinned by digest");
+    assert_eq!(run.update_status(&service).0, "completed");
+    run.wait_running(&service, 3);
+    // Swarm took the rollout settings from the target.
+    let config = run.docker(&[
+        "service",
+        "inspect",
+        "-f",
+        "{{.Spec.UpdateConfig.Parallelism}} {{.Spec.UpdateConfig.FailureAction}} {{.Spec.UpdateConfig.Monitor}} {{.Spec.UpdateConfig.Order}}",
+        &service,
+    ]);
+    assert_eq!(config, "2 rollback 1s stop-first");
+
+    let op = last_op(&status(&run), &service).clone();
+    assert_eq!(op["outcome"], "committed", "{op:#}");
+    assert_eq!(op["to"], format!("{repo}:2"));
+
+    // The next pass has nothing to do.
+    let (code, stdout, stderr) = reconcile(&run, &file);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("0 upgraded") && stdout.contains("1 up to date"), "{stdout}");
+}
+
+#[test]
+fn a_service_whose_new_tasks_exit_is_rolled_back_by_swarm_with_the_task_error() {
+    let run = TestRun::new("swarm_rolls_back");
+    let registry = run.registry();
+    let repo = publish(&run, &registry);
+    let service = run.service("web", &format!("{repo}:1"), 3, &[]);
+    let before = run.service_image(&service);
+    let file = manifest(&run, &service, &format!("{repo}:3"), "    health: {stable: 3s}\n");
+
+    let (code, stdout, stderr) = reconcile(&run, &file);
+    assert_eq!(code, Some(6), "rolled back\n{stdout}\n{stderr}");
+    assert!(stdout.contains("0 upgraded, 1 rolled back"), "{stdout}");
+    assert!(stderr.contains("non-zero exit (5)"), "the task's error is the reason: {stderr}");
+    assert_eq!(run.update_status(&service).0, "rollback_completed");
+    assert_eq!(run.service_image(&service), before, "back on the old spec");
+    run.wait_running(&service, 3);
+
+    let op = last_op(&status(&run), &service).clone();
+    assert_eq!(op["outcome"], "rolled_back", "{op:#}");
+    assert!(op["reason"].as_str().is_some_and(|r| r.contains("non-zero exit (5)")), "{op:#}");
+
+    // The failed image is held, not retried on the next pass.
+    let (code, stdout, stderr) = reconcile(&run, &file);
+    assert_eq!(code, Some(7), "held\n{stdout}\n{stderr}");
+    assert!(stderr.contains("held: upgrade to"), "{stderr}");
+}
+
+#[test]
+fn a_hand_made_update_is_waited_for_then_put_back_on_the_pin() {
+    let run = TestRun::new("swarm_drift");
+    let registry = run.registry();
+    let repo = publish(&run, &registry);
+    let service = run.service("web", &format!("{repo}:2"), 3, &[]);
+    let file = manifest(&run, &service, &format!("{repo}:2"), "");
+    let pinned = run.service_image(&service);
+
+    // By hand, back to 1, slowly: 3 tasks one by one, 2 s apart.
+    run.docker(&[
+        "service",
+        "update",
+        "--detach",
+        "--update-delay",
+        "2s",
+        "--image",
+        &format!("{repo}:1"),
+        &service,
+    ]);
+    // Every distinct (start, state) of the service's updates, in order.
+    let watched = service.clone();
+    let sampler = Sampler::start(Duration::from_millis(100), move || {
+        let format = "{{if .UpdateStatus}}{{.UpdateStatus.StartedAt}} {{.UpdateStatus.State}}{{end}}";
+        common::try_docker(&["service", "inspect", "-f", format, &watched]).unwrap_or_default()
+    });
+    let (code, stdout, stderr) = reconcile(&run, &file);
+    let samples = sampler.finish();
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 upgraded"), "{stdout}");
+    assert_eq!(run.service_image(&service), pinned, "back on the pin");
+    run.wait_running(&service, 3);
+
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for (_, s) in samples {
+        // `StartedAt` has spaces (`2026-12-01 10:25:27.1 +0000 UTC`).
+        let Some((started, state)) = s.rsplit_once(' ') else { continue };
+        if seen.last().is_none_or(|(a, b)| a != started || b != state) {
+            seen.push((started.to_string(), state.to_string()));
+        }
+    }
+    // The hand-made update ran to `completed` before ours began.
+    let first = seen.first().map(|(s, _)| s.clone()).unwrap_or_default();
+    let hand: Vec<&str> = seen.iter().filter(|(s, _)| *s == first).map(|(_, st)| st.as_str()).collect();
+    assert_eq!(hand.last(), Some(&"completed"), "never stacked: {seen:?}");
+    let ours =
+        seen.iter().position(|(s, _)| *s != first).unwrap_or_else(|| panic!("no second update: {seen:?}"));
+    assert!(seen[..ours].iter().any(|(_, st)| st == "completed"), "{seen:?}");
+}
+
+#[test]
+fn start_first_keeps_every_replica_running_throughout() {
+    let run = TestRun::new("swarm_start_first");
+    let registry = run.registry();
+    let repo = publish(&run, &registry);
+    let service = run.service("web", &format!("{repo}:1"), 3, &[]);
+    let file = manifest(&run, &service, &format!("{repo}:2"), "    order: start-first\n");
+
+    let watched = service.clone();
+    let sampler = Sampler::start(Duration::from_millis(100), move || common::running_tasks(&watched));
+    let (code, stdout, stderr) = reconcile(&run, &file);
+    let samples = sampler.finish();
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 upgraded"), "{stdout}");
+    assert!(samples.len() > 20, "sampled throughout: {} samples", samples.len());
+    let fewest = samples.iter().map(|(_, n)| *n).min().unwrap_or(0);
+    assert!(fewest >= 3, "a replica was missing: {samples:?}");
+    // And the old ones did go: start-first overlaps, it does not add.
+    run.wait_running(&service, 3);
+}
