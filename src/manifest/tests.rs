@@ -326,3 +326,13 @@ fn service_targets_take_names_label_selectors_and_update_settings() {
     // A container and a service may share a name: they are different targets.
     assert_eq!(m.targets[2].select, Select::Container("web".into()));
 }
+
+#[test]
+fn the_swarm_example_manifest_validates() {
+    let m = Manifest::load(std::path::Path::new("examples/swarm/desired-state.yaml"))
+        .expect("examples/swarm must stay valid");
+    assert_eq!(m.targets.len(), 3);
+    assert!(m.targets.iter().all(|t| t.select.is_service()));
+    assert_eq!(m.targets[0].settings.update.parallelism, 2);
+    assert_eq!(m.targets[2].settings.order, Order::StopFirst);
+}
