@@ -160,9 +160,10 @@ fn select(src: &Source, path: &str, t: &TargetDoc) -> Result<Select, Problem> {
     }
 }
 
-/// Docker's service name rule: 1 to 63 characters of `[a-zA-Z0-9-]`,
-/// starting and ending with a letter or digit (a DNS label: the name is
-/// also the service's DNS name on its networks).
+/// Swarm's service name rule (swarmkit's `^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$`,
+/// at most 63 characters): letters, digits, `-` and `_`, starting and
+/// ending with a letter or digit. `_` matters: `docker stack deploy` names
+/// its services `STACK_SERVICE`.
 pub(super) const MAX_SERVICE_NAME: usize = 63;
 
 fn service_name(name: &str) -> Result<Select, String> {
@@ -170,10 +171,10 @@ fn service_name(name: &str) -> Result<Select, String> {
     let valid = (1..=MAX_SERVICE_NAME).contains(&name.len())
         && ok_edge(name.chars().next())
         && ok_edge(name.chars().last())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !valid {
         return Err(format!(
-            "invalid service name `{}`; Swarm service names are 1-{MAX_SERVICE_NAME} characters of [a-zA-Z0-9-], starting and ending with a letter or digit",
+            "invalid service name `{}`; Swarm service names are 1-{MAX_SERVICE_NAME} characters of [a-zA-Z0-9_-], starting and ending with a letter or digit",
             shown(name)
         ));
     }
