@@ -195,3 +195,74 @@ fn start_first_keeps_every_replica_running_throughout() {
     // And the old ones did go: start-first overlaps, it does not add.
     run.wait_running(&service, 3);
 }
+
+#[test]
+fn the_controller_deployed_as_a_service_upgrades_its_own_service_without_a_helper() {
+    const STATE: &str = "/var/lib/container-upgrader";
+    let run = TestRun::new("swarm_self_upgrade");
+    let registry = run.registry();
+    let ctl = registry.repo("ctl");
+    for tag in ["1", "2"] {
+        run.build_upgrader_image(&format!("{ctl}:{tag}"), &[&format!("LABEL version={tag}")]);
+        run.push(&format!("{ctl}:{tag}"));
+    }
+    let state = run.volume("state");
+    let dir = run.write_file("manifest/.keep", "").parent().expect("dir").to_path_buf();
+    let name = run.name("ctl");
+    let write_manifest = |tag: &str| {
+        let text = format!(
+            "version: 1\ndefaults:\n  drift_interval: 2s\n  health: {{stable: 2s, timeout: 30s}}\ntargets:\n  - service: {name}\n    image: {ctl}:{tag}\n"
+        );
+        let tmp = dir.join(".desired-state.yaml.tmp");
+        std::fs::write(&tmp, text).expect("write manifest");
+        std::fs::rename(&tmp, dir.join("desired-state.yaml")).expect("rename manifest");
+    };
+    write_manifest("1");
+    let mounts = [
+        "type=bind,src=/var/run/docker.sock,dst=/var/run/docker.sock".to_string(),
+        format!("type=volume,src={state},dst={STATE}"),
+        format!("type=bind,src={},dst=/etc/container-upgrader,readonly", dir.display()),
+    ];
+    let mut extra = vec!["--network", "host"];
+    for m in &mounts {
+        extra.extend(["--mount", m.as_str()]);
+    }
+    let command = ["run", "-f", "/etc/container-upgrader/desired-state.yaml", "-v"];
+    let service = run.service_running("ctl", &format!("{ctl}:1"), &command, 1, &extra);
+    assert_eq!(service, name);
+    let old_task =
+        run.docker(&["ps", "-q", "--filter", &format!("label=com.docker.swarm.service.name={name}")]);
+
+    // The operator pins the controller's own service to version 2.
+    write_manifest("2");
+    let digest = run.registry_digest(&format!("{ctl}:2"));
+    let status_of_service = || -> Value {
+        let volume = format!("{state}:{STATE}");
+        let label = run.label();
+        let image = format!("{ctl}:1");
+        let args = ["run", "--rm", "--label", &label, "-v", &volume, &image, "status", "--output", "json"];
+        let out = common::try_docker(&args).unwrap_or_default();
+        let status: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        status["containers"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["container"] == name.as_str()).cloned())
+            .unwrap_or(Value::Null)
+    };
+    common::wait_for("the new controller to journal the update committed", Duration::from_secs(180), || {
+        status_of_service()["outcome"] == "committed"
+    });
+    assert_eq!(run.service_image(&name), format!("{ctl}:2@{digest}"));
+    assert_eq!(run.update_status(&name).0, "completed");
+    run.wait_running(&name, 1);
+    let new_task =
+        run.docker(&["ps", "-q", "--filter", &format!("label=com.docker.swarm.service.name={name}")]);
+    assert_ne!(new_task, old_task, "Swarm replaced the controller's task");
+    assert_eq!(run.inspect(&new_task, "{{index .Config.Labels \"version\"}}"), "2");
+    // The orchestrator replaced it: no helper container was made.
+    let names = run.docker(&["ps", "-a", "--format", "{{.Names}}", "--filter", &run.label_filter()]);
+    assert!(!names.contains("--cu-"), "helpers or backups: {names}");
+    // The new task read the op the old one journaled and reported it.
+    let op = status_of_service();
+    let logs = run.logs(&new_task);
+    assert!(logs.contains(op["op_id"].as_str().unwrap_or("?")), "the new task reports op {op:#}:\n{logs}");
+}

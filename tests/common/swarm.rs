@@ -15,6 +15,18 @@ impl TestRun {
     /// `<name(suffix)>`, the service and its containers carrying the run
     /// label; waits until every task runs. Returns the service name.
     pub fn service(&self, suffix: &str, image: &str, replicas: u32, extra_args: &[&str]) -> String {
+        self.service_running(suffix, image, &[], replicas, extra_args)
+    }
+
+    /// [`TestRun::service`] with `command` as the tasks' arguments.
+    pub fn service_running(
+        &self,
+        suffix: &str,
+        image: &str,
+        command: &[&str],
+        replicas: u32,
+        extra_args: &[&str],
+    ) -> String {
         let (name, label, replicas_arg) = (self.name(suffix), self.label(), replicas.to_string());
         let mut args = vec!["service", "create", "--detach", "--name", &name, "--label", &label];
         args.extend(["--container-label", &label, "--replicas", &replicas_arg]);
@@ -22,6 +34,7 @@ impl TestRun {
         args.extend(["--stop-grace-period", "2s"]);
         args.extend_from_slice(extra_args);
         args.push(image);
+        args.extend_from_slice(command);
         self.docker(&args);
         self.wait_running(&name, replicas as usize);
         name
