@@ -91,6 +91,7 @@ fn a_three_replica_service_upgraded_to_a_good_version_commits() {
     let op = last_op(&status(&run), &service).clone();
     assert_eq!(op["outcome"], "committed", "{op:#}");
     assert_eq!(op["to"], format!("{repo}:2"));
+    assert_eq!(op["service"], true, "told from a container swap: {op:#}");
 
     // The next pass has nothing to do.
     let (code, stdout, stderr) = reconcile(&run, &file);
