@@ -179,7 +179,7 @@ async fn run_wave(
                 Ok(request) => {
                     // A service is upgraded through Swarm, not swapped.
                     let result = if request.service {
-                        crate::swarm::update(swapper, &request).await
+                        crate::swarm::update(swapper, &request, stopping).await
                     } else {
                         swapper.swap(&request).await
                     };

@@ -258,6 +258,9 @@ fn the_controller_deployed_as_a_service_upgrades_its_own_service_without_a_helpe
     let new_task =
         run.docker(&["ps", "-q", "--filter", &format!("label=com.docker.swarm.service.name={name}")]);
     assert_ne!(new_task, old_task, "Swarm replaced the controller's task");
+    // The old controller left when Swarm stopped it (its watch ends on
+    // SIGTERM; Swarm carries the update on), not killed at the grace's end.
+    assert_eq!(run.inspect(&old_task, "{{.State.ExitCode}}"), "0", "{}", run.logs(&old_task));
     assert_eq!(run.inspect(&new_task, "{{index .Config.Labels \"version\"}}"), "2");
     // The orchestrator replaced it: no helper container was made.
     let names = run.docker(&["ps", "-a", "--format", "{{.Names}}", "--filter", &run.label_filter()]);

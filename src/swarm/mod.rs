@@ -12,6 +12,7 @@
 
 pub mod rollout;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tracing::Instrument;
@@ -37,12 +38,25 @@ pub fn lock_name(name: &str) -> String {
 /// Updates service `req.container` to `req.image` (pinned to
 /// `req.planned` when the plan resolved a digest) and watches the update
 /// to its end.
-pub async fn update(swapper: &Swapper, req: &SwapRequest) -> Result<Outcome, SwapError> {
+///
+/// Once `stopping` is set the watch ends, leaving the op `started`: Swarm
+/// carries the update on without us, and the next controller's recovery
+/// reads how it ended. A controller upgrading its own service is stopped
+/// by that very update, and must not hold its task up until Swarm kills it.
+pub async fn update(
+    swapper: &Swapper,
+    req: &SwapRequest,
+    stopping: &AtomicBool,
+) -> Result<Outcome, SwapError> {
     let span = tracing::info_span!("service_update", service = %req.container, to = %req.image.familiar(), op_id = tracing::field::Empty);
-    update_in_span(swapper, req).instrument(span).await
+    update_in_span(swapper, req, stopping).instrument(span).await
 }
 
-async fn update_in_span(swapper: &Swapper, req: &SwapRequest) -> Result<Outcome, SwapError> {
+async fn update_in_span(
+    swapper: &Swapper,
+    req: &SwapRequest,
+    stopping: &AtomicBool,
+) -> Result<Outcome, SwapError> {
     let name = req.container.as_str();
     let journal = swapper.journal();
     let engine = swapper.engine();
@@ -77,13 +91,17 @@ async fn update_in_span(swapper: &Swapper, req: &SwapRequest) -> Result<Outcome,
         }
     }
     journal.record(&mut op, Step::Started, None)?;
-    match watch(engine, &op, deadline).await? {
+    match watch(engine, &op, deadline, stopping).await? {
         Some((ending, message)) => finish(engine, journal, op, ending, message).await,
         None => {
-            let reason = format!(
-                "Swarm did not finish the update within {}s; it carries on, and the next pass reads how it ended",
-                deadline.as_secs()
-            );
+            let reason = if stopping.load(Ordering::SeqCst) {
+                "the controller stopped while Swarm was updating; Swarm carries on, and the next controller reads how it ended".to_string()
+            } else {
+                format!(
+                    "Swarm did not finish the update within {}s; it carries on, and the next pass reads how it ended",
+                    deadline.as_secs()
+                )
+            };
             op.reason = Some(reason.clone());
             journal.write(&op)?;
             Err(SwapError::Stuck { container: name.to_string(), op_id: op.op_id, reason })
@@ -117,7 +135,7 @@ pub async fn recover(
         .and_then(|at| std::time::SystemTime::now().duration_since(at).ok())
         .unwrap_or_default();
     let left = deadline.saturating_sub(since).max(POLL);
-    match watch(engine, &op, left).await? {
+    match watch(engine, &op, left, &AtomicBool::new(false)).await? {
         Some((ending, message)) => {
             let outcome = finish(engine, journal, op, ending, message).await?;
             let action =
@@ -173,11 +191,13 @@ async fn wait_settled(engine: &Engine, name: &str, limit: Duration) -> Result<Se
     }
 }
 
-/// Watches the op's update until Swarm ends it; `None` past `limit`.
+/// Watches the op's update until Swarm ends it; `None` past `limit` or
+/// once `stopping`.
 async fn watch(
     engine: &Engine,
     op: &OpRecord,
     limit: Duration,
+    stopping: &AtomicBool,
 ) -> Result<Option<(Ending, String)>, SwapError> {
     let previous = op.service.as_ref().and_then(|s| s.previous_update.clone());
     let start = Instant::now();
@@ -188,7 +208,7 @@ async fn watch(
         if let Some(ending) = service.update.filter(|_| ours).and_then(rollout::ending) {
             return Ok(Some((ending, service.update_message.unwrap_or_default())));
         }
-        if start.elapsed() > limit {
+        if start.elapsed() > limit || stopping.load(Ordering::SeqCst) {
             return Ok(None);
         }
         tokio::time::sleep(POLL).await;
