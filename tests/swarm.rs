@@ -270,3 +270,32 @@ fn the_controller_deployed_as_a_service_upgrades_its_own_service_without_a_helpe
     let logs = run.logs(&new_task);
     assert!(logs.contains(op["op_id"].as_str().unwrap_or("?")), "the new task reports op {op:#}:\n{logs}");
 }
+
+#[test]
+fn a_service_on_a_registry_that_needs_a_login_is_updated_with_the_controllers_credentials() {
+    let run = TestRun::new("swarm_registry_auth");
+    let registry = run.registry_with_auth("swarm", "s3cret");
+    let repo = registry.repo("app");
+    for tag in ["1", "2"] {
+        let image = format!("{repo}:{tag}");
+        run.build_image(&image, &ImageSpec { env: vec![("TESTBOX_VERSION", tag)], ..Default::default() });
+        registry.push(&image);
+    }
+    // Created without a login (the node has version 1 locally), so the
+    // service's spec holds no credentials Swarm could reuse.
+    let name = run.service("web", &format!("{repo}:1"), 2, &[]);
+    // The node has no copy of version 2: its tasks must pull it, with the
+    // credentials the controller sends.
+    run.docker(&["rmi", &format!("{repo}:2")]);
+
+    let file = manifest(&run, &name, &format!("{repo}:2"), "");
+    let state = run.empty_dir("state").display().to_string();
+    let config = registry.docker_config();
+    let env = [("DOCKER_CONFIG", config.to_str().expect("utf-8 path"))];
+    let out = run.cli_with_env(&["reconcile", "-f", &file, "--once", "--state-dir", &state], &env);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 upgraded"), "{stdout}");
+    assert!(run.service_image(&name).starts_with(&format!("{repo}:2@sha256:")));
+    run.wait_running(&name, 2);
+}

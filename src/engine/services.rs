@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use bollard::auth::DockerCredentials;
 use bollard::models::{
     Service, ServiceSpecRollbackConfig, ServiceSpecRollbackConfigFailureActionEnum,
     ServiceSpecRollbackConfigOrderEnum, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
@@ -80,6 +81,7 @@ impl Engine {
         service: &ServiceDetails,
         image: &str,
         rollout: &Rollout,
+        credentials: Option<super::Credentials>,
     ) -> Result<Vec<String>, EngineError> {
         let mut spec = service.spec.clone();
         let container = spec
@@ -91,13 +93,25 @@ impl Engine {
         spec.update_config = Some(update_config(rollout));
         spec.rollback_config = Some(rollback_config(rollout));
         let version = i32::try_from(service.version).unwrap_or(i32::MAX);
-        let options = UpdateServiceOptions { version, ..Default::default() };
+        // With credentials, Swarm keeps them in the spec for the nodes'
+        // pulls (as `docker service update --with-registry-auth`); without,
+        // it keeps those the spec already has.
+        let auth_from = "spec";
+        let options =
+            UpdateServiceOptions { version, registry_auth_from: auth_from.into(), ..Default::default() };
+        let credentials = credentials.map(|c| DockerCredentials {
+            username: c.username,
+            password: c.password,
+            identitytoken: c.identity_token,
+            serveraddress: ImageRef::parse(image).ok().map(|r| r.registry().to_string()),
+            ..Default::default()
+        });
         let what = format!("updating service {} to {image}", service.name);
         let answer = self
             .bounded(
                 &what,
                 "services/{id}/update",
-                self.docker.update_service(&service.id, spec, options, None),
+                self.docker.update_service(&service.id, spec, options, credentials),
             )
             .await?;
         Ok(answer.warnings.unwrap_or_default())

@@ -79,7 +79,9 @@ async fn update_in_span(
     tracing::Span::current().record("op_id", op.op_id.as_str());
     journal.record(&mut op, Step::Prepared, None)?;
     let rollout = Rollout::from_settings(&req.settings);
-    match engine.update_service(&service, &image, &rollout).await {
+    // Sent with the update (`--with-registry-auth`): the nodes pull with it.
+    let credentials = crate::registry::for_engine(req.image.registry(), "updating the service").await;
+    match engine.update_service(&service, &image, &rollout, credentials).await {
         Ok(warnings) => {
             for w in warnings {
                 tracing::warn!(warning = %w, "Swarm's warning on the update");
