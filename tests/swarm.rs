@@ -299,3 +299,37 @@ fn a_service_on_a_registry_that_needs_a_login_is_updated_with_the_controllers_cr
     assert!(run.service_image(&name).starts_with(&format!("{repo}:2@sha256:")));
     run.wait_running(&name, 2);
 }
+
+#[test]
+fn a_service_removed_during_an_interrupted_update_does_not_hold_later_passes_up() {
+    let run = TestRun::new("swarm_removed");
+    let registry = run.registry();
+    let repo = publish(&run, &registry);
+    // Slow on purpose: 3 tasks, 3 s apart.
+    let service = run.service("web", &format!("{repo}:1"), 3, &[]);
+    let file = manifest(&run, &service, &format!("{repo}:2"), "    update: {delay: 3s}\n");
+    let state = run.empty_dir("state").display().to_string();
+
+    // A controller killed while it watches the update leaves the op `started`.
+    let mut child = run
+        .cli_command()
+        .args(["reconcile", "-f", &file, "--once", "--state-dir", &state])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn reconcile");
+    common::wait_for("the update to start", Duration::from_secs(60), || {
+        run.update_status(&service).0 == "updating"
+    });
+    child.kill().expect("kill reconcile");
+    let _ = child.wait();
+    run.docker(&["service", "rm", &service]);
+
+    let (code, stdout, stderr) = reconcile(&run, &file);
+    assert_eq!(code, Some(0), "the next pass runs\n{stdout}\n{stderr}");
+    assert!(stdout.contains("0 upgraded"), "{stdout}");
+    assert!(stderr.contains(&format!("no service named {service}")), "{stderr}");
+    let op = last_op(&status(&run), &service).clone();
+    assert_eq!(op["outcome"], "failed", "{op:#}");
+    assert_eq!(op["reason"], "the service was removed during its update", "{op:#}");
+}

@@ -26,6 +26,8 @@ use rollout::{Ending, Rollout};
 
 /// How often a watched service is inspected.
 const POLL: Duration = Duration::from_millis(500);
+/// The reason of an op whose service was removed while it was updated.
+const GONE: &str = "the service was removed during its update";
 /// How many task errors a rolled-back op's reason quotes.
 const TASK_ERRORS: usize = 3;
 
@@ -120,7 +122,14 @@ pub async fn recover(
     mut op: OpRecord,
 ) -> Result<Option<Recovered>, SwapError> {
     let Some(service_op) = op.service.clone() else { return Ok(None) };
-    let service = inspect(engine, &op.container).await?;
+    let found =
+        engine.inspect_service(&op.container).await.map_err(|e| SwapError::unchanged(&op.container, e))?;
+    // Removed meanwhile: nothing is left to finish, and an op that could
+    // never end must not hold every later pass up.
+    let Some(service) = found else {
+        journal.record(&mut op, Step::Failed, Some(GONE.to_string()))?;
+        return Ok(Some(Recovered { action: "the service was removed".into(), op }));
+    };
     let (_, spec_digest) = crate::engine::split_pin(&service.image);
     let pinned_ours = spec_digest.is_some_and(|d| d.as_str() == op.new_image_id.as_str());
     let issued = service.update_started_at != service_op.previous_update || pinned_ours;
@@ -204,7 +213,11 @@ async fn watch(
     let previous = op.service.as_ref().and_then(|s| s.previous_update.clone());
     let start = Instant::now();
     loop {
-        let service = inspect(engine, &op.container).await?;
+        let found = engine
+            .inspect_service(&op.container)
+            .await
+            .map_err(|e| SwapError::unchanged(&op.container, e))?;
+        let Some(service) = found else { return Ok(Some((Ending::Failed, GONE.to_string()))) };
         // A status that started when the one before ours did is not ours.
         let ours = service.update_started_at.is_some() && service.update_started_at != previous;
         if let Some(ending) = service.update.filter(|_| ours).and_then(rollout::ending) {
@@ -232,6 +245,7 @@ async fn finish(
     }
     let id = op.old_id.as_str().to_string();
     let errors = match engine.task_errors(&id, TASK_ERRORS).await {
+        _ if message == GONE => Vec::new(),
         Ok(errors) => errors,
         Err(e) => vec![format!("(task errors could not be read: {e})")],
     };
