@@ -15,7 +15,7 @@ mod common;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bollard::models::ContainerCreateBody;
-use common::TestRun;
+use common::{median, ms, TestRun};
 use container_upgrader::engine::Engine;
 use container_upgrader::manifest::{HealthGate, Manifest, Order, Probe, PullPolicy, Settings};
 use container_upgrader::reconcile::{self, Applied, DEFAULT_PARALLEL};
@@ -187,13 +187,4 @@ async fn fleet(run: &TestRun, swapper: &Swapper, repo: &str) {
             sequential.as_secs_f64() / took.as_secs_f64()
         );
     }
-}
-
-fn median(samples: &mut [Duration]) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

@@ -14,7 +14,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{wait_for, TestRun};
+use common::{calls_between, median, ms, wait_for, TestRun};
 use container_upgrader::engine::Engine;
 use container_upgrader::manifest::Manifest;
 use container_upgrader::plan::{self, Action};
@@ -75,7 +75,7 @@ async fn no_change(manifest: &Manifest, n: usize) {
         let resolved = resolve::resolve(manifest, &observed, &registry, &engine, &needed).await;
         let plan = plan::plan(manifest, &observed, &resolved);
         passes.push(t.elapsed());
-        per_pass = diff(&before, &engine.calls());
+        per_pass = calls_between(&before, &engine.calls());
         registry_calls = registry.calls();
         assert_eq!(plan.count(Action::None), n, "not a no-change plan: {:?}", plan.actions.first());
     }
@@ -134,20 +134,4 @@ fn upgrade(run: &TestRun, repo: &str) {
     println!("  container-upgrader reconcile --once:   {:8.1} ms", ms(a));
     println!("  bare docker service update --image:    {:8.1} ms", ms(b));
     println!("  ours / bare:                           {:8.2}x", a.as_secs_f64() / b.as_secs_f64());
-}
-
-fn diff(
-    before: &std::collections::BTreeMap<&'static str, u64>,
-    after: &std::collections::BTreeMap<&'static str, u64>,
-) -> std::collections::BTreeMap<&'static str, u64> {
-    after.iter().map(|(k, v)| (*k, v - before.get(k).copied().unwrap_or(0))).filter(|(_, v)| *v > 0).collect()
-}
-
-fn median(samples: &mut [Duration]) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

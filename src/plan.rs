@@ -141,35 +141,34 @@ fn owners<'a>(manifest: &Manifest, observed: &'a Observed) -> HashMap<&'a str, V
 }
 
 fn missing(target: &Target) -> PlanEntry {
-    PlanEntry {
-        target: target.select.to_string(),
-        target_index: target.index,
-        container: None,
-        current: None,
-        desired: Some(ImageState { image: target.want.to_string(), digest: None }),
-        action: Action::Missing,
-        reason: match &target.select {
-            crate::manifest::Select::Container(name) => format!("no container named {name}"),
-            crate::manifest::Select::Service(name) => format!("no service named {name}"),
-            sel @ crate::manifest::Select::ServiceLabel { .. } => format!("no service has {sel}"),
-            sel => format!("no container has {sel}"),
-        },
-    }
+    let reason = match &target.select {
+        crate::manifest::Select::Container(name) => format!("no container named {name}"),
+        crate::manifest::Select::Service(name) => format!("no service named {name}"),
+        sel @ crate::manifest::Select::ServiceLabel { .. } => format!("no service has {sel}"),
+        sel => format!("no container has {sel}"),
+    };
+    unselected(target, Action::Missing, reason)
 }
 
 /// A service target on an engine that is not a Swarm manager: never acted
 /// on, and said plainly (the engine's own words are kept).
 fn not_manager(target: &Target, why: &str) -> PlanEntry {
+    let reason = format!(
+        "this Docker Engine is not a Swarm manager ({why}); a service target is upgraded through a manager: run the controller on a manager node"
+    );
+    unselected(target, Action::Error, reason)
+}
+
+/// The entry of a target that selects nothing, with why.
+fn unselected(target: &Target, action: Action, reason: String) -> PlanEntry {
     PlanEntry {
         target: target.select.to_string(),
         target_index: target.index,
         container: None,
         current: None,
         desired: Some(ImageState { image: target.want.to_string(), digest: None }),
-        action: Action::Error,
-        reason: format!(
-            "this Docker Engine is not a Swarm manager ({why}); a service target is upgraded through a manager: run the controller on a manager node"
-        ),
+        action,
+        reason,
     }
 }
 

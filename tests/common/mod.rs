@@ -19,6 +19,7 @@
 //! hanging CI.
 #![allow(dead_code)]
 
+mod bench;
 mod cleanup;
 mod credentials;
 mod distribution;
@@ -41,6 +42,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tempfile::TempDir;
 
 // Each tests/*.rs is its own crate and uses only some of these.
+#[allow(unused_imports)]
+pub use bench::{calls_between, median, ms};
 #[allow(unused_imports)]
 pub use credentials::{base64, Login};
 #[allow(unused_imports)]
