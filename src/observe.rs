@@ -143,7 +143,7 @@ fn selections(manifest: &Manifest, containers: &[ObservedContainer]) -> Vec<Vec<
     let by_name: HashMap<&str, usize> = containers
         .iter()
         .enumerate()
-        .filter(|(_, c)| c.service.is_none())
+        .filter(|(_, c)| swappable(c))
         .map(|(i, c)| (c.name.as_str(), i))
         .collect();
     manifest
@@ -161,8 +161,19 @@ fn selections(manifest: &Manifest, containers: &[ObservedContainer]) -> Vec<Vec<
 /// True when `select` covers container (or service) `c`: container
 /// selects take containers only, service selects services only.
 pub fn selects(select: &Select, c: &ObservedContainer) -> bool {
-    select.is_service() == c.service.is_some()
-        && select.matches(&c.name, c.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    let kind = if select.is_service() { c.service.is_some() } else { swappable(c) };
+    kind && select.matches(&c.name, c.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+/// The label Swarm puts on each task's container.
+pub const SWARM_TASK_LABEL: &str = "com.docker.swarm.task.id";
+
+/// A container a container target may swap: not a service, and not the
+/// container of a Swarm task — Swarm owns those (swapping one would make it
+/// reschedule the task, and the service keeps its old image); a service is
+/// upgraded as a `service:` target.
+fn swappable(c: &ObservedContainer) -> bool {
+    c.service.is_none() && !c.labels.contains_key(SWARM_TASK_LABEL)
 }
 
 /// Lists containers once, services once when the manifest has service
@@ -237,6 +248,24 @@ mod tests {
         let observed = Observed::new(&m, containers, Vec::new());
         assert_eq!(selected(&observed), ["web", "web--cu-restore-2024"]);
         assert_eq!(observed.containers.len(), 2, "scaffolding is not observed at all");
+    }
+
+    #[test]
+    fn a_container_target_never_takes_a_swarm_tasks_container() {
+        let m = Manifest::parse(
+            "m.yaml",
+            "version: 1\ntargets:\n  - selector: {label: tier=front}\n    image: app:2\n  - container: web.1.abc\n    image: app:2\n",
+        )
+        .expect("manifest");
+        let task = (SWARM_TASK_LABEL, "t1");
+        let containers = vec![
+            container("1", "web", &[TIER]),
+            // A task of a service created with `--container-label tier=front`.
+            container("2", "web.1.abc", &[TIER, task]),
+        ];
+        let observed = Observed::new(&m, containers, Vec::new());
+        assert_eq!(selected(&observed), ["web"]);
+        assert_eq!(observed.selected(1).count(), 0, "not by name either");
     }
 
     #[test]

@@ -333,3 +333,23 @@ fn a_service_removed_during_an_interrupted_update_does_not_hold_later_passes_up(
     assert_eq!(op["outcome"], "failed", "{op:#}");
     assert_eq!(op["reason"], "the service was removed during its update", "{op:#}");
 }
+
+#[test]
+fn a_container_selector_leaves_the_containers_of_swarm_tasks_alone() {
+    let run = TestRun::new("swarm_tasks_not_containers");
+    let registry = run.registry();
+    let repo = publish(&run, &registry);
+    let tier = format!("tier={}", run.id());
+    let service = run.service("web", &format!("{repo}:1"), 2, &["--container-label", &tier]);
+    let text = format!("version: 1\ntargets:\n  - selector: {{label: \"{tier}\"}}\n    image: {repo}:2\n");
+    let file = run.write_file("desired-state.yaml", text).display().to_string();
+
+    let out = run.cli(&["plan", "-f", &file, "--output", "json"]);
+    let plan: Value = serde_json::from_slice(&out.stdout).expect("plan JSON");
+    assert_eq!(plan["actions"].as_array().map(Vec::len), Some(1), "{plan:#}");
+    assert_eq!(plan["actions"][0]["action"], "missing", "{plan:#}");
+    let (_, stdout, stderr) = reconcile(&run, &file);
+    assert!(stdout.contains("0 upgraded"), "{stdout}\n{stderr}");
+    assert!(run.service_image(&service).starts_with(&format!("{repo}:1")), "the service was not touched");
+    run.wait_running(&service, 2);
+}
