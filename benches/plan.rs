@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ImageSpec, TestRun};
+use common::{calls_between, median, ms, ImageSpec, TestRun};
 use container_upgrader::engine::Engine;
 use container_upgrader::manifest::Manifest;
 use container_upgrader::plan::{self, Action};
@@ -98,7 +98,7 @@ async fn measure(manifest: &Manifest, n: usize) {
         let plan = plan::plan(manifest, &observed, &resolved);
         pure.push(t_plan.elapsed());
         passes.push(t.elapsed());
-        per_pass = diff(&before, &engine.calls());
+        per_pass = calls_between(&before, &engine.calls());
         registry_calls = registry.calls();
         assert_eq!(plan.count(Action::None), n, "not a no-change plan: {:?}", plan.actions.first());
     }
@@ -119,20 +119,4 @@ async fn measure(manifest: &Manifest, n: usize) {
             "NOT met"
         }
     );
-}
-
-fn diff(
-    before: &std::collections::BTreeMap<&'static str, u64>,
-    after: &std::collections::BTreeMap<&'static str, u64>,
-) -> std::collections::BTreeMap<&'static str, u64> {
-    after.iter().map(|(k, v)| (*k, v - before.get(k).copied().unwrap_or(0))).filter(|(_, v)| *v > 0).collect()
-}
-
-fn median(samples: &mut [Duration]) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

@@ -15,7 +15,7 @@ mod common;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bollard::models::ContainerCreateBody;
-use common::TestRun;
+use common::{median, ms, TestRun};
 use container_upgrader::engine::Engine;
 use container_upgrader::manifest::{HealthGate, Manifest, Order, Probe, PullPolicy, Settings};
 use container_upgrader::reconcile::{self, Applied, DEFAULT_PARALLEL};
@@ -54,6 +54,7 @@ fn settings(parallel_stable: Duration) -> Settings {
             stable: parallel_stable,
             probe: Probe::Running,
         },
+        update: Default::default(),
     }
 }
 
@@ -110,6 +111,7 @@ async fn downtime(run: &TestRun, engine: &Engine, swapper: &Swapper, repo: &str)
             planned: None,
             settings: settings(Duration::from_millis(200)),
             op_id: None,
+            service: false,
         };
         let outcome = swapper.swap(&request).await.expect("swap");
         assert!(matches!(outcome, Outcome::Committed(_)), "{outcome}");
@@ -185,13 +187,4 @@ async fn fleet(run: &TestRun, swapper: &Swapper, repo: &str) {
             sequential.as_secs_f64() / took.as_secs_f64()
         );
     }
-}
-
-fn median(samples: &mut [Duration]) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

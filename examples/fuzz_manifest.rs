@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 use container_upgrader::manifest::Manifest;
 
 const EXAMPLE: &str = include_str!("../desired-state.example.yaml");
+/// The Swarm example, so mutations also start from service targets.
+const SWARM_EXAMPLE: &str = include_str!("swarm/desired-state.yaml");
 const HANG: Duration = Duration::from_secs(2);
 const WATCHDOG: Duration = Duration::from_secs(30);
 
@@ -201,6 +203,13 @@ fn mutate(rng: &mut Rng, text: &str) -> String {
                     "- container",
                     "- image",
                     "push_may_change_targets",
+                    "service",
+                    "service_selector",
+                    "- service",
+                    "update",
+                    "parallelism",
+                    "delay",
+                    "max_failure_ratio",
                 ]);
                 lines.insert(i, format!("{indent}{key}: {}", hostile(rng)));
             }
@@ -293,7 +302,11 @@ fn main() {
     let mut t = Tally::default();
     let run_started = Instant::now();
     for i in 0..inputs {
-        let text = if i % 4 == 0 { arbitrary(&mut rng) } else { mutate(&mut rng, EXAMPLE) };
+        let text = match i % 4 {
+            0 => arbitrary(&mut rng),
+            1 => mutate(&mut rng, SWARM_EXAMPLE),
+            _ => mutate(&mut rng, EXAMPLE),
+        };
         current.store(i, Ordering::Relaxed);
         started_at.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
         let began = Instant::now();

@@ -33,6 +33,7 @@ pub mod serve;
 pub mod status;
 pub mod summary;
 pub mod swap;
+pub mod swarm;
 pub mod tls;
 pub mod trigger;
 pub mod types;

@@ -17,7 +17,8 @@ use serde::Serialize;
 use crate::engine::{Engine, EngineError};
 use crate::manifest::{Manifest, Select};
 use crate::swap::scaffold::Scaffolding;
-use crate::types::{ContainerId, ImageId};
+use crate::swarm::rollout::UpdateState;
+use crate::types::{ContainerId, Digest, ImageId};
 
 /// A container as the list call reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -40,6 +41,25 @@ pub struct ObservedContainer {
     /// The container id in its `container:<id>` network mode, when it lives
     /// in another container's network namespace.
     pub joins: Option<String>,
+    /// Set when this is not a container but a Swarm service (a `service`
+    /// target's): its id, name, spec image and labels fill the fields
+    /// above, so resolve and plan treat both alike.
+    pub service: Option<ServiceState>,
+}
+
+/// What Swarm says of a service besides what a container also has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceState {
+    /// The digest its spec pins the image to (Swarm pins it at create and
+    /// update time unless told not to).
+    pub digest: Option<Digest>,
+    /// Where its last update stands (`UpdateStatus.State`).
+    #[serde(skip)]
+    pub update: Option<UpdateState>,
+    /// Tasks running now.
+    pub running: u64,
+    /// Tasks it should have.
+    pub desired: u64,
 }
 
 /// Docker's health status of a container with a HEALTHCHECK.
@@ -75,6 +95,9 @@ pub struct Observed {
     pub images: HashMap<ImageId, ObservedImage>,
     /// Per target index, the indices into `containers` it selects.
     by_target: Vec<Vec<usize>>,
+    /// Why service targets cannot be observed (the engine is not a Swarm
+    /// manager), when the manifest has any.
+    pub swarm: Option<String>,
 }
 
 impl Observed {
@@ -103,7 +126,7 @@ impl Observed {
             containers.into_iter().zip(keep).filter_map(|(c, k)| k.then_some(c)).collect();
         let by_target = selections(manifest, &containers);
         let images = images.into_iter().map(|i| (i.id.clone(), i)).collect();
-        Self { containers, images, by_target }
+        Self { containers, images, by_target, swarm: None }
     }
 
     /// The containers target `index` selects, in list order.
@@ -116,8 +139,13 @@ impl Observed {
 /// go through an index, so a manifest of many named containers costs
 /// O(targets + containers), not their product.
 fn selections(manifest: &Manifest, containers: &[ObservedContainer]) -> Vec<Vec<usize>> {
-    let by_name: HashMap<&str, usize> =
-        containers.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
+    // Containers only: a service may carry a container's name.
+    let by_name: HashMap<&str, usize> = containers
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| swappable(c))
+        .map(|(i, c)| (c.name.as_str(), i))
+        .collect();
     manifest
         .targets
         .iter()
@@ -130,22 +158,44 @@ fn selections(manifest: &Manifest, containers: &[ObservedContainer]) -> Vec<Vec<
         .collect()
 }
 
-/// True when `select` covers container `c`.
+/// True when `select` covers container (or service) `c`: container
+/// selects take containers only, service selects services only.
 pub fn selects(select: &Select, c: &ObservedContainer) -> bool {
-    select.matches(&c.name, c.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    let kind = if select.is_service() { c.service.is_some() } else { swappable(c) };
+    kind && select.matches(&c.name, c.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
-/// Lists containers once and, when the manifest selects any, images once.
+/// The label Swarm puts on each task's container.
+pub const SWARM_TASK_LABEL: &str = "com.docker.swarm.task.id";
+
+/// A container a container target may swap: not a service, and not the
+/// container of a Swarm task — Swarm owns those (swapping one would make it
+/// reschedule the task, and the service keeps its old image); a service is
+/// upgraded as a `service:` target.
+fn swappable(c: &ObservedContainer) -> bool {
+    c.service.is_none() && !c.labels.contains_key(SWARM_TASK_LABEL)
+}
+
+/// Lists containers once, services once when the manifest has service
+/// targets, and images once when it selects any container.
 /// What `scaffolding` recognises is never observed.
 pub async fn observe(
     engine: &Engine,
     manifest: &Manifest,
     scaffolding: &Scaffolding,
 ) -> Result<Observed, EngineError> {
-    let mut observed =
-        Observed::excluding(manifest, engine.list_containers().await?, Vec::new(), scaffolding);
+    let mut listed = engine.list_containers().await?;
+    let mut swarm = None;
+    if manifest.targets.iter().any(|t| t.select.is_service()) {
+        match engine.list_services().await? {
+            Ok(services) => listed.extend(services),
+            Err(crate::engine::NotManager(why)) => swarm = Some(why),
+        }
+    }
+    let mut observed = Observed::excluding(manifest, listed, Vec::new(), scaffolding);
+    observed.swarm = swarm;
     // No selected container: the plan needs no image data, skip the call.
-    if !observed.containers.is_empty() {
+    if observed.containers.iter().any(|c| c.service.is_none()) {
         observed.images = engine.list_images().await?.into_iter().map(|i| (i.id.clone(), i)).collect();
     }
     Ok(observed)
@@ -168,6 +218,7 @@ mod tests {
             health: None,
             labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             joins: None,
+            service: None,
         }
     }
 
@@ -197,6 +248,24 @@ mod tests {
         let observed = Observed::new(&m, containers, Vec::new());
         assert_eq!(selected(&observed), ["web", "web--cu-restore-2024"]);
         assert_eq!(observed.containers.len(), 2, "scaffolding is not observed at all");
+    }
+
+    #[test]
+    fn a_container_target_never_takes_a_swarm_tasks_container() {
+        let m = Manifest::parse(
+            "m.yaml",
+            "version: 1\ntargets:\n  - selector: {label: tier=front}\n    image: app:2\n  - container: web.1.abc\n    image: app:2\n",
+        )
+        .expect("manifest");
+        let task = (SWARM_TASK_LABEL, "t1");
+        let containers = vec![
+            container("1", "web", &[TIER]),
+            // A task of a service created with `--container-label tier=front`.
+            container("2", "web.1.abc", &[TIER, task]),
+        ];
+        let observed = Observed::new(&m, containers, Vec::new());
+        assert_eq!(selected(&observed), ["web"]);
+        assert_eq!(observed.selected(1).count(), 0, "not by name either");
     }
 
     #[test]

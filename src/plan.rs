@@ -102,6 +102,7 @@ pub fn needs_resolution(manifest: &Manifest, observed: &Observed) -> Vec<usize> 
         .targets
         .iter()
         .filter(|t| manifest.policy.allows(t.want.image()))
+        .filter(|t| !(t.select.is_service() && observed.swarm.is_some()))
         .filter(|t| observed.selected(t.index).next().is_some())
         .map(|t| t.index)
         .collect()
@@ -112,6 +113,10 @@ pub fn plan(manifest: &Manifest, observed: &Observed, resolved: &Resolved) -> Pl
     let owners = owners(manifest, observed);
     let mut actions = Vec::new();
     for target in &manifest.targets {
+        if let Some(why) = observed.swarm.as_ref().filter(|_| target.select.is_service()) {
+            actions.push(not_manager(target, why));
+            continue;
+        }
         let selected: Vec<&ObservedContainer> = observed.selected(target.index).collect();
         if selected.is_empty() {
             actions.push(missing(target));
@@ -136,17 +141,34 @@ fn owners<'a>(manifest: &Manifest, observed: &'a Observed) -> HashMap<&'a str, V
 }
 
 fn missing(target: &Target) -> PlanEntry {
+    let reason = match &target.select {
+        crate::manifest::Select::Container(name) => format!("no container named {name}"),
+        crate::manifest::Select::Service(name) => format!("no service named {name}"),
+        sel @ crate::manifest::Select::ServiceLabel { .. } => format!("no service has {sel}"),
+        sel => format!("no container has {sel}"),
+    };
+    unselected(target, Action::Missing, reason)
+}
+
+/// A service target on an engine that is not a Swarm manager: never acted
+/// on, and said plainly (the engine's own words are kept).
+fn not_manager(target: &Target, why: &str) -> PlanEntry {
+    let reason = format!(
+        "this Docker Engine is not a Swarm manager ({why}); a service target is upgraded through a manager: run the controller on a manager node"
+    );
+    unselected(target, Action::Error, reason)
+}
+
+/// The entry of a target that selects nothing, with why.
+fn unselected(target: &Target, action: Action, reason: String) -> PlanEntry {
     PlanEntry {
         target: target.select.to_string(),
         target_index: target.index,
         container: None,
         current: None,
         desired: Some(ImageState { image: target.want.to_string(), digest: None }),
-        action: Action::Missing,
-        reason: match &target.select {
-            crate::manifest::Select::Container(name) => format!("no container named {name}"),
-            sel => format!("no container has {sel}"),
-        },
+        action,
+        reason,
     }
 }
 
@@ -205,6 +227,18 @@ fn entry(
                 Some(warning) => (Action::None, warning),
                 None => compare(c, observed, desired),
             };
+            if let Some(state) = c.service.as_ref().and_then(|s| s.update).filter(|s| s.in_progress()) {
+                if e.action == Action::Upgrade {
+                    e.reason.push_str(&format!(
+                        " (Swarm is {} the service: that update is waited for first)",
+                        if state == crate::swarm::rollout::UpdateState::Updating {
+                            "updating"
+                        } else {
+                            "rolling back"
+                        }
+                    ));
+                }
+            }
         }
     }
     e
@@ -230,8 +264,13 @@ fn current_state(
 /// top of a tag, has several, and Docker lists them alphabetically — so
 /// "the first" is an accident of hex, never "the one the registry means".
 pub(crate) fn repo_digests(c: &ObservedContainer, observed: &Observed, repository: &ImageRef) -> Vec<Digest> {
-    let Some(image) = observed.images.get(&c.image_id) else { return Vec::new() };
     let name = repository.name();
+    // A service has no local image: its spec pins the one digest it runs.
+    if let Some(service) = &c.service {
+        let same_repository = ImageRef::parse(&c.image).is_ok_and(|r| r.name() == name);
+        return service.digest.iter().filter(|_| same_repository).cloned().collect();
+    }
+    let Some(image) = observed.images.get(&c.image_id) else { return Vec::new() };
     image
         .repo_digests
         .iter()
@@ -275,7 +314,8 @@ fn compare(c: &ObservedContainer, observed: &Observed, desired: &Desired) -> (Ac
         (None, Some(d)) => repo_digests(c, observed, want).contains(d),
         (None, None) => false,
     };
-    let state = if c.state == "running" { String::new() } else { format!(" (container is {})", c.state) };
+    let kind = if c.service.is_some() { "service" } else { "container" };
+    let state = if c.state == "running" { String::new() } else { format!(" ({kind} is {})", c.state) };
     // The index moved, but its entry for this container's platform is the
     // image the container runs: recreating it would change nothing.
     if let Some(p) = desired.for_platform.as_ref().filter(|p| p.config.as_str() == c.image_id.as_str()) {

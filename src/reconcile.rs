@@ -112,7 +112,11 @@ pub async fn reconcile_once(
             let held = backoff::hold(&history, &request.container, &request.image.familiar(), now);
             Some((order, entry.clone(), held.map_or(Ok(request), Err)))
         })
-        .partition(|(_, entry, _)| me.is_some_and(|me| entry.container.as_deref() == Some(me.name.as_str())));
+        .partition(|(_, entry, job)| {
+            // A service (the controller's own included) is replaced by Swarm: no helper.
+            let container = job.as_ref().map_or(true, |r| !r.service);
+            container && me.is_some_and(|me| entry.container.as_deref() == Some(me.name.as_str()))
+        });
     // A container living in the network namespace of another container
     // swapped in this pass waits for that swap: started together, it would
     // join its peer half-way through (and the peer's swap recreates it).
@@ -172,10 +176,18 @@ async fn run_wave(
                     &request.container,
                     crate::swap::NoChange::ShuttingDown,
                 )),
-                Ok(request) => match swapper.swap(&request).await {
-                    Ok(outcome) => Applied::Swapped(Box::new(outcome)),
-                    Err(e) => Applied::Error(e),
-                },
+                Ok(request) => {
+                    // A service is upgraded through Swarm, not swapped.
+                    let result = if request.service {
+                        crate::swarm::update(swapper, &request, stopping).await
+                    } else {
+                        swapper.swap(&request).await
+                    };
+                    match result {
+                        Ok(outcome) => Applied::Swapped(Box::new(outcome)),
+                        Err(e) => Applied::Error(e),
+                    }
+                }
             };
             (order, entry, applied)
         })
@@ -194,7 +206,8 @@ fn request(
     debug_assert_eq!(entry.action, Action::Upgrade);
     let target = manifest.targets.get(entry.target_index)?;
     let name = entry.container.as_deref()?;
-    let id = &observed.containers.iter().find(|c| c.name == name)?.id;
+    let service = target.select.is_service();
+    let id = &observed.containers.iter().find(|c| c.name == name && c.service.is_some() == service)?.id;
     let desired = resolved.get(entry.target_index, id)?.as_ref().ok()?;
     // Swap to the tag (what the container will show), pulled by the digest
     // the plan compared: a tag that moves meanwhile changes nothing.
@@ -206,6 +219,7 @@ fn request(
         planned,
         settings: target.settings.clone(),
         op_id: None,
+        service,
     })
 }
 
@@ -228,6 +242,7 @@ mod tests {
             health: None,
             labels: BTreeMap::new(),
             joins: joins.map(Into::into),
+            service: None,
         }
     }
 
@@ -246,7 +261,14 @@ mod tests {
         } else {
             let settings = manifest.targets[order].settings.clone();
             let image = ImageRef::parse("app:2").expect("image");
-            Ok(SwapRequest { container: name.into(), image, planned: None, settings, op_id: None })
+            Ok(SwapRequest {
+                container: name.into(),
+                image,
+                planned: None,
+                settings,
+                op_id: None,
+                service: false,
+            })
         };
         (order, entry, job)
     }

@@ -21,7 +21,7 @@ use tokio::sync::{Mutex, OnceCell};
 use crate::engine::{Credentials, Engine, InsecureRegistries};
 use crate::reference::ImageRef;
 use crate::types::Digest;
-pub use credentials::{credentials, HELPER_TIMEOUT};
+pub use credentials::{credentials, for_engine, HELPER_TIMEOUT};
 use distribution::{Auth, CallError, Distribution};
 pub use platform::ForPlatform;
 

@@ -177,7 +177,7 @@ pub async fn resolve(
     // Phase 1: tag lists for `track` targets that use the registry.
     let repos: HashSet<ImageRef> = targets
         .iter()
-        .filter(|t| t.settings.pull != PullPolicy::Never)
+        .filter(|t| pull_policy(t) != PullPolicy::Never)
         .filter_map(|t| match &t.want {
             Want::Track { image, .. } => Some(image.with_tag("latest")),
             Want::Image(_) => None,
@@ -228,7 +228,7 @@ fn choose(
     observed: &Observed,
     tags: &HashMap<String, Result<Vec<String>, RegistryError>>,
 ) -> Vec<Choice> {
-    let pull = t.settings.pull;
+    let pull = pull_policy(t);
     let Want::Track { image, range, prerelease, flavor } = &t.want else {
         return vec![(For::Target(t.index), Ok((t.want.image().clone(), pull)))];
     };
@@ -249,6 +249,17 @@ fn choose(
             (For::Container(t.index, c.id.clone()), track.choose(running.as_deref()).map(|r| (r, pull)))
         })
         .collect()
+}
+
+/// The pull policy that decides where a target's image is resolved. A
+/// service's tasks run on any node, which pulls for itself: only the
+/// registry can say what its tag names, so services always ask it.
+fn pull_policy(t: &Target) -> PullPolicy {
+    if t.select.is_service() {
+        PullPolicy::Always
+    } else {
+        t.settings.pull
+    }
 }
 
 /// A `track` target with its repository's tags.

@@ -259,6 +259,7 @@ mod tests {
                 ..Settings::default()
             },
             op_id: Some(OpId::new("op-1")),
+            service: false,
         };
         let args = job_args(&Job::Swap(Box::new(req)), "agent").join(" ");
         assert_eq!(

@@ -132,6 +132,10 @@ pub struct LastOp {
     /// whose network it shares: that container's name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub follows: Option<String>,
+    /// `true` when the op was a Swarm service update (the name is then a
+    /// service's); absent for a container swap.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub service: bool,
     /// When it began.
     pub started_at: String,
     /// When it ended (or last moved).
@@ -148,6 +152,7 @@ impl LastOp {
             to: op.new_image.clone(),
             reason: op.reason.clone(),
             follows: op.follows.clone(),
+            service: op.service.is_some(),
             started_at: op.started_at().to_string(),
             updated_at: op.updated_at().to_string(),
         }

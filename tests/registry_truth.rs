@@ -174,8 +174,10 @@ async fn a_tag_moved_between_plan_and_pull_still_creates_exactly_the_planned_ima
                 stable: Duration::from_millis(300),
                 probe: Probe::Running,
             },
+            update: Default::default(),
         },
         op_id: None,
+        service: false,
     };
     let outcome = swapper.swap(&request).await.expect("swap");
     assert!(matches!(outcome, Outcome::Committed(_)), "{outcome}");

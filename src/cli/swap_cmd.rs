@@ -149,6 +149,7 @@ fn request(args: UpgradeArgs) -> Result<SwapRequest, Failure> {
         rollback: !args.no_rollback,
         cleanup: args.cleanup,
         health: HealthGate { timeout: args.health_timeout.0, stable: args.stable.0, probe: args.probe },
+        update: Default::default(),
     };
     let op_id = args
         .op_id
@@ -160,7 +161,7 @@ fn request(args: UpgradeArgs) -> Result<SwapRequest, Failure> {
             Digest::parse(&d).map_err(|e| Failure::new(exit::USAGE, format!("error: --planned-digest: {e}")))
         })
         .transpose()?;
-    Ok(SwapRequest { container: args.container, image, planned, settings, op_id })
+    Ok(SwapRequest { container: args.container, image, planned, settings, op_id, service: false })
 }
 
 pub async fn upgrade(args: UpgradeArgs) -> Result<u8, Failure> {

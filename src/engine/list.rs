@@ -78,6 +78,7 @@ fn container(c: ContainerSummary) -> Option<ObservedContainer> {
         health: c.status.as_deref().and_then(health),
         labels: c.labels.unwrap_or_default().into_iter().collect(),
         joins,
+        service: None,
     })
 }
 

@@ -16,11 +16,14 @@ mod events;
 mod info;
 mod list;
 mod pull;
+mod services;
 
 pub use containers::{platform_of, ContainerDetails, ImageDetails, Sample};
 pub use info::InsecureRegistries;
 pub use list::NetworkMember;
 pub use pull::{Credentials, PullProgress};
+pub(crate) use services::split_pin;
+pub use services::{NotManager, ServiceDetails};
 
 /// The default time one Engine API call may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);

@@ -59,6 +59,9 @@ pub struct Overrides {
     /// The health gate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthDoc>,
+    /// How a Swarm service target is rolled out (service targets only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateDoc>,
     /// Periodic re-check (`0` = only on triggers). Only meaningful in `defaults`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift_interval: Option<Dur>,
@@ -165,6 +168,12 @@ pub struct TargetDoc {
     /// Containers by label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<SelectorDoc>,
+    /// A Swarm service by name (the engine must be a Swarm manager).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Swarm services by label (of the service, not of its tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_selector: Option<SelectorDoc>,
     /// The exact image: a tag, or `name@sha256:…` (parsed in validation,
     /// so every bad reference in the file is reported, not just the first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,6 +196,27 @@ pub struct TargetDoc {
     /// Overrides fields of `defaults.health` (field by field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthDoc>,
+    /// Overrides fields of `defaults.update` (service targets only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateDoc>,
+}
+
+/// `update` as written: how Swarm rolls a service out (its `UpdateConfig`
+/// besides order, monitor and failure action, which come from `order`,
+/// `health.stable` and `rollback`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateDoc {
+    /// Tasks replaced at once (`0`: all at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<u64>,
+    /// Pause between batches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<Dur>,
+    /// The share of tasks that may fail before the update fails, a
+    /// decimal from 0 to 1 (kept as text: read and checked in validation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failure_ratio: Option<String>,
 }
 
 /// `selector` as written.

@@ -78,7 +78,7 @@ pub struct Target {
     pub settings: Settings,
 }
 
-/// How a target picks its containers.
+/// How a target picks its containers (or, on a Swarm manager, services).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Select {
     /// One container by name.
@@ -90,17 +90,33 @@ pub enum Select {
         /// Required value; `None` means "has the label".
         value: Option<String>,
     },
+    /// One Swarm service by name.
+    Service(String),
+    /// Every Swarm service with this service label (and value, if given).
+    ServiceLabel {
+        /// Label key.
+        key: String,
+        /// Required value; `None` means "has the label".
+        value: Option<String>,
+    },
 }
 
 impl Select {
-    /// True when a container with this name and these labels is covered.
+    /// True when an object with this name and these labels is covered
+    /// (the caller offers containers to container selects and services to
+    /// service selects, see [`Select::is_service`]).
     pub fn matches<'a>(&self, name: &str, mut labels: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
         match self {
-            Select::Container(n) => n == name,
-            Select::Label { key, value } => {
+            Select::Container(n) | Select::Service(n) => n == name,
+            Select::Label { key, value } | Select::ServiceLabel { key, value } => {
                 labels.any(|(k, v)| k == key && value.as_deref().is_none_or(|want| want == v))
             }
         }
+    }
+
+    /// True when the target covers Swarm services rather than containers.
+    pub fn is_service(&self) -> bool {
+        matches!(self, Select::Service(_) | Select::ServiceLabel { .. })
     }
 }
 
@@ -110,6 +126,9 @@ impl fmt::Display for Select {
             Select::Container(name) => f.write_str(name),
             Select::Label { key, value: Some(v) } => write!(f, "label {key}={v}"),
             Select::Label { key, value: None } => write!(f, "label {key}"),
+            Select::Service(name) => write!(f, "service {name}"),
+            Select::ServiceLabel { key, value: Some(v) } => write!(f, "service label {key}={v}"),
+            Select::ServiceLabel { key, value: None } => write!(f, "service label {key}"),
         }
     }
 }
@@ -167,6 +186,28 @@ pub struct Settings {
     pub cleanup: bool,
     /// The health gate.
     pub health: HealthGate,
+    /// How a Swarm service is rolled out (service targets only).
+    pub update: ServiceUpdate,
+}
+
+/// `update`, effective: the parts of a Swarm `UpdateConfig` that have no
+/// other setting (order is `order`, monitor is `health.stable`, the
+/// failure action follows `rollback`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceUpdate {
+    /// Tasks replaced at once; `0` means all at once.
+    pub parallelism: u64,
+    /// Pause between batches.
+    pub delay: Duration,
+    /// The share of tasks (0 to 1) that may fail before the update fails.
+    pub max_failure_ratio: f64,
+}
+
+impl Default for ServiceUpdate {
+    /// Swarm's own defaults: one task at a time, no delay, no failure allowed.
+    fn default() -> Self {
+        Self { parallelism: 1, delay: Duration::ZERO, max_failure_ratio: 0.0 }
+    }
 }
 
 /// The effective health gate.
@@ -192,6 +233,7 @@ impl Default for Settings {
                 stable: Duration::from_secs(5),
                 probe: Probe::Auto,
             },
+            update: ServiceUpdate::default(),
         }
     }
 }

@@ -113,8 +113,17 @@ fn invalid_manifests_name_field_line_column_and_what_is_allowed() {
         (t("    image: A/b:1\n"), "targets[0].image", "4:12", "repository name must be lowercase"),
         (t(&format!("    image: a@sha256:{}\n", &hex[1..])), "targets[0].image", "4:12", "malformed"),
         (t(""), "targets[0]", "3:5", "needs `image: REF`"),
-        ("version: 1\ntargets:\n  - image: a:1\n".into(), "targets[0]", "3:5", "needs `container: NAME` or `selector"),
-        (t("    selector: {label: x}\n    image: a:1\n"), "targets[0]", "3:5", "either `container` or `selector`"),
+        ("version: 1\ntargets:\n  - image: a:1\n".into(), "targets[0]", "3:5", "needs `container: NAME`, `selector: {label: \"key=value\"}`, `service: NAME` or `service_selector"),
+        (t("    selector: {label: x}\n    image: a:1\n"), "targets[0]", "3:5", "has `container` and `selector`; allowed: one of them"),
+        (t("    service: web\n    image: a:1\n"), "targets[0]", "3:5", "has `container` and `service`; allowed: one of them"),
+        ("version: 1\ntargets:\n  - service: web-\n    image: a:1\n".into(), "targets[0].service", "3:14", "invalid service name `web-`; Swarm service names are 1-63 characters of [a-zA-Z0-9_-], starting and ending"),
+        ("version: 1\ntargets:\n  - service: web.1\n    image: a:1\n".into(), "targets[0].service", "3:14", "invalid service name `web.1`"),
+        ("version: 1\ntargets:\n  - service_selector: {label: \"=v\"}\n    image: a:1\n".into(), "targets[0].service_selector.label", "3:31", "expected `key=value` or `key`"),
+        ("version: 1\ntargets:\n  - service: web\n    image: a:1\n  - service: web\n    image: a:2\n".into(), "targets[1].service", "5:14", "already a target at targets[0] (line 3)"),
+        (t("    image: a:1\n    update: {parallelism: 2}\n"), "targets[0].update", "5:14", "`update` applies to Swarm service targets only"),
+        ("version: 1\ntargets:\n  - service: web\n    image: a:1\n    update: {max_failure_ratio: 1.5}\n".into(), "targets[0].update.max_failure_ratio", "5:33", "allowed: a decimal from 0 to 1"),
+        ("version: 1\ntargets:\n  - service: web\n    image: a:1\n    update: {paralelism: 2}\n".into(), "targets[0].update.paralelism", "5:14", "unknown field `paralelism`; allowed: `parallelism`, `delay`, `max_failure_ratio`"),
+        ("version: 1\ntargets:\n  - service: web\n    image: a:1\n    health: {probe: {tcp: {port: 80}}}\n".into(), "targets[0].health.probe", "5:22", "a `tcp` probe cannot gate a Swarm service"),
         (t("    image: a:1\n    track: {image: a, semver: ^1}\n"), "targets[0]", "3:5", "either `image` or `track`"),
         (t("    image: a:1\n  - container: aa\n    image: a:2\n"), "targets[1].container", "5:16", "already a target at targets[0] (line 3)"),
         ("version: 1\ntargets:\n  - container: -bad\n    image: a:1\n".into(), "targets[0].container", "3:16", "invalid container name `-bad`"),
@@ -299,4 +308,32 @@ fn a_drift_interval_below_the_minimum_is_refused_but_zero_means_off() {
     for fine in ["0", "2s", "5m"] {
         assert!(Manifest::parse("m.yaml", &text(fine)).is_ok(), "{fine}");
     }
+}
+
+#[test]
+fn service_targets_take_names_label_selectors_and_update_settings() {
+    let m = Manifest::parse(
+        "m.yaml",
+        "version: 1\ndefaults:\n  update: {parallelism: 2}\ntargets:\n  - service: web\n    image: app:2\n    order: start-first\n    update: {delay: 2s, max_failure_ratio: 0.25}\n  - service_selector: {label: tier=edge}\n    image: app:2\n  - container: web\n    image: app:2\n",
+    )
+    .expect("valid");
+    assert_eq!(m.targets[0].select, Select::Service("web".into()));
+    assert_eq!(m.targets[1].select, Select::ServiceLabel { key: "tier".into(), value: Some("edge".into()) });
+    assert_eq!(m.targets[0].select.to_string(), "service web");
+    // Field by field over the defaults.
+    let u = &m.targets[0].settings.update;
+    assert_eq!((u.parallelism, u.delay, u.max_failure_ratio), (2, Duration::from_secs(2), 0.25));
+    assert_eq!(m.targets[1].settings.update.parallelism, 2);
+    // A container and a service may share a name: they are different targets.
+    assert_eq!(m.targets[2].select, Select::Container("web".into()));
+}
+
+#[test]
+fn the_swarm_example_manifest_validates() {
+    let m = Manifest::load(std::path::Path::new("examples/swarm/desired-state.yaml"))
+        .expect("examples/swarm must stay valid");
+    assert_eq!(m.targets.len(), 3);
+    assert!(m.targets.iter().all(|t| t.select.is_service()));
+    assert_eq!(m.targets[0].settings.update.parallelism, 2);
+    assert_eq!(m.targets[2].settings.order, Order::StopFirst);
 }

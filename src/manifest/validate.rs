@@ -5,9 +5,10 @@ use std::collections::HashMap;
 
 use semver::VersionReq;
 
-use super::document::{Document, HealthDoc, Overrides, Probe, SelectorDoc, TargetDoc, TrackDoc};
+use super::document::{Document, HealthDoc, Overrides, Probe, SelectorDoc, TargetDoc, TrackDoc, UpdateDoc};
 use super::{
-    HealthGate, Manifest, ManifestError, Policy, Pos, Problem, Select, Settings, Source, Target, Want,
+    HealthGate, Manifest, ManifestError, Policy, Pos, Problem, Select, ServiceUpdate, Settings, Source,
+    Target, Want,
 };
 use super::{DEFAULT_DRIFT_INTERVAL, VERSION};
 use crate::reference::ImageRef;
@@ -43,13 +44,13 @@ pub(super) fn validate(src: &Source) -> Result<Manifest, ManifestError> {
         let path = format!("targets[{index}]");
         let select = select(src, &path, t);
         if let Ok(sel) = &select {
-            let field = if t.container.is_some() { "container" } else { "selector" };
+            let field = select_field(t);
             if let Some(first) = seen.insert(sel.clone(), index) {
                 let at = src.pos(&format!("targets[{first}].{field}"));
                 problems.push(src.problem(
                     &format!("{path}.{field}"),
                     format!(
-                        "duplicate target: `{sel}` is already a target at targets[{first}] (line {}); each container may be named by one target only",
+                        "duplicate target: `{sel}` is already a target at targets[{first}] (line {}); each container or service may be named by one target only",
                         at.line
                     ),
                 ));
@@ -57,6 +58,9 @@ pub(super) fn validate(src: &Source) -> Result<Manifest, ManifestError> {
         }
         let want = want(src, &path, t);
         let settings = settings(src, &path, &base, t, &mut problems);
+        if let Ok(sel) = &select {
+            service_only(src, &path, sel, t, &mut problems);
+        }
         match (select, want) {
             (Ok(select), Ok(want)) => targets.push(Target { index, select, want, settings }),
             (select, want) => problems.extend(select.err().into_iter().chain(want.err())),
@@ -96,10 +100,13 @@ pub(super) fn validate(src: &Source) -> Result<Manifest, ManifestError> {
 impl Document {
     /// `defaults` seen as a target's overrides, so one merge serves both.
     fn defaults_as_target(&self) -> TargetDoc {
-        let Overrides { pull, order, rollback, cleanup, health, drift_interval: _ } = self.defaults.clone();
+        let Overrides { pull, order, rollback, cleanup, health, update, drift_interval: _ } =
+            self.defaults.clone();
         TargetDoc {
             container: None,
             selector: None,
+            service: None,
+            service_selector: None,
             image: None,
             track: None,
             pull,
@@ -107,19 +114,97 @@ impl Document {
             rollback,
             cleanup,
             health,
+            update,
         }
     }
 }
 
+/// The fields that say what a target covers.
+const SELECT_FIELDS: [&str; 4] = ["container", "selector", "service", "service_selector"];
+
+/// The one of [`SELECT_FIELDS`] the target sets (the first, when several).
+fn select_field(t: &TargetDoc) -> &'static str {
+    let set =
+        [t.container.is_some(), t.selector.is_some(), t.service.is_some(), t.service_selector.is_some()];
+    SELECT_FIELDS.iter().zip(set).find(|(_, set)| *set).map_or("container", |(f, _)| *f)
+}
+
 fn select(src: &Source, path: &str, t: &TargetDoc) -> Result<Select, Problem> {
-    match (&t.container, &t.selector) {
-        (Some(name), None) => container_name(name).map_err(|m| src.problem(&format!("{path}.container"), m)),
-        (None, Some(sel)) => selector(sel).map_err(|m| src.problem(&format!("{path}.selector.label"), m)),
-        (Some(_), Some(_)) => Err(src
-            .problem(path, "a target has either `container` or `selector`, not both; allowed: one of them")),
-        (None, None) => {
-            Err(src.problem(path, "a target needs `container: NAME` or `selector: {label: \"key=value\"}`"))
+    let given: Vec<&str> = SELECT_FIELDS
+        .iter()
+        .zip([t.container.is_some(), t.selector.is_some(), t.service.is_some(), t.service_selector.is_some()])
+        .filter_map(|(f, set)| set.then_some(*f))
+        .collect();
+    if given.len() > 1 {
+        return Err(src.problem(
+            path,
+            format!(
+                "a target has one of `container`, `selector`, `service` or `service_selector`; this one has {}; allowed: one of them",
+                given.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(" and ")
+            ),
+        ));
+    }
+    match (&t.container, &t.selector, &t.service, &t.service_selector) {
+        (Some(name), ..) => container_name(name).map_err(|m| src.problem(&format!("{path}.container"), m)),
+        (_, Some(sel), ..) => selector(sel).map_err(|m| src.problem(&format!("{path}.selector.label"), m)),
+        (_, _, Some(name), _) => service_name(name).map_err(|m| src.problem(&format!("{path}.service"), m)),
+        (_, _, _, Some(sel)) => match selector(sel) {
+            Ok(Select::Label { key, value }) => Ok(Select::ServiceLabel { key, value }),
+            Ok(other) => Ok(other),
+            Err(m) => Err(src.problem(&format!("{path}.service_selector.label"), m)),
+        },
+        (None, None, None, None) => Err(src.problem(
+            path,
+            "a target needs `container: NAME`, `selector: {label: \"key=value\"}`, `service: NAME` or `service_selector: {label: \"key=value\"}`",
+        )),
+    }
+}
+
+/// Swarm's service name rule (swarmkit's `^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$`,
+/// at most 63 characters): letters, digits, `-` and `_`, starting and
+/// ending with a letter or digit. `_` matters: `docker stack deploy` names
+/// its services `STACK_SERVICE`.
+pub(super) const MAX_SERVICE_NAME: usize = 63;
+
+fn service_name(name: &str) -> Result<Select, String> {
+    let ok_edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    let valid = (1..=MAX_SERVICE_NAME).contains(&name.len())
+        && ok_edge(name.chars().next())
+        && ok_edge(name.chars().last())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid {
+        return Err(format!(
+            "invalid service name `{}`; Swarm service names are 1-{MAX_SERVICE_NAME} characters of [a-zA-Z0-9_-], starting and ending with a letter or digit",
+            shown(name)
+        ));
+    }
+    Ok(Select::Service(name.to_string()))
+}
+
+/// Settings that mean something for only one kind of target, refused on
+/// the other where the target itself sets them (a default may serve both).
+fn service_only(src: &Source, path: &str, select: &Select, t: &TargetDoc, problems: &mut Vec<Problem>) {
+    if !select.is_service() {
+        if t.update.is_some() {
+            problems.push(src.problem(
+                &format!("{path}.update"),
+                "`update` applies to Swarm service targets only; allowed: `update` under a target with `service` or `service_selector`, or in `defaults`",
+            ));
         }
+        return;
+    }
+    // Swarm judges a task by its image's HEALTHCHECK (or it running): the
+    // controller does not reach into tasks on other nodes to probe them.
+    if let Some(probe @ (Probe::Http { .. } | Probe::Tcp { .. })) =
+        t.health.as_ref().and_then(|h| h.probe.as_ref())
+    {
+        let kind = if matches!(probe, Probe::Http { .. }) { "http" } else { "tcp" };
+        problems.push(src.problem(
+            &format!("{path}.health.probe"),
+            format!(
+                "a `{kind}` probe cannot gate a Swarm service: Swarm judges each task by its image's HEALTHCHECK; allowed for services: `auto` or `running`"
+            ),
+        ));
     }
 }
 
@@ -248,12 +333,52 @@ fn settings(
         || base.health.clone(),
         |h| health(src, &format!("{path}.health"), &base.health, h, problems),
     );
+    let update = t.update.as_ref().map_or_else(
+        || base.update.clone(),
+        |u| update(src, &format!("{path}.update"), &base.update, u, problems),
+    );
     Settings {
         pull: t.pull.unwrap_or(base.pull),
         order: t.order.unwrap_or(base.order),
         rollback: t.rollback.unwrap_or(base.rollback),
         cleanup: t.cleanup.unwrap_or(base.cleanup),
         health,
+        update,
+    }
+}
+
+/// Merges `update` over `base`, field by field.
+fn update(
+    src: &Source,
+    path: &str,
+    base: &ServiceUpdate,
+    u: &UpdateDoc,
+    problems: &mut Vec<Problem>,
+) -> ServiceUpdate {
+    let max_failure_ratio = match u.max_failure_ratio.as_deref().map(failure_ratio) {
+        None => base.max_failure_ratio,
+        Some(Ok(r)) => r,
+        Some(Err(m)) => {
+            problems.push(src.problem(&format!("{path}.max_failure_ratio"), m));
+            base.max_failure_ratio
+        }
+    };
+    ServiceUpdate {
+        parallelism: u.parallelism.unwrap_or(base.parallelism),
+        delay: u.delay.map_or(base.delay, |d| d.0),
+        max_failure_ratio,
+    }
+}
+
+/// A decimal from 0 to 1 (`0`, `0.25`, `1`).
+fn failure_ratio(text: &str) -> Result<f64, String> {
+    let plain = !text.is_empty() && text.chars().all(|c| c.is_ascii_digit() || c == '.');
+    match text.parse::<f64>() {
+        Ok(r) if plain && (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "`{}` is not a failure ratio; allowed: a decimal from 0 to 1, such as 0 or 0.25",
+            shown(text)
+        )),
     }
 }
 

@@ -40,6 +40,7 @@ impl World {
             health: None,
             labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
             joins: None,
+            service: None,
         });
         self
     }
@@ -491,5 +492,99 @@ fn an_index_without_the_containers_platform_plans_error_naming_it() {
         e.reason.contains("no image for linux/amd64") && e.reason.contains("it has linux/arm64"),
         "{}",
         e.reason
+    );
+}
+
+/// A Swarm service `name` whose spec pins `REG/app:1` to `digest('1')`,
+/// with `running` of 3 tasks up, and its last update in `update`.
+fn service(
+    name: &str,
+    labels: &[(&str, &str)],
+    running: u64,
+    update: Option<UpdateState>,
+) -> ObservedContainer {
+    ObservedContainer {
+        id: ContainerId::new(format!("svc-{name}")),
+        name: name.to_string(),
+        image: format!("{REG}/app:1"),
+        image_id: ImageId::new(digest('1').as_str()),
+        state: if running >= 3 { "running".into() } else { format!("{running}/3 tasks running") },
+        health: None,
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+        joins: None,
+        service: Some(ServiceState { digest: Some(digest('1')), update, running, desired: 3 }),
+    }
+}
+
+use crate::observe::ServiceState;
+use crate::swarm::rollout::UpdateState;
+
+#[test]
+fn a_service_plans_as_a_container_does_with_the_same_reasons() {
+    let m = manifest(&format!("targets:\n  - service: web\n    image: {REG}/app:2\n"));
+    let observed = Observed::new(&m, vec![service("web", &[], 3, None)], Vec::new());
+    let p = plan(&m, &observed, &registry_says(0, &format!("{REG}/app:2"), digest('2')));
+    let e = only(&p);
+    assert_eq!((e.action, e.reason.as_str()), (Action::Upgrade, "tag 1 → 2"));
+    assert_eq!(e.target, "service web");
+    assert_eq!(e.container.as_deref(), Some("web"));
+    assert_eq!(e.current.as_ref().and_then(|c| c.digest.clone()), Some(digest('1').to_string()));
+
+    // The same tag, moved in the registry: drift, said as for a container.
+    let m = manifest(&format!("targets:\n  - service: web\n    image: {REG}/app:1\n"));
+    let p = plan(&m, &observed, &registry_says(0, &format!("{REG}/app:1"), digest('9')));
+    assert_eq!(only(&p).action, Action::Upgrade);
+    assert!(only(&p).reason.starts_with("tag 1 moved to sha256:999999999999"), "{}", only(&p).reason);
+    // Pinned where the registry says: nothing to do.
+    let p = plan(&m, &observed, &registry_says(0, &format!("{REG}/app:1"), digest('1')));
+    assert_eq!(only(&p).action, Action::None);
+    assert!(only(&p).reason.starts_with("up to date"), "{}", only(&p).reason);
+}
+
+#[test]
+fn container_and_service_targets_never_select_each_other() {
+    let labels = [("tier", "edge")];
+    let m = manifest(&format!(
+        "targets:\n  - service_selector: {{label: tier=edge}}\n    image: {REG}/app:1\n  - container: web\n    image: {REG}/app:1\n"
+    ));
+    // A service and a container both named `web`, both labelled tier=edge.
+    let mut world = app_world();
+    world.containers[0].labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    world.containers.push(service("web", &labels, 3, None));
+    let observed = world.observe(&m);
+    let kinds = |i: usize| observed.selected(i).map(|c| c.service.is_some()).collect::<Vec<_>>();
+    assert_eq!(kinds(0), [true]);
+    assert_eq!(kinds(1), [false]);
+}
+
+#[test]
+fn a_service_target_on_a_non_manager_is_an_error_that_says_why() {
+    let m = manifest(&format!("targets:\n  - service: web\n    image: {REG}/app:2\n"));
+    let mut observed = Observed::new(&m, Vec::new(), Vec::new());
+    observed.swarm = Some("This node is not a swarm manager.".into());
+    assert!(needs_resolution(&m, &observed).is_empty(), "nothing is asked of the registry");
+    let p = plan(&m, &observed, &Resolved::new());
+    let e = only(&p);
+    assert_eq!(e.action, Action::Error);
+    assert!(
+        e.reason.starts_with("this Docker Engine is not a Swarm manager (This node is not a swarm manager.)"),
+        "{}",
+        e.reason
+    );
+
+    let observed = Observed::new(&m, Vec::new(), Vec::new());
+    let p = plan(&m, &observed, &Resolved::new());
+    assert_eq!((only(&p).action, only(&p).reason.as_str()), (Action::Missing, "no service named web"));
+}
+
+#[test]
+fn an_update_under_way_is_named_and_a_converging_service_says_so() {
+    let m = manifest(&format!("targets:\n  - service: web\n    image: {REG}/app:2\n"));
+    let observed = Observed::new(&m, vec![service("web", &[], 2, Some(UpdateState::Updating))], Vec::new());
+    let p = plan(&m, &observed, &registry_says(0, &format!("{REG}/app:2"), digest('2')));
+    assert_eq!(only(&p).action, Action::Upgrade);
+    assert_eq!(
+        only(&p).reason,
+        "tag 1 → 2 (service is 2/3 tasks running) (Swarm is updating the service: that update is waited for first)"
     );
 }

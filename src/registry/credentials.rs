@@ -43,6 +43,20 @@ struct HelperAnswer {
     secret: String,
 }
 
+/// [`credentials`] for handing to the engine (a pull, a service update):
+/// what cannot be read is logged and the engine goes on anonymously. The
+/// engine exchanges an identity token itself; a helper that hangs is
+/// stopped at [`HELPER_TIMEOUT`].
+pub async fn for_engine(registry: &str, what: &str) -> Option<Credentials> {
+    match credentials(registry, HELPER_TIMEOUT).await {
+        Ok(found) => found,
+        Err(why) => {
+            tracing::warn!(registry = %registry, reason = %why, "{what} without credentials");
+            None
+        }
+    }
+}
+
 /// The Docker config's credentials for `registry`: `Ok(None)` when it has
 /// none; `Err` says why they could not be read (a helper that failed or
 /// did not answer within `limit`) — the caller goes on anonymously.

@@ -273,6 +273,7 @@ mod tests {
             outcome: crate::swap::journal::OpOutcome::Committed,
             reason: None,
             follows: None,
+            service: false,
             started_at: "2024-05-01T12:00:00Z".into(),
             ended_at: "2024-05-01T12:00:01Z".into(),
             duration_ms: 1000,

@@ -39,6 +39,10 @@ pub struct OpEvent {
     /// whose network it shares: that container's name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub follows: Option<String>,
+    /// `true` when the op was a Swarm service update (`container` then
+    /// names the service); absent for a container swap.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub service: bool,
     /// When the op began (RFC 3339).
     pub started_at: String,
     /// When it ended (RFC 3339).
@@ -65,6 +69,7 @@ impl OpEvent {
             outcome: op.outcome(),
             reason: op.reason.clone(),
             follows: op.follows.clone(),
+            service: op.service.is_some(),
             started_at: op.started_at().to_string(),
             ended_at: op.updated_at().to_string(),
             duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),

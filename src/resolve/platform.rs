@@ -110,7 +110,9 @@ pub(super) async fn check(
 fn suspects<'a>(targets: &[&Target], observed: &'a Observed, resolved: &Resolved) -> Vec<Suspect<'a>> {
     let mut out = Vec::new();
     for t in targets {
-        for c in observed.selected(t.index) {
+        // A service has no local image to read a platform from; Swarm
+        // pulls the index on each node and picks that node's image.
+        for c in observed.selected(t.index).filter(|c| c.service.is_none()) {
             let Some(Ok(desired)) = resolved.get(t.index, &c.id) else { continue };
             let Some(digest) = desired.digest.clone().filter(|_| desired.local_id.is_none()) else {
                 continue;

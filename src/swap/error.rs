@@ -12,6 +12,9 @@ pub enum NoChange {
     /// The container to swap does not exist.
     #[error("no container named {0}")]
     NoSuchContainer(String),
+    /// The service is gone (or was never there).
+    #[error("no service named {0}")]
+    NoSuchService(String),
     /// The image the container runs is gone, so the image's defaults cannot
     /// be told from the container's own settings.
     #[error(
@@ -52,6 +55,7 @@ impl NoChange {
     pub fn kind(&self) -> &'static str {
         match self {
             NoChange::NoSuchContainer(_) => "no_such_container",
+            NoChange::NoSuchService(_) => "no_such_service",
             NoChange::OldImageGone(_) => "old_image_gone",
             NoChange::Engine(_) => "engine",
             NoChange::Pull { .. } => "pull",

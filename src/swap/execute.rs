@@ -195,17 +195,7 @@ impl Swapper {
             self.name_as_written(&source, req, &image, &reference).await?;
             return Ok(image);
         }
-        let registry = req.image.registry().to_string();
-        // The engine exchanges an identity token itself; a helper that
-        // hangs is stopped at its limit and the pull goes on without.
-        let credentials = match crate::registry::credentials(&registry, crate::registry::HELPER_TIMEOUT).await
-        {
-            Ok(found) => found,
-            Err(why) => {
-                tracing::warn!(registry = %registry, reason = %why, "pulling without credentials");
-                None
-            }
-        };
+        let credentials = crate::registry::for_engine(req.image.registry(), "pulling").await;
         let show = self.show_progress;
         self.engine
             .pull(&source, platform, credentials, |p| {
@@ -536,6 +526,7 @@ fn new_op(req: &SwapRequest, old: &ContainerDetails) -> OpRecord {
         reason: None,
         follows: None,
         stop_grace_secs: Some(stop_grace(old)),
+        service: None,
         op_id,
     }
 }

@@ -165,6 +165,22 @@ pub struct OpRecord {
     /// an interrupted `stopping`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_grace_secs: Option<u64>,
+    /// Set when the op is the update of a Swarm service, not a container
+    /// swap: Swarm replaces the tasks; the op records and watches it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceOp>,
+}
+
+/// What recovery needs to judge an interrupted service update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceOp {
+    /// The service id (`old_id` holds it too, for the journal's readers).
+    pub id: String,
+    /// `UpdateStatus.StartedAt` before this op's update: a status with
+    /// the same start time is an older update's, not this one's.
+    pub previous_update: Option<String>,
+    /// How long the update may take (see `swarm::rollout::deadline`).
+    pub deadline_secs: u64,
 }
 
 impl OpRecord {
@@ -466,6 +482,17 @@ fn read_record(path: &Path, stem: &str) -> Result<OpRecord, String> {
 /// `CONTAINER--cu-new-S` with one plain suffix, so a forged record cannot
 /// point them at a user's container.
 fn check_names(op: &OpRecord) -> Result<(), String> {
+    // A service update makes and removes no container: its record names
+    // none, and one that does is not ours.
+    if let Some(service) = &op.service {
+        if !op.backup_name.is_empty() || !op.temp_name.is_empty() || service.id != op.old_id.as_str() {
+            return Err(format!(
+                "it records a service update of {:?} but names containers ({:?}, {:?}) or another service",
+                op.container, op.backup_name, op.temp_name
+            ));
+        }
+        return Ok(());
+    }
     let backup = super::scaffold::parse_name(&op.backup_name);
     let suffix = op.backup_name.rsplit('-').next().unwrap_or_default();
     let own = backup == Some((op.container.as_str(), super::scaffold::Part::Backup)) && !suffix.is_empty();
@@ -534,6 +561,7 @@ impl OpRecord {
             reason: None,
             follows: None,
             stop_grace_secs: None,
+            service: None,
         }
     }
 }

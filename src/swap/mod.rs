@@ -51,6 +51,9 @@ pub struct SwapRequest {
     /// id by the controller, so a restarted helper knows whether its swap
     /// already began (and then recovers it instead of starting another).
     pub op_id: Option<crate::types::OpId>,
+    /// `container` names a Swarm service: upgraded by a service update
+    /// ([`crate::swarm::update`]), never swapped.
+    pub service: bool,
 }
 
 /// How a swap ended.
@@ -93,6 +96,14 @@ impl fmt::Display for Outcome {
                 "{}: rolled back to {}: upgrade to {} failed: {} (op {})",
                 op.container,
                 op.old_image,
+                op.new_image,
+                reason(op),
+                op.op_id
+            ),
+            Outcome::Failed(op) if op.service.is_some() => write!(
+                f,
+                "{}: update to {} failed and was NOT rolled back (rollback disabled): {}; Swarm paused the update, so tasks may run either image (op {})",
+                op.container,
                 op.new_image,
                 reason(op),
                 op.op_id

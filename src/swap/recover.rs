@@ -91,7 +91,19 @@ pub async fn recover_except(
             moved_to,
         });
     }
-    for op in scan.ops.iter().filter(|op| !op.is_finished() && !skip(op)) {
+    for op in scan.ops.iter().filter(|op| !op.is_finished() && op.service.is_some()) {
+        let Ok(_lock) = journal.lock(&crate::swarm::lock_name(&op.container)) else {
+            tracing::info!(op_id = %op.op_id, service = %op.container, "service update watched elsewhere; left alone");
+            continue;
+        };
+        let Some(op) = journal.read(&op.op_id)?.filter(|o| !o.is_finished()) else { continue };
+        match crate::swarm::recover(engine, journal, op).await {
+            Ok(Some(done)) => recovery.done.push(done),
+            Ok(None) => {}
+            Err(e) => recovery.problems.push(e),
+        }
+    }
+    for op in scan.ops.iter().filter(|op| !op.is_finished() && op.service.is_none() && !skip(op)) {
         let Ok(_lock) = journal.lock(&op.container) else {
             tracing::info!(op_id = %op.op_id, container = %op.container, "op in progress elsewhere; left alone");
             continue;

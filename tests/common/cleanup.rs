@@ -5,6 +5,8 @@ use super::process::try_docker;
 /// Removes every object matching `filter`; returns what failed.
 pub(super) fn remove_labelled(filter: &str) -> Vec<String> {
     let mut failures = Vec::new();
+    // Services before anything: their tasks are containers Swarm restarts.
+    super::swarm::remove_services(filter, &mut failures);
     let anonymous = anonymous_volumes(filter);
     // Containers first: networks, volumes and images in use cannot go.
     remove(&["ps", "-aq"], filter, &["rm", "-f", "-v"], &mut failures);

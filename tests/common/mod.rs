@@ -19,6 +19,7 @@
 //! hanging CI.
 #![allow(dead_code)]
 
+mod bench;
 mod cleanup;
 mod credentials;
 mod distribution;
@@ -27,6 +28,7 @@ mod image;
 mod postgres;
 mod process;
 mod registry;
+mod swarm;
 mod upgrader;
 mod webdriver;
 mod webhook;
@@ -40,6 +42,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tempfile::TempDir;
 
 // Each tests/*.rs is its own crate and uses only some of these.
+#[allow(unused_imports)]
+pub use bench::{calls_between, median, ms};
 #[allow(unused_imports)]
 pub use credentials::{base64, Login};
 #[allow(unused_imports)]
@@ -57,6 +61,8 @@ pub use postgres::TestPostgres;
 pub use process::{docker, try_docker, wait_for};
 #[allow(unused_imports)]
 pub use registry::{http_status, TestRegistry};
+#[allow(unused_imports)]
+pub use swarm::{running_tasks, Sampler};
 #[allow(unused_imports)]
 pub use webdriver::Browser;
 #[allow(unused_imports)]

@@ -199,7 +199,7 @@ impl TestRegistry {
     }
 
     /// The `DOCKER_CONFIG` dir [`TestRegistry::docker`] uses.
-    fn docker_config(&self) -> PathBuf {
+    pub fn docker_config(&self) -> PathBuf {
         self.dir.path().join("docker-config")
     }
 }
