@@ -20,6 +20,9 @@ use super::FleetError;
 
 /// How long SQLite waits for another writer before failing a statement.
 const SQLITE_BUSY_TIMEOUT_MS: u64 = 5000;
+/// PostgreSQL connections per server (a server resource shared with other
+/// replicas); half are kept open.
+const POSTGRES_CONNECTIONS: u32 = 16;
 /// How long a request waits for a free database connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -72,7 +75,10 @@ impl Store {
         let pool = AnyPoolOptions::new()
             // SQLite has one writer at a time anyway; PostgreSQL connections
             // are a server resource shared with other replicas.
-            .max_connections(if sqlite { 8 } else { 16 })
+            .max_connections(if sqlite { 8 } else { POSTGRES_CONNECTIONS })
+            // PostgreSQL connections take a round of authentication to
+            // open: kept open, the first burst of agents does not pay it.
+            .min_connections(if sqlite { 0 } else { POSTGRES_CONNECTIONS / 2 })
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
@@ -93,6 +99,13 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| fail(format!("cannot apply the schema migrations: {e}")))?;
+        if !sqlite {
+            // Opened now rather than on the first requests.
+            let warm = (0..POSTGRES_CONNECTIONS / 2).map(|_| pool.acquire());
+            for conn in futures_util::future::join_all(warm).await {
+                conn.map_err(|e| fail(format!("cannot connect: {e}")))?;
+            }
+        }
         Ok(Self {
             pool,
             wakers: Arc::default(),
