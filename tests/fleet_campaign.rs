@@ -218,7 +218,9 @@ fn scenario(test: &str, db: impl FnOnce(&TestRun) -> String) {
     let listed = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(listed.contains("completed") && listed.contains("aborted"), "{listed}");
 
-    // Rolled back: every agent it upgraded returns to 1.0.0, in waves.
+    // Rolled back: every agent it upgraded returns to 1.0.0, in waves —
+    // to exactly the bits it ran, pinned by the digest it reported.
+    let old_pinned = format!("{old}@{}", registry.digest_of(&old));
     let answer = server.admin("POST", &format!("/v1/fleet/campaigns/{good}/rollback"), "");
     assert_eq!(answer.status, 200, "{}", answer.text());
     let back = wait_state(&server, &good, "rolled_back", Duration::from_secs(240));
@@ -228,7 +230,12 @@ fn scenario(test: &str, db: impl FnOnce(&TestRun) -> String) {
         .as_array()
         .is_some_and(|w| w.iter().filter(|w| w["kind"] == "rollback").count() >= 3));
     for agent in &agents {
-        assert_eq!(run.inspect(&agent.container, "{{.Config.Image}}"), old, "{} back on 1.0.0", agent.name);
+        assert_eq!(
+            run.inspect(&agent.container, "{{.Config.Image}}"),
+            old_pinned,
+            "{} back on 1.0.0",
+            agent.name
+        );
     }
     for agent in &mut agents {
         assert!(agent.process.alive(), "{} exited: {}", agent.name, agent.process.output());

@@ -300,9 +300,11 @@ fn create_and_watch_a_campaign(f: &Fleet, browser: &Browser) {
     );
     assert_eq!(rollbacks, json!(["done", "done"]));
     assert_eq!(count(browser, "form.command"), 0, "nothing applies to a rolled-back campaign");
+    // Back on exactly the bits each ran: 1.0.0 pinned by its digest.
+    let before = format!("{}:1.0.0@{}", f.app, f.registry.digest_of(&format!("{}:1.0.0", f.app)));
     for i in [2, 3] {
         let container = f.run.name(&format!("app{i}"));
-        assert_eq!(f.run.inspect(&container, "{{.Config.Image}}"), format!("{}:1.0.0", f.app), "{container}");
+        assert_eq!(f.run.inspect(&container, "{{.Config.Image}}"), before, "{container}");
     }
 
     // The history lists it.

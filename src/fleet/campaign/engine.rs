@@ -493,7 +493,7 @@ fn observe_rollback(m: &mut Member, o: &Observation, deadline: i64, now: i64) {
             m.rollback_reason =
                 e.reason.clone().or_else(|| Some(format!("the agent reported {:?}", e.outcome)));
         }
-        None if o.running.as_deref() == Some(previous.as_str())
+        None if o.running.as_deref().is_some_and(|r| runs(r, o.running_digest.as_deref(), &previous))
             && o.reported_at.is_some_and(|at| at >= sent) =>
         {
             m.rollback = Some(RollbackState::Done);

@@ -334,3 +334,29 @@ fn a_digest_pin_is_met_by_the_same_repository_at_that_digest() {
     assert!(!runs("registry.local:5000/app:1.0.0", None, "registry.local:5000/app:1.1.0"));
     assert!(runs("registry.local:5000/app:1.1.0", None, "registry.local:5000/app:1.1.0"));
 }
+
+#[test]
+fn a_rollback_to_a_pinned_previous_image_is_done_when_the_host_runs_that_digest() {
+    let d = "sha256:1f5e4c3b1a0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f";
+    let pinned = format!("{OLD}@{d}");
+    let members = vec![Member::new("a0", "app", "app", Some(pinned.clone()))];
+    let mut sim = Sim::new(Campaign::new(spec(0, Batch::Count(1), 0.0, FailureAction::Pause), members), &[]);
+    sim.run(200);
+    assert_eq!(sim.c.phase, Phase::Completed, "{:?}", sim.c.reason);
+    command(&mut sim.c, Command::Rollback).expect("rollback");
+    sim.now += 500;
+    let sends = step(&mut sim.c, &sim.seen, sim.now);
+    assert_eq!(sends.len(), 1);
+    assert_eq!(sends[0].image, pinned, "sent back to exactly the digest it ran");
+    // No event yet; its report shows the tag it names, at that digest.
+    let o = sim.seen.get_mut("a0").expect("seen");
+    o.running = Some(OLD.into());
+    o.running_digest = Some(d.into());
+    o.reported_at = Some(sim.now + 100);
+    sim.now += 500;
+    step(&mut sim.c, &sim.seen, sim.now);
+    assert_eq!(sim.c.members[0].rollback, Some(RollbackState::Done));
+    sim.run(50);
+    assert_eq!(sim.c.phase, Phase::RolledBack, "{:?}", sim.c.reason);
+    assert_eq!(sim.sent.iter().filter(|(s, _)| s.step == Step::Rollback).count(), 0, "no second rollback");
+}

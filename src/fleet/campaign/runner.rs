@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::engine::{self, Campaign, Command, Member};
 use super::spec::{below, Request, Selection, Spec};
-use crate::fleet::agents::{AgentSummary, Filter, Status};
+use crate::fleet::agents::{AgentSummary, Filter, Status, TargetView};
 use crate::fleet::store::{now_ms, Store};
 use crate::fleet::versions::CheckerConfig;
 use crate::fleet::FleetError;
@@ -217,7 +217,7 @@ fn select(agents: &[AgentSummary], spec: &Spec) -> Result<Vec<Member>, FleetErro
                 if out.iter().any(|m: &Member| &m.agent == id) {
                     return Err(FleetError::Invalid(format!("agents: `{id}` is listed twice")));
                 }
-                out.push(Member::new(id, &t.target, &t.container, t.image.clone()));
+                out.push(Member::new(id, &t.target, &t.container, previous_of(&t)));
             }
         }
         Selection::Label(label) => {
@@ -227,7 +227,7 @@ fn select(agents: &[AgentSummary], spec: &Spec) -> Result<Vec<Member>, FleetErro
                 .filter(|a| a.status != Status::Revoked && a.labels.get(k).is_some_and(|x| x == v))
             {
                 if let Some(t) = target(a) {
-                    out.push(Member::new(&a.id, &t.target, &t.container, t.image.clone()));
+                    out.push(Member::new(&a.id, &t.target, &t.container, previous_of(&t)));
                 }
             }
         }
@@ -235,12 +235,24 @@ fn select(agents: &[AgentSummary], spec: &Spec) -> Result<Vec<Member>, FleetErro
             for a in agents.iter().filter(|a| a.status != Status::Revoked) {
                 let Some(t) = target(a) else { continue };
                 if t.version.as_deref().and_then(|have| below(have, version)) == Some(true) {
-                    out.push(Member::new(&a.id, &t.target, &t.container, t.image.clone()));
+                    out.push(Member::new(&a.id, &t.target, &t.container, previous_of(&t)));
                 }
             }
         }
     }
     Ok(out)
+}
+
+/// What a rollback brings `t` back to: the image it runs, pinned by the
+/// digest it reported (`repo:tag@sha256:…`), so that a tag moved since
+/// cannot give it other bits than it ran; the reference alone when no
+/// digest is known.
+fn previous_of(t: &TargetView) -> Option<String> {
+    let image = t.image.clone()?;
+    match &t.digest {
+        Some(d) if !image.contains('@') && d.starts_with("sha256:") => Some(format!("{image}@{d}")),
+        _ => Some(image),
+    }
 }
 
 /// `repository:version`, the repository being the one every selected
