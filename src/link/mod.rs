@@ -379,14 +379,13 @@ pub fn apply(path: &Path, text: &str, memory: &Path) -> Result<bool, String> {
             remember(memory, text);
             return Ok(text.to_string());
         }
-        let local = match current.and_then(|c| Manifest::parse(&origin, c).ok()) {
-            Some(local) => {
+        match current.and_then(|c| Manifest::parse(&origin, c).ok()) {
+            // Kept only when it stays: a written text replaces it below.
+            Some(local) => check_policy(&local, &incoming).inspect_err(|_| {
                 remember(memory, current.unwrap_or_default());
-                local
-            }
-            None => remembered(memory, &origin)?,
-        };
-        check_policy(&local, &incoming)?;
+            })?,
+            None => check_policy(&remembered(memory, &origin)?, &incoming)?,
+        }
         written = true;
         Ok(text.to_string())
     };

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::spec::{FailureAction, Spec};
+use crate::reference::ImageRef;
 
 /// Where a campaign is.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -400,15 +401,11 @@ pub fn runs(image: &str, digest: Option<&str>, want: &str) -> bool {
     if image == want {
         return true;
     }
-    let Some((want_name, want_digest)) = want.split_once('@') else { return false };
-    let name = |r: &str| {
-        let r = r.split('@').next().unwrap_or(r);
-        match r.rfind(':') {
-            Some(colon) if colon > r.rfind('/').unwrap_or(0) => r[..colon].to_string(),
-            _ => r.to_string(),
-        }
-    };
-    digest == Some(want_digest) && name(image) == name(want_name)
+    let (Ok(running), Ok(wanted)) = (ImageRef::parse(image), ImageRef::parse(want)) else { return false };
+    match (wanted.digest(), digest) {
+        (Some(pin), Some(d)) => running.name() == wanted.name() && pin.to_string() == d,
+        _ => false,
+    }
 }
 
 /// The first event after `since` that swapped in `image`.
