@@ -25,7 +25,7 @@ const ROUNDS: usize = 10;
 
 fn main() {
     let n: usize = std::env::var("BENCH_SERVICES").ok().and_then(|s| s.parse().ok()).unwrap_or(50);
-    let run = TestRun::new("bench_swarm");
+    let run = TestRun::on_swarm("bench_swarm");
     let registry = run.registry();
     let repo = registry.repo("app");
     run.publish_versions(&repo);

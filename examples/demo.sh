@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash .ci/install-deps
+bash .ci/install-deps demo
 cargo build --quiet
 bin=target/debug/container-upgrader
 

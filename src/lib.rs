@@ -10,10 +10,10 @@
 
 pub mod api;
 pub mod backoff;
+pub mod cli_support;
 pub mod controller;
 pub mod daemon;
 pub mod engine;
-pub mod fleet;
 pub mod identity;
 pub mod link;
 pub mod manifest;
@@ -22,6 +22,7 @@ pub mod observe;
 pub mod plan;
 pub mod platform;
 pub mod private_fs;
+pub mod protocol;
 pub mod reconcile;
 pub mod redact;
 pub mod reference;

@@ -1,5 +1,5 @@
-//! Swarm services (issue 14) on the single-node Swarm `.ci/run` makes of
-//! the test engine: a service target is upgraded by a watched service
+//! Swarm services (issue 14) on a single-node Swarm the tests make of the
+//! engine (and undo when they end, see `TestRun::on_swarm`): a service target is upgraded by a watched service
 //! update, rolled back by Swarm when its new tasks fail, put back on its
 //! pin after a hand-made update, and never updated on top of an update
 //! under way.
@@ -58,7 +58,7 @@ fn last_op<'a>(status: &'a Value, service: &str) -> &'a Value {
 
 #[test]
 fn a_three_replica_service_upgraded_to_a_good_version_commits() {
-    let run = TestRun::new("swarm_commits");
+    let run = TestRun::on_swarm("swarm_commits");
     let registry = run.registry();
     let repo = publish(&run, &registry);
     let service = run.service("web", &format!("{repo}:1"), 3, &[]);
@@ -101,7 +101,7 @@ fn a_three_replica_service_upgraded_to_a_good_version_commits() {
 
 #[test]
 fn a_service_whose_new_tasks_exit_is_rolled_back_by_swarm_with_the_task_error() {
-    let run = TestRun::new("swarm_rolls_back");
+    let run = TestRun::on_swarm("swarm_rolls_back");
     let registry = run.registry();
     let repo = publish(&run, &registry);
     let service = run.service("web", &format!("{repo}:1"), 3, &[]);
@@ -128,7 +128,7 @@ fn a_service_whose_new_tasks_exit_is_rolled_back_by_swarm_with_the_task_error() 
 
 #[test]
 fn a_hand_made_update_is_waited_for_then_put_back_on_the_pin() {
-    let run = TestRun::new("swarm_drift");
+    let run = TestRun::on_swarm("swarm_drift");
     let registry = run.registry();
     let repo = publish(&run, &registry);
     let service = run.service("web", &format!("{repo}:2"), 3, &[]);
@@ -178,7 +178,7 @@ fn a_hand_made_update_is_waited_for_then_put_back_on_the_pin() {
 
 #[test]
 fn start_first_keeps_every_replica_running_throughout() {
-    let run = TestRun::new("swarm_start_first");
+    let run = TestRun::on_swarm("swarm_start_first");
     let registry = run.registry();
     let repo = publish(&run, &registry);
     let service = run.service("web", &format!("{repo}:1"), 3, &[]);
@@ -200,7 +200,7 @@ fn start_first_keeps_every_replica_running_throughout() {
 #[test]
 fn the_controller_deployed_as_a_service_upgrades_its_own_service_without_a_helper() {
     const STATE: &str = "/var/lib/container-upgrader";
-    let run = TestRun::new("swarm_self_upgrade");
+    let run = TestRun::on_swarm("swarm_self_upgrade");
     let registry = run.registry();
     let ctl = registry.repo("ctl");
     for tag in ["1", "2"] {
@@ -273,7 +273,7 @@ fn the_controller_deployed_as_a_service_upgrades_its_own_service_without_a_helpe
 
 #[test]
 fn a_service_on_a_registry_that_needs_a_login_is_updated_with_the_controllers_credentials() {
-    let run = TestRun::new("swarm_registry_auth");
+    let run = TestRun::on_swarm("swarm_registry_auth");
     let registry = run.registry_with_auth("swarm", "s3cret");
     let repo = registry.repo("app");
     for tag in ["1", "2"] {
@@ -302,7 +302,7 @@ fn a_service_on_a_registry_that_needs_a_login_is_updated_with_the_controllers_cr
 
 #[test]
 fn a_service_removed_during_an_interrupted_update_does_not_hold_later_passes_up() {
-    let run = TestRun::new("swarm_removed");
+    let run = TestRun::on_swarm("swarm_removed");
     let registry = run.registry();
     let repo = publish(&run, &registry);
     // Slow on purpose: 3 tasks, 3 s apart.
@@ -336,7 +336,7 @@ fn a_service_removed_during_an_interrupted_update_does_not_hold_later_passes_up(
 
 #[test]
 fn a_container_selector_leaves_the_containers_of_swarm_tasks_alone() {
-    let run = TestRun::new("swarm_tasks_not_containers");
+    let run = TestRun::on_swarm("swarm_tasks_not_containers");
     let registry = run.registry();
     let repo = publish(&run, &registry);
     let tier = format!("tier={}", run.id());

@@ -19,6 +19,7 @@ use container_upgrader::trigger::{Trigger, Triggers};
 use container_upgrader::watch;
 
 use super::{exit, swap_cmd, Failure};
+use container_upgrader::err;
 
 /// What `run` was given besides the controller.
 pub struct Options<'a> {

@@ -1,34 +1,17 @@
 //! Argument parsing and the commands.
 
-/// `println!` that never panics: stdout closed by its reader (`| head -1`)
-/// is the reader's choice, not a failure of ours.
-macro_rules! out {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
-
-/// `eprintln!` that never panics, for the same reason.
-macro_rules! err {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
 mod daemon;
-pub mod exit;
-mod fleet_cmd;
 mod output;
-mod server_cmd;
 mod status;
 mod swap_cmd;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use container_upgrader::cli_support::read_token;
+pub use container_upgrader::cli_support::{exit, init_logging, Failure, Global};
+use container_upgrader::out;
 
 use container_upgrader::engine::Engine;
 use container_upgrader::manifest::{edit, write, Dur, Manifest};
@@ -63,26 +46,6 @@ pub struct Cli {
     pub global: Global,
     #[command(subcommand)]
     command: Command,
-}
-
-/// Options every command takes.
-#[derive(Debug, Args)]
-pub struct Global {
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CONTAINER_UPGRADER_LOG_FORMAT")]
-    pub log_format: LogFormat,
-    /// More logging (-v info, -vv debug); RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-}
-
-/// How logs are written.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    /// For people.
-    Text,
-    /// One JSON object per line, for machines.
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -195,12 +158,38 @@ enum Command {
         #[command(flatten)]
         state: StateArg,
     },
-    /// The fleet server: agents (`run --server URL`) enrol, poll their
-    /// desired manifest and report; the admin API and `fleet` manage them.
-    Server(server_cmd::ServerArgs),
-    /// Manage a fleet server: agents, pins, manifests, enrolment tokens.
-    #[command(after_help = fleet_cmd::EXIT)]
-    Fleet(fleet_cmd::FleetArgs),
+    /// Moved: the fleet server is its own binary, `container-upgrader-server`.
+    #[command(hide = true)]
+    Server(Moved),
+    /// Moved: `container-upgrader-server fleet …`.
+    #[command(hide = true)]
+    Fleet(Moved),
+}
+
+/// The arguments of a command that moved to another binary, taken whole so
+/// the answer can say where it went instead of what clap did not expect.
+#[derive(Debug, Args)]
+struct Moved {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    args: Vec<String>,
+}
+
+/// `server` and `fleet` before the split: where they are now. The
+/// controller on every host carries no server (no database driver, no
+/// password hashing, no pages).
+fn moved(command: &str, args: &[String]) -> Result<u8, Failure> {
+    let rest = if args.is_empty() { String::new() } else { format!(" {}", args.join(" ")) };
+    let now = match command {
+        "server" => format!("container-upgrader-server{rest}"),
+        _ => format!("container-upgrader-server fleet{rest}"),
+    };
+    Err(Failure::new(
+        exit::USAGE,
+        format!(
+            "error: `container-upgrader {command}` moved to the fleet server's own binary: run `{now}` \
+             (build it with `cargo build --release -p container-upgrader-server`, or use its image)"
+        ),
+    ))
 }
 
 /// `run --server`: the agent's link to a fleet server.
@@ -276,45 +265,6 @@ enum Output {
     Json,
 }
 
-/// A command that failed: the message for stderr and the exit code.
-#[derive(Debug)]
-pub struct Failure {
-    /// Exit code (see [`exit`]).
-    pub code: u8,
-    message: String,
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl Failure {
-    pub(crate) fn new(code: u8, message: impl fmt::Display) -> Self {
-        Self { code, message: message.to_string() }
-    }
-}
-
-/// Sets up tracing on stderr; stdout is for command output only.
-pub fn init_logging(global: &Global) {
-    let default = match global.verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    // A second initialisation (tests) is not an error worth reporting.
-    let _ = match global.log_format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-}
-
 /// Runs the parsed command; returns the exit code on success.
 pub async fn run(cli: Cli) -> Result<u8, Failure> {
     match cli.command {
@@ -381,40 +331,9 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Status { state, output } => status::status(&state.state_dir, output == Output::Json),
         Command::Helper(args) => swap_cmd::helper(args).await,
         Command::Recover { state } => swap_cmd::recover(&state.state_dir).await,
-        Command::Server(args) => server_cmd::server(args).await,
-        Command::Fleet(args) => fleet_cmd::fleet(args).await,
+        Command::Server(Moved { args }) => moved("server", &args),
+        Command::Fleet(Moved { args }) => moved("fleet", &args),
     }
-}
-
-/// The largest token file read: a token is a line, not a document.
-const MAX_TOKEN_FILE: u64 = 4096;
-
-/// The API token: the file's first line, which must be at least 16
-/// characters. Only a regular file of at most [`MAX_TOKEN_FILE`] bytes is
-/// read (`/dev/zero` would fill memory, a FIFO would hang the start); a
-/// symlink is resolved first, since orchestrators mount secrets through
-/// them. A file others may read is used, with a warning.
-fn read_token(path: &std::path::Path, flag: &str) -> Result<String, Failure> {
-    let fail = |what: String| Failure::new(exit::USAGE, format!("error: {flag} {}: {what}", path.display()));
-    let real = std::fs::canonicalize(path).map_err(|e| fail(e.to_string()))?;
-    let bytes = container_upgrader::private_fs::read_bounded(&real, MAX_TOKEN_FILE)
-        .map_err(|e| fail(format!("{e}; expected a regular file of at most {MAX_TOKEN_FILE} bytes")))?;
-    let text = String::from_utf8(bytes).map_err(|_| fail("the token is not UTF-8 text".into()))?;
-    let token = text.lines().next().unwrap_or_default().trim().to_string();
-    if token.len() < 16 {
-        return Err(fail("the token must be at least 16 characters".into()));
-    }
-    if let Ok(meta) = std::fs::metadata(&real) {
-        use std::os::unix::fs::PermissionsExt;
-        if meta.permissions().mode() & 0o077 != 0 {
-            err!(
-                "warning: {flag} {}: readable by group or others (mode {:o}); chmod 600 it",
-                path.display(),
-                meta.permissions().mode() & 0o777
-            );
-        }
-    }
-    Ok(token)
 }
 
 /// The registry client for `manifest`: plain HTTP for loopback,

@@ -13,6 +13,7 @@ use container_upgrader::swap::backoff;
 use container_upgrader::swap::journal::{Journal, OpRecord};
 
 use super::{exit, Failure};
+use container_upgrader::{err, out};
 
 /// One container's line: its last op (as `/v1/status` shows it) and hold.
 #[derive(Serialize)]

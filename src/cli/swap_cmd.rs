@@ -18,6 +18,7 @@ use container_upgrader::swap::{Outcome, SwapError, SwapRequest, Swapper};
 use container_upgrader::types::{Digest, OpId};
 
 use super::{exit, Failure};
+use container_upgrader::{err, out};
 
 /// `upgrade CONTAINER --image REF …`
 #[derive(Debug, Args)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::header::{ETAG, IF_NONE_MATCH};
 use reqwest::StatusCode;
 
-use crate::fleet::protocol::{self, EnrolRequest, EnrolResponse, ErrorBody, Report};
+use crate::protocol::{self, EnrolRequest, EnrolResponse, ErrorBody, Report};
 
 /// Connecting may take this long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -31,10 +31,10 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::backoff::{Backoff, Policy};
-use crate::fleet::protocol;
 use crate::manifest::{write, Manifest};
 use crate::metrics::Metrics;
 use crate::private_fs;
+use crate::protocol;
 use crate::report::{Delivery, Endpoint, Outbox, Receiver};
 use crate::status::{FleetStatus, SharedSnapshot};
 use crate::swap::journal::Journal;
@@ -89,7 +89,7 @@ pub enum StartError {
     BadUrl(String),
     /// Neither a stored credential nor an enrolment token.
     #[error(
-        "not enrolled with {server} yet ({} does not exist): give --enrol-token-file with a token from `container-upgrader fleet token create`",
+        "not enrolled with {server} yet ({} does not exist): give --enrol-token-file with a token from `container-upgrader-server fleet token create`",
         path.display()
     )]
     NoToken {

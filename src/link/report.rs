@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{Enrolled, Shared, REPORT_TICK, RETRY};
 use crate::backoff::Backoff;
-use crate::fleet::protocol::{Controller, HoldReport, LastOpReport, Report, TargetReport};
+use crate::protocol::{Controller, HoldReport, LastOpReport, Report, TargetReport};
 use crate::reference::ImageRef;
 use crate::report::{Delivery, Outbox};
 use crate::resolve::tag::TagVersion;

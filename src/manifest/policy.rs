@@ -67,7 +67,7 @@ fn normalise_glob(s: &str) -> String {
 
 /// Glob match where `*` matches any run of characters (iterative, linear
 /// backtracking on the last star: no exponential blow-up on hostile input).
-pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
+pub fn glob_match(pattern: &str, text: &str) -> bool {
     let (p, t) = (pattern.as_bytes(), text.as_bytes());
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;

@@ -1,7 +1,7 @@
-//! The fleet server and its agents as real processes: `container-upgrader
-//! server` on a free loopback port, `run --server` agents on this host,
-//! and the admin API over plain HTTP. Every process is killed when its
-//! handle is dropped, also on a panic.
+//! The fleet server and its agents as real processes:
+//! `container-upgrader-server` on a free loopback port, `run --server`
+//! agents on this host, and the admin API over plain HTTP. Every process
+//! is killed when its handle is dropped, also on a panic.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -14,6 +14,15 @@ use serde_json::Value;
 use super::distribution::{http, Answer};
 use super::process::wait_for;
 use super::{ImageSpec, TestRegistry, TestRun};
+
+/// The server's binary; only the server package's tests (`server/tests`)
+/// have it.
+pub fn server_binary() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_container-upgrader-server") {
+        Some(path) => PathBuf::from(path),
+        None => panic!("the fleet server's binary is built for the tests in server/tests only"),
+    }
+}
 
 /// The admin token every test server is started with.
 pub const ADMIN_TOKEN: &str = "admin-token-for-the-fleet-tests";
@@ -112,13 +121,13 @@ impl FleetServer {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             process: None,
         };
-        server.launch(run);
+        server.launch();
         server
     }
 
-    fn launch(&mut self, run: &TestRun) {
-        let mut cmd = run.cli_command();
-        cmd.args(["server", "--listen", &self.addr, "--db", &self.db])
+    fn launch(&mut self) {
+        let mut cmd = Command::new(server_binary());
+        cmd.args(["--listen", &self.addr, "--db", &self.db])
             .arg("--admin-token-file")
             .arg(&self.admin_token_file)
             .arg("--state-dir")
@@ -144,9 +153,9 @@ impl FleetServer {
     }
 
     /// Starts it again on the same address and database.
-    pub fn restart(&mut self, run: &TestRun) {
+    pub fn restart(&mut self) {
         self.kill();
-        self.launch(run);
+        self.launch();
     }
 
     /// What it printed.
@@ -223,7 +232,7 @@ impl FleetServer {
         let mut full =
             vec!["fleet", "--server", &server, "--admin-token-file", &token_file, "token", "create"];
         full.extend_from_slice(args);
-        let out = run.cli(&full);
+        let out = run.server_cli(&full);
         let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
         assert!(out.status.success(), "fleet token create: {}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(stdout.lines().count(), 1, "only the token on stdout: {stdout}");

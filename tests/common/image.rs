@@ -113,7 +113,7 @@ pub fn testbox_binary() -> PathBuf {
 }
 
 fn compile_testbox() -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/testbox.rs");
+    let source = super::repo_root().join("tests/fixtures/testbox.rs");
     let binary = Path::new(env!("CARGO_TARGET_TMPDIR")).join("testbox");
     if is_newer(&binary, &source) {
         return binary;

@@ -64,6 +64,8 @@ pub use registry::{http_status, TestRegistry};
 #[allow(unused_imports)]
 pub use swarm::{running_tasks, Sampler};
 #[allow(unused_imports)]
+pub use upgrader::controller_binary;
+#[allow(unused_imports)]
 pub use webdriver::Browser;
 #[allow(unused_imports)]
 pub use webhook::receiver;
@@ -71,6 +73,17 @@ pub use webhook::receiver;
 use process::{expect_success, run_bounded, run_docker, DOCKER_TIMEOUT};
 
 const CLI_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The repository's root: the controller package's directory, also when
+/// the tests are the fleet server's (their package is `server/`).
+pub fn repo_root() -> PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    if dir.join("tests/common").is_dir() {
+        dir.to_path_buf()
+    } else {
+        dir.parent().unwrap_or(dir).to_path_buf()
+    }
+}
 
 /// Label key put on every Docker object a [`TestRun`] creates.
 pub const RUN_LABEL: &str = "container-upgrader.test-run";
@@ -312,9 +325,19 @@ impl TestRun {
         run_bounded(&mut cmd, CLI_TIMEOUT).unwrap_or_else(|e| panic!("`{shown}` {e}"))
     }
 
-    /// A `Command` for the crate's binary, for tests that keep it running.
+    /// A `Command` for the controller's binary, for tests that keep it
+    /// running.
     pub fn cli_command(&self) -> Command {
-        Command::new(env!("CARGO_BIN_EXE_container-upgrader"))
+        Command::new(controller_binary())
+    }
+
+    /// Runs the fleet server's binary (`container-upgrader-server`, e.g.
+    /// its `fleet …` admin CLI) to completion (bounded).
+    pub fn server_cli(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(fleet::server_binary());
+        cmd.args(args);
+        let shown = format!("container-upgrader-server {}", args.join(" "));
+        run_bounded(&mut cmd, CLI_TIMEOUT).unwrap_or_else(|e| panic!("`{shown}` {e}"))
     }
 
     /// Runs the binary with a fault-injection `env` until it prints a line

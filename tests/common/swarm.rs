@@ -1,7 +1,10 @@
 //! Swarm services for the service tests: created labelled (the service
 //! and its task containers), waited on, sampled, and removed with the run.
-//! `.ci/run` makes the test engine a single-node Swarm manager.
+//! [`TestRun::on_swarm`] makes the engine a single-node Swarm manager for
+//! the test process and leaves it as it found it.
 
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::process::try_docker;
@@ -11,6 +14,20 @@ use super::{wait_for, TestRun};
 pub const CONVERGE: Duration = Duration::from_secs(90);
 
 impl TestRun {
+    /// [`TestRun::new`] on an engine that is a Swarm manager: the first
+    /// call of the process makes an engine in no swarm a single-node
+    /// manager (`docker swarm init --advertise-addr 127.0.0.1`) and starts
+    /// a watcher that makes it leave again once this process has ended —
+    /// also after a panic — so the engine is left as it was found. An
+    /// engine already in a swarm is used as it is and never left.
+    pub fn on_swarm(test: &str) -> TestRun {
+        static NODE: OnceLock<Result<(), String>> = OnceLock::new();
+        if let Err(e) = NODE.get_or_init(swarm_manager) {
+            panic!("{e}");
+        }
+        TestRun::new(test)
+    }
+
     /// `docker service create` of `replicas` tasks of `image` named
     /// `<name(suffix)>`, the service and its containers carrying the run
     /// label; waits until every task runs. Returns the service name.
@@ -170,4 +187,38 @@ pub(super) fn remove_services(filter: &str, failures: &mut Vec<String>) {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+fn swarm_manager() -> Result<(), String> {
+    let state = try_docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"])?;
+    match state.trim() {
+        "active" => Ok(()),
+        "inactive" => {
+            try_docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"])?;
+            leave_when_done()
+        }
+        other => Err(format!(
+            "the engine's swarm state is {other:?}: the Swarm tests need an engine in no swarm (they make it \
+             a single-node manager and leave again) or one that is a manager"
+        )),
+    }
+}
+
+/// A detached shell that waits for this process to end, then takes the
+/// engine out of the Swarm this process made: Rust's test harness has no
+/// hook after the last test, and a panic must not leave the engine a
+/// manager.
+fn leave_when_done() -> Result<(), String> {
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; docker swarm leave --force >/dev/null 2>&1",
+        pid = std::process::id()
+    );
+    Command::new("setsid")
+        .args(["sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(drop)
+        .map_err(|e| format!("starting the watcher that leaves the Swarm after the tests: {e}"))
 }

@@ -14,6 +14,16 @@ use super::{TestRun, RUN_LABEL};
 
 const BUILD_TIMEOUT: Duration = Duration::from_secs(1500);
 
+/// The controller's binary for processes run on this host: cargo's own
+/// build when the tests are the controller package's, else (the fleet
+/// server's tests, in `server/`) the static build, which runs here too.
+pub fn controller_binary() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_container-upgrader") {
+        Some(path) => PathBuf::from(path),
+        None => upgrader_binary(),
+    }
+}
+
 /// The static `container-upgrader`, built once per test process (cargo
 /// itself skips the work when nothing changed).
 pub fn upgrader_binary() -> PathBuf {
@@ -25,8 +35,9 @@ fn build() -> PathBuf {
     let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("static");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["build", "--bin", "container-upgrader", "--features", "fault-injection"])
+    cmd.current_dir(super::repo_root())
+        .args(["build", "-p", "container-upgrader", "--bin", "container-upgrader"])
+        .args(["--features", "container-upgrader/fault-injection"])
         .args(["--target", "x86_64-unknown-linux-gnu"])
         .env("CARGO_TARGET_DIR", &target_dir)
         .env("RUSTFLAGS", "-C target-feature=+crt-static");

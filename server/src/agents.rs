@@ -1,0 +1,448 @@
+//! The admin's view of agents: who they are, whether they are online, what
+//! their targets run and which newer versions exist, and the filters of
+//! `GET /v1/fleet/agents`.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::enrolment::Labels;
+use super::error::db;
+use super::protocol::DEFAULT_WAIT_SECS;
+use super::reports::repository_of;
+use super::store::{now_ms, rfc3339, Store};
+use super::versions::{updates, Updates};
+use super::FleetError;
+use container_upgrader::reference::ImageRef;
+
+/// Margin added to the offline threshold, for slow networks and clocks.
+const OFFLINE_MARGIN_MS: i64 = 10_000;
+/// The most events an agent's history shows.
+pub const HISTORY: i64 = 100;
+
+/// Whether an agent is heard from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Polled within the threshold.
+    Online,
+    /// Missed more polls than `--offline-after`.
+    Offline,
+    /// Its credential was revoked.
+    Revoked,
+}
+
+/// Online unless `offline_after` polls (of [`DEFAULT_WAIT_SECS`]) passed
+/// since `last_seen`, plus a margin.
+pub fn status(last_seen: i64, revoked: bool, offline_after: u32, now: i64) -> Status {
+    let threshold =
+        i64::from(offline_after) * i64::try_from(DEFAULT_WAIT_SECS).unwrap_or(30) * 1000 + OFFLINE_MARGIN_MS;
+    if revoked {
+        Status::Revoked
+    } else if now.saturating_sub(last_seen) > threshold {
+        Status::Offline
+    } else {
+        Status::Online
+    }
+}
+
+/// Which kind of update `has_update` asks for.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdateKind {
+    /// Any of the three.
+    Any,
+    /// A patch release.
+    Patch,
+    /// A minor release.
+    Minor,
+    /// A major release.
+    Major,
+}
+
+impl UpdateKind {
+    /// Whether `u` has an update of this kind.
+    pub fn in_(&self, u: &Updates) -> bool {
+        match self {
+            Self::Any => u.any(),
+            Self::Patch => u.patch.is_some(),
+            Self::Minor => u.minor.is_some(),
+            Self::Major => u.major.is_some(),
+        }
+    }
+}
+
+/// The query of `GET /v1/fleet/agents`; every given field must match.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    /// `KEY=VALUE`: the agent has this label.
+    pub label: Option<String>,
+    /// The controller version it reported.
+    pub version: Option<String>,
+    /// Its status.
+    pub status: Option<Status>,
+    /// At least one target has an update of this kind.
+    pub has_update: Option<UpdateKind>,
+}
+
+impl Filter {
+    /// Whether `agent` passes.
+    pub fn matches(&self, agent: &AgentSummary) -> bool {
+        let label = self.label.as_deref().is_none_or(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            agent.labels.get(k).is_some_and(|have| have == v)
+        });
+        let version = self.version.as_deref().is_none_or(|v| agent.controller_version.as_deref() == Some(v));
+        let status = self.status.is_none_or(|s| s == agent.status);
+        let update = self.has_update.is_none_or(|k| agent.targets.iter().any(|t| k.in_(&t.updates)));
+        label && version && status && update
+    }
+}
+
+/// One target as the admin sees it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TargetView {
+    /// The target as the manifest writes it.
+    pub target: String,
+    /// Its container (empty for none).
+    pub container: String,
+    /// The image it runs.
+    pub image: Option<String>,
+    /// Its digest.
+    pub digest: Option<String>,
+    /// The version its tag spells.
+    pub version: Option<String>,
+    /// What the manifest wants.
+    pub desired: Option<String>,
+    /// The last pass's decision.
+    pub action: String,
+    /// Why.
+    pub reason: String,
+    /// Its last op's id and outcome.
+    pub last_op_id: Option<String>,
+    /// `committed`, `rolled_back`, …
+    pub last_outcome: Option<String>,
+    /// Why the last op failed.
+    pub last_reason: Option<String>,
+    /// What went wrong in the last pass.
+    pub failure: Option<String>,
+    /// Newer versions in its repository.
+    pub updates: Updates,
+}
+
+/// An agent in the fleet table.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AgentSummary {
+    /// Its id.
+    pub id: String,
+    /// Its name (the host name by default).
+    pub name: String,
+    /// Its labels (from its enrolment token).
+    pub labels: Labels,
+    /// Online, offline or revoked.
+    pub status: Status,
+    /// When it was last heard from (RFC 3339).
+    pub last_seen: String,
+    /// When it enrolled (RFC 3339).
+    pub enrolled_at: String,
+    /// The controller version it reported.
+    pub controller_version: Option<String>,
+    /// The controller's own image.
+    pub controller_image: Option<String>,
+    /// When it last reported (RFC 3339).
+    pub reported_at: Option<String>,
+    /// Its targets.
+    pub targets: Vec<TargetView>,
+}
+
+/// One op from an agent's history.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct EventView {
+    /// The op.
+    pub op_id: String,
+    /// Its container.
+    pub container: String,
+    /// The image it replaced.
+    pub from: String,
+    /// The image it swapped in.
+    pub to: String,
+    /// How it ended.
+    pub outcome: String,
+    /// Why it rolled back or failed.
+    pub reason: Option<String>,
+    /// When it began and ended (RFC 3339, as the agent sent them).
+    pub started_at: String,
+    /// When it ended.
+    pub ended_at: String,
+}
+
+/// One agent in full.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AgentDetail {
+    /// What the table shows.
+    #[serde(flatten)]
+    pub agent: AgentSummary,
+    /// The desired manifest's revision.
+    pub desired_revision: i64,
+    /// Errors of its last report (manifest invalid, pass failed).
+    pub manifest_error: Option<String>,
+    /// Why its last pass could not run.
+    pub pass_error: Option<String>,
+    /// Images held after failed upgrades, as last reported.
+    pub holds: Vec<super::protocol::HoldReport>,
+    /// Its ops, newest first (at most [`HISTORY`]).
+    pub history: Vec<EventView>,
+}
+
+type AgentRow = (String, String, String, i64, i64, Option<i64>, Option<String>, Option<String>, Option<i64>);
+type TargetRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+type EventRow = (String, String, String, String, String, Option<String>, String, String);
+
+const AGENT_COLUMNS: &str = "id, name, labels, enrolled_at, last_seen, revoked_at, controller_version, \
+                             controller_image, reported_at";
+const TARGET_COLUMNS: &str = "agent_id, target, container, image, digest, version, desired, action, reason, \
+                              last_op_id, last_outcome, last_reason, failure";
+
+fn target_view(row: TargetRow, tags: &HashMap<String, Vec<String>>) -> (String, TargetView) {
+    let (
+        agent,
+        target,
+        container,
+        image,
+        digest,
+        version,
+        desired,
+        action,
+        reason,
+        op,
+        outcome,
+        why,
+        failure,
+    ) = row;
+    let marks = image
+        .as_deref()
+        .and_then(|i| {
+            let tag = ImageRef::parse(i).ok()?.tag()?.to_string();
+            Some(updates(&tag, tags.get(&repository_of(i)?)?))
+        })
+        .unwrap_or_default();
+    let view = TargetView {
+        target,
+        container,
+        image,
+        digest,
+        version,
+        desired,
+        action,
+        reason,
+        last_op_id: op,
+        last_outcome: outcome,
+        last_reason: why,
+        failure,
+        updates: marks,
+    };
+    (agent, view)
+}
+
+fn summary(
+    row: AgentRow,
+    targets: Vec<TargetView>,
+    offline_after: u32,
+    now: i64,
+) -> Result<AgentSummary, FleetError> {
+    let (id, name, labels, enrolled_at, last_seen, revoked_at, version, image, reported_at) = row;
+    let labels = serde_json::from_str(&labels)
+        .map_err(|e| FleetError::Corrupt(format!("agent `{id}`'s labels are not a JSON object: {e}")))?;
+    Ok(AgentSummary {
+        status: status(last_seen, revoked_at.is_some(), offline_after, now),
+        id,
+        name,
+        labels,
+        last_seen: rfc3339(last_seen),
+        enrolled_at: rfc3339(enrolled_at),
+        controller_version: version,
+        controller_image: image,
+        reported_at: reported_at.map(rfc3339),
+        targets,
+    })
+}
+
+impl Store {
+    /// Every agent (with targets and update marks) that passes `filter`.
+    pub async fn agents(&self, filter: &Filter, offline_after: u32) -> Result<Vec<AgentSummary>, FleetError> {
+        let tags = self.tags_by_repository().await?;
+        let agents: Vec<AgentRow> =
+            sqlx::query_as(&format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY name, id"))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("listing agents"))?;
+        let rows: Vec<TargetRow> = sqlx::query_as(&format!(
+            "SELECT {TARGET_COLUMNS} FROM targets ORDER BY agent_id, target, container"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("listing targets"))?;
+        let mut by_agent: HashMap<String, Vec<TargetView>> = HashMap::new();
+        for row in rows {
+            let (agent, view) = target_view(row, &tags);
+            by_agent.entry(agent).or_default().push(view);
+        }
+        let now = now_ms();
+        let mut out = Vec::new();
+        for row in agents {
+            let targets = by_agent.remove(&row.0).unwrap_or_default();
+            let agent = summary(row, targets, offline_after, now)?;
+            if filter.matches(&agent) {
+                out.push(agent);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One agent in full.
+    pub async fn agent(&self, id: &str, offline_after: u32) -> Result<AgentDetail, FleetError> {
+        let row: Option<AgentRow> =
+            sqlx::query_as(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("reading an agent"))?;
+        let Some(row) = row else {
+            return Err(FleetError::NotFound(format!("no agent `{id}`; `fleet agents` lists them")));
+        };
+        let tags = self.tags_by_repository().await?;
+        let rows: Vec<TargetRow> = sqlx::query_as(&format!(
+            "SELECT {TARGET_COLUMNS} FROM targets WHERE agent_id = $1 ORDER BY target, container"
+        ))
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("reading an agent's targets"))?;
+        let targets = rows.into_iter().map(|r| target_view(r, &tags).1).collect();
+        let agent = summary(row, targets, offline_after, now_ms())?;
+        let events: Vec<EventRow> = sqlx::query_as(
+            "SELECT op_id, container, from_image, to_image, outcome, reason, started_at, ended_at FROM events \
+             WHERE agent_id = $1 ORDER BY received_at DESC, ended_at DESC LIMIT $2",
+        )
+        .bind(id)
+        .bind(HISTORY)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("reading an agent's history"))?;
+        let history = events
+            .into_iter()
+            .map(|(op_id, container, from, to, outcome, reason, started_at, ended_at)| EventView {
+                op_id,
+                container,
+                from,
+                to,
+                outcome,
+                reason,
+                started_at,
+                ended_at,
+            })
+            .collect();
+        let report: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT last_report FROM agents WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("reading an agent's report"))?;
+        let report: Option<super::protocol::Report> =
+            report.and_then(|(r,)| r).and_then(|r| serde_json::from_str(&r).ok());
+        Ok(AgentDetail {
+            agent,
+            desired_revision: self.desired(id).await?.revision,
+            manifest_error: report.as_ref().and_then(|r| r.manifest_error.clone()),
+            pass_error: report.as_ref().and_then(|r| r.pass_error.clone()),
+            holds: report.map(|r| r.holds).unwrap_or_default(),
+            history,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(labels: &[(&str, &str)], version: &str, status: Status, patch: bool) -> AgentSummary {
+        let updates = Updates { patch: patch.then(|| "1.0.1".to_string()), ..Updates::default() };
+        AgentSummary {
+            id: "a".into(),
+            name: "a".into(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            status,
+            last_seen: String::new(),
+            enrolled_at: String::new(),
+            controller_version: Some(version.into()),
+            controller_image: None,
+            reported_at: None,
+            targets: vec![TargetView {
+                target: "web".into(),
+                container: "web".into(),
+                image: None,
+                digest: None,
+                version: None,
+                desired: None,
+                action: "up_to_date".into(),
+                reason: String::new(),
+                last_op_id: None,
+                last_outcome: None,
+                last_reason: None,
+                failure: None,
+                updates,
+            }],
+        }
+    }
+
+    #[test]
+    fn an_agent_goes_offline_after_the_missed_polls_plus_a_margin() {
+        let poll = 30_000;
+        assert_eq!(status(0, false, 3, 3 * poll), Status::Online);
+        assert_eq!(status(0, false, 3, 3 * poll + OFFLINE_MARGIN_MS + 1), Status::Offline);
+        assert_eq!(status(0, true, 3, 0), Status::Revoked);
+    }
+
+    #[test]
+    fn filters_match_every_given_field() {
+        let a = agent(&[("tier", "edge")], "0.1.0", Status::Online, true);
+        let all = Filter::default();
+        assert!(all.matches(&a));
+        let f = |label: Option<&str>,
+                 version: Option<&str>,
+                 status: Option<Status>,
+                 has: Option<UpdateKind>| Filter {
+            label: label.map(str::to_string),
+            version: version.map(str::to_string),
+            status,
+            has_update: has,
+        };
+        assert!(
+            f(Some("tier=edge"), Some("0.1.0"), Some(Status::Online), Some(UpdateKind::Patch)).matches(&a)
+        );
+        assert!(!f(Some("tier=core"), None, None, None).matches(&a));
+        assert!(!f(Some("tier"), None, None, None).matches(&a));
+        assert!(!f(None, Some("0.2.0"), None, None).matches(&a));
+        assert!(!f(None, None, Some(Status::Offline), None).matches(&a));
+        assert!(!f(None, None, None, Some(UpdateKind::Major)).matches(&a));
+        assert!(f(None, None, None, Some(UpdateKind::Any)).matches(&a));
+        let none = agent(&[], "0.1.0", Status::Online, false);
+        assert!(!f(None, None, None, Some(UpdateKind::Any)).matches(&none));
+    }
+}

@@ -1,0 +1,303 @@
+//! The one place campaigns act: every tick (and on every report) it loads
+//! the campaigns with something to do, feeds the engine what their agents
+//! reported, saves the new state and the sends it decided, and only then
+//! writes the pins. Admin commands and creation go through here too.
+
+use std::time::Duration;
+
+use super::engine::{self, Campaign, Command, Member};
+use super::spec::{below, Request, Selection, Spec};
+use crate::agents::{AgentSummary, Filter, Status, TargetView};
+use crate::store::{now_ms, Store};
+use crate::versions::CheckerConfig;
+use crate::FleetError;
+use container_upgrader::manifest::policy::glob_match;
+use container_upgrader::reference::ImageRef;
+use container_upgrader::registry::{self, Registry};
+
+/// How often campaigns are advanced without a report to prompt it.
+pub const TICK: Duration = Duration::from_secs(1);
+/// Tries of a command against concurrent writes of the same campaign.
+const COMMAND_TRIES: usize = 5;
+/// Tries of a pin against concurrent edits of the same manifest.
+const PIN_TRIES: usize = 3;
+
+/// Advances every campaign forever (until the task is aborted).
+pub async fn run(store: Store) {
+    loop {
+        if let Err(e) = tick(&store).await {
+            tracing::warn!(error = %e, "advancing campaigns failed; trying again");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(TICK) => {}
+            () = store.reported.notified() => {}
+        }
+    }
+}
+
+/// Advances every campaign with something left to do or to watch once.
+pub async fn tick(store: &Store) -> Result<(), FleetError> {
+    for id in store.unsettled_campaigns().await? {
+        advance(store, &id).await?;
+    }
+    Ok(())
+}
+
+/// One engine step for campaign `id`, saved, then acted on.
+pub async fn advance(store: &Store, id: &str) -> Result<(), FleetError> {
+    let stored = store.campaign(id).await?;
+    let seen = store.observations(id, stored.created_at).await?;
+    let mut after = stored.campaign.clone();
+    let sends = engine::step(&mut after, &seen, now_ms());
+    if after == stored.campaign && sends.is_empty() {
+        return Ok(());
+    }
+    let Some(fresh) = store.save_campaign(id, stored.version, &stored.campaign, &after, &sends).await? else {
+        // Written meanwhile (a command, another server): next tick.
+        return Ok(());
+    };
+    if after.phase != stored.campaign.phase {
+        tracing::info!(campaign = id, phase = engine::name(after.phase), reason = ?after.reason, "campaign phase");
+    }
+    for send in fresh {
+        let result = pin(store, &send).await;
+        match &result {
+            Ok(revision) => {
+                tracing::info!(campaign = id, agent = %send.agent, image = %send.image, step = send.step.as_str(), revision, "campaign pin")
+            }
+            Err(e) => {
+                tracing::warn!(campaign = id, agent = %send.agent, image = %send.image, error = %e, "campaign pin refused")
+            }
+        }
+        store.record_pin(id, &send, result).await?;
+    }
+    Ok(())
+}
+
+async fn pin(store: &Store, send: &engine::Send) -> Result<i64, String> {
+    let mut last = String::new();
+    for _ in 0..PIN_TRIES {
+        match store.pin(&send.agent, &send.target, &send.image).await {
+            Ok(revision) => return Ok(revision),
+            // Someone edited the manifest at the same moment: read it again.
+            Err(FleetError::Conflict(e)) if e.contains("changed while") => last = e,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err(last)
+}
+
+/// Applies an admin's `cmd` to campaign `id` and acts on it at once.
+pub async fn apply(store: &Store, id: &str, cmd: Command) -> Result<(), FleetError> {
+    for _ in 0..COMMAND_TRIES {
+        let stored = store.campaign(id).await?;
+        let mut after = stored.campaign.clone();
+        engine::command(&mut after, cmd).map_err(FleetError::Conflict)?;
+        if store.save_campaign(id, stored.version, &stored.campaign, &after, &[]).await?.is_some() {
+            tracing::info!(campaign = id, command = ?cmd, "campaign command");
+            return advance(store, id).await;
+        }
+    }
+    Err(FleetError::Conflict(format!("campaign `{id}` kept changing; try again")))
+}
+
+/// Validates `request` against the fleet as it is and plans its waves
+/// (nothing is stored: this is also the preview).
+pub async fn plan(store: &Store, request: &Request) -> Result<Campaign, FleetError> {
+    let agents = store.agents(&Filter::default(), u32::MAX).await?;
+    let probe = Spec::from_request(request, request.image.clone().unwrap_or_default())
+        .map_err(FleetError::Invalid)?;
+    let members = select(&agents, &probe)?;
+    if members.is_empty() {
+        return Err(FleetError::Invalid(format!(
+            "no agent matches the selection with a target `{}`; `fleet agents` lists them",
+            probe.target
+        )));
+    }
+    let image = match (&request.image, &request.version) {
+        (Some(i), None) => {
+            container_upgrader::reference::ImageRef::parse(i)
+                .map_err(|e| FleetError::Invalid(format!("image `{i}`: {e}")))?;
+            i.clone()
+        }
+        (None, Some(v)) => image_for_version(&members, v)?,
+        _ => {
+            return Err(FleetError::Invalid("give exactly one of image (repo:tag) or version (a tag)".into()))
+        }
+    };
+    let spec = Spec::from_request(request, image).map_err(FleetError::Invalid)?;
+    check_pins(store, &members, &spec.image).await?;
+    Ok(Campaign::new(spec, members))
+}
+
+/// Refuses at once a campaign some agent's manifest would refuse (its
+/// policy's `allowed_images`, a target it tracks by range), naming each.
+async fn check_pins(store: &Store, members: &[Member], image: &str) -> Result<(), FleetError> {
+    let mut refused = Vec::new();
+    for m in members {
+        let desired = store.desired(&m.agent).await?;
+        let origin = format!("agent {}'s manifest", m.agent);
+        if let Err(e) =
+            container_upgrader::manifest::edit::set_image(&desired.manifest, &origin, &m.target, image)
+        {
+            refused.push(e.to_string());
+        }
+    }
+    match refused.len() {
+        0 => Ok(()),
+        n => Err(FleetError::Invalid(format!(
+            "{n} agent(s) would refuse {image}: {}",
+            refused.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
+        ))),
+    }
+}
+
+/// Creates campaign `request` and takes its first step; its id. Unless
+/// the request says `pin_digest: false`, the image is pinned by the digest
+/// its registry gives now (through `registry`): one lookup for the whole
+/// fleet, and every agent runs exactly the same bits whatever the tag does
+/// meanwhile.
+pub async fn create(
+    store: &Store,
+    request: &Request,
+    registry: Option<&CheckerConfig>,
+) -> Result<String, FleetError> {
+    let mut campaign = plan(store, request).await?;
+    if let (Some(access), true) = (registry, request.pin_digest.unwrap_or(true)) {
+        campaign.spec.image = pin_digest(&campaign.spec.image, access).await?;
+    }
+    let id = store.create_campaign(&campaign).await?;
+    tracing::info!(campaign = %id, agents = campaign.members.len(), image = %campaign.spec.image, "campaign created");
+    advance(store, &id).await?;
+    Ok(id)
+}
+
+/// `image` as `repo:tag@sha256:…`, its digest read from its registry.
+async fn pin_digest(image: &str, access: &CheckerConfig) -> Result<String, FleetError> {
+    let reference =
+        ImageRef::parse(image).map_err(|e| FleetError::Invalid(format!("image `{image}`: {e}")))?;
+    if reference.digest().is_some() {
+        return Ok(reference.familiar());
+    }
+    let client =
+        Registry::with_plain_http(registry::plain_http(&access.insecure, [&reference]), access.timeout);
+    let digest = client.digest(&reference).await.map_err(|e| {
+        FleetError::Upstream(format!(
+            "image `{image}`: its digest could not be read from its registry ({e}). A campaign pins every \
+             agent to one digest so that all run the same bits; make the registry reachable from the server \
+             (`server --insecure-registry` for plain HTTP), give the image as repo:tag@sha256:…, or set \
+             pin_digest to false to hand agents the tag"
+        ))
+    })?;
+    Ok(format!("{}@{digest}", reference.familiar()))
+}
+
+/// The selected agents with the target, in name order.
+fn select(agents: &[AgentSummary], spec: &Spec) -> Result<Vec<Member>, FleetError> {
+    // A `*` matches any run of characters: hosts that name the container
+    // `web-<host>` are one campaign with `web-*`.
+    let name = |n: &str| n == spec.target || (spec.target.contains('*') && glob_match(&spec.target, n));
+    let target = |a: &AgentSummary| a.targets.iter().find(|t| name(&t.target) || name(&t.container)).cloned();
+    let mut out = Vec::new();
+    match &spec.selection {
+        Selection::Agents(ids) => {
+            for id in ids {
+                let Some(a) = agents.iter().find(|a| &a.id == id) else {
+                    return Err(FleetError::Invalid(format!(
+                        "agents: no agent `{id}`; `fleet agents` lists them"
+                    )));
+                };
+                if a.status == Status::Revoked {
+                    return Err(FleetError::Invalid(format!("agents: `{id}` ({}) is revoked", a.name)));
+                }
+                let Some(t) = target(a) else {
+                    return Err(FleetError::Invalid(format!(
+                        "agents: `{id}` ({}) reports no target or container `{}`",
+                        a.name, spec.target
+                    )));
+                };
+                if out.iter().any(|m: &Member| &m.agent == id) {
+                    return Err(FleetError::Invalid(format!("agents: `{id}` is listed twice")));
+                }
+                out.push(Member::new(id, &t.target, &t.container, previous_of(&t)));
+            }
+        }
+        Selection::Label(label) => {
+            let (k, v) = label.split_once('=').unwrap_or((label, ""));
+            for a in agents
+                .iter()
+                .filter(|a| a.status != Status::Revoked && a.labels.get(k).is_some_and(|x| x == v))
+            {
+                if let Some(t) = target(a) {
+                    out.push(Member::new(&a.id, &t.target, &t.container, previous_of(&t)));
+                }
+            }
+        }
+        Selection::Below(version) => {
+            for a in agents.iter().filter(|a| a.status != Status::Revoked) {
+                let Some(t) = target(a) else { continue };
+                if t.version.as_deref().and_then(|have| below(have, version)) == Some(true) {
+                    out.push(Member::new(&a.id, &t.target, &t.container, previous_of(&t)));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What a rollback brings `t` back to: the image it runs, pinned by the
+/// digest it reported (`repo:tag@sha256:…`), so that a tag moved since
+/// cannot give it other bits than it ran; the reference alone when no
+/// digest is known.
+fn previous_of(t: &TargetView) -> Option<String> {
+    let image = t.image.clone()?;
+    match &t.digest {
+        Some(d) if !image.contains('@') && d.starts_with("sha256:") => Some(format!("{image}@{d}")),
+        _ => Some(image),
+    }
+}
+
+/// `repository:version`, the repository being the one every selected
+/// agent's target runs.
+fn image_for_version(members: &[Member], version: &str) -> Result<String, FleetError> {
+    if !version.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) || version.is_empty() {
+        return Err(FleetError::Invalid(format!(
+            "version `{version}`: expected a tag (letters, digits, `.`, `_`, `-`)"
+        )));
+    }
+    let mut repos: Vec<String> =
+        members.iter().filter_map(|m| m.previous.as_deref().map(repository)).collect();
+    repos.sort();
+    repos.dedup();
+    match repos.as_slice() {
+        [one] => Ok(format!("{one}:{version}")),
+        [] => Err(FleetError::Invalid(format!(
+            "version `{version}`: the selected agents report no image to take the repository from; give image"
+        ))),
+        many => Err(FleetError::Invalid(format!(
+            "version `{version}`: the selected agents run different repositories ({}); give image",
+            many.join(", ")
+        ))),
+    }
+}
+
+/// `image` without its tag or digest.
+fn repository(image: &str) -> String {
+    let image = image.split('@').next().unwrap_or(image);
+    match image.rfind(':') {
+        Some(colon) if colon > image.rfind('/').unwrap_or(0) => image[..colon].to_string(),
+        _ => image.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::repository;
+
+    #[test]
+    fn the_repository_drops_the_tag_but_not_a_port() {
+        assert_eq!(repository("127.0.0.1:5000/app:1.0.0"), "127.0.0.1:5000/app");
+        assert_eq!(repository("127.0.0.1:5000/app"), "127.0.0.1:5000/app");
+        assert_eq!(repository("nginx:1.25@sha256:abc"), "nginx");
+    }
+}

@@ -1,0 +1,387 @@
+//! Campaigns in the database: the campaign row, one row per wave and per
+//! agent, and one per pin sent. [`Store::save_campaign`] writes the
+//! engine's new state and the sends it decided in one transaction, guarded
+//! by the campaign's version, *before* any pin is written.
+
+use std::collections::HashMap;
+
+use super::engine::{
+    self, Campaign, Direction, EventSeen, Member, Observation, Outcome, Phase, Send, Step, WaveTimes,
+};
+use super::spec::Spec;
+use crate::error::db;
+use crate::store::{now_ms, Store};
+use crate::FleetError;
+
+/// A campaign as stored, with what the engine does not keep.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Its id.
+    pub id: String,
+    /// The engine's state.
+    pub campaign: Campaign,
+    /// Its write version.
+    pub version: i64,
+    /// Created (unix ms).
+    pub created_at: i64,
+    /// Last written (unix ms).
+    pub updated_at: i64,
+}
+
+fn text<T: serde::Serialize>(value: &T) -> Result<String, FleetError> {
+    serde_json::to_string(value)
+        .map_err(|e| FleetError::Corrupt(format!("a campaign cannot be encoded: {e}")))
+}
+
+fn word<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+fn parse<T: serde::de::DeserializeOwned>(what: &str, id: &str, s: &str) -> Result<T, FleetError> {
+    let quoted;
+    let s = if s.starts_with('{') || s.starts_with('[') || s.starts_with('"') {
+        s
+    } else {
+        quoted = format!("\"{s}\"");
+        &quoted
+    };
+    serde_json::from_str(s)
+        .map_err(|e| FleetError::Corrupt(format!("campaign `{id}`'s {what} does not read back: {e}")))
+}
+
+/// Whether nothing is left to do or to watch.
+fn settled(c: &Campaign) -> bool {
+    let done = matches!(c.phase, Phase::Completed | Phase::Aborted | Phase::RolledBack);
+    let watching = c.members.iter().any(|m| {
+        matches!(m.state, engine::AgentState::Sent | engine::AgentState::Upgrading)
+            || m.rollback == Some(engine::RollbackState::Sent)
+    });
+    done && !watching
+}
+
+/// agent, image, digest, reported at.
+type ReportRow = (String, Option<String>, Option<String>, Option<i64>);
+/// agent, op, to, outcome, reason, received at.
+type EventRow = (String, String, String, String, Option<String>, i64);
+type CampaignRow = (String, String, String, String, Option<String>, i64, i64, i64, i64);
+
+impl Store {
+    /// Stores a new campaign; its id.
+    pub async fn create_campaign(&self, c: &Campaign) -> Result<String, FleetError> {
+        let id = crate::secret::new_id()?;
+        let now = now_ms();
+        let mut tx = self.pool.begin().await.map_err(db("starting to store a campaign"))?;
+        sqlx::query(
+            "INSERT INTO campaigns (id, name, spec, phase, direction, reason, accepted_failures, version, settled, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $9)",
+        )
+        .bind(&id)
+        .bind(&c.spec.name)
+        .bind(text(&c.spec)?)
+        .bind(word(&c.phase))
+        .bind(word(&c.direction))
+        .bind(&c.reason)
+        .bind(i64::from(c.accepted_failures))
+        .bind(i64::from(settled(c)))
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("storing a campaign"))?;
+        for (i, m) in c.members.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO campaign_agents (campaign_id, agent_id, position, container, wave, state, reason, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&id)
+            .bind(&m.agent)
+            .bind(i64::try_from(i).unwrap_or(i64::MAX))
+            .bind(&m.container)
+            .bind(i64::from(m.wave))
+            .bind(word(&m.state))
+            .bind(&m.reason)
+            .bind(text(m)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("storing a campaign's agent"))?;
+        }
+        write_waves(&mut tx, &id, c).await?;
+        tx.commit().await.map_err(db("committing a new campaign"))?;
+        Ok(id)
+    }
+
+    /// The campaign `id`.
+    pub async fn campaign(&self, id: &str) -> Result<Stored, FleetError> {
+        let row: Option<CampaignRow> = sqlx::query_as(
+            "SELECT spec, phase, direction, name, reason, accepted_failures, version, created_at, updated_at \
+             FROM campaigns WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading a campaign"))?;
+        let Some((spec, phase, direction, _name, reason, accepted, version, created_at, updated_at)) = row
+        else {
+            return Err(FleetError::NotFound(format!(
+                "no campaign `{id}`; `fleet campaign list` lists them"
+            )));
+        };
+        let spec: Spec = parse("spec", id, &spec)?;
+        let bodies: Vec<(String,)> =
+            sqlx::query_as("SELECT body FROM campaign_agents WHERE campaign_id = $1 ORDER BY position")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("reading a campaign's agents"))?;
+        let members =
+            bodies.iter().map(|(b,)| parse::<Member>("agent", id, b)).collect::<Result<Vec<_>, _>>()?;
+        let waves: Vec<(String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT kind, wave, started_at, done_at FROM campaign_waves WHERE campaign_id = $1 ORDER BY kind, wave",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("reading a campaign's waves"))?;
+        let times = |kind: &str| -> Vec<WaveTimes> {
+            waves
+                .iter()
+                .filter(|w| w.0 == kind)
+                .map(|w| WaveTimes { started_at: w.2, done_at: w.3 })
+                .collect()
+        };
+        let campaign = Campaign {
+            spec,
+            phase: parse("phase", id, &phase)?,
+            direction: parse::<Direction>("direction", id, &direction)?,
+            reason,
+            waves: times("upgrade"),
+            rollback_waves: times("rollback"),
+            members,
+            accepted_failures: u32::try_from(accepted).unwrap_or(0),
+        };
+        Ok(Stored { id: id.to_string(), campaign, version, created_at, updated_at })
+    }
+
+    /// Every campaign, newest first.
+    pub async fn campaigns(&self) -> Result<Vec<Stored>, FleetError> {
+        let ids: Vec<(String,)> = sqlx::query_as("SELECT id FROM campaigns ORDER BY created_at DESC, id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("listing campaigns"))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id,) in ids {
+            out.push(self.campaign(&id).await?);
+        }
+        Ok(out)
+    }
+
+    /// Campaigns with something left to do or to watch.
+    pub async fn unsettled_campaigns(&self) -> Result<Vec<String>, FleetError> {
+        let ids: Vec<(String,)> =
+            sqlx::query_as("SELECT id FROM campaigns WHERE settled = 0 ORDER BY created_at")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("listing running campaigns"))?;
+        Ok(ids.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// Writes `after` over `before` (read at `version`) and records
+    /// `sends`, in one transaction. `None` when someone wrote the campaign
+    /// since (nothing is written then); else the sends to pin now - a step
+    /// already recorded as sent is dropped, never pinned again.
+    pub async fn save_campaign(
+        &self,
+        id: &str,
+        version: i64,
+        before: &Campaign,
+        after: &Campaign,
+        sends: &[Send],
+    ) -> Result<Option<Vec<Send>>, FleetError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await.map_err(db("starting to save a campaign"))?;
+        let done = sqlx::query(
+            "UPDATE campaigns SET phase = $1, direction = $2, reason = $3, accepted_failures = $4, settled = $5, \
+             version = version + 1, updated_at = $6 WHERE id = $7 AND version = $8",
+        )
+        .bind(word(&after.phase))
+        .bind(word(&after.direction))
+        .bind(&after.reason)
+        .bind(i64::from(after.accepted_failures))
+        .bind(i64::from(settled(after)))
+        .bind(now)
+        .bind(id)
+        .bind(version)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("saving a campaign"))?;
+        if done.rows_affected() != 1 {
+            return Ok(None);
+        }
+        for (m, old) in after.members.iter().zip(&before.members) {
+            if m == old {
+                continue;
+            }
+            sqlx::query(
+                "UPDATE campaign_agents SET state = $1, reason = $2, body = $3 WHERE campaign_id = $4 AND agent_id = $5",
+            )
+            .bind(word(&m.state))
+            .bind(m.reason.as_ref().or(m.rollback_reason.as_ref()))
+            .bind(text(m)?)
+            .bind(id)
+            .bind(&m.agent)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("saving a campaign's agent"))?;
+        }
+        if after.waves != before.waves || after.rollback_waves != before.rollback_waves {
+            sqlx::query("DELETE FROM campaign_waves WHERE campaign_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("saving a campaign's waves"))?;
+            write_waves(&mut tx, id, after).await?;
+        }
+        let mut fresh = Vec::new();
+        for s in sends {
+            let inserted = sqlx::query(
+                "INSERT INTO campaign_sends (campaign_id, agent_id, step, image, sent_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (campaign_id, agent_id, step) DO NOTHING",
+            )
+            .bind(id)
+            .bind(&s.agent)
+            .bind(s.step.as_str())
+            .bind(&s.image)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("recording a campaign's pin"))?;
+            if inserted.rows_affected() == 1 {
+                fresh.push(s.clone());
+            } else {
+                tracing::error!(campaign = id, agent = %s.agent, step = s.step.as_str(), "a step already sent was decided again; not sent");
+            }
+        }
+        tx.commit().await.map_err(db("committing a campaign"))?;
+        Ok(Some(fresh))
+    }
+
+    /// Records how a campaign's pin went: the revision written, or why not.
+    pub async fn record_pin(
+        &self,
+        id: &str,
+        send: &Send,
+        result: Result<i64, String>,
+    ) -> Result<(), FleetError> {
+        let (revision, error) = match result {
+            Ok(r) => (Some(r), None),
+            Err(e) => (None, Some(e)),
+        };
+        sqlx::query("UPDATE campaign_sends SET revision = $1, error = $2 WHERE campaign_id = $3 AND agent_id = $4 AND step = $5")
+            .bind(revision)
+            .bind(error)
+            .bind(id)
+            .bind(&send.agent)
+            .bind(send.step.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db("recording a campaign's pin"))?;
+        Ok(())
+    }
+
+    /// Pins sent per agent of campaign `id` (the number of steps).
+    pub async fn campaign_sends(&self, id: &str) -> Result<HashMap<String, i64>, FleetError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT agent_id, COUNT(*) FROM campaign_sends WHERE campaign_id = $1 GROUP BY agent_id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("counting a campaign's pins"))?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// What campaign `id`'s agents reported since it began: their target's
+    /// running image, their op events for its container, refused pins.
+    pub async fn observations(
+        &self,
+        id: &str,
+        since: i64,
+    ) -> Result<HashMap<String, Observation>, FleetError> {
+        let mut seen: HashMap<String, Observation> = HashMap::new();
+        let reports: Vec<ReportRow> = sqlx::query_as(
+            "SELECT ca.agent_id, t.image, t.digest, a.reported_at FROM campaign_agents ca JOIN agents a ON a.id = ca.agent_id \
+             LEFT JOIN targets t ON t.agent_id = ca.agent_id AND t.container = ca.container WHERE ca.campaign_id = $1",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("reading a campaign's reports"))?;
+        for (agent, image, digest, at) in reports {
+            let o = seen.entry(agent).or_default();
+            o.running = image;
+            o.running_digest = digest;
+            o.reported_at = at;
+        }
+        let events: Vec<EventRow> = sqlx::query_as(
+            "SELECT e.agent_id, e.op_id, e.to_image, e.outcome, e.reason, e.received_at FROM events e \
+             JOIN campaign_agents ca ON ca.agent_id = e.agent_id AND ca.container = e.container \
+             WHERE ca.campaign_id = $1 AND e.received_at >= $2",
+        )
+        .bind(id)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("reading a campaign's events"))?;
+        for (agent, op_id, to, outcome, reason, at) in events {
+            let outcome = match outcome.as_str() {
+                "committed" => Outcome::Committed,
+                "rolled_back" => Outcome::RolledBack,
+                "aborted" => Outcome::Aborted,
+                _ => Outcome::Failed,
+            };
+            seen.entry(agent).or_default().events.push(EventSeen { op_id, to, outcome, reason, at });
+        }
+        let refused: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT agent_id, step, error FROM campaign_sends WHERE campaign_id = $1 AND error IS NOT NULL",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("reading a campaign's refused pins"))?;
+        for (agent, step, error) in refused {
+            let o = seen.entry(agent).or_default();
+            if step == Step::Rollback.as_str() {
+                o.rollback_refused = Some(error);
+            } else {
+                o.refused = Some(error);
+            }
+        }
+        Ok(seen)
+    }
+}
+
+async fn write_waves(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+    c: &Campaign,
+) -> Result<(), FleetError> {
+    let all = c
+        .waves
+        .iter()
+        .map(|w| ("upgrade", w))
+        .enumerate()
+        .chain(c.rollback_waves.iter().map(|w| ("rollback", w)).enumerate());
+    for (i, (kind, w)) in all {
+        sqlx::query(
+            "INSERT INTO campaign_waves (campaign_id, kind, wave, started_at, done_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(kind)
+        .bind(i64::try_from(i).unwrap_or(i64::MAX))
+        .bind(w.started_at)
+        .bind(w.done_at)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("storing a campaign's waves"))?;
+    }
+    Ok(())
+}

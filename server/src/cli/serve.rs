@@ -1,0 +1,170 @@
+//! `container-upgrader-server [serve]`: the fleet server (DESIGN.md §10).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use container_upgrader::cli_support::read_token;
+use container_upgrader::err;
+use container_upgrader::manifest::Dur;
+use container_upgrader_server::{self as fleet, versions::CheckerConfig, ServerConfig};
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::{exit, state, Failure};
+
+/// `serve`'s flags (also taken with no command at all).
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The database: `sqlite://PATH` or `postgres://USER@HOST/DB` (default:
+    /// the SQLite file `fleet.db` in --state-dir).
+    #[arg(long, value_name = "URL", env = "CONTAINER_UPGRADER_SERVER_DB")]
+    db: Option<String>,
+    /// Where the default SQLite database and the generated admin token
+    /// live (created 0700). Default: /var/lib/container-upgrader-server
+    /// for root, else $XDG_STATE_HOME (~/.local/state)/container-upgrader-server.
+    #[arg(long, value_name = "DIR", env = "CONTAINER_UPGRADER_SERVER_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// A file holding the admin bearer token (at least 16 characters).
+    /// Never pass the token itself. Without it the server uses
+    /// STATE_DIR/admin.token, created with a random token on the first
+    /// start.
+    #[arg(long, value_name = "PATH", env = "CONTAINER_UPGRADER_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// A file holding the argon2 PHC hash (`$argon2id$v=19$…`) of an admin
+    /// password for the page's login (the admin token works there too).
+    #[arg(long, value_name = "PATH", env = "CONTAINER_UPGRADER_ADMIN_PASSWORD_FILE")]
+    admin_password_file: Option<PathBuf>,
+    /// PEM certificate chain, to serve HTTPS (with --tls-key).
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// An agent is offline after this many missed polls.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    offline_after: u32,
+    /// Time between listings of every repository's tags.
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    version_check_interval: Dur,
+    /// A registry (host[:port]) to reach over plain HTTP. Loopback
+    /// registries always are. Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure: Vec<String>,
+    /// Time one registry request may take.
+    #[arg(long, default_value = "15s", value_name = "DURATION")]
+    registry_timeout: Dur,
+    /// Connections served at once (each agent holds one).
+    #[arg(long, value_name = "N", default_value_t = fleet::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+}
+
+/// Runs the server until SIGTERM or SIGINT.
+pub(crate) async fn serve(args: ServeArgs) -> Result<u8, Failure> {
+    let state_dir = args.state_dir.clone().unwrap_or_else(state::default_state_dir);
+    let admin_token = match &args.admin_token_file {
+        Some(path) => read_token(path, "--admin-token-file")?,
+        None => state::admin_token(&state_dir)?,
+    };
+    let usage = |m: String| Failure::new(exit::USAGE, format!("error: {m}"));
+    let admin_password_hash = match &args.admin_password_file {
+        Some(path) => {
+            let phc = read_token(path, "--admin-password-file")?;
+            fleet::page::login::check_password_hash(&phc)
+                .map_err(|e| usage(format!("--admin-password-file {}: {e}", path.display())))?;
+            Some(phc)
+        }
+        None => None,
+    };
+    if args.version_check_interval.is_zero() {
+        return Err(usage("--version-check-interval must be more than zero".into()));
+    }
+    if args.max_connections == 0 {
+        return Err(usage("--max-connections must be at least 1".into()));
+    }
+    let db_url = match args.db {
+        Some(url)
+            if url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://") =>
+        {
+            url
+        }
+        Some(_) => return Err(usage("--db: expected sqlite://PATH or postgres://…".into())),
+        None => {
+            container_upgrader::private_fs::ensure_private_dir(&state_dir).map_err(|e| {
+                Failure::new(exit::INTERNAL, format!("error: --state-dir {}: {e}", state_dir.display()))
+            })?;
+            let file = state_dir.join("fleet.db");
+            // SQLite gives its -wal and -shm files the database file's mode:
+            // create it 0600 first so none of them is readable by others.
+            if !file.exists() {
+                container_upgrader::private_fs::create_private(&file).map_err(|e| {
+                    Failure::new(exit::INTERNAL, format!("error: creating {}: {e}", file.display()))
+                })?;
+            }
+            fleet::store::sqlite_url(&file)
+        }
+    };
+    let config = ServerConfig {
+        db_url,
+        admin_token,
+        tls: args.tls_cert.zip(args.tls_key),
+        offline_after: args.offline_after,
+        checker: CheckerConfig {
+            interval: args.version_check_interval.0,
+            insecure: args.insecure,
+            timeout: args.registry_timeout.0,
+        },
+        max_connections: args.max_connections,
+        admin_password_hash,
+    };
+    warn_if_few_descriptors(args.max_connections);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Failure::new(exit::INTERNAL, format!("error: --listen {}: {e}", args.listen)))?;
+    let fail =
+        |e: std::io::Error| Failure::new(exit::INTERNAL, format!("error: installing signal handlers: {e}"));
+    let mut term = signal(SignalKind::terminate()).map_err(fail)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(fail)?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    if config.tls.is_none() && !args.listen.ip().is_loopback() {
+        tracing::warn!(listen = %args.listen, "serving plain HTTP beyond loopback: put a TLS proxy in front or use --tls-cert");
+    }
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    err!("fleet server on {scheme}://{}, database {}", args.listen, fleet::store::redacted(&config.db_url));
+    fleet::run(listener, config, shutdown)
+        .await
+        .map_err(|e| Failure::new(exit::INTERNAL, format!("error: {e}")))?;
+    Ok(exit::OK)
+}
+
+/// Descriptors beyond the connections: the database, logs, registry calls.
+const SPARE_DESCRIPTORS: u64 = 64;
+
+/// Warns when the process may open fewer files than `--max-connections`
+/// needs (a default soft limit of 1024 serves about 950 agents; past it
+/// accepts fail). Read from /proc, since raising the limit needs `unsafe`.
+fn warn_if_few_descriptors(max_connections: usize) {
+    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else { return };
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse::<u64>().ok());
+    let wanted = max_connections as u64 + SPARE_DESCRIPTORS;
+    if let Some(soft) = soft.filter(|s| *s < wanted) {
+        err!(
+            "warning: the open-file limit is {soft}, below --max-connections {max_connections} + {SPARE_DESCRIPTORS}; \
+             raise it (ulimit -n {wanted}, systemd LimitNOFILE=, docker --ulimit nofile={wanted}) or lower --max-connections"
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! Each agent's desired manifest: a text and a revision that grows with
+//! every change. Agents long-poll it; an admin pins a target or replaces
+//! the whole text.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::error::db;
+use super::store::{now_ms, Store};
+use super::FleetError;
+use container_upgrader::manifest::edit::{self, EditError};
+use container_upgrader::manifest::Manifest;
+
+/// While a long-poll waits, the database is read again this often, so a
+/// change written by another server on the same PostgreSQL is seen.
+pub const RECHECK: Duration = Duration::from_secs(5);
+
+/// A desired manifest and its revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    /// The manifest's YAML text.
+    pub manifest: String,
+    /// Its revision (1 at enrolment).
+    pub revision: i64,
+}
+
+fn origin(agent: &str) -> String {
+    format!("agent {agent}'s manifest")
+}
+
+impl Store {
+    /// `agent`'s desired manifest.
+    pub async fn desired(&self, agent: &str) -> Result<Desired, FleetError> {
+        let row: Option<(String, i64)> =
+            sqlx::query_as("SELECT manifest, revision FROM desired WHERE agent_id = $1")
+                .bind(agent)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("reading a desired manifest"))?;
+        match row {
+            Some((manifest, revision)) => Ok(Desired { manifest, revision }),
+            None => {
+                self.agent_exists(agent).await?;
+                Err(FleetError::Corrupt(format!("agent `{agent}` has no desired manifest")))
+            }
+        }
+    }
+
+    /// Waits until `agent`'s revision differs from `known` or `wait` passes
+    /// (or the server stops); `None` then. A revoke during the wait ends it
+    /// with 401. Only the revision is read while waiting, not the text.
+    pub async fn wait_desired(
+        &self,
+        agent: &str,
+        known: Option<i64>,
+        wait: Duration,
+    ) -> Result<Option<Desired>, FleetError> {
+        let deadline = Instant::now() + wait;
+        let mut woken = self.subscribe(agent);
+        let mut stopping = self.stopping();
+        loop {
+            if Some(self.revision(agent).await?) != known {
+                return self.desired(agent).await.map(Some);
+            }
+            let now = Instant::now();
+            if now >= deadline || *stopping.borrow() {
+                return Ok(None);
+            }
+            let nap = (deadline - now).min(RECHECK);
+            tokio::select! {
+                changed = woken.changed() => {
+                    if changed.is_err() {
+                        // The sender went away (pruned): subscribe again.
+                        woken = self.subscribe(agent);
+                    }
+                }
+                () = tokio::time::sleep(nap) => {}
+                _ = stopping.changed() => {}
+            }
+        }
+    }
+
+    /// `agent`'s current revision; 401 once it is revoked.
+    async fn revision(&self, agent: &str) -> Result<i64, FleetError> {
+        let row: Option<(i64, Option<i64>)> = sqlx::query_as(
+            "SELECT d.revision, a.revoked_at FROM desired d JOIN agents a ON a.id = d.agent_id WHERE d.agent_id = $1",
+        )
+        .bind(agent)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading a desired revision"))?;
+        match row {
+            Some((revision, None)) => Ok(revision),
+            Some((_, Some(_))) => Err(FleetError::Unauthorized("this agent was revoked".into())),
+            None => Err(FleetError::NotFound(format!("no agent `{agent}`"))),
+        }
+    }
+
+    /// Replaces `agent`'s manifest with `text` (validated like `validate`);
+    /// the new revision.
+    pub async fn put_manifest(&self, agent: &str, text: &str) -> Result<i64, FleetError> {
+        Manifest::parse(&origin(agent), text).map_err(|e| FleetError::Invalid(e.to_string()))?;
+        let current = self.desired(agent).await?;
+        self.write_desired(agent, text, current.revision).await
+    }
+
+    /// Pins `target` of `agent`'s manifest to `image`, changing only that
+    /// value (comments kept) and within the manifest's own policy; the new
+    /// revision.
+    pub async fn pin(&self, agent: &str, target: &str, image: &str) -> Result<i64, FleetError> {
+        let current = self.desired(agent).await?;
+        let text = edit::set_image(&current.manifest, &origin(agent), target, image).map_err(edit_error)?;
+        self.write_desired(agent, &text, current.revision).await
+    }
+
+    /// Writes `text` as the revision after `base`, if nobody wrote since.
+    async fn write_desired(&self, agent: &str, text: &str, base: i64) -> Result<i64, FleetError> {
+        let revision = base + 1;
+        let done = sqlx::query(
+            "UPDATE desired SET manifest = $1, revision = $2, updated_at = $3 WHERE agent_id = $4 AND revision = $5",
+        )
+        .bind(text)
+        .bind(revision)
+        .bind(now_ms())
+        .bind(agent)
+        .bind(base)
+        .execute(&self.pool)
+        .await
+        .map_err(db("writing a desired manifest"))?;
+        if done.rows_affected() != 1 {
+            return Err(FleetError::Conflict(format!(
+                "agent `{agent}`'s manifest changed while this edit was made (it was revision {base}); try again"
+            )));
+        }
+        self.wake(agent, revision);
+        tracing::info!(agent, revision, "desired manifest written");
+        Ok(revision)
+    }
+}
+
+/// An edit's refusal as the status it deserves.
+fn edit_error(e: EditError) -> FleetError {
+    let text = e.to_string();
+    match e {
+        EditError::UnknownTarget { .. } => FleetError::NotFound(text),
+        EditError::Refused { .. } => FleetError::Forbidden(text),
+        EditError::InvalidImage { .. } => FleetError::Invalid(text),
+        EditError::Invalid { .. }
+        | EditError::Tracked { .. }
+        | EditError::NotInPlace { .. }
+        | EditError::Unverified { .. } => FleetError::Conflict(text),
+    }
+}

@@ -1,0 +1,158 @@
+//! The fleet server (`container-upgrader-server`, DESIGN.md §10): agents
+//! enrol, long-poll their desired manifest and report; the server keeps
+//! every agent's state and history in a database and knows, per target,
+//! which newer versions its registry has.
+//!
+//! One file per concern: [`store`] (the database and its migrations),
+//! [`enrolment`], [`desired`], [`reports`], [`versions`], [`agents`] (the
+//! admin's view), [`api`] (the routes), [`page`] (the admin's web page).
+//! Both sides of the agent wire speak [`protocol`], which lives in the
+//! controller's library (`container_upgrader::protocol`) with the manifest
+//! validation the server runs: one copy, nothing copied.
+
+pub mod agents;
+pub mod api;
+pub mod campaign;
+pub mod desired;
+mod enrol_queue;
+pub mod enrolment;
+mod error;
+pub mod page;
+pub use container_upgrader::protocol;
+pub mod reports;
+pub mod routes;
+pub mod secret;
+pub mod state;
+pub mod store;
+pub mod versions;
+
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::FleetError;
+pub use store::Store;
+
+use container_upgrader::serve::Limits;
+
+/// Connections the server holds by default: a thousand agents' long-polls
+/// and room to spare, within a raised descriptor limit.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// The server's connection bounds: keep-alive (agents poll back to back),
+/// requests up to a long-poll plus slack, idle connections closed after
+/// a little more than the longest poll.
+pub fn limits(max_connections: usize) -> Limits {
+    Limits {
+        max_connections,
+        first_byte: Duration::from_secs(10),
+        header: Duration::from_secs(10),
+        request: Duration::from_secs(protocol::MAX_WAIT_SECS + 30),
+        keep_alive: true,
+        idle: Duration::from_secs(protocol::MAX_WAIT_SECS + 15),
+    }
+}
+
+/// How `container-upgrader-server` is set up.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// The database URL (`sqlite://PATH`, `postgres://…`).
+    pub db_url: String,
+    /// The admin bearer token.
+    pub admin_token: String,
+    /// PEM certificate chain and private key, for TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Missed polls before an agent counts as offline.
+    pub offline_after: u32,
+    /// The version checker's settings.
+    pub checker: versions::CheckerConfig,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// The admin password's argon2 PHC hash, for the page's login.
+    pub admin_password_hash: Option<String>,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("db_url", &store::redacted(&self.db_url))
+            .field("admin_token", &"<redacted>")
+            .field("tls", &self.tls)
+            .field("offline_after", &self.offline_after)
+            .field("checker", &self.checker)
+            .field("max_connections", &self.max_connections)
+            .field("admin_password", &self.admin_password_hash.is_some())
+            .finish()
+    }
+}
+
+/// Loads a rustls acceptor from PEM files.
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<container_upgrader::serve::Tls, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    container_upgrader::tls::ensure_crypto_provider();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| format!("--tls-cert {}: {e}; expected PEM certificates", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("--tls-cert {}: no certificate in it", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("--tls-key {}: {e}; expected a PEM private key", key.display()))?;
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Runs the server on `listener` until `shutdown` completes: opens (and
+/// migrates) the database, starts the version checker, serves.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None => None,
+    };
+    let store = Store::open(&config.db_url).await.map_err(|e| e.to_string())?;
+    let new_repository = Arc::new(tokio::sync::Notify::new());
+    let checker =
+        tokio::spawn(versions::run_checker(store.clone(), config.checker.clone(), new_repository.clone()));
+    let campaigns = tokio::spawn(campaign::runner::run(store.clone()));
+    let state = state::FleetState {
+        store: store.clone(),
+        admin_token: Arc::from(config.admin_token.as_str()),
+        offline_after: config.offline_after,
+        new_repository,
+        page: state::PageConfig {
+            secure_cookies: tls.is_some(),
+            password_hash: config.admin_password_hash.as_deref().map(Arc::from),
+            ..state::PageConfig::default()
+        },
+        registry: Some(config.checker.clone()),
+    };
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%addr, tls = tls.is_some(), db = %store::redacted(&config.db_url), "fleet server listening");
+    let served = container_upgrader::serve::serve(
+        listener,
+        routes::router(state),
+        limits(config.max_connections),
+        tls,
+        shutdown,
+    )
+    .await;
+    checker.abort();
+    campaigns.abort();
+    store.close().await;
+    served.map_err(|e| format!("serving on {addr}: {e}"))
+}

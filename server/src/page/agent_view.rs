@@ -1,0 +1,239 @@
+//! `GET /agents/{id}`: one agent with its targets (live), its errors, held
+//! images and history, and a form per target to pin another image
+//! (`POST /agents/{id}/pin`, with the session's CSRF token).
+
+use axum::extract::{Form, Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Json;
+use serde::Deserialize;
+
+use super::fleet_view::{badges, last_op};
+use super::html::{csrf_field, escape, layout, urlencode};
+use super::live::{ago, Cell, Live};
+use super::session::{check_post, Authed};
+use super::PageError;
+use crate::agents::{AgentDetail, Status, TargetView};
+use crate::state::FleetState;
+use crate::store::now_ms;
+use container_upgrader::reference::ImageRef;
+
+/// The agent page's query.
+#[derive(Debug, Default, Deserialize)]
+pub struct AgentQuery {
+    /// `json` for the live cells.
+    #[serde(default)]
+    format: String,
+    /// The revision a pin just wrote (a notice after the redirect).
+    pinned: Option<i64>,
+}
+
+fn target_cells(t: &TargetView) -> Vec<Cell> {
+    let id = |field: &str| format!("t/{}:{field}", t.target);
+    let text = |v: Option<&String>| v.cloned().unwrap_or_default();
+    let (op_html, op_class) = last_op(t);
+    vec![
+        Cell::text(id("image"), &text(t.image.as_ref()), "image"),
+        Cell::text(id("version"), &text(t.version.as_ref()), "version"),
+        Cell::text(id("desired"), &text(t.desired.as_ref()), "desired"),
+        Cell::text(id("action"), format!("{} {}", t.action, t.reason).trim(), "action"),
+        Cell { id: id("updates"), html: badges(&t.updates), class: "updates".into() },
+        Cell { id: id("op"), html: op_html, class: op_class },
+    ]
+}
+
+fn agent_cells(a: &AgentDetail, now: i64) -> Vec<Cell> {
+    let s = &a.agent;
+    let status = match s.status {
+        Status::Online => "online",
+        Status::Offline => "offline",
+        Status::Revoked => "revoked",
+    };
+    let mut cells = vec![
+        Cell::text("agent:status".into(), status, &format!("status status-{status}")),
+        Cell::text("agent:controller".into(), s.controller_version.as_deref().unwrap_or(""), "controller"),
+        Cell::text("agent:seen".into(), &ago(&s.last_seen, now), "seen"),
+    ];
+    cells.extend(s.targets.iter().flat_map(target_cells));
+    cells
+}
+
+fn pin_form(agent_id: &str, t: &TargetView, csrf: &str) -> String {
+    // The newer versions as whole references, offered in the input's list.
+    let current = t.image.as_deref().and_then(|i| ImageRef::parse(i).ok());
+    let suggestions: String = [&t.updates.patch, &t.updates.minor, &t.updates.major]
+        .into_iter()
+        .flatten()
+        .filter_map(|v| current.as_ref().map(|r| r.with_tag(v).familiar()))
+        .map(|image| format!(r#"<option value="{}">"#, escape(&image)))
+        .collect();
+    let list = format!("versions-{}", urlencode(&t.target));
+    format!(
+        r#"<form method="post" action="/agents/{id}/pin" class="pin">{csrf}<input type="hidden" name="target" value="{target}">
+<input type="text" name="image" value="{image}" list="{list}" aria-label="image for {target}" class="pin-image" required>
+<datalist id="{list}">{suggestions}</datalist><button type="submit" class="pin-button">Pin</button></form>"#,
+        id = escape(&urlencode(agent_id)),
+        csrf = csrf_field(csrf),
+        target = escape(&t.target),
+        image = escape(t.desired.as_deref().or(t.image.as_deref()).unwrap_or("")),
+        list = escape(&list),
+    )
+}
+
+fn render(a: &AgentDetail, csrf: &str, pinned: Option<i64>, now: i64) -> String {
+    let s = &a.agent;
+    let cells = agent_cells(a, now);
+    let td = |id: &str| cells.iter().find(|c| c.id == id).map(Cell::td).unwrap_or_default();
+    let labels: String = s
+        .labels
+        .iter()
+        .map(|(k, v)| format!(r#"<span class="label">{}={}</span> "#, escape(k), escape(v)))
+        .collect();
+    let targets: String = s
+        .targets
+        .iter()
+        .map(|t| {
+            let cell = |f: &str| td(&format!("t/{}:{f}", t.target));
+            format!(
+                r#"<tr data-row="t/{key}"><td class="target">{target}</td><td>{container}</td>{image}{version}{updates}{desired}{action}{op}<td>{pin}</td></tr>"#,
+                key = escape(&t.target),
+                target = escape(&t.target),
+                container = escape(&t.container),
+                image = cell("image"),
+                version = cell("version"),
+                updates = cell("updates"),
+                desired = cell("desired"),
+                action = cell("action"),
+                op = cell("op"),
+                pin = pin_form(&s.id, t, csrf),
+            )
+        })
+        .collect();
+    let errors: String = [("Manifest error", &a.manifest_error), ("Pass error", &a.pass_error)]
+        .iter()
+        .filter_map(|(what, e)| e.as_ref().map(|e| format!(r#"<p class="error">{what}: {}</p>"#, escape(e))))
+        .collect();
+    let holds: String = a
+        .holds
+        .iter()
+        .map(|h| {
+            format!(
+                "<li><code>{}</code> on {} until {}: {}</li>",
+                escape(&h.image),
+                escape(&h.container),
+                escape(&h.until),
+                escape(&h.reason)
+            )
+        })
+        .collect();
+    let holds =
+        if holds.is_empty() { String::new() } else { format!("<h2>Held images</h2><ul>{holds}</ul>") };
+    let history: String = a
+        .history
+        .iter()
+        .map(|e| {
+            format!(
+                r#"<tr><td>{}</td><td>{}</td><td><code>{}</code> → <code>{}</code></td><td class="outcome-{outcome}">{outcome}</td><td class="reason">{}</td><td><code>{}</code></td></tr>"#,
+                escape(&e.ended_at),
+                escape(&e.container),
+                escape(&e.from),
+                escape(&e.to),
+                escape(e.reason.as_deref().unwrap_or("")),
+                escape(&e.op_id),
+                outcome = escape(&e.outcome),
+            )
+        })
+        .collect();
+    let notice = pinned
+        .map(|r| format!(r#"<p class="notice" id="pinned">Pinned: desired manifest revision {r}; the agent applies it on its next poll.</p>"#))
+        .unwrap_or_default();
+    let body = format!(
+        r#"<p><a href="/">← Fleet</a></p>{notice}
+<table class="facts"><tr><th>Name</th><td id="agent-name">{name}</td></tr><tr><th>Id</th><td><code>{id}</code></td></tr>
+<tr><th>Labels</th><td>{labels}</td></tr><tr><th>Status</th>{status}</tr><tr><th>Controller</th>{controller}</tr>
+<tr><th>Controller image</th><td><code>{ctl_image}</code></td></tr><tr><th>Last seen</th>{seen}</tr>
+<tr><th>Enrolled</th><td>{enrolled}</td></tr><tr><th>Desired revision</th><td>{revision}</td></tr></table>{errors}
+<h2>Targets</h2><p class="live" id="live-note" data-live="1">{n} targets</p>
+<table class="targets" id="targets"><thead><tr><th>Target</th><th>Container</th><th>Image</th><th>Version</th><th>New version</th><th>Desired</th><th>Last pass</th><th>Last op</th><th>Pin</th></tr></thead><tbody>{targets}</tbody></table>
+{holds}<h2>History</h2><table class="history"><thead><tr><th>Ended</th><th>Container</th><th>Change</th><th>Outcome</th><th>Reason</th><th>Op</th></tr></thead><tbody>{history}</tbody></table>"#,
+        name = escape(&s.name),
+        id = escape(&s.id),
+        status = td("agent:status"),
+        controller = td("agent:controller"),
+        ctl_image = escape(s.controller_image.as_deref().unwrap_or("")),
+        seen = td("agent:seen"),
+        enrolled = escape(&s.enrolled_at),
+        revision = a.desired_revision,
+        n = s.targets.len(),
+    );
+    layout(&format!("Agent {}", s.name), Some(csrf), &body)
+}
+
+/// `GET /agents/{id}`.
+pub async fn agent(
+    State(state): State<FleetState>,
+    Authed(session): Authed,
+    Path(id): Path<String>,
+    Query(q): Query<AgentQuery>,
+) -> Result<Response, PageError> {
+    let detail = state.store.agent(&id, state.offline_after).await?;
+    let now = now_ms();
+    if q.format == "json" {
+        let rows = detail.agent.targets.iter().map(|t| format!("t/{}", t.target)).collect();
+        return Ok(Json(Live::new(rows, agent_cells(&detail, now))).into_response());
+    }
+    Ok(Html(render(&detail, &session.csrf, q.pinned, now)).into_response())
+}
+
+/// The pin form's fields.
+#[derive(Debug, Deserialize)]
+pub struct PinForm {
+    csrf: Option<String>,
+    target: String,
+    image: String,
+}
+
+/// `POST /agents/{id}/pin`: writes the target's image into the agent's
+/// desired manifest, then back to the agent page.
+pub async fn pin(
+    State(state): State<FleetState>,
+    Authed(session): Authed,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<PinForm>,
+) -> Result<Response, PageError> {
+    check_post(&session, &headers, form.csrf.as_deref())?;
+    let revision = state.store.pin(&id, &form.target, form.image.trim()).await?;
+    tracing::info!(agent = %id, target = %form.target, image = %form.image.trim(), revision, "pinned from the page");
+    Ok(Redirect::to(&format!("/agents/{}?pinned={revision}", urlencode(&id))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::versions::Updates;
+
+    #[test]
+    fn the_pin_form_offers_the_newer_versions_as_whole_references_and_carries_the_csrf_token() {
+        let t = TargetView {
+            target: "web\"><script>".into(),
+            container: "web".into(),
+            image: Some("127.0.0.1:5000/app:1.0.0".into()),
+            digest: None,
+            version: Some("1.0.0".into()),
+            desired: None,
+            action: String::new(),
+            reason: String::new(),
+            last_op_id: None,
+            last_outcome: None,
+            last_reason: None,
+            failure: None,
+            updates: Updates { minor: Some("1.1.0".into()), ..Updates::default() },
+        };
+        let form = pin_form("a1", &t, "c".repeat(64).as_str());
+        assert!(form.contains(r#"<option value="127.0.0.1:5000/app:1.1.0">"#), "{form}");
+        assert!(form.contains(&format!(r#"name="csrf" value="{}""#, "c".repeat(64))));
+        assert!(form.contains(r#"action="/agents/a1/pin""#));
+        assert!(!form.contains("<script>"), "{form}");
+    }
+}

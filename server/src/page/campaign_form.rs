@@ -1,0 +1,394 @@
+//! `GET /campaigns/new?agents=…` and `POST /campaigns/new`: the campaign
+//! form, its preview of the waves, and the start.
+//!
+//! The form's fields become the API's [`Request`](crate::campaign::spec::Request)
+//! ([`super::campaign_request`]) and go through the very
+//! functions `POST /v1/fleet/campaigns/preview` and `POST
+//! /v1/fleet/campaigns` call ([`runner::plan`], [`runner::create`],
+//! [`view::preview`]), so the page validates and plans exactly as the API
+//! and the CLI do. A refused form comes back filled in, with the message
+//! naming the field and what it accepts, and nothing stored.
+//!
+//! "Preview waves" shows the waves; "Start campaign" appears with them
+//! and carries a fingerprint of the previewed settings: settings changed
+//! after the preview are previewed again instead of started.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::extract::{Form, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+
+use super::campaign_request::{field_of, fingerprint, CampaignForm};
+use super::campaign_view::{names, settings_rows, wave_name};
+use super::html::{csrf_field, escape, layout, urlencode};
+use super::session::{check_post, Authed};
+use super::PageError;
+use crate::agents::{AgentSummary, Filter};
+use crate::campaign::runner;
+use crate::campaign::view::{self, Preview};
+use crate::state::FleetState;
+use crate::FleetError;
+use container_upgrader::resolve::tag::TagVersion;
+
+/// Weekdays as the window takes them.
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+/// Tags offered per repository, newest first.
+const MAX_TAGS: usize = 40;
+
+/// What the form offers: the agents, the known targets and labels, and
+/// the tags the server knows per repository the fleet runs.
+#[derive(Debug, Default)]
+pub struct Choices {
+    /// Every agent.
+    pub agents: Vec<AgentSummary>,
+    /// Repository → its version tags, newest first.
+    pub tags: BTreeMap<String, Vec<String>>,
+}
+
+impl Choices {
+    async fn load(state: &FleetState) -> Result<Self, FleetError> {
+        let mut agents = state.store.agents(&Filter::default(), state.offline_after).await?;
+        agents.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+        let known = state.store.tags_by_repository().await?;
+        let tags = state
+            .store
+            .repositories()
+            .await?
+            .into_iter()
+            .map(|r| {
+                let mut versions: Vec<TagVersion<'_>> = known
+                    .get(&r.repository)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| TagVersion::parse(t))
+                    .collect();
+                versions.sort_by(|a, b| {
+                    (&b.version, b.revision, b.parts).cmp(&(&a.version, a.revision, a.parts))
+                });
+                let tags = versions.iter().take(MAX_TAGS).map(|t| t.tag.to_string()).collect();
+                (r.repository, tags)
+            })
+            .collect();
+        Ok(Self { agents, tags })
+    }
+}
+
+fn checked(on: bool) -> &'static str {
+    if on {
+        " checked"
+    } else {
+        ""
+    }
+}
+
+fn input(name: &str, value: &str, invalid: &str, extra: &str) -> String {
+    let class = if invalid == name { r#" class="invalid" aria-invalid="true""# } else { "" };
+    format!(r#"<input type="text" name="{name}" id="f-{name}" value="{}"{class} {extra}>"#, escape(value))
+}
+
+fn agents_fieldset(f: &CampaignForm, c: &Choices, invalid: &str) -> String {
+    let rows: String = c
+        .agents
+        .iter()
+        .map(|a| {
+            let versions: Vec<String> = a
+                .targets
+                .iter()
+                .map(|t| format!("{} {}", t.target, t.version.as_deref().unwrap_or("?")))
+                .collect();
+            format!(
+                r#"<label class="pick"><input type="checkbox" name="agents" value="{id}"{on}> {name} <span class="muted">{versions}</span></label>"#,
+                id = escape(&a.id),
+                on = checked(f.agents.contains(&a.id)),
+                name = escape(&a.name),
+                versions = escape(&versions.join(", ")),
+            )
+        })
+        .collect();
+    let labels: BTreeSet<String> =
+        c.agents.iter().flat_map(|a| a.labels.iter().map(|(k, v)| format!("{k}={v}"))).collect();
+    let labels: String = labels.iter().map(|l| format!(r#"<option value="{}">"#, escape(l))).collect();
+    let radio = |value: &str, text: &str| {
+        format!(
+            r#"<label><input type="radio" name="selection" value="{value}" id="sel-{value}"{}> {text}</label>"#,
+            checked(f.selection == value)
+        )
+    };
+    let mark = if invalid == "selection" || invalid == "agents" { r#" class="invalid""# } else { "" };
+    format!(
+        r#"<fieldset{mark}><legend>Which agents</legend>
+<p>{by_agents}</p><div class="agent-pick" id="agent-pick">{rows}</div>
+<p>{by_label} {label}<datalist id="labels">{labels}</datalist></p>
+<p>{by_below} {below} <span class="muted">(agents whose target runs a lower version)</span></p></fieldset>"#,
+        by_agents = radio("agents", "These agents:"),
+        by_label = radio("label", "Agents with the label"),
+        label = input("label", &f.label, invalid, r#"list="labels" placeholder="key=value""#),
+        by_below = radio("below", "Agents running below version"),
+        below = input("below", &f.below, invalid, r#"placeholder="1.2.0""#),
+    )
+}
+
+fn target_fieldset(f: &CampaignForm, c: &Choices, invalid: &str) -> String {
+    let targets: BTreeSet<&str> =
+        c.agents.iter().flat_map(|a| a.targets.iter().map(|t| t.target.as_str())).collect();
+    let targets: String = targets.iter().map(|t| format!(r#"<option value="{}">"#, escape(t))).collect();
+    let groups: String = c
+        .tags
+        .iter()
+        .filter(|(_, tags)| !tags.is_empty())
+        .map(|(repo, tags)| {
+            let options: String = tags
+                .iter()
+                .map(|t| {
+                    let on = if *t == f.version { " selected" } else { "" };
+                    format!(r#"<option value="{0}"{on}>{0}</option>"#, escape(t))
+                })
+                .collect();
+            format!(r#"<optgroup label="{}">{options}</optgroup>"#, escape(repo))
+        })
+        .collect();
+    let none = if groups.is_empty() {
+        r#"<span class="muted">The server knows no tags yet (it asks the registries every --version-check-interval); give an image.</span>"#
+    } else {
+        ""
+    };
+    let mark = |name: &str| if invalid == name { r#" class="invalid" aria-invalid="true""# } else { "" };
+    let radio = |value: &str, text: &str| {
+        format!(
+            r#"<label><input type="radio" name="by" value="{value}" id="by-{value}"{}> {text}</label>"#,
+            checked(f.by == value)
+        )
+    };
+    format!(
+        r#"<fieldset><legend>Target and version</legend>
+<p><label>Target {target}</label><datalist id="targets">{targets}</datalist> <span class="muted">(the manifest's target or a container name; <code>*</code> matches any characters)</span></p>
+<p>{by_version} <select name="version" id="f-version"{version_mark}><option value="">— a tag the registry has —</option>{groups}</select> {none}</p>
+<p>{by_image} {image}</p></fieldset>"#,
+        target = input("target", &f.target, invalid, r#"list="targets" class="pin-image" required"#),
+        by_version = radio("version", "Version"),
+        version_mark = mark("version"),
+        by_image = radio("image", "Image"),
+        image = input("image", &f.image, invalid, r#"placeholder="registry/repo:tag" class="pin-image""#),
+    )
+}
+
+fn waves_fieldset(f: &CampaignForm, invalid: &str) -> String {
+    let actions: String = [("pause", "pause"), ("rollback", "roll back"), ("continue", "continue")]
+        .iter()
+        .map(|(v, t)| {
+            let on = if f.failure_action == *v { " selected" } else { "" };
+            format!(r#"<option value="{v}"{on}>{t}</option>"#)
+        })
+        .collect();
+    format!(
+        r#"<fieldset><legend>Waves</legend><div class="grid">
+<label>Canary agents {canary}</label>
+<label>Batch size (agents or %) {batch}</label>
+<label>Delay between waves {delay}</label>
+<label>Monitor window {monitor}</label>
+<label>Max failure ratio (0–1) {ratio}</label>
+<label>On failure <select name="failure_action" id="f-failure_action">{actions}</select></label>
+<label>Report deadline {deadline}</label></div></fieldset>"#,
+        canary = input("canary", &f.canary, invalid, r#"inputmode="numeric""#),
+        batch = input("batch", &f.batch, invalid, r#"placeholder="2 or 25%""#),
+        delay = input("delay", &f.delay, invalid, r#"placeholder="1m""#),
+        monitor = input("monitor", &f.monitor, invalid, r#"placeholder="5m""#),
+        ratio = input("max_failure_ratio", &f.max_failure_ratio, invalid, r#"inputmode="decimal""#),
+        deadline = input("deadline", &f.deadline, invalid, r#"placeholder="10m""#),
+    )
+}
+
+fn schedule_fieldset(f: &CampaignForm, invalid: &str) -> String {
+    let days: String = DAYS
+        .iter()
+        .map(|d| {
+            format!(
+                r#"<label><input type="checkbox" name="window_days" value="{d}"{}> {d}</label> "#,
+                checked(f.window_days.iter().any(|x| x == d))
+            )
+        })
+        .collect();
+    let mark = if invalid == "window_days" { r#" class="invalid""# } else { "" };
+    format!(
+        r#"<fieldset><legend>Schedule (optional)</legend><div class="grid">
+<label>Start at (RFC 3339) {start}</label>
+<label>Window hours {hours}</label>
+<label>UTC offset {offset}</label></div>
+<p{mark}>Window days (none ticked: every day): {days}</p></fieldset>"#,
+        start = input("start_at", &f.start_at, invalid, r#"placeholder="2026-02-01T22:00:00Z""#),
+        hours = input("window_hours", &f.window_hours, invalid, r#"placeholder="22:00-04:00""#),
+        offset = input("utc_offset", &f.utc_offset, invalid, r#"placeholder="+02:00""#),
+    )
+}
+
+fn preview_html(p: &Preview) -> String {
+    let canary = p.spec.canary > 0;
+    let rows: String = p
+        .waves
+        .iter()
+        .map(|w| {
+            format!(
+                r#"<tr data-wave="{n}"><td>{wave}</td><td>{count}</td><td>{names}</td></tr>"#,
+                n = w.wave,
+                wave = escape(&wave_name(w.kind, w.wave, canary)),
+                count = w.agents.len(),
+                names = names(&w.agents, &p.agents),
+            )
+        })
+        .collect();
+    let targets: String = p
+        .agents
+        .iter()
+        .map(|a| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+                escape(if a.name.is_empty() { &a.agent_id } else { &a.name }),
+                escape(&a.target),
+                escape(a.previous_image.as_deref().unwrap_or(""))
+            )
+        })
+        .collect();
+    format!(
+        r#"<section class="preview" id="preview-result"><h2>Preview</h2>
+<p>Pins <code id="preview-image">{image}</code> on {agents} agent(s) in {waves} wave(s); nothing is sent until you start it.</p>
+<table class="waves" id="preview-waves"><thead><tr><th>Wave</th><th>Agents</th><th>Which</th></tr></thead><tbody>{rows}</tbody></table>
+<details><summary>Settings and agents</summary><table class="facts">{settings}</table>
+<table><thead><tr><th>Agent</th><th>Target</th><th>Now runs</th></tr></thead><tbody>{targets}</tbody></table></details></section>"#,
+        image = escape(&p.image),
+        agents = p.agents.len(),
+        waves = p.waves.len(),
+        settings = settings_rows(&p.spec),
+    )
+}
+
+/// The whole form page; `preview` (with the request's fingerprint) adds
+/// the waves and the start button.
+pub fn render(
+    f: &CampaignForm,
+    c: &Choices,
+    csrf: &str,
+    error: Option<&str>,
+    preview: Option<(&Preview, &str)>,
+) -> String {
+    let invalid = error.map(field_of).unwrap_or("");
+    let error = error
+        .map(|e| format!(r#"<p class="error" id="form-error" role="alert">{}</p>"#, escape(e)))
+        .unwrap_or_default();
+    let (preview, start) = match preview {
+        Some((p, print)) => (
+            preview_html(p),
+            format!(
+                r#"<input type="hidden" name="previewed" value="{}"> <button type="submit" name="action" value="start" id="start-campaign" class="primary">Start campaign</button>"#,
+                escape(print)
+            ),
+        ),
+        None => (String::new(), String::new()),
+    };
+    let body = format!(
+        r#"<p><a href="/campaigns">← Campaigns</a></p>{error}
+<form method="post" action="/campaigns/new" class="campaign-form" id="campaign-form">{csrf}
+<p><label>Name <input type="text" name="name" id="f-name" value="{name}" placeholder="campaign" maxlength="200"></label></p>
+{agents}{target}{waves}{schedule}
+{preview}<p><button type="submit" name="action" value="preview" id="preview">Preview waves</button>{start}</p>
+</form>"#,
+        csrf = csrf_field(csrf),
+        name = escape(&f.name),
+        agents = agents_fieldset(f, c, invalid),
+        target = target_fieldset(f, c, invalid),
+        waves = waves_fieldset(f, invalid),
+        schedule = schedule_fieldset(f, invalid),
+    );
+    layout("New campaign", Some(csrf), &body)
+}
+
+/// `GET /campaigns/new?agents=ID…&label=K=V`: the form, with the fleet
+/// page's selection ticked and, when the selected agents share one
+/// target, that target filled in; the fleet's label filter fills in the
+/// label selector.
+pub async fn form(
+    State(state): State<FleetState>,
+    Authed(session): Authed,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, PageError> {
+    let choices = Choices::load(&state).await?;
+    let mut f = CampaignForm::default();
+    for (k, v) in pairs {
+        match k.as_str() {
+            "agents" if !f.agents.contains(&v) => f.agents.push(v),
+            // The fleet page's label filter: the campaign's label selector
+            // when no row is ticked.
+            "label" => f.label = v,
+            _ => {}
+        }
+    }
+    if !f.agents.is_empty() {
+        f.selection = "agents".into();
+        let selected: Vec<&AgentSummary> =
+            choices.agents.iter().filter(|a| f.agents.contains(&a.id)).collect();
+        let mut targets: BTreeSet<&str> = BTreeSet::new();
+        for a in &selected {
+            targets.extend(a.targets.iter().map(|t| t.target.as_str()));
+        }
+        if let [only] = targets.into_iter().collect::<Vec<_>>().as_slice() {
+            f.target = (*only).to_string();
+        }
+    }
+    Ok(Html(render(&f, &choices, &session.csrf, None, None)).into_response())
+}
+
+/// The form again with `error`, with the status the API would answer.
+fn refused(f: &CampaignForm, c: &Choices, csrf: &str, status: StatusCode, error: &str) -> Response {
+    (status, Html(render(f, c, csrf, Some(error), None))).into_response()
+}
+
+/// `POST /campaigns/new`: "Preview waves" plans and shows the waves;
+/// "Start campaign" creates the campaign (when the settings are the ones
+/// previewed) and opens its page.
+pub async fn submit(
+    State(state): State<FleetState>,
+    Authed(session): Authed,
+    headers: HeaderMap,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Result<Response, PageError> {
+    let f = CampaignForm::from_pairs(pairs);
+    check_post(&session, &headers, f.csrf.as_deref())?;
+    let choices = Choices::load(&state).await?;
+    let csrf = session.csrf.as_str();
+    let request = match f.request() {
+        Ok(r) => r,
+        Err(e) => return Ok(refused(&f, &choices, csrf, StatusCode::UNPROCESSABLE_ENTITY, &e)),
+    };
+    let print = fingerprint(&request);
+    if f.action == "start" && f.previewed == print {
+        return match runner::create(&state.store, &request, state.registry.as_ref()).await {
+            Ok(id) => {
+                tracing::info!(campaign = %id, "campaign created from the page");
+                Ok(Redirect::to(&format!("/campaigns/{}", urlencode(&id))).into_response())
+            }
+            Err(e) => api_refusal(&f, &choices, csrf, e),
+        };
+    }
+    match runner::plan(&state.store, &request).await {
+        Ok(planned) => {
+            let p = view::preview(&planned, &state.store.agent_names().await?);
+            let note = (f.action == "start")
+                .then_some("The settings changed since the preview: check these waves, then start.");
+            Ok(Html(render(&f, &choices, csrf, note, Some((&p, &print)))).into_response())
+        }
+        Err(e) => api_refusal(&f, &choices, csrf, e),
+    }
+}
+
+/// An API refusal (422, 409, …) as the form with its message; a database
+/// failure as the error page.
+fn api_refusal(f: &CampaignForm, c: &Choices, csrf: &str, e: FleetError) -> Result<Response, PageError> {
+    match e {
+        FleetError::Invalid(m) => Ok(refused(f, c, csrf, StatusCode::UNPROCESSABLE_ENTITY, &m)),
+        FleetError::Conflict(m) => Ok(refused(f, c, csrf, StatusCode::CONFLICT, &m)),
+        FleetError::BadRequest(m) | FleetError::NotFound(m) => {
+            Ok(refused(f, c, csrf, StatusCode::BAD_REQUEST, &m))
+        }
+        other => Err(other.into()),
+    }
+}

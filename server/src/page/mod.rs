@@ -1,0 +1,120 @@
+//! The fleet page (DESIGN.md §10 "The page"): server-rendered HTML behind
+//! the admin login, a little hand-written JavaScript that polls the same
+//! pages as JSON for live updates, no third-party front-end code.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /login`, `POST /login` | the login form; a session cookie ([`login`]) |
+//! | `POST /logout` | ends the session |
+//! | `GET /?label=&status=&has_update=&q=&sort=&dir=` | the fleet table ([`fleet_view`]); `&format=json` its live cells |
+//! | `GET /agents/{id}` | one agent ([`agent_view`]); `?format=json` its live cells |
+//! | `POST /agents/{id}/pin` | pins one target (CSRF) |
+//! | `GET /campaigns` | the campaigns' history, newest first ([`campaign_view`]); `?format=json` its live cells |
+//! | `GET /campaigns/new?agents=…` | the campaign form, the fleet page's selection ticked ([`campaign_form`]) |
+//! | `POST /campaigns/new` | `action=preview`: the waves; `action=start`: creates the campaign, to its page (CSRF) |
+//! | `GET /campaigns/{id}` | one campaign, its waves and agents with states and reasons; `?format=json` its live cells |
+//! | `POST /campaigns/{id}/{pause,resume,abort,rollback}` | the command, back to the campaign (CSRF) |
+//! | `GET /static/fleet.js`, `/static/fleet.css` | our script and stylesheet |
+//!
+//! Every answer here carries a strict Content-Security-Policy (no inline
+//! script or style, no framing), `Referrer-Policy: no-referrer` and
+//! `Cache-Control: no-store`.
+
+pub mod agent_view;
+pub mod campaign_form;
+pub mod campaign_request;
+pub mod campaign_view;
+pub mod fleet_view;
+pub mod html;
+pub mod live;
+pub mod login;
+pub mod session;
+
+#[cfg(test)]
+mod campaign_tests;
+
+use axum::extract::Request;
+use axum::http::{header, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use super::state::FleetState;
+pub use super::state::PageConfig;
+use super::FleetError;
+
+/// The page's routes, merged into the server's router by
+/// [`super::routes::router`].
+pub fn routes() -> Router<FleetState> {
+    Router::new()
+        .route("/", get(fleet_view::fleet))
+        .route("/login", get(login::form).post(login::login))
+        .route("/logout", post(login::logout))
+        .route("/agents/{id}", get(agent_view::agent))
+        .route("/agents/{id}/pin", post(agent_view::pin))
+        .route("/campaigns", get(campaign_view::list))
+        .route("/campaigns/new", get(campaign_form::form).post(campaign_form::submit))
+        .route("/campaigns/{id}", get(campaign_view::campaign))
+        .route("/campaigns/{id}/{command}", post(campaign_view::command))
+        .route("/static/fleet.js", get(script))
+        .route("/static/fleet.css", get(stylesheet))
+        .layer(middleware::from_fn(security_headers))
+}
+
+/// The headers every page answer carries.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let set = [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'",
+        ),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    ];
+    for (name, value) in set {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+async fn script() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("fleet.js"))
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("fleet.css"))
+}
+
+/// A fleet error as an HTML page with its status.
+#[derive(Debug)]
+pub struct PageError(pub FleetError);
+
+impl From<FleetError> for PageError {
+    fn from(e: FleetError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let message = match &self.0 {
+            FleetError::Db { .. }
+            | FleetError::Open { .. }
+            | FleetError::Corrupt(_)
+            | FleetError::Batch(_) => "the server's database failed; see its log".to_string(),
+            other => other.to_string(),
+        };
+        // The API's mapping decides the status (and logs database errors).
+        let status = self.0.into_response().status();
+        let body = format!(
+            r#"<p class="error">{}</p><p><a href="/">Back to the fleet</a></p>"#,
+            html::escape(&message)
+        );
+        (status, Html(html::layout("Error", None, &body))).into_response()
+    }
+}

@@ -1,0 +1,171 @@
+//! What agents tell the server: a status snapshot after every pass (kept
+//! whole, and as one row per target) and one event per finished op.
+
+use super::error::db;
+use super::protocol::{Report, TargetReport};
+use super::store::{now_ms, Store};
+use super::FleetError;
+use container_upgrader::reference::ImageRef;
+use container_upgrader::report::OpEvent;
+
+/// The most targets one report may carry.
+pub const MAX_TARGETS: usize = 2000;
+
+/// `registry/repository` of an image, when it parses.
+pub fn repository_of(image: &str) -> Option<String> {
+    ImageRef::parse(image).ok().map(|r| r.name())
+}
+
+impl Store {
+    /// Stores `report` as `agent`'s latest: the whole snapshot, its
+    /// controller, and its targets (replacing the previous ones), in one
+    /// transaction. True when a repository no check has seen yet appeared.
+    pub async fn store_report(&self, agent: &str, report: &Report) -> Result<bool, FleetError> {
+        if report.targets.len() > MAX_TARGETS {
+            return Err(FleetError::Invalid(format!(
+                "the report has {} targets; at most {MAX_TARGETS} are accepted",
+                report.targets.len()
+            )));
+        }
+        let now = now_ms();
+        let body = serde_json::to_string(report)
+            .map_err(|e| FleetError::BadRequest(format!("the report cannot be stored: {e}")))?;
+        // Most passes change nothing but the time: then the agent row alone
+        // is touched, not the targets (one write instead of a transaction
+        // rewriting every target).
+        let same = self.same_as_last(agent, report).await?;
+        let _gate = self.write_gate().await;
+        if same {
+            sqlx::query("UPDATE agents SET last_report = $1, reported_at = $2, last_seen = $2 WHERE id = $3")
+                .bind(&body)
+                .bind(now)
+                .bind(agent)
+                .execute(&self.pool)
+                .await
+                .map_err(db("storing a report"))?;
+            return Ok(false);
+        }
+        let mut tx = self.pool.begin().await.map_err(db("starting to store a report"))?;
+        sqlx::query(
+            "UPDATE agents SET controller_version = $1, controller_image = $2, last_report = $3, \
+             reported_at = $4, last_seen = $4 WHERE id = $5",
+        )
+        .bind(&report.controller_version)
+        .bind(report.controller.as_ref().map(|c| c.image.clone()))
+        .bind(&body)
+        .bind(now)
+        .bind(agent)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("storing a report"))?;
+        sqlx::query("DELETE FROM targets WHERE agent_id = $1")
+            .bind(agent)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("replacing a report's targets"))?;
+        for t in &report.targets {
+            insert_target(&mut tx, agent, t, now).await?;
+        }
+        let (unknown,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM targets t WHERE t.agent_id = $1 AND t.repository IS NOT NULL \
+             AND NOT EXISTS (SELECT 1 FROM repositories r WHERE r.repository = t.repository)",
+        )
+        .bind(agent)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db("looking for new repositories"))?;
+        tx.commit().await.map_err(db("committing a report"))?;
+        self.reported.notify_one();
+        Ok(unknown > 0)
+    }
+
+    /// True when `report` says what the agent's last one said, but for
+    /// when its pass ended.
+    async fn same_as_last(&self, agent: &str, report: &Report) -> Result<bool, FleetError> {
+        let last: Option<(Option<String>,)> = sqlx::query_as("SELECT last_report FROM agents WHERE id = $1")
+            .bind(agent)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading the last report"))?;
+        let Some(Ok(mut last)) = last.and_then(|(l,)| l).map(|l| serde_json::from_str::<Report>(&l)) else {
+            return Ok(false);
+        };
+        last.updated_at.clone_from(&report.updated_at);
+        Ok(&last == report)
+    }
+
+    /// Stores one op event; a repeat of the same op id is ignored. True
+    /// when it was new.
+    pub async fn store_event(&self, agent: &str, event: &OpEvent) -> Result<bool, FleetError> {
+        let op_ok = !event.op_id.is_empty()
+            && event.op_id.len() <= 128
+            && event.op_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+        if !op_ok {
+            return Err(FleetError::Invalid(
+                "op_id: 1-128 characters of letters, digits, `-`, `_`, `.`, `:`".into(),
+            ));
+        }
+        let body = serde_json::to_string(event)
+            .map_err(|e| FleetError::BadRequest(format!("the event cannot be stored: {e}")))?;
+        let outcome = serde_json::to_value(event.outcome)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let _gate = self.write_gate().await;
+        let done = sqlx::query(
+            "INSERT INTO events (agent_id, op_id, container, from_image, to_image, outcome, reason, \
+             started_at, ended_at, body, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (agent_id, op_id) DO NOTHING",
+        )
+        .bind(agent)
+        .bind(&event.op_id)
+        .bind(&event.container)
+        .bind(&event.from)
+        .bind(&event.to)
+        .bind(outcome)
+        .bind(&event.reason)
+        .bind(&event.started_at)
+        .bind(&event.ended_at)
+        .bind(body)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(db("storing an op event"))?;
+        self.reported.notify_one();
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+async fn insert_target(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    agent: &str,
+    t: &TargetReport,
+    now: i64,
+) -> Result<(), FleetError> {
+    let op = t.last_op.as_ref();
+    sqlx::query(
+        "INSERT INTO targets (agent_id, target, container, image, repository, digest, version, desired, \
+         action, reason, last_op_id, last_outcome, last_reason, failure, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         ON CONFLICT (agent_id, target, container) DO NOTHING",
+    )
+    .bind(agent)
+    .bind(&t.target)
+    .bind(t.container.clone().unwrap_or_default())
+    .bind(&t.image)
+    .bind(t.image.as_deref().and_then(repository_of))
+    .bind(&t.digest)
+    .bind(&t.version)
+    .bind(&t.desired)
+    .bind(&t.action)
+    .bind(&t.reason)
+    .bind(op.map(|o| o.op_id.clone()))
+    .bind(op.map(|o| o.outcome.clone()))
+    .bind(op.and_then(|o| o.reason.clone()))
+    .bind(&t.failure)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(db("storing a report's target"))?;
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! The server's router: every route — the agents' wire and admin API
+//! ([`super::api`]), campaigns ([`super::campaign::api`]) and the page
+//! ([`super::page`]) — in one function, with the state passed explicitly
+//! and the bounds every request meets.
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+
+use super::protocol::MAX_BODY_BYTES;
+use super::state::{error, FleetState};
+use super::FleetError;
+
+/// The server's routes, ready to serve (or to drive in-process in tests).
+pub fn router(state: FleetState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(super::api::routes())
+        .merge(super::campaign::api::routes())
+        .merge(super::page::routes())
+        .fallback(|| async {
+            FleetError::NotFound(
+                "no such route; the routes are /v1/agent/… and /v1/fleet/… (see the README)".into(),
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this route does not take that method (see the README's table)".into(),
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(declared_size))
+        .with_state(state)
+}
+
+/// 413 at once for a declared body over the limit, before any handler
+/// (and before authentication) reads a byte of it.
+async fn declared_size(request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is over {MAX_BODY_BYTES} bytes"));
+    }
+    next.run(request).await
+}

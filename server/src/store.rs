@@ -1,0 +1,194 @@
+//! The fleet database: one code path over [`sqlx::AnyPool`] for SQLite
+//! (a file, the default) and PostgreSQL (shared by several servers), with
+//! the numbered migrations in `migrations/` embedded in the binary.
+//!
+//! The SQL is the dialect both accept: `$1` placeholders, TEXT and BIGINT
+//! columns, times as unix milliseconds, JSON as TEXT, ids made here.
+//! What each table holds is split by concern: [`super::enrolment`],
+//! [`super::desired`], [`super::reports`], [`super::versions`].
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Executor};
+use tokio::sync::watch;
+
+use super::FleetError;
+
+/// How long SQLite waits for another writer before failing a statement.
+const SQLITE_BUSY_TIMEOUT_MS: u64 = 5000;
+/// PostgreSQL connections per server (a server resource shared with other
+/// replicas); half are kept open.
+const POSTGRES_CONNECTIONS: u32 = 16;
+/// How long a request waits for a free database connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The fleet database and the in-process wake-ups of long-polls.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) pool: AnyPool,
+    /// Per agent: the newest desired revision this process wrote (or a
+    /// nudge after a revoke), which its long-poll waits on.
+    wakers: Arc<Mutex<HashMap<String, watch::Sender<i64>>>>,
+    /// Set when the server stops: long-polls answer 304 at once instead
+    /// of holding the shutdown for up to a minute.
+    stopping: Arc<watch::Sender<bool>>,
+    /// Nudged by every report and event, so campaigns react at once.
+    pub(crate) reported: Arc<tokio::sync::Notify>,
+    /// SQLite only: this process's writers take turns here, first come
+    /// first served, instead of colliding in the database and sleeping in
+    /// its busy handler (whose growing sleeps made a burst's tail slow).
+    /// Another process on the same file still meets the busy timeout.
+    writes: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// Enrolments waiting for their group commit.
+    pub(crate) enrolments: Arc<super::enrol_queue::EnrolQueue>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+/// The database URL for a SQLite file.
+pub fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", path.display())
+}
+
+/// `url` without a password, for messages.
+pub fn redacted(url: &str) -> String {
+    container_upgrader::redact::url(url)
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://PATH`, `postgres://…`) and brings its
+    /// schema up to date. SQLite runs in WAL mode (readers do not wait for
+    /// the writer) with foreign keys on and a busy timeout.
+    pub async fn open(url: &str) -> Result<Self, FleetError> {
+        sqlx::any::install_default_drivers();
+        let fail = |detail: String| FleetError::Open { url: redacted(url), detail };
+        let url = sqlite_with_create(url);
+        let sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            // SQLite has one writer at a time anyway; PostgreSQL connections
+            // are a server resource shared with other replicas.
+            .max_connections(if sqlite { 8 } else { POSTGRES_CONNECTIONS })
+            // PostgreSQL connections take a round of authentication to
+            // open: kept open, the first burst of agents does not pay it.
+            .min_connections(if sqlite { 0 } else { POSTGRES_CONNECTIONS / 2 })
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str())
+                            .await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(|e| fail(format!("cannot connect: {e}")))?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|e| fail(format!("cannot apply the schema migrations: {e}")))?;
+        if !sqlite {
+            // Opened now rather than on the first requests.
+            let warm = (0..POSTGRES_CONNECTIONS / 2).map(|_| pool.acquire());
+            for conn in futures_util::future::join_all(warm).await {
+                conn.map_err(|e| fail(format!("cannot connect: {e}")))?;
+            }
+        }
+        Ok(Self {
+            pool,
+            wakers: Arc::default(),
+            stopping: Arc::new(watch::channel(false).0),
+            reported: Arc::default(),
+            writes: sqlite.then(Arc::default),
+            enrolments: Arc::default(),
+        })
+    }
+
+    /// Waits for this process's turn to write (SQLite; no wait on
+    /// PostgreSQL, whose writers lock only the rows they touch). Held
+    /// across a write transaction.
+    pub(crate) async fn write_gate(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.writes {
+            Some(gate) => Some(gate.lock().await),
+            None => None,
+        }
+    }
+
+    /// Closes every connection (SQLite checkpoints its WAL).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Ends every long-poll in this process (with "no change").
+    pub fn stop_polls(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    pub(crate) fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    /// A receiver that changes whenever this process writes `agent`'s
+    /// desired state or revokes it.
+    pub(crate) fn subscribe(&self, agent: &str) -> watch::Receiver<i64> {
+        let mut wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
+        wakers.entry(agent.to_string()).or_insert_with(|| watch::channel(0).0).subscribe()
+    }
+
+    /// Wakes `agent`'s long-polls in this process.
+    pub(crate) fn wake(&self, agent: &str, revision: i64) {
+        let mut wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(sender) = wakers.get(agent) {
+            sender.send_replace(revision);
+            if sender.receiver_count() == 0 {
+                wakers.remove(agent);
+            }
+        }
+    }
+}
+
+/// A SQLite URL gets `mode=rwc` (create the file) unless it names a mode.
+fn sqlite_with_create(url: &str) -> String {
+    if !url.starts_with("sqlite:") || url.contains("mode=") {
+        return url.to_string();
+    }
+    let joiner = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{joiner}mode=rwc")
+}
+
+/// Now, in unix milliseconds.
+pub fn now_ms() -> i64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Unix milliseconds as RFC 3339 (seconds), for answers.
+pub fn rfc3339(ms: i64) -> String {
+    let ms = u64::try_from(ms).unwrap_or(0);
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_create_the_file_unless_told_otherwise() {
+        assert_eq!(sqlite_with_create("sqlite:///x/fleet.db"), "sqlite:///x/fleet.db?mode=rwc");
+        assert_eq!(sqlite_with_create("sqlite://f.db?cache=shared"), "sqlite://f.db?cache=shared&mode=rwc");
+        assert_eq!(sqlite_with_create("sqlite://f.db?mode=ro"), "sqlite://f.db?mode=ro");
+        assert_eq!(sqlite_with_create("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

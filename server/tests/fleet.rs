@@ -1,0 +1,302 @@
+//! The fleet end to end, with the real server binary and real agents
+//! against the real engine and a real registry: six agents enrol (five
+//! `run --server` processes on this host, each with its own container,
+//! and one controller container that upgrades itself through its helper),
+//! appear with their versions and the newer versions their registry has; a
+//! pin through the API is applied and reported within seconds; a broken
+//! image rolls back with its reason; the server is killed mid-way and
+//! loses no report. The same suite runs on SQLite and on a PostgreSQL
+//! cluster the test starts.
+#![cfg(feature = "docker-tests")]
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{
+    agent_manifest, publish_fleet_images, set_mode, start_controller_agent, wait_for, FleetServer, HostAgent,
+    TestPostgres, TestRun,
+};
+use serde_json::Value;
+
+const VERSIONS: [&str; 4] = ["1.0.0", "1.0.1", "1.1.0", "2.0.0"];
+const HOST_AGENTS: usize = 5;
+
+/// The target `container` of agent `agent` as the server shows it.
+fn target(agent: &Value, container: &str) -> Value {
+    agent["targets"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["container"] == container).cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// The agent's history entries (newest first) for `container`.
+fn history(agent: &Value, container: &str) -> Vec<Value> {
+    agent["history"]
+        .as_array()
+        .map(|h| h.iter().filter(|e| e["container"] == container).cloned().collect())
+        .unwrap_or_default()
+}
+
+fn scenario(test: &str, db: impl FnOnce(&TestRun) -> String) {
+    let run = TestRun::new(test);
+    let registry = run.registry();
+    let (app, ctl) = publish_fleet_images(&run, &registry, &VERSIONS);
+
+    let db = db(&run);
+    let mut server = FleetServer::start(&run, &db, &["--version-check-interval", "2s"]);
+    let token = server.enrolment_token(&run, &["--uses", "10", "--label", "env=test"]);
+    let token_file = run.write_file("fleet/secrets/enrol.token", format!("{token}\n"));
+    set_mode(&token_file, 0o600);
+
+    // Five agents on this host, each keeping its own container on 1.0.0.
+    let old = format!("{app}:1.0.0");
+    let mut agents: Vec<HostAgent> = (1..=HOST_AGENTS)
+        .map(|i| {
+            HostAgent::start(&run, &server, &token_file, &format!("agent-{i}"), &format!("app{i}"), &old)
+        })
+        .collect();
+
+    // The sixth: a controller container whose manifest names itself.
+    let ctl_image = format!("{ctl}:1.0.0");
+    let ctl_name = start_controller_agent(&run, &server, &token_file, "agent-ctl", "ctl", &ctl_image);
+
+    // Everyone enrols and reports what runs, with its version and labels.
+    let everyone_reported = |server: &FleetServer| {
+        let listed = server.agents();
+        listed.len() == HOST_AGENTS + 1
+            && listed.iter().all(|a| {
+                a["labels"]["env"] == "test"
+                    && a["targets"].as_array().is_some_and(|ts| {
+                        ts.len() == 1
+                            && ts[0]["version"] == "1.0.0"
+                            && ts[0]["image"].as_str().is_some_and(|i| i.ends_with(":1.0.0"))
+                    })
+            })
+    };
+    wait_for("six agents to enrol and report their versions", Duration::from_secs(120), || {
+        everyone_reported(&server)
+    });
+    let ctl_agent = server.agent_named("agent-ctl").expect("agent-ctl");
+    assert_eq!(ctl_agent["controller_image"], ctl_image.as_str(), "{ctl_agent}");
+
+    // The registry's newer versions, per target.
+    let first = &agents[0];
+    wait_for("the newer versions of the app", Duration::from_secs(60), || {
+        let a = server.agent_named(&first.name).unwrap_or(Value::Null);
+        let updates = &target(&a, &first.container)["updates"];
+        updates["patch"] == "1.0.1" && updates["minor"] == "1.1.0" && updates["major"] == "2.0.0"
+    });
+    let repos = server.get_json("/v1/fleet/repositories");
+    assert!(repos.to_string().contains("/app"), "{repos}");
+
+    // A pin through the API is applied and reported back within seconds.
+    let pin = |server: &FleetServer, agent: &str, container: &str, image: &str| {
+        let id = server.agent_named(agent).expect("agent")["id"].as_str().expect("id").to_string();
+        let path = format!("/v1/fleet/agents/{id}/targets/{container}");
+        let answer = server.admin("PUT", &path, &format!("{{\"image\": \"{image}\"}}"));
+        assert_eq!(answer.status, 200, "PUT {path}: {}", answer.text());
+    };
+    let started = Instant::now();
+    pin(&server, &first.name, &first.container, &format!("{app}:1.1.0"));
+    wait_for("the pin to be applied and reported", Duration::from_secs(60), || {
+        let a = server.agent_named(&first.name).unwrap_or(Value::Null);
+        target(&a, &first.container)["version"] == "1.1.0"
+            && history(&a, &first.container).iter().any(|e| e["outcome"] == "committed")
+    });
+    eprintln!("pin → reported on the server: {:.1} s", started.elapsed().as_secs_f64());
+    assert_eq!(run.inspect(&first.container, "{{.Config.Image}}"), format!("{app}:1.1.0"));
+
+    // A broken image rolls back, with its reason on the server.
+    let second = &agents[1];
+    pin(&server, &second.name, &second.container, &format!("{app}:broken"));
+    wait_for("the rollback to be reported with its reason", Duration::from_secs(90), || {
+        let a = server.agent_named(&second.name).unwrap_or(Value::Null);
+        history(&a, &second.container)
+            .iter()
+            .any(|e| e["outcome"] == "rolled_back" && e["reason"].as_str().is_some_and(|r| !r.is_empty()))
+    });
+    assert_eq!(run.inspect(&second.container, "{{.Config.Image}}"), format!("{app}:1.0.0"), "rolled back");
+
+    // The server dies right after handing out a pin; the agent upgrades
+    // while it is down and reports once it is back. Nothing is lost.
+    let third = &agents[2];
+    pin(&server, &third.name, &third.container, &format!("{app}:1.0.1"));
+    wait_for("the third agent to write the pin to its file", Duration::from_secs(30), || {
+        std::fs::read_to_string(&third.manifest).is_ok_and(|t| t.contains(":1.0.1"))
+    });
+    server.kill();
+    wait_for("the third agent to upgrade with the server down", Duration::from_secs(60), || {
+        run.try_docker(&["inspect", "-f", "{{.Config.Image}}", &third.container])
+            .is_ok_and(|i| i == format!("{app}:1.0.1"))
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    server.restart();
+    wait_for("the upgrade done while the server was down to be reported", Duration::from_secs(90), || {
+        let a = server.agent_named(&third.name).unwrap_or(Value::Null);
+        target(&a, &third.container)["version"] == "1.0.1"
+            && history(&a, &third.container).iter().any(|e| e["outcome"] == "committed")
+    });
+    let a = server.agent_named(&first.name).expect("first");
+    assert!(
+        history(&a, &first.container).iter().any(|e| e["outcome"] == "committed"),
+        "kept across the restart: {a}"
+    );
+    let a = server.agent_named(&second.name).expect("second");
+    assert!(history(&a, &second.container).iter().any(|e| e["outcome"] == "rolled_back"), "kept: {a}");
+
+    // The controller container upgrades itself through its helper; the new
+    // controller reports its own image.
+    pin(&server, "agent-ctl", &ctl_name, &format!("{ctl}:1.1.0"));
+    wait_for("the new controller to report itself", Duration::from_secs(180), || {
+        let a = server.agent_named("agent-ctl").unwrap_or(Value::Null);
+        a["controller_image"] == format!("{ctl}:1.1.0").as_str()
+            && history(&a, &ctl_name).iter().any(|e| e["outcome"] == "committed")
+    });
+    assert_eq!(run.inspect(&ctl_name, "{{.Config.Image}}"), format!("{ctl}:1.1.0"));
+
+    // Still one record per agent: the new controller kept the credential.
+    assert_eq!(server.agents().len(), HOST_AGENTS + 1);
+    for agent in &mut agents {
+        assert!(agent.process.alive(), "{} exited: {}", agent.name, agent.process.output());
+    }
+    run.docker(&["rm", "-f", &ctl_name]);
+}
+
+#[test]
+fn six_agents_on_sqlite_enrol_report_follow_pins_and_survive_a_server_restart() {
+    scenario("fleet_sqlite", |run| {
+        let dir = run.write_file("fleet/db/.keep", "").parent().expect("dir").to_path_buf();
+        format!("sqlite://{}", dir.join("fleet.db").display())
+    });
+}
+
+#[test]
+fn six_agents_on_postgresql_enrol_report_follow_pins_and_survive_a_server_restart() {
+    let postgres = TestPostgres::start();
+    let url = postgres.url.clone();
+    scenario("fleet_postgres", move |_| url);
+    drop(postgres);
+}
+
+/// An agent's request with `credential` as its bearer.
+fn as_agent(server: &FleetServer, credential: &str, method: &str, path: &str, body: &str) -> common::Answer {
+    let auth = format!("Bearer {credential}");
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    common::http(&server.addr, method, path, &headers, body.as_bytes())
+}
+
+fn enrol(server: &FleetServer, token: &str, name: &str, manifest: &str) -> common::Answer {
+    let body = serde_json::json!({"token": token, "name": name, "manifest": manifest}).to_string();
+    common::http(
+        &server.addr,
+        "POST",
+        "/v1/agent/enrol",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+}
+
+fn new_token(server: &FleetServer, body: &str) -> (String, String) {
+    let answer = server.admin("POST", "/v1/fleet/enrolment-tokens", body);
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    let v: Value = serde_json::from_slice(&answer.body).expect("JSON");
+    (v["token"].as_str().expect("token").to_string(), v["id"].as_str().expect("id").to_string())
+}
+
+#[test]
+fn strangers_other_agents_revoked_agents_and_spent_tokens_are_refused() {
+    let run = TestRun::new("fleet_security");
+    let dir = run.write_file("fleet/db/.keep", "").parent().expect("dir").to_path_buf();
+    let db_file = dir.join("fleet.db");
+    let server = FleetServer::start(&run, &format!("sqlite://{}", db_file.display()), &[]);
+    let refused = |a: &common::Answer| (400..500).contains(&a.status) && a.status != 404;
+
+    // A one-use token enrols once.
+    let (once, _) = new_token(&server, r#"{"uses": 1}"#);
+    let a = enrol(&server, &once, "a", &agent_manifest("a-marker", "registry.local/app:1"));
+    assert_eq!(a.status, 201, "{}", a.text());
+    let a: Value = serde_json::from_slice(&a.body).expect("JSON");
+    let cred_a = a["credential"].as_str().expect("credential").to_string();
+    let again = enrol(&server, &once, "a2", &agent_manifest("x", "registry.local/app:1"));
+    assert!(refused(&again), "a spent token enrolled: {} {}", again.status, again.text());
+
+    // Expired and revoked tokens, and made-up ones.
+    let (short, _) = new_token(&server, r#"{"uses": 5, "expires_in": "1s"}"#);
+    std::thread::sleep(Duration::from_millis(1500));
+    let expired = enrol(&server, &short, "late", &agent_manifest("x", "registry.local/app:1"));
+    assert!(refused(&expired), "an expired token enrolled: {} {}", expired.status, expired.text());
+    let (revoked, revoked_id) = new_token(&server, r#"{"uses": 5}"#);
+    assert_eq!(
+        server.admin("DELETE", &format!("/v1/fleet/enrolment-tokens/{revoked_id}"), "").status / 100,
+        2
+    );
+    let answer = enrol(&server, &revoked, "r", &agent_manifest("x", "registry.local/app:1"));
+    assert!(refused(&answer), "a revoked token enrolled: {} {}", answer.status, answer.text());
+    let forged = format!("{revoked_id}.{}", "A".repeat(43));
+    assert!(refused(&enrol(&server, &forged, "f", &agent_manifest("x", "registry.local/app:1"))));
+
+    // A second agent.
+    let (two, _) = new_token(&server, r#"{"uses": 1}"#);
+    let b = enrol(&server, &two, "b", &agent_manifest("b-marker", "registry.local/app:1"));
+    assert_eq!(b.status, 201, "{}", b.text());
+    let b: Value = serde_json::from_slice(&b.body).expect("JSON");
+    let cred_b = b["credential"].as_str().expect("credential").to_string();
+
+    // Each reads its own manifest, never the other's, whatever it tries.
+    let own = as_agent(&server, &cred_a, "GET", "/v1/agent/desired", "");
+    assert_eq!(own.status, 200, "{}", own.text());
+    assert!(own.text().contains("a-marker") && !own.text().contains("b-marker"), "{}", own.text());
+    let id_a = a["agent_id"].as_str().expect("id");
+    let id_b = b["agent_id"].as_str().expect("id");
+    for path in [
+        format!("/v1/agent/desired?agent={id_b}"),
+        format!("/v1/fleet/agents/{id_b}/manifest"),
+        format!("/v1/fleet/agents/{id_b}"),
+        "/v1/fleet/agents".to_string(),
+    ] {
+        let answer = as_agent(&server, &cred_a, "GET", &path, "");
+        assert!(!answer.text().contains("b-marker"), "{path} showed b's manifest to a");
+        if path.starts_with("/v1/fleet") {
+            assert_eq!(answer.status, 401, "{path} with an agent's credential: {}", answer.text());
+        }
+    }
+    let (_, secret_b) = cred_b.split_once('.').expect("ID.SECRET");
+    let mixed = format!("{id_a}.{secret_b}");
+    for bad in ["", "nope", mixed.as_str(), ADMIN_TOKEN_FOR_AGENTS] {
+        let answer = as_agent(&server, bad, "GET", "/v1/agent/desired", "");
+        assert_eq!(answer.status, 401, "credential {bad:?}: {}", answer.text());
+    }
+    let answer = common::http(&server.addr, "GET", "/v1/fleet/agents", &[], b"");
+    assert_eq!(answer.status, 401, "the admin API without a token");
+    let answer = common::http(
+        &server.addr,
+        "GET",
+        "/v1/fleet/agents",
+        &[("Authorization", "Bearer wrong-admin-token-xxxx")],
+        b"",
+    );
+    assert_eq!(answer.status, 401, "a wrong admin token");
+
+    // Revoked: refused at once, for reading and reporting; b goes on.
+    assert_eq!(server.admin("POST", &format!("/v1/fleet/agents/{id_a}/revoke"), "").status / 100, 2);
+    assert_eq!(as_agent(&server, &cred_a, "GET", "/v1/agent/desired", "").status, 401);
+    let report = r#"{"controller_version": "9", "targets": []}"#;
+    assert_eq!(as_agent(&server, &cred_a, "POST", "/v1/agent/report", report).status, 401);
+    assert_eq!(as_agent(&server, &cred_b, "POST", "/v1/agent/report", report).status, 204);
+
+    // The database holds no credential or token in the clear.
+    drop(server);
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("db dir").flatten() {
+        stored.extend(std::fs::read(entry.path()).unwrap_or_default());
+    }
+    let stored = String::from_utf8_lossy(&stored);
+    for secret in [cred_a.split_once('.').expect("dot").1, secret_b, once.split_once('.').expect("dot").1] {
+        assert!(!stored.contains(secret), "a secret is stored in the clear");
+    }
+}
+
+/// The admin token presented as an agent's credential.
+const ADMIN_TOKEN_FOR_AGENTS: &str = common::ADMIN_TOKEN;
