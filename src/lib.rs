@@ -19,6 +19,7 @@ pub mod link;
 pub mod manifest;
 pub mod metrics;
 pub mod observe;
+pub mod observed;
 pub mod plan;
 pub mod platform;
 pub mod private_fs;

@@ -10,80 +10,14 @@
 //! target sees them, so that `plan`, `reconcile` and `run` all leave them
 //! alone (see [`crate::swap::scaffold`]).
 
-use std::collections::{BTreeMap, HashMap};
-
-use serde::Serialize;
+use std::collections::HashMap;
 
 use crate::engine::{Engine, EngineError};
 use crate::manifest::{Manifest, Select};
+pub use crate::observed::{Health, ObservedContainer, ObservedImage, ServiceState};
+use crate::reference::ImageRef;
 use crate::swap::scaffold::Scaffolding;
-use crate::swarm::rollout::UpdateState;
-use crate::types::{ContainerId, Digest, ImageId};
-
-/// A container as the list call reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ObservedContainer {
-    /// Full id.
-    pub id: ContainerId,
-    /// Name without the leading `/`.
-    pub name: String,
-    /// The image reference it was created from (`app:1`), or an image id
-    /// when that tag has since moved to another image.
-    pub image: String,
-    /// The id of the image it runs.
-    pub image_id: ImageId,
-    /// `running`, `exited`, `created`, `restarting`, `paused`, `dead`.
-    pub state: String,
-    /// The Docker HEALTHCHECK state, when it has one.
-    pub health: Option<Health>,
-    /// Its labels.
-    pub labels: BTreeMap<String, String>,
-    /// The container id in its `container:<id>` network mode, when it lives
-    /// in another container's network namespace.
-    pub joins: Option<String>,
-    /// Set when this is not a container but a Swarm service (a `service`
-    /// target's): its id, name, spec image and labels fill the fields
-    /// above, so resolve and plan treat both alike.
-    pub service: Option<ServiceState>,
-}
-
-/// What Swarm says of a service besides what a container also has.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ServiceState {
-    /// The digest its spec pins the image to (Swarm pins it at create and
-    /// update time unless told not to).
-    pub digest: Option<Digest>,
-    /// Where its last update stands (`UpdateStatus.State`).
-    #[serde(skip)]
-    pub update: Option<UpdateState>,
-    /// Tasks running now.
-    pub running: u64,
-    /// Tasks it should have.
-    pub desired: u64,
-}
-
-/// Docker's health status of a container with a HEALTHCHECK.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Health {
-    /// Not yet decided.
-    Starting,
-    /// Passing.
-    Healthy,
-    /// Failing.
-    Unhealthy,
-}
-
-/// A local image as the list call reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ObservedImage {
-    /// Image id.
-    pub id: ImageId,
-    /// `repo:tag` names pointing at it, in Docker's short form.
-    pub repo_tags: Vec<String>,
-    /// `repo@sha256:…` digests it was pulled or pushed as.
-    pub repo_digests: Vec<String>,
-}
+use crate::types::{Digest, ImageId};
 
 /// Everything observed in one pass.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -101,6 +35,29 @@ pub struct Observed {
 }
 
 impl Observed {
+    /// Every digest the container's image carries for `repository`'s name:
+    /// one per way it was pulled from (or pushed to) there. An image pulled by
+    /// tag and again through a multi-platform index, or pinned by digest on
+    /// top of a tag, has several, and Docker lists them alphabetically — so
+    /// "the first" is an accident of hex, never "the one the registry means".
+    pub fn repo_digests(&self, c: &ObservedContainer, repository: &ImageRef) -> Vec<Digest> {
+        let name = repository.name();
+        // A service has no local image: its spec pins the one digest it runs.
+        if let Some(service) = &c.service {
+            let same_repository = ImageRef::parse(&c.image).is_ok_and(|r| r.name() == name);
+            return service.digest.iter().filter(|_| same_repository).cloned().collect();
+        }
+        let Some(image) = self.images.get(&c.image_id) else { return Vec::new() };
+        image
+            .repo_digests
+            .iter()
+            .filter_map(|rd| {
+                let r = ImageRef::parse(rd).ok()?;
+                (r.name() == name).then(|| r.digest().cloned()).flatten()
+            })
+            .collect()
+    }
+
     /// Builds an observation from raw lists, keeping only the containers the
     /// manifest selects and never an op's backup, temporary or helper (as
     /// their names and labels tell).
@@ -206,7 +163,7 @@ mod tests {
     use super::*;
     use crate::swap::journal::{OpRecord, Step, StepRecord};
     use crate::swap::scaffold::{backup_name, helper_name, temp_name, HELPER_LABEL};
-    use crate::types::OpId;
+    use crate::types::{ContainerId, OpId};
 
     fn container(id: &str, name: &str, labels: &[(&str, &str)]) -> ObservedContainer {
         ObservedContainer {

@@ -253,32 +253,9 @@ fn current_state(
     desired: Option<&Digest>,
 ) -> ImageState {
     let image = ImageRef::parse(&c.image).map_or_else(|_| c.image.clone(), |r| r.familiar());
-    let digests = repo_digests(c, observed, repository);
+    let digests = observed.repo_digests(c, repository);
     let shown = desired.filter(|d| digests.contains(d)).or(digests.first());
     ImageState { image, digest: shown.map(|d| d.to_string()) }
-}
-
-/// Every digest the container's image carries for `repository`'s name:
-/// one per way it was pulled from (or pushed to) there. An image pulled by
-/// tag and again through a multi-platform index, or pinned by digest on
-/// top of a tag, has several, and Docker lists them alphabetically — so
-/// "the first" is an accident of hex, never "the one the registry means".
-pub(crate) fn repo_digests(c: &ObservedContainer, observed: &Observed, repository: &ImageRef) -> Vec<Digest> {
-    let name = repository.name();
-    // A service has no local image: its spec pins the one digest it runs.
-    if let Some(service) = &c.service {
-        let same_repository = ImageRef::parse(&c.image).is_ok_and(|r| r.name() == name);
-        return service.digest.iter().filter(|_| same_repository).cloned().collect();
-    }
-    let Some(image) = observed.images.get(&c.image_id) else { return Vec::new() };
-    image
-        .repo_digests
-        .iter()
-        .filter_map(|rd| {
-            let r = ImageRef::parse(rd).ok()?;
-            (r.name() == name).then(|| r.digest().cloned()).flatten()
-        })
-        .collect()
 }
 
 /// A tracked container that runs a version above the chosen tag is never
@@ -311,7 +288,7 @@ fn compare(c: &ObservedContainer, observed: &Observed, desired: &Desired) -> (Ac
     let running = ImageRef::parse(&c.image).ok();
     let same_content = match (&desired.local_id, &desired.digest) {
         (Some(id), _) => *id == c.image_id,
-        (None, Some(d)) => repo_digests(c, observed, want).contains(d),
+        (None, Some(d)) => observed.repo_digests(c, want).contains(d),
         (None, None) => false,
     };
     let kind = if c.service.is_some() { "service" } else { "container" };
@@ -348,7 +325,7 @@ fn compare(c: &ObservedContainer, observed: &Observed, desired: &Desired) -> (Ac
 fn moved(c: &ObservedContainer, observed: &Observed, desired: &Desired) -> String {
     let want = &desired.reference;
     let label = want.tag().map_or_else(|| "pin".to_string(), |t| format!("tag {t}"));
-    match (&desired.digest, repo_digests(c, observed, want).into_iter().next()) {
+    match (&desired.digest, observed.repo_digests(c, want).into_iter().next()) {
         (Some(d), Some(cur)) if want.digest().is_some() => {
             format!("pinned {}, running {}", d.short(), cur.short())
         }

@@ -11,6 +11,7 @@ use std::time::SystemTime;
 
 use futures_util::stream::{self, StreamExt};
 
+use crate::engine::Engine;
 use crate::engine::EngineError;
 use crate::manifest::{Manifest, Settings};
 use crate::observe::{self, Observed};
@@ -20,9 +21,10 @@ use crate::registry::Registry;
 use crate::resolve;
 use crate::selfupgrade::{needs_helper, Me};
 use crate::swap::backoff::{self, Hold};
+use crate::swap::journal::Journal;
 use crate::swap::journal::JournalError;
 use crate::swap::journal::OpRecord;
-use crate::swap::recover::{self, Recovered};
+use crate::swap::recover::{self, Recovered, Recovery};
 use crate::swap::scaffold::Scaffolding;
 use crate::swap::{Outcome, SwapError, SwapRequest, Swapper};
 
@@ -74,6 +76,22 @@ fn join(errors: &[SwapError]) -> String {
     errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
+/// Finishes what a crash interrupted, services first (Swarm carried their
+/// updates on; only the verdict is to be read), then containers, leaving
+/// alone the ops `skip` names (the controller's own swap is a helper's).
+/// `Err` only when the journal or the engine cannot be read at all.
+pub async fn recover(
+    engine: &Engine,
+    journal: &Journal,
+    skip: impl Fn(&OpRecord) -> bool,
+) -> Result<Recovery, SwapError> {
+    let mut recovery = crate::swarm::recover_services(engine, journal).await?;
+    let containers = recover::recover_except(engine, journal, skip).await?;
+    recovery.done.extend(containers.done);
+    recovery.problems.extend(containers.problems);
+    Ok(recovery)
+}
+
 /// Runs one pass of `manifest` with at most `parallel` swaps at once.
 pub async fn reconcile_once(
     swapper: &Swapper,
@@ -84,7 +102,7 @@ pub async fn reconcile_once(
     stopping: &AtomicBool,
 ) -> Result<Report, ReconcileError> {
     let skip = |op: &OpRecord| me.is_some_and(|me| needs_helper(op, me));
-    let recovery = recover::recover_except(swapper.engine(), swapper.journal(), skip)
+    let recovery = recover(swapper.engine(), swapper.journal(), skip)
         .await
         .map_err(|e| ReconcileError::Recover(vec![e]))?;
     if !recovery.problems.is_empty() {

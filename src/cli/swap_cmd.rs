@@ -13,7 +13,7 @@ use container_upgrader::reference::ImageRef;
 use container_upgrader::summary::{Severity, Summary};
 use container_upgrader::swap::backoff::Hold;
 use container_upgrader::swap::journal::Journal;
-use container_upgrader::swap::recover::{self, Recovered};
+use container_upgrader::swap::recover::Recovered;
 use container_upgrader::swap::{Outcome, SwapError, SwapRequest, Swapper};
 use container_upgrader::types::{Digest, OpId};
 
@@ -117,7 +117,7 @@ async fn recover_first(swapper: &Swapper) -> Result<(), Failure> {
 /// finished, or a damaged journal record, needs attention (what was done
 /// is still printed).
 async fn recover_all(swapper: &Swapper) -> Result<Vec<Recovered>, Failure> {
-    let recovery = recover::recover(swapper.engine(), swapper.journal())
+    let recovery = reconcile::recover(swapper.engine(), swapper.journal(), |_| false)
         .await
         .map_err(|e| Failure::new(exit::ATTENTION, format!("error: recovering interrupted swaps: {e}")))?;
     if recovery.problems.is_empty() {

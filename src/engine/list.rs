@@ -4,7 +4,7 @@ use bollard::models::{ContainerSummary, ContainerSummaryStateEnum, ImageSummary}
 use bollard::query_parameters::{ListContainersOptions, ListImagesOptions};
 
 use super::{Engine, EngineError};
-use crate::observe::{Health, ObservedContainer, ObservedImage};
+use crate::observed::{Health, ObservedContainer, ObservedImage};
 use crate::types::{ContainerId, ImageId};
 
 /// A container, with whose network namespace it lives in.

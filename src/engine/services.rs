@@ -19,7 +19,7 @@ use bollard::query_parameters::{
 
 use super::{Engine, EngineError};
 use crate::manifest::Order;
-use crate::observe::{ObservedContainer, ServiceState};
+use crate::observed::{ObservedContainer, ServiceState};
 use crate::reference::ImageRef;
 use crate::swarm::rollout::{FailureAction, Rollout, UpdateState};
 use crate::types::{ContainerId, Digest, ImageId};

@@ -20,7 +20,7 @@ use std::fmt::{self, Display};
 use serde::de::{self, DeserializeSeed, Expected, IntoDeserializer, Unexpected, Visitor};
 use yaml_rust2::scanner::TScalarStyle;
 
-use super::source::{Pos, MAX_DEPTH};
+use super::text::{shown, Pos, MAX_DEPTH};
 use super::yaml::{join, Kind, Node, Tree, DOCUMENT};
 
 /// How many nodes aliases may expand to in all: an alias repeats its
@@ -76,7 +76,7 @@ fn found(u: &Unexpected<'_>) -> String {
         Unexpected::Unsigned(n) => format!("the number `{n}`"),
         Unexpected::Signed(n) => format!("the number `{n}`"),
         Unexpected::Float(n) => format!("the number `{n}`"),
-        Unexpected::Str(s) => format!("`{}`", super::validate::shown(s)),
+        Unexpected::Str(s) => format!("`{}`", shown(s)),
         Unexpected::Unit => "no value".to_string(),
         Unexpected::Seq => "a list".to_string(),
         Unexpected::Map => "a mapping".to_string(),
@@ -107,15 +107,11 @@ impl de::Error for DeError {
     }
 
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
-        Self::new(format!(
-            "`{}` is not allowed here; allowed: one of {}",
-            super::validate::shown(variant),
-            list(expected)
-        ))
+        Self::new(format!("`{}` is not allowed here; allowed: one of {}", shown(variant), list(expected)))
     }
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
-        Self::new(format!("unknown field `{}`; allowed: {}", super::validate::shown(field), list(expected)))
+        Self::new(format!("unknown field `{}`; allowed: {}", shown(field), list(expected)))
     }
 
     fn missing_field(field: &'static str) -> Self {
@@ -209,7 +205,7 @@ impl<'t> De<'t> {
             }
             Kind::Scalar { .. } if node.is_null() => format!("found no value; allowed: {exp}"),
             Kind::Scalar { value, .. } => {
-                format!("found `{}`; allowed: {exp}", super::validate::shown(value))
+                format!("found `{}`; allowed: {exp}", shown(value))
             }
             Kind::Seq(_) => format!("found a list; allowed: {exp}"),
             Kind::Map(_) => format!("found a mapping; allowed: {exp}"),
@@ -226,15 +222,13 @@ impl<'t> De<'t> {
             Kind::Scalar { value, tag: None, .. } => {
                 return Err(de.fail(format!(
                     "found the text `{}` in quotes; allowed: {allowed}, unquoted",
-                    super::validate::shown(value)
+                    shown(value)
                 )))
             }
             _ => return Err(de.wrong(node, &allowed.as_str())),
         };
         if text.starts_with('-') {
-            return Err(
-                de.fail(format!("`{}` is negative; allowed: {allowed}", super::validate::shown(text)))
-            );
+            return Err(de.fail(format!("`{}` is negative; allowed: {allowed}", shown(text))));
         }
         // Decimal digits only: `+1`, `0x10`, `1_000` are YAML 1.1 or 1.2
         // spellings a reader of the file may not expect.
@@ -243,10 +237,7 @@ impl<'t> De<'t> {
         }
         match text.parse::<u64>() {
             Ok(n) if n <= max => Ok(n),
-            _ => {
-                Err(de
-                    .fail(format!("`{}` is out of range; allowed: {allowed}", super::validate::shown(text))))
-            }
+            _ => Err(de.fail(format!("`{}` is out of range; allowed: {allowed}", shown(text)))),
         }
     }
 }

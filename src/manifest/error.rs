@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::source::Pos;
+use super::text::{Pos, DOCUMENT};
 
 /// One thing wrong with a manifest.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -31,7 +31,7 @@ impl ManifestError {
     pub fn single(origin: &str, pos: Pos, message: impl Into<String>) -> Self {
         Self {
             origin: origin.to_string(),
-            problems: vec![Problem { pos, path: super::yaml::DOCUMENT.to_string(), message: message.into() }],
+            problems: vec![Problem { pos, path: DOCUMENT.to_string(), message: message.into() }],
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod edit;
 pub mod error;
 pub mod policy;
 pub mod source;
+mod text;
 mod validate;
 pub mod write;
 pub mod yaml;

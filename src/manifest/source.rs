@@ -17,19 +17,7 @@ use super::yaml::{self, Tree};
 
 /// The largest manifest accepted. Real ones are a few KiB.
 pub const MAX_BYTES: u64 = 1024 * 1024;
-/// The deepest nesting accepted (a manifest needs about 6 levels).
-pub const MAX_DEPTH: usize = 32;
-/// The most aliases (`*name`) accepted in one manifest.
-pub const MAX_ALIASES: usize = 100;
-
-/// A line and column, both 1-based.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
-pub struct Pos {
-    /// 1-based line.
-    pub line: usize,
-    /// 1-based column.
-    pub column: usize,
-}
+pub use super::text::{Pos, MAX_ALIASES, MAX_DEPTH};
 
 /// The text of a manifest and the position of every node in it.
 #[derive(Debug, Clone)]

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use semver::VersionReq;
 
 use super::document::{Document, HealthDoc, Overrides, Probe, SelectorDoc, TargetDoc, TrackDoc, UpdateDoc};
+use super::text::shown;
 use super::{
     HealthGate, Manifest, ManifestError, Policy, Pos, Problem, Select, ServiceUpdate, Settings, Source,
     Target, Want,
@@ -240,16 +241,6 @@ fn webhook(url: &str) -> Result<(), String> {
 pub(super) const MAX_CONTAINER_NAME: usize = 253;
 /// The longest label selector (`key=value`) accepted.
 pub(super) const MAX_SELECTOR: usize = 1024;
-
-/// `s` for a message: at most 64 characters of it, and its length when cut.
-pub(super) fn shown(s: &str) -> String {
-    let n = s.chars().count();
-    if n <= 64 {
-        s.to_string()
-    } else {
-        format!("{}… ({n} characters)", s.chars().take(64).collect::<String>())
-    }
-}
 
 fn container_name(name: &str) -> Result<Select, String> {
     if name.len() > MAX_CONTAINER_NAME {

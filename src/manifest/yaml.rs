@@ -19,10 +19,9 @@ use std::collections::HashMap;
 use yaml_rust2::parser::{Event, Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
-use super::source::{Pos, MAX_ALIASES, MAX_DEPTH};
+use super::text::{Pos, MAX_ALIASES, MAX_DEPTH};
 
-/// The path of a problem that sits in no field: the document as a whole.
-pub const DOCUMENT: &str = "(document)";
+pub use super::text::DOCUMENT;
 
 /// A place in the text: a character index (yaml-rust2 reads a `char`
 /// iterator, so it counts characters, not bytes) and its line and column.
@@ -313,7 +312,7 @@ impl Walker {
             frame.key = Some((index, text.clone()));
             return Err(format!(
                 "`{}` is given twice in this mapping (first on line {}); allowed: each key once",
-                super::validate::shown(&text),
+                super::text::shown(&text),
                 first.line
             ));
         }

@@ -117,7 +117,7 @@ fn suspects<'a>(targets: &[&Target], observed: &'a Observed, resolved: &Resolved
             let Some(digest) = desired.digest.clone().filter(|_| desired.local_id.is_none()) else {
                 continue;
             };
-            if crate::plan::repo_digests(c, observed, &desired.reference).contains(&digest) {
+            if observed.repo_digests(c, &desired.reference).contains(&digest) {
                 continue;
             }
             out.push(Suspect { index: t.index, container: c, desired: desired.clone(), digest });

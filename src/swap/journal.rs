@@ -493,9 +493,9 @@ fn check_names(op: &OpRecord) -> Result<(), String> {
         }
         return Ok(());
     }
-    let backup = super::scaffold::parse_name(&op.backup_name);
+    let backup = super::names::parse_name(&op.backup_name);
     let suffix = op.backup_name.rsplit('-').next().unwrap_or_default();
-    let own = backup == Some((op.container.as_str(), super::scaffold::Part::Backup)) && !suffix.is_empty();
+    let own = backup == Some((op.container.as_str(), super::names::Part::Backup)) && !suffix.is_empty();
     if !own || op.temp_name != super::temp_name(&op.container, suffix) {
         return Err(format!(
             "its backup and temporary names ({:?}, {:?}) are not those a swap of {:?} makes",

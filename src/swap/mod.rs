@@ -16,6 +16,7 @@ mod error;
 mod execute;
 pub mod health;
 pub mod journal;
+pub mod names;
 pub mod recover;
 pub mod recreate;
 mod rejoin;
@@ -25,8 +26,8 @@ use std::fmt;
 
 pub use error::{NoChange, PullError, StepError};
 pub use execute::Swapper;
+pub use names::{backup_name, swapped_name, temp_name};
 pub use rejoin::Rejoined;
-pub use scaffold::{backup_name, swapped_name, temp_name};
 
 use crate::manifest::Settings;
 use crate::reference::ImageRef;

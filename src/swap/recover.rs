@@ -65,9 +65,11 @@ const SETTLE: Duration = Duration::from_secs(1);
 /// Beyond the stop timeout, how long an accepted stop may take to show.
 const STOP_MARGIN: Duration = Duration::from_secs(5);
 
-/// Finishes every unfinished op in the journal, then removes leftovers of
-/// finished ones and resolves leftovers whose record is lost. Ops whose
-/// lock another live process holds are in progress and skipped.
+/// Finishes every unfinished container op in the journal, then removes
+/// leftovers of finished ones and resolves leftovers whose record is lost.
+/// Ops whose lock another live process holds are in progress and skipped.
+/// Service ops are Swarm's to finish (`swarm::recover_services`); a pass
+/// runs both (`reconcile::recover`).
 pub async fn recover(engine: &Engine, journal: &Journal) -> Result<Recovery, SwapError> {
     recover_except(engine, journal, |_| false).await
 }
@@ -90,18 +92,6 @@ pub async fn recover_except(
             reason: damaged.reason.clone(),
             moved_to,
         });
-    }
-    for op in scan.ops.iter().filter(|op| !op.is_finished() && op.service.is_some()) {
-        let Ok(_lock) = journal.lock(&crate::swarm::lock_name(&op.container)) else {
-            tracing::info!(op_id = %op.op_id, service = %op.container, "service update watched elsewhere; left alone");
-            continue;
-        };
-        let Some(op) = journal.read(&op.op_id)?.filter(|o| !o.is_finished()) else { continue };
-        match crate::swarm::recover(engine, journal, op).await {
-            Ok(Some(done)) => recovery.done.push(done),
-            Ok(None) => {}
-            Err(e) => recovery.problems.push(e),
-        }
     }
     for op in scan.ops.iter().filter(|op| !op.is_finished() && op.service.is_none() && !skip(op)) {
         let Ok(_lock) = journal.lock(&op.container) else {

@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use crate::engine::{Engine, EngineError, ServiceDetails};
 use crate::swap::journal::{Journal, OpRecord, ServiceOp, Step};
-use crate::swap::recover::Recovered;
+use crate::swap::recover::{Recovered, Recovery};
 use crate::swap::{NoChange, Outcome, SwapError, SwapRequest, Swapper};
 use crate::types::{ContainerId, ImageId, OpId};
 use rollout::{Ending, Rollout};
@@ -111,6 +111,28 @@ async fn update_in_span(
             Err(SwapError::Stuck { container: name.to_string(), op_id: op.op_id, reason })
         }
     }
+}
+
+/// Finishes every unfinished service op in the journal: each one whose
+/// watch no live process holds is read again and Swarm's verdict
+/// journaled ([`recover`]). `Err` only when the journal cannot be read.
+pub async fn recover_services(engine: &Engine, journal: &Journal) -> Result<Recovery, SwapError> {
+    let mut recovery = Recovery::default();
+    // Damaged records are the container pass's to report and move aside.
+    let ops = journal.scan()?.ops;
+    for op in ops.iter().filter(|op| !op.is_finished() && op.service.is_some()) {
+        let Ok(_lock) = journal.lock(&lock_name(&op.container)) else {
+            tracing::info!(op_id = %op.op_id, service = %op.container, "service update watched elsewhere; left alone");
+            continue;
+        };
+        let Some(op) = journal.read(&op.op_id)?.filter(|o| !o.is_finished()) else { continue };
+        match recover(engine, journal, op).await {
+            Ok(Some(done)) => recovery.done.push(done),
+            Ok(None) => {}
+            Err(e) => recovery.problems.push(e),
+        }
+    }
+    Ok(recovery)
 }
 
 /// Finishes an interrupted service op: reads how Swarm's update ended
