@@ -1,4 +1,5 @@
-# The container-upgrader image: one static binary on an empty base.
+# The controller's image (container-upgrader): one static binary on an
+# empty base. The fleet server has its own image: server/Dockerfile.
 #
 #   docker build -t container-upgrader .
 #
@@ -12,12 +13,16 @@ RUN apt-get update && apt-get install -y --no-install-recommends musl-tools \
     && rustup target add x86_64-unknown-linux-musl
 WORKDIR /src
 # Dependencies first, so source edits do not rebuild them.
+# The workspace names the server's package too: its manifest must be there,
+# its code need not (only the controller is built).
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && cargo build --release --locked --target x86_64-unknown-linux-musl || true
+COPY server/Cargo.toml server/Cargo.toml
+RUN mkdir -p src server/src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && echo 'fn main() {}' > server/src/main.rs && touch server/src/lib.rs \
+    && cargo build --release --locked -p container-upgrader --target x86_64-unknown-linux-musl || true
 COPY src ./src
 RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked --target x86_64-unknown-linux-musl \
+    && cargo build --release --locked -p container-upgrader --target x86_64-unknown-linux-musl \
     && cp target/x86_64-unknown-linux-musl/release/container-upgrader /container-upgrader
 
 FROM scratch

@@ -12,6 +12,8 @@ mod fleet_cmd;
 mod serve;
 mod state;
 
+use std::time::Duration;
+
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub use container_upgrader::cli_support::{exit, init_logging, Failure, Global};
@@ -48,6 +50,13 @@ enum Command {
     /// campaigns.
     #[command(after_help = fleet_cmd::EXIT)]
     Fleet(fleet_cmd::FleetArgs),
+    /// Exit 0 when a server answers `/healthz`, 1 otherwise: the image's
+    /// HEALTHCHECK (it has no shell or curl).
+    Healthcheck {
+        /// The server's health route.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+    },
 }
 
 /// Output formats of the admin CLI.
@@ -65,6 +74,21 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
         None => serve::serve(cli.serve).await,
         Some(Command::Serve(args)) => serve::serve(args).await,
         Some(Command::Fleet(args)) => fleet_cmd::fleet(args).await,
+        Some(Command::Healthcheck { url }) => healthcheck(&url).await,
+    }
+}
+
+/// One GET of `url` within 5 s: 200 is healthy.
+async fn healthcheck(url: &str) -> Result<u8, Failure> {
+    let shown = container_upgrader::redact::url(url);
+    let http = container_upgrader::tls::http_client("healthcheck", |b| b.timeout(Duration::from_secs(5)))
+        .map_err(|e| Failure::new(exit::INTERNAL, format!("error: {e}")))?;
+    match http.get(url).send().await {
+        Ok(answer) if answer.status() == reqwest::StatusCode::OK => Ok(exit::OK),
+        Ok(answer) => {
+            Err(Failure::new(exit::INVALID, format!("unhealthy: {shown} answered {}", answer.status())))
+        }
+        Err(e) => Err(Failure::new(exit::INVALID, format!("unhealthy: {shown}: {e}"))),
     }
 }
 

@@ -23,6 +23,11 @@ pub(crate) struct ServeArgs {
     /// the SQLite file `fleet.db` in --state-dir).
     #[arg(long, value_name = "URL", env = "CONTAINER_UPGRADER_SERVER_DB")]
     db: Option<String>,
+    /// A file holding the PostgreSQL password, put into --db's URL (which
+    /// then names no password of its own): the password stays out of the
+    /// command line, the environment and `docker inspect`.
+    #[arg(long, value_name = "PATH", env = "CONTAINER_UPGRADER_SERVER_DB_PASSWORD_FILE", requires = "db")]
+    db_password_file: Option<PathBuf>,
     /// Where the default SQLite database and the generated admin token
     /// live (created 0700). Default: /var/lib/container-upgrader-server
     /// for root, else $XDG_STATE_HOME (~/.local/state)/container-upgrader-server.
@@ -91,7 +96,10 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<u8, Failure> {
                 || url.starts_with("postgres://")
                 || url.starts_with("postgresql://") =>
         {
-            url
+            match &args.db_password_file {
+                Some(path) => with_password(&url, &read_password(path)?).map_err(usage)?,
+                None => url,
+            }
         }
         Some(_) => return Err(usage("--db: expected sqlite://PATH or postgres://…".into())),
         None => {
@@ -147,6 +155,50 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<u8, Failure> {
     Ok(exit::OK)
 }
 
+/// The largest password file read.
+const MAX_PASSWORD_FILE: u64 = 4096;
+
+/// The first line of `--db-password-file`.
+fn read_password(path: &std::path::Path) -> Result<String, Failure> {
+    let fail = |what: String| {
+        Failure::new(exit::USAGE, format!("error: --db-password-file {}: {what}", path.display()))
+    };
+    let real = std::fs::canonicalize(path).map_err(|e| fail(e.to_string()))?;
+    let bytes = container_upgrader::private_fs::read_bounded(&real, MAX_PASSWORD_FILE)
+        .map_err(|e| fail(format!("{e}; expected a regular file of at most {MAX_PASSWORD_FILE} bytes")))?;
+    let text = String::from_utf8(bytes).map_err(|_| fail("the password is not UTF-8 text".into()))?;
+    let password = text.lines().next().unwrap_or_default().to_string();
+    if password.is_empty() {
+        return Err(fail("the file is empty; expected the password on its first line".into()));
+    }
+    Ok(password)
+}
+
+/// `postgres://USER@HOST/DB` with `password` put in, percent-encoded.
+fn with_password(url: &str, password: &str) -> Result<String, String> {
+    let Some((scheme, rest)) = url.split_once("://").filter(|(s, _)| s.starts_with("postgres")) else {
+        return Err("--db-password-file goes with a postgres:// --db".into());
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some((user, host)) = rest[..authority_end].rsplit_once('@') else {
+        return Err("--db: name the user (postgres://USER@HOST/DB) for --db-password-file".into());
+    };
+    if user.contains(':') {
+        return Err("--db already holds a password; give it in one place only".into());
+    }
+    let encoded: String = password
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    Ok(format!("{scheme}://{user}:{encoded}@{host}{}", &rest[authority_end..]))
+}
+
 /// Descriptors beyond the connections: the database, logs, registry calls.
 const SPARE_DESCRIPTORS: u64 = 64;
 
@@ -166,5 +218,26 @@ fn warn_if_few_descriptors(max_connections: usize) {
             "warning: the open-file limit is {soft}, below --max-connections {max_connections} + {SPARE_DESCRIPTORS}; \
              raise it (ulimit -n {wanted}, systemd LimitNOFILE=, docker --ulimit nofile={wanted}) or lower --max-connections"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_password;
+
+    #[test]
+    fn the_password_file_goes_into_the_url_encoded() {
+        assert_eq!(
+            with_password("postgres://fleet@db:5432/fleet?sslmode=disable", "p@ss/w:rd").as_deref(),
+            Ok("postgres://fleet:p%40ss%2Fw%3Ard@db:5432/fleet?sslmode=disable")
+        );
+        assert_eq!(with_password("postgresql://u@h", "x").as_deref(), Ok("postgresql://u:x@h"));
+    }
+
+    #[test]
+    fn a_url_without_a_user_or_with_a_password_is_refused() {
+        assert!(with_password("postgres://db/fleet", "x").is_err());
+        assert!(with_password("postgres://u:old@db/fleet", "x").is_err());
+        assert!(with_password("sqlite:///tmp/x", "x").is_err());
     }
 }
