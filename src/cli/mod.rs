@@ -401,4 +401,20 @@ mod tests {
     fn the_command_line_definition_is_consistent() {
         <super::Cli as clap::CommandFactory>::command().debug_assert();
     }
+
+    #[test]
+    fn server_and_fleet_say_where_they_moved_with_the_arguments_given() {
+        let args = vec!["--listen".to_string(), "0.0.0.0:8080".to_string()];
+        let failure = super::moved("server", &args).expect_err("moved");
+        assert_eq!(failure.code, super::exit::USAGE);
+        assert!(
+            failure.to_string().contains("`container-upgrader-server --listen 0.0.0.0:8080`"),
+            "{failure}"
+        );
+        let failure = super::moved("fleet", &["agents".to_string()]).expect_err("moved");
+        assert!(failure.to_string().contains("`container-upgrader-server fleet agents`"), "{failure}");
+        let parsed =
+            <super::Cli as clap::Parser>::try_parse_from(["container-upgrader", "server", "--db", "x"]);
+        assert!(parsed.is_ok(), "the old flags reach the message instead of a clap error");
+    }
 }
