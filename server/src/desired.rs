@@ -101,6 +101,7 @@ impl Store {
     /// the new revision.
     pub async fn put_manifest(&self, agent: &str, text: &str) -> Result<i64, FleetError> {
         Manifest::parse(&origin(agent), text).map_err(|e| FleetError::Invalid(e.to_string()))?;
+        self.refuse_revoked(agent).await?;
         let current = self.desired(agent).await?;
         self.write_desired(agent, text, current.revision).await
     }
@@ -109,6 +110,7 @@ impl Store {
     /// value (comments kept) and within the manifest's own policy; the new
     /// revision.
     pub async fn pin(&self, agent: &str, target: &str, image: &str) -> Result<i64, FleetError> {
+        self.refuse_revoked(agent).await?;
         let current = self.desired(agent).await?;
         let text = edit::set_image(&current.manifest, &origin(agent), target, image).map_err(edit_error)?;
         self.write_desired(agent, &text, current.revision).await
@@ -118,7 +120,8 @@ impl Store {
     async fn write_desired(&self, agent: &str, text: &str, base: i64) -> Result<i64, FleetError> {
         let revision = base + 1;
         let done = sqlx::query(
-            "UPDATE desired SET manifest = $1, revision = $2, updated_at = $3 WHERE agent_id = $4 AND revision = $5",
+            "UPDATE desired SET manifest = $1, revision = $2, updated_at = $3 WHERE agent_id = $4 AND revision = $5 \
+             AND EXISTS (SELECT 1 FROM agents a WHERE a.id = $4 AND a.revoked_at IS NULL)",
         )
         .bind(text)
         .bind(revision)
@@ -129,6 +132,7 @@ impl Store {
         .await
         .map_err(db("writing a desired manifest"))?;
         if done.rows_affected() != 1 {
+            self.refuse_revoked(agent).await?;
             return Err(FleetError::Conflict(format!(
                 "agent `{agent}`'s manifest changed while this edit was made (it was revision {base}); try again"
             )));
@@ -136,6 +140,26 @@ impl Store {
         self.wake(agent, revision);
         tracing::info!(agent, revision, "desired manifest written");
         Ok(revision)
+    }
+}
+
+impl Store {
+    /// 409 when `agent` is revoked: it polls no more, so a pin or a
+    /// manifest written for it would wait there, unseen, for a host that
+    /// must be enrolled again (and would then start from a fresh manifest).
+    async fn refuse_revoked(&self, agent: &str) -> Result<(), FleetError> {
+        let row: Option<(Option<i64>, String)> =
+            sqlx::query_as("SELECT revoked_at, name FROM agents WHERE id = $1")
+                .bind(agent)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("reading an agent"))?;
+        match row {
+            Some((Some(_), name)) => Err(FleetError::Conflict(format!(
+                "agent {name} (`{agent}`) is revoked: it takes no pin or manifest; enrol the host again"
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -125,6 +125,7 @@ pub async fn run(
         None => None,
     };
     let store = Store::open(&config.db_url).await.map_err(|e| e.to_string())?;
+    store.restore_holds().await.map_err(|e| e.to_string())?;
     let new_repository = Arc::new(tokio::sync::Notify::new());
     let checker =
         tokio::spawn(versions::run_checker(store.clone(), config.checker.clone(), new_repository.clone()));

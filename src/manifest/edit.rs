@@ -170,6 +170,18 @@ fn not_in_place<'a>(origin: &'a str, src: &'a Source, path: &'a str) -> impl Fn(
     }
 }
 
+/// The image the target named `target` is pinned to; `None` for a target
+/// that tracks a range (`track:`). The fleet server uses it to tell which
+/// agents a campaign left pinned to its image.
+pub fn pinned(text: &str, origin: &str, target: &str) -> Result<Option<String>, EditError> {
+    let body = text.strip_prefix(super::source::BOM).unwrap_or(text);
+    let (_, manifest) = load(origin, body)?;
+    Ok(match &find(&manifest, target)?.want {
+        Want::Image(r) => Some(r.familiar()),
+        Want::Track { .. } => None,
+    })
+}
+
 /// Removes the target named `target` from the manifest: the lines of its
 /// entry, the comment lines directly above it at the dash's indentation
 /// (they describe it), and a blank line left doubled. Refuses a `targets`

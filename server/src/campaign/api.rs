@@ -7,7 +7,7 @@
 //! | `GET /v1/fleet/campaigns` | `[CampaignSummary]`, newest first |
 //! | `GET /v1/fleet/campaigns/{id}` | `CampaignView` |
 //! | `POST /v1/fleet/campaigns/preview` [`Request`] | `{"image", "agents", "waves"}` |
-//! | `POST /v1/fleet/campaigns/{id}/pause` (`resume`, `abort`, `rollback`) | `CampaignView` |
+//! | `POST /v1/fleet/campaigns/{id}/pause` (`resume`, `abort`, `abort-and-revert`, `rollback`) | `CampaignView` |
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -75,9 +75,10 @@ pub fn command_named(word: &str) -> Result<Command, FleetError> {
         "pause" => Ok(Command::Pause),
         "resume" => Ok(Command::Resume),
         "abort" => Ok(Command::Abort),
+        "abort-and-revert" => Ok(Command::AbortAndRevert),
         "rollback" => Ok(Command::Rollback),
         other => Err(FleetError::NotFound(format!(
-            "no campaign command `{other}`; allowed: pause, resume, abort, rollback"
+            "no campaign command `{other}`; allowed: pause, resume, abort, abort-and-revert, rollback"
         ))),
     }
 }

@@ -122,6 +122,10 @@ pub struct Member {
     pub rollback_reason: Option<String>,
     /// When its rollback pin was written.
     pub rollback_sent_at: Option<i64>,
+    /// The server could not write its upgrade pin: the campaign changed
+    /// nothing on it, so a rollback has nothing to undo there.
+    #[serde(default)]
+    pub pin_refused: bool,
 }
 
 impl Member {
@@ -142,12 +146,21 @@ impl Member {
             rollback: None,
             rollback_reason: None,
             rollback_sent_at: None,
+            pin_refused: false,
         }
     }
 
-    /// The campaign moved it to the new image (a rollback sends it back).
+    /// The campaign moved it to the new image.
     pub fn upgraded(&self) -> bool {
         self.committed_at.is_some()
+    }
+
+    /// The campaign wrote its pin: whatever became of the upgrade (done,
+    /// failed, rolled back by the agent's gate, never answered), its
+    /// desired state names the campaign's image, so a rollback must send
+    /// it back - or it retries the image later, or takes it on reconnect.
+    pub fn pinned(&self) -> bool {
+        self.sent_at.is_some() && !self.pin_refused
     }
 }
 
@@ -299,12 +312,48 @@ impl Campaign {
         u32::try_from(self.members.iter().filter(|m| m.state.failure()).count()).unwrap_or(u32::MAX)
     }
 
+    /// Failures an admin has not accepted by resuming: what the ratio
+    /// counts.
+    pub fn counted_failures(&self) -> u32 {
+        self.failures().saturating_sub(self.accepted_failures)
+    }
+
     /// Whether the failures an admin has not accepted pass the ratio.
     pub fn over_ratio(&self) -> bool {
-        let counted = f64::from(self.failures().saturating_sub(self.accepted_failures));
+        let counted = f64::from(self.counted_failures());
         #[allow(clippy::cast_precision_loss)]
         let total = self.members.len().max(1) as f64;
         counted / total > self.spec.max_failure_ratio
+    }
+
+    /// The failures in words, the same for a pause reason and the page's
+    /// header: "3 of 40 agents failed (1 failed, 2 timed out)", with the
+    /// ones accepted on a resume set apart.
+    pub fn failures_text(&self) -> String {
+        let count = |s: AgentState| self.members.iter().filter(|m| m.state == s).count();
+        let kinds: Vec<String> = [
+            (AgentState::Failed, "failed"),
+            (AgentState::RolledBack, "rolled back"),
+            (AgentState::TimedOut, "timed out"),
+        ]
+        .into_iter()
+        .filter_map(|(s, word)| match count(s) {
+            0 => None,
+            n => Some(format!("{n} {word}")),
+        })
+        .collect();
+        let mut text = format!("{} of {} agents failed", self.failures(), self.members.len());
+        if !kinds.is_empty() {
+            text.push_str(&format!(" ({})", kinds.join(", ")));
+        }
+        if self.accepted_failures > 0 {
+            text.push_str(&format!(
+                "; {} accepted on resume, {} counted against the ratio",
+                self.accepted_failures,
+                self.counted_failures()
+            ));
+        }
+        text
     }
 
     fn in_schedule(&self, now: i64) -> bool {
@@ -323,7 +372,9 @@ pub enum Command {
     Resume,
     /// Stop for good.
     Abort,
-    /// Send every upgraded agent back.
+    /// Stop sending upgrades and send every agent pinned so far back.
+    AbortAndRevert,
+    /// Send every agent the campaign pinned back to its previous image.
     Rollback,
 }
 
@@ -350,6 +401,15 @@ pub fn command(c: &mut Campaign, cmd: Command) -> Result<(), String> {
             c.reason = Some("aborted by the admin".into());
         }
         Command::Abort => return refuse("abort", "only a running or paused one can be aborted"),
+        Command::AbortAndRevert if c.direction == Direction::Rollback => {
+            return refuse("abort and revert", "it is already rolling back");
+        }
+        Command::AbortAndRevert if matches!(phase, Phase::Running | Phase::Paused) => {
+            start_rollback(c, "aborted and reverted by the admin");
+        }
+        Command::AbortAndRevert => {
+            return refuse("abort and revert", "only a running or paused one; a finished one is rolled back");
+        }
         Command::Rollback if c.direction == Direction::Rollback => {
             return refuse("roll back", "it is already rolling back");
         }
@@ -415,9 +475,14 @@ fn event_after<'a>(o: &'a Observation, image: &str, since: i64) -> Option<&'a Ev
 
 fn observe_upgrade(m: &mut Member, o: &Observation, image: &str, monitor: i64, deadline: i64, now: i64) {
     let Some(sent) = m.sent_at else { return };
+    // Its pin back supersedes the upgrade: the rollback's state tells.
+    if m.rollback.is_some() {
+        return;
+    }
     if m.state == AgentState::Sent {
         if let Some(why) = &o.refused {
             m.state = AgentState::Failed;
+            m.pin_refused = true;
             m.reason = Some(format!("the server could not pin it: {why}"));
             return;
         }
@@ -453,8 +518,7 @@ fn observe_upgrade(m: &mut Member, o: &Observation, image: &str, monitor: i64, d
             m.reason = Some(format!("no commit of {image} within the deadline of {} s", deadline / 1000));
         }
     }
-    // Once sent back, leaving the image is the point, not a failure.
-    if m.state == AgentState::Upgrading && m.rollback.is_none() {
+    if m.state == AgentState::Upgrading {
         let committed = m.committed_at.unwrap_or(sent);
         // Only a later op that committed another image takes the agent off
         // it (one that failed or rolled back left it in place). Reports do
@@ -515,14 +579,8 @@ fn tripped(c: &Campaign) -> Option<String> {
         let why = c.members.iter().find(|m| m.wave == 0 && m.state.failure()).and_then(|m| m.reason.clone());
         return Some(format!("the canary failed: {}", why.unwrap_or_default()));
     }
-    c.over_ratio().then(|| {
-        format!(
-            "{} of {} agents failed, above the max failure ratio {}",
-            c.failures(),
-            c.members.len(),
-            c.spec.max_failure_ratio
-        )
-    })
+    c.over_ratio()
+        .then(|| format!("{}, above the max failure ratio {}", c.failures_text(), c.spec.max_failure_ratio))
 }
 
 fn upgrade_waves(c: &mut Campaign, now: i64) -> Vec<Send> {
@@ -590,18 +648,18 @@ fn rollback_waves(c: &mut Campaign, now: i64) -> Vec<Send> {
             return Vec::new();
         }
     }
-    // An upgrade still in flight may yet commit: wait for it to settle.
-    if c.members.iter().any(|m| m.state == AgentState::Sent) {
-        return Vec::new();
-    }
+    // Every agent pinned to the image goes back, whatever became of its
+    // upgrade: one still in flight gets its pin back at once (it swaps
+    // back after its swap, or never swaps), one that failed or timed out
+    // stops retrying the image, one offline finds the old pin on its return.
     let size = c.spec.batch.size(c.members.len());
     let wave = u32::try_from(c.rollback_waves.len()).unwrap_or(u32::MAX);
-    if !c.members.iter().any(|m| m.upgraded() && m.rollback.is_none()) {
+    if !c.members.iter().any(|m| m.pinned() && m.rollback.is_none()) {
         c.phase = Phase::RolledBack;
         return Vec::new();
     }
     let mut out = Vec::new();
-    for m in c.members.iter_mut().filter(|m| m.upgraded() && m.rollback.is_none()).take(size) {
+    for m in c.members.iter_mut().filter(|m| m.pinned() && m.rollback.is_none()).take(size) {
         m.rollback_wave = Some(wave);
         m.rollback_sent_at = Some(now);
         match m.previous.clone() {

@@ -139,11 +139,16 @@ fn failure_action_rollback_sends_the_upgraded_agents_back_in_waves() {
     assert_eq!(sim.c.phase, Phase::RolledBack, "{:?}", sim.c.reason);
     let back: Vec<&str> =
         sim.sent.iter().filter(|(s, _)| s.step == Step::Rollback).map(|(s, _)| s.agent.as_str()).collect();
-    assert_eq!(back, vec!["a0", "a1", "a2"]);
+    // a3's own health gate rolled it back, but its desired state still
+    // named the new image: it goes back too, or it would retry it.
+    assert_eq!(back, vec!["a0", "a1", "a2", "a3"]);
     assert!(sim.sent.iter().filter(|(s, _)| s.step == Step::Rollback).all(|(s, _)| s.image == OLD));
     let m = &sim.c.members;
-    assert_eq!(m[3].rollback, None, "its own health gate already rolled it back");
-    assert!(m[..3].iter().all(|m| m.rollback == Some(RollbackState::Done)));
+    assert!(m[..4].iter().all(|m| m.rollback == Some(RollbackState::Done)));
+    assert!(
+        m[4..].iter().all(|m| m.sent_at.is_none() && m.rollback.is_none()),
+        "never pinned, never sent back"
+    );
 }
 
 #[test]
@@ -256,6 +261,7 @@ fn poke() -> impl Strategy<Value = Poke> {
         1 => Just(Poke::Do(Command::Pause)),
         1 => Just(Poke::Do(Command::Resume)),
         1 => Just(Poke::Do(Command::Abort)),
+        1 => Just(Poke::Do(Command::AbortAndRevert)),
         1 => Just(Poke::Do(Command::Rollback)),
     ]
 }
@@ -290,11 +296,11 @@ proptest! {
             if paused {
                 prop_assert!(out.is_empty(), "sent while {:?}", sim.c.phase);
             }
-            // A rollback only touches agents the campaign upgraded.
+            // A rollback only touches agents the campaign pinned.
             for s in out.iter().filter(|s| s.step == Step::Rollback) {
                 let m = sim.c.members.iter().find(|m| m.agent == s.agent);
-                let upgraded = m.and_then(|m| m.committed_at).is_some_and(|at| at <= sim.now);
-                prop_assert!(upgraded, "rolled back {} that was never upgraded", s.agent);
+                let pinned = m.and_then(|m| m.sent_at).is_some_and(|at| at <= sim.now);
+                prop_assert!(pinned, "rolled back {} that was never pinned", s.agent);
                 prop_assert_eq!(&s.image, OLD);
             }
             // The ratio is never passed by more than one wave's worth.
@@ -302,6 +308,13 @@ proptest! {
                 #[allow(clippy::cast_precision_loss)]
                 let allowed = ratio * n as f64 + max_wave as f64;
                 prop_assert!(f64::from(sim.c.failures()) <= allowed, "{} failures of {n}", sim.c.failures());
+            }
+        }
+        // Rolled back: no agent the campaign pinned is left on its image.
+        if sim.c.phase == Phase::RolledBack {
+            for m in sim.c.members.iter().filter(|m| m.sent_at.is_some()) {
+                let back = sim.sent.iter().any(|(s, _)| s.agent == m.agent && s.step == Step::Rollback);
+                prop_assert!(back, "{} was pinned and never sent back", m.agent);
             }
         }
         // Never the same step twice to one agent.
@@ -359,4 +372,77 @@ fn a_rollback_to_a_pinned_previous_image_is_done_when_the_host_runs_that_digest(
     sim.run(50);
     assert_eq!(sim.c.phase, Phase::RolledBack, "{:?}", sim.c.reason);
     assert_eq!(sim.sent.iter().filter(|(s, _)| s.step == Step::Rollback).count(), 0, "no second rollback");
+}
+
+/// An agent that never answers its pin: no event, no report.
+fn silent(sim: &mut Sim, agent: &str) {
+    sim.seen.remove(agent);
+}
+
+#[test]
+fn a_rollback_returns_every_pinned_agent_whatever_became_of_its_upgrade() {
+    // One wave of four: a0 commits, a1's gate rolls it back, a2 is offline
+    // (no answer at all), a3 has not answered yet when the admin rolls back.
+    let mut sim = Sim::new(campaign(5, spec(0, Batch::Count(4), 1.0, FailureAction::Continue)), &[1]);
+    sim.tick();
+    silent(&mut sim, "a2");
+    silent(&mut sim, "a3");
+    sim.c.spec.deadline_ms = 1_000;
+    for _ in 0..4 {
+        sim.tick();
+        silent(&mut sim, "a2");
+        silent(&mut sim, "a3");
+    }
+    let states: Vec<AgentState> = sim.c.members.iter().map(|m| m.state).collect();
+    assert_eq!(&states[..3], &[AgentState::Upgrading, AgentState::RolledBack, AgentState::TimedOut]);
+    sim.c.members[3].state = AgentState::Sent; // still in flight
+    command(&mut sim.c, Command::Rollback).expect("rollback");
+    let out = sim.tick();
+    let back: Vec<&str> = out.iter().filter(|s| s.step == Step::Rollback).map(|s| s.agent.as_str()).collect();
+    assert_eq!(back, vec!["a0", "a1", "a2", "a3"], "all at once: nobody waits for an upgrade in flight");
+    assert!(out.iter().all(|s| s.image == OLD));
+    assert!(sim.c.members[4].rollback.is_none(), "a4 was never pinned");
+    sim.run(50);
+    assert_eq!(sim.c.phase, Phase::RolledBack, "{:?}", sim.c.reason);
+}
+
+#[test]
+fn abort_and_revert_stops_the_waves_and_sends_the_pinned_back() {
+    let mut sim = Sim::new(campaign(6, spec(1, Batch::Count(2), 1.0, FailureAction::Pause)), &[]);
+    while sim.c.members.iter().filter(|m| m.sent_at.is_some()).count() < 3 {
+        sim.tick();
+    }
+    command(&mut sim.c, Command::AbortAndRevert).expect("abort and revert");
+    sim.run(100);
+    assert_eq!(sim.c.phase, Phase::RolledBack);
+    assert_eq!(sim.c.reason.as_deref(), Some("aborted and reverted by the admin"));
+    let pinned: Vec<&Member> = sim.c.members.iter().filter(|m| m.sent_at.is_some()).collect();
+    assert_eq!(pinned.len(), 3, "no wave after the abort");
+    assert!(pinned.iter().all(|m| m.rollback == Some(RollbackState::Done)));
+    let err = command(&mut sim.c, Command::AbortAndRevert).expect_err("twice");
+    assert!(err.contains("already rolling back") || err.contains("rolled_back"), "{err}");
+}
+
+#[test]
+fn an_aborted_campaign_can_still_be_rolled_back_but_not_reverted() {
+    let mut sim = Sim::new(campaign(3, spec(1, Batch::Count(1), 1.0, FailureAction::Pause)), &[]);
+    sim.tick();
+    command(&mut sim.c, Command::Abort).expect("abort");
+    let err = command(&mut sim.c.clone(), Command::AbortAndRevert).expect_err("after abort");
+    assert!(err.contains("rolled back"), "it says what to use instead: {err}");
+    command(&mut sim.c, Command::Rollback).expect("rollback after abort");
+    sim.run(50);
+    assert_eq!(sim.c.phase, Phase::RolledBack);
+}
+
+#[test]
+fn the_pause_reason_and_the_header_count_the_same_failures() {
+    let mut sim = Sim::new(campaign(10, spec(0, Batch::Count(2), 0.1, FailureAction::Pause)), &[0, 1]);
+    sim.run(50);
+    assert_eq!(sim.c.phase, Phase::Paused);
+    let header = sim.c.failures_text();
+    assert_eq!(header, "2 of 10 agents failed (2 rolled back)");
+    assert_eq!(sim.c.reason.as_deref(), Some(format!("{header}, above the max failure ratio 0.1").as_str()));
+    command(&mut sim.c, Command::Resume).expect("resume");
+    assert!(sim.c.failures_text().ends_with("; 2 accepted on resume, 0 counted against the ratio"));
 }

@@ -114,6 +114,10 @@ pub async fn plan(store: &Store, request: &Request) -> Result<Campaign, FleetErr
             probe.target
         )));
     }
+    let held = store.holders(&members).await?;
+    if !held.is_empty() {
+        return Err(FleetError::Conflict(super::store::held_text(&held, held.len())));
+    }
     let image = match (&request.image, &request.version) {
         (Some(i), None) => {
             container_upgrader::reference::ImageRef::parse(i)
@@ -196,8 +200,7 @@ async fn pin_digest(image: &str, access: &CheckerConfig) -> Result<String, Fleet
 fn select(agents: &[AgentSummary], spec: &Spec) -> Result<Vec<Member>, FleetError> {
     // A `*` matches any run of characters: hosts that name the container
     // `web-<host>` are one campaign with `web-*`.
-    let name = |n: &str| n == spec.target || (spec.target.contains('*') && glob_match(&spec.target, n));
-    let target = |a: &AgentSummary| a.targets.iter().find(|t| name(&t.target) || name(&t.container)).cloned();
+    let target = |a: &AgentSummary| chosen(a, &spec.target);
     let mut out = Vec::new();
     match &spec.selection {
         Selection::Agents(ids) => {
@@ -210,7 +213,7 @@ fn select(agents: &[AgentSummary], spec: &Spec) -> Result<Vec<Member>, FleetErro
                 if a.status == Status::Revoked {
                     return Err(FleetError::Invalid(format!("agents: `{id}` ({}) is revoked", a.name)));
                 }
-                let Some(t) = target(a) else {
+                let Some(t) = target(a)? else {
                     return Err(FleetError::Invalid(format!(
                         "agents: `{id}` ({}) reports no target or container `{}`",
                         a.name, spec.target
@@ -228,14 +231,14 @@ fn select(agents: &[AgentSummary], spec: &Spec) -> Result<Vec<Member>, FleetErro
                 .iter()
                 .filter(|a| a.status != Status::Revoked && a.labels.get(k).is_some_and(|x| x == v))
             {
-                if let Some(t) = target(a) {
+                if let Some(t) = target(a)? {
                     out.push(Member::new(&a.id, &t.target, &t.container, previous_of(&t)));
                 }
             }
         }
         Selection::Below(version) => {
             for a in agents.iter().filter(|a| a.status != Status::Revoked) {
-                let Some(t) = target(a) else { continue };
+                let Some(t) = target(a)? else { continue };
                 if t.version.as_deref().and_then(|have| below(have, version)) == Some(true) {
                     out.push(Member::new(&a.id, &t.target, &t.container, previous_of(&t)));
                 }
@@ -243,6 +246,52 @@ fn select(agents: &[AgentSummary], spec: &Spec) -> Result<Vec<Member>, FleetErro
         }
     }
     Ok(out)
+}
+
+/// The target of agent `a` that campaign target `wanted` names: the one
+/// whose manifest target or container is exactly `wanted`, else the only
+/// one a `*` pattern matches. A pattern matching several on one agent is
+/// refused with the candidates named: picking one would pin a container
+/// the operator did not mean (a `db` to the web image).
+fn chosen(a: &AgentSummary, wanted: &str) -> Result<Option<TargetView>, FleetError> {
+    let exact = |t: &&TargetView| t.target == wanted || t.container == wanted;
+    if let Some(t) = a.targets.iter().find(exact) {
+        return Ok(Some(t.clone()));
+    }
+    if !wanted.contains('*') {
+        return Ok(None);
+    }
+    let matching: Vec<&TargetView> = a
+        .targets
+        .iter()
+        .filter(|t| {
+            glob_match(wanted, &t.target) || (!t.container.is_empty() && glob_match(wanted, &t.container))
+        })
+        .collect();
+    match matching.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some((*one).clone())),
+        many => {
+            let names: Vec<String> = many
+                .iter()
+                .map(|t| {
+                    if t.container.is_empty() || t.container == t.target {
+                        format!("`{}`", t.target)
+                    } else {
+                        format!("`{}` (container `{}`)", t.target, t.container)
+                    }
+                })
+                .collect();
+            Err(FleetError::Invalid(format!(
+                "target `{wanted}` matches {} targets of agent {} (`{}`): {}; name one of them exactly, \
+                 or narrow the pattern",
+                many.len(),
+                a.name,
+                a.id,
+                names.join(", ")
+            )))
+        }
+    }
 }
 
 /// What a rollback brings `t` back to: the image it runs, pinned by the

@@ -49,12 +49,17 @@ fn parse<T: serde::de::DeserializeOwned>(what: &str, id: &str, s: &str) -> Resul
         .map_err(|e| FleetError::Corrupt(format!("campaign `{id}`'s {what} does not read back: {e}")))
 }
 
+/// Whether the campaign has ended (it holds no target then).
+fn ended(c: &Campaign) -> bool {
+    matches!(c.phase, Phase::Completed | Phase::Aborted | Phase::RolledBack)
+}
+
 /// Whether nothing is left to do or to watch.
 fn settled(c: &Campaign) -> bool {
     let done = matches!(c.phase, Phase::Completed | Phase::Aborted | Phase::RolledBack);
-    let watching = c.members.iter().any(|m| {
-        matches!(m.state, engine::AgentState::Sent | engine::AgentState::Upgrading)
-            || m.rollback == Some(engine::RollbackState::Sent)
+    let watching = c.members.iter().any(|m| match m.rollback {
+        None => matches!(m.state, engine::AgentState::Sent | engine::AgentState::Upgrading),
+        Some(r) => r == engine::RollbackState::Sent,
     });
     done && !watching
 }
@@ -87,6 +92,9 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(db("storing a campaign"))?;
+        if !ended(c) {
+            take_holds(&mut tx, &id, &c.members).await?;
+        }
         for (i, m) in c.members.iter().enumerate() {
             sqlx::query(
                 "INSERT INTO campaign_agents (campaign_id, agent_id, position, container, wave, state, reason, body) \
@@ -215,6 +223,21 @@ impl Store {
         .map_err(db("saving a campaign"))?;
         if done.rows_affected() != 1 {
             return Ok(None);
+        }
+        match (ended(before), ended(after)) {
+            (false, true) => {
+                sqlx::query("DELETE FROM campaign_holds WHERE campaign_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("releasing a campaign's targets"))?;
+            }
+            // Rolled back after it ended: it pins its agents again.
+            (true, false) => {
+                let pinned: Vec<Member> = after.members.iter().filter(|m| m.pinned()).cloned().collect();
+                take_holds(&mut tx, id, &pinned).await?;
+            }
+            _ => {}
         }
         for (m, old) in after.members.iter().zip(&before.members) {
             if m == old {
@@ -356,6 +379,151 @@ impl Store {
             }
         }
         Ok(seen)
+    }
+}
+
+/// Holds each member's target for campaign `id`, or refuses (409) naming
+/// the campaign that holds one already; the caller's transaction then
+/// writes nothing.
+async fn take_holds(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+    members: &[Member],
+) -> Result<(), FleetError> {
+    let mut taken = Vec::new();
+    for m in members {
+        let inserted = sqlx::query(
+            "INSERT INTO campaign_holds (agent_id, target, campaign_id) VALUES ($1, $2, $3) \
+             ON CONFLICT (agent_id, target) DO NOTHING",
+        )
+        .bind(&m.agent)
+        .bind(&m.target)
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("holding a campaign's targets"))?;
+        if inserted.rows_affected() == 0 {
+            taken.push(m);
+        }
+    }
+    if taken.is_empty() {
+        return Ok(());
+    }
+    let mut holders = Vec::new();
+    for m in &taken {
+        let row: Option<(String, String, String)> = sqlx::query_as(
+            "SELECT h.campaign_id, c.name, a.name FROM campaign_holds h JOIN campaigns c ON c.id = h.campaign_id \
+             JOIN agents a ON a.id = h.agent_id WHERE h.agent_id = $1 AND h.target = $2",
+        )
+        .bind(&m.agent)
+        .bind(&m.target)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db("reading who holds a target"))?;
+        if let Some(h) = row {
+            holders.push(Holder {
+                agent: m.agent.clone(),
+                agent_name: h.2,
+                target: m.target.clone(),
+                campaign: h.0,
+                name: h.1,
+            });
+        }
+    }
+    Err(FleetError::Conflict(held_text(&holders, taken.len())))
+}
+
+/// A target another campaign holds.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    /// The agent's id.
+    pub agent: String,
+    /// Its name.
+    pub agent_name: String,
+    /// The target.
+    pub target: String,
+    /// The campaign holding it.
+    pub campaign: String,
+    /// That campaign's name.
+    pub name: String,
+}
+
+/// "campaign `id` (name) holds target `web` of agent host-1 (…) and 11
+/// more; …": what a refused campaign or rollback says.
+pub fn held_text(holders: &[Holder], count: usize) -> String {
+    const SHOWN: usize = 5;
+    let shown: Vec<String> = holders
+        .iter()
+        .take(SHOWN)
+        .map(|h| {
+            format!(
+                "campaign `{}` ({}) holds target `{}` of agent {} (`{}`)",
+                h.campaign, h.name, h.target, h.agent_name, h.agent
+            )
+        })
+        .collect();
+    let more = match count.saturating_sub(shown.len()) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    format!(
+        "{}{more}; one campaign at a time pins a target: wait for that campaign to end, or abort it",
+        shown.join("; ")
+    )
+}
+
+impl Store {
+    /// The targets among `members` a running or paused campaign holds.
+    pub async fn holders(&self, members: &[Member]) -> Result<Vec<Holder>, FleetError> {
+        let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
+            "SELECT h.agent_id, a.name, h.target, h.campaign_id, c.name FROM campaign_holds h \
+             JOIN campaigns c ON c.id = h.campaign_id JOIN agents a ON a.id = h.agent_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("reading which targets campaigns hold"))?;
+        let wanted: std::collections::HashSet<(&str, &str)> =
+            members.iter().map(|m| (m.agent.as_str(), m.target.as_str())).collect();
+        Ok(rows
+            .into_iter()
+            .filter(|r| wanted.contains(&(r.0.as_str(), r.2.as_str())))
+            .map(|(agent, agent_name, target, campaign, name)| Holder {
+                agent,
+                agent_name,
+                target,
+                campaign,
+                name,
+            })
+            .collect())
+    }
+
+    /// Holds the targets of every campaign running or paused (those
+    /// created before holds were kept); idempotent, run at start.
+    pub async fn restore_holds(&self) -> Result<(), FleetError> {
+        let ids: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM campaigns WHERE phase IN ('running', 'paused') ORDER BY created_at",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("listing running campaigns"))?;
+        for (id,) in ids {
+            let c = self.campaign(&id).await?.campaign;
+            let mut tx = self.pool.begin().await.map_err(db("starting to restore holds"))?;
+            for m in &c.members {
+                sqlx::query(
+                    "INSERT INTO campaign_holds (agent_id, target, campaign_id) VALUES ($1, $2, $3) \
+                     ON CONFLICT (agent_id, target) DO NOTHING",
+                )
+                .bind(&m.agent)
+                .bind(&m.target)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("restoring a campaign's holds"))?;
+            }
+            tx.commit().await.map_err(db("committing restored holds"))?;
+        }
+        Ok(())
     }
 }
 

@@ -229,3 +229,189 @@ async fn the_api_creates_previews_lists_shows_and_refuses_with_reasons() {
     let answer = http.get(&base).send().await.expect("campaign test step");
     assert_eq!(answer.status().as_u16(), 401, "no admin token");
 }
+
+fn is_conflict(e: &crate::FleetError) -> bool {
+    matches!(e, crate::FleetError::Conflict(_))
+}
+
+#[tokio::test]
+async fn one_campaign_at_a_time_holds_a_target_even_when_ten_start_at_once() {
+    let dir = tempfile::tempdir().expect("campaign test step");
+    let (store, _) = open(dir.path()).await;
+    fleet(&store, 3).await;
+    let starts = (0..10).map(|i| {
+        let store = store.clone();
+        let r = Request { name: Some(format!("c{i}")), ..request("1.1.0") };
+        tokio::spawn(async move { runner::create(&store, &r, None).await })
+    });
+    let mut won = Vec::new();
+    for start in starts {
+        match start.await.expect("campaign test step") {
+            Ok(id) => won.push(id),
+            Err(e) => assert!(is_conflict(&e) && e.to_string().contains("holds target `app`"), "{e}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one of ten campaigns on the same targets starts: {won:?}");
+    let first = won[0].clone();
+    let second = runner::create(&store, &request("1.2.0"), None).await.expect_err("held");
+    assert!(is_conflict(&second), "409: {second}");
+    let why = second.to_string();
+    assert!(
+        why.contains(&format!("campaign `{first}`")) && why.contains("of agent h"),
+        "names the holder: {why}"
+    );
+    let preview = runner::plan(&store, &request("1.2.0")).await.expect_err("the preview says so too");
+    assert!(is_conflict(&preview));
+
+    // Once the first ends, the target is free; rolling the first back
+    // would now fight the second, so it is refused naming it.
+    runner::apply(&store, &first, super::engine::Command::Abort).await.expect("campaign test step");
+    let next = runner::create(&store, &request("1.2.0"), None).await.expect("free after the abort");
+    let refused = runner::apply(&store, &first, super::engine::Command::Rollback).await.expect_err("held");
+    assert!(
+        is_conflict(&refused) && refused.to_string().contains(&format!("campaign `{next}`")),
+        "{refused}"
+    );
+    assert_eq!(store.campaign_view(&first).await.expect("campaign test step").summary.state, "aborted");
+}
+
+#[tokio::test]
+async fn a_pattern_matching_several_targets_on_one_host_is_refused_naming_them() {
+    let dir = tempfile::tempdir().expect("campaign test step");
+    let (store, _) = open(dir.path()).await;
+    let labels = [("env".to_string(), "test".to_string())].into();
+    let token = store.create_token(3_600_000, 10, labels).await.expect("campaign test step").token;
+    let two = format!(
+        "version: 1\ntargets:\n  - container: web\n    image: {REG}:1.0.0\n  - container: db\n    image: {REG}:1.0.0\n"
+    );
+    let id = store
+        .enrol(&EnrolRequest { token, name: "both".into(), manifest: two })
+        .await
+        .expect("campaign test step")
+        .agent_id;
+    let r: Report = serde_json::from_value(json!({
+        "controller_version": "0.1.0",
+        "targets": [
+            { "target": "web", "container": "web", "image": format!("{REG}:1.0.0"), "version": "1.0.0", "action": "up_to_date", "reason": "" },
+            { "target": "db", "container": "db", "image": format!("{REG}:1.0.0"), "version": "1.0.0", "action": "up_to_date", "reason": "" },
+        ],
+    }))
+    .expect("campaign test step");
+    store.store_report(&id, &r).await.expect("campaign test step");
+    let any = Request { target: "*".into(), ..request("1.1.0") };
+    let why = runner::plan(&store, &any).await.expect_err("ambiguous").to_string();
+    assert!(
+        why.contains("matches 2 targets of agent both") && why.contains("`web`") && why.contains("`db`"),
+        "{why}"
+    );
+    // An exact name is never ambiguous, and the preview says which target.
+    let web =
+        runner::plan(&store, &Request { target: "web".into(), ..request("1.1.0") }).await.expect("exact");
+    assert_eq!(web.members[0].target, "web");
+    let w =
+        runner::plan(&store, &Request { target: "w*".into(), ..request("1.1.0") }).await.expect("one match");
+    assert_eq!(w.members[0].container, "web");
+}
+
+#[tokio::test]
+async fn a_revoked_agent_takes_no_pin_no_manifest_and_no_campaign() {
+    let dir = tempfile::tempdir().expect("campaign test step");
+    let (store, _) = open(dir.path()).await;
+    let ids = fleet(&store, 2).await;
+    store.revoke_agent(&ids[0]).await.expect("campaign test step");
+    let pin = store.pin(&ids[0], "app", &format!("{REG}:1.1.0")).await.expect_err("revoked");
+    assert!(is_conflict(&pin) && pin.to_string().contains("is revoked"), "{pin}");
+    let put = store.put_manifest(&ids[0], &manifest("app")).await.expect_err("revoked");
+    assert!(put.to_string().contains("is revoked"), "{put}");
+    let named = Request { label: None, agents: vec![ids[0].clone()], ..request("1.1.0") };
+    assert!(runner::plan(&store, &named).await.expect_err("revoked").to_string().contains("revoked"));
+    let c = runner::plan(&store, &request("1.1.0")).await.expect("the label leaves it out");
+    assert_eq!(c.members.iter().map(|m| m.agent.as_str()).collect::<Vec<_>>(), vec![ids[1].as_str()]);
+}
+
+#[tokio::test]
+async fn a_rollback_leaves_no_agent_on_the_campaigns_image_whatever_its_upgrade_did() {
+    let dir = tempfile::tempdir().expect("campaign test step");
+    let (store, _) = open(dir.path()).await;
+    fleet(&store, 4).await;
+    // All four pinned at once; continue through failures.
+    let r = Request {
+        canary: Some(0),
+        batch: Some(json!(4)),
+        max_failure_ratio: Some(1.0),
+        deadline: Some("1s".into()),
+        ..request("1.1.0")
+    };
+    let id = runner::create(&store, &r, None).await.expect("campaign test step");
+    let order: Vec<String> = store
+        .campaign(&id)
+        .await
+        .expect("campaign test step")
+        .campaign
+        .members
+        .iter()
+        .map(|m| m.agent.clone())
+        .collect();
+    assert!(all_pinned_to(&store, &order, ":1.1.0").await, "all four pinned");
+    // h0 commits; h1's health gate rolls it back; h2 fails; h3 is offline.
+    event(&store, &order[0], "op-0", "1.1.0", "committed", None).await;
+    report(&store, &order[0], "1.1.0").await;
+    event(&store, &order[1], "op-1", "1.1.0", "rolled_back", Some("health: exited with 4")).await;
+    event(&store, &order[2], "op-2", "1.1.0", "failed", Some("pull: manifest unknown")).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    runner::tick(&store).await.expect("campaign test step");
+    let states: Vec<String> = store
+        .campaign_view(&id)
+        .await
+        .expect("campaign test step")
+        .agent_states
+        .iter()
+        .map(|a| format!("{:?}", a.state))
+        .collect();
+    assert_eq!(states[1..], ["RolledBack", "Failed", "TimedOut"], "{states:?}");
+
+    runner::apply(&store, &id, super::engine::Command::Rollback).await.expect("campaign test step");
+    let view = store.campaign_view(&id).await.expect("campaign test step");
+    assert!(all_pinned_to(&store, &order, ":1.0.0").await, "every pinned agent is pinned back: {view:?}");
+    assert!(view.still_pinned.is_empty(), "{:?}", view.still_pinned);
+    let sends = store.campaign_sends(&id).await.expect("campaign test step");
+    assert!(
+        order.iter().all(|a| sends.get(a) == Some(&2)),
+        "one upgrade and one rollback pin each: {sends:?}"
+    );
+}
+
+#[tokio::test]
+async fn abort_leaves_the_pinned_listed_and_abort_and_revert_brings_them_back() {
+    let dir = tempfile::tempdir().expect("campaign test step");
+    let (store, _) = open(dir.path()).await;
+    fleet(&store, 3).await;
+    let id = runner::create(&store, &request("1.1.0"), None).await.expect("campaign test step");
+    let canary = store.campaign(&id).await.expect("campaign test step").campaign.members[0].agent.clone();
+    runner::apply(&store, &id, super::engine::Command::Abort).await.expect("campaign test step");
+    let view = store.campaign_view(&id).await.expect("campaign test step");
+    assert_eq!(view.still_pinned.len(), 1, "{:?}", view.still_pinned);
+    assert_eq!(view.still_pinned[0].agent_id, canary);
+    assert!(view.still_pinned[0].why.contains("aborted without revert"), "{}", view.still_pinned[0].why);
+
+    let second = runner::create(&store, &request("1.1.0"), None).await.expect("campaign test step");
+    runner::apply(&store, &second, super::engine::Command::AbortAndRevert).await.expect("campaign test step");
+    let view = store.campaign_view(&second).await.expect("campaign test step");
+    assert_eq!(view.summary.state, "rolling_back");
+    assert!(
+        view.still_pinned.is_empty(),
+        "the canary's pin back is written at once: {:?}",
+        view.still_pinned
+    );
+    assert!(store.desired(&canary).await.expect("campaign test step").manifest.contains(":1.0.0"));
+}
+
+/// Whether every agent's manifest contains `needle`.
+async fn all_pinned_to(store: &Store, agents: &[String], needle: &str) -> bool {
+    for a in agents {
+        if !store.desired(a).await.expect("campaign test step").manifest.contains(needle) {
+            return false;
+        }
+    }
+    true
+}

@@ -5,12 +5,14 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use super::engine::{self, AgentState, Campaign, Command, Direction, Phase, RollbackState};
+use super::engine::{self, AgentState, Campaign, Command, Direction, Member, Phase, RollbackState};
 use super::spec::Spec;
 use super::store::Stored;
 use crate::error::db;
 use crate::store::{rfc3339, Store};
 use crate::FleetError;
+use container_upgrader::manifest::edit;
+use container_upgrader::reference::ImageRef;
 
 /// One line of the campaign history.
 #[derive(Debug, Clone, Serialize)]
@@ -29,6 +31,9 @@ pub struct CampaignSummary {
     pub image: String,
     /// Agents per state (`pending`, `sent`, …).
     pub counts: BTreeMap<String, usize>,
+    /// Agents per rollback state (`sent`, `done`, `failed`,
+    /// `timed_out`): after a rollback, where each agent went back to.
+    pub rollback_counts: BTreeMap<String, usize>,
     /// Agents in it.
     pub agents: usize,
     /// Created (RFC 3339).
@@ -91,6 +96,11 @@ pub struct CampaignView {
     pub spec: Spec,
     /// Failures counted against the ratio so far.
     pub failures: u32,
+    /// The failures in words, as a pause reason words them.
+    pub failures_text: String,
+    /// Agents whose desired state still names the campaign's image once
+    /// it stopped upgrading (rolling back, rolled back, aborted), with why.
+    pub still_pinned: Vec<StillPinned>,
     /// Waves, upgrade then rollback.
     pub waves: Vec<WaveView>,
     /// Its agents in wave order.
@@ -98,6 +108,19 @@ pub struct CampaignView {
     /// The admin commands that apply now (`pause`, `resume`, `abort`,
     /// `rollback`): what the page offers as buttons.
     pub commands: Vec<Command>,
+}
+
+/// An agent left pinned to the campaign's image.
+#[derive(Debug, Clone, Serialize)]
+pub struct StillPinned {
+    /// Its id.
+    pub agent_id: String,
+    /// Its name.
+    pub name: String,
+    /// The target.
+    pub target: String,
+    /// Why it is still pinned.
+    pub why: String,
 }
 
 /// What a campaign would do, before it starts (the API's and the page's
@@ -126,7 +149,7 @@ pub fn preview(c: &Campaign, names: &HashMap<String, String>) -> Preview {
 
 /// The commands [`engine::command`] would accept for `c` now.
 pub fn commands(c: &Campaign) -> Vec<Command> {
-    [Command::Pause, Command::Resume, Command::Abort, Command::Rollback]
+    [Command::Pause, Command::Resume, Command::Abort, Command::AbortAndRevert, Command::Rollback]
         .into_iter()
         .filter(|cmd| engine::command(&mut c.clone(), *cmd).is_ok())
         .collect()
@@ -148,9 +171,12 @@ fn word<T: Serialize>(v: &T) -> String {
 /// The history line of `s`.
 pub fn summary(s: &Stored) -> CampaignSummary {
     let c = &s.campaign;
-    let mut counts = BTreeMap::new();
+    let (mut counts, mut rollback_counts) = (BTreeMap::new(), BTreeMap::new());
     for m in &c.members {
         *counts.entry(word(&m.state)).or_insert(0) += 1;
+        if let Some(r) = m.rollback {
+            *rollback_counts.entry(word(&r)).or_insert(0) += 1;
+        }
     }
     CampaignSummary {
         id: s.id.clone(),
@@ -160,6 +186,7 @@ pub fn summary(s: &Stored) -> CampaignSummary {
         target: c.spec.target.clone(),
         image: c.spec.image.clone(),
         counts,
+        rollback_counts,
         agents: c.members.len(),
         created_at: rfc3339(s.created_at),
         updated_at: rfc3339(s.updated_at),
@@ -217,6 +244,23 @@ pub fn agents(c: &Campaign, names: &HashMap<String, String>, sends: &HashMap<Str
         .collect()
 }
 
+/// Why member `m` of `c` still names the campaign's image.
+fn still_pinned_why(c: &Campaign, m: &Member) -> String {
+    match (m.rollback, &m.rollback_reason) {
+        (Some(RollbackState::Failed | RollbackState::TimedOut), Some(why)) => {
+            format!("its rollback failed: {why}")
+        }
+        (Some(_), _) => {
+            "pinned to the image again after its rollback was written (by hand or through the API)".into()
+        }
+        (None, _) if !m.pinned() => "pinned to the image by other means: the campaign never pinned it".into(),
+        (None, _) if c.direction == Direction::Rollback => {
+            "its pin back is not written yet (a later rollback wave)".into()
+        }
+        (None, _) => "the campaign was aborted without revert: Roll back sends it back".into(),
+    }
+}
+
 impl Store {
     /// Every agent's name, by id.
     pub async fn agent_names(&self) -> Result<HashMap<String, String>, FleetError> {
@@ -225,6 +269,43 @@ impl Store {
             .await
             .map_err(db("reading agents' names"))?;
         Ok(rows.into_iter().collect())
+    }
+
+    /// The agents of campaign `id` whose desired state still names its
+    /// image, once it no longer upgrades (while it upgrades, that is the
+    /// point); empty before.
+    pub async fn still_pinned(&self, id: &str, c: &Campaign) -> Result<Vec<StillPinned>, FleetError> {
+        let stopped = c.direction == Direction::Rollback || c.phase == Phase::Aborted;
+        if !stopped {
+            return Ok(Vec::new());
+        }
+        let image =
+            ImageRef::parse(&c.spec.image).map(|r| r.familiar()).unwrap_or_else(|_| c.spec.image.clone());
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT d.agent_id, a.name, d.manifest FROM desired d JOIN agents a ON a.id = d.agent_id \
+             JOIN campaign_agents ca ON ca.agent_id = d.agent_id WHERE ca.campaign_id = $1",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("reading a campaign's agents' manifests"))?;
+        let mut out = Vec::new();
+        for (agent, name, manifest) in rows {
+            let Some(m) = c.members.iter().find(|m| m.agent == agent) else { continue };
+            let origin = format!("agent {agent}'s manifest");
+            let Ok(Some(pinned)) = edit::pinned(&manifest, &origin, &m.target) else { continue };
+            if pinned != image {
+                continue;
+            }
+            out.push(StillPinned {
+                agent_id: agent,
+                name,
+                target: m.target.clone(),
+                why: still_pinned_why(c, m),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.agent_id.cmp(&b.agent_id)));
+        Ok(out)
     }
 
     /// Campaign `id` in full.
@@ -236,6 +317,8 @@ impl Store {
             summary: summary(&stored),
             spec: c.spec.clone(),
             failures: c.failures(),
+            failures_text: c.failures_text(),
+            still_pinned: self.still_pinned(id, c).await?,
             waves: waves(c),
             agent_states: agents(c, &names, &sends),
             commands: commands(c),

@@ -151,12 +151,18 @@ pub(super) enum CampaignCommand {
         /// Its id.
         id: String,
     },
-    /// Stop for good.
+    /// Stop for good. Agents already pinned stay on the new image unless
+    /// `--revert` is given.
     Abort {
         /// Its id.
         id: String,
+        /// Also send every agent the campaign pinned back to its previous
+        /// image (exactly the digest it reported), in waves.
+        #[arg(long)]
+        revert: bool,
     },
-    /// Send every agent it upgraded back to its previous image, in waves.
+    /// Send every agent it pinned (upgraded, failed, timed out or still
+    /// in flight) back to its previous image, in waves.
     Rollback {
         /// Its id.
         id: String,
@@ -184,7 +190,8 @@ pub(super) async fn campaign(client: &Client, command: CampaignCommand) -> Resul
         }
         CampaignCommand::Pause { id } => act(client, &id, "pause").await,
         CampaignCommand::Resume { id } => act(client, &id, "resume").await,
-        CampaignCommand::Abort { id } => act(client, &id, "abort").await,
+        CampaignCommand::Abort { id, revert: false } => act(client, &id, "abort").await,
+        CampaignCommand::Abort { id, revert: true } => act(client, &id, "abort-and-revert").await,
         CampaignCommand::Rollback { id } => act(client, &id, "rollback").await,
     }
 }
