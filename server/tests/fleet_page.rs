@@ -291,6 +291,12 @@ fn create_and_watch_a_campaign(f: &Fleet, browser: &Browser) {
 
     // Rolled back from the page: both agents return to 1.0.0, in waves.
     browser.click("#rollback");
+    // A destructive command asks first, on a page of its own.
+    assert!(
+        text_of(browser, "#confirm-what").contains("sends 2 agent(s)"),
+        "the confirmation says what happens"
+    );
+    browser.click("#confirm");
     browser.find("#waves tr[data-row^='w/rollback/']");
     wait_for("the page to say rolled back", Duration::from_secs(180), || {
         text_of(browser, "[data-cell='c:state']") == "rolled back"
@@ -300,6 +306,7 @@ fn create_and_watch_a_campaign(f: &Fleet, browser: &Browser) {
         json!([]),
     );
     assert_eq!(rollbacks, json!(["done", "done"]));
+    browser.find("#none-pinned");
     assert_eq!(count(browser, "form.command"), 0, "nothing applies to a rolled-back campaign");
     // Back on exactly the bits each ran: 1.0.0 pinned by its digest.
     let before = format!("{}:1.0.0@{}", f.app, f.registry.digest_of(&format!("{}:1.0.0", f.app)));

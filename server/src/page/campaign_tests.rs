@@ -358,9 +358,20 @@ async fn the_campaign_page_reads_without_javascript_escapes_agent_names_and_its_
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, html) = p.get(&path).await;
     assert!(html.contains(&format!(r#"action="/campaigns/{id}/resume""#)));
-    let (status, _, _) = p.post(&format!("{path}/abort"), &[("csrf", &p.csrf)]).await;
+    // Abort asks first: the confirmation page changes nothing.
+    let (status, _, body) = p.post(&format!("{path}/abort"), &[("csrf", &p.csrf)]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.contains(r#"name="confirm" value="yes""#) && body.contains("stops the campaign for good"),
+        "{body}"
+    );
+    assert_eq!(running().await, "paused");
+    let (status, _, _) = p.post(&format!("{path}/abort"), &[("csrf", &p.csrf), ("confirm", "yes")]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(running().await, "aborted");
+    // Aborted without revert: the agent it pinned is listed, with why.
+    let (_, html) = p.get(&path).await;
+    assert!(html.contains(r#"id="pinned-agents""#) && html.contains("aborted without revert"), "{html}");
     let (status, html) = p.get("/campaigns/no-such-campaign").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(html.contains(r#"class="error""#), "an error page, not a blank one: {html}");

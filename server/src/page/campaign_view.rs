@@ -40,6 +40,9 @@ pub struct ViewQuery {
 #[derive(Debug, Deserialize)]
 pub struct CommandForm {
     csrf: Option<String>,
+    /// `yes` once the admin confirmed a destructive command.
+    #[serde(default)]
+    confirm: String,
 }
 
 /// Agent states in the order a campaign moves through them (how counts
@@ -93,6 +96,59 @@ pub fn counts_html(counts: &BTreeMap<String, usize>) -> String {
         .join(" · ")
 }
 
+/// "rollback: 3 done · 1 failed", or nothing before a rollback.
+fn rollback_counts_html(counts: &BTreeMap<String, usize>) -> String {
+    if counts.is_empty() {
+        return String::new();
+    }
+    let words = [
+        ("done", "state-succeeded"),
+        ("sent", "state-sent"),
+        ("failed", "state-failed"),
+        ("timed_out", "state-timed-out"),
+    ];
+    let parts: Vec<String> = words
+        .iter()
+        .filter_map(|(w, class)| counts.get(*w).filter(|n| **n > 0).map(|n| (w, class, n)))
+        .map(|(w, class, n)| format!(r#"<span class="state {class}">{n} {}</span>"#, w.replace('_', " ")))
+        .collect();
+    format!("rollback: {}", parts.join(" · "))
+}
+
+/// The agents still pinned to the campaign's image, with why; once the
+/// campaign stopped upgrading, "none" is said out loud.
+fn still_pinned_html(v: &CampaignView) -> String {
+    let stopped =
+        v.summary.state == "rolling_back" || v.summary.state == "rolled_back" || v.summary.state == "aborted";
+    if !stopped {
+        return String::new();
+    }
+    if v.still_pinned.is_empty() {
+        return format!(
+            r#"<p id="none-pinned">No agent is pinned to <code>{}</code> any more.</p>"#,
+            escape(&v.summary.image)
+        );
+    }
+    let rows: String = v
+        .still_pinned
+        .iter()
+        .map(|p| {
+            format!(
+                r#"<li><a href="/agents/{}">{}</a> ({}): {}</li>"#,
+                escape(&urlencode(&p.agent_id)),
+                escape(if p.name.is_empty() { &p.agent_id } else { &p.name }),
+                escape(&p.target),
+                escape(&p.why)
+            )
+        })
+        .collect();
+    format!(
+        r#"<p class="warning">{n} agent(s) still pinned to <code>{image}</code>:</p><ul id="pinned-agents">{rows}</ul>"#,
+        n = v.still_pinned.len(),
+        image = escape(&v.summary.image),
+    )
+}
+
 fn duration(ms: i64) -> String {
     let ms = u64::try_from(ms).unwrap_or(0);
     if ms == 0 {
@@ -106,6 +162,7 @@ fn command_word(c: Command) -> &'static str {
         Command::Pause => "pause",
         Command::Resume => "resume",
         Command::Abort => "abort",
+        Command::AbortAndRevert => "abort-and-revert",
         Command::Rollback => "rollback",
     }
 }
@@ -115,6 +172,7 @@ fn command_label(c: Command) -> &'static str {
         Command::Pause => "Pause",
         Command::Resume => "Resume (accept the failures so far)",
         Command::Abort => "Abort",
+        Command::AbortAndRevert => "Abort and revert",
         Command::Rollback => "Roll back",
     }
 }
@@ -200,9 +258,15 @@ pub fn cells(v: &CampaignView, csrf: &str) -> Vec<Cell> {
         Cell { id: "c:counts".into(), html: counts_html(&s.counts), class: "counts".into() },
         Cell::text(
             "c:failures".into(),
-            &format!("{} of {} (max failure ratio {})", v.failures, s.agents, v.spec.max_failure_ratio),
+            &format!("{} (max failure ratio {})", v.failures_text, v.spec.max_failure_ratio),
             "failures",
         ),
+        Cell {
+            id: "c:rollbacks".into(),
+            html: rollback_counts_html(&s.rollback_counts),
+            class: "counts".into(),
+        },
+        Cell { id: "c:pinned".into(), html: still_pinned_html(v), class: "still-pinned".into() },
         Cell::text("c:updated".into(), &s.updated_at, "time"),
         Cell {
             id: "c:actions".into(),
@@ -365,6 +429,7 @@ fn render(v: &CampaignView, csrf: &str, error: Option<&str>) -> String {
 <p class="live" id="live-note" data-live="1" data-reload="1">Campaign {id}</p>
 <div class="campaign-head"><p class="big">{state} {counts}</p>{reason}</div>
 <div class="actions-row">{actions}</div>
+{rollbacks}{pinned}
 <h2>Waves</h2>
 <table class="waves" id="waves"><thead><tr><th>Wave</th><th>Agents</th><th>Which</th><th>Started</th><th>Done</th><th>Progress</th></tr></thead><tbody>{waves}</tbody></table>
 <h2>Agents</h2>
@@ -377,6 +442,8 @@ fn render(v: &CampaignView, csrf: &str, error: Option<&str>) -> String {
         counts = element("c:counts", "span"),
         reason = element("c:reason", "p"),
         actions = element("c:actions", "div"),
+        rollbacks = element("c:rollbacks", "p"),
+        pinned = element("c:pinned", "div"),
         name = escape(&s.name),
         settings = settings_rows(&v.spec),
         failures = td("c:failures"),
@@ -412,6 +479,10 @@ pub async fn command(
 ) -> Result<Response, PageError> {
     check_post(&session, &headers, form.csrf.as_deref())?;
     let cmd = command_named(&word)?;
+    if destructive(cmd) && form.confirm != "yes" {
+        let v = state.store.campaign_view(&id).await?;
+        return Ok(Html(confirm_page(&v, cmd, &session.csrf)).into_response());
+    }
     match runner::apply(&state.store, &id, cmd).await {
         Ok(()) => {
             tracing::info!(campaign = %id, command = word, "campaign command from the page");
@@ -423,6 +494,42 @@ pub async fn command(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Commands that change agents or end the campaign for good: the page
+/// asks first, on a page of its own (no script needed).
+fn destructive(cmd: Command) -> bool {
+    matches!(cmd, Command::Abort | Command::AbortAndRevert | Command::Rollback)
+}
+
+/// "Roll back campaign X? It sends N agents back…": the confirmation step.
+fn confirm_page(v: &CampaignView, cmd: Command, csrf: &str) -> String {
+    let s = &v.summary;
+    let pinned = v.agent_states.iter().filter(|a| a.sent_at.is_some() && a.rollback.is_none()).count();
+    let what = match cmd {
+        Command::Rollback | Command::AbortAndRevert => format!(
+            "This sends {pinned} agent(s) the campaign pinned to <code>{}</code> back to the image each ran before              (the digest it reported), in waves, whatever became of their upgrade.{}",
+            escape(&s.image),
+            if cmd == Command::AbortAndRevert { " No further agent is upgraded." } else { "" }
+        ),
+        _ => format!(
+            "This stops the campaign for good: no further agent is upgraded. The {pinned} agent(s) it already              pinned stay pinned to <code>{}</code>; “Abort and revert” sends them back instead.",
+            escape(&s.image)
+        ),
+    };
+    let word = command_word(cmd);
+    let body = format!(
+        r#"<h2>{label}: {name}?</h2>
+<p id="confirm-what">{what}</p>
+<form method="post" action="/campaigns/{id}/{word}" class="command">{csrf}<input type="hidden" name="confirm" value="yes"><button type="submit" id="confirm" class="command-{word}">Yes, {label_lower}</button></form>
+<p><a href="/campaigns/{id}" id="cancel">Cancel: back to the campaign</a></p>"#,
+        label = command_label(cmd),
+        label_lower = command_label(cmd).to_lowercase(),
+        name = escape(&s.name),
+        id = escape(&urlencode(&s.id)),
+        csrf = csrf_field(csrf),
+    );
+    layout(&format!("{}: {}", command_label(cmd), s.name), Some(csrf), &body)
 }
 
 fn list_cells(s: &CampaignSummary) -> Vec<Cell> {
