@@ -192,6 +192,9 @@ pub struct Campaign {
     pub rollback_waves: Vec<WaveTimes>,
     /// Failures an admin accepted by resuming; the ratio counts the rest.
     pub accepted_failures: u32,
+    /// An admin approved the waves after the canary (a resume once the
+    /// canary was done).
+    pub approved: bool,
 }
 
 /// A pin the runner must write.
@@ -273,6 +276,9 @@ pub struct Observation {
     pub rollback_refused: Option<String>,
 }
 
+/// How a pause for the admin's approval after the canary begins.
+pub const AWAITING_APPROVAL: &str = "the canary succeeded; waiting for an admin's approval";
+
 /// Splits `members` into waves: `canary` first, then `batch`-sized ones.
 pub fn plan(members: &mut [Member], spec: &Spec) -> usize {
     let size = spec.batch.size(members.len());
@@ -304,6 +310,7 @@ impl Campaign {
             waves: vec![WaveTimes::default(); waves],
             rollback_waves: Vec::new(),
             accepted_failures: 0,
+            approved: false,
         }
     }
 
@@ -394,6 +401,9 @@ pub fn command(c: &mut Campaign, cmd: Command) -> Result<(), String> {
             c.phase = Phase::Running;
             c.reason = None;
             c.accepted_failures = c.failures();
+            if c.waves.first().is_some_and(|w| w.done_at.is_some()) {
+                c.approved = true;
+            }
         }
         Command::Resume => return refuse("resume", "only a paused one resumes"),
         Command::Abort if matches!(phase, Phase::Running | Phase::Paused) => {
@@ -609,6 +619,11 @@ fn upgrade_waves(c: &mut Campaign, now: i64) -> Vec<Send> {
                 c.phase = Phase::Completed;
             }
         }
+        return Vec::new();
+    }
+    if current == 1 && c.spec.approve_after_canary && c.spec.canary > 0 && !c.approved {
+        c.phase = Phase::Paused;
+        c.reason = Some(format!("{AWAITING_APPROVAL}: Resume approves the next waves"));
         return Vec::new();
     }
     let rested = current == 0 || c.waves[current - 1].done_at.is_some_and(|d| now - d >= c.spec.delay_ms);

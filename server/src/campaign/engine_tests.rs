@@ -28,6 +28,8 @@ fn spec(canary: u32, batch: Batch, ratio: f64, action: FailureAction) -> Spec {
         start_at: None,
         window: None,
         deadline_ms: 60_000,
+        order: super::spec::Order::Name,
+        approve_after_canary: false,
     }
 }
 
@@ -445,4 +447,32 @@ fn the_pause_reason_and_the_header_count_the_same_failures() {
     assert_eq!(sim.c.reason.as_deref(), Some(format!("{header}, above the max failure ratio 0.1").as_str()));
     command(&mut sim.c, Command::Resume).expect("resume");
     assert!(sim.c.failures_text().ends_with("; 2 accepted on resume, 0 counted against the ratio"));
+}
+
+#[test]
+fn approve_after_canary_pauses_a_good_canary_until_resumed() {
+    let mut s = spec(1, Batch::Count(2), 0.0, FailureAction::Pause);
+    s.approve_after_canary = true;
+    let mut sim = Sim::new(campaign(5, s), &[]);
+    sim.run(30);
+    assert_eq!(sim.c.phase, Phase::Paused);
+    assert!(sim.c.reason.as_deref().is_some_and(|r| r.starts_with(super::engine::AWAITING_APPROVAL)));
+    assert_eq!(sim.waves_sent().len(), 1, "only the canary went out");
+    command(&mut sim.c, Command::Resume).expect("approve");
+    assert!(sim.c.approved);
+    sim.run(100);
+    assert_eq!(sim.c.phase, Phase::Completed, "{:?}", sim.c.reason);
+    assert_eq!(sim.waves_sent().len(), 3);
+}
+
+#[test]
+fn a_resume_before_the_canary_is_done_is_no_approval() {
+    let mut s = spec(1, Batch::Count(2), 0.0, FailureAction::Pause);
+    s.approve_after_canary = true;
+    let mut sim = Sim::new(campaign(3, s), &[]);
+    silent(&mut sim, "a0");
+    step(&mut sim.c, &HashMap::new(), 1);
+    command(&mut sim.c, Command::Pause).expect("pause");
+    command(&mut sim.c, Command::Resume).expect("resume");
+    assert!(!sim.c.approved, "the canary had not finished");
 }

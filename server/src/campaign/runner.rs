@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::engine::{self, Campaign, Command, Member};
-use super::spec::{below, Request, Selection, Spec};
+use super::spec::{below, Order, Request, Selection, Spec};
 use crate::agents::{AgentSummary, Filter, Status, TargetView};
 use crate::store::{now_ms, Store};
 use crate::versions::CheckerConfig;
@@ -52,7 +52,9 @@ pub async fn advance(store: &Store, id: &str) -> Result<(), FleetError> {
     if after == stored.campaign && sends.is_empty() {
         return Ok(());
     }
-    let Some(fresh) = store.save_campaign(id, stored.version, &stored.campaign, &after, &sends).await? else {
+    let Some(fresh) =
+        store.save_campaign(id, stored.version, &stored.campaign, &after, &sends, SERVER).await?
+    else {
         // Written meanwhile (a command, another server): next tick.
         return Ok(());
     };
@@ -87,14 +89,18 @@ async fn pin(store: &Store, send: &engine::Send) -> Result<i64, String> {
     Err(last)
 }
 
-/// Applies an admin's `cmd` to campaign `id` and acts on it at once.
-pub async fn apply(store: &Store, id: &str, cmd: Command) -> Result<(), FleetError> {
+/// Who the campaign's own decisions are by, in its timeline.
+pub const SERVER: &str = "server";
+
+/// Applies `cmd` by `actor` (who, for the timeline) to campaign `id` and
+/// acts on it at once.
+pub async fn apply(store: &Store, id: &str, cmd: Command, actor: &str) -> Result<(), FleetError> {
     for _ in 0..COMMAND_TRIES {
         let stored = store.campaign(id).await?;
         let mut after = stored.campaign.clone();
         engine::command(&mut after, cmd).map_err(FleetError::Conflict)?;
-        if store.save_campaign(id, stored.version, &stored.campaign, &after, &[]).await?.is_some() {
-            tracing::info!(campaign = id, command = ?cmd, "campaign command");
+        if store.save_campaign(id, stored.version, &stored.campaign, &after, &[], actor).await?.is_some() {
+            tracing::info!(campaign = id, command = ?cmd, actor, "campaign command");
             return advance(store, id).await;
         }
     }
@@ -130,6 +136,7 @@ pub async fn plan(store: &Store, request: &Request) -> Result<Campaign, FleetErr
         }
     };
     let spec = Spec::from_request(request, image).map_err(FleetError::Invalid)?;
+    let members = ordered(members, &agents, &spec.order)?;
     check_pins(store, &members, &spec.image).await?;
     Ok(Campaign::new(spec, members))
 }
@@ -165,12 +172,13 @@ pub async fn create(
     store: &Store,
     request: &Request,
     registry: Option<&CheckerConfig>,
+    actor: &str,
 ) -> Result<String, FleetError> {
     let mut campaign = plan(store, request).await?;
     if let (Some(access), true) = (registry, request.pin_digest.unwrap_or(true)) {
         campaign.spec.image = pin_digest(&campaign.spec.image, access).await?;
     }
-    let id = store.create_campaign(&campaign).await?;
+    let id = store.create_campaign(&campaign, actor).await?;
     tracing::info!(campaign = %id, agents = campaign.members.len(), image = %campaign.spec.image, "campaign created");
     advance(store, &id).await?;
     Ok(id)
@@ -246,6 +254,46 @@ fn select(agents: &[AgentSummary], spec: &Spec) -> Result<Vec<Member>, FleetErro
         }
     }
     Ok(out)
+}
+
+/// `members` (in name order) in the order waves take them: as they are,
+/// shuffled (a draw made once, here), or round-robin across the values of
+/// a label so that each wave holds every region in turn (agents without
+/// the label come last, as a group of their own).
+fn ordered(
+    mut members: Vec<Member>,
+    agents: &[AgentSummary],
+    order: &Order,
+) -> Result<Vec<Member>, FleetError> {
+    match order {
+        Order::Name => Ok(members),
+        Order::Shuffle => {
+            let seed = crate::secret::new_id()?;
+            members.sort_by_cached_key(|m| crate::secret::hash(&format!("{seed}/{}", m.agent)));
+            Ok(members)
+        }
+        Order::SpreadBy(key) => {
+            let value =
+                |m: &Member| agents.iter().find(|a| a.id == m.agent).and_then(|a| a.labels.get(key).cloned());
+            let mut groups: std::collections::BTreeMap<(bool, String), std::collections::VecDeque<Member>> =
+                std::collections::BTreeMap::new();
+            for m in members {
+                let v = value(&m);
+                groups.entry((v.is_none(), v.unwrap_or_default())).or_default().push_back(m);
+            }
+            let mut out = Vec::new();
+            while !groups.is_empty() {
+                groups.retain(|_, g| match g.pop_front() {
+                    Some(m) => {
+                        out.push(m);
+                        !g.is_empty()
+                    }
+                    None => false,
+                });
+            }
+            Ok(out)
+        }
+    }
 }
 
 /// The target of agent `a` that campaign target `wanted` names: the one

@@ -72,6 +72,20 @@ pub enum FailureAction {
     Continue,
 }
 
+/// The order agents are put into waves.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// By agent name (the default: predictable).
+    #[default]
+    Name,
+    /// At random, drawn once at creation.
+    Shuffle,
+    /// Round-robin over the values of this label (`region`): every wave
+    /// takes from each region in turn, so no wave is one region's outage.
+    SpreadBy(String),
+}
+
 /// A validated campaign.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Spec {
@@ -102,6 +116,13 @@ pub struct Spec {
     pub window: Option<Window>,
     /// An agent that has not committed this long after its pin is timed out (ms).
     pub deadline_ms: i64,
+    /// The order agents are put into waves.
+    #[serde(default)]
+    pub order: Order,
+    /// Pause after the canary until an admin approves (resumes), even
+    /// when it succeeded.
+    #[serde(default)]
+    pub approve_after_canary: bool,
 }
 
 /// `POST /v1/fleet/campaigns` (and `…/preview`).
@@ -144,6 +165,12 @@ pub struct Request {
     /// Pin the image by its digest, read once from the registry (default
     /// `true`); `false` hands agents the tag.
     pub pin_digest: Option<bool>,
+    /// Spread each wave across the values of this label (`region`).
+    pub spread_by: Option<String>,
+    /// Put agents into waves in a random order.
+    pub shuffle: Option<bool>,
+    /// Pause after the canary for an admin's approval.
+    pub approve_after_canary: Option<bool>,
 }
 
 /// Longest name.
@@ -201,6 +228,22 @@ impl Spec {
             }
         };
         let window = r.window.as_ref().map(Window::from_request).transpose()?;
+        let order = match (
+            r.spread_by.as_deref().map(str::trim).filter(|s| !s.is_empty()),
+            r.shuffle.unwrap_or(false),
+        ) {
+            (Some(_), true) => return Err("spread_by: give spread_by or shuffle, not both".into()),
+            (Some(key), false) if key.contains('=') => {
+                return Err(format!("spread_by `{key}`: expected a label key (region), not KEY=VALUE"))
+            }
+            (Some(key), false) => Order::SpreadBy(key.to_string()),
+            (None, true) => Order::Shuffle,
+            (None, false) => Order::Name,
+        };
+        let approve_after_canary = r.approve_after_canary.unwrap_or(false);
+        if approve_after_canary && r.canary == Some(0) {
+            return Err("approve_after_canary: needs a canary (canary 1 or more)".into());
+        }
         let deadline_ms = millis("deadline", r.deadline.as_deref(), "10m")?;
         if deadline_ms == 0 {
             return Err("deadline: must be above 0".into());
@@ -219,6 +262,8 @@ impl Spec {
             start_at,
             window,
             deadline_ms,
+            order,
+            approve_after_canary,
         })
     }
 }

@@ -68,11 +68,11 @@ fn settled(c: &Campaign) -> bool {
 type ReportRow = (String, Option<String>, Option<String>, Option<i64>);
 /// agent, op, to, outcome, reason, received at.
 type EventRow = (String, String, String, String, Option<String>, i64);
-type CampaignRow = (String, String, String, String, Option<String>, i64, i64, i64, i64);
+type CampaignRow = (String, String, String, String, Option<String>, i64, i64, i64, i64, i64);
 
 impl Store {
     /// Stores a new campaign; its id.
-    pub async fn create_campaign(&self, c: &Campaign) -> Result<String, FleetError> {
+    pub async fn create_campaign(&self, c: &Campaign, actor: &str) -> Result<String, FleetError> {
         let id = crate::secret::new_id()?;
         let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(db("starting to store a campaign"))?;
@@ -113,6 +113,8 @@ impl Store {
             .map_err(db("storing a campaign's agent"))?;
         }
         write_waves(&mut tx, &id, c).await?;
+        let detail = format!("{} agent(s), {}", c.members.len(), c.spec.image);
+        record_event(&mut tx, &id, now, "created", Some(&detail), actor).await?;
         tx.commit().await.map_err(db("committing a new campaign"))?;
         Ok(id)
     }
@@ -120,14 +122,25 @@ impl Store {
     /// The campaign `id`.
     pub async fn campaign(&self, id: &str) -> Result<Stored, FleetError> {
         let row: Option<CampaignRow> = sqlx::query_as(
-            "SELECT spec, phase, direction, name, reason, accepted_failures, version, created_at, updated_at \
+            "SELECT spec, phase, direction, name, reason, accepted_failures, version, created_at, updated_at, approved \
              FROM campaigns WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
         .await
         .map_err(db("reading a campaign"))?;
-        let Some((spec, phase, direction, _name, reason, accepted, version, created_at, updated_at)) = row
+        let Some((
+            spec,
+            phase,
+            direction,
+            _name,
+            reason,
+            accepted,
+            version,
+            created_at,
+            updated_at,
+            approved,
+        )) = row
         else {
             return Err(FleetError::NotFound(format!(
                 "no campaign `{id}`; `fleet campaign list` lists them"
@@ -165,6 +178,7 @@ impl Store {
             rollback_waves: times("rollback"),
             members,
             accepted_failures: u32::try_from(accepted).unwrap_or(0),
+            approved: approved != 0,
         };
         Ok(Stored { id: id.to_string(), campaign, version, created_at, updated_at })
     }
@@ -203,12 +217,13 @@ impl Store {
         before: &Campaign,
         after: &Campaign,
         sends: &[Send],
+        actor: &str,
     ) -> Result<Option<Vec<Send>>, FleetError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(db("starting to save a campaign"))?;
         let done = sqlx::query(
             "UPDATE campaigns SET phase = $1, direction = $2, reason = $3, accepted_failures = $4, settled = $5, \
-             version = version + 1, updated_at = $6 WHERE id = $7 AND version = $8",
+             version = version + 1, updated_at = $6, approved = $9 WHERE id = $7 AND version = $8",
         )
         .bind(word(&after.phase))
         .bind(word(&after.direction))
@@ -218,11 +233,15 @@ impl Store {
         .bind(now)
         .bind(id)
         .bind(version)
+        .bind(i64::from(after.approved))
         .execute(&mut *tx)
         .await
         .map_err(db("saving a campaign"))?;
         if done.rows_affected() != 1 {
             return Ok(None);
+        }
+        if let Some(kind) = event_kind(before, after) {
+            record_event(&mut tx, id, now, kind, after.reason.as_deref(), actor).await?;
         }
         match (ended(before), ended(after)) {
             (false, true) => {
@@ -379,6 +398,135 @@ impl Store {
             }
         }
         Ok(seen)
+    }
+}
+
+/// What a change from `before` to `after` is called in the timeline, if
+/// it is one (a phase, a direction, an approval).
+fn event_kind(before: &Campaign, after: &Campaign) -> Option<&'static str> {
+    if after.direction == Direction::Rollback && before.direction != Direction::Rollback {
+        return Some(if before.phase == Phase::Running || before.phase == Phase::Paused {
+            if after.reason.as_deref().is_some_and(|r| r.starts_with("aborted")) {
+                "aborted and reverting"
+            } else {
+                "rolling back"
+            }
+        } else {
+            "rolling back"
+        });
+    }
+    if after.approved && !before.approved {
+        return Some("approved");
+    }
+    if after.phase == before.phase {
+        return None;
+    }
+    Some(match (before.phase, after.phase) {
+        (Phase::Paused, Phase::Running) => "resumed",
+        (_, Phase::Paused) => "paused",
+        (_, Phase::Running) => "running",
+        (_, Phase::Completed) => "completed",
+        (_, Phase::Aborted) => "aborted",
+        (_, Phase::RolledBack) => "rolled back",
+    })
+}
+
+/// Appends one line to campaign `id`'s timeline.
+async fn record_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+    at: i64,
+    kind: &str,
+    detail: Option<&str>,
+    actor: &str,
+) -> Result<(), FleetError> {
+    let (last,): (Option<i64>,) =
+        sqlx::query_as("SELECT MAX(seq) FROM campaign_events WHERE campaign_id = $1")
+            .bind(id)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db("reading a campaign's timeline"))?;
+    sqlx::query(
+        "INSERT INTO campaign_events (campaign_id, seq, at, kind, detail, actor) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id)
+    .bind(last.unwrap_or(0) + 1)
+    .bind(at)
+    .bind(kind)
+    .bind(detail)
+    .bind(actor)
+    .execute(&mut **tx)
+    .await
+    .map_err(db("writing a campaign's timeline"))?;
+    Ok(())
+}
+
+/// One line of a campaign's timeline.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TimelineEntry {
+    /// When (unix ms).
+    #[serde(skip)]
+    pub at_ms: i64,
+    /// When (RFC 3339).
+    pub at: String,
+    /// `created`, `wave 0 started`, `paused`, `resumed`, …
+    pub what: String,
+    /// The reason or detail, if any.
+    pub detail: Option<String>,
+    /// Who: `server` for the campaign's own decisions.
+    pub by: String,
+}
+
+impl Store {
+    /// Campaign `id`'s timeline, oldest first: its recorded events and
+    /// its waves' starts and ends.
+    pub async fn timeline(&self, id: &str, c: &Campaign) -> Result<Vec<TimelineEntry>, FleetError> {
+        let rows: Vec<(i64, String, Option<String>, String)> = sqlx::query_as(
+            "SELECT at, kind, detail, actor FROM campaign_events WHERE campaign_id = $1 ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("reading a campaign's timeline"))?;
+        let mut out: Vec<TimelineEntry> = rows
+            .into_iter()
+            .map(|(at, what, detail, by)| TimelineEntry {
+                at_ms: at,
+                at: crate::store::rfc3339(at),
+                what,
+                detail,
+                by,
+            })
+            .collect();
+        let canary = c.spec.canary > 0;
+        let waves = c.waves.iter().enumerate().map(|(i, w)| ("", i, w));
+        let back = c.rollback_waves.iter().enumerate().map(|(i, w)| ("rollback ", i, w));
+        for (kind, i, w) in waves.chain(back) {
+            let n = u32::try_from(i).unwrap_or(u32::MAX);
+            let agents = c
+                .members
+                .iter()
+                .filter(|m| if kind.is_empty() { m.wave == n } else { m.rollback_wave == Some(n) })
+                .count();
+            let name = if kind.is_empty() && i == 0 && canary {
+                "canary".to_string()
+            } else {
+                format!("{kind}wave {i}")
+            };
+            for (at, verb) in [(w.started_at, "started"), (w.done_at, "done")] {
+                if let Some(at) = at {
+                    out.push(TimelineEntry {
+                        at_ms: at,
+                        at: crate::store::rfc3339(at),
+                        what: format!("{name} {verb}"),
+                        detail: (verb == "started").then(|| format!("{agents} agent(s)")),
+                        by: "server".into(),
+                    });
+                }
+            }
+        }
+        out.sort_by_key(|e| e.at_ms);
+        Ok(out)
     }
 }
 

@@ -82,7 +82,7 @@ async fn a_campaign_pins_in_waves_and_a_restart_never_sends_twice() {
     let dir = tempfile::tempdir().expect("campaign test step");
     let (store, url) = open(dir.path()).await;
     let ids = fleet(&store, 5).await;
-    let id = runner::create(&store, &request("1.1.0"), None).await.expect("campaign test step");
+    let id = runner::create(&store, &request("1.1.0"), None, "test").await.expect("campaign test step");
     let c = store.campaign(&id).await.expect("campaign test step").campaign;
     assert_eq!(c.spec.image, format!("{REG}:1.1.0"), "the version resolved in the agents' repository");
     let order: Vec<String> = c.members.iter().map(|m| m.agent.clone()).collect();
@@ -113,7 +113,7 @@ async fn a_campaign_pins_in_waves_and_a_restart_never_sends_twice() {
     assert_eq!(ids.len(), 5);
 
     // Rolled back: every agent goes back to 1.0.0, once each.
-    runner::apply(&store, &id, super::engine::Command::Rollback).await.expect("campaign test step");
+    runner::apply(&store, &id, super::engine::Command::Rollback, "test").await.expect("campaign test step");
     for _ in 0..6 {
         for (i, agent) in order.iter().enumerate() {
             let text = store.desired(agent).await.expect("campaign test step").manifest;
@@ -133,7 +133,7 @@ async fn a_failing_canary_pauses_the_campaign_with_the_agents_reason() {
     let dir = tempfile::tempdir().expect("campaign test step");
     let (store, _) = open(dir.path()).await;
     fleet(&store, 4).await;
-    let id = runner::create(&store, &request("1.1.0"), None).await.expect("campaign test step");
+    let id = runner::create(&store, &request("1.1.0"), None, "test").await.expect("campaign test step");
     let canary = store.campaign(&id).await.expect("campaign test step").campaign.members[0].agent.clone();
     event(&store, &canary, "op-1", "1.1.0", "rolled_back", Some("health: exited with code 4")).await;
     runner::tick(&store).await.expect("campaign test step");
@@ -141,7 +141,8 @@ async fn a_failing_canary_pauses_the_campaign_with_the_agents_reason() {
     assert_eq!(view.summary.state, "paused");
     assert!(view.summary.reason.as_deref().is_some_and(|r| r.contains("exited with code 4")), "{view:?}");
     assert_eq!(view.agent_states.iter().map(|a| a.sends).sum::<i64>(), 1, "nobody else was sent");
-    let err = runner::apply(&store, &id, super::engine::Command::Pause).await.expect_err("already paused");
+    let err =
+        runner::apply(&store, &id, super::engine::Command::Pause, "test").await.expect_err("already paused");
     assert!(err.to_string().contains("only a running one"), "{err}");
 }
 
@@ -152,7 +153,7 @@ async fn creation_refuses_what_it_cannot_do_and_says_why() {
     fleet(&store, 2).await;
     let refuse = |r: Request| {
         let store = store.clone();
-        async move { runner::create(&store, &r, None).await.expect_err("refused").to_string() }
+        async move { runner::create(&store, &r, None, "test").await.expect_err("refused").to_string() }
     };
     let no_target = Request { target: "nope".into(), ..request("1.1.0") };
     assert!(refuse(no_target).await.contains("no agent matches"));
@@ -242,7 +243,7 @@ async fn one_campaign_at_a_time_holds_a_target_even_when_ten_start_at_once() {
     let starts = (0..10).map(|i| {
         let store = store.clone();
         let r = Request { name: Some(format!("c{i}")), ..request("1.1.0") };
-        tokio::spawn(async move { runner::create(&store, &r, None).await })
+        tokio::spawn(async move { runner::create(&store, &r, None, "test").await })
     });
     let mut won = Vec::new();
     for start in starts {
@@ -253,7 +254,7 @@ async fn one_campaign_at_a_time_holds_a_target_even_when_ten_start_at_once() {
     }
     assert_eq!(won.len(), 1, "exactly one of ten campaigns on the same targets starts: {won:?}");
     let first = won[0].clone();
-    let second = runner::create(&store, &request("1.2.0"), None).await.expect_err("held");
+    let second = runner::create(&store, &request("1.2.0"), None, "test").await.expect_err("held");
     assert!(is_conflict(&second), "409: {second}");
     let why = second.to_string();
     assert!(
@@ -265,9 +266,10 @@ async fn one_campaign_at_a_time_holds_a_target_even_when_ten_start_at_once() {
 
     // Once the first ends, the target is free; rolling the first back
     // would now fight the second, so it is refused naming it.
-    runner::apply(&store, &first, super::engine::Command::Abort).await.expect("campaign test step");
-    let next = runner::create(&store, &request("1.2.0"), None).await.expect("free after the abort");
-    let refused = runner::apply(&store, &first, super::engine::Command::Rollback).await.expect_err("held");
+    runner::apply(&store, &first, super::engine::Command::Abort, "test").await.expect("campaign test step");
+    let next = runner::create(&store, &request("1.2.0"), None, "test").await.expect("free after the abort");
+    let refused =
+        runner::apply(&store, &first, super::engine::Command::Rollback, "test").await.expect_err("held");
     assert!(
         is_conflict(&refused) && refused.to_string().contains(&format!("campaign `{next}`")),
         "{refused}"
@@ -342,7 +344,7 @@ async fn a_rollback_leaves_no_agent_on_the_campaigns_image_whatever_its_upgrade_
         deadline: Some("1s".into()),
         ..request("1.1.0")
     };
-    let id = runner::create(&store, &r, None).await.expect("campaign test step");
+    let id = runner::create(&store, &r, None, "test").await.expect("campaign test step");
     let order: Vec<String> = store
         .campaign(&id)
         .await
@@ -370,7 +372,7 @@ async fn a_rollback_leaves_no_agent_on_the_campaigns_image_whatever_its_upgrade_
         .collect();
     assert_eq!(states[1..], ["RolledBack", "Failed", "TimedOut"], "{states:?}");
 
-    runner::apply(&store, &id, super::engine::Command::Rollback).await.expect("campaign test step");
+    runner::apply(&store, &id, super::engine::Command::Rollback, "test").await.expect("campaign test step");
     let view = store.campaign_view(&id).await.expect("campaign test step");
     assert!(all_pinned_to(&store, &order, ":1.0.0").await, "every pinned agent is pinned back: {view:?}");
     assert!(view.still_pinned.is_empty(), "{:?}", view.still_pinned);
@@ -386,16 +388,18 @@ async fn abort_leaves_the_pinned_listed_and_abort_and_revert_brings_them_back() 
     let dir = tempfile::tempdir().expect("campaign test step");
     let (store, _) = open(dir.path()).await;
     fleet(&store, 3).await;
-    let id = runner::create(&store, &request("1.1.0"), None).await.expect("campaign test step");
+    let id = runner::create(&store, &request("1.1.0"), None, "test").await.expect("campaign test step");
     let canary = store.campaign(&id).await.expect("campaign test step").campaign.members[0].agent.clone();
-    runner::apply(&store, &id, super::engine::Command::Abort).await.expect("campaign test step");
+    runner::apply(&store, &id, super::engine::Command::Abort, "test").await.expect("campaign test step");
     let view = store.campaign_view(&id).await.expect("campaign test step");
     assert_eq!(view.still_pinned.len(), 1, "{:?}", view.still_pinned);
     assert_eq!(view.still_pinned[0].agent_id, canary);
     assert!(view.still_pinned[0].why.contains("aborted without revert"), "{}", view.still_pinned[0].why);
 
-    let second = runner::create(&store, &request("1.1.0"), None).await.expect("campaign test step");
-    runner::apply(&store, &second, super::engine::Command::AbortAndRevert).await.expect("campaign test step");
+    let second = runner::create(&store, &request("1.1.0"), None, "test").await.expect("campaign test step");
+    runner::apply(&store, &second, super::engine::Command::AbortAndRevert, "test")
+        .await
+        .expect("campaign test step");
     let view = store.campaign_view(&second).await.expect("campaign test step");
     assert_eq!(view.summary.state, "rolling_back");
     assert!(
@@ -414,4 +418,60 @@ async fn all_pinned_to(store: &Store, agents: &[String], needle: &str) -> bool {
         }
     }
     true
+}
+
+#[tokio::test]
+async fn waves_spread_across_a_label_and_the_timeline_says_who_did_what() {
+    let dir = tempfile::tempdir().expect("campaign test step");
+    let (store, _) = open(dir.path()).await;
+    // Six agents: four in eu, two in us (enrolled with those labels).
+    let mut by_region = Vec::new();
+    for (region, n) in [("eu", 4), ("us", 2)] {
+        let labels =
+            [("env".to_string(), "test".to_string()), ("region".to_string(), region.to_string())].into();
+        let token = store.create_token(3_600_000, 10, labels).await.expect("campaign test step").token;
+        for i in 0..n {
+            let request = EnrolRequest {
+                token: token.clone(),
+                name: format!("{region}{i}"),
+                manifest: manifest("app"),
+            };
+            let id = store.enrol(&request).await.expect("campaign test step").agent_id;
+            report(&store, &id, "1.0.0").await;
+            by_region.push((id, region));
+        }
+    }
+    let region = |agent: &str| by_region.iter().find(|(id, _)| id == agent).map(|(_, r)| *r).unwrap_or("?");
+    let spread = Request { spread_by: Some("region".into()), canary: Some(0), ..request("1.1.0") };
+    let c = runner::plan(&store, &spread).await.expect("campaign test step");
+    let order: Vec<&str> = c.members.iter().map(|m| region(&m.agent)).collect();
+    assert_eq!(order, ["eu", "us", "eu", "us", "eu", "eu"], "round-robin across regions");
+    let waves: Vec<Vec<&str>> = (0..3)
+        .map(|w| c.members.iter().filter(|m| m.wave == w).map(|m| region(&m.agent)).collect())
+        .collect();
+    assert_eq!(waves[0], ["eu", "us"], "the first wave is not one region's outage");
+    let both = Request { shuffle: Some(true), ..spread.clone() };
+    assert!(runner::plan(&store, &both).await.expect_err("both").to_string().contains("not both"));
+    let shuffled = runner::plan(&store, &Request { shuffle: Some(true), ..request("1.1.0") })
+        .await
+        .expect("campaign test step");
+    assert_eq!(shuffled.members.len(), 6);
+
+    // The timeline: created by the test, paused by the server's ratio
+    // with its reason, resumed by the admin.
+    let id = runner::create(&store, &Request { canary: Some(1), ..request("1.1.0") }, None, "ops-alice")
+        .await
+        .expect("campaign test step");
+    let canary = store.campaign(&id).await.expect("campaign test step").campaign.members[0].agent.clone();
+    event(&store, &canary, "op-c", "1.1.0", "rolled_back", Some("health: exited with 4")).await;
+    runner::tick(&store).await.expect("campaign test step");
+    runner::apply(&store, &id, super::engine::Command::Resume, "ops-bob").await.expect("campaign test step");
+    let view = store.campaign_view(&id).await.expect("campaign test step");
+    let lines: Vec<(String, String)> = view.timeline.iter().map(|e| (e.what.clone(), e.by.clone())).collect();
+    let has = |what: &str, by: &str| lines.iter().any(|(w, b)| w == what && b == by);
+    assert!(has("created", "ops-alice") && has("canary started", "server"), "{lines:?}");
+    assert!(has("paused", "server") && has("resumed", "ops-bob"), "{lines:?}");
+    let paused = view.timeline.iter().find(|e| e.what == "paused").and_then(|e| e.detail.clone());
+    assert!(paused.is_some_and(|d| d.contains("canary failed") && d.contains("exited with 4")));
+    assert!(view.timeline.windows(2).all(|w| w[0].at_ms <= w[1].at_ms), "oldest first");
 }

@@ -108,6 +108,9 @@ pub struct CampaignView {
     /// The admin commands that apply now (`pause`, `resume`, `abort`,
     /// `rollback`): what the page offers as buttons.
     pub commands: Vec<Command>,
+    /// What happened, oldest first: created, waves, pauses with their
+    /// reasons, commands and who gave them.
+    pub timeline: Vec<super::store::TimelineEntry>,
 }
 
 /// An agent left pinned to the campaign's image.
@@ -322,6 +325,7 @@ impl Store {
             waves: waves(c),
             agent_states: agents(c, &names, &sends),
             commands: commands(c),
+            timeline: self.timeline(id, c).await?,
         })
     }
 }

@@ -62,8 +62,21 @@ pub(super) struct CampaignFlags {
     #[arg(long, value_name = "DAYS", value_delimiter = ',', requires = "window_hours")]
     window_days: Vec<String>,
     /// The window's fixed UTC offset (`+02:00`).
-    #[arg(long, value_name = "+HH:MM", requires = "window_hours")]
+    #[arg(long, value_name = "+HH:MM", requires = "window_hours", conflicts_with = "time_zone")]
     utc_offset: Option<String>,
+    /// The window's IANA time zone (`Europe/Berlin`): its hours stay local
+    /// across daylight-saving changes.
+    #[arg(long, value_name = "ZONE", requires = "window_hours")]
+    time_zone: Option<String>,
+    /// Spread each wave across the values of this agent label (`region`).
+    #[arg(long, value_name = "LABEL_KEY", conflicts_with = "shuffle")]
+    spread_by: Option<String>,
+    /// Put agents into waves in a random order.
+    #[arg(long)]
+    shuffle: bool,
+    /// Pause after the canary until `fleet campaign resume` approves.
+    #[arg(long)]
+    approve_after_canary: bool,
     /// An agent that has not committed this long after its pin is timed out.
     #[arg(long, value_name = "DURATION", default_value = "10m")]
     deadline: String,
@@ -98,9 +111,19 @@ impl CampaignFlags {
         put("failure_action", json!(self.failure_action));
         put("start_at", json!(self.start_at));
         if let Some(hours) = &self.window_hours {
-            put("window", json!({ "days": self.window_days, "hours": hours, "utc_offset": self.utc_offset }));
+            put(
+                "window",
+                json!({ "days": self.window_days, "hours": hours, "utc_offset": self.utc_offset, "time_zone": self.time_zone }),
+            );
         }
         put("deadline", json!(self.deadline));
+        put("spread_by", json!(self.spread_by));
+        if self.shuffle {
+            put("shuffle", json!(true));
+        }
+        if self.approve_after_canary {
+            put("approve_after_canary", json!(true));
+        }
         if self.no_pin_digest {
             put("pin_digest", json!(false));
         }

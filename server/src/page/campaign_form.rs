@@ -108,6 +108,8 @@ fn agents_fieldset(f: &CampaignForm, c: &Choices, invalid: &str) -> String {
         .collect();
     let labels: BTreeSet<String> =
         c.agents.iter().flat_map(|a| a.labels.iter().map(|(k, v)| format!("{k}={v}"))).collect();
+    let keys: BTreeSet<&str> = c.agents.iter().flat_map(|a| a.labels.keys().map(String::as_str)).collect();
+    let keys: String = keys.iter().map(|k| format!(r#"<option value="{}">"#, escape(k))).collect();
     let labels: String = labels.iter().map(|l| format!(r#"<option value="{}">"#, escape(l))).collect();
     let radio = |value: &str, text: &str| {
         format!(
@@ -119,7 +121,7 @@ fn agents_fieldset(f: &CampaignForm, c: &Choices, invalid: &str) -> String {
     format!(
         r#"<fieldset{mark}><legend>Which agents</legend>
 <p>{by_agents}</p><div class="agent-pick" id="agent-pick">{rows}</div>
-<p>{by_label} {label}<datalist id="labels">{labels}</datalist></p>
+<p>{by_label} {label}<datalist id="labels">{labels}</datalist><datalist id="label-keys">{keys}</datalist></p>
 <p>{by_below} {below} <span class="muted">(agents whose target runs a lower version)</span></p></fieldset>"#,
         by_agents = radio("agents", "These agents:"),
         by_label = radio("label", "Agents with the label"),
@@ -174,6 +176,14 @@ fn target_fieldset(f: &CampaignForm, c: &Choices, invalid: &str) -> String {
 }
 
 fn waves_fieldset(f: &CampaignForm, invalid: &str) -> String {
+    let orders: String =
+        [("name", "by agent name"), ("shuffle", "shuffled"), ("spread", "spread across a label")]
+            .iter()
+            .map(|(v, t)| {
+                let on = if f.order == *v { " selected" } else { "" };
+                format!(r#"<option value="{v}"{on}>{t}</option>"#)
+            })
+            .collect();
     let actions: String = [("pause", "pause"), ("rollback", "roll back"), ("continue", "continue")]
         .iter()
         .map(|(v, t)| {
@@ -189,13 +199,19 @@ fn waves_fieldset(f: &CampaignForm, invalid: &str) -> String {
 <label>Monitor window {monitor}</label>
 <label>Max failure ratio (0–1) {ratio}</label>
 <label>On failure <select name="failure_action" id="f-failure_action">{actions}</select></label>
-<label>Report deadline {deadline}</label></div></fieldset>"#,
+<label>Report deadline {deadline}</label>
+<label>Wave order <select name="order" id="f-order">{orders}</select></label>
+<label>Spread across label {spread}</label></div>
+<p><label><input type="checkbox" name="approve_after_canary" value="yes" id="f-approve_after_canary"{approve}> Wait for my approval after the canary</label></p></fieldset>"#,
         canary = input("canary", &f.canary, invalid, r#"inputmode="numeric""#),
         batch = input("batch", &f.batch, invalid, r#"placeholder="2 or 25%""#),
         delay = input("delay", &f.delay, invalid, r#"placeholder="1m""#),
         monitor = input("monitor", &f.monitor, invalid, r#"placeholder="5m""#),
         ratio = input("max_failure_ratio", &f.max_failure_ratio, invalid, r#"inputmode="decimal""#),
         deadline = input("deadline", &f.deadline, invalid, r#"placeholder="10m""#),
+        orders = orders,
+        spread = input("spread_by", &f.spread_by, invalid, r#"placeholder="region" list="label-keys""#),
+        approve = checked(f.approve_after_canary == "yes"),
     )
 }
 
@@ -214,11 +230,16 @@ fn schedule_fieldset(f: &CampaignForm, invalid: &str) -> String {
         r#"<fieldset><legend>Schedule (optional)</legend><div class="grid">
 <label>Start at (RFC 3339) {start}</label>
 <label>Window hours {hours}</label>
-<label>UTC offset {offset}</label></div>
+<label>Time zone (IANA name or offset) {offset}</label></div>
 <p{mark}>Window days (none ticked: every day): {days}</p></fieldset>"#,
         start = input("start_at", &f.start_at, invalid, r#"placeholder="2026-02-01T22:00:00Z""#),
         hours = input("window_hours", &f.window_hours, invalid, r#"placeholder="22:00-04:00""#),
-        offset = input("utc_offset", &f.utc_offset, invalid, r#"placeholder="+02:00""#),
+        offset = input(
+            "time_zone",
+            if f.time_zone.is_empty() { &f.utc_offset } else { &f.time_zone },
+            invalid,
+            r#"placeholder="Europe/Berlin or +02:00""#
+        ),
     )
 }
 
@@ -361,7 +382,14 @@ pub async fn submit(
     };
     let print = fingerprint(&request);
     if f.action == "start" && f.previewed == print {
-        return match runner::create(&state.store, &request, state.registry.as_ref()).await {
+        return match runner::create(
+            &state.store,
+            &request,
+            state.registry.as_ref(),
+            crate::campaign::api::ADMIN_PAGE,
+        )
+        .await
+        {
             Ok(id) => {
                 tracing::info!(campaign = %id, "campaign created from the page");
                 Ok(Redirect::to(&format!("/campaigns/{}", urlencode(&id))).into_response())

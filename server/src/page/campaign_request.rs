@@ -50,6 +50,14 @@ pub struct CampaignForm {
     pub window_hours: String,
     /// `+HH:MM`.
     pub utc_offset: String,
+    /// An IANA time zone (`Europe/Berlin`), or an offset (`+02:00`).
+    pub time_zone: String,
+    /// `name`, `shuffle` or `spread`.
+    pub order: String,
+    /// The label key waves spread across (with `order=spread`).
+    pub spread_by: String,
+    /// `yes` when ticked.
+    pub approve_after_canary: String,
     /// The session's CSRF token.
     pub csrf: Option<String>,
     /// `preview` or `start`.
@@ -82,6 +90,10 @@ impl Default for CampaignForm {
             window_days: Vec::new(),
             window_hours: String::new(),
             utc_offset: String::new(),
+            time_zone: String::new(),
+            order: "name".into(),
+            spread_by: String::new(),
+            approve_after_canary: String::new(),
             csrf: None,
             action: String::new(),
             previewed: String::new(),
@@ -133,6 +145,10 @@ impl CampaignForm {
                 "start_at" => &mut f.start_at,
                 "window_hours" => &mut f.window_hours,
                 "utc_offset" => &mut f.utc_offset,
+                "time_zone" => &mut f.time_zone,
+                "order" => &mut f.order,
+                "spread_by" => &mut f.spread_by,
+                "approve_after_canary" => &mut f.approve_after_canary,
                 "action" => &mut f.action,
                 "previewed" => &mut f.previewed,
                 _ => continue,
@@ -206,15 +222,34 @@ impl CampaignForm {
             other => return Err(format!("failure_action `{other}`: expected pause, rollback or continue")),
         };
         r.start_at = optional(&self.start_at);
-        r.window = match (optional(&self.window_hours), self.window_days.is_empty(), optional(&self.utc_offset)) {
-            (None, true, None) => None,
+        // One field takes a zone name or an offset; `utc_offset` is still
+        // read from older forms.
+        let (utc_offset, time_zone) = match optional(&self.time_zone) {
+            Some(z) if z.starts_with(['+', '-']) => (Some(z), None),
+            Some(z) => (optional(&self.utc_offset), Some(z)),
+            None => (optional(&self.utc_offset), None),
+        };
+        r.window = match (optional(&self.window_hours), self.window_days.is_empty(), utc_offset.is_some() || time_zone.is_some()) {
+            (None, true, false) => None,
             (None, _, _) => {
-                return Err("window.hours: required for a maintenance window, as HH:MM-HH:MM (leave the days and the offset empty for none)".into())
+                return Err("window.hours: required for a maintenance window, as HH:MM-HH:MM (leave the days and the time zone empty for none)".into())
             }
-            (Some(hours), _, utc_offset) => {
-                Some(WindowRequest { days: self.window_days.clone(), hours, utc_offset })
+            (Some(hours), _, _) => {
+                Some(WindowRequest { days: self.window_days.clone(), hours, utc_offset, time_zone })
             }
         };
+        match self.order.trim() {
+            "" | "name" => {}
+            "shuffle" => r.shuffle = Some(true),
+            "spread" => {
+                r.spread_by = Some(
+                    optional(&self.spread_by)
+                        .ok_or("spread_by: required to spread waves, as a label key (region)")?,
+                )
+            }
+            other => return Err(format!("order `{other}`: expected name, shuffle or spread")),
+        }
+        r.approve_after_canary = (self.approve_after_canary == "yes").then_some(true);
         Ok(r)
     }
 }
@@ -231,7 +266,7 @@ pub fn field_of(message: &str) -> &str {
     match word {
         "window.hours" => "window_hours",
         "window.days" => "window_days",
-        "window.utc_offset" => "utc_offset",
+        "window.utc_offset" | "window.time_zone" | "window:" => "time_zone",
         "give" if message.contains("image") => "by",
         "give" => "selection",
         other => other,

@@ -291,7 +291,7 @@ async fn the_campaign_page_reads_without_javascript_escapes_agent_names_and_its_
         canary: Some(1),
         ..Default::default()
     };
-    let id = crate::campaign::runner::create(&p.store, &request, None).await.expect("page test step");
+    let id = crate::campaign::runner::create(&p.store, &request, None, "test").await.expect("page test step");
     let path = format!("/campaigns/{id}");
 
     // Server-rendered: state, waves and every agent's state are in the

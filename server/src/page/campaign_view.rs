@@ -22,7 +22,7 @@ use super::PageError;
 use crate::campaign::api::command_named;
 use crate::campaign::engine::{AgentState, Command, RollbackState};
 use crate::campaign::runner;
-use crate::campaign::spec::{Batch, FailureAction, Selection, Spec};
+use crate::campaign::spec::{Batch, FailureAction, Order, Selection, Spec};
 use crate::campaign::view::{self, AgentView, CampaignSummary, CampaignView, WaveView};
 use crate::state::FleetState;
 use crate::store::rfc3339;
@@ -34,6 +34,10 @@ pub struct ViewQuery {
     /// `json` for the live cells.
     #[serde(default)]
     format: String,
+    /// Only agents in this state (`failed`, `rolled_back`, …, or
+    /// `failures` for all three kinds); empty for all, failures first.
+    #[serde(default)]
+    state: String,
 }
 
 /// The command forms' fields.
@@ -279,9 +283,10 @@ pub fn cells(v: &CampaignView, csrf: &str) -> Vec<Cell> {
     cells
 }
 
-/// The rows' keys: waves, then agents.
-fn rows(v: &CampaignView) -> Vec<String> {
-    v.waves.iter().map(wave_key).chain(v.agent_states.iter().map(agent_key)).collect()
+/// The rows' keys: waves, then the agents the state filter shows.
+fn rows(v: &CampaignView, state_filter: &str) -> Vec<String> {
+    let agents = v.agent_states.iter().filter(|a| state_passes(a, state_filter)).map(agent_key);
+    v.waves.iter().map(wave_key).chain(agents).collect()
 }
 
 /// Which agents, in words.
@@ -308,6 +313,14 @@ fn failure_action_text(a: FailureAction) -> &'static str {
     }
 }
 
+fn order_text(order: &Order) -> String {
+    match order {
+        Order::Name => "by agent name".into(),
+        Order::Shuffle => "shuffled".into(),
+        Order::SpreadBy(key) => format!("spread across label {key}"),
+    }
+}
+
 fn schedule_text(spec: &Spec) -> String {
     const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
     let start = spec.start_at.map(|t| format!("from {}", rfc3339(t)));
@@ -316,7 +329,15 @@ fn schedule_text(spec: &Spec) -> String {
         let days = if days.is_empty() { "every day".to_string() } else { days.join(", ") };
         let hm = |m: i64| format!("{:02}:{:02}", m / 60, m % 60);
         let sign = if w.offset_minutes < 0 { '-' } else { '+' };
-        format!("{days} {}-{} at UTC{sign}{}", hm(w.from_minute), hm(w.to_minute), hm(w.offset_minutes.abs()))
+        match &w.time_zone {
+            Some(zone) => format!("{days} {}-{} {zone}", hm(w.from_minute), hm(w.to_minute)),
+            None => format!(
+                "{days} {}-{} at UTC{sign}{}",
+                hm(w.from_minute),
+                hm(w.to_minute),
+                hm(w.offset_minutes.abs())
+            ),
+        }
     });
     match [start, window].into_iter().flatten().collect::<Vec<_>>() {
         v if v.is_empty() => "at once, any time".into(),
@@ -338,6 +359,11 @@ pub fn settings_rows(spec: &Spec) -> String {
         ("On failure", failure_action_text(spec.failure_action).to_string()),
         ("Report deadline", duration(spec.deadline_ms)),
         ("Schedule", schedule_text(spec)),
+        ("Wave order", order_text(&spec.order)),
+        (
+            "After the canary",
+            if spec.approve_after_canary { "wait for an admin's approval" } else { "go on" }.to_string(),
+        ),
     ];
     rows.iter().map(|(k, v)| format!("<tr><th>{k}</th><td>{}</td></tr>", escape(v))).collect()
 }
@@ -375,7 +401,89 @@ pub fn wave_name(kind: &str, wave: u32, canary: bool) -> String {
     }
 }
 
+/// `repo:tag@sha256:0123456789ab…` with the whole reference on hover (and
+/// in the copy buffer: the text is the full value, the display is cut by
+/// CSS-free truncation here, so the title carries it).
+pub fn short_image(image: &str) -> String {
+    match image.split_once("@sha256:") {
+        Some((name, hex)) if hex.len() > 12 => format!(
+            r#"<code title="{full}" data-copy="{full}">{name}@sha256:{short}…</code>"#,
+            full = escape(image),
+            name = escape(name),
+            short = escape(&hex[..12]),
+        ),
+        _ => format!("<code>{}</code>", escape(image)),
+    }
+}
+
+/// Where an agent state sorts on the campaign page: failures first.
+fn failures_first(s: AgentState) -> u8 {
+    match s {
+        AgentState::Failed | AgentState::RolledBack | AgentState::TimedOut => 0,
+        AgentState::Sent | AgentState::Upgrading => 1,
+        AgentState::Pending => 2,
+        AgentState::Succeeded => 3,
+    }
+}
+
+/// Whether agent `a` passes the page's state filter.
+fn state_passes(a: &AgentView, filter: &str) -> bool {
+    match filter {
+        "" | "all" => true,
+        "failures" => a.state.failure(),
+        other => agent_state(a.state) == other,
+    }
+}
+
+/// The state filter's links: All · Failures (n) · one per state present.
+fn state_filter_html(v: &CampaignView, current: &str) -> String {
+    let id = escape(&urlencode(&v.summary.id));
+    let link = |value: &str, text: String| {
+        let on = if current == value || (current.is_empty() && value == "all") {
+            r#" class="current""#
+        } else {
+            ""
+        };
+        format!(r#"<a href="/campaigns/{id}?state={value}"{on}>{}</a>"#, escape(&text))
+    };
+    let failures = v.agent_states.iter().filter(|a| a.state.failure()).count();
+    let mut parts = vec![link("all", format!("All ({})", v.agent_states.len()))];
+    if failures > 0 {
+        parts.push(link("failures", format!("Failures ({failures})")));
+    }
+    for s in STATE_ORDER {
+        let n = v.agent_states.iter().filter(|a| agent_state(a.state) == s).count();
+        if n > 0 {
+            parts.push(link(s, format!("{} ({n})", s.replace('_', " "))));
+        }
+    }
+    format!(r#"<p class="state-filter" id="state-filter">Show: {}</p>"#, parts.join(" · "))
+}
+
+fn timeline_html(v: &CampaignView) -> String {
+    let rows: String = v
+        .timeline
+        .iter()
+        .map(|e| {
+            format!(
+                r#"<tr><td class="time">{}</td><td>{}</td><td class="reason">{}</td><td>{}</td></tr>"#,
+                escape(&e.at),
+                escape(&e.what),
+                escape(e.detail.as_deref().unwrap_or("")),
+                escape(&e.by)
+            )
+        })
+        .collect();
+    format!(
+        r#"<table class="timeline" id="timeline"><thead><tr><th>When (UTC)</th><th>What</th><th>Detail</th><th>By</th></tr></thead><tbody>{rows}</tbody></table>"#
+    )
+}
+
 fn render(v: &CampaignView, csrf: &str, error: Option<&str>) -> String {
+    render_filtered(v, csrf, error, "")
+}
+
+fn render_filtered(v: &CampaignView, csrf: &str, error: Option<&str>, state_filter: &str) -> String {
     let s = &v.summary;
     let all = cells(v, csrf);
     let cell = |id: &str| all.iter().find(|c| c.id == id).cloned();
@@ -398,21 +506,23 @@ fn render(v: &CampaignView, csrf: &str, error: Option<&str>) -> String {
             )
         })
         .collect();
-    let agents: String = v
-        .agent_states
+    let mut shown: Vec<&AgentView> =
+        v.agent_states.iter().filter(|a| state_passes(a, state_filter)).collect();
+    shown.sort_by_key(|a| failures_first(a.state));
+    let agents: String = shown
         .iter()
         .map(|a| {
             let key = agent_key(a);
             let f = |field: &str| td(&format!("{key}:{field}"));
             format!(
-                r#"<tr data-row="{k}"><td class="name"><a href="/agents/{id_url}">{name}</a></td><td>{wave}</td>{state}{reason}<td><code>{previous}</code></td>{sent}{committed}{rollback}{sends}</tr>"#,
+                r#"<tr data-row="{k}"><td class="name"><a href="/agents/{id_url}">{name}</a></td><td>{wave}</td>{state}{reason}<td>{previous}</td>{sent}{committed}{rollback}{sends}</tr>"#,
                 k = escape(&key),
                 id_url = escape(&urlencode(&a.agent_id)),
                 name = escape(if a.name.is_empty() { &a.agent_id } else { &a.name }),
                 wave = escape(&wave_name("upgrade", a.wave, canary)),
                 state = f("state"),
                 reason = f("reason"),
-                previous = escape(a.previous_image.as_deref().unwrap_or("")),
+                previous = short_image(a.previous_image.as_deref().unwrap_or("")),
                 sent = f("sent"),
                 committed = f("committed"),
                 rollback = f("rollback"),
@@ -433,7 +543,10 @@ fn render(v: &CampaignView, csrf: &str, error: Option<&str>) -> String {
 <h2>Waves</h2>
 <table class="waves" id="waves"><thead><tr><th>Wave</th><th>Agents</th><th>Which</th><th>Started</th><th>Done</th><th>Progress</th></tr></thead><tbody>{waves}</tbody></table>
 <h2>Agents</h2>
+{filter}
 <table class="campaign-agents" id="campaign-agents"><thead><tr><th>Agent</th><th>Wave</th><th>State</th><th>Reason</th><th>Previous image</th><th>Sent</th><th>Committed</th><th>Rollback</th><th>Sends</th></tr></thead><tbody>{agents}</tbody></table>
+<h2>Timeline</h2>
+{timeline}
 <h2>Settings</h2>
 <table class="facts"><tr><th>Name</th><td id="campaign-name">{name}</td></tr>{settings}
 <tr><th>Failures</th>{failures}</tr><tr><th>Created</th><td>{created}</td></tr><tr><th>Updated</th>{updated}</tr></table>"#,
@@ -442,6 +555,8 @@ fn render(v: &CampaignView, csrf: &str, error: Option<&str>) -> String {
         counts = element("c:counts", "span"),
         reason = element("c:reason", "p"),
         actions = element("c:actions", "div"),
+        filter = state_filter_html(v, state_filter),
+        timeline = timeline_html(v),
         rollbacks = element("c:rollbacks", "p"),
         pinned = element("c:pinned", "div"),
         name = escape(&s.name),
@@ -461,10 +576,27 @@ pub async fn campaign(
     Query(q): Query<ViewQuery>,
 ) -> Result<Response, PageError> {
     let v = state.store.campaign_view(&id).await?;
-    if q.format == "json" {
-        return Ok(Json(Live::new(rows(&v), cells(&v, &session.csrf))).into_response());
+    let filter = q.state.trim();
+    let known = ["", "all", "failures"].contains(&filter) || STATE_ORDER.contains(&filter);
+    if !known {
+        return Err(FleetError::Invalid(format!(
+            "state `{filter}`: expected all, failures, or one of {}",
+            STATE_ORDER.join(", ")
+        ))
+        .into());
     }
-    Ok(Html(render(&v, &session.csrf, None)).into_response())
+    if q.format == "json" {
+        // Only the rows on screen: a filtered page of a big campaign
+        // refreshes what it shows, not every agent.
+        let shown = rows(&v, filter);
+        let keep: std::collections::HashSet<&str> = shown.iter().map(String::as_str).collect();
+        let cells = cells(&v, &session.csrf).into_iter().filter(|c| {
+            c.id.starts_with("c:") || c.id.rsplit_once(':').is_some_and(|(row, _)| keep.contains(row))
+        });
+        let cells: Vec<Cell> = cells.collect();
+        return Ok(Json(Live::new(shown, cells)).into_response());
+    }
+    Ok(Html(render_filtered(&v, &session.csrf, None, filter)).into_response())
 }
 
 /// `POST /campaigns/{id}/{command}`: the command through the same runner
@@ -483,7 +615,7 @@ pub async fn command(
         let v = state.store.campaign_view(&id).await?;
         return Ok(Html(confirm_page(&v, cmd, &session.csrf)).into_response());
     }
-    match runner::apply(&state.store, &id, cmd).await {
+    match runner::apply(&state.store, &id, cmd, crate::campaign::api::ADMIN_PAGE).await {
         Ok(()) => {
             tracing::info!(campaign = %id, command = word, "campaign command from the page");
             Ok(Redirect::to(&format!("/campaigns/{}", urlencode(&id))).into_response())
@@ -655,10 +787,17 @@ mod tests {
             start_at,
             window,
             deadline_ms: 600_000,
+            order: Order::Name,
+            approve_after_canary: false,
         };
         assert_eq!(schedule_text(&spec(None, None)), "at once, any time");
-        let window =
-            Window { days: vec![0, 4], from_minute: 22 * 60, to_minute: 4 * 60, offset_minutes: -150 };
+        let window = Window {
+            days: vec![0, 4],
+            from_minute: 22 * 60,
+            to_minute: 4 * 60,
+            offset_minutes: -150,
+            time_zone: None,
+        };
         assert_eq!(
             schedule_text(&spec(Some(1_767_312_000_000), Some(window))),
             "from 2026-01-02T00:00:00Z; mon, fri 22:00-04:00 at UTC-02:30"
