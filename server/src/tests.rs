@@ -48,13 +48,23 @@ pub(crate) async fn database(dir: &std::path::Path) -> String {
 /// Serves the fleet API and page over `store` on a loopback port, with
 /// `admin` as the admin token, for the rest of the test; its base URL.
 pub(crate) async fn serve_in_process(store: &Store, admin: &str) -> String {
+    serve_with_registry(store, admin, None).await
+}
+
+/// [`serve_in_process`] with the server's registry access (what pins a
+/// campaign's image by digest) set to `registry`.
+pub(crate) async fn serve_with_registry(
+    store: &Store,
+    admin: &str,
+    registry: Option<crate::versions::CheckerConfig>,
+) -> String {
     let state = crate::state::FleetState {
         store: store.clone(),
         admin_token: Arc::from(admin),
         offline_after: 3,
         new_repository: Arc::default(),
         page: Default::default(),
-        registry: None,
+        registry,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("fleet test step");
     let base = format!("http://{}", listener.local_addr().expect("fleet test step"));

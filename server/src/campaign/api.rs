@@ -50,7 +50,12 @@ async fn preview(State(state): State<FleetState>, _: Admin, body: Bytes) -> Resu
     let request: Request = json(&body, WHAT)?;
     let c = runner::plan(&state.store, &request).await?;
     let names = state.store.agent_names().await?;
-    Ok(Json(view::preview(&c, &names)).into_response())
+    let mut p = view::preview(&c, &names);
+    match runner::pinned_image(&c, &request, state.registry.as_ref()).await {
+        Ok(image) => p.pins = Some(image),
+        Err(e) => p.pin_error = Some(e.to_string()),
+    }
+    Ok(Json(p).into_response())
 }
 
 async fn list(State(state): State<FleetState>, _: Admin) -> Result<Response, FleetError> {

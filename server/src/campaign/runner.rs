@@ -175,9 +175,7 @@ pub async fn create(
     actor: &str,
 ) -> Result<String, FleetError> {
     let mut campaign = plan(store, request).await?;
-    if let (Some(access), true) = (registry, request.pin_digest.unwrap_or(true)) {
-        campaign.spec.image = pin_digest(&campaign.spec.image, access).await?;
-    }
+    campaign.spec.image = pinned_image(&campaign, request, registry).await?;
     let id = store.create_campaign(&campaign, actor).await?;
     tracing::info!(campaign = %id, agents = campaign.members.len(), image = %campaign.spec.image, "campaign created");
     advance(store, &id).await?;
@@ -354,6 +352,20 @@ fn previous_of(t: &TargetView) -> Option<String> {
     }
 }
 
+/// The image Start pins for `campaign`: its image at the digest the
+/// registry gives now (`repo:tag@sha256:…`), unless the request says
+/// `pin_digest: false` or the server has no registry access configured.
+pub async fn pinned_image(
+    campaign: &Campaign,
+    request: &Request,
+    registry: Option<&CheckerConfig>,
+) -> Result<String, FleetError> {
+    match (registry, request.pin_digest.unwrap_or(true)) {
+        (Some(access), true) => pin_digest(&campaign.spec.image, access).await,
+        _ => Ok(campaign.spec.image.clone()),
+    }
+}
+
 /// `repository:version`, the repository being the one every selected
 /// agent's target runs.
 fn image_for_version(members: &[Member], version: &str) -> Result<String, FleetError> {
@@ -379,7 +391,7 @@ fn image_for_version(members: &[Member], version: &str) -> Result<String, FleetE
 }
 
 /// `image` without its tag or digest.
-fn repository(image: &str) -> String {
+pub fn repository(image: &str) -> String {
     let image = image.split('@').next().unwrap_or(image);
     match image.rfind(':') {
         Some(colon) if colon > image.rfind('/').unwrap_or(0) => image[..colon].to_string(),

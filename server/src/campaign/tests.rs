@@ -205,6 +205,11 @@ async fn the_api_creates_previews_lists_shows_and_refuses_with_reasons() {
         Some(2),
         "the canary, then 50% of 3 rounded up: {preview}"
     );
+    assert_eq!(
+        preview["pins"],
+        format!("{REG}:1.1.0"),
+        "no registry access here: the tag is what a start pins"
+    );
     let (status, created) = call(Method::POST, "", Some(body)).await;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().expect("campaign test step").to_string();

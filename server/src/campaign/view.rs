@@ -138,6 +138,13 @@ pub struct Preview {
     pub agents: Vec<AgentView>,
     /// Its waves.
     pub waves: Vec<WaveView>,
+    /// What a start now pins: the image at the digest its registry gives
+    /// (the API's preview fills it in).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pins: Option<String>,
+    /// Why that digest is unknown (the registry cannot be read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin_error: Option<String>,
 }
 
 /// The preview of planned campaign `c`.
@@ -147,6 +154,8 @@ pub fn preview(c: &Campaign, names: &HashMap<String, String>) -> Preview {
         image: c.spec.image.clone(),
         agents: agents(c, names, &HashMap::new()),
         waves: waves(c),
+        pins: None,
+        pin_error: None,
     }
 }
 

@@ -44,6 +44,8 @@ pub struct Choices {
     pub agents: Vec<AgentSummary>,
     /// Repository → its version tags, newest first.
     pub tags: BTreeMap<String, Vec<String>>,
+    /// Repository → why its registry could not be read, last time.
+    pub errors: BTreeMap<String, String>,
 }
 
 impl Choices {
@@ -51,10 +53,10 @@ impl Choices {
         let mut agents = state.store.agents(&Filter::default(), state.offline_after).await?;
         agents.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
         let known = state.store.tags_by_repository().await?;
-        let tags = state
-            .store
-            .repositories()
-            .await?
+        let repositories = state.store.repositories().await?;
+        let errors =
+            repositories.iter().filter_map(|r| Some((r.repository.clone(), r.error.clone()?))).collect();
+        let tags = repositories
             .into_iter()
             .map(|r| {
                 let mut versions: Vec<TagVersion<'_>> = known
@@ -70,7 +72,7 @@ impl Choices {
                 (r.repository, tags)
             })
             .collect();
-        Ok(Self { agents, tags })
+        Ok(Self { agents, tags, errors })
     }
 }
 
@@ -135,6 +137,45 @@ fn target_fieldset(f: &CampaignForm, c: &Choices, invalid: &str) -> String {
     let targets: BTreeSet<&str> =
         c.agents.iter().flat_map(|a| a.targets.iter().map(|t| t.target.as_str())).collect();
     let targets: String = targets.iter().map(|t| format!(r#"<option value="{}">"#, escape(t))).collect();
+    // The newest version each repository's agents run: a tag below it is
+    // a downgrade for those agents.
+    let mut running: BTreeMap<String, (TagVersion<'_>, usize)> = BTreeMap::new();
+    for t in c.agents.iter().flat_map(|a| a.targets.iter()) {
+        let (Some(image), Some(v)) = (&t.image, t.version.as_deref().and_then(TagVersion::parse)) else {
+            continue;
+        };
+        let slot = running.entry(runner::repository(image)).or_insert((v.clone(), 0));
+        if (&v.version, v.revision) > (&slot.0.version, slot.0.revision) {
+            *slot = (v, 0);
+        }
+    }
+    for t in c.agents.iter().flat_map(|a| a.targets.iter()) {
+        let (Some(image), Some(v)) = (&t.image, t.version.as_deref().and_then(TagVersion::parse)) else {
+            continue;
+        };
+        if let Some(slot) = running.get_mut(&runner::repository(image)) {
+            if (&v.version, v.revision) == (&slot.0.version, slot.0.revision) {
+                slot.1 += 1;
+            }
+        }
+    }
+    let mark = |repo: &str, tag: &str| -> String {
+        let Some(v) = TagVersion::parse(tag) else { return String::new() };
+        let mut marks = Vec::new();
+        if !v.version.pre.is_empty() {
+            marks.push("pre-release".to_string());
+        }
+        if let Some((newest, n)) = running.get(repo) {
+            if (&v.version, v.revision) < (&newest.version, newest.revision) {
+                marks.push(format!("downgrade: {n} agent(s) run {}", newest.tag));
+            }
+        }
+        if marks.is_empty() {
+            String::new()
+        } else {
+            format!(" · {}", marks.join(" · "))
+        }
+    };
     let groups: String = c
         .tags
         .iter()
@@ -144,7 +185,7 @@ fn target_fieldset(f: &CampaignForm, c: &Choices, invalid: &str) -> String {
                 .iter()
                 .map(|t| {
                     let on = if *t == f.version { " selected" } else { "" };
-                    format!(r#"<option value="{0}"{on}>{0}</option>"#, escape(t))
+                    format!(r#"<option value="{0}"{on}>{0}{1}</option>"#, escape(t), escape(&mark(repo, t)))
                 })
                 .collect();
             format!(r#"<optgroup label="{}">{options}</optgroup>"#, escape(repo))
@@ -166,12 +207,15 @@ fn target_fieldset(f: &CampaignForm, c: &Choices, invalid: &str) -> String {
         r#"<fieldset><legend>Target and version</legend>
 <p><label>Target {target}</label><datalist id="targets">{targets}</datalist> <span class="muted">(the manifest's target or a container name; <code>*</code> matches any characters)</span></p>
 <p>{by_version} <select name="version" id="f-version"{version_mark}><option value="">— a tag the registry has —</option>{groups}</select> {none}</p>
-<p>{by_image} {image}</p></fieldset>"#,
+<p>{by_image} {image}</p>{unreachable}
+<p><input type="hidden" name="pin_digest_shown" value="1"><label><input type="checkbox" name="pin_digest" value="yes" id="f-pin_digest"{pin}> Pin by digest: every agent gets the exact image the registry gives at the start (untick to hand agents the tag when the server cannot reach the registry)</label></p></fieldset>"#,
         target = input("target", &f.target, invalid, r#"list="targets" class="pin-image" required"#),
         by_version = radio("version", "Version"),
         version_mark = mark("version"),
         by_image = radio("image", "Image"),
         image = input("image", &f.image, invalid, r#"placeholder="registry/repo:tag" class="pin-image""#),
+        pin = checked(f.pin_digest == "yes"),
+        unreachable = unreachable_html(c),
     )
 }
 
@@ -243,7 +287,34 @@ fn schedule_fieldset(f: &CampaignForm, invalid: &str) -> String {
     )
 }
 
-fn preview_html(p: &Preview) -> String {
+/// The repositories whose registry the server could not read, and why.
+fn unreachable_html(c: &Choices) -> String {
+    if c.errors.is_empty() {
+        return String::new();
+    }
+    let items: String = c
+        .errors
+        .iter()
+        .map(|(repo, why)| format!("<li><code>{}</code>: {}</li>", escape(repo), escape(why)))
+        .collect();
+    format!(
+        r#"<div class="warning" id="registry-errors">Versions unknown: the server could not reach the registry of <ul>{items}</ul>See <a href="/repositories">Repositories</a>.</div>"#
+    )
+}
+
+fn preview_html(p: &Preview, pin: &Result<String, String>) -> String {
+    let pin = match pin {
+        Ok(image) => format!(
+            r#"<p>Start pins <code id="preview-pin">{}</code>{}.</p><input type="hidden" name="previewed_image" value="{}">"#,
+            escape(image),
+            if image.contains('@') { " (the digest the registry gives now)" } else { "" },
+            escape(image)
+        ),
+        Err(why) => format!(
+            r#"<p class="error" id="preview-pin">The digest Start would pin is unknown: registry unreachable ({}). Start is refused while the registry cannot be read; untick “Pin by digest” to hand agents the tag.</p>"#,
+            escape(why)
+        ),
+    };
     let canary = p.spec.canary > 0;
     let rows: String = p
         .waves
@@ -272,7 +343,7 @@ fn preview_html(p: &Preview) -> String {
         .collect();
     format!(
         r#"<section class="preview" id="preview-result"><h2>Preview</h2>
-<p>Pins <code id="preview-image">{image}</code> on {agents} agent(s) in {waves} wave(s); nothing is sent until you start it.</p>
+<p>Pins <code id="preview-image">{image}</code> on {agents} agent(s) in {waves} wave(s); nothing is sent until you start it.</p>{pin}
 <table class="waves" id="preview-waves"><thead><tr><th>Wave</th><th>Agents</th><th>Which</th></tr></thead><tbody>{rows}</tbody></table>
 <details><summary>Settings and agents</summary><table class="facts">{settings}</table>
 <table><thead><tr><th>Agent</th><th>Target</th><th>Now runs</th></tr></thead><tbody>{targets}</tbody></table></details></section>"#,
@@ -290,15 +361,15 @@ pub fn render(
     c: &Choices,
     csrf: &str,
     error: Option<&str>,
-    preview: Option<(&Preview, &str)>,
+    preview: Option<(&Preview, &str, &Result<String, String>)>,
 ) -> String {
     let invalid = error.map(field_of).unwrap_or("");
     let error = error
         .map(|e| format!(r#"<p class="error" id="form-error" role="alert">{}</p>"#, escape(e)))
         .unwrap_or_default();
     let (preview, start) = match preview {
-        Some((p, print)) => (
-            preview_html(p),
+        Some((p, print, pin)) => (
+            preview_html(p, pin),
             format!(
                 r#"<input type="hidden" name="previewed" value="{}"> <button type="submit" name="action" value="start" id="start-campaign" class="primary">Start campaign</button>"#,
                 escape(print)
@@ -382,6 +453,13 @@ pub async fn submit(
     };
     let print = fingerprint(&request);
     if f.action == "start" && f.previewed == print {
+        // Start pins exactly what the preview showed, even if the tag
+        // moved since.
+        let mut request = request;
+        if request.pin_digest != Some(false) && f.previewed_image.contains("@sha256:") {
+            request.image = Some(f.previewed_image.trim().to_string());
+            request.version = None;
+        }
         return match runner::create(
             &state.store,
             &request,
@@ -400,9 +478,12 @@ pub async fn submit(
     match runner::plan(&state.store, &request).await {
         Ok(planned) => {
             let p = view::preview(&planned, &state.store.agent_names().await?);
+            let pin = runner::pinned_image(&planned, &request, state.registry.as_ref())
+                .await
+                .map_err(|e| e.to_string());
             let note = (f.action == "start")
                 .then_some("The settings changed since the preview: check these waves, then start.");
-            Ok(Html(render(&f, &choices, csrf, note, Some((&p, &print)))).into_response())
+            Ok(Html(render(&f, &choices, csrf, note, Some((&p, &print, &pin)))).into_response())
         }
         Err(e) => api_refusal(&f, &choices, csrf, e),
     }
@@ -414,6 +495,9 @@ fn api_refusal(f: &CampaignForm, c: &Choices, csrf: &str, e: FleetError) -> Resu
     match e {
         FleetError::Invalid(m) => Ok(refused(f, c, csrf, StatusCode::UNPROCESSABLE_ENTITY, &m)),
         FleetError::Conflict(m) => Ok(refused(f, c, csrf, StatusCode::CONFLICT, &m)),
+        // The registry cannot be read: the form stays, with the switch
+        // that hands agents the tag instead.
+        FleetError::Upstream(m) => Ok(refused(f, c, csrf, StatusCode::BAD_GATEWAY, &m)),
         FleetError::BadRequest(m) | FleetError::NotFound(m) => {
             Ok(refused(f, c, csrf, StatusCode::BAD_REQUEST, &m))
         }

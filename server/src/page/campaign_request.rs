@@ -58,6 +58,13 @@ pub struct CampaignForm {
     pub spread_by: String,
     /// `yes` when ticked.
     pub approve_after_canary: String,
+    /// `yes` when "pin by digest" is ticked.
+    pub pin_digest: String,
+    /// `1` when the form showed the pin-by-digest switch (an unticked box
+    /// sends nothing).
+    pub pin_digest_shown: String,
+    /// The image the preview showed Start would pin (`repo:tag@sha256:…`).
+    pub previewed_image: String,
     /// The session's CSRF token.
     pub csrf: Option<String>,
     /// `preview` or `start`.
@@ -94,6 +101,9 @@ impl Default for CampaignForm {
             order: "name".into(),
             spread_by: String::new(),
             approve_after_canary: String::new(),
+            pin_digest: "yes".into(),
+            pin_digest_shown: String::new(),
+            previewed_image: String::new(),
             csrf: None,
             action: String::new(),
             previewed: String::new(),
@@ -111,6 +121,7 @@ impl CampaignForm {
     /// unknown keys are ignored.
     pub fn from_pairs(pairs: Vec<(String, String)>) -> Self {
         let mut f = Self { agents: Vec::new(), window_days: Vec::new(), ..Self::default() };
+        let ticked = pairs.iter().any(|(k, v)| k == "pin_digest" && v == "yes");
         for (k, v) in pairs {
             let slot = match k.as_str() {
                 "agents" => {
@@ -149,11 +160,17 @@ impl CampaignForm {
                 "order" => &mut f.order,
                 "spread_by" => &mut f.spread_by,
                 "approve_after_canary" => &mut f.approve_after_canary,
+                "pin_digest" => &mut f.pin_digest,
+                "pin_digest_shown" => &mut f.pin_digest_shown,
+                "previewed_image" => &mut f.previewed_image,
                 "action" => &mut f.action,
                 "previewed" => &mut f.previewed,
                 _ => continue,
             };
             *slot = v;
+        }
+        if f.pin_digest_shown == "1" && !ticked {
+            f.pin_digest = String::new();
         }
         f
     }
@@ -250,6 +267,7 @@ impl CampaignForm {
             other => return Err(format!("order `{other}`: expected name, shuffle or spread")),
         }
         r.approve_after_canary = (self.approve_after_canary == "yes").then_some(true);
+        r.pin_digest = (self.pin_digest != "yes").then_some(false);
         Ok(r)
     }
 }

@@ -13,7 +13,8 @@ use crate::Store;
 use container_upgrader::protocol::{EnrolRequest, Report};
 
 const ADMIN: &str = "admin-token-for-the-page-tests";
-const REG: &str = "127.0.0.1:5000/app";
+/// Port 1: nothing listens there, so a registry lookup fails at once.
+const REG: &str = "127.0.0.1:1/app";
 /// An agent name that is markup: it must never reach a page as such.
 const EVIL: &str = "<img src=x onerror=alert(1)>";
 
@@ -71,7 +72,7 @@ impl Page {
 
 fn manifest() -> String {
     format!(
-        "version: 1\npolicy:\n  allowed_images: [\"127.0.0.1:5000/*\"]\ntargets:\n  - container: app\n    image: {REG}:1.0.0\n"
+        "version: 1\npolicy:\n  allowed_images: [\"127.0.0.1:1/*\"]\ntargets:\n  - container: app\n    image: {REG}:1.0.0\n"
     )
 }
 
@@ -88,6 +89,11 @@ async fn report(store: &Store, agent: &str) {
 /// Three agents on app 1.0.0 (the first named [`EVIL`]), the registry's
 /// tags known, and a logged-in session with its CSRF token.
 async fn page() -> Page {
+    page_with(None).await
+}
+
+/// [`page`] with the server's registry access set to `registry`.
+async fn page_with(registry: Option<crate::versions::CheckerConfig>) -> Page {
     let dir = tempfile::tempdir().expect("page test step");
     let store = Store::open(&crate::tests::database(dir.path()).await).await.expect("page test step");
     let labels = [("env".to_string(), "test".to_string())].into();
@@ -105,7 +111,7 @@ async fn page() -> Page {
         .execute(&store.pool)
         .await
         .expect("page test step");
-    let base = crate::tests::serve_in_process(&store, ADMIN).await;
+    let base = crate::tests::serve_with_registry(&store, ADMIN, registry).await;
     let http = container_upgrader::tls::http_client("test", |b| {
         b.timeout(Duration::from_secs(20)).redirect(reqwest::redirect::Policy::none())
     })
@@ -218,7 +224,7 @@ async fn the_form_previews_the_waves_of_the_api_and_starts_only_what_was_preview
     assert!(form.contains(r#"value="agents" id="sel-agents" checked"#));
     assert!(form.contains(r#"name="target" id="f-target" value="app""#));
     assert!(
-        form.contains(r#"<optgroup label="127.0.0.1:5000/app"><option value="2.0.0">2.0.0</option>"#),
+        form.contains(r#"<optgroup label="127.0.0.1:1/app"><option value="2.0.0">2.0.0</option>"#),
         "{form}"
     );
     assert!(!form.contains(">latest<"), "only versions are offered");
@@ -375,4 +381,71 @@ async fn the_campaign_page_reads_without_javascript_escapes_agent_names_and_its_
     let (status, html) = p.get("/campaigns/no-such-campaign").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(html.contains(r#"class="error""#), "an error page, not a blank one: {html}");
+}
+
+#[tokio::test]
+async fn the_version_picker_marks_pre_releases_and_downgrades() {
+    let p = page().await;
+    sqlx::query("UPDATE repositories SET tags = $1 WHERE repository = $2")
+        .bind(r#"["0.9.0","1.0.0","1.1.0","2.1.0-rc.1"]"#)
+        .bind(REG)
+        .execute(&p.store.pool)
+        .await
+        .expect("page test step");
+    let (_, html) = p.get("/campaigns/new").await;
+    assert!(
+        html.contains(r#"<option value="0.9.0">0.9.0 · downgrade: 3 agent(s) run 1.0.0</option>"#),
+        "{html}"
+    );
+    assert!(html.contains(r#"<option value="2.1.0-rc.1">2.1.0-rc.1 · pre-release</option>"#), "{html}");
+    assert!(html.contains(r#"<option value="1.1.0">1.1.0</option>"#), "an upgrade is unmarked: {html}");
+}
+
+#[tokio::test]
+async fn an_unreachable_registry_is_shown_in_the_preview_and_start_keeps_the_form_with_the_pin_switch() {
+    // Nothing listens on port 1: the registry of 127.0.0.1:1/app cannot be read.
+    let access = crate::versions::CheckerConfig {
+        interval: Duration::from_secs(3600),
+        insecure: Vec::new(),
+        timeout: Duration::from_secs(2),
+    };
+    let p = page_with(Some(access)).await;
+    sqlx::query("UPDATE repositories SET error = $1 WHERE repository = $2")
+        .bind("connection refused")
+        .bind(REG)
+        .execute(&p.store.pool)
+        .await
+        .expect("page test step");
+    let (_, form) = p.get("/campaigns/new").await;
+    assert!(form.contains(r#"id="registry-errors""#) && form.contains("connection refused"), "{form}");
+    let (_, repos) = p.get("/repositories").await;
+    assert!(repos.contains("unreachable: connection refused"), "{repos}");
+
+    let (status, _, preview) = p.post("/campaigns/new", &fields(&p.csrf, "preview")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(preview.contains("The digest Start would pin is unknown: registry unreachable"), "{preview}");
+    let print = value_of(&preview, "previewed").expect("the preview's fingerprint");
+    let start = with(fields(&p.csrf, "start"), "previewed", &print);
+    let (status, _, body) = p.post("/campaigns/new", &start).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(body.contains("could not be read from its registry"), "{body}");
+    assert!(body.contains(r#"id="f-pin_digest" checked"#), "the switch is there, still on: {body}");
+    assert_eq!(p.campaigns().await, 0, "nothing started");
+
+    // Unticked: the agents get the tag, and the preview says so.
+    let untick = with(fields(&p.csrf, "preview"), "pin_digest_shown", "1");
+    let (_, preview) = {
+        let (s, _, b) = p.post("/campaigns/new", &untick).await;
+        (s, b)
+    };
+    assert!(
+        preview.contains(&format!(r#"Start pins <code id="preview-pin">{REG}:1.1.0</code>."#)),
+        "{preview}"
+    );
+    let print = value_of(&preview, "previewed").expect("the preview's fingerprint");
+    let start = with(with(untick, "action", "start"), "previewed", &print);
+    let (status, _, _) = p.post("/campaigns/new", &start).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let c = p.store.campaigns().await.expect("page test step");
+    assert_eq!(c[0].campaign.spec.image, format!("{REG}:1.1.0"));
 }

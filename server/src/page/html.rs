@@ -56,7 +56,7 @@ pub fn csrf_field(csrf: &str) -> String {
 pub fn layout(title: &str, csrf: Option<&str>, body: &str) -> String {
     let nav = match csrf {
         Some(csrf) => format!(
-            r#"<nav><a href="/">Fleet</a> <a href="/campaigns">Campaigns</a>
+            r#"<nav><a href="/">Fleet</a> <a href="/campaigns">Campaigns</a> <a href="/repositories">Repositories</a>
 <form method="post" action="/logout" class="logout">{}<button type="submit" id="logout">Log out</button></form></nav>"#,
             csrf_field(csrf)
         ),

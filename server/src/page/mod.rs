@@ -13,7 +13,8 @@
 //! | `GET /campaigns/new?agents=…` | the campaign form, the fleet page's selection ticked ([`campaign_form`]) |
 //! | `POST /campaigns/new` | `action=preview`: the waves; `action=start`: creates the campaign, to its page (CSRF) |
 //! | `GET /campaigns/{id}` | one campaign, its waves and agents with states and reasons; `?format=json` its live cells |
-//! | `POST /campaigns/{id}/{pause,resume,abort,rollback}` | the command, back to the campaign (CSRF) |
+//! | `POST /campaigns/{id}/{pause,resume,abort,abort-and-revert,rollback}` | abort, abort-and-revert and rollback answer a confirmation page first; with `confirm=yes` the command, back to the campaign (CSRF) |
+//! | `GET /repositories` | every repository the fleet runs, its versions and whether its registry answers ([`repositories`]) |
 //! | `GET /static/fleet.js`, `/static/fleet.css` | our script and stylesheet |
 //!
 //! Every answer here carries a strict Content-Security-Policy (no inline
@@ -28,6 +29,7 @@ pub mod fleet_view;
 pub mod html;
 pub mod live;
 pub mod login;
+pub mod repositories;
 pub mod session;
 
 #[cfg(test)]
@@ -53,6 +55,7 @@ pub fn routes() -> Router<FleetState> {
         .route("/logout", post(login::logout))
         .route("/agents/{id}", get(agent_view::agent))
         .route("/agents/{id}/pin", post(agent_view::pin))
+        .route("/repositories", get(repositories::repositories))
         .route("/campaigns", get(campaign_view::list))
         .route("/campaigns/new", get(campaign_form::form).post(campaign_form::submit))
         .route("/campaigns/{id}", get(campaign_view::campaign))
