@@ -124,7 +124,10 @@ pub async fn run(
         Some((cert, key)) => Some(tls_acceptor(cert, key)?),
         None => None,
     };
-    let store = Store::open(&config.db_url).await.map_err(|e| e.to_string())?;
+    let store = Store::open(&config.db_url)
+        .await
+        .map_err(|e| e.to_string())?
+        .with_offline_after(config.offline_after);
     store.restore_holds().await.map_err(|e| e.to_string())?;
     let new_repository = Arc::new(tokio::sync::Notify::new());
     let checker =

@@ -26,6 +26,9 @@ const POSTGRES_CONNECTIONS: u32 = 16;
 /// How long a request waits for a free database connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// `--offline-after`'s default: three missed polls.
+pub const DEFAULT_OFFLINE_AFTER: u32 = 3;
+
 /// The fleet database and the in-process wake-ups of long-polls.
 #[derive(Clone)]
 pub struct Store {
@@ -45,6 +48,10 @@ pub struct Store {
     writes: Option<Arc<tokio::sync::Mutex<()>>>,
     /// Enrolments waiting for their group commit.
     pub(crate) enrolments: Arc<super::enrol_queue::EnrolQueue>,
+    /// Missed polls after which an agent counts as offline (the server's
+    /// `--offline-after`), for what the store decides itself (a campaign
+    /// leaving offline agents out).
+    pub offline_after: u32,
 }
 
 impl std::fmt::Debug for Store {
@@ -113,7 +120,15 @@ impl Store {
             reported: Arc::default(),
             writes: sqlite.then(Arc::default),
             enrolments: Arc::default(),
+            offline_after: DEFAULT_OFFLINE_AFTER,
         })
+    }
+
+    /// The store with `--offline-after` set to `polls`.
+    #[must_use]
+    pub fn with_offline_after(mut self, polls: u32) -> Self {
+        self.offline_after = polls;
+        self
     }
 
     /// Waits for this process's turn to write (SQLite; no wait on

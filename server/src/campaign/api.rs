@@ -51,6 +51,7 @@ async fn preview(State(state): State<FleetState>, _: Admin, body: Bytes) -> Resu
     let c = runner::plan(&state.store, &request).await?;
     let names = state.store.agent_names().await?;
     let mut p = view::preview(&c, &names);
+    p.offline = state.store.offline_members(&c).await?;
     match runner::pinned_image(&c, &request, state.registry.as_ref()).await {
         Ok(image) => p.pins = Some(image),
         Err(e) => p.pin_error = Some(e.to_string()),

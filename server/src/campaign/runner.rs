@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::engine::{self, Campaign, Command, Member};
-use super::spec::{below, Order, Request, Selection, Spec};
+use super::spec::{below, FleetFilter, Order, Request, Selection, Spec};
 use crate::agents::{AgentSummary, Filter, Status, TargetView};
 use crate::store::{now_ms, Store};
 use crate::versions::CheckerConfig;
@@ -110,10 +110,15 @@ pub async fn apply(store: &Store, id: &str, cmd: Command, actor: &str) -> Result
 /// Validates `request` against the fleet as it is and plans its waves
 /// (nothing is stored: this is also the preview).
 pub async fn plan(store: &Store, request: &Request) -> Result<Campaign, FleetError> {
-    let agents = store.agents(&Filter::default(), u32::MAX).await?;
+    let agents = store.agents(&Filter::default(), store.offline_after).await?;
     let probe = Spec::from_request(request, request.image.clone().unwrap_or_default())
         .map_err(FleetError::Invalid)?;
-    let members = select(&agents, &probe)?;
+    let mut members = select(&agents, &probe)?;
+    if request.exclude_offline.unwrap_or(false) {
+        let offline: std::collections::HashSet<&str> =
+            agents.iter().filter(|a| a.status == Status::Offline).map(|a| a.id.as_str()).collect();
+        members.retain(|m| !offline.contains(m.agent.as_str()));
+    }
     if members.is_empty() {
         return Err(FleetError::Invalid(format!(
             "no agent matches the selection with a target `{}`; `fleet agents` lists them",
@@ -242,6 +247,14 @@ fn select(agents: &[AgentSummary], spec: &Spec) -> Result<Vec<Member>, FleetErro
                 }
             }
         }
+        Selection::Filter(filter) => {
+            for a in agents.iter().filter(|a| a.status != Status::Revoked && filter_passes(filter, a, None)) {
+                let Some(t) = target(a)? else { continue };
+                if filter_passes(filter, a, Some(&t)) {
+                    out.push(Member::new(&a.id, &t.target, &t.container, previous_of(&t)));
+                }
+            }
+        }
         Selection::Below(version) => {
             for a in agents.iter().filter(|a| a.status != Status::Revoked) {
                 let Some(t) = target(a)? else { continue };
@@ -338,6 +351,34 @@ fn chosen(a: &AgentSummary, wanted: &str) -> Result<Option<TargetView>, FleetErr
             )))
         }
     }
+}
+
+/// Whether agent `a` (and, once chosen, its target `t`) passes `f`: the
+/// fleet page's own conditions, all of them.
+pub fn filter_passes(f: &FleetFilter, a: &AgentSummary, t: Option<&TargetView>) -> bool {
+    let labels = f.labels.iter().all(|l| {
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        a.labels.get(k).is_some_and(|have| have == v)
+    });
+    let status = match f.status.as_deref() {
+        Some("online") => a.status == Status::Online,
+        Some("offline") => a.status == Status::Offline,
+        _ => true,
+    };
+    let Some(t) = t else { return labels && status };
+    let version = f.version.as_deref().is_none_or(|v| t.version.as_deref() == Some(v));
+    let update = match f.has_update.as_deref() {
+        Some("any") => t.updates.any(),
+        Some("patch") => t.updates.patch.is_some(),
+        Some("minor") => t.updates.minor.is_some(),
+        Some("major") => t.updates.major.is_some(),
+        _ => true,
+    };
+    let q = f.q.as_deref().map(str::to_lowercase);
+    let search = q.as_deref().is_none_or(|q| {
+        a.name.to_lowercase().contains(q) || t.image.as_deref().is_some_and(|i| i.to_lowercase().contains(q))
+    });
+    labels && status && version && update && search
 }
 
 /// What a rollback brings `t` back to: the image it runs, pinned by the

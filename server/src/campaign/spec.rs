@@ -18,6 +18,81 @@ pub enum Selection {
     Label(String),
     /// Agents whose target runs a version below this one.
     Below(String),
+    /// The agents a fleet-page filter shows (what "Create campaign for
+    /// these N" turns into a selection), evaluated at creation.
+    Filter(FleetFilter),
+}
+
+/// A fleet-page filter as a campaign's selection: every condition given
+/// must hold (AND); the target is the campaign's own.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FleetFilter {
+    /// `KEY=VALUE` labels the agent has, all of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// The version the target runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The target has an update of this kind: `any`, `patch`, `minor`, `major`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_update: Option<String>,
+    /// `online` or `offline`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// A substring of the agent's name or the target's image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q: Option<String>,
+}
+
+impl FleetFilter {
+    /// Checks every field's shape; the error names the field and what it
+    /// accepts.
+    pub fn validate(&self) -> Result<(), String> {
+        for l in &self.labels {
+            if l.split_once('=').is_none_or(|(k, _)| k.is_empty()) {
+                return Err(format!("filter.labels `{l}`: expected KEY=VALUE"));
+            }
+        }
+        if let Some(k) = &self.has_update {
+            if !["any", "patch", "minor", "major"].contains(&k.as_str()) {
+                return Err(format!("filter.has_update `{k}`: expected any, patch, minor or major"));
+            }
+        }
+        if let Some(s) = &self.status {
+            if !["online", "offline"].contains(&s.as_str()) {
+                return Err(format!(
+                    "filter.status `{s}`: expected online or offline (revoked agents are never selected)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The filter in words: "labels region=eu and env=prod, running 1.2.0".
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.labels.is_empty() {
+            parts.push(format!("labelled {}", self.labels.join(" and ")));
+        }
+        if let Some(v) = &self.version {
+            parts.push(format!("running {v}"));
+        }
+        if let Some(k) = &self.has_update {
+            parts.push(format!("with a {k} update"));
+        }
+        if let Some(s) = &self.status {
+            parts.push(s.clone());
+        }
+        if let Some(q) = &self.q {
+            parts.push(format!("matching “{q}”"));
+        }
+        if parts.is_empty() {
+            "every agent with the target".into()
+        } else {
+            format!("agents {}", parts.join(", "))
+        }
+    }
 }
 
 /// How many agents one wave after the canary takes.
@@ -138,6 +213,10 @@ pub struct Request {
     pub label: Option<String>,
     /// Agents whose target runs a version below this.
     pub below: Option<String>,
+    /// The agents a fleet filter shows.
+    pub filter: Option<FleetFilter>,
+    /// Leave out agents that are offline when the campaign is created.
+    pub exclude_offline: Option<bool>,
     /// The target (manifest target or container name).
     pub target: String,
     /// The image (`repo:tag`); or give `version`.
@@ -187,16 +266,23 @@ impl Spec {
     /// `version` (the caller knows the agents' repository). Every error
     /// names the field and what it accepts.
     pub fn from_request(r: &Request, image: String) -> Result<Self, String> {
-        let selection = match (r.agents.is_empty(), &r.label, &r.below) {
-            (false, None, None) => Selection::Agents(r.agents.clone()),
-            (true, Some(l), None) if l.split_once('=').is_some_and(|(k, _)| !k.is_empty()) => {
+        let selection = match (r.agents.is_empty(), &r.label, &r.below, &r.filter) {
+            (false, None, None, None) => Selection::Agents(r.agents.clone()),
+            (true, Some(l), None, None) if l.split_once('=').is_some_and(|(k, _)| !k.is_empty()) => {
                 Selection::Label(l.clone())
             }
-            (true, Some(l), None) => return Err(format!("label `{l}`: expected KEY=VALUE")),
-            (true, None, Some(v)) if semver_like(v) => Selection::Below(v.clone()),
-            (true, None, Some(v)) => return Err(format!("below `{v}`: expected a version like 1.2.0")),
+            (true, Some(l), None, None) => return Err(format!("label `{l}`: expected KEY=VALUE")),
+            (true, None, Some(v), None) if semver_like(v) => Selection::Below(v.clone()),
+            (true, None, Some(v), None) => return Err(format!("below `{v}`: expected a version like 1.2.0")),
+            (true, None, None, Some(f)) => {
+                f.validate()?;
+                Selection::Filter(f.clone())
+            }
             _ => {
-                return Err("give exactly one of agents (ids), label (KEY=VALUE) or below (a version)".into())
+                return Err(
+                    "give exactly one of agents (ids), label (KEY=VALUE), below (a version) or filter (a fleet filter)"
+                        .into(),
+                )
             }
         };
         if r.target.trim().is_empty() {

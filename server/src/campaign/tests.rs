@@ -480,3 +480,62 @@ async fn waves_spread_across_a_label_and_the_timeline_says_who_did_what() {
     assert!(paused.is_some_and(|d| d.contains("canary failed") && d.contains("exited with 4")));
     assert!(view.timeline.windows(2).all(|w| w[0].at_ms <= w[1].at_ms), "oldest first");
 }
+
+#[tokio::test]
+async fn a_fleet_filter_selects_with_every_condition_and_offline_agents_can_be_left_out() {
+    let dir = tempfile::tempdir().expect("campaign test step");
+    let (store, _) = open(dir.path()).await;
+    let mut ids = Vec::new();
+    for (region, tier, version) in [
+        ("eu", "web", "1.0.0"),
+        ("eu", "web", "1.1.0"),
+        ("eu", "db", "1.0.0"),
+        ("us", "web", "1.0.0"),
+        ("eu", "web", "1.0.0"),
+    ] {
+        let labels = [
+            ("env".to_string(), "test".to_string()),
+            ("region".to_string(), region.to_string()),
+            ("tier".to_string(), tier.to_string()),
+        ]
+        .into();
+        let token = store.create_token(3_600_000, 10, labels).await.expect("campaign test step").token;
+        let request =
+            EnrolRequest { token, name: format!("{region}-{tier}-{}", ids.len()), manifest: manifest("app") };
+        let id = store.enrol(&request).await.expect("campaign test step").agent_id;
+        report(&store, &id, version).await;
+        ids.push(id);
+    }
+    // The last one has not been seen for an hour: offline.
+    sqlx::query("UPDATE agents SET last_seen = $1 WHERE id = $2")
+        .bind(crate::store::now_ms() - 3_600_000)
+        .bind(&ids[4])
+        .execute(&store.pool)
+        .await
+        .expect("campaign test step");
+    let filter = super::spec::FleetFilter {
+        labels: vec!["region=eu".into(), "tier=web".into()],
+        version: Some("1.0.0".into()),
+        ..Default::default()
+    };
+    let r = Request { label: None, filter: Some(filter.clone()), ..request("1.2.0") };
+    let c = runner::plan(&store, &r).await.expect("campaign test step");
+    let picked: Vec<&str> = c.members.iter().map(|m| m.agent.as_str()).collect();
+    assert_eq!(picked, vec![ids[0].as_str(), ids[4].as_str()], "eu AND web AND on 1.0.0, offline or not");
+    assert_eq!(store.offline_members(&c).await.expect("campaign test step"), vec![ids[4].clone()]);
+    let without = Request { exclude_offline: Some(true), ..r.clone() };
+    let c = runner::plan(&store, &without).await.expect("campaign test step");
+    assert_eq!(c.members.len(), 1, "the offline one left out");
+    assert!(matches!(c.spec.selection, super::spec::Selection::Filter(ref f) if *f == filter));
+    let bad = super::spec::FleetFilter { labels: vec!["region".into()], ..Default::default() };
+    let e = runner::plan(&store, &Request { label: None, filter: Some(bad), ..request("1.2.0") })
+        .await
+        .expect_err("a label without =");
+    assert!(e.to_string().contains("filter.labels `region`: expected KEY=VALUE"), "{e}");
+    let both = Request { filter: Some(filter), ..request("1.2.0") };
+    assert!(runner::plan(&store, &both)
+        .await
+        .expect_err("two selections")
+        .to_string()
+        .contains("exactly one of"));
+}

@@ -145,6 +145,10 @@ pub struct Preview {
     /// Why that digest is unknown (the registry cannot be read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pin_error: Option<String>,
+    /// Its agents that are offline now: they get their pin when they are
+    /// back (or `exclude_offline` leaves them out).
+    #[serde(default)]
+    pub offline: Vec<String>,
 }
 
 /// The preview of planned campaign `c`.
@@ -156,6 +160,7 @@ pub fn preview(c: &Campaign, names: &HashMap<String, String>) -> Preview {
         waves: waves(c),
         pins: None,
         pin_error: None,
+        offline: Vec::new(),
     }
 }
 
@@ -274,6 +279,15 @@ fn still_pinned_why(c: &Campaign, m: &Member) -> String {
 }
 
 impl Store {
+    /// The ids of `c`'s agents that are offline now.
+    pub async fn offline_members(&self, c: &Campaign) -> Result<Vec<String>, FleetError> {
+        let filter =
+            crate::agents::Filter { status: Some(crate::agents::Status::Offline), ..Default::default() };
+        let offline: std::collections::HashSet<String> =
+            self.agents(&filter, self.offline_after).await?.into_iter().map(|a| a.id).collect();
+        Ok(c.members.iter().filter(|m| offline.contains(&m.agent)).map(|m| m.agent.clone()).collect())
+    }
+
     /// Every agent's name, by id.
     pub async fn agent_names(&self) -> Result<HashMap<String, String>, FleetError> {
         let rows: Vec<(String, String)> = sqlx::query_as("SELECT id, name FROM agents")

@@ -25,6 +25,25 @@ pub(super) struct CampaignFlags {
     /// Agents whose target runs a version below this one.
     #[arg(long, value_name = "VERSION")]
     below: Option<String>,
+    /// Select as the fleet page filters (AND of every --where-* given): the
+    /// agent has this label. Repeatable.
+    #[arg(long = "where-label", value_name = "KEY=VALUE", conflicts_with_all = ["agents", "label", "below"])]
+    where_labels: Vec<String>,
+    /// … the target runs exactly this version.
+    #[arg(long, value_name = "VERSION", conflicts_with_all = ["agents", "label", "below"])]
+    where_version: Option<String>,
+    /// … the target has an update of this kind (any, patch, minor, major).
+    #[arg(long, value_name = "KIND", conflicts_with_all = ["agents", "label", "below"])]
+    where_update: Option<String>,
+    /// … the agent is online or offline.
+    #[arg(long, value_name = "STATUS", conflicts_with_all = ["agents", "label", "below"])]
+    where_status: Option<String>,
+    /// … the agent's name or the target's image contains this text.
+    #[arg(long, value_name = "TEXT", conflicts_with_all = ["agents", "label", "below"])]
+    where_search: Option<String>,
+    /// Leave out agents that are offline when the campaign is created.
+    #[arg(long)]
+    exclude_offline: bool,
     /// The target as the manifest writes it, or a container name.
     #[arg(long)]
     target: String,
@@ -100,6 +119,31 @@ impl CampaignFlags {
         }
         put("label", json!(self.label));
         put("below", json!(self.below));
+        let filtered = !self.where_labels.is_empty()
+            || self.where_version.is_some()
+            || self.where_update.is_some()
+            || self.where_status.is_some()
+            || self.where_search.is_some();
+        if filtered {
+            let mut f = Map::new();
+            if !self.where_labels.is_empty() {
+                f.insert("labels".into(), json!(self.where_labels));
+            }
+            for (k, v) in [
+                ("version", &self.where_version),
+                ("has_update", &self.where_update),
+                ("status", &self.where_status),
+                ("q", &self.where_search),
+            ] {
+                if let Some(v) = v {
+                    f.insert(k.into(), json!(v));
+                }
+            }
+            put("filter", Value::Object(f));
+        }
+        if self.exclude_offline {
+            put("exclude_offline", json!(true));
+        }
         put("target", json!(self.target));
         put("image", json!(self.image));
         put("version", json!(self.version));

@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 
 use super::campaign_request::{field_of, fingerprint, CampaignForm};
-use super::campaign_view::{names, settings_rows, wave_name};
+use super::campaign_view::{names, settings_rows, short_image, wave_name};
 use super::html::{csrf_field, escape, layout, urlencode};
 use super::session::{check_post, Authed};
 use super::PageError;
@@ -120,12 +120,19 @@ fn agents_fieldset(f: &CampaignForm, c: &Choices, invalid: &str) -> String {
         )
     };
     let mark = if invalid == "selection" || invalid == "agents" { r#" class="invalid""# } else { "" };
+    let open = if f.selection == "agents" { " open" } else { "" };
+    let ticked = f.agents.len();
     format!(
         r#"<fieldset{mark}><legend>Which agents</legend>
-<p>{by_agents}</p><div class="agent-pick" id="agent-pick">{rows}</div>
+{by_filter}
+<details class="agent-pick-box"{open}><summary>{by_agents} <span class="muted">({ticked} ticked of {all})</span></summary><div class="agent-pick" id="agent-pick">{rows}</div></details>
 <p>{by_label} {label}<datalist id="labels">{labels}</datalist><datalist id="label-keys">{keys}</datalist></p>
-<p>{by_below} {below} <span class="muted">(agents whose target runs a lower version)</span></p></fieldset>"#,
-        by_agents = radio("agents", "These agents:"),
+<p>{by_below} {below} <span class="muted">(agents whose target runs a lower version)</span></p>
+<p><label><input type="checkbox" name="exclude_offline" value="yes" id="f-exclude_offline"{exclude}> Leave out agents that are offline now</label></p></fieldset>"#,
+        exclude = checked(f.exclude_offline == "yes"),
+        by_filter = filter_html(f, c),
+        all = c.agents.len(),
+        by_agents = radio("agents", "Pick agents one by one"),
         by_label = radio("label", "Agents with the label"),
         label = input("label", &f.label, invalid, r#"list="labels" placeholder="key=value""#),
         by_below = radio("below", "Agents running below version"),
@@ -287,6 +294,82 @@ fn schedule_fieldset(f: &CampaignForm, invalid: &str) -> String {
     )
 }
 
+/// The fleet filter as a selection: what it says, how many agents it
+/// matches now (with the target, when one is given), and the filter's
+/// fields carried as hidden inputs. Only shown when the form came from the
+/// fleet page's "Create campaign for these N" (or was posted with it).
+fn filter_html(f: &CampaignForm, c: &Choices) -> String {
+    if f.selection != "filter" {
+        return String::new();
+    }
+    let filter = f.fleet_filter();
+    let matching: Vec<&AgentSummary> = c
+        .agents
+        .iter()
+        .filter(|a| a.status != crate::agents::Status::Revoked)
+        .filter(|a| {
+            let target = f.target.trim();
+            let targets: Vec<&crate::agents::TargetView> = a
+                .targets
+                .iter()
+                .filter(|t| {
+                    target.is_empty()
+                        || t.target == target
+                        || t.container == target
+                        || (target.contains('*')
+                            && container_upgrader::manifest::policy::glob_match(target, &t.target))
+                })
+                .collect();
+            targets.iter().any(|t| runner::filter_passes(&filter, a, Some(t)))
+        })
+        .collect();
+    let offline = matching.iter().filter(|a| a.status == crate::agents::Status::Offline).count();
+    let hidden: String = filter
+        .labels
+        .iter()
+        .map(|l| format!(r#"<input type="hidden" name="filter_labels" value="{}">"#, escape(l)))
+        .chain(
+            [
+                ("filter_version", &f.filter_version),
+                ("filter_has_update", &f.filter_has_update),
+                ("filter_status", &f.filter_status),
+                ("filter_q", &f.filter_q),
+            ]
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| format!(r#"<input type="hidden" name="{k}" value="{}">"#, escape(v))),
+        )
+        .collect();
+    const LISTED: usize = 500;
+    let items: String = matching
+        .iter()
+        .take(LISTED)
+        .map(|a| {
+            let off = if a.status == crate::agents::Status::Offline {
+                r#" <span class="state state-timed-out">offline</span>"#
+            } else {
+                ""
+            };
+            format!("<li>{}{off}</li>", escape(&a.name))
+        })
+        .collect();
+    let more = match matching.len().saturating_sub(LISTED) {
+        0 => String::new(),
+        n => format!("<li class=\"muted\">and {n} more</li>"),
+    };
+    let offline_note = match offline {
+        0 => String::new(),
+        n => format!(r#" <span class="warning" id="filter-offline">{n} of them offline now</span>"#),
+    };
+    format!(
+        r#"<p><label><input type="radio" name="selection" value="filter" id="sel-filter" checked> The fleet page's filter: {what}</label>{hidden}</p>
+<p id="filter-count"><strong>{n}</strong> agent(s) match now.{offline_note}</p>
+<details id="filter-agents"><summary>Show them</summary><ul class="filter-agents">{items}{more}</ul></details>"#,
+        what = escape(&filter.describe()),
+        n = matching.len(),
+    )
+}
+
 /// The repositories whose registry the server could not read, and why.
 fn unreachable_html(c: &Choices) -> String {
     if c.errors.is_empty() {
@@ -334,16 +417,21 @@ fn preview_html(p: &Preview, pin: &Result<String, String>) -> String {
         .iter()
         .map(|a| {
             format!(
-                "<tr><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+                "<tr><td>{}{}</td><td>{}</td><td>{}</td></tr>",
                 escape(if a.name.is_empty() { &a.agent_id } else { &a.name }),
+                if p.offline.contains(&a.agent_id) {
+                    r#" <span class="state state-timed-out">offline</span>"#
+                } else {
+                    ""
+                },
                 escape(&a.target),
-                escape(a.previous_image.as_deref().unwrap_or(""))
+                short_image(a.previous_image.as_deref().unwrap_or(""))
             )
         })
         .collect();
     format!(
         r#"<section class="preview" id="preview-result"><h2>Preview</h2>
-<p>Pins <code id="preview-image">{image}</code> on {agents} agent(s) in {waves} wave(s); nothing is sent until you start it.</p>{pin}
+<p>Pins <code id="preview-image">{image}</code> on {agents} agent(s) in {waves} wave(s); nothing is sent until you start it.</p>{pin}{offline}
 <table class="waves" id="preview-waves"><thead><tr><th>Wave</th><th>Agents</th><th>Which</th></tr></thead><tbody>{rows}</tbody></table>
 <details><summary>Settings and agents</summary><table class="facts">{settings}</table>
 <table><thead><tr><th>Agent</th><th>Target</th><th>Now runs</th></tr></thead><tbody>{targets}</tbody></table></details></section>"#,
@@ -351,6 +439,12 @@ fn preview_html(p: &Preview, pin: &Result<String, String>) -> String {
         agents = p.agents.len(),
         waves = p.waves.len(),
         settings = settings_rows(&p.spec),
+        offline = match p.offline.len() {
+            0 => String::new(),
+            n => format!(
+                r#"<p class="warning" id="preview-offline">{n} of them are offline now: they take their pin when they are back, possibly long after the campaign. Tick “Leave out agents that are offline now” to leave them out.</p>"#
+            ),
+        },
     )
 }
 
@@ -405,6 +499,24 @@ pub async fn form(
 ) -> Result<Response, PageError> {
     let choices = Choices::load(&state).await?;
     let mut f = CampaignForm::default();
+    // "Create campaign for these N": the fleet page's whole filter (its own
+    // parameter names) becomes the selection.
+    if pairs.iter().any(|(k, v)| k == "selection" && v == "filter") {
+        f.selection = "filter".into();
+        for (k, v) in &pairs {
+            let v = v.trim().to_string();
+            match k.as_str() {
+                "label" if !v.is_empty() && !f.filter_labels.contains(&v) => f.filter_labels.push(v),
+                "version" => f.filter_version = v,
+                "has_update" => f.filter_has_update = v,
+                "status" => f.filter_status = v,
+                "q" => f.filter_q = v,
+                "target" => f.target = v,
+                _ => {}
+            }
+        }
+        return Ok(Html(render(&f, &choices, &session.csrf, None, None)).into_response());
+    }
     for (k, v) in pairs {
         match k.as_str() {
             "agents" if !f.agents.contains(&v) => f.agents.push(v),
@@ -477,7 +589,8 @@ pub async fn submit(
     }
     match runner::plan(&state.store, &request).await {
         Ok(planned) => {
-            let p = view::preview(&planned, &state.store.agent_names().await?);
+            let mut p = view::preview(&planned, &state.store.agent_names().await?);
+            p.offline = state.store.offline_members(&planned).await?;
             let pin = runner::pinned_image(&planned, &request, state.registry.as_ref())
                 .await
                 .map_err(|e| e.to_string());

@@ -5,15 +5,27 @@
 //! run by the caller through [`crate::campaign::runner::plan`].
 
 use crate::campaign::schedule::WindowRequest;
-use crate::campaign::spec::{FailureAction, Request};
+use crate::campaign::spec::{FailureAction, FleetFilter, Request};
 
 /// The form as the browser sends it: every value a string, as typed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CampaignForm {
     /// A name for people.
     pub name: String,
-    /// `agents`, `label` or `below`: which of the three selections counts.
+    /// `agents`, `label`, `below` or `filter`: which selection counts.
     pub selection: String,
+    /// The fleet filter's labels (`KEY=VALUE`, all of them).
+    pub filter_labels: Vec<String>,
+    /// The fleet filter's running version.
+    pub filter_version: String,
+    /// The fleet filter's update kind.
+    pub filter_has_update: String,
+    /// The fleet filter's status.
+    pub filter_status: String,
+    /// The fleet filter's search text.
+    pub filter_q: String,
+    /// `yes`: leave agents offline now out.
+    pub exclude_offline: String,
     /// Ticked agent ids.
     pub agents: Vec<String>,
     /// `KEY=VALUE`.
@@ -79,6 +91,12 @@ impl Default for CampaignForm {
         Self {
             name: String::new(),
             selection: "label".into(),
+            filter_labels: Vec::new(),
+            filter_version: String::new(),
+            filter_has_update: String::new(),
+            filter_status: String::new(),
+            filter_q: String::new(),
+            exclude_offline: String::new(),
             agents: Vec::new(),
             label: String::new(),
             below: String::new(),
@@ -134,6 +152,17 @@ impl CampaignForm {
                     f.window_days.push(v);
                     continue;
                 }
+                "filter_labels" => {
+                    if !v.trim().is_empty() && !f.filter_labels.contains(&v) {
+                        f.filter_labels.push(v);
+                    }
+                    continue;
+                }
+                "filter_version" => &mut f.filter_version,
+                "filter_has_update" => &mut f.filter_has_update,
+                "filter_status" => &mut f.filter_status,
+                "filter_q" => &mut f.filter_q,
+                "exclude_offline" => &mut f.exclude_offline,
                 "csrf" => {
                     f.csrf = Some(v);
                     continue;
@@ -175,6 +204,17 @@ impl CampaignForm {
         f
     }
 
+    /// The fleet filter the form carries.
+    pub fn fleet_filter(&self) -> FleetFilter {
+        FleetFilter {
+            labels: self.filter_labels.clone(),
+            version: optional(&self.filter_version),
+            has_update: optional(&self.filter_has_update),
+            status: optional(&self.filter_status),
+            q: optional(&self.filter_q),
+        }
+    }
+
     /// The API's request for this form. Only what a form adds is checked
     /// here (which selection, numbers typed as text); everything else is
     /// the API's own validation, done by [`runner::plan`]. Each error
@@ -204,7 +244,10 @@ impl CampaignForm {
                         .ok_or("below: required when selecting by version, as a version like 1.2.0")?,
                 )
             }
-            other => return Err(format!("selection `{other}`: expected agents, label or below")),
+            "filter" => {
+                r.filter = Some(self.fleet_filter());
+            }
+            other => return Err(format!("selection `{other}`: expected agents, label, below or filter")),
         }
         match self.by.as_str() {
             "version" => {
@@ -267,6 +310,7 @@ impl CampaignForm {
             other => return Err(format!("order `{other}`: expected name, shuffle or spread")),
         }
         r.approve_after_canary = (self.approve_after_canary == "yes").then_some(true);
+        r.exclude_offline = (self.exclude_offline == "yes").then_some(true);
         r.pin_digest = (self.pin_digest != "yes").then_some(false);
         Ok(r)
     }

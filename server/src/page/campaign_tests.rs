@@ -449,3 +449,29 @@ async fn an_unreachable_registry_is_shown_in_the_preview_and_start_keeps_the_for
     let c = p.store.campaigns().await.expect("page test step");
     assert_eq!(c[0].campaign.spec.image, format!("{REG}:1.1.0"));
 }
+
+#[tokio::test]
+async fn create_campaign_for_these_n_turns_the_fleet_filter_into_the_selection() {
+    let p = page().await;
+    let (status, form) =
+        p.get("/campaigns/new?selection=filter&label=env%3Dtest&version=1.0.0&target=app").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(form.contains(r#"id="sel-filter" checked"#), "{form}");
+    assert!(form.contains("agents labelled env=test, running 1.0.0"), "{form}");
+    assert!(form.contains(r#"<p id="filter-count"><strong>3</strong> agent(s) match now."#), "{form}");
+    assert!(form.contains(r#"name="filter_labels" value="env=test""#));
+    assert!(form.contains(r#"<details id="filter-agents">"#), "a collapsible list, not checkboxes");
+    // Posted as the form carries it: previewed and started over those agents.
+    let mut fields = fields(&p.csrf, "preview");
+    fields.retain(|(k, _)| *k != "selection" && *k != "label");
+    fields.extend([("selection", "filter"), ("filter_labels", "env=test"), ("filter_version", "1.0.0")]);
+    let (status, _, preview) = p.post("/campaigns/new", &fields).await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert!(preview.contains("on 3 agent(s)"), "{preview}");
+    let print = value_of(&preview, "previewed").expect("the preview's fingerprint");
+    let start = with(with(fields, "action", "start"), "previewed", &print);
+    let (status, _, _) = p.post("/campaigns/new", &start).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let c = p.store.campaigns().await.expect("page test step");
+    assert!(matches!(c[0].campaign.spec.selection, crate::campaign::spec::Selection::Filter(_)));
+}

@@ -295,6 +295,7 @@ pub fn selection_text(s: &Selection) -> String {
         Selection::Agents(ids) => format!("{} selected agent(s)", ids.len()),
         Selection::Label(l) => format!("agents labelled {l}"),
         Selection::Below(v) => format!("agents running below {v}"),
+        Selection::Filter(f) => f.describe(),
     }
 }
 
