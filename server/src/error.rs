@@ -42,6 +42,15 @@ pub enum FleetError {
     /// A stored value could not be read back (a bug or a foreign write).
     #[error("fleet database, {0}")]
     Corrupt(String),
+    /// Too many writes from one agent (429); try again after the seconds
+    /// given.
+    #[error("{message}")]
+    TooMany {
+        /// What was refused and why.
+        message: String,
+        /// Seconds to wait.
+        retry_after: u64,
+    },
     /// A registry the server asked did not answer as needed (502).
     #[error("{0}")]
     Upstream(String),

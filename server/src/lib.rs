@@ -12,6 +12,7 @@
 
 pub mod agents;
 pub mod api;
+pub mod bounds;
 pub mod campaign;
 pub mod desired;
 mod enrol_queue;
@@ -57,6 +58,22 @@ pub fn limits(max_connections: usize) -> Limits {
     }
 }
 
+/// How often agents' history is pruned to `--history-max-events` and
+/// `--history-max-age`.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// Prunes every agent's history now and every [`PRUNE_EVERY`].
+async fn prune_history(store: Store, keep: bounds::Retention) {
+    loop {
+        match store.prune_history(keep).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "agents' history pruned"),
+            Err(e) => tracing::warn!(error = %e, "pruning agents' history failed; trying again later"),
+        }
+        tokio::time::sleep(PRUNE_EVERY).await;
+    }
+}
+
 /// How `container-upgrader-server` is set up.
 #[derive(Clone)]
 pub struct ServerConfig {
@@ -74,6 +91,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// The admin password's argon2 PHC hash, for the page's login.
     pub admin_password_hash: Option<String>,
+    /// How much of each agent's history is kept.
+    pub history: bounds::Retention,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -133,6 +152,7 @@ pub async fn run(
     let checker =
         tokio::spawn(versions::run_checker(store.clone(), config.checker.clone(), new_repository.clone()));
     let campaigns = tokio::spawn(campaign::runner::run(store.clone()));
+    let pruner = tokio::spawn(prune_history(store.clone(), config.history));
     let state = state::FleetState {
         store: store.clone(),
         admin_token: Arc::from(config.admin_token.as_str()),
@@ -157,6 +177,7 @@ pub async fn run(
     .await;
     checker.abort();
     campaigns.abort();
+    pruner.abort();
     store.close().await;
     served.map_err(|e| format!("serving on {addr}: {e}"))
 }

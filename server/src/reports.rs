@@ -1,6 +1,7 @@
 //! What agents tell the server: a status snapshot after every pass (kept
 //! whole, and as one row per target) and one event per finished op.
 
+use super::bounds;
 use super::error::db;
 use super::protocol::{Report, TargetReport};
 use super::store::{now_ms, Store};
@@ -17,6 +18,44 @@ pub fn repository_of(image: &str) -> Option<String> {
 }
 
 impl Store {
+    /// One write for `agent` from its rate ([`bounds::WRITES_PER_SEC`]
+    /// after a burst of [`bounds::WRITE_BURST`]); 429 beyond it (the
+    /// agent keeps its events in its outbox and sends them again).
+    fn admit_write(&self, agent: &str) -> Result<(), FleetError> {
+        self.writes_by_agent.take(agent).map_err(|retry_after| {
+            tracing::warn!(agent, "agent write refused: over its rate");
+            FleetError::TooMany {
+                message: format!(
+                    "this agent wrote more than {} reports and events in a burst (then {} a second); try again in {retry_after} s",
+                    bounds::WRITE_BURST, bounds::WRITES_PER_SEC
+                ),
+                retry_after,
+            }
+        })
+    }
+
+    /// Removes history beyond `keep`: per agent, events past the newest
+    /// `max_events` and those older than `max_age`. The rows removed.
+    pub async fn prune_history(&self, keep: bounds::Retention) -> Result<u64, FleetError> {
+        let cutoff = now_ms() - i64::try_from(keep.max_age.as_millis()).unwrap_or(i64::MAX);
+        let _gate = self.write_gate().await;
+        let old = sqlx::query("DELETE FROM events WHERE received_at < $1")
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await
+            .map_err(db("pruning old history"))?;
+        let many = sqlx::query(
+            "DELETE FROM events WHERE (agent_id, op_id) IN (SELECT agent_id, op_id FROM (SELECT agent_id, op_id, \
+             ROW_NUMBER() OVER (PARTITION BY agent_id ORDER BY received_at DESC, op_id DESC) AS n FROM events) r \
+             WHERE r.n > $1)",
+        )
+        .bind(i64::from(keep.max_events))
+        .execute(&self.pool)
+        .await
+        .map_err(db("pruning long history"))?;
+        Ok(old.rows_affected() + many.rows_affected())
+    }
+
     /// Stores `report` as `agent`'s latest: the whole snapshot, its
     /// controller, and its targets (replacing the previous ones), in one
     /// transaction. True when a repository no check has seen yet appeared.
@@ -27,6 +66,10 @@ impl Store {
                 report.targets.len()
             )));
         }
+        self.admit_write(agent)?;
+        let mut bounded = report.clone();
+        bounds::report(&mut bounded);
+        let report = &bounded;
         let now = now_ms();
         let body = serde_json::to_string(report)
             .map_err(|e| FleetError::BadRequest(format!("the report cannot be stored: {e}")))?;
@@ -97,6 +140,10 @@ impl Store {
     /// Stores one op event; a repeat of the same op id is ignored. True
     /// when it was new.
     pub async fn store_event(&self, agent: &str, event: &OpEvent) -> Result<bool, FleetError> {
+        self.admit_write(agent)?;
+        let mut bounded = event.clone();
+        bounds::event(&mut bounded);
+        let event = &bounded;
         let op_ok = !event.op_id.is_empty()
             && event.op_id.len() <= 128
             && event.op_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
@@ -105,7 +152,9 @@ impl Store {
                 "op_id: 1-128 characters of letters, digits, `-`, `_`, `.`, `:`".into(),
             ));
         }
-        let body = serde_json::to_string(event)
+        // The reason has its own column: the body keeps the rest, so the
+        // reason is stored once.
+        let body = serde_json::to_string(&OpEvent { reason: None, ..event.clone() })
             .map_err(|e| FleetError::BadRequest(format!("the event cannot be stored: {e}")))?;
         let outcome = serde_json::to_value(event.outcome)
             .ok()

@@ -54,6 +54,7 @@ impl IntoResponse for FleetError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Db { .. } | Self::Open { .. } | Self::Corrupt(_) | Self::Batch(_) => {
                 tracing::error!(error = %self, "fleet request failed");
                 return error(
@@ -63,6 +64,11 @@ impl IntoResponse for FleetError {
             }
         };
         let mut response = error(status, self.to_string());
+        if let Self::TooMany { retry_after, .. } = &self {
+            if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

@@ -48,6 +48,8 @@ pub struct Store {
     writes: Option<Arc<tokio::sync::Mutex<()>>>,
     /// Enrolments waiting for their group commit.
     pub(crate) enrolments: Arc<super::enrol_queue::EnrolQueue>,
+    /// Writes per agent, rate-limited ([`crate::bounds`]).
+    pub(crate) writes_by_agent: crate::bounds::WriteLimiter,
     /// Missed polls after which an agent counts as offline (the server's
     /// `--offline-after`), for what the store decides itself (a campaign
     /// leaving offline agents out).
@@ -121,6 +123,7 @@ impl Store {
             writes: sqlite.then(Arc::default),
             enrolments: Arc::default(),
             offline_after: DEFAULT_OFFLINE_AFTER,
+            writes_by_agent: crate::bounds::WriteLimiter::default(),
         })
     }
 

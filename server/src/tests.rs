@@ -711,3 +711,68 @@ impl FormBody for reqwest::RequestBuilder {
         self.header("content-type", "application/x-www-form-urlencoded").body(body)
     }
 }
+
+#[tokio::test]
+async fn one_agent_cannot_fill_the_disk_its_texts_are_cut_its_writes_rate_limited_its_history_pruned() {
+    let f = fleet().await;
+    let me = f.enrol().await;
+    let url = format!("{}{}", f.base, protocol::EVENTS);
+    let huge = "x".repeat(1_000_000);
+    let mut sent = 0;
+    let mut refused = None;
+    for i in 0..400 {
+        let mut e = event(&format!("op-{i}"));
+        e["reason"] = json!(huge);
+        let answer =
+            f.http.post(&url).bearer_auth(&me.credential).json(&e).send().await.expect("fleet test step");
+        match answer.status() {
+            StatusCode::NO_CONTENT => sent += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                let wait =
+                    answer.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+                refused = Some((i, wait, answer.text().await.expect("fleet test step")));
+                break;
+            }
+            other => panic!("event {i}: {other}"),
+        }
+    }
+    let (at, wait, why) = refused.expect("the agent's burst ends");
+    assert!((300..400).contains(&at) && sent == at, "refused after its burst, at {at}");
+    assert!(wait.is_some_and(|w| w.parse::<u64>().is_ok_and(|s| s >= 1)), "with Retry-After");
+    assert!(why.contains("try again in"), "{why}");
+    // Each reason stored once, cut to its bound and marked.
+    let (reason, body): (String, String) =
+        sqlx::query_as("SELECT reason, body FROM events WHERE agent_id = $1 AND op_id = 'op-0'")
+            .bind(&me.agent_id)
+            .fetch_one(&f.store.pool)
+            .await
+            .expect("fleet test step");
+    assert!(reason.len() <= crate::bounds::MAX_REASON && reason.ends_with("bytes cut]"), "{}", reason.len());
+    assert!(!body.contains("xxxx"), "the body does not hold the reason again");
+    let (total,): (i64,) =
+        sqlx::query_as("SELECT COALESCE(SUM(LENGTH(reason) + LENGTH(body)), 0) FROM events")
+            .fetch_one(&f.store.pool)
+            .await
+            .expect("fleet test step");
+    assert!(total < 2_000_000, "{sent} events of 1 MB reasons took {total} bytes");
+    // The page shows the cut text, not megabytes.
+    let detail = f.admin(reqwest::Method::GET, &format!("/v1/fleet/agents/{}", me.agent_id), None).await;
+    assert!(detail.text().await.expect("fleet test step").len() < 1_000_000);
+
+    // Pruned to the newest N per agent.
+    let keep = crate::bounds::Retention { max_events: 10, max_age: Duration::from_secs(3600) };
+    let removed = f.store.prune_history(keep).await.expect("fleet test step");
+    assert_eq!(removed, u64::try_from(sent - 10).expect("fleet test step"));
+    let (left,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events WHERE agent_id = $1")
+        .bind(&me.agent_id)
+        .fetch_one(&f.store.pool)
+        .await
+        .expect("fleet test step");
+    assert_eq!(left, 10);
+    let newest: Vec<(String,)> =
+        sqlx::query_as("SELECT op_id FROM events ORDER BY received_at DESC, op_id DESC LIMIT 1")
+            .fetch_all(&f.store.pool)
+            .await
+            .expect("fleet test step");
+    assert_ne!(newest[0].0, "op-0", "the oldest went first");
+}

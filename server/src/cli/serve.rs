@@ -65,6 +65,22 @@ pub(crate) struct ServeArgs {
     /// Connections served at once (each agent holds one).
     #[arg(long, value_name = "N", default_value_t = fleet::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+    /// Op events kept per agent (its history), newest first.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    history_max_events: u32,
+    /// Op events older than this are dropped (`90d`, `2w`, `12h`).
+    #[arg(long, value_name = "DURATION", default_value = "90d", value_parser = long_duration)]
+    history_max_age: std::time::Duration,
+}
+
+/// A duration of hours to years (`90d`, `2w`), at least a minute.
+fn long_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}`: {e}; expected a duration like 90d, 2w or 12h"))?;
+    if d < std::time::Duration::from_secs(60) {
+        return Err(format!("`{s}`: at least 1m"));
+    }
+    Ok(d)
 }
 
 /// Runs the server until SIGTERM or SIGINT.
@@ -129,6 +145,10 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<u8, Failure> {
         },
         max_connections: args.max_connections,
         admin_password_hash,
+        history: fleet::bounds::Retention {
+            max_events: args.history_max_events,
+            max_age: args.history_max_age,
+        },
     };
     warn_if_few_descriptors(args.max_connections);
     let listener = tokio::net::TcpListener::bind(args.listen)
