@@ -127,14 +127,38 @@ pub const MIN_TOKEN_LEN: usize = 16;
 /// mount secrets through them. A file others may read is used, with a
 /// warning on stderr.
 pub fn read_token(path: &Path, flag: &str) -> Result<String, Failure> {
-    let fail = |what: String| Failure::new(exit::USAGE, format!("error: {flag} {}: {what}", path.display()));
+    read_secret(path, flag, &SecretFile { what: "token", min_len: MIN_TOKEN_LEN, trim: true })
+}
+
+/// What a secret file holds: named in its messages ("the password hash
+/// is not UTF-8 text"), with the shortest value accepted and whether
+/// surrounding spaces are part of it.
+#[derive(Debug, Clone, Copy)]
+pub struct SecretFile<'a> {
+    /// "token", "password", "password hash".
+    pub what: &'a str,
+    /// The shortest value accepted (1 for "not empty").
+    pub min_len: usize,
+    /// Spaces around the first line are not part of the value.
+    pub trim: bool,
+}
+
+/// The first line of the file `flag` names, as [`read_token`] reads a
+/// token, for any kind of secret.
+pub fn read_secret(path: &Path, flag: &str, kind: &SecretFile<'_>) -> Result<String, Failure> {
+    let what = kind.what;
+    let fail = |m: String| Failure::new(exit::USAGE, format!("error: {flag} {}: {m}", path.display()));
     let real = std::fs::canonicalize(path).map_err(|e| fail(e.to_string()))?;
     let bytes = crate::private_fs::read_bounded(&real, MAX_TOKEN_FILE)
         .map_err(|e| fail(format!("{e}; expected a regular file of at most {MAX_TOKEN_FILE} bytes")))?;
-    let text = String::from_utf8(bytes).map_err(|_| fail("the token is not UTF-8 text".into()))?;
-    let token = text.lines().next().unwrap_or_default().trim().to_string();
-    if token.len() < MIN_TOKEN_LEN {
-        return Err(fail(format!("the token must be at least {MIN_TOKEN_LEN} characters")));
+    let text = String::from_utf8(bytes).map_err(|_| fail(format!("the {what} is not UTF-8 text")))?;
+    let line = text.lines().next().unwrap_or_default();
+    let token = if kind.trim { line.trim() } else { line }.to_string();
+    if token.is_empty() {
+        return Err(fail(format!("the file is empty; expected the {what} on its first line")));
+    }
+    if token.chars().count() < kind.min_len {
+        return Err(fail(format!("the {what} must be at least {} characters", kind.min_len)));
     }
     if let Ok(meta) = std::fs::metadata(&real) {
         use std::os::unix::fs::PermissionsExt;

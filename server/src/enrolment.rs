@@ -113,13 +113,24 @@ pub fn check_labels(labels: &Labels) -> Result<(), FleetError> {
                 "label key `{k}`: use 1-63 characters of letters, digits, `.`, `_`, `/`, `-`"
             )));
         }
-        if v.len() > 255 || v.chars().any(char::is_control) {
+        if v.len() > 255 || v.chars().any(|c| c.is_control() || deceptive(c)) {
             return Err(FleetError::Invalid(format!(
-                "label `{k}`: the value must be at most 255 characters without control characters"
+                "label `{k}`: the value must be at most 255 characters without control, bidirectional or zero-width characters"
             )));
         }
     }
     Ok(())
+}
+
+/// Characters that make a name read other than it is: bidirectional
+/// overrides and isolates (`host<U+202E>1-bew` shows as `host-web1`) and
+/// zero-width ones (two names that look alike but differ).
+pub fn deceptive(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}' | '\u{180E}' | '\u{FEFF}'
+    )
 }
 
 fn status(expires_at: i64, uses_left: i64, revoked_at: Option<i64>, now: i64) -> &'static str {
@@ -241,9 +252,11 @@ impl Store {
         };
         let (token_id, token_secret) = split_credential(request.token.trim()).ok_or_else(bad)?;
         let name = request.name.trim();
-        if name.is_empty() || name.len() > 253 || name.chars().any(char::is_control) {
+        if name.is_empty() || name.len() > 253 || name.chars().any(|c| c.is_control() || deceptive(c)) {
             return Err(FleetError::Invalid(
-                "name: 1-253 characters without control characters (the host name by default)".into(),
+                "name: 1-253 characters without control, bidirectional (U+202A-U+202E, U+2066-U+2069, …) or \
+                 zero-width characters (the host name by default)"
+                    .into(),
             ));
         }
         let origin = format!("agent {name}'s manifest");

@@ -4,7 +4,7 @@
 //! and the bounds every request meets.
 
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
@@ -34,7 +34,19 @@ pub fn router(state: FleetState) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(declared_size))
+        .layer(middleware::from_fn(no_sniff_no_store))
         .with_state(state)
+}
+
+/// Every answer - JSON, YAML, errors, the 404 fallback - says what it is
+/// and is kept by no cache (they carry manifests and fleet state); the
+/// page's own stricter headers stay.
+async fn no_sniff_no_store(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.entry(header::X_CONTENT_TYPE_OPTIONS).or_insert(HeaderValue::from_static("nosniff"));
+    headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    response
 }
 
 /// 413 at once for a declared body over the limit, before any handler

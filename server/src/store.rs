@@ -81,6 +81,9 @@ impl Store {
         let fail = |detail: String| FleetError::Open { url: redacted(url), detail };
         let url = sqlite_with_create(url);
         let sqlite = url.starts_with("sqlite:");
+        if sqlite {
+            prepare_sqlite(&url).await.map_err(fail)?;
+        }
         let pool = AnyPoolOptions::new()
             // SQLite has one writer at a time anyway; PostgreSQL connections
             // are a server resource shared with other replicas.
@@ -178,6 +181,44 @@ impl Store {
 }
 
 /// A SQLite URL gets `mode=rwc` (create the file) unless it names a mode.
+/// The file path of a `sqlite:` URL (`sqlite://PATH?…`, `sqlite:PATH`);
+/// `None` for an in-memory database.
+fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
+}
+
+/// Before the pool: a new SQLite file is created 0600 (its -wal and -shm
+/// files take its mode), an existing one readable by others is named in a
+/// warning, and a file that is not a database is said to be one - not
+/// left to the pool, whose retries end in "pool timed out".
+async fn prepare_sqlite(url: &str) -> Result<(), String> {
+    use sqlx::Connection;
+    let Some(path) = sqlite_path(url) else { return Ok(()) };
+    if !path.exists() {
+        container_upgrader::private_fs::create_private(&path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    } else if let Ok(meta) = std::fs::metadata(&path) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "the fleet database is readable by group or others (it holds agents' manifests and hashed credentials); chmod 600 it");
+        }
+    }
+    let mut conn = sqlx::AnyConnection::connect(url)
+        .await
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let probe = sqlx::query("SELECT COUNT(*) FROM sqlite_master").execute(&mut conn).await;
+    let _ = conn.close().await;
+    probe.map(|_| ()).map_err(|e| {
+        format!(
+            "{} is not an SQLite database, or is damaged ({e}); give --db another file or restore a backup",
+            path.display()
+        )
+    })
+}
+
 fn sqlite_with_create(url: &str) -> String {
     if !url.starts_with("sqlite:") || url.contains("mode=") {
         return url.to_string();

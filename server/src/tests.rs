@@ -776,3 +776,41 @@ async fn one_agent_cannot_fill_the_disk_its_texts_are_cut_its_writes_rate_limite
             .expect("fleet test step");
     assert_ne!(newest[0].0, "op-0", "the oldest went first");
 }
+
+#[tokio::test]
+async fn names_that_read_other_than_they_are_are_refused_at_enrolment() {
+    let f = fleet().await;
+    for name in ["host\u{202E}1-bew", "web\u{200B}1", "\u{2066}db\u{2069}"] {
+        let token = f.token(1).await;
+        let body = json!({ "token": token, "name": name, "manifest": MANIFEST });
+        let answer = f
+            .http
+            .post(format!("{}{}", f.base, protocol::ENROL))
+            .json(&body)
+            .send()
+            .await
+            .expect("fleet test step");
+        assert_eq!(answer.status(), StatusCode::UNPROCESSABLE_ENTITY, "{name:?}");
+        let why = answer.text().await.expect("fleet test step");
+        assert!(why.contains("bidirectional") && why.contains("zero-width"), "{why}");
+    }
+}
+
+#[tokio::test]
+async fn every_answer_says_nosniff_and_no_store_the_fallback_too() {
+    let f = fleet().await;
+    for path in ["/v1/fleet/agents", "/no/such/route", "/healthz"] {
+        let answer =
+            f.http.get(format!("{}{path}", f.base)).bearer_auth(ADMIN).send().await.expect("fleet test step");
+        assert_eq!(
+            answer.headers().get("x-content-type-options").map(|v| v.as_bytes()),
+            Some(&b"nosniff"[..]),
+            "{path}"
+        );
+        assert_eq!(
+            answer.headers().get("cache-control").map(|v| v.as_bytes()),
+            Some(&b"no-store"[..]),
+            "{path}"
+        );
+    }
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use container_upgrader::cli_support::read_token;
+use container_upgrader::cli_support::{read_secret, read_token, SecretFile};
 use container_upgrader::err;
 use container_upgrader::manifest::Dur;
 use container_upgrader_server::{self as fleet, versions::CheckerConfig, ServerConfig};
@@ -93,7 +93,8 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<u8, Failure> {
     let usage = |m: String| Failure::new(exit::USAGE, format!("error: {m}"));
     let admin_password_hash = match &args.admin_password_file {
         Some(path) => {
-            let phc = read_token(path, "--admin-password-file")?;
+            let kind = SecretFile { what: "password hash", min_len: 1, trim: true };
+            let phc = read_secret(path, "--admin-password-file", &kind)?;
             fleet::page::login::check_password_hash(&phc)
                 .map_err(|e| usage(format!("--admin-password-file {}: {e}", path.display())))?;
             Some(phc)
@@ -113,7 +114,10 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<u8, Failure> {
                 || url.starts_with("postgresql://") =>
         {
             match &args.db_password_file {
-                Some(path) => with_password(&url, &read_password(path)?).map_err(usage)?,
+                Some(path) => {
+                    let kind = SecretFile { what: "password", min_len: 1, trim: false };
+                    with_password(&url, &read_secret(path, "--db-password-file", &kind)?).map_err(usage)?
+                }
                 None => url,
             }
         }
@@ -173,25 +177,6 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<u8, Failure> {
         .await
         .map_err(|e| Failure::new(exit::INTERNAL, format!("error: {e}")))?;
     Ok(exit::OK)
-}
-
-/// The largest password file read.
-const MAX_PASSWORD_FILE: u64 = 4096;
-
-/// The first line of `--db-password-file`.
-fn read_password(path: &std::path::Path) -> Result<String, Failure> {
-    let fail = |what: String| {
-        Failure::new(exit::USAGE, format!("error: --db-password-file {}: {what}", path.display()))
-    };
-    let real = std::fs::canonicalize(path).map_err(|e| fail(e.to_string()))?;
-    let bytes = container_upgrader::private_fs::read_bounded(&real, MAX_PASSWORD_FILE)
-        .map_err(|e| fail(format!("{e}; expected a regular file of at most {MAX_PASSWORD_FILE} bytes")))?;
-    let text = String::from_utf8(bytes).map_err(|_| fail("the password is not UTF-8 text".into()))?;
-    let password = text.lines().next().unwrap_or_default().to_string();
-    if password.is_empty() {
-        return Err(fail("the file is empty; expected the password on its first line".into()));
-    }
-    Ok(password)
 }
 
 /// `postgres://USER@HOST/DB` with `password` put in, percent-encoded.
