@@ -152,6 +152,7 @@ impl Registry {
             b.connect_timeout(timeout.min(Duration::from_secs(5)))
                 .read_timeout(timeout)
                 .user_agent(concat!("container-upgrader/", env!("CARGO_PKG_VERSION")))
+                .redirect(reqwest::redirect::Policy::custom(redirect_rule))
         };
         let http = crate::tls::http_client("registry client", configure);
         // Registries with their own CAs (certs.d) get a client of their own.
@@ -363,6 +364,44 @@ fn in_cidr(ip: std::net::IpAddr, cidr: &str) -> bool {
 }
 
 /// The host part of `registry` (`[::1]:5000` → `::1`).
+/// Redirects a registry may send its client on: at most 5, each to HTTPS,
+/// to the same host and port, or to loopback. A plain-HTTP registry
+/// sending the client to another host in the clear (a cloud metadata
+/// address, an internal port) is refused rather than followed.
+fn redirect_rule(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirect::Action {
+    const MAX_REDIRECTS: usize = 5;
+    if attempt.previous().len() > MAX_REDIRECTS {
+        return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+    }
+    let next = attempt.url();
+    let same = attempt.previous().first().is_some_and(|first| {
+        first.host_str() == next.host_str() && first.port_or_known_default() == next.port_or_known_default()
+    });
+    let loopback =
+        next.host_str().is_some_and(|h| is_loopback(h.trim_start_matches('[').trim_end_matches(']')));
+    if next.scheme() == "https" || same || loopback {
+        attempt.follow()
+    } else {
+        let to = next.host_str().unwrap_or("?").to_string();
+        attempt
+            .error(format!("a redirect to another host ({to}) over plain HTTP is not followed; only HTTPS"))
+    }
+}
+
+/// Whether a token realm the registry `registry` names may be asked:
+/// over HTTPS, on the registry's own host, or on loopback. A realm on
+/// another host in the clear would take the login there unencrypted, or
+/// turn the client into a probe of internal addresses.
+pub(crate) fn realm_allowed(registry: &str, realm: &reqwest::Url) -> Result<(), String> {
+    let realm_host = realm.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    if realm.scheme() == "https" || realm_host == host(registry) || is_loopback(realm_host) {
+        return Ok(());
+    }
+    Err(format!(
+        "the registry {registry} names a token realm on another host over plain HTTP ({realm_host}); refused: a realm elsewhere must be HTTPS"
+    ))
+}
+
 fn host(registry: &str) -> &str {
     if let Some(rest) = registry.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
@@ -456,6 +495,42 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_realm_elsewhere_must_be_https() {
+        let url = |u: &str| reqwest::Url::parse(u).expect("url");
+        assert!(realm_allowed("reg.example:5000", &url("https://auth.example/token")).is_ok());
+        assert!(
+            realm_allowed("reg.example:5000", &url("http://reg.example:5001/token")).is_ok(),
+            "same host"
+        );
+        assert!(realm_allowed("reg.example", &url("http://127.0.0.1:9/token")).is_ok(), "loopback");
+        let e = realm_allowed("127.0.0.1:5000", &url("http://169.254.169.254/latest/meta-data"))
+            .expect_err("refused");
+        assert!(e.contains("169.254.169.254") && e.contains("must be HTTPS"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_redirect_to_another_host_in_the_clear_is_not_followed() {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().map_while(Result::ok).take(4) {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let answer = "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://169.254.169.254/latest/meta-data\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        let client = Registry::with_plain_http(vec![addr.clone()], Duration::from_secs(5));
+        let image = ImageRef::parse(&format!("{addr}/team/app:1")).expect("reference");
+        let e = client.digest(&image).await.expect_err("not followed").to_string();
+        assert!(e.contains("not followed"), "{e}");
+    }
     use stand_in::{serve, Reply};
 
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";

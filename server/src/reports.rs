@@ -101,13 +101,21 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(db("storing a report"))?;
+        // The version checker asks only registries this agent's manifest
+        // names (its targets' repositories, its policy's allowed images):
+        // an agent cannot make the server fetch arbitrary hosts.
+        let manifest = self.desired(agent).await.ok().and_then(|d| {
+            container_upgrader::manifest::Manifest::parse(&format!("agent {agent}'s manifest"), &d.manifest)
+                .ok()
+        });
         sqlx::query("DELETE FROM targets WHERE agent_id = $1")
             .bind(agent)
             .execute(&mut *tx)
             .await
             .map_err(db("replacing a report's targets"))?;
         for t in &report.targets {
-            insert_target(&mut tx, agent, t, now).await?;
+            let repository = t.image.as_deref().and_then(|i| checkable_repository(manifest.as_ref(), i));
+            insert_target(&mut tx, agent, t, repository, now).await?;
         }
         let (unknown,): (i64,) = sqlx::query_as(
             "SELECT COUNT(*) FROM targets t WHERE t.agent_id = $1 AND t.repository IS NOT NULL \
@@ -185,10 +193,25 @@ impl Store {
     }
 }
 
+/// The repository of `image` when the agent's `manifest` names it: one of
+/// its targets' repositories, or an image its `policy.allowed_images`
+/// lists. `None` otherwise: the server never asks that registry.
+pub fn checkable_repository(
+    manifest: Option<&container_upgrader::manifest::Manifest>,
+    image: &str,
+) -> Option<String> {
+    let reference = ImageRef::parse(image).ok()?;
+    let m = manifest?;
+    let own = m.targets.iter().any(|t| t.want.image().name() == reference.name());
+    let listed = m.policy.allowed_images.is_some() && m.policy.allows(&reference);
+    (own || listed).then(|| reference.name())
+}
+
 async fn insert_target(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     agent: &str,
     t: &TargetReport,
+    repository: Option<String>,
     now: i64,
 ) -> Result<(), FleetError> {
     let op = t.last_op.as_ref();
@@ -202,7 +225,7 @@ async fn insert_target(
     .bind(&t.target)
     .bind(t.container.clone().unwrap_or_default())
     .bind(&t.image)
-    .bind(t.image.as_deref().and_then(repository_of))
+    .bind(repository)
     .bind(&t.digest)
     .bind(&t.version)
     .bind(&t.desired)

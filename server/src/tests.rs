@@ -472,6 +472,9 @@ async fn the_version_check_lists_each_repository_once_and_marks_targets() {
     let f = fleet().await;
     let registry = fake_registry(&["1.25.3", "1.25.9", "1.27.0", "2.0.0-rc.1", "latest"]).await;
     let me = f.enrol().await;
+    // The agent's manifest names that registry: the server may ask it.
+    let manifest = MANIFEST.replace("127.0.0.1:5000/nginx", &format!("{registry}/nginx"));
+    f.store.put_manifest(&me.agent_id, &manifest).await.expect("fleet test step");
     let mut body = report();
     body["targets"][0]["image"] = json!(format!("{registry}/nginx:1.25.3"));
     let url = format!("{}{}", f.base, protocol::REPORT);
@@ -483,6 +486,7 @@ async fn the_version_check_lists_each_repository_once_and_marks_targets() {
         interval: Duration::from_secs(3600),
         insecure: vec![],
         timeout: Duration::from_secs(5),
+        allow: vec![],
     };
     f.store.check_versions(&config).await.expect("fleet test step");
     let repos = f.store.repositories().await.expect("fleet test step");
@@ -813,4 +817,138 @@ async fn every_answer_says_nosniff_and_no_store_the_fallback_too() {
             "{path}"
         );
     }
+}
+
+/// A registry on loopback whose tag lists take `delay` and which counts
+/// the requests it gets.
+async fn counting_registry(delay: Duration) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::extract::Path;
+    use axum::routing::get;
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = seen.clone();
+    let app = axum::Router::new().route("/v2/", get(|| async { "{}" })).route(
+        "/v2/{name}/tags/list",
+        get(move |Path(name): Path<String>| {
+            let count = count.clone();
+            async move {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                axum::Json(json!({ "name": name, "tags": ["1.0.0", "1.1.0"] }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("fleet test step");
+    let addr = listener.local_addr().expect("fleet test step");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr.to_string(), seen)
+}
+
+/// A manifest with one container target per image, and the report that
+/// says each runs.
+fn targets(images: &[String]) -> (String, Value) {
+    let mut manifest = "version: 1\ntargets:\n".to_string();
+    let mut reported = Vec::new();
+    for (i, image) in images.iter().enumerate() {
+        manifest.push_str(&format!("  - container: c{i}\n    image: {image}\n"));
+        reported.push(json!({ "target": format!("c{i}"), "container": format!("c{i}"), "image": image,
+                              "version": "1.0.0", "action": "up_to_date", "reason": "" }));
+    }
+    (manifest, json!({ "controller_version": "0.1.0", "targets": reported }))
+}
+
+fn checker(allow: Vec<String>) -> super::versions::CheckerConfig {
+    super::versions::CheckerConfig {
+        interval: Duration::from_secs(3600),
+        insecure: vec![],
+        timeout: Duration::from_secs(10),
+        allow,
+    }
+}
+
+#[tokio::test]
+async fn the_version_checker_asks_only_registries_the_agents_manifest_names_and_never_link_local_ones() {
+    let f = fleet().await;
+    let (named, named_seen) = counting_registry(Duration::ZERO).await;
+    let (other, other_seen) = counting_registry(Duration::ZERO).await;
+    let me = f.enrol().await;
+    let (manifest, _) = targets(&[format!("{named}/app:1.0.0"), "169.254.169.254/latest:1.0.0".to_string()]);
+    f.store.put_manifest(&me.agent_id, &manifest).await.expect("fleet test step");
+    // The agent reports what its manifest names, and more: a repository
+    // on another registry and one on the metadata address.
+    let (_, report) = targets(&[
+        format!("{named}/app:1.0.0"),
+        "169.254.169.254/latest:1.0.0".to_string(),
+        format!("{other}/secret:1.0.0"),
+    ]);
+    let sent = f
+        .http
+        .post(format!("{}{}", f.base, protocol::REPORT))
+        .bearer_auth(&me.credential)
+        .json(&report)
+        .send()
+        .await
+        .expect("fleet test step");
+    assert_eq!(sent.status(), StatusCode::NO_CONTENT);
+    f.store.check_versions(&checker(vec![])).await.expect("fleet test step");
+    let repos = f.store.repositories().await.expect("fleet test step");
+    let by_name = |r: &str| repos.iter().find(|x| x.repository == r).cloned();
+    assert_eq!(by_name(&format!("{named}/app")).and_then(|r| r.newest).as_deref(), Some("1.1.0"));
+    assert!(by_name(&format!("{other}/secret")).is_none(), "not in its manifest: never listed");
+    assert_eq!(other_seen.load(std::sync::atomic::Ordering::SeqCst), 0, "and never asked");
+    let metadata = by_name("169.254.169.254/latest").expect("named by the manifest, so listed");
+    assert!(metadata.error.is_some_and(|e| e.starts_with("not allowed") && e.contains("link-local")));
+    assert_eq!(named_seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // With --registry-allow, only the hosts listed are asked.
+    f.store.check_versions(&checker(vec!["registry.example".into()])).await.expect("fleet test step");
+    let repos = f.store.repositories().await.expect("fleet test step");
+    let app = repos.iter().find(|x| x.repository == format!("{named}/app")).expect("listed");
+    assert!(app.error.as_deref().is_some_and(|e| e.contains("not in --registry-allow")), "{:?}", app.error);
+    assert_eq!(named_seen.load(std::sync::atomic::Ordering::SeqCst), 1, "refused without a request");
+    f.store.check_versions(&checker(vec![named.clone()])).await.expect("fleet test step");
+    assert_eq!(named_seen.load(std::sync::atomic::Ordering::SeqCst), 2, "asked once allowed");
+}
+
+#[tokio::test]
+async fn one_slow_registry_delays_only_its_own_repositories() {
+    let f = fleet().await;
+    let (slow, slow_seen) = counting_registry(Duration::from_secs(3)).await;
+    let (fast, _) = counting_registry(Duration::ZERO).await;
+    // `localhost` sorts after `127.0.0.1`: one at a time, the fast one
+    // would wait for all six slow ones (18 s).
+    let fast = fast.replace("127.0.0.1", "localhost");
+    let mut images: Vec<String> = (0..6).map(|i| format!("{slow}/slow{i}:1.0.0")).collect();
+    images.push(format!("{fast}/quick:1.0.0"));
+    let me = f.enrol().await;
+    let (manifest, report) = targets(&images);
+    f.store.put_manifest(&me.agent_id, &manifest).await.expect("fleet test step");
+    let sent = f
+        .http
+        .post(format!("{}{}", f.base, protocol::REPORT))
+        .bearer_auth(&me.credential)
+        .json(&report)
+        .send()
+        .await
+        .expect("fleet test step");
+    assert_eq!(sent.status(), StatusCode::NO_CONTENT);
+    let store = f.store.clone();
+    let started = Instant::now();
+    let check = tokio::spawn(async move { store.check_versions(&checker(vec![])).await });
+    let quick = format!("{fast}/quick");
+    let mut listed_after = None;
+    while started.elapsed() < Duration::from_secs(30) {
+        let repos = f.store.repositories().await.expect("fleet test step");
+        if repos.iter().any(|r| r.repository == quick && r.newest.is_some()) {
+            listed_after = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let listed_after = listed_after.expect("the fast repository was listed");
+    assert!(listed_after < Duration::from_secs(2), "the fast registry waited {listed_after:?}");
+    check.await.expect("fleet test step").expect("fleet test step");
+    let all = started.elapsed();
+    assert!(all < Duration::from_secs(12), "six slow ones, two at a time: about 9 s, took {all:?}");
+    assert!(all >= Duration::from_secs(8), "at most two at once on the slow host: {all:?}");
+    assert_eq!(slow_seen.load(std::sync::atomic::Ordering::SeqCst), 6);
 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use futures_util::StreamExt as _;
+
 use super::error::db;
 use super::store::{now_ms, Store};
 use super::FleetError;
@@ -79,6 +81,45 @@ pub struct CheckerConfig {
     pub insecure: Vec<String>,
     /// Time one registry request may take.
     pub timeout: Duration,
+    /// When not empty, the only registries (host or host:port) the
+    /// server asks; others are recorded "not allowed" without a request.
+    pub allow: Vec<String>,
+}
+
+/// Repositories checked at once.
+pub const CHECKS_AT_ONCE: usize = 8;
+/// Requests at once to one registry host: a slow host delays only its own
+/// repositories.
+pub const CHECKS_PER_HOST: usize = 2;
+
+/// Why the server will not ask `registry` at all, if it will not: it is not
+/// in `--registry-allow`, or it is an address no registry has (link-local,
+/// such as a cloud's metadata service at 169.254.169.254; unspecified;
+/// multicast). Said without contacting it, so the answer reveals nothing
+/// about what is reachable from the server.
+pub fn refused(registry: &str, allow: &[String]) -> Option<String> {
+    let host = match registry.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => registry.split(':').next().unwrap_or(registry),
+    };
+    let odd = match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => {
+            ip.is_link_local() || ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast()
+        }
+        Ok(std::net::IpAddr::V6(ip)) => {
+            ip.is_unspecified() || ip.is_multicast() || (ip.segments()[0] & 0xffc0) == 0xfe80
+        }
+        Err(_) => false,
+    };
+    if odd {
+        return Some(format!(
+            "not allowed: {registry} is a link-local, unspecified or multicast address, never a registry"
+        ));
+    }
+    if !allow.is_empty() && !allow.iter().any(|a| a == registry || a == host) {
+        return Some(format!("not allowed: {registry} is not in --registry-allow"));
+    }
+    None
 }
 
 /// A repository as the server knows it.
@@ -155,16 +196,22 @@ impl Store {
                 .await
                 .map_err(db("listing the fleet's repositories"))?;
         let refs: Vec<ImageRef> = rows.iter().filter_map(|(r,)| ImageRef::parse(r).ok()).collect();
-        let client = Registry::with_plain_http(registry::plain_http(&config.insecure, &refs), config.timeout);
-        for image in &refs {
-            let repository = image.name();
-            let (tags, error) = match client.tags(image).await {
-                Ok(tags) => (Some(tags), None),
-                Err(e) => {
-                    tracing::warn!(%repository, error = %e, "cannot list tags");
-                    (None, Some(e.to_string()))
-                }
-            };
+        let client = Arc::new(Registry::with_plain_http(
+            registry::plain_http(&config.insecure, &refs),
+            config.timeout,
+        ));
+        let hosts: std::collections::HashMap<String, Arc<tokio::sync::Semaphore>> = refs
+            .iter()
+            .map(|r| (r.registry().to_string(), Arc::new(tokio::sync::Semaphore::new(CHECKS_PER_HOST))))
+            .collect();
+        let allow = Arc::new(config.allow.clone());
+        let listings = futures_util::stream::iter(refs.into_iter().map(|image| {
+            let turn = hosts.get(image.registry()).cloned();
+            list_tags(client.clone(), turn, allow.clone(), image)
+        }))
+        .buffer_unordered(CHECKS_AT_ONCE);
+        futures_util::pin_mut!(listings);
+        while let Some((repository, tags, error)) = futures_util::StreamExt::next(&mut listings).await {
             // A failed listing keeps the tags known before.
             sqlx::query(
                 "INSERT INTO repositories (repository, tags, checked_at, error) VALUES ($1, $2, $3, $4) \
@@ -184,6 +231,30 @@ impl Store {
             .map_err(db("storing repository tags"))?;
         }
         Ok(())
+    }
+}
+
+/// One repository's tags: (repository, tags, why not), asked within its
+/// host's `turn`, or refused without a request.
+async fn list_tags(
+    client: Arc<Registry>,
+    turn: Option<Arc<tokio::sync::Semaphore>>,
+    allow: Arc<Vec<String>>,
+    image: ImageRef,
+) -> (String, Option<Vec<String>>, Option<String>) {
+    if let Some(why) = refused(image.registry(), &allow) {
+        return (image.name(), None, Some(why));
+    }
+    let _turn = match turn {
+        Some(s) => s.acquire_owned().await.ok(),
+        None => None,
+    };
+    match client.tags(&image).await {
+        Ok(tags) => (image.name(), Some(tags), None),
+        Err(e) => {
+            tracing::warn!(repository = %image.name(), error = %e, "cannot list tags");
+            (image.name(), None, Some(e.to_string()))
+        }
     }
 }
 

@@ -307,6 +307,7 @@ impl Distribution {
         let mut url = Url::parse(realm).map_err(|e| {
             CallError::Invalid(format!("the registry names an unusable token realm {realm}: {e}"))
         })?;
+        super::realm_allowed(registry, &url).map_err(CallError::Invalid)?;
         url.query_pairs_mut().append_pair("scope", scope);
         if let Some(service) = service {
             url.query_pairs_mut().append_pair("service", service);
@@ -337,6 +338,7 @@ impl Distribution {
         let url = Url::parse(realm).map_err(|e| {
             CallError::Invalid(format!("the registry names an unusable token realm {realm}: {e}"))
         })?;
+        super::realm_allowed(registry, &url).map_err(CallError::Invalid)?;
         // The form body, encoded as a query is (application/x-www-form-urlencoded).
         let mut form = Url::parse("http://form.invalid/").map_err(|e| CallError::Invalid(e.to_string()))?;
         form.query_pairs_mut()

@@ -194,6 +194,12 @@ async fn pin_digest(image: &str, access: &CheckerConfig) -> Result<String, Fleet
     if reference.digest().is_some() {
         return Ok(reference.familiar());
     }
+    if let Some(why) = crate::versions::refused(reference.registry(), &access.allow) {
+        return Err(FleetError::Upstream(format!(
+            "image `{image}`: its digest cannot be read: {why}; give the image as repo:tag@sha256:…, or set \
+             pin_digest to false to hand agents the tag"
+        )));
+    }
     let client =
         Registry::with_plain_http(registry::plain_http(&access.insecure, [&reference]), access.timeout);
     let digest = client.digest(&reference).await.map_err(|e| {

@@ -62,6 +62,11 @@ pub(crate) struct ServeArgs {
     /// Time one registry request may take.
     #[arg(long, default_value = "15s", value_name = "DURATION")]
     registry_timeout: Dur,
+    /// Ask only this registry (host or host:port) for versions and digests;
+    /// others are "not allowed" without a request. Repeatable; without it,
+    /// any registry an agent's manifest names (never link-local addresses).
+    #[arg(long = "registry-allow", value_name = "HOST[:PORT]")]
+    registry_allow: Vec<String>,
     /// Connections served at once (each agent holds one).
     #[arg(long, value_name = "N", default_value_t = fleet::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
@@ -146,6 +151,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             interval: args.version_check_interval.0,
             insecure: args.insecure,
             timeout: args.registry_timeout.0,
+            allow: args.registry_allow,
         },
         max_connections: args.max_connections,
         admin_password_hash,
