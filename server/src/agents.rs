@@ -11,7 +11,7 @@ use super::error::db;
 use super::protocol::DEFAULT_WAIT_SECS;
 use super::reports::repository_of;
 use super::store::{now_ms, rfc3339, Store};
-use super::versions::{updates, Updates};
+use super::versions::{updates, RepositoryTags, Updates};
 use super::FleetError;
 use container_upgrader::reference::ImageRef;
 
@@ -129,6 +129,10 @@ pub struct TargetView {
     pub failure: Option<String>,
     /// Newer versions in its repository.
     pub updates: Updates,
+    /// Why newer versions are unknown, when they are: its registry could
+    /// not be read at the last check (`registry unreachable: …`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updates_unknown: Option<String>,
 }
 
 /// An agent in the fleet table.
@@ -219,7 +223,7 @@ const AGENT_COLUMNS: &str = "id, name, labels, enrolled_at, last_seen, revoked_a
 const TARGET_COLUMNS: &str = "agent_id, target, container, image, digest, version, desired, action, reason, \
                               last_op_id, last_outcome, last_reason, failure";
 
-fn target_view(row: TargetRow, tags: &HashMap<String, Vec<String>>) -> (String, TargetView) {
+fn target_view(row: TargetRow, tags: &RepositoryTags) -> (String, TargetView) {
     let (
         agent,
         target,
@@ -239,9 +243,14 @@ fn target_view(row: TargetRow, tags: &HashMap<String, Vec<String>>) -> (String, 
         .as_deref()
         .and_then(|i| {
             let tag = ImageRef::parse(i).ok()?.tag()?.to_string();
-            Some(updates(&tag, tags.get(&repository_of(i)?)?))
+            Some(updates(&tag, tags.tags.get(&repository_of(i)?)?))
         })
         .unwrap_or_default();
+    let updates_unknown = image
+        .as_deref()
+        .and_then(repository_of)
+        .and_then(|r| tags.errors.get(&r))
+        .map(|e| if e.starts_with("not allowed") { e.clone() } else { format!("registry unreachable: {e}") });
     let view = TargetView {
         target,
         container,
@@ -256,6 +265,7 @@ fn target_view(row: TargetRow, tags: &HashMap<String, Vec<String>>) -> (String, 
         last_reason: why,
         failure,
         updates: marks,
+        updates_unknown,
     };
     (agent, view)
 }
@@ -286,7 +296,7 @@ fn summary(
 impl Store {
     /// Every agent (with targets and update marks) that passes `filter`.
     pub async fn agents(&self, filter: &Filter, offline_after: u32) -> Result<Vec<AgentSummary>, FleetError> {
-        let tags = self.tags_by_repository().await?;
+        let tags = self.repository_tags().await?;
         let agents: Vec<AgentRow> =
             sqlx::query_as(&format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY name, id"))
                 .fetch_all(&self.pool)
@@ -326,7 +336,7 @@ impl Store {
         let Some(row) = row else {
             return Err(FleetError::NotFound(format!("no agent `{id}`; `fleet agents` lists them")));
         };
-        let tags = self.tags_by_repository().await?;
+        let tags = self.repository_tags().await?;
         let rows: Vec<TargetRow> = sqlx::query_as(&format!(
             "SELECT {TARGET_COLUMNS} FROM targets WHERE agent_id = $1 ORDER BY target, container"
         ))
@@ -407,6 +417,7 @@ mod tests {
                 last_reason: None,
                 failure: None,
                 updates,
+                updates_unknown: None,
             }],
         }
     }

@@ -905,6 +905,12 @@ async fn the_version_checker_asks_only_registries_the_agents_manifest_names_and_
     let app = repos.iter().find(|x| x.repository == format!("{named}/app")).expect("listed");
     assert!(app.error.as_deref().is_some_and(|e| e.contains("not in --registry-allow")), "{:?}", app.error);
     assert_eq!(named_seen.load(std::sync::atomic::Ordering::SeqCst), 1, "refused without a request");
+    let agents = f.store.agents(&Default::default(), 3).await.expect("fleet test step");
+    let unknown = agents[0].targets.iter().find_map(|t| t.updates_unknown.clone());
+    assert!(
+        unknown.is_some_and(|u| u.starts_with("not allowed")),
+        "the target says why its versions are unknown"
+    );
     f.store.check_versions(&checker(vec![named.clone()])).await.expect("fleet test step");
     assert_eq!(named_seen.load(std::sync::atomic::Ordering::SeqCst), 2, "asked once allowed");
 }

@@ -148,7 +148,34 @@ pub fn newest(tags: &[String]) -> Option<String> {
         .map(|t| t.tag.to_string())
 }
 
+/// What the version checker knows per repository: its tags, and why its
+/// last listing failed.
+#[derive(Debug, Default)]
+pub struct RepositoryTags {
+    /// Repository → tags.
+    pub tags: std::collections::HashMap<String, Vec<String>>,
+    /// Repository → the last listing's error.
+    pub errors: std::collections::HashMap<String, String>,
+}
+
 impl Store {
+    /// Tags and errors for every repository.
+    pub async fn repository_tags(&self) -> Result<RepositoryTags, FleetError> {
+        let rows: Vec<(String, String, Option<String>)> =
+            sqlx::query_as("SELECT repository, tags, error FROM repositories")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("reading repository tags"))?;
+        let mut out = RepositoryTags::default();
+        for (repository, tags, error) in rows {
+            if let Some(e) = error {
+                out.errors.insert(repository.clone(), e);
+            }
+            out.tags.insert(repository, serde_json::from_str(&tags).unwrap_or_default());
+        }
+        Ok(out)
+    }
+
     /// The tags stored for every repository, by repository.
     pub async fn tags_by_repository(
         &self,

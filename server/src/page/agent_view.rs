@@ -229,6 +229,7 @@ mod tests {
             last_reason: None,
             failure: None,
             updates: Updates { minor: Some("1.1.0".into()), ..Updates::default() },
+            updates_unknown: None,
         };
         let form = pin_form("a1", &t, "c".repeat(64).as_str());
         assert!(form.contains(r#"<option value="127.0.0.1:5000/app:1.1.0">"#), "{form}");

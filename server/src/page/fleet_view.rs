@@ -397,6 +397,7 @@ mod tests {
                         major: Some("2.0.0".into()),
                         minor: None,
                     },
+                    updates_unknown: None,
                 })
                 .collect(),
         }
