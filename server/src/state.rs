@@ -32,6 +32,8 @@ pub struct FleetState {
     /// version checker's settings); `None` hands agents the image as given
     /// (in-process tests, which have no registry).
     pub registry: Option<super::versions::CheckerConfig>,
+    /// The budget of requests without a credential.
+    pub guards: super::guard::Guards,
 }
 
 impl std::fmt::Debug for FleetState {
@@ -71,7 +73,12 @@ impl IntoResponse for FleetError {
 }
 
 pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    bearer_in(&parts.headers)
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header.
+pub(crate) fn bearer_in(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
 }

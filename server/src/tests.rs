@@ -65,13 +65,14 @@ pub(crate) async fn serve_with_registry(
         new_repository: Arc::default(),
         page: Default::default(),
         registry,
+        guards: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("fleet test step");
     let base = format!("http://{}", listener.local_addr().expect("fleet test step"));
     tokio::spawn(container_upgrader::serve::serve(
         listener,
         crate::routes::router(state),
-        super::limits(64),
+        super::limits(64, 0),
         None,
         std::future::pending(),
     ));

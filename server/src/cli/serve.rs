@@ -65,6 +65,13 @@ pub(crate) struct ServeArgs {
     /// Connections served at once (each agent holds one).
     #[arg(long, value_name = "N", default_value_t = fleet::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+    /// Connections one client address (an IPv6 /64) may hold at once;
+    /// more are closed on accept, so one host cannot take every slot.
+    /// Raise it when many agents share one NAT address; 0 turns it off
+    /// (behind a load balancer or proxy, where every connection comes
+    /// from its address: limit per client there).
+    #[arg(long, value_name = "N", default_value_t = fleet::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS)]
+    max_connections_per_address: usize,
 }
 
 /// Runs the server until SIGTERM or SIGINT.
@@ -128,11 +135,11 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             timeout: args.registry_timeout.0,
         },
         max_connections: args.max_connections,
+        max_connections_per_address: args.max_connections_per_address,
         admin_password_hash,
     };
     warn_if_few_descriptors(args.max_connections);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
+    let listener = listen(args.listen)
         .map_err(|e| Failure::new(exit::INTERNAL, format!("error: --listen {}: {e}", args.listen)))?;
     let fail =
         |e: std::io::Error| Failure::new(exit::INTERNAL, format!("error: installing signal handlers: {e}"));
@@ -153,6 +160,20 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<u8, Failure> {
         .await
         .map_err(|e| Failure::new(exit::INTERNAL, format!("error: {e}")))?;
     Ok(exit::OK)
+}
+
+/// Connections the kernel queues before the server accepts them (capped by
+/// `net.core.somaxconn`). tokio's default of 1024 overflowed under a
+/// connect flood, and a dropped SYN costs a legitimate client a second.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// The largest password file read.
