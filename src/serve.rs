@@ -231,7 +231,7 @@ impl Drop for AddressSlot {
 
 /// What an address is counted as: an IPv4 address (also when mapped into
 /// IPv6) or an IPv6 /64, the block one host or one customer usually gets.
-fn address_key(ip: IpAddr) -> IpAddr {
+pub fn address_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -16,6 +16,7 @@
 //! | `POST /v1/fleet/enrolment-tokens` `{"expires_in", "uses", "labels"}` | admin | 201 `NewToken` |
 //! | `GET /v1/fleet/enrolment-tokens` | admin | `[TokenInfo]` |
 //! | `DELETE /v1/fleet/enrolment-tokens/{id}` | admin | 204 |
+//! | `DELETE /v1/fleet/sessions` | admin | `{"ended": N}`: every page session ends ("log out everywhere") |
 //! | `/v1/fleet/campaigns…` | admin | see [`super::campaign::api`] |
 //! | `/`, `/login`, `/agents/{id}`, … (the page) | session cookie | HTML, see [`super::page`] |
 
@@ -56,6 +57,7 @@ pub fn routes() -> Router<FleetState> {
         .route("/v1/fleet/repositories", get(repositories))
         .route("/v1/fleet/enrolment-tokens", post(create_token).get(list_tokens))
         .route("/v1/fleet/enrolment-tokens/{id}", axum::routing::delete(revoke_token))
+        .route("/v1/fleet/sessions", axum::routing::delete(end_sessions))
 }
 
 /// An authenticated, unrevoked agent: its id comes from the credential
@@ -286,4 +288,10 @@ async fn revoke_token(
 ) -> Result<StatusCode, FleetError> {
     state.store.revoke_token(&id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn end_sessions(State(state): State<FleetState>, _: Admin) -> Result<Response, FleetError> {
+    let ended = state.store.end_all_sessions().await?;
+    tracing::info!(ended, "every page session ended through the API");
+    Ok(Json(serde_json::json!({ "ended": ended })).into_response())
 }

@@ -2,10 +2,12 @@
 //!
 //! Two routes read a body before they know who is asking: an enrolment
 //! whose token is in its body (agents before the `Authorization` header)
-//! and the page's login. They share [`UNAUTHENTICATED_AT_ONCE`] requests
-//! in progress; one more is answered 429 at once, with `Retry-After` and
+//! and the page's login. Each has [`UNAUTHENTICATED_AT_ONCE`] requests in
+//! progress; one more is answered 429 at once, with `Retry-After` and
 //! `Connection: close`, so it gives its connection back instead of
-//! holding it. Every other route checks its credential from the headers
+//! holding it. A login takes its slot only once its address is admitted
+//! (one at a time per address, [`crate::page::login_limit`]), so one
+//! address flooding logins cannot use up the admin's budget. Every other route checks its credential from the headers
 //! before reading a byte of the body, so these requests can never take
 //! what agents and admins need.
 
@@ -15,13 +17,13 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::protocol;
 use super::state::{error, FleetState};
 
-/// Unauthenticated requests (an enrolment with its token in the body, a
-/// login) in progress at once, server-wide.
+/// Enrolments with their token in the body in progress at once, and as
+/// many logins, server-wide.
 pub const UNAUTHENTICATED_AT_ONCE: usize = 32;
 /// What a refused client is told to wait, in seconds.
 pub const RETRY_AFTER_SECS: u64 = 5;
@@ -30,6 +32,7 @@ pub const RETRY_AFTER_SECS: u64 = 5;
 #[derive(Clone)]
 pub struct Guards {
     unauthenticated: Arc<Semaphore>,
+    logins: Arc<Semaphore>,
 }
 
 impl Default for Guards {
@@ -39,26 +42,34 @@ impl Default for Guards {
 }
 
 impl Guards {
-    /// Budgets with `unauthenticated` requests at once.
+    /// Budgets with `unauthenticated` requests of each kind at once.
     pub fn new(unauthenticated: usize) -> Self {
-        Self { unauthenticated: Arc::new(Semaphore::new(unauthenticated)) }
+        Self {
+            unauthenticated: Arc::new(Semaphore::new(unauthenticated)),
+            logins: Arc::new(Semaphore::new(unauthenticated)),
+        }
+    }
+
+    /// A login's slot, or the 429 to answer.
+    pub fn login_slot(&self) -> Result<OwnedSemaphorePermit, Response> {
+        self.logins
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| too_many(RETRY_AFTER_SECS, "too many logins in progress; try again shortly".into()))
     }
 }
 
-/// Whether `request` reads a body before any credential is known: a
-/// login, or an enrolment without `Authorization` (the token in the body).
+/// Whether `request` reads a body before any credential is known: an
+/// enrolment without `Authorization` (the token in the body). (The login
+/// takes its slot itself, see [`Guards::login_slot`].)
 fn unauthenticated(request: &Request) -> bool {
-    if request.method() != Method::POST {
-        return false;
-    }
-    match request.uri().path() {
-        "/login" => true,
-        protocol::ENROL => !request.headers().contains_key(header::AUTHORIZATION),
-        _ => false,
-    }
+    request.method() == Method::POST
+        && request.uri().path() == protocol::ENROL
+        && !request.headers().contains_key(header::AUTHORIZATION)
 }
 
-/// The middleware holding unauthenticated requests to their budget.
+/// The middleware holding enrolments without a header token to their
+/// budget.
 pub async fn budget(State(state): State<FleetState>, request: Request, next: Next) -> Response {
     if !unauthenticated(&request) {
         return next.run(request).await;

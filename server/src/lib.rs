@@ -153,6 +153,10 @@ pub async fn run(
         page: state::PageConfig {
             secure_cookies: tls.is_some(),
             password_hash: config.admin_password_hash.as_deref().map(Arc::from),
+            credential: Arc::from(page::session::credential_fingerprint(
+                &config.admin_token,
+                config.admin_password_hash.as_deref(),
+            )),
             ..state::PageConfig::default()
         },
         registry: Some(config.checker.clone()),

@@ -113,9 +113,12 @@ pub struct PageConfig {
     /// The admin password's argon2 PHC hash (`--admin-password-file`);
     /// without it only the admin token logs in.
     pub password_hash: Option<Arc<str>>,
-    /// Held while a failed login waits out its delay, so failures are
-    /// answered one at a time (at most about one guess a second).
-    pub(crate) login_gate: Arc<tokio::sync::Mutex<()>>,
+    /// How many logins are heard, and how fast (per address and in all).
+    pub(crate) logins: Arc<super::page::login_limit::LoginLimiter>,
+    /// What page sessions are bound to
+    /// ([`super::page::session::credential_fingerprint`]): sessions made
+    /// under another admin token or password are not found.
+    pub credential: Arc<str>,
 }
 
 impl std::fmt::Debug for PageConfig {

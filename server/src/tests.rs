@@ -684,7 +684,7 @@ async fn the_page_logs_in_by_cookie_and_refuses_every_change_without_the_csrf_to
 
     // Sessions live in the database: another server on it knows them.
     let value = cookie.split_once('=').expect("fleet test step").1;
-    assert!(f.store.session(value).await.expect("fleet test step").is_some());
+    assert!(f.store.session(value, "").await.expect("fleet test step").is_some());
 
     // Logout needs the token too, then the cookie is dead.
     let no_token = browser.post(url("/logout")).header("cookie", &cookie).form(&[("x", "y")]).send().await;

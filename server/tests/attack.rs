@@ -389,3 +389,181 @@ async fn an_agent_that_stalls_its_report_body_is_cut_off_within_seconds() {
     assert!(took < Duration::from_secs(10), "held for {took:?}: {said:?}");
     assert!(!said.unwrap_or_default().starts_with("HTTP/1.1 2"), "not accepted");
 }
+
+/// The argon2id PHC hash of `password` with memory cost `m` KiB, t=1, p=1.
+fn password_hash(password: &str, m: u32) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let params = argon2::Params::new(m, 1, 1, None).expect("argon2 parameters");
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let salt = SaltString::from_b64("c29tZXNhbHRzb21lc2FsdA").expect("a salt");
+    argon.hash_password(password.as_bytes(), &salt).expect("hashing").to_string()
+}
+
+/// A server whose admin password is `password` (its hash in a 0600 file).
+fn with_password(run: &TestRun, password: &str) -> (FleetServer, std::path::PathBuf) {
+    let file = run.write_file("fleet/admin.password", password_hash(password, 4096));
+    common::set_mode(&file, 0o600);
+    let db = format!("sqlite://{}", run.empty_dir("db").join("fleet.db").display());
+    let path = file.to_string_lossy().to_string();
+    (FleetServer::start(run, &db, &["--admin-password-file", &path]), file)
+}
+
+fn login_request(secret: &str) -> Vec<u8> {
+    let body = format!("secret={secret}");
+    request("POST", "/login", &[("Content-Type", "application/x-www-form-urlencoded")], body.as_bytes())
+}
+
+const RIGHT_PASSWORD: &str = "the right password";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_right_password_gets_in_within_a_second_behind_200_parallel_wrong_logins() {
+    let run = TestRun::new("attack-login");
+    let (server, _) = with_password(&run, RIGHT_PASSWORD);
+    let addr = socket_addr(&server);
+    let stop = Arc::new(AtomicBool::new(false));
+    let statuses = Arc::new(Mutex::new(std::collections::BTreeMap::<u16, usize>::new()));
+    // GUESSERS=0 times the same logins without the attack.
+    let guessers = std::env::var("GUESSERS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let guessers: Vec<_> = (0..guessers)
+        .map(|n| {
+            let (stop, statuses) = (stop.clone(), statuses.clone());
+            tokio::spawn(async move {
+                let mut guess = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    guess += 1;
+                    let status =
+                        match send(ATTACKER, addr, &login_request(&format!("guess-{n}-{guess}"))).await {
+                            Ok(reply) => reply.status,
+                            Err(_) => 0,
+                        };
+                    *statuses.lock().expect("lock").entry(status).or_default() += 1;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The admin on a thread of its own: its time is the server's, not a
+    // turn in this process's busy runtime behind the guessers.
+    let admin = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        runtime.block_on(async {
+            let mut took = Vec::new();
+            for _ in 0..5 {
+                let started = Instant::now();
+                let reply = send(ADMIN, addr, &login_request(RIGHT_PASSWORD)).await;
+                took.push(started.elapsed());
+                let reply = reply.expect("the admin's login is answered");
+                assert_eq!(reply.status, 303, "the right password logs in: {}", reply.body);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            took
+        })
+    });
+    let took = tokio::task::spawn_blocking(move || admin.join()).await.expect("joined").expect("the admin");
+    stop.store(true, Ordering::Relaxed);
+    for guesser in guessers {
+        let _ = guesser.await;
+    }
+    let statuses = statuses.lock().expect("lock").clone();
+    eprintln!("the admin's logins took {took:?}; the guessers got {statuses:?} (status: count)");
+    let slowest = took.iter().max().copied().unwrap_or_default();
+    assert!(slowest < Duration::from_secs(1), "the right password took {slowest:?} behind the attack");
+    // Answers 401 are guesses the server checked: a handful, not thousands.
+    let checked = statuses.get(&401).copied().unwrap_or(0);
+    assert!(checked <= 12, "{checked} guesses checked in about 9 s from one address");
+    assert!(statuses.get(&429).copied().unwrap_or(0) > 0, "the others were turned away: {statuses:?}");
+}
+
+#[test]
+fn a_password_hash_over_the_memory_cap_is_refused_at_start() {
+    let run = TestRun::new("attack-hash-cap");
+    // A real hash with its memory cost raised to 4 GiB: never computed.
+    let phc = password_hash("pw", 1024).replace("m=1024", "m=4194304");
+    let file = run.write_file("fleet/admin.password", &phc);
+    common::set_mode(&file, 0o600);
+    let token = run.write_file("fleet/admin.token", ADMIN_TOKEN);
+    common::set_mode(&token, 0o600);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_container-upgrader-server"))
+        .args(["--listen", &common::free_addr()])
+        .arg("--admin-token-file")
+        .arg(&token)
+        .arg("--admin-password-file")
+        .arg(&file)
+        .arg("--state-dir")
+        .arg(run.empty_dir("state"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting the server");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    let status = status.unwrap_or_else(|| panic!("the server started with m=4 GiB: {stderr}"));
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("m=4194304") && stderr.contains("256 MiB"), "a clear message: {stderr}");
+}
+
+/// The CSRF token of the page at `path` for `cookie`.
+fn csrf_of(server: &FleetServer, cookie: &str, path: &str) -> String {
+    let (status, html) = server.page(cookie, path);
+    assert_eq!(status, 200, "{html}");
+    let at = html.find(r#"name="csrf" value=""#).expect("a CSRF field") + r#"name="csrf" value=""#.len();
+    html[at..].split('"').next().expect("its value").to_string()
+}
+
+#[test]
+fn sessions_end_when_the_admin_token_or_password_changes() {
+    let run = TestRun::new("attack-sessions");
+    let (mut server, password_file) = with_password(&run, RIGHT_PASSWORD);
+    let cookie = server.login(ADMIN_TOKEN);
+    assert_eq!(server.page(&cookie, "/").0, 200);
+    server.restart();
+    assert_eq!(server.page(&cookie, "/").0, 200, "a restart with the same credentials keeps the session");
+
+    std::fs::write(&password_file, password_hash("a new password", 4096)).expect("a new password");
+    server.restart();
+    assert_eq!(server.page(&cookie, "/").0, 303, "a new password ends the old session");
+
+    let cookie = server.login("a new password");
+    assert_eq!(server.page(&cookie, "/").0, 200);
+    std::fs::write(server.admin_token_file(), "a-new-admin-token-for-the-attack-test").expect("a new token");
+    server.restart();
+    assert_eq!(server.page(&cookie, "/").0, 303, "a new admin token ends the old session");
+}
+
+#[test]
+fn log_out_everywhere_ends_every_session() {
+    let run = TestRun::new("attack-everywhere");
+    let db = format!("sqlite://{}", run.empty_dir("db").join("fleet.db").display());
+    let server = FleetServer::start(&run, &db, &[]);
+    let (here, there) = (server.login(ADMIN_TOKEN), server.login(ADMIN_TOKEN));
+    let csrf = csrf_of(&server, &here, "/logout-everywhere");
+    let post = |cookie: &str, body: &str| {
+        let headers = [("Cookie", cookie), ("Content-Type", "application/x-www-form-urlencoded")];
+        common::http(&server.addr, "POST", "/logout-everywhere", &headers, body.as_bytes())
+    };
+    assert_eq!(post(&here, "csrf=wrong").status, 403, "the CSRF token is needed");
+    assert_eq!(server.page(&there, "/").0, 200);
+    let done = post(&here, &format!("csrf={csrf}"));
+    assert_eq!(done.status, 303, "{}", done.text());
+    assert_eq!(server.page(&here, "/").0, 303, "this browser is logged out");
+    assert_eq!(server.page(&there, "/").0, 303, "and every other");
+    // The admin API does the same.
+    let again = server.login(ADMIN_TOKEN);
+    let ended = server.admin("DELETE", "/v1/fleet/sessions", "");
+    assert_eq!(ended.status, 200, "{}", ended.text());
+    assert_eq!(server.page(&again, "/").0, 303);
+}
