@@ -50,12 +50,10 @@ impl Guards {
         }
     }
 
-    /// A login's slot, or the 429 to answer.
-    pub fn login_slot(&self) -> Result<OwnedSemaphorePermit, Response> {
-        self.logins
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| too_many(RETRY_AFTER_SECS, "too many logins in progress; try again shortly".into()))
+    /// A login's slot; `None` when every one is taken (answer
+    /// [`too_many`]).
+    pub fn login_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.logins.clone().try_acquire_owned().ok()
     }
 }
 

@@ -134,9 +134,9 @@ pub async fn login(
         Ok(attempt) => attempt,
         Err(refused) => return Ok(not_now(&state, ip, refused)),
     };
-    let _slot = match state.guards.login_slot() {
-        Ok(slot) => slot,
-        Err(busy) => return Ok(busy),
+    let Some(_slot) = state.guards.login_slot() else {
+        let busy = "too many logins in progress; try again shortly";
+        return Ok(crate::guard::too_many(crate::guard::RETRY_AFTER_SECS, busy.into()));
     };
     let form = Form::<LoginForm>::from_request(request, &state).await;
     let given = form.map(|Form(f)| f.secret).unwrap_or_default();
