@@ -5,7 +5,7 @@
 //!
 //! | request | auth | answer |
 //! |---|---|---|
-//! | `POST /v1/agent/enrol` [`EnrolRequest`] | the enrolment token, in the body | 201 [`EnrolResponse`] |
+//! | `POST /v1/agent/enrol` [`EnrolRequest`] | the enrolment token, as `Authorization: Bearer TOKEN` (checked before the body is read) and/or in the body (older agents) | 201 [`EnrolResponse`] |
 //! | `GET /v1/agent/desired?wait=SECS`, `If-None-Match: "REV"` | agent credential | 200 the manifest's YAML text with `ETag: "REV"`, or 304 after `wait` with no change |
 //! | `POST /v1/agent/report` [`Report`] | agent credential | 204 |
 //! | `POST /v1/agent/events` [`crate::report::OpEvent`], `Idempotency-Key: OP` | agent credential | 204, also for a repeat (de-duplicated by op id) |
@@ -40,7 +40,10 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct EnrolRequest {
-    /// The enrolment token an admin created.
+    /// The enrolment token an admin created. May be empty when the
+    /// request carries it as `Authorization: Bearer TOKEN`; agents send it
+    /// in both places, so servers from before the header take it too.
+    #[serde(default)]
     pub token: String,
     /// The agent's name as shown by the server (default: the host name).
     pub name: String,

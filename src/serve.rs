@@ -12,13 +12,25 @@
 //! request must be answered within [`Limits::request`]; with keep-alive a
 //! connection with no request in progress for [`Limits::idle`] is closed.
 //! TLS (rustls) is optional and handshakes within the header timeout.
+//!
+//! One source address may hold at most [`Limits::max_per_address`] of the
+//! slots (IPv6 counted per /64, which one host usually has whole): one
+//! client cannot take every slot and lock everyone else out (issue 20:
+//! 4,200 trickling connections from one host held all 4,096). And a
+//! request body must keep coming ([`BodyPace`]): no byte for
+//! [`BodyPace::stall`] or less than [`BodyPace::min_rate`] on average
+//! ends the request, so one byte every few seconds cannot hold a
+//! connection for the whole [`Limits::request`].
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{Request, Response, StatusCode};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -32,12 +44,21 @@ use tokio::sync::{watch, Semaphore};
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// How often a keep-alive connection checks whether it has been idle.
 const IDLE_TICK: Duration = Duration::from_millis(500);
+/// A body sent without a length (chunked) is paced as if it declared this
+/// many bytes: the largest body either server takes.
+const UNDECLARED_BODY_BYTES: u64 = 1024 * 1024;
+/// The "an address is at its cap" warning is logged at most this often.
+const CAP_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// The bounds one server holds its clients to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Connections served at once; more are closed on accept.
     pub max_connections: usize,
+    /// Connections one source address (an IPv6 /64) may hold at once;
+    /// more from it are closed on accept. 0: no cap (behind a load
+    /// balancer or proxy every connection comes from its address).
+    pub max_per_address: usize,
     /// Time a new connection has to send the first byte of its request.
     pub first_byte: Duration,
     /// Time to send the whole request head (and the TLS handshake).
@@ -50,6 +71,27 @@ pub struct Limits {
     /// With keep-alive: a connection with no request in progress for this
     /// long is closed.
     pub idle: Duration,
+    /// How fast a request body must arrive.
+    pub body: BodyPace,
+}
+
+/// The pace both servers hold bodies to: a byte at least every 5 s, and
+/// 32 KiB/s on average (256 kbit/s, a poor mobile link): a 1 MiB body has
+/// 32 s plus the header timeout, where a trickle of one byte every few
+/// seconds is cut off as soon as its declared length says it is behind.
+pub const DEFAULT_BODY_PACE: BodyPace = BodyPace { stall: Duration::from_secs(5), min_rate: 32 * 1024 };
+
+/// How fast a request body must arrive, so a trickle cannot hold a
+/// connection: the deadline fits the declared length on a slow link, not a
+/// byte every few seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyPace {
+    /// The longest wait for the next byte of a body.
+    pub stall: Duration,
+    /// The slowest average rate accepted, in bytes a second: a body of N
+    /// declared bytes must be in within [`Limits::header`] + N / `min_rate`
+    /// seconds of its request's head.
+    pub min_rate: u64,
 }
 
 /// A TLS acceptor (rustls), for a server that terminates TLS itself.
@@ -66,6 +108,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = Arc::new(PerAddress::new(limits.max_per_address));
     let (stop, stopped) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -80,6 +123,12 @@ pub async fn serve(
                 }
             },
         };
+        // The address's cap first: a client over it takes no global slot,
+        // not even for a moment.
+        let Some(address_slot) = per_address.take(peer.ip()) else {
+            drop(stream);
+            continue;
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::debug!(%peer, limit = limits.max_connections, "connection refused: too many open");
             drop(stream);
@@ -87,8 +136,9 @@ pub async fn serve(
         };
         let (app, stopped, tls) = (app.clone(), stopped.clone(), tls.clone());
         tokio::spawn(async move {
-            connection(stream, app, limits, tls, stopped).await;
+            connection(stream, peer, app, limits, tls, stopped).await;
             drop(slot);
+            drop(address_slot);
         });
     }
     drop(listener);
@@ -99,9 +149,146 @@ pub async fn serve(
     Ok(())
 }
 
+/// The connections each source address holds, against
+/// [`Limits::max_per_address`].
+struct PerAddress {
+    limit: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+    /// When an address at its cap was last warned about (ms since `start`).
+    warned_ms: AtomicU64,
+    refused: AtomicU64,
+    start: Instant,
+}
+
+/// One connection's hold on its address's count, given back on drop.
+struct AddressSlot {
+    table: Option<(Arc<PerAddress>, IpAddr)>,
+}
+
+impl PerAddress {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            open: Mutex::new(HashMap::new()),
+            warned_ms: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            start: Instant::now(),
+        }
+    }
+
+    /// A slot for a connection from `ip`, or `None` when its address holds
+    /// its cap already.
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        if self.limit == 0 {
+            return Some(AddressSlot { table: None });
+        }
+        let key = address_key(ip);
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(key).or_insert(0);
+        if *count >= self.limit {
+            drop(open);
+            self.refused_one(key);
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot { table: Some((self.clone(), key)) })
+    }
+
+    /// Logs a refusal: each at debug, and a warning at most once a
+    /// [`CAP_WARNING_EVERY`] (an attack must not flood the log).
+    fn refused_one(&self, key: IpAddr) {
+        let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::debug!(address = %key, limit = self.limit, "connection refused: its address holds its cap");
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.warned_ms.load(Ordering::Relaxed);
+        let every = u64::try_from(CAP_WARNING_EVERY.as_millis()).unwrap_or(u64::MAX);
+        if (last == 0 || now.saturating_sub(last) >= every)
+            && self.warned_ms.compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            tracing::warn!(
+                address = %key,
+                limit = self.limit,
+                refused_so_far = refused,
+                "connections refused: one address holds its cap of connections \
+                 (raise --max-connections-per-address, or 0 behind a load balancer)"
+            );
+        }
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let Some((table, key)) = self.table.take() else { return };
+        let mut open = table.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&key);
+            }
+        }
+    }
+}
+
+/// What an address is counted as: an IPv4 address (also when mapped into
+/// IPv6) or an IPv6 /64, the block one host or one customer usually gets.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
+/// The request with its body paced by `pace`: each chunk within
+/// [`BodyPace::stall`] of the last, the whole within `grace` plus the
+/// declared length at [`BodyPace::min_rate`]. Requests without a body are
+/// left alone.
+fn paced(request: Request<hyper::body::Incoming>, grace: Duration, pace: BodyPace) -> Request<Body> {
+    use futures_util::StreamExt;
+    let headers = request.headers();
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let chunked = headers.contains_key(axum::http::header::TRANSFER_ENCODING);
+    let length = match declared {
+        Some(0) | None if !chunked => return request.map(Body::new),
+        Some(n) => n,
+        None => UNDECLARED_BODY_BYTES,
+    };
+    let transfer = Duration::from_secs_f64(length as f64 / pace.min_rate.max(1) as f64);
+    let deadline = tokio::time::Instant::now() + grace + transfer;
+    request.map(|body| {
+        let chunks = Body::new(body).into_data_stream();
+        let bounded = futures_util::stream::unfold(Some(chunks), move |chunks| async move {
+            let mut chunks = chunks?;
+            let until = deadline.min(tokio::time::Instant::now() + pace.stall);
+            match tokio::time::timeout_at(until, chunks.next()).await {
+                Ok(Some(chunk)) => Some((chunk, Some(chunks))),
+                Ok(None) => None,
+                Err(_) => {
+                    tracing::debug!(declared = length, "request body too slow: cut off");
+                    let slow = std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the request body arrived too slowly",
+                    );
+                    Some((Err(axum::Error::new(slow)), None))
+                }
+            }
+        });
+        Body::from_stream(bounded)
+    })
+}
+
 /// One connection: wait for its first byte, shake hands if TLS, serve.
 async fn connection(
     stream: TcpStream,
+    peer: SocketAddr,
     app: Router,
     limits: Limits,
     tls: Option<Tls>,
@@ -119,9 +306,9 @@ async fn connection(
         _ = stopped.wait_for(|s| *s) => return,
     }
     match tls {
-        None => http(stream, app, limits, stopped).await,
+        None => http(stream, peer, app, limits, stopped).await,
         Some(tls) => match tokio::time::timeout(limits.header, tls.accept(stream)).await {
-            Ok(Ok(stream)) => http(stream, app, limits, stopped).await,
+            Ok(Ok(stream)) => http(stream, peer, app, limits, stopped).await,
             Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
             Err(_) => tracing::debug!("TLS handshake timed out"),
         },
@@ -168,8 +355,9 @@ impl Drop for Busy {
     }
 }
 
-/// HTTP/1 over `io`, each request within [`Limits::request`].
-async fn http<I>(io: I, app: Router, limits: Limits, mut stopped: watch::Receiver<bool>)
+/// HTTP/1 over `io`, each request within [`Limits::request`]. Handlers
+/// find the client's address as axum's [`ConnectInfo`].
+async fn http<I>(io: I, peer: SocketAddr, app: Router, limits: Limits, mut stopped: watch::Receiver<bool>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -177,9 +365,10 @@ where
         Arc::new(Activity { start: Instant::now(), last_ms: AtomicU64::new(0), busy: AtomicUsize::new(0) });
     let inner = TowerToHyperService::new(app);
     let tracked = activity.clone();
-    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+    let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
         let busy = Busy::enter(&tracked);
-        let answer = hyper::service::Service::call(&inner, req);
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let answer = hyper::service::Service::call(&inner, paced(req, limits.header, limits.body));
         async move {
             let answer = tokio::time::timeout(limits.request, answer).await;
             drop(busy);
@@ -233,15 +422,20 @@ mod tests {
 
     const KEEP: Limits = Limits {
         max_connections: 4,
+        max_per_address: 0,
         first_byte: Duration::from_secs(5),
         header: Duration::from_secs(5),
         request: Duration::from_secs(5),
         keep_alive: true,
         idle: Duration::from_millis(600),
+        body: BodyPace { stall: Duration::from_secs(5), min_rate: 1024 },
     };
 
     async fn server(limits: Limits) -> std::net::SocketAddr {
-        let app = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let app = Router::new().route("/", axum::routing::get(|| async { "ok" })).route(
+            "/echo",
+            axum::routing::post(|body: axum::body::Bytes| async move { body.len().to_string() }),
+        );
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
         let addr = listener.local_addr().expect("its address");
         tokio::spawn(serve(listener, app, limits, None, std::future::pending()));
@@ -276,5 +470,105 @@ mod tests {
         let _ = second.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
         let read = tokio::time::timeout(Duration::from_secs(2), second.read(&mut buf)).await;
         assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "closed, not served: {read:?}");
+    }
+
+    async fn from(ip: [u8; 4], addr: std::net::SocketAddr) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket.bind(SocketAddr::from((ip, 0))).expect("a loopback source address");
+        socket.connect(addr).await.expect("a connection")
+    }
+
+    #[tokio::test]
+    async fn one_address_holds_at_most_its_cap_and_others_are_served() {
+        let addr = server(Limits { max_per_address: 1, ..KEEP }).await;
+        let mut first = from([127, 0, 0, 1], addr).await;
+        assert!(get(&mut first).await.starts_with("HTTP/1.1 200"));
+        let mut second = from([127, 0, 0, 1], addr).await;
+        let _ = second.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(2), second.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the address's second is closed: {read:?}");
+        let mut other = from([127, 0, 0, 2], addr).await;
+        assert!(get(&mut other).await.starts_with("HTTP/1.1 200"), "another address is served");
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut again = from([127, 0, 0, 1], addr).await;
+        assert!(get(&mut again).await.starts_with("HTTP/1.1 200"), "its slot came back");
+    }
+
+    #[test]
+    fn ipv6_addresses_count_per_64_and_mapped_ipv4_as_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("v6");
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().expect("v6");
+        let c: IpAddr = "2001:db8:1:3::1".parse().expect("v6");
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(c));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("mapped");
+        assert_eq!(address_key(mapped), "192.0.2.7".parse::<IpAddr>().expect("v4"));
+    }
+
+    /// Sends `head` then one byte every `every`; how long until the server
+    /// answered or closed, and what it said.
+    async fn trickle(addr: std::net::SocketAddr, head: &[u8], every: Duration) -> (Duration, String) {
+        let mut stream = TcpStream::connect(addr).await.expect("a connection");
+        let started = Instant::now();
+        stream.write_all(head).await.expect("the head is sent");
+        let mut buf = vec![0u8; 1024];
+        loop {
+            tokio::select! {
+                n = stream.read(&mut buf) => {
+                    let n = n.unwrap_or(0);
+                    return (started.elapsed(), String::from_utf8_lossy(&buf[..n]).into_owned());
+                }
+                () = tokio::time::sleep(every) => {
+                    if stream.write_all(b"x").await.is_err() {
+                        return (started.elapsed(), String::new());
+                    }
+                }
+            }
+        }
+    }
+
+    const PACED: Limits = Limits {
+        header: Duration::from_secs(1),
+        body: BodyPace { stall: Duration::from_millis(800), min_rate: 1000 },
+        ..KEEP
+    };
+
+    #[tokio::test]
+    async fn a_body_that_stalls_is_cut_off_at_the_stall_timeout() {
+        let addr = server(PACED).await;
+        let head = b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nx";
+        let (took, said) = trickle(addr, head, Duration::from_secs(3)).await;
+        assert!(took < Duration::from_secs(2), "cut off after the stall, not the request timeout: {took:?}");
+        assert!(!said.starts_with("HTTP/1.1 200"), "{said}");
+    }
+
+    #[tokio::test]
+    async fn a_trickle_is_cut_off_when_its_declared_length_says_it_is_behind() {
+        let addr = server(PACED).await;
+        // 2,000 bytes at 1,000 a second after a 1 s grace: 3 s.
+        let head = b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 2000\r\n\r\nx";
+        let (took, said) = trickle(addr, head, Duration::from_millis(300)).await;
+        assert!(took >= Duration::from_millis(2500) && took < Duration::from_millis(4500), "{took:?}");
+        assert!(!said.starts_with("HTTP/1.1 200"), "{said}");
+    }
+
+    #[tokio::test]
+    async fn a_body_at_a_slow_but_steady_pace_is_read_whole() {
+        let addr = server(PACED).await;
+        let mut stream = TcpStream::connect(addr).await.expect("a connection");
+        stream
+            .write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 1500\r\n\r\n")
+            .await
+            .expect("head");
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            stream.write_all(&[b'y'; 500]).await.expect("a part");
+        }
+        let mut buf = vec![0u8; 1024];
+        let n = stream.read(&mut buf).await.expect("an answer");
+        let said = String::from_utf8_lossy(&buf[..n]);
+        assert!(said.starts_with("HTTP/1.1 200") && said.ends_with("1500"), "{said}");
     }
 }

@@ -16,6 +16,7 @@
 //! | `POST /v1/fleet/enrolment-tokens` `{"expires_in", "uses", "labels"}` | admin | 201 `NewToken` |
 //! | `GET /v1/fleet/enrolment-tokens` | admin | `[TokenInfo]` |
 //! | `DELETE /v1/fleet/enrolment-tokens/{id}` | admin | 204 |
+//! | `DELETE /v1/fleet/sessions` | admin | `{"ended": N}`: every page session ends ("log out everywhere") |
 //! | `/v1/fleet/campaigns…` | admin | see [`super::campaign::api`] |
 //! | `/`, `/login`, `/agents/{id}`, … (the page) | session cookie | HTML, see [`super::page`] |
 
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -33,8 +34,9 @@ use serde::Deserialize;
 
 use super::agents::Filter;
 use super::enrolment::Labels;
-use super::protocol::{self, EnrolRequest, Report, MAX_WAIT_SECS};
-use super::state::{bearer, json, Admin, FleetState};
+use super::guard;
+use super::protocol::{self, EnrolRequest, Report, MAX_BODY_BYTES, MAX_WAIT_SECS};
+use super::state::{bearer, bearer_in, json, Admin, FleetState};
 use super::FleetError;
 use container_upgrader::manifest::Dur;
 use container_upgrader::report::OpEvent;
@@ -55,6 +57,7 @@ pub fn routes() -> Router<FleetState> {
         .route("/v1/fleet/repositories", get(repositories))
         .route("/v1/fleet/enrolment-tokens", post(create_token).get(list_tokens))
         .route("/v1/fleet/enrolment-tokens/{id}", axum::routing::delete(revoke_token))
+        .route("/v1/fleet/sessions", axum::routing::delete(end_sessions))
 }
 
 /// An authenticated, unrevoked agent: its id comes from the credential
@@ -78,9 +81,32 @@ fn text(body: Bytes, what: &str) -> Result<String, FleetError> {
     String::from_utf8(body.to_vec()).map_err(|_| FleetError::BadRequest(format!("{what}: not UTF-8 text")))
 }
 
-async fn enrol(State(state): State<FleetState>, body: Bytes) -> Result<Response, FleetError> {
-    let request: EnrolRequest = json(&body, "the enrolment request")?;
-    let answer = state.store.enrol(&request).await?;
+/// `POST /v1/agent/enrol`. The token may come in `Authorization: Bearer`
+/// (checked before the body is read: a wrong one is refused at once and
+/// the connection closed) or, from agents before the header, in the body
+/// (then the request keeps to the unauthenticated budget, see
+/// [`crate::guard`]). When both are sent they must be the same token.
+async fn enrol(State(state): State<FleetState>, request: Request) -> Result<Response, Response> {
+    let header_token = bearer_in(request.headers()).map(str::to_string);
+    if let Some(token) = &header_token {
+        state.store.check_enrolment_token(token).await.map_err(|e| guard::closing(e.into_response()))?;
+    }
+    let body = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
+        .await
+        .map_err(|e| FleetError::BadRequest(format!("reading the enrolment request: {e}")).into_response())?;
+    let mut enrolment: EnrolRequest =
+        json(&body, "the enrolment request").map_err(IntoResponse::into_response)?;
+    if let Some(token) = header_token {
+        if enrolment.token.is_empty() {
+            enrolment.token = token;
+        } else if enrolment.token.trim() != token {
+            return Err(FleetError::BadRequest(
+                "the enrolment token in the body is not the one in the Authorization header".into(),
+            )
+            .into_response());
+        }
+    }
+    let answer = state.store.enrol(&enrolment).await.map_err(IntoResponse::into_response)?;
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
@@ -262,4 +288,10 @@ async fn revoke_token(
 ) -> Result<StatusCode, FleetError> {
     state.store.revoke_token(&id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn end_sessions(State(state): State<FleetState>, _: Admin) -> Result<Response, FleetError> {
+    let ended = state.store.end_all_sessions().await?;
+    tracing::info!(ended, "every page session ended through the API");
+    Ok(Json(serde_json::json!({ "ended": ended })).into_response())
 }

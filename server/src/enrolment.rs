@@ -262,34 +262,7 @@ impl Store {
         let origin = format!("agent {name}'s manifest");
         Manifest::parse(&origin, &request.manifest).map_err(|e| FleetError::Invalid(e.to_string()))?;
         let now = now_ms();
-        // Only the token's holder learns why it no longer works.
-        let refused = |why: &str| {
-            FleetError::Unauthorized(format!("the enrolment token is {why}; ask an admin for a new one"))
-        };
-        // A token's hash and labels never change: after its first use they
-        // are known here, and whether it is still active is left to the
-        // conditional spend (a burst of agents then costs no read each).
-        let (hash, labels) = match self.enrolments.known(token_id) {
-            Some((hash, labels)) => {
-                if !secret::verify(token_secret, &hash) {
-                    return Err(bad());
-                }
-                (hash, labels)
-            }
-            None => {
-                let Some(row) = self.token_row(token_id).await? else { return Err(bad()) };
-                let (hash, labels, expires_at, uses_left, revoked_at) = row;
-                if !secret::verify(token_secret, &hash) {
-                    return Err(bad());
-                }
-                match status(expires_at, uses_left, revoked_at, now) {
-                    "active" => {}
-                    why => return Err(refused(why)),
-                }
-                self.enrolments.remember(token_id, &hash, &labels);
-                (hash, labels)
-            }
-        };
+        let (hash, labels) = self.token_hash_and_labels(token_id, token_secret, now).await?;
         let (agent_id, agent_secret) = (secret::new_id()?, secret::new_secret()?);
         let (done, result) = oneshot::channel();
         let pending = Pending {
@@ -316,11 +289,59 @@ impl Store {
                     }
                     None => "used",
                 };
-                return Err(refused(why));
+                return Err(FleetError::Unauthorized(format!(
+                    "the enrolment token is {why}; ask an admin for a new one"
+                )));
             }
         }
         tracing::info!(agent = %agent_id, name, enrolment = token_id, "agent enrolled");
         Ok(EnrolResponse { credential: format!("{agent_id}.{agent_secret}"), agent_id })
+    }
+
+    /// Checks an enrolment token without spending it: what the enrolment
+    /// route does with a token from the `Authorization` header before it
+    /// reads a byte of the body, so a client without a valid token cannot
+    /// hold a connection by sending its body slowly.
+    pub async fn check_enrolment_token(&self, token: &str) -> Result<(), FleetError> {
+        let bad = || {
+            FleetError::Unauthorized("the enrolment token is not valid; ask an admin for a new one".into())
+        };
+        let (token_id, token_secret) = split_credential(token.trim()).ok_or_else(bad)?;
+        self.token_hash_and_labels(token_id, token_secret, now_ms()).await.map(drop)
+    }
+
+    /// The hash and labels of the enrolment token `token_id` whose secret
+    /// is `token_secret`, if it is valid.
+    async fn token_hash_and_labels(
+        &self,
+        token_id: &str,
+        token_secret: &str,
+        now: i64,
+    ) -> Result<(String, String), FleetError> {
+        let bad = || {
+            FleetError::Unauthorized("the enrolment token is not valid; ask an admin for a new one".into())
+        };
+        // Only the token's holder learns why it no longer works.
+        let refused = |why: &str| {
+            FleetError::Unauthorized(format!("the enrolment token is {why}; ask an admin for a new one"))
+        };
+        // A token's hash and labels never change: after its first use they
+        // are known here, and whether it is still active is left to the
+        // conditional spend (a burst of agents then costs no read each).
+        if let Some((hash, labels)) = self.enrolments.known(token_id) {
+            return if secret::verify(token_secret, &hash) { Ok((hash, labels)) } else { Err(bad()) };
+        }
+        let Some(row) = self.token_row(token_id).await? else { return Err(bad()) };
+        let (hash, labels, expires_at, uses_left, revoked_at) = row;
+        if !secret::verify(token_secret, &hash) {
+            return Err(bad());
+        }
+        match status(expires_at, uses_left, revoked_at, now) {
+            "active" => {}
+            why => return Err(refused(why)),
+        }
+        self.enrolments.remember(token_id, &hash, &labels);
+        Ok((hash, labels))
     }
 
     /// Token `id`'s hash, labels, expiry, uses left and revocation.

@@ -18,6 +18,7 @@ pub mod desired;
 mod enrol_queue;
 pub mod enrolment;
 mod error;
+pub mod guard;
 pub mod page;
 pub use container_upgrader::protocol;
 pub mod reports;
@@ -44,17 +45,25 @@ use container_upgrader::serve::Limits;
 /// and room to spare, within a raised descriptor limit.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
+/// Connections one source address (an IPv6 /64) may hold by default: a
+/// sixteenth of the default cap, so one host cannot take every slot, and
+/// room for 250 agents behind one NAT address. Behind a load balancer or
+/// proxy (every connection from its address) set 0.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
+
 /// The server's connection bounds: keep-alive (agents poll back to back),
 /// requests up to a long-poll plus slack, idle connections closed after
-/// a little more than the longest poll.
-pub fn limits(max_connections: usize) -> Limits {
+/// a little more than the longest poll, bodies at the shared pace.
+pub fn limits(max_connections: usize, max_per_address: usize) -> Limits {
     Limits {
         max_connections,
+        max_per_address,
         first_byte: Duration::from_secs(10),
         header: Duration::from_secs(10),
         request: Duration::from_secs(protocol::MAX_WAIT_SECS + 30),
         keep_alive: true,
         idle: Duration::from_secs(protocol::MAX_WAIT_SECS + 15),
+        body: container_upgrader::serve::DEFAULT_BODY_PACE,
     }
 }
 
@@ -89,6 +98,8 @@ pub struct ServerConfig {
     pub checker: versions::CheckerConfig,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connections one source address may hold (0: no cap).
+    pub max_connections_per_address: usize,
     /// The admin password's argon2 PHC hash, for the page's login.
     pub admin_password_hash: Option<String>,
     /// How much of each agent's history is kept.
@@ -104,6 +115,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("offline_after", &self.offline_after)
             .field("checker", &self.checker)
             .field("max_connections", &self.max_connections)
+            .field("max_connections_per_address", &self.max_connections_per_address)
             .field("admin_password", &self.admin_password_hash.is_some())
             .finish()
     }
@@ -161,16 +173,21 @@ pub async fn run(
         page: state::PageConfig {
             secure_cookies: tls.is_some(),
             password_hash: config.admin_password_hash.as_deref().map(Arc::from),
+            credential: Arc::from(page::session::credential_fingerprint(
+                &config.admin_token,
+                config.admin_password_hash.as_deref(),
+            )),
             ..state::PageConfig::default()
         },
         registry: Some(config.checker.clone()),
+        guards: guard::Guards::default(),
     };
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, tls = tls.is_some(), db = %store::redacted(&config.db_url), "fleet server listening");
     let served = container_upgrader::serve::serve(
         listener,
         routes::router(state),
-        limits(config.max_connections),
+        limits(config.max_connections, config.max_connections_per_address),
         tls,
         shutdown,
     )

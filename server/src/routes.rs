@@ -1,7 +1,9 @@
 //! The server's router: every route — the agents' wire and admin API
 //! ([`super::api`]), campaigns ([`super::campaign::api`]) and the page
 //! ([`super::page`]) — in one function, with the state passed explicitly
-//! and the bounds every request meets.
+//! and the bounds every request meets: a declared body over the limit is
+//! refused unread, and requests without a credential keep to their budget
+//! ([`super::guard`]).
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -33,6 +35,7 @@ pub fn router(state: FleetState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), super::guard::budget))
         .layer(middleware::from_fn(declared_size))
         .layer(middleware::from_fn(no_sniff_no_store))
         .with_state(state)

@@ -32,6 +32,8 @@ pub struct FleetState {
     /// version checker's settings); `None` hands agents the image as given
     /// (in-process tests, which have no registry).
     pub registry: Option<super::versions::CheckerConfig>,
+    /// The budget of requests without a credential.
+    pub guards: super::guard::Guards,
 }
 
 impl std::fmt::Debug for FleetState {
@@ -77,7 +79,12 @@ impl IntoResponse for FleetError {
 }
 
 pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    bearer_in(&parts.headers)
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header.
+pub(crate) fn bearer_in(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
 }
@@ -112,9 +119,12 @@ pub struct PageConfig {
     /// The admin password's argon2 PHC hash (`--admin-password-file`);
     /// without it only the admin token logs in.
     pub password_hash: Option<Arc<str>>,
-    /// Held while a failed login waits out its delay, so failures are
-    /// answered one at a time (at most about one guess a second).
-    pub(crate) login_gate: Arc<tokio::sync::Mutex<()>>,
+    /// How many logins are heard, and how fast (per address and in all).
+    pub(crate) logins: Arc<super::page::login_limit::LoginLimiter>,
+    /// What page sessions are bound to
+    /// ([`super::page::session::credential_fingerprint`]): sessions made
+    /// under another admin token or password are not found.
+    pub credential: Arc<str>,
 }
 
 impl std::fmt::Debug for PageConfig {

@@ -65,13 +65,14 @@ pub(crate) async fn serve_with_registry(
         new_repository: Arc::default(),
         page: Default::default(),
         registry,
+        guards: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("fleet test step");
     let base = format!("http://{}", listener.local_addr().expect("fleet test step"));
     tokio::spawn(container_upgrader::serve::serve(
         listener,
         crate::routes::router(state),
-        super::limits(64),
+        super::limits(64, 0),
         None,
         std::future::pending(),
     ));
@@ -687,7 +688,7 @@ async fn the_page_logs_in_by_cookie_and_refuses_every_change_without_the_csrf_to
 
     // Sessions live in the database: another server on it knows them.
     let value = cookie.split_once('=').expect("fleet test step").1;
-    assert!(f.store.session(value).await.expect("fleet test step").is_some());
+    assert!(f.store.session(value, "").await.expect("fleet test step").is_some());
 
     // Logout needs the token too, then the cookie is dead.
     let no_token = browser.post(url("/logout")).header("cookie", &cookie).form(&[("x", "y")]).send().await;

@@ -23,6 +23,9 @@ use crate::serve::Limits;
 /// a scraper); this keeps the descriptors it can take far below any
 /// process limit (1024 is the smallest in use).
 pub const MAX_CONNECTIONS: usize = 128;
+/// Connections one address may hold: a quarter of the slots, so one
+/// misbehaving client leaves room for the server and the scraper.
+pub const MAX_PER_ADDRESS: usize = 32;
 /// Time a new connection has to send the first byte of its request.
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time to send the whole request head.
@@ -33,11 +36,13 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// idle connection is ever held).
 pub const LIMITS: Limits = Limits {
     max_connections: MAX_CONNECTIONS,
+    max_per_address: MAX_PER_ADDRESS,
     first_byte: FIRST_BYTE_TIMEOUT,
     header: HEADER_TIMEOUT,
     request: REQUEST_TIMEOUT,
     keep_alive: false,
     idle: Duration::ZERO,
+    body: crate::serve::DEFAULT_BODY_PACE,
 };
 
 /// Serves `app` on `listener` until `shutdown` completes; then stops

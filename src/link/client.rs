@@ -64,9 +64,18 @@ impl Client {
         format!("{}{path}", self.base)
     }
 
-    /// Presents the enrolment token.
+    /// Presents the enrolment token (in `Authorization` and the body).
     pub async fn enrol(&self, request: &EnrolRequest) -> Result<EnrolResponse, LinkError> {
-        let answer = send(self.http.post(self.url(protocol::ENROL)).timeout(TIMEOUT).json(request)).await?;
+        // The token also as a header: the server checks it before reading
+        // the body. Still in the body too, for servers from before that.
+        let answer = send(
+            self.http
+                .post(self.url(protocol::ENROL))
+                .bearer_auth(&request.token)
+                .timeout(TIMEOUT)
+                .json(request),
+        )
+        .await?;
         answer
             .json()
             .await

@@ -76,6 +76,13 @@ pub(crate) struct ServeArgs {
     /// Op events older than this are dropped (`90d`, `2w`, `12h`).
     #[arg(long, value_name = "DURATION", default_value = "90d", value_parser = long_duration)]
     history_max_age: std::time::Duration,
+    /// Connections one client address (an IPv6 /64) may hold at once;
+    /// more are closed on accept, so one host cannot take every slot.
+    /// Raise it when many agents share one NAT address; 0 turns it off
+    /// (behind a load balancer or proxy, where every connection comes
+    /// from its address: limit per client there).
+    #[arg(long, value_name = "N", default_value_t = fleet::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS)]
+    max_connections_per_address: usize,
 }
 
 /// A duration of hours to years (`90d`, `2w`), at least a minute.
@@ -154,6 +161,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             allow: args.registry_allow,
         },
         max_connections: args.max_connections,
+        max_connections_per_address: args.max_connections_per_address,
         admin_password_hash,
         history: fleet::bounds::Retention {
             max_events: args.history_max_events,
@@ -161,8 +169,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<u8, Failure> {
         },
     };
     warn_if_few_descriptors(args.max_connections);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
+    let listener = listen(args.listen)
         .map_err(|e| Failure::new(exit::INTERNAL, format!("error: --listen {}: {e}", args.listen)))?;
     let fail =
         |e: std::io::Error| Failure::new(exit::INTERNAL, format!("error: installing signal handlers: {e}"));
@@ -183,6 +190,20 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<u8, Failure> {
         .await
         .map_err(|e| Failure::new(exit::INTERNAL, format!("error: {e}")))?;
     Ok(exit::OK)
+}
+
+/// Connections the kernel queues before the server accepts them (capped by
+/// `net.core.somaxconn`). tokio's default of 1024 overflowed under a
+/// connect flood, and a dropped SYN costs a legitimate client a second.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// `postgres://USER@HOST/DB` with `password` put in, percent-encoded.

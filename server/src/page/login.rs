@@ -1,19 +1,24 @@
 //! `GET/POST /login` and `POST /logout`.
 //!
 //! The admin logs in with the admin token, or with the password whose
-//! argon2 hash `--admin-password-file` holds. A failed attempt is answered
-//! after [`FAILED_LOGIN_DELAY`], one at a time, so guessing runs at about
-//! one try a second for the whole server.
+//! argon2 hash `--admin-password-file` holds. How many attempts are heard,
+//! and how fast, is [`super::login_limit`]'s; a failed one is answered
+//! after [`FAILED_LOGIN_DELAY`]. A hash whose memory cost is over
+//! [`MAX_HASH_MEMORY_KIB`] is refused at start: every verification
+//! allocates it.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
-use axum::extract::{Form, State};
+use axum::extract::{ConnectInfo, Form, FromRequest, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Extension;
 use serde::Deserialize;
 
 use super::html::{escape, layout};
+use super::login_limit::Refused;
 use super::session::{self, check_post, clear_cookie, cookie, set_cookie, Authed};
 use super::PageError;
 use crate::state::FleetState;
@@ -23,6 +28,14 @@ use crate::{secret, FleetError};
 pub const FAILED_LOGIN_DELAY: Duration = Duration::from_secs(1);
 /// The longest secret the form takes (a password or the token).
 const MAX_SECRET: usize = 1024;
+/// The largest argon2 memory cost accepted for the admin password's hash
+/// (256 MiB; the default is 19 MiB): each verification allocates it, and
+/// [`super::login_limit::MAX_VERIFYING`] may run at once.
+pub const MAX_HASH_MEMORY_KIB: u32 = 256 * 1024;
+/// The largest argon2 time cost (passes) accepted.
+pub const MAX_HASH_TIME_COST: u32 = 16;
+/// The largest argon2 parallelism accepted.
+pub const MAX_HASH_LANES: u32 = 16;
 
 fn login_page(state: &FleetState, message: Option<&str>) -> String {
     let what = if state.page.password_hash.is_some() { "Admin password or token" } else { "Admin token" };
@@ -40,7 +53,7 @@ fn login_page(state: &FleetState, message: Option<&str>) -> String {
 /// `GET /login`: the form (or the fleet, when already logged in).
 pub async fn form(State(state): State<FleetState>, headers: HeaderMap) -> Result<Response, PageError> {
     if let Some(value) = cookie(&headers) {
-        if state.store.session(&value).await?.is_some() {
+        if state.store.session(&value, &state.page.credential).await?.is_some() {
             return Ok(Redirect::to("/").into_response());
         }
     }
@@ -53,18 +66,23 @@ pub struct LoginForm {
     secret: String,
 }
 
-/// Whether `given` is the admin token or the admin password.
-async fn valid(state: &FleetState, given: &str) -> bool {
+/// Whether `given` is the admin token or the admin password; argon2 runs
+/// in one of the limited verification slots.
+async fn valid(state: &FleetState, given: &str) -> Result<bool, Refused> {
     if given.is_empty() || given.len() > MAX_SECRET {
-        return false;
+        return Ok(false);
     }
     if secret::equal(given, &state.admin_token) {
-        return true;
+        return Ok(true);
     }
-    let Some(stored) = state.page.password_hash.clone() else { return false };
+    let Some(stored) = state.page.password_hash.clone() else { return Ok(false) };
+    let slot = state.page.logins.verification_slot().await?;
     let given = given.to_string();
     // argon2 is slow on purpose: off the async workers.
-    tokio::task::spawn_blocking(move || password_matches(&stored, &given)).await.unwrap_or(false)
+    let matched =
+        tokio::task::spawn_blocking(move || password_matches(&stored, &given)).await.unwrap_or(false);
+    drop(slot);
+    Ok(matched)
 }
 
 /// Whether `password` matches the argon2 PHC string `stored`.
@@ -80,33 +98,77 @@ pub fn check_password_hash(phc: &str) -> Result<(), String> {
     if !hash.algorithm.as_str().starts_with("argon2") {
         return Err(format!("the hash is {}, expected argon2id (or argon2i/argon2d)", hash.algorithm));
     }
+    let params = argon2::Params::try_from(&hash).map_err(|e| format!("its argon2 parameters: {e}"))?;
+    if params.m_cost() > MAX_HASH_MEMORY_KIB {
+        return Err(format!(
+            "its memory cost m={} KiB is over the {MAX_HASH_MEMORY_KIB} KiB (256 MiB) this server accepts: \
+             every login would allocate it; hash the password again with a smaller m (the default is 19456)",
+            params.m_cost()
+        ));
+    }
+    if params.t_cost() > MAX_HASH_TIME_COST || params.p_cost() > MAX_HASH_LANES {
+        return Err(format!(
+            "its time cost t={} or parallelism p={} is over the {MAX_HASH_TIME_COST} this server accepts",
+            params.t_cost(),
+            params.p_cost()
+        ));
+    }
     Ok(())
 }
 
-/// `POST /login`: a session cookie and the fleet, or the form again.
+/// `POST /login`: a session cookie and the fleet, or the form again (429
+/// when the attempt is not heard now, see [`super::login_limit`]).
 pub async fn login(
     State(state): State<FleetState>,
-    headers: HeaderMap,
-    form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    request: Request,
 ) -> Result<Response, PageError> {
-    if !session::same_origin(&headers) {
+    if !session::same_origin(request.headers()) {
         return Err(FleetError::Forbidden("a login from another site is refused".into()).into());
     }
+    // In-process callers without an address share one.
+    let ip = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |Extension(ConnectInfo(a))| a.ip());
+    // Admitted (and given a slot) before the body is read: a refused
+    // attempt costs neither a read nor a verification.
+    let attempt = match state.page.logins.admit(ip) {
+        Ok(attempt) => attempt,
+        Err(refused) => return Ok(not_now(&state, ip, refused)),
+    };
+    let Some(_slot) = state.guards.login_slot() else {
+        let busy = "too many logins in progress; try again shortly";
+        return Ok(crate::guard::too_many(crate::guard::RETRY_AFTER_SECS, busy.into()));
+    };
+    let form = Form::<LoginForm>::from_request(request, &state).await;
     let given = form.map(|Form(f)| f.secret).unwrap_or_default();
-    if !valid(&state, &given).await {
-        let _one_at_a_time = state.page.login_gate.lock().await;
-        tokio::time::sleep(FAILED_LOGIN_DELAY).await;
-        tracing::warn!("a failed admin login on the page");
-        let page = login_page(&state, Some("That is not the admin token or password."));
-        return Ok((StatusCode::UNAUTHORIZED, Html(page)).into_response());
+    match valid(&state, &given).await {
+        Err(refused) => return Ok(not_now(&state, ip, refused)),
+        Ok(false) => {
+            attempt.failed();
+            tokio::time::sleep(FAILED_LOGIN_DELAY).await;
+            tracing::warn!(%ip, "a failed admin login on the page");
+            let page = login_page(&state, Some("That is not the admin token or password."));
+            return Ok((StatusCode::UNAUTHORIZED, Html(page)).into_response());
+        }
+        Ok(true) => attempt.succeeded(),
     }
-    let (value, _) = state.store.create_session().await?;
-    tracing::info!("an admin logged in on the page");
+    drop(attempt);
+    let (value, _) = state.store.create_session(&state.page.credential).await?;
+    tracing::info!(%ip, "an admin logged in on the page");
     Ok((
         StatusCode::SEE_OTHER,
         [(header::SET_COOKIE, set_cookie(&value, state.page.secure_cookies)), (header::LOCATION, "/".into())],
     )
         .into_response())
+}
+
+/// 429 with `Retry-After` and the form: the attempt was not heard.
+fn not_now(state: &FleetState, ip: IpAddr, refused: Refused) -> Response {
+    let secs = refused.retry_after();
+    tracing::debug!(%ip, ?refused, "a login was not heard now");
+    let page = login_page(state, Some(&format!("Too many login attempts; try again in {secs} s.")));
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, Html(page)).into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, secs.into());
+    response
 }
 
 /// The logout form's fields.
@@ -124,8 +186,38 @@ pub async fn logout(
 ) -> Result<Response, PageError> {
     check_post(&session, &headers, form.csrf.as_deref())?;
     if let Some(value) = cookie(&headers) {
-        state.store.end_session(&value).await?;
+        state.store.end_session(&value, &state.page.credential).await?;
     }
+    Ok((
+        StatusCode::SEE_OTHER,
+        [(header::SET_COOKIE, clear_cookie(state.page.secure_cookies)), (header::LOCATION, "/login".into())],
+    )
+        .into_response())
+}
+
+/// `GET /logout-everywhere`: what it does, and the button (CSRF).
+pub async fn everywhere_form(Authed(session): Authed) -> Html<String> {
+    let body = format!(
+        r#"<p>This ends every session of the page, in every browser, this one too. Use it when a
+browser you logged in from is lost or shared. (Restarting the server with a new admin token or
+password does the same.)</p>
+<form method="post" action="/logout-everywhere"><input type="hidden" name="csrf" value="{}">
+<button type="submit" id="logout-everywhere">Log out everywhere</button></form>"#,
+        escape(&session.csrf)
+    );
+    Html(layout("Log out everywhere", None, &body))
+}
+
+/// `POST /logout-everywhere` (with the CSRF token): ends every session.
+pub async fn logout_everywhere(
+    State(state): State<FleetState>,
+    Authed(session): Authed,
+    headers: HeaderMap,
+    Form(form): Form<LogoutForm>,
+) -> Result<Response, PageError> {
+    check_post(&session, &headers, form.csrf.as_deref())?;
+    let ended = state.store.end_all_sessions().await?;
+    tracing::info!(ended, "every page session ended (log out everywhere)");
     Ok((
         StatusCode::SEE_OTHER,
         [(header::SET_COOKIE, clear_cookie(state.page.secure_cookies)), (header::LOCATION, "/login".into())],

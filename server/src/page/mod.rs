@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `GET /login`, `POST /login` | the login form; a session cookie ([`login`]) |
 //! | `POST /logout` | ends the session |
+//! | `GET /logout-everywhere`, `POST /logout-everywhere` | the button; ends every session (CSRF) |
 //! | `GET /?label=&status=&has_update=&q=&sort=&dir=` | the fleet table ([`fleet_view`]); `&format=json` its live cells |
 //! | `GET /agents/{id}` | one agent ([`agent_view`]); `?format=json` its live cells |
 //! | `POST /agents/{id}/pin` | pins one target (CSRF) |
@@ -29,6 +30,7 @@ pub mod fleet_view;
 pub mod html;
 pub mod live;
 pub mod login;
+pub mod login_limit;
 pub mod repositories;
 pub mod session;
 
@@ -53,6 +55,7 @@ pub fn routes() -> Router<FleetState> {
         .route("/", get(fleet_view::fleet))
         .route("/login", get(login::form).post(login::login))
         .route("/logout", post(login::logout))
+        .route("/logout-everywhere", get(login::everywhere_form).post(login::logout_everywhere))
         .route("/agents/{id}", get(agent_view::agent))
         .route("/agents/{id}/pin", post(agent_view::pin))
         .route("/repositories", get(repositories::repositories))

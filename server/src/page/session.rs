@@ -3,7 +3,13 @@
 //! state-changing request passes.
 //!
 //! The cookie is `HttpOnly; SameSite=Strict; Path=/` (and `Secure` when the
-//! server speaks TLS) and expires after [`SESSION_TTL_MS`]. SameSite alone
+//! server speaks TLS) and expires after [`SESSION_TTL_MS`].
+//!
+//! A session is bound to the credentials it was made under: the stored
+//! hash is of the cookie together with [`credential_fingerprint`] (of the
+//! admin token and the password hash), so a restart with a new token or
+//! password ends every older session with no table to rewrite. "Log out
+//! everywhere" ends them all at once. SameSite alone
 //! is not trusted to stop cross-site requests: every POST must also carry
 //! the session's CSRF token (form field `csrf` or header `X-CSRF-Token`),
 //! and a request whose `Origin` or `Sec-Fetch-Site` says it came from
@@ -34,9 +40,10 @@ pub struct Session {
 }
 
 impl Store {
-    /// Starts a session: returns the cookie's value (shown once, stored
-    /// only as its hash) and the session. Expired sessions are dropped.
-    pub async fn create_session(&self) -> Result<(String, Session), FleetError> {
+    /// Starts a session under `credential` ([`credential_fingerprint`]):
+    /// returns the cookie's value (shown once, stored only as its hash)
+    /// and the session. Expired sessions are dropped.
+    pub async fn create_session(&self, credential: &str) -> Result<(String, Session), FleetError> {
         let (cookie, csrf) = (secret::new_secret()?, secret::new_secret()?);
         let now = now_ms();
         sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
@@ -45,7 +52,7 @@ impl Store {
             .await
             .map_err(db("dropping expired sessions"))?;
         sqlx::query("INSERT INTO sessions (id_hash, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(secret::hash(&cookie))
+            .bind(session_hash(&cookie, credential))
             .bind(&csrf)
             .bind(now)
             .bind(now.saturating_add(SESSION_TTL_MS))
@@ -55,11 +62,12 @@ impl Store {
         Ok((cookie, Session { csrf }))
     }
 
-    /// The unexpired session whose cookie is `cookie`.
-    pub async fn session(&self, cookie: &str) -> Result<Option<Session>, FleetError> {
+    /// The unexpired session whose cookie is `cookie`, made under
+    /// `credential` (one made under other credentials is not found).
+    pub async fn session(&self, cookie: &str, credential: &str) -> Result<Option<Session>, FleetError> {
         let row: Option<(String,)> =
             sqlx::query_as("SELECT csrf FROM sessions WHERE id_hash = $1 AND expires_at > $2")
-                .bind(secret::hash(cookie))
+                .bind(session_hash(cookie, credential))
                 .bind(now_ms())
                 .fetch_optional(&self.pool)
                 .await
@@ -68,14 +76,38 @@ impl Store {
     }
 
     /// Ends the session of `cookie` (nothing if there is none).
-    pub async fn end_session(&self, cookie: &str) -> Result<(), FleetError> {
+    pub async fn end_session(&self, cookie: &str, credential: &str) -> Result<(), FleetError> {
         sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
-            .bind(secret::hash(cookie))
+            .bind(session_hash(cookie, credential))
             .execute(&self.pool)
             .await
             .map_err(db("ending a session"))?;
         Ok(())
     }
+
+    /// Ends every session ("log out everywhere"); how many there were.
+    pub async fn end_all_sessions(&self) -> Result<u64, FleetError> {
+        let done = sqlx::query("DELETE FROM sessions")
+            .execute(&self.pool)
+            .await
+            .map_err(db("ending every session"))?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// What the sessions made under these credentials are bound to: a hash of
+/// the admin token and the admin password's hash (neither is stored).
+pub fn credential_fingerprint(admin_token: &str, password_hash: Option<&str>) -> String {
+    secret::hash(&format!(
+        "admin-token:{}\npassword:{}",
+        secret::hash(admin_token),
+        password_hash.unwrap_or("")
+    ))
+}
+
+/// The stored form of a session's cookie under `credential`.
+fn session_hash(cookie: &str, credential: &str) -> String {
+    secret::hash(&format!("{credential}:{cookie}"))
 }
 
 /// The session cookie's value in `headers`, if it has the shape we issue
@@ -151,7 +183,11 @@ impl FromRequestParts<FleetState> for Authed {
 
     async fn from_request_parts(parts: &mut Parts, state: &FleetState) -> Result<Self, Self::Rejection> {
         let found = match cookie(&parts.headers) {
-            Some(value) => state.store.session(&value).await.map_err(IntoResponse::into_response)?,
+            Some(value) => state
+                .store
+                .session(&value, &state.page.credential)
+                .await
+                .map_err(IntoResponse::into_response)?,
             None => None,
         };
         match found {
