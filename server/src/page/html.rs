@@ -45,6 +45,28 @@ pub fn query(pairs: &[(&str, &str)]) -> String {
         .join("&")
 }
 
+/// How many hex characters of a digest the pages show.
+pub const DIGEST_SHOWN: usize = 12;
+
+/// An image reference or a digest as HTML: every `sha256:` digest in it
+/// cut to [`DIGEST_SHOWN`] hex characters and an ellipsis, the whole value
+/// in `title` (hover, copy) when it was cut. Escaped.
+pub fn image(s: &str) -> String {
+    let Some(at) = s.find("sha256:") else { return escape(s) };
+    let hex_start = at + "sha256:".len();
+    let hex_len = s[hex_start..].bytes().take_while(u8::is_ascii_hexdigit).count();
+    if hex_len <= DIGEST_SHOWN {
+        return escape(s);
+    }
+    let short = format!(
+        "{}{}…{}",
+        &s[..hex_start],
+        &s[hex_start..hex_start + DIGEST_SHOWN],
+        &s[hex_start + hex_len..]
+    );
+    format!(r#"<span title="{}">{}</span>"#, escape(s), escape(&short))
+}
+
 /// A hidden form field carrying the session's CSRF token.
 pub fn csrf_field(csrf: &str) -> String {
     format!(r#"<input type="hidden" name="csrf" value="{}">"#, escape(csrf))
@@ -104,6 +126,20 @@ mod tests {
             query(&[("label", "env=prod"), ("q", ""), ("sort", "name")]),
             "label=env%3Dprod&sort=name"
         );
+    }
+
+    #[test]
+    fn digests_are_cut_to_twelve_hex_characters_with_the_whole_value_in_the_title() {
+        let digest = format!("sha256:{}", "ab12".repeat(16));
+        let image_ref = format!("r.io/app:1.0.0@{digest}");
+        assert_eq!(
+            image(&image_ref),
+            format!(r#"<span title="{image_ref}">r.io/app:1.0.0@sha256:ab12ab12ab12…</span>"#)
+        );
+        assert_eq!(image(&digest), format!(r#"<span title="{digest}">sha256:ab12ab12ab12…</span>"#));
+        assert_eq!(image("r.io/<app>:1.0.0"), "r.io/&lt;app&gt;:1.0.0");
+        assert_eq!(image("sha256:abc"), "sha256:abc");
+        assert_eq!(image(""), "");
     }
 
     #[test]

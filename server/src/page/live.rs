@@ -69,7 +69,7 @@ impl Live {
 
 /// `last_seen` (RFC 3339) as "12 s ago", "5 min ago", "3 h ago", "2 d ago".
 pub fn ago(rfc3339: &str, now_ms: i64) -> String {
-    let Ok(then) = humantime::parse_rfc3339(rfc3339) else { return rfc3339.to_string() };
+    let Ok(then) = humantime::parse_rfc3339_weak(rfc3339) else { return rfc3339.to_string() };
     let then_ms = then.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
     let secs = (now_ms.max(0) as u128).saturating_sub(then_ms) / 1000;
     match secs {
@@ -77,6 +77,19 @@ pub fn ago(rfc3339: &str, now_ms: i64) -> String {
         s if s < 7200 => format!("{} min ago", s / 60),
         s if s < 172_800 => format!("{} h ago", s / 3600),
         s => format!("{} d ago", s / 86_400),
+    }
+}
+
+/// The one way the pages write a time: absolute in UTC to the minute,
+/// then how long ago, `2026-12-05 18:03 UTC (4 min ago)`. Anything that
+/// is not RFC 3339 is shown as given.
+pub fn when(rfc3339: &str, now_ms: i64) -> String {
+    let Ok(then) = humantime::parse_rfc3339_weak(rfc3339) else { return rfc3339.to_string() };
+    let text = humantime::format_rfc3339_seconds(then).to_string();
+    // `2026-12-05T18:03:07Z`: the date, the hour and minute.
+    match (text.get(..10), text.get(11..16)) {
+        (Some(day), Some(minute)) => format!("{day} {minute} UTC ({})", ago(rfc3339, now_ms)),
+        _ => rfc3339.to_string(),
     }
 }
 
@@ -101,5 +114,15 @@ mod tests {
         assert_eq!(ago("2026-01-01T00:00:00Z", ms + 3 * 3_600_000), "3 h ago");
         assert_eq!(ago("2026-01-01T00:00:00Z", ms + 3 * 86_400_000), "3 d ago");
         assert_eq!(ago("garbage", ms), "garbage");
+    }
+
+    #[test]
+    fn when_is_utc_to_the_minute_with_how_long_ago() {
+        let base = humantime::parse_rfc3339("2026-12-05T18:03:00Z").expect("a time");
+        let ms = base.duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_millis() as i64;
+        assert_eq!(when("2026-12-05T18:03:41Z", ms + 240_000), "2026-12-05 18:03 UTC (3 min ago)");
+        assert_eq!(when("2026-12-05T18:03:00.123Z", ms + 5_000), "2026-12-05 18:03 UTC (4 s ago)");
+        assert_eq!(when("", ms), "");
+        assert_eq!(when("yesterday", ms), "yesterday");
     }
 }
