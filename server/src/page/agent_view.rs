@@ -9,8 +9,8 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::fleet_view::{badges, last_op};
-use super::html::{csrf_field, escape, layout, urlencode};
-use super::live::{ago, Cell, Live};
+use super::html::{csrf_field, escape, image, layout, urlencode};
+use super::live::{when, Cell, Live};
 use super::session::{check_post, Authed};
 use super::PageError;
 use crate::agents::{AgentDetail, Status, TargetView};
@@ -33,9 +33,18 @@ fn target_cells(t: &TargetView) -> Vec<Cell> {
     let text = |v: Option<&String>| v.cloned().unwrap_or_default();
     let (op_html, op_class) = last_op(t);
     vec![
-        Cell::text(id("image"), &text(t.image.as_ref()), "image"),
+        Cell { id: id("image"), html: image(t.image.as_deref().unwrap_or("")), class: "image".into() },
+        Cell {
+            id: id("digest"),
+            html: image(t.digest.as_deref().unwrap_or("")),
+            class: "image digest".into(),
+        },
         Cell::text(id("version"), &text(t.version.as_ref()), "version"),
-        Cell::text(id("desired"), &text(t.desired.as_ref()), "desired"),
+        Cell {
+            id: id("desired"),
+            html: image(t.desired.as_deref().unwrap_or("")),
+            class: "desired image".into(),
+        },
         Cell::text(id("action"), format!("{} {}", t.action, t.reason).trim(), "action"),
         Cell { id: id("updates"), html: badges(&t.updates), class: "updates".into() },
         Cell { id: id("op"), html: op_html, class: op_class },
@@ -52,7 +61,7 @@ fn agent_cells(a: &AgentDetail, now: i64) -> Vec<Cell> {
     let mut cells = vec![
         Cell::text("agent:status".into(), status, &format!("status status-{status}")),
         Cell::text("agent:controller".into(), s.controller_version.as_deref().unwrap_or(""), "controller"),
-        Cell::text("agent:seen".into(), &ago(&s.last_seen, now), "seen"),
+        Cell::text("agent:seen".into(), &when(&s.last_seen, now), "seen time"),
     ];
     cells.extend(s.targets.iter().flat_map(target_cells));
     cells
@@ -95,11 +104,12 @@ fn render(a: &AgentDetail, csrf: &str, pinned: Option<i64>, now: i64) -> String 
         .map(|t| {
             let cell = |f: &str| td(&format!("t/{}:{f}", t.target));
             format!(
-                r#"<tr data-row="t/{key}"><td class="target">{target}</td><td>{container}</td>{image}{version}{updates}{desired}{action}{op}<td>{pin}</td></tr>"#,
+                r#"<tr data-row="t/{key}"><td class="target">{target}</td><td>{container}</td>{image}{digest}{version}{updates}{desired}{action}{op}<td>{pin}</td></tr>"#,
                 key = escape(&t.target),
                 target = escape(&t.target),
                 container = escape(&t.container),
                 image = cell("image"),
+                digest = cell("digest"),
                 version = cell("version"),
                 updates = cell("updates"),
                 desired = cell("desired"),
@@ -119,9 +129,9 @@ fn render(a: &AgentDetail, csrf: &str, pinned: Option<i64>, now: i64) -> String 
         .map(|h| {
             format!(
                 "<li><code>{}</code> on {} until {}: {}</li>",
-                escape(&h.image),
+                image(&h.image),
                 escape(&h.container),
-                escape(&h.until),
+                escape(&when(&h.until, now)),
                 escape(&h.reason)
             )
         })
@@ -133,11 +143,11 @@ fn render(a: &AgentDetail, csrf: &str, pinned: Option<i64>, now: i64) -> String 
         .iter()
         .map(|e| {
             format!(
-                r#"<tr><td>{}</td><td>{}</td><td><code>{}</code> → <code>{}</code></td><td class="outcome-{outcome}">{outcome}</td><td class="reason">{}</td><td><code>{}</code></td></tr>"#,
-                escape(&e.ended_at),
+                r#"<tr><td class="time">{}</td><td>{}</td><td class="image"><code>{}</code> → <code>{}</code></td><td class="outcome-{outcome}">{outcome}</td><td class="reason">{}</td><td><code>{}</code></td></tr>"#,
+                escape(&when(&e.ended_at, now)),
                 escape(&e.container),
-                escape(&e.from),
-                escape(&e.to),
+                image(&e.from),
+                image(&e.to),
                 escape(e.reason.as_deref().unwrap_or("")),
                 escape(&e.op_id),
                 outcome = escape(&e.outcome),
@@ -151,18 +161,18 @@ fn render(a: &AgentDetail, csrf: &str, pinned: Option<i64>, now: i64) -> String 
         r#"<p><a href="/">← Fleet</a></p>{notice}
 <table class="facts"><tr><th>Name</th><td id="agent-name">{name}</td></tr><tr><th>Id</th><td><code>{id}</code></td></tr>
 <tr><th>Labels</th><td>{labels}</td></tr><tr><th>Status</th>{status}</tr><tr><th>Controller</th>{controller}</tr>
-<tr><th>Controller image</th><td><code>{ctl_image}</code></td></tr><tr><th>Last seen</th>{seen}</tr>
+<tr><th>Controller image</th><td class="image"><code>{ctl_image}</code></td></tr><tr><th>Last seen</th>{seen}</tr>
 <tr><th>Enrolled</th><td>{enrolled}</td></tr><tr><th>Desired revision</th><td>{revision}</td></tr></table>{errors}
 <h2>Targets</h2><p class="live" id="live-note" data-live="1">{n} targets</p>
-<table class="targets" id="targets"><thead><tr><th>Target</th><th>Container</th><th>Image</th><th>Version</th><th>New version</th><th>Desired</th><th>Last pass</th><th>Last op</th><th>Pin</th></tr></thead><tbody>{targets}</tbody></table>
+<table class="targets" id="targets"><thead><tr><th>Target</th><th>Container</th><th>Image</th><th>Digest</th><th>Version</th><th>New version</th><th>Desired</th><th>Last pass</th><th>Last op</th><th>Pin</th></tr></thead><tbody>{targets}</tbody></table>
 {holds}<h2>History</h2><table class="history"><thead><tr><th>Ended</th><th>Container</th><th>Change</th><th>Outcome</th><th>Reason</th><th>Op</th></tr></thead><tbody>{history}</tbody></table>"#,
         name = escape(&s.name),
         id = escape(&s.id),
         status = td("agent:status"),
         controller = td("agent:controller"),
-        ctl_image = escape(s.controller_image.as_deref().unwrap_or("")),
+        ctl_image = image(s.controller_image.as_deref().unwrap_or("")),
         seen = td("agent:seen"),
-        enrolled = escape(&s.enrolled_at),
+        enrolled = escape(&when(&s.enrolled_at, now)),
         revision = a.desired_revision,
         n = s.targets.len(),
     );
