@@ -1,102 +1,35 @@
-//! `GET /`: the fleet table, one row per agent and target, with filters,
-//! search and sort as query parameters (so it works without JavaScript),
-//! and a selection that leads to "Create campaign".
+//! `GET /`: the fleet at a glance, then one page of its rows. The overview
+//! ([`super::overview`]) counts versions, stragglers, failures and
+//! offline hosts per repository, each count a link to the list filtered to
+//! those rows; the list is one row per agent and target, filtered, sorted
+//! with a tie-break (agent id, then target) so pages never overlap or skip,
+//! and paged on the server ([`super::fleet_query`] has the parameters).
+//! Everything is a query parameter, so it works without JavaScript; the
+//! script refreshes only the rows on screen, as data (`&format=json`).
 
 use std::cmp::Ordering;
+use std::collections::BTreeSet;
 
 use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
 
-use super::html::{escape, layout, query};
-use super::live::{ago, Cell, Live};
+use super::fleet_query::{status_text, thousands, FleetQuery, Pages, QueryError, SIZES, SORTS};
+use super::html::{escape, layout, urlencode};
+use super::live::{when, Cell, Live};
+use super::overview::{self, failing, version_cmp};
 use super::session::Authed;
 use super::PageError;
-use crate::agents::{AgentSummary, Filter, Status, TargetView, UpdateKind};
+use crate::agents::{AgentSummary, TargetView};
+use crate::reports::repository_of;
 use crate::state::FleetState;
 use crate::store::now_ms;
 use crate::versions::Updates;
 
-/// The fleet view's query: every field optional, empty means "any".
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct FleetQuery {
-    /// `KEY=VALUE`.
-    #[serde(default)]
-    pub label: String,
-    /// `online`, `offline`, `revoked`.
-    #[serde(default)]
-    pub status: String,
-    /// `any`, `patch`, `minor`, `major`.
-    #[serde(default)]
-    pub has_update: String,
-    /// A substring of the agent's name or the target's image.
-    #[serde(default)]
-    pub q: String,
-    /// The column to sort by (see [`SORTS`]).
-    #[serde(default)]
-    pub sort: String,
-    /// `desc` for descending.
-    #[serde(default)]
-    pub dir: String,
-    /// `json` for the live cells.
-    #[serde(default)]
-    pub format: String,
-}
-
-/// The sortable columns: (key, heading).
-pub const SORTS: [(&str, &str); 8] = [
-    ("name", "Agent"),
-    ("status", "Status"),
-    ("controller", "Controller"),
-    ("target", "Target"),
-    ("image", "Image"),
-    ("version", "Version"),
-    ("outcome", "Last op"),
-    ("seen", "Last seen"),
-];
-
-impl FleetQuery {
-    /// The store's filter (unknown values match nothing rather than all).
-    fn filter(&self) -> Result<Filter, PageError> {
-        let status = match self.status.as_str() {
-            "" => None,
-            "online" => Some(Status::Online),
-            "offline" => Some(Status::Offline),
-            "revoked" => Some(Status::Revoked),
-            other => return Err(bad(format!("status `{other}`: expected online, offline or revoked"))),
-        };
-        let has_update = match self.has_update.as_str() {
-            "" => None,
-            "any" => Some(UpdateKind::Any),
-            "patch" => Some(UpdateKind::Patch),
-            "minor" => Some(UpdateKind::Minor),
-            "major" => Some(UpdateKind::Major),
-            other => return Err(bad(format!("has_update `{other}`: expected any, patch, minor or major"))),
-        };
-        let label = (!self.label.is_empty()).then(|| self.label.clone());
-        Ok(Filter { label, version: None, status, has_update })
-    }
-
-    /// This query with another sort, as a link.
-    fn sort_link(&self, key: &str) -> String {
-        let current = if self.sort.is_empty() { "name" } else { self.sort.as_str() };
-        let dir = if current == key && self.dir != "desc" { "desc" } else { "" };
-        let q = query(&[
-            ("label", &self.label),
-            ("status", &self.status),
-            ("has_update", &self.has_update),
-            ("q", &self.q),
-            ("sort", key),
-            ("dir", dir),
-        ]);
-        format!("/?{q}")
-    }
-}
-
-fn bad(message: String) -> PageError {
-    PageError(crate::FleetError::BadRequest(message))
-}
+/// The most distinct values a filter's list offers (labels, targets,
+/// repositories, versions): a datalist of thousands helps nobody.
+const MAX_OFFERED: usize = 300;
 
 /// One row: an agent and one of its targets (none for an agent that has
 /// not reported any).
@@ -111,17 +44,31 @@ pub struct Row<'a> {
 impl Row<'_> {
     /// Unique per page: the agent id and the target.
     pub fn key(&self) -> String {
-        format!("{}/{}", self.agent.id, self.target.map(|t| t.target.as_str()).unwrap_or(""))
+        format!("{}/{}", self.agent.id, self.target_name())
     }
 
-    fn matches(&self, search: &str) -> bool {
-        let search = search.to_lowercase();
-        search.is_empty()
-            || self.agent.name.to_lowercase().contains(&search)
-            || self
-                .target
-                .and_then(|t| t.image.as_deref())
-                .is_some_and(|i| i.to_lowercase().contains(&search))
+    fn target_name(&self) -> &str {
+        self.target.map(|t| t.target.as_str()).unwrap_or("")
+    }
+
+    /// Whether the row passes every filter of `q`; `search` is `q.q`
+    /// lowercased (once, not per row).
+    fn keep(&self, q: &FleetQuery, search: &str) -> bool {
+        let a = self.agent;
+        let t = self.target;
+        let labels = q.labels.iter().all(|(k, v)| a.labels.get(k).is_some_and(|have| have == v));
+        let target = q.target.is_empty() || t.is_some_and(|t| t.target == q.target);
+        let repo = q.repo.is_empty()
+            || t.and_then(|t| t.image.as_deref()).and_then(repository_of).is_some_and(|r| r == q.repo);
+        let version =
+            q.version.is_empty() || t.and_then(|t| t.version.as_deref()) == Some(q.version.as_str());
+        let status = q.status.is_none_or(|s| s == a.status);
+        let update = q.has_update.is_none_or(|k| t.is_some_and(|t| k.in_(&t.updates)));
+        let fails = !q.failing || t.is_some_and(|t| failing(t.last_outcome.as_deref()));
+        let found = search.is_empty()
+            || a.name.to_lowercase().contains(search)
+            || t.and_then(|t| t.image.as_deref()).is_some_and(|i| i.to_lowercase().contains(search));
+        labels && target && repo && version && status && update && fails && found
     }
 
     fn sort_value(&self, key: &str) -> String {
@@ -130,7 +77,7 @@ impl Row<'_> {
         match key {
             "status" => status_text(self.agent.status).to_string(),
             "controller" => opt(self.agent.controller_version.as_ref()),
-            "target" => t.map(|t| t.target.clone()).unwrap_or_default(),
+            "target" => self.target_name().to_string(),
             "image" => opt(t.and_then(|t| t.image.as_ref())),
             "version" => opt(t.and_then(|t| t.version.as_ref())),
             "outcome" => opt(t.and_then(|t| t.last_outcome.as_ref())),
@@ -151,35 +98,27 @@ fn compare(key: &str, a: &str, b: &str) -> Ordering {
     a.cmp(b)
 }
 
-/// The rows of `agents` that match the search, sorted.
+/// Every row of `agents` that passes `q`'s filters, in `q`'s order: the
+/// column (reversed for `desc`), then agent id, then target, so the order
+/// is total and a page boundary never moves a row between pages.
 pub fn rows<'a>(agents: &'a [AgentSummary], q: &FleetQuery) -> Vec<Row<'a>> {
-    let mut rows: Vec<Row<'a>> = agents
+    let search = q.q.to_lowercase();
+    let mut keyed: Vec<(String, Row<'a>)> = agents
         .iter()
         .flat_map(|agent| {
             let targets: Vec<Option<&TargetView>> =
                 if agent.targets.is_empty() { vec![None] } else { agent.targets.iter().map(Some).collect() };
             targets.into_iter().map(move |target| Row { agent, target })
         })
-        .filter(|r| r.matches(&q.q))
+        .filter(|r| r.keep(q, &search))
+        .map(|r| (r.sort_value(q.sort), r))
         .collect();
-    let key = if SORTS.iter().any(|(k, _)| *k == q.sort) { q.sort.as_str() } else { "name" };
-    rows.sort_by(|a, b| {
-        let order = compare(key, &a.sort_value(key), &b.sort_value(key)).then_with(|| a.key().cmp(&b.key()));
-        if q.dir == "desc" {
-            order.reverse()
-        } else {
-            order
-        }
+    keyed.sort_by(|(va, a), (vb, b)| {
+        let primary = compare(q.sort, va, vb);
+        let primary = if q.desc { primary.reverse() } else { primary };
+        primary.then_with(|| a.agent.id.cmp(&b.agent.id)).then_with(|| a.target_name().cmp(b.target_name()))
     });
-    rows
-}
-
-fn status_text(s: Status) -> &'static str {
-    match s {
-        Status::Online => "online",
-        Status::Offline => "offline",
-        Status::Revoked => "revoked",
-    }
+    keyed.into_iter().map(|(_, r)| r).collect()
 }
 
 /// The "new version available" badges, most significant first.
@@ -223,7 +162,11 @@ pub fn cells(row: &Row<'_>, now: i64) -> Vec<Cell> {
     vec![
         Cell::text(id("status"), status_text(a.status), &format!("status status-{}", status_text(a.status))),
         Cell::text(id("controller"), &text(a.controller_version.as_ref()), "controller"),
-        Cell::text(id("image"), &text(t.and_then(|t| t.image.as_ref())), "image"),
+        Cell {
+            id: id("image"),
+            html: super::html::image(t.and_then(|t| t.image.as_deref()).unwrap_or("")),
+            class: "image".into(),
+        },
         Cell::text(id("version"), &text(t.and_then(|t| t.version.as_ref())), "version"),
         Cell {
             id: id("updates"),
@@ -231,7 +174,7 @@ pub fn cells(row: &Row<'_>, now: i64) -> Vec<Cell> {
             class: "updates".into(),
         },
         Cell { id: id("op"), html: op_html, class: op_class },
-        Cell::text(id("seen"), &ago(&a.last_seen, now), "seen"),
+        Cell::text(id("seen"), &when(&a.last_seen, now), "seen time"),
     ]
 }
 
@@ -250,15 +193,15 @@ fn row_html(row: &Row<'_>, now: i64) -> String {
         c.iter().find(|c| c.id.ends_with(&format!(":{field}"))).map(Cell::td).unwrap_or_default()
     };
     format!(
-        r#"<tr data-row="{key}"><td><input type="checkbox" name="agents" value="{id}" aria-label="select {name}"></td><td class="name"><a href="/agents/{id_url}">{name}</a></td><td>{labels}</td>{status}{controller}<td class="target">{target}</td>{image}{version}{updates}{op}{seen}</tr>"#,
+        r#"<tr data-row="{key}"><td><input type="checkbox" name="agents" value="{id}" aria-label="select {name}"></td><td class="name"><a href="/agents/{id_url}">{name}</a></td><td class="labels">{labels}</td>{status}{controller}<td class="target">{target}</td>{image}{version}{updates}{op}{seen}</tr>"#,
         key = escape(&row.key()),
         id = escape(&a.id),
-        id_url = escape(&super::html::urlencode(&a.id)),
+        id_url = escape(&urlencode(&a.id)),
         name = escape(&a.name),
         labels = labels(a),
         status = cell("status"),
         controller = cell("controller"),
-        target = escape(row.target.map(|t| t.target.as_str()).unwrap_or("")),
+        target = escape(row.target_name()),
         image = cell("image"),
         version = cell("version"),
         updates = cell("updates"),
@@ -267,103 +210,298 @@ fn row_html(row: &Row<'_>, now: i64) -> String {
     )
 }
 
-fn select(name: &str, current: &str, options: &[(&str, &str)]) -> String {
+/// What the fleet has, offered by the filters: `KEY=VALUE` labels,
+/// targets, repositories and versions (each at most [`MAX_OFFERED`]).
+#[derive(Debug, Default)]
+pub struct Facets {
+    labels: BTreeSet<String>,
+    targets: BTreeSet<String>,
+    repos: BTreeSet<String>,
+    versions: Vec<String>,
+}
+
+impl Facets {
+    /// From every agent.
+    pub fn of(agents: &[AgentSummary]) -> Self {
+        let mut f = Self::default();
+        let mut versions = BTreeSet::new();
+        let add = |set: &mut BTreeSet<String>, v: String| {
+            if set.len() < MAX_OFFERED {
+                set.insert(v);
+            }
+        };
+        for a in agents {
+            for (k, v) in &a.labels {
+                add(&mut f.labels, format!("{k}={v}"));
+            }
+            for t in &a.targets {
+                add(&mut f.targets, t.target.clone());
+                if let Some(r) = t.image.as_deref().and_then(repository_of) {
+                    add(&mut f.repos, r);
+                }
+                if let Some(v) = t.version.as_ref().filter(|v| !v.is_empty()) {
+                    add(&mut versions, v.clone());
+                }
+            }
+        }
+        f.versions = versions.into_iter().collect();
+        f.versions.sort_by(|a, b| version_cmp(a, b));
+        f
+    }
+}
+
+fn select(name: &str, current: &str, options: &[(String, String)]) -> String {
+    let mut options: Vec<(String, String)> = options.to_vec();
+    // A value from a link that the fleet no longer has stays selectable.
+    if !current.is_empty() && !options.iter().any(|(v, _)| v == current) {
+        options.push((current.to_string(), current.to_string()));
+    }
     let options: String = options
         .iter()
         .map(|(value, text)| {
-            let selected = if *value == current { " selected" } else { "" };
+            let selected = if value == current { " selected" } else { "" };
             format!(r#"<option value="{}"{selected}>{}</option>"#, escape(value), escape(text))
         })
         .collect();
     format!(r#"<select name="{name}" id="filter-{name}">{options}</select>"#)
 }
 
-fn filters(q: &FleetQuery) -> String {
+fn pairs(fixed: &[(&str, &str)]) -> Vec<(String, String)> {
+    fixed.iter().map(|(v, t)| (v.to_string(), t.to_string())).collect()
+}
+
+fn choices(any: &str, values: &BTreeSet<String>) -> Vec<(String, String)> {
+    std::iter::once((String::new(), any.to_string()))
+        .chain(values.iter().map(|v| (v.clone(), v.clone())))
+        .collect()
+}
+
+fn datalist(id: &str, values: &[String]) -> String {
+    let options: String = values.iter().map(|v| format!(r#"<option value="{}">"#, escape(v))).collect();
+    format!(r#"<datalist id="{id}">{options}</datalist>"#)
+}
+
+fn filters(q: &FleetQuery, facets: &Facets) -> String {
+    // The labels already required: a chip each (× drops it) and a hidden
+    // field so the form keeps them; the text field adds one more.
+    let chips: String = q
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| {
+            let pair = format!("{k}={v}");
+            format!(
+                r#"<span class="label filter-chip">{text} <a href="{drop}" title="drop this label" aria-label="drop label {text}">×</a><input type="hidden" name="label" value="{text}"></span> "#,
+                text = escape(&pair),
+                drop = escape(&q.without_label(i)),
+            )
+        })
+        .collect();
+    let status: Vec<(String, String)> =
+        pairs(&[("", "any"), ("online", "online"), ("offline", "offline"), ("revoked", "revoked")]);
+    let update = pairs(&[
+        ("", "any or none"),
+        ("any", "has an update"),
+        ("patch", "patch"),
+        ("minor", "minor"),
+        ("major", "major"),
+    ]);
+    let sizes: Vec<(String, String)> = SIZES.iter().map(|s| (s.to_string(), format!("{s} rows"))).collect();
+    let labels: Vec<String> = facets.labels.iter().cloned().collect();
     format!(
         r#"<form method="get" action="/" class="filters" id="filters">
 <label>Search <input type="search" name="q" id="filter-q" value="{search}" placeholder="name or image"></label>
-<label>Label <input type="text" name="label" id="filter-label" value="{label}" placeholder="key=value"></label>
+<label>Labels (all must match) <span class="chips">{chips}</span><input type="text" name="label" id="filter-label" list="fleet-labels" placeholder="key=value"></label>{label_list}
+<label>Repository {repo}</label>
+<label>Target {target}</label>
+<label>Version <input type="text" name="version" id="filter-version" value="{version}" list="fleet-versions" placeholder="any" size="10"></label>{version_list}
 <label>Status {status}</label>
 <label>Update {update}</label>
+<label class="check"><input type="checkbox" name="failing" value="1" id="filter-failing"{failing}> Last op failed</label>
+<label>Page size {size}</label>
 <input type="hidden" name="sort" value="{sort}"><input type="hidden" name="dir" value="{dir}">
 <button type="submit" id="apply-filters">Filter</button> <a href="/">Clear</a></form>"#,
         search = escape(&q.q),
-        label = escape(&q.label),
-        status = select(
-            "status",
-            &q.status,
-            &[("", "any"), ("online", "online"), ("offline", "offline"), ("revoked", "revoked")]
-        ),
-        update = select(
-            "has_update",
-            &q.has_update,
-            &[
-                ("", "any or none"),
-                ("any", "has an update"),
-                ("patch", "patch"),
-                ("minor", "minor"),
-                ("major", "major")
-            ]
-        ),
-        sort = escape(&q.sort),
-        dir = escape(&q.dir),
+        label_list = datalist("fleet-labels", &labels),
+        repo = select("repo", &q.repo, &choices("any", &facets.repos)),
+        target = select("target", &q.target, &choices("any", &facets.targets)),
+        version = escape(&q.version),
+        version_list = datalist("fleet-versions", &facets.versions),
+        status = select("status", q.status.map(status_text).unwrap_or(""), &status),
+        update =
+            select("has_update", q.has_update.map(super::fleet_query::update_text).unwrap_or(""), &update),
+        failing = if q.failing { " checked" } else { "" },
+        size = select("size", &q.size.to_string(), &sizes),
+        sort = if q.sort == "name" { "" } else { q.sort },
+        dir = if q.desc { "desc" } else { "" },
     )
 }
 
+/// Previous and next links (keeping every filter), where the page is, and
+/// the page sizes.
+fn pager(q: &FleetQuery, p: &Pages) -> String {
+    let link = |page: usize, text: &str, id: &str, on: bool| {
+        if on {
+            format!(r#"<a href="{}" id="{id}" rel="{id}">{text}</a>"#, escape(&q.link(page)))
+        } else {
+            format!(r#"<span class="muted">{text}</span>"#)
+        }
+    };
+    let sizes: String = SIZES
+        .iter()
+        .map(|s| {
+            if *s == q.size {
+                format!("<strong>{s}</strong>")
+            } else {
+                let to = FleetQuery { size: *s, ..q.clone() };
+                // The first row shown stays on the page the new size shows.
+                let page = p.start / s + 1;
+                format!(r#"<a href="{}">{s}</a>"#, escape(&to.link(page)))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        r#"<nav class="pager" aria-label="pages">{first} {prev} <span class="where">page {page} of {count}</span> {next} {last} <span class="sizes">rows per page: {sizes}</span></nav>"#,
+        first = link(1, "« first", "first", p.page > 1),
+        prev = link(p.page.saturating_sub(1), "‹ previous", "prev", p.page > 1),
+        next = link(p.page + 1, "next ›", "next", p.page < p.count),
+        last = link(p.count, "last »", "last", p.page < p.count),
+        page = thousands(p.page),
+        count = thousands(p.count),
+    )
+}
+
+/// The line that says which rows are on screen (refreshed live).
+fn showing(p: &Pages, agents: usize) -> Cell {
+    let fleet = format!("{} agents in the fleet", thousands(agents));
+    Cell::text("fleet:showing".into(), &format!("{} rows; {fleet}", p.showing()), "showing")
+}
+
+/// Everything the page shows, for [`render`].
+pub struct View<'a> {
+    /// Every agent (for the overview and the filters' lists).
+    pub agents: &'a [AgentSummary],
+    /// The rows that pass the filters, in order.
+    pub rows: &'a [Row<'a>],
+    /// The query.
+    pub q: &'a FleetQuery,
+    /// The session's CSRF token.
+    pub csrf: &'a str,
+    /// Now, in ms since the epoch.
+    pub now: i64,
+}
+
 /// The whole fleet page.
-pub fn render(rows: &[Row<'_>], q: &FleetQuery, csrf: &str, now: i64) -> String {
+pub fn render(v: &View<'_>) -> String {
+    let q = v.q;
+    let p = Pages::new(v.rows.len(), q.page, q.size);
+    let shown = &v.rows[p.start..p.end];
     let headings: String = SORTS
         .iter()
         .map(|(key, heading)| {
-            let arrow = match (q.sort == *key || (q.sort.is_empty() && *key == "name"), q.dir == "desc") {
+            let arrow = match (q.sort == *key, q.desc) {
                 (true, true) => " ▼",
                 (true, false) => " ▲",
                 _ => "",
             };
-            (*key, format!(r#"<th><a href="{}">{heading}{arrow}</a></th>"#, escape(&q.sort_link(key))))
+            (
+                *key,
+                format!(
+                    r#"<th class="col-{key}"><a href="{}">{heading}{arrow}</a></th>"#,
+                    escape(&q.sort_link(key))
+                ),
+            )
         })
         .map(|(key, th)| match key {
             // Labels sit after the name and are not sortable.
-            "name" => format!("{th}<th>Labels</th>"),
-            "version" => format!("{th}<th>New version</th>"),
+            "name" => format!(r#"{th}<th class="col-labels">Labels</th>"#),
+            "version" => format!(r#"{th}<th class="col-updates">New version</th>"#),
             _ => th,
         })
         .collect();
-    let body_rows: String = rows.iter().map(|r| row_html(r, now)).collect();
-    let empty = if rows.is_empty() { r#"<p class="muted" id="no-rows">No agent matches.</p>"# } else { "" };
+    let body_rows: String = shown.iter().map(|r| row_html(r, v.now)).collect();
+    let empty = if shown.is_empty() { r#"<p class="muted" id="no-rows">No agent matches.</p>"# } else { "" };
+    let with_targets: Vec<&AgentSummary> = v.agents.iter().filter(|a| !a.targets.is_empty()).collect();
+    let groups = overview::overview(v.agents);
+    let overview = overview::render(&groups, v.agents.len() - with_targets.len());
+    // The campaign form takes one label to preselect agents by.
+    let campaign_label = match q.labels.as_slice() {
+        [(k, val)] => {
+            format!(r#"<input type="hidden" name="label" value="{}">"#, escape(&format!("{k}={val}")))
+        }
+        _ => String::new(),
+    };
+    let pager = pager(q, &p);
     let body = format!(
-        r#"{filters}
+        r#"{overview}<h2 id="list">Hosts</h2>{filters}
 <form method="get" action="/campaigns/new" id="selection">
-<p class="live" id="live-note" data-live="1">{count} rows</p>
-<table class="fleet" id="fleet"><thead><tr><th></th>{headings}</tr></thead><tbody>{body_rows}</tbody></table>{empty}
-<input type="hidden" name="label" value="{label}"><button type="submit" id="create-campaign">Create campaign</button></form>"#,
-        filters = filters(q),
-        label = escape(&q.label),
-        count = rows.len(),
+<p class="live-line">{showing} <span class="live" id="live-note" data-live="1"></span></p>{pager}
+<table class="fleet" id="fleet"><thead><tr><th class="col-pick"></th>{headings}</tr></thead><tbody>{body_rows}</tbody></table>{empty}{pager}
+{campaign_label}<button type="submit" id="create-campaign">Create campaign</button></form>"#,
+        filters = filters(q, &Facets::of(v.agents)),
+        showing = showing(&p, v.agents.len()).element("span"),
     );
-    layout("Fleet", Some(csrf), &body)
+    layout("Fleet", Some(v.csrf), &body)
+}
+
+/// The live cells of the rows on the page `q` asks for, and the line
+/// saying which they are.
+pub fn live(agents: &[AgentSummary], rows: &[Row<'_>], q: &FleetQuery, now: i64) -> Live {
+    let p = Pages::new(rows.len(), q.page, q.size);
+    let shown = &rows[p.start..p.end];
+    let cells = shown.iter().flat_map(|r| cells(r, now)).chain(std::iter::once(showing(&p, agents.len())));
+    Live::new(shown.iter().map(Row::key).collect(), cells)
+}
+
+/// A refused query, as a page that says what to change.
+fn refused(e: &QueryError, csrf: &str) -> Response {
+    let body = format!(
+        r#"<p class="error" id="bad-query">This address cannot be shown: {message}.</p>
+<table class="facts"><tr><th>Parameter</th><td><code>{parameter}</code></td></tr><tr><th>Given</th><td><code>{given}</code></td></tr><tr><th>Allowed</th><td>{allowed}</td></tr></table>
+<p><a href="/">Back to the whole fleet</a></p>"#,
+        message = escape(&e.to_string()),
+        parameter = escape(&e.parameter),
+        given = escape(&e.given),
+        allowed = escape(&e.allowed),
+    );
+    (StatusCode::BAD_REQUEST, Html(layout("Bad query", Some(csrf), &body))).into_response()
 }
 
 /// `GET /`.
 pub async fn fleet(
     State(state): State<FleetState>,
     Authed(session): Authed,
-    q: Result<Query<FleetQuery>, axum::extract::rejection::QueryRejection>,
+    pairs: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, PageError> {
-    let Query(q) = q.map_err(|e| bad(format!("{e}")))?;
-    let agents = state.store.agents(&q.filter()?, state.offline_after).await?;
+    // A list of pairs takes any well-formed query; what remains is the
+    // percent-encoding itself.
+    let Ok(Query(pairs)) = pairs else {
+        let e = QueryError {
+            parameter: "(the query string)".into(),
+            given: "undecodable".into(),
+            allowed: "key=value pairs joined by &, percent-encoded as UTF-8".into(),
+        };
+        return Ok(refused(&e, &session.csrf));
+    };
+    let q = match FleetQuery::parse(&pairs) {
+        Ok(q) => q,
+        Err(e) => return Ok(refused(&e, &session.csrf)),
+    };
+    let agents = state.store.agents(&crate::agents::Filter::default(), state.offline_after).await?;
     let rows = rows(&agents, &q);
     let now = now_ms();
-    if q.format == "json" {
-        let live = Live::new(rows.iter().map(Row::key).collect(), rows.iter().flat_map(|r| cells(r, now)));
-        return Ok(Json(live).into_response());
+    if q.json {
+        return Ok(Json(live(&agents, &rows, &q, now)).into_response());
     }
-    Ok(Html(render(&rows, &q, &session.csrf, now)).into_response())
+    let view = View { agents: &agents, rows: &rows, q: &q, csrf: &session.csrf, now };
+    Ok(Html(render(&view)).into_response())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agents::Status;
     use std::collections::BTreeMap;
 
     fn agent(id: &str, name: &str, images: &[(&str, &str)]) -> AgentSummary {
@@ -403,8 +541,25 @@ mod tests {
         }
     }
 
-    fn q(search: &str, sort: &str, dir: &str) -> FleetQuery {
-        FleetQuery { q: search.into(), sort: sort.into(), dir: dir.into(), ..FleetQuery::default() }
+    fn q(search: &str, sort: &'static str, desc: bool) -> FleetQuery {
+        FleetQuery { q: search.into(), sort, desc, ..FleetQuery::default() }
+    }
+
+    fn parse(query: &str) -> FleetQuery {
+        let pairs: Vec<(String, String)> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        FleetQuery::parse(&pairs).expect("a valid query")
+    }
+
+    fn with_labels(mut a: AgentSummary, labels: &[(&str, &str)]) -> AgentSummary {
+        a.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        a
     }
 
     #[test]
@@ -415,19 +570,86 @@ mod tests {
             agent("c", "empty", &[]),
         ];
         let keys = |q: &FleetQuery| rows(&agents, q).iter().map(Row::key).collect::<Vec<_>>();
-        assert_eq!(keys(&q("", "", "")), ["c/", "a/t-1.10.0", "b/t-1.9.0", "b/t-3.0.0"]);
-        assert_eq!(keys(&q("", "version", "")), ["c/", "b/t-1.9.0", "a/t-1.10.0", "b/t-3.0.0"]);
-        assert_eq!(keys(&q("", "version", "desc")), ["b/t-3.0.0", "a/t-1.10.0", "b/t-1.9.0", "c/"]);
-        assert_eq!(keys(&q("DB", "", "")), ["b/t-3.0.0"]);
-        assert_eq!(keys(&q("web-1", "", "")), ["a/t-1.10.0"]);
-        assert_eq!(keys(&q("", "nonsense", "")), keys(&q("", "name", "")));
+        assert_eq!(keys(&q("", "name", false)), ["c/", "a/t-1.10.0", "b/t-1.9.0", "b/t-3.0.0"]);
+        assert_eq!(keys(&q("", "version", false)), ["c/", "b/t-1.9.0", "a/t-1.10.0", "b/t-3.0.0"]);
+        assert_eq!(keys(&q("", "version", true)), ["b/t-3.0.0", "a/t-1.10.0", "b/t-1.9.0", "c/"]);
+        assert_eq!(keys(&q("DB", "name", false)), ["b/t-3.0.0"]);
+        assert_eq!(keys(&q("web-1", "name", false)), ["a/t-1.10.0"]);
+    }
+
+    #[test]
+    fn equal_sort_values_are_ordered_by_agent_id_then_target_in_both_directions() {
+        // Three agents with the same name and version: only the tie-break
+        // decides, and it does not flip with the direction, so pages of
+        // either order never overlap.
+        let agents = vec![
+            agent("c", "same", &[("r/app:1.0.0", "1.0.0")]),
+            agent("a", "same", &[("r/app:1.0.0", "1.0.0"), ("r/db:1.0.0", "1.0.0")]),
+            agent("b", "same", &[("r/app:1.0.0", "1.0.0")]),
+        ];
+        let keys = |q: &FleetQuery| rows(&agents, q).iter().map(Row::key).collect::<Vec<_>>();
+        let want = ["a/t-1.0.0", "a/t-1.0.0", "b/t-1.0.0", "c/t-1.0.0"];
+        assert_eq!(keys(&q("", "name", false)), want);
+        assert_eq!(keys(&q("", "version", true)), want);
+    }
+
+    #[test]
+    fn every_label_must_match_and_version_target_and_repo_filter_the_row() {
+        let agents = vec![
+            with_labels(agent("a", "a", &[("r/app:1.0.0", "1.0.0")]), &[("env", "prod"), ("region", "eu")]),
+            with_labels(agent("b", "b", &[("r/app:1.2.0", "1.2.0")]), &[("env", "prod"), ("region", "us")]),
+            with_labels(agent("c", "c", &[("r/db:1.0.0", "1.0.0")]), &[("env", "staging"), ("region", "eu")]),
+        ];
+        let keys = |query: &str| rows(&agents, &parse(query)).iter().map(Row::key).collect::<Vec<_>>();
+        assert_eq!(keys("label=env=prod"), ["a/t-1.0.0", "b/t-1.2.0"]);
+        assert_eq!(keys("label=env=prod&label=region=eu"), ["a/t-1.0.0"]);
+        assert!(keys("label=env=staging&label=region=us").is_empty());
+        assert!(keys("label=env=pro").is_empty(), "a value matches whole");
+        assert_eq!(keys("version=1.0.0"), ["a/t-1.0.0", "c/t-1.0.0"]);
+        let repo = repository_of("r/app:1.0.0").expect("a repository");
+        assert_eq!(keys(&format!("version=1.0.0&repo={repo}")), ["a/t-1.0.0"]);
+        assert_eq!(keys("target=t-1.2.0"), ["b/t-1.2.0"]);
+        assert_eq!(keys("failing=1").len(), 3, "every test target rolled back");
+        assert_eq!(keys("has_update=major").len(), 3);
+        assert!(keys("has_update=minor").is_empty());
+        assert!(keys("status=offline").is_empty());
+    }
+
+    #[test]
+    fn the_page_shows_one_page_of_rows_says_which_and_links_keep_the_filters() {
+        let agents: Vec<AgentSummary> = (0..250)
+            .map(|i| {
+                with_labels(
+                    agent(&format!("a{i:03}"), &format!("host-{i:03}"), &[("r/app:1.0.0", "1.0.0")]),
+                    &[("env", "prod")],
+                )
+            })
+            .collect();
+        let query = parse("label=env=prod&page=2");
+        let all = rows(&agents, &query);
+        let page = render(&View { agents: &agents, rows: &all, q: &query, csrf: "csrf", now: 0 });
+        assert_eq!(page.matches("<tr data-row=").count(), 100);
+        assert!(page.contains("host-100") && page.contains("host-199"));
+        assert!(!page.contains(">host-099<") && !page.contains(">host-200<"));
+        assert!(page.contains("showing 101–200 of 250 rows"), "{page}");
+        assert!(page.contains(r#"href="/?label=env%3Dprod&amp;page=3" id="next""#), "{page}");
+        assert!(page.contains(r#"href="/?label=env%3Dprod" id="prev""#));
+        assert!(page.contains(r#"<option value="env=prod">"#), "the fleet's labels are offered");
+        let json = serde_json::to_value(live(&agents, &all, &query, 0)).expect("JSON");
+        assert_eq!(json["rows"].as_array().map(Vec::len), Some(100), "only the rows on screen");
+        assert_eq!(json["rows"][0], "a100/t-1.0.0");
+        assert_eq!(
+            json["cells"]["fleet:showing"]["html"],
+            "showing 101–200 of 250 rows; 250 agents in the fleet"
+        );
     }
 
     #[test]
     fn the_page_escapes_agent_values_and_shows_badges_and_reasons() {
         let agents = vec![agent("a", "<img src=x>", &[("r/app:1.0.0", "1.0.0")])];
-        let query = q("", "", "");
-        let page = render(&rows(&agents, &query), &query, "csrf", 0);
+        let query = FleetQuery::default();
+        let all = rows(&agents, &query);
+        let page = render(&View { agents: &agents, rows: &all, q: &query, csrf: "csrf", now: 0 });
         assert!(!page.contains("<img src=x>"), "{page}");
         assert!(page.contains("&lt;img src=x&gt;"));
         assert!(page.contains("env=&lt;prod&gt;"));
@@ -435,15 +657,7 @@ mod tests {
         assert!(page.contains("patch 1.0.1"));
         assert!(page.contains("exited &lt;1&gt;"));
         assert!(page.contains(r#"name="agents" value="a""#));
-    }
-
-    #[test]
-    fn sort_links_keep_the_filters_and_toggle_direction() {
-        let query = FleetQuery { label: "env=prod".into(), sort: "name".into(), ..FleetQuery::default() };
-        assert_eq!(query.sort_link("name"), "/?label=env%3Dprod&sort=name&dir=desc");
-        assert_eq!(query.sort_link("version"), "/?label=env%3Dprod&sort=version");
-        assert_eq!(FleetQuery::default().sort_link("name"), "/?sort=name&dir=desc", "name is the default");
-        assert!(FleetQuery { status: "asleep".into(), ..FleetQuery::default() }.filter().is_err());
-        assert!(FleetQuery { has_update: "minor".into(), ..FleetQuery::default() }.filter().is_ok());
+        assert!(page.contains("2026-01-01 00:00 UTC ("), "one time convention: {page}");
+        assert!(page.contains(r#"id="overview""#));
     }
 }

@@ -7,7 +7,7 @@
 //! | `GET /login`, `POST /login` | the login form; a session cookie ([`login`]) |
 //! | `POST /logout` | ends the session |
 //! | `GET /logout-everywhere`, `POST /logout-everywhere` | the button; ends every session (CSRF) |
-//! | `GET /?label=&status=&has_update=&q=&sort=&dir=` | the fleet table ([`fleet_view`]); `&format=json` its live cells |
+//! | `GET /?label=&target=&repo=&version=&status=&has_update=&failing=&q=&sort=&dir=&page=&size=` | the overview and one page of the fleet's rows ([`fleet_view`], [`fleet_query`]); `&format=json` that page's live cells |
 //! | `GET /agents/{id}` | one agent ([`agent_view`]); `?format=json` its live cells |
 //! | `POST /agents/{id}/pin` | pins one target (CSRF) |
 //! | `GET /campaigns` | the campaigns' history, newest first ([`campaign_view`]); `?format=json` its live cells |
@@ -26,11 +26,13 @@ pub mod agent_view;
 pub mod campaign_form;
 pub mod campaign_request;
 pub mod campaign_view;
+pub mod fleet_query;
 pub mod fleet_view;
 pub mod html;
 pub mod live;
 pub mod login;
 pub mod login_limit;
+pub mod overview;
 pub mod repositories;
 pub mod session;
 
