@@ -291,7 +291,17 @@ impl FleetQuery {
 
     /// `/?…` for this query at `page` (1 is left out).
     pub fn link(&self, page: usize) -> String {
+        self.link_with(page, false)
+    }
+
+    /// [`Self::link`], with `sort` spelled out also for the default column
+    /// when `sort_named` (a column heading's link says what it sorts by).
+    fn link_with(&self, page: usize, sort_named: bool) -> String {
         let mut pairs = self.pairs();
+        if sort_named && self.sort == "name" {
+            let at = pairs.iter().position(|(k, _)| matches!(*k, "dir" | "size")).unwrap_or(pairs.len());
+            pairs.insert(at, ("sort", "name".to_string()));
+        }
         if page > 1 {
             pairs.push(("page", page.to_string()));
         }
@@ -308,7 +318,7 @@ impl FleetQuery {
     /// reverses it; back to the first page.
     pub fn sort_link(&self, key: &'static str) -> String {
         let desc = self.sort == key && !self.desc;
-        Self { sort: key, desc, ..self.clone() }.link(1)
+        Self { sort: key, desc, ..self.clone() }.link_with(1, true)
     }
 
     /// This query without label `i` (the "×" of a label chip).
@@ -425,10 +435,11 @@ mod tests {
     #[test]
     fn sort_links_keep_the_filters_toggle_the_direction_and_go_to_the_first_page() {
         let q = parse("label=env=prod&page=7").expect("valid");
-        assert_eq!(q.sort_link("name"), "/?label=env%3Dprod&dir=desc");
+        assert_eq!(q.sort_link("name"), "/?label=env%3Dprod&sort=name&dir=desc");
         assert_eq!(q.sort_link("version"), "/?label=env%3Dprod&sort=version");
         let desc = parse("sort=version&dir=desc").expect("valid");
         assert_eq!(desc.sort_link("version"), "/?sort=version");
+        assert_eq!(FleetQuery::default().sort_link("name"), "/?sort=name&dir=desc", "name is the default");
         let two = parse("label=a=1&label=b=2").expect("valid");
         assert_eq!(two.without_label(0), "/?label=b%3D2");
     }
