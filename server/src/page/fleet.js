@@ -1,7 +1,9 @@
-// The fleet page's live updates: every few seconds, fetch this page as
-// JSON (`?format=json`, same session cookie, read-only) and refresh each
-// live cell (`data-cell`) in place. The server renders the cells, so this
-// script holds no rendering logic; the page works without it.
+// The pages' live updates: every few seconds, fetch this page as JSON
+// (`?format=json`, same session cookie, read-only) and refresh each live
+// cell (`data-cell`) in place. The address keeps the page's filters and
+// page number, so the server sends only the rows on screen. The server
+// renders the cells, so this script holds no rendering logic; the page
+// works without it. A hidden tab does not poll: it catches up when shown.
 "use strict";
 
 (function () {
@@ -28,7 +30,15 @@
     }));
   }
 
+  let timer = null;
+
+  function schedule(delay) {
+    window.clearTimeout(timer);
+    timer = document.hidden ? null : window.setTimeout(tick, delay);
+  }
+
   async function tick() {
+    timer = null;
     try {
       const answer = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
       if (answer.status === 401) {
@@ -67,8 +77,18 @@
     } catch (err) {
       note.textContent = "Live updates paused: " + err.message;
     }
-    window.setTimeout(tick, PERIOD_MS);
+    schedule(PERIOD_MS);
   }
 
-  window.setTimeout(tick, PERIOD_MS);
+  document.addEventListener("visibilitychange", function () {
+    if (document.hidden) {
+      window.clearTimeout(timer);
+      timer = null;
+      note.textContent = "Live updates paused while the tab is hidden.";
+    } else {
+      schedule(0);
+    }
+  });
+
+  schedule(PERIOD_MS);
 })();
