@@ -61,7 +61,7 @@ fn agent_cells(a: &AgentDetail, now: i64) -> Vec<Cell> {
     let mut cells = vec![
         Cell::text("agent:status".into(), status, &format!("status status-{status}")),
         Cell::text("agent:controller".into(), s.controller_version.as_deref().unwrap_or(""), "controller"),
-        Cell::text("agent:seen".into(), &when(&s.last_seen, now), "seen time"),
+        Cell::text("agent:seen".into(), &when(&s.last_seen, now), "seen"),
     ];
     cells.extend(s.targets.iter().flat_map(target_cells));
     cells

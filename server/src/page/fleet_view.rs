@@ -174,7 +174,7 @@ pub fn cells(row: &Row<'_>, now: i64) -> Vec<Cell> {
             class: "updates".into(),
         },
         Cell { id: id("op"), html: op_html, class: op_class },
-        Cell::text(id("seen"), &when(&a.last_seen, now), "seen time"),
+        Cell::text(id("seen"), &when(&a.last_seen, now), "seen"),
     ]
 }
 
