@@ -135,6 +135,20 @@ fn a_browser_sees_versions_and_badges_runs_a_campaign_through_the_form_to_comple
     let fleet_png = screenshots().join("fleet.png");
     browser.screenshot(&fleet_png);
 
+    // The overview: one repository, all three hosts on 1.0.0, each count a
+    // link to exactly those rows; nothing wider than a 1280 px window.
+    assert_eq!(count(&browser, "#overview-table tr[data-group]"), 1);
+    assert_eq!(text_of(&browser, "#overview-table a.version-count"), "1.0.0 ×3");
+    browser.set_window_size(1280, 900);
+    let overflow = browser
+        .js("return document.documentElement.scrollWidth - document.documentElement.clientWidth;", json!([]));
+    assert_eq!(overflow, json!(0), "no horizontal scrolling at 1280 px");
+    browser.click("#overview-table a.version-count");
+    wait_for("the version filter", Duration::from_secs(10), || browser.url().contains("version=1.0.0"));
+    assert_eq!(count(&browser, "tr[data-row]"), 3);
+    assert!(text_of(&browser, "[data-cell='fleet:showing']").starts_with("showing 1–3 of 3 rows"));
+    browser.goto(&format!("{base}/"));
+
     // Filter by label through the form, then by status.
     browser.type_into("#filter-label", "env=staging");
     browser.click("#apply-filters");
@@ -357,6 +371,18 @@ fn the_password_and_the_token_log_in_without_a_session_pages_redirect_and_posts_
     assert_eq!(page.status, 200);
     assert_eq!(page.header("x-frame-options"), Some("DENY"));
     assert!(page.header("content-security-policy").is_some_and(|c| c.contains("default-src 'self'")));
+    // A malformed query is a 400 page naming the parameter, the value and
+    // what is allowed.
+    for (query, says) in [
+        ("size=0", "parameter `size`: `0` is not allowed; expected one of 50, 100, 250, 500"),
+        ("page=abc", "parameter `page`: `abc`"),
+        ("status=asleep", "expected online, offline or revoked"),
+        ("label=env", "expected KEY=VALUE"),
+    ] {
+        let answer = http(&server.addr, "GET", &format!("/?{query}"), &with_cookie, b"");
+        assert_eq!(answer.status, 400, "{query}");
+        assert!(answer.text().contains(says), "{query}: {}", answer.text());
+    }
     for path in ["/logout", "/agents/whatever/pin", "/campaigns/new", "/campaigns/whatever/pause"] {
         let answer = http(&server.addr, "POST", path, &with_cookie, b"target=web&image=x%3A1");
         assert_eq!(answer.status, 403, "POST {path} without the CSRF token: {}", answer.text());

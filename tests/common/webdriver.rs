@@ -117,6 +117,11 @@ impl Browser {
         self.call("POST", &format!("/element/{element}/value"), Some(&json!({ "text": text })));
     }
 
+    /// Resizes the window to `width` × `height` CSS pixels.
+    pub fn set_window_size(&self, width: u32, height: u32) {
+        self.call("POST", "/window/rect", Some(&json!({ "width": width, "height": height })));
+    }
+
     /// A PNG of the window, saved to `path`.
     pub fn screenshot(&self, path: &Path) {
         let encoded = self.call("GET", "/screenshot", None);
