@@ -223,7 +223,30 @@ const AGENT_COLUMNS: &str = "id, name, labels, enrolled_at, last_seen, revoked_a
 const TARGET_COLUMNS: &str = "agent_id, target, container, image, digest, version, desired, action, reason, \
                               last_op_id, last_outcome, last_reason, failure";
 
-fn target_view(row: TargetRow, tags: &RepositoryTags) -> (String, TargetView) {
+/// The update marks of `image` among its repository's tags.
+fn marks(image: &str, tags: &HashMap<String, Vec<String>>) -> Option<Updates> {
+    let tag = ImageRef::parse(image).ok()?.tag()?.to_string();
+    Some(updates(&tag, tags.get(&repository_of(image)?)?))
+}
+
+/// [`marks`] once per distinct image: a fleet of thousands runs a handful
+/// of images, and each mark compares a tag with all of its repository's.
+#[derive(Default)]
+struct Marks(HashMap<String, Updates>);
+
+impl Marks {
+    fn of(&mut self, image: Option<&str>, tags: &HashMap<String, Vec<String>>) -> Updates {
+        let Some(image) = image else { return Updates::default() };
+        if let Some(known) = self.0.get(image) {
+            return known.clone();
+        }
+        let found = marks(image, tags).unwrap_or_default();
+        self.0.insert(image.to_string(), found.clone());
+        found
+    }
+}
+
+fn target_view(row: TargetRow, tags: &RepositoryTags, memo: &mut Marks) -> (String, TargetView) {
     let (
         agent,
         target,
@@ -239,13 +262,7 @@ fn target_view(row: TargetRow, tags: &RepositoryTags) -> (String, TargetView) {
         why,
         failure,
     ) = row;
-    let marks = image
-        .as_deref()
-        .and_then(|i| {
-            let tag = ImageRef::parse(i).ok()?.tag()?.to_string();
-            Some(updates(&tag, tags.tags.get(&repository_of(i)?)?))
-        })
-        .unwrap_or_default();
+    let marks = memo.of(image.as_deref(), &tags.tags);
     let updates_unknown = image
         .as_deref()
         .and_then(repository_of)
@@ -309,8 +326,9 @@ impl Store {
         .await
         .map_err(db("listing targets"))?;
         let mut by_agent: HashMap<String, Vec<TargetView>> = HashMap::new();
+        let mut memo = Marks::default();
         for row in rows {
-            let (agent, view) = target_view(row, &tags);
+            let (agent, view) = target_view(row, &tags, &mut memo);
             by_agent.entry(agent).or_default().push(view);
         }
         let now = now_ms();
@@ -344,7 +362,8 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(db("reading an agent's targets"))?;
-        let targets = rows.into_iter().map(|r| target_view(r, &tags).1).collect();
+        let mut memo = Marks::default();
+        let targets = rows.into_iter().map(|r| target_view(r, &tags, &mut memo).1).collect();
         let agent = summary(row, targets, offline_after, now_ms())?;
         let events: Vec<EventRow> = sqlx::query_as(
             "SELECT op_id, container, from_image, to_image, outcome, reason, started_at, ended_at FROM events \
