@@ -104,7 +104,7 @@ fn render(a: &AgentDetail, csrf: &str, pinned: Option<i64>, now: i64) -> String 
         .map(|t| {
             let cell = |f: &str| td(&format!("t/{}:{f}", t.target));
             format!(
-                r#"<tr data-row="t/{key}"><td class="target">{target}</td><td>{container}</td>{image}{digest}{version}{updates}{desired}{action}{op}<td>{pin}</td></tr>"#,
+                r#"<tr data-row="t/{key}"><td class="target">{target}</td><td class="container">{container}</td>{image}{digest}{version}{updates}{desired}{action}{op}<td>{pin}</td></tr>"#,
                 key = escape(&t.target),
                 target = escape(&t.target),
                 container = escape(&t.container),
