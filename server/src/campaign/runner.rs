@@ -373,6 +373,10 @@ pub fn filter_passes(f: &FleetFilter, a: &AgentSummary, t: Option<&TargetView>) 
     };
     let Some(t) = t else { return labels && status };
     let version = f.version.as_deref().is_none_or(|v| t.version.as_deref() == Some(v));
+    let repo = f.repo.as_deref().is_none_or(|r| {
+        t.image.as_deref().and_then(crate::reports::repository_of).is_some_and(|have| have == r)
+    });
+    let failing = !f.failing || matches!(t.last_outcome.as_deref(), Some("failed" | "rolled_back"));
     let update = match f.has_update.as_deref() {
         Some("any") => t.updates.any(),
         Some("patch") => t.updates.patch.is_some(),
@@ -384,7 +388,7 @@ pub fn filter_passes(f: &FleetFilter, a: &AgentSummary, t: Option<&TargetView>) 
     let search = q.as_deref().is_none_or(|q| {
         a.name.to_lowercase().contains(q) || t.image.as_deref().is_some_and(|i| i.to_lowercase().contains(q))
     });
-    labels && status && version && update && search
+    labels && status && version && repo && failing && update && search
 }
 
 /// What a rollback brings `t` back to: the image it runs, pinned by the

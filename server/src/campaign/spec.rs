@@ -31,9 +31,15 @@ pub struct FleetFilter {
     /// `KEY=VALUE` labels the agent has, all of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
+    /// The repository the target's image comes from (`registry/path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
     /// The version the target runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The target's last op failed or was rolled back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failing: bool,
     /// The target has an update of this kind: `any`, `patch`, `minor`, `major`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub has_update: Option<String>,
@@ -75,8 +81,14 @@ impl FleetFilter {
         if !self.labels.is_empty() {
             parts.push(format!("labelled {}", self.labels.join(" and ")));
         }
+        if let Some(r) = &self.repo {
+            parts.push(format!("from {r}"));
+        }
         if let Some(v) = &self.version {
             parts.push(format!("running {v}"));
+        }
+        if self.failing {
+            parts.push("whose last op failed".into());
         }
         if let Some(k) = &self.has_update {
             parts.push(format!("with a {k} update"));

@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 
 use super::campaign_request::{field_of, fingerprint, CampaignForm};
-use super::campaign_view::{names, settings_rows, short_image, wave_name};
+use super::campaign_view::{names, settings_rows, wave_name};
 use super::html::{csrf_field, escape, layout, urlencode};
 use super::session::{check_post, Authed};
 use super::PageError;
@@ -331,6 +331,8 @@ fn filter_html(f: &CampaignForm, c: &Choices) -> String {
         .chain(
             [
                 ("filter_version", &f.filter_version),
+                ("filter_repo", &f.filter_repo),
+                ("filter_failing", &f.filter_failing),
                 ("filter_has_update", &f.filter_has_update),
                 ("filter_status", &f.filter_status),
                 ("filter_q", &f.filter_q),
@@ -425,7 +427,7 @@ fn preview_html(p: &Preview, pin: &Result<String, String>) -> String {
                     ""
                 },
                 escape(&a.target),
-                short_image(a.previous_image.as_deref().unwrap_or(""))
+                super::html::image(a.previous_image.as_deref().unwrap_or(""))
             )
         })
         .collect();
@@ -508,11 +510,28 @@ pub async fn form(
             match k.as_str() {
                 "label" if !v.is_empty() && !f.filter_labels.contains(&v) => f.filter_labels.push(v),
                 "version" => f.filter_version = v,
+                "repo" => f.filter_repo = v,
+                "failing" => f.filter_failing = v,
                 "has_update" => f.filter_has_update = v,
                 "status" => f.filter_status = v,
                 "q" => f.filter_q = v,
                 "target" => f.target = v,
                 _ => {}
+            }
+        }
+        if f.target.is_empty() {
+            // The overview's links filter by repository: when every
+            // matching host names its target alike, that is the target.
+            let owned = f.fleet_filter();
+            let filter = &owned;
+            let names: BTreeSet<&str> = choices
+                .agents
+                .iter()
+                .flat_map(|a| a.targets.iter().filter(move |t| runner::filter_passes(filter, a, Some(t))))
+                .map(|t| t.target.as_str())
+                .collect();
+            if let [only] = names.into_iter().collect::<Vec<_>>().as_slice() {
+                f.target = (*only).to_string();
             }
         }
         return Ok(Html(render(&f, &choices, &session.csrf, None, None)).into_response());

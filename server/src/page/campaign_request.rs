@@ -18,6 +18,10 @@ pub struct CampaignForm {
     pub filter_labels: Vec<String>,
     /// The fleet filter's running version.
     pub filter_version: String,
+    /// The fleet filter's repository.
+    pub filter_repo: String,
+    /// `1`: the fleet filter's "last op failed".
+    pub filter_failing: String,
     /// The fleet filter's update kind.
     pub filter_has_update: String,
     /// The fleet filter's status.
@@ -93,6 +97,8 @@ impl Default for CampaignForm {
             selection: "label".into(),
             filter_labels: Vec::new(),
             filter_version: String::new(),
+            filter_repo: String::new(),
+            filter_failing: String::new(),
             filter_has_update: String::new(),
             filter_status: String::new(),
             filter_q: String::new(),
@@ -159,6 +165,8 @@ impl CampaignForm {
                     continue;
                 }
                 "filter_version" => &mut f.filter_version,
+                "filter_repo" => &mut f.filter_repo,
+                "filter_failing" => &mut f.filter_failing,
                 "filter_has_update" => &mut f.filter_has_update,
                 "filter_status" => &mut f.filter_status,
                 "filter_q" => &mut f.filter_q,
@@ -208,7 +216,9 @@ impl CampaignForm {
     pub fn fleet_filter(&self) -> FleetFilter {
         FleetFilter {
             labels: self.filter_labels.clone(),
+            repo: optional(&self.filter_repo),
             version: optional(&self.filter_version),
+            failing: self.filter_failing == "1",
             has_update: optional(&self.filter_has_update),
             status: optional(&self.filter_status),
             q: optional(&self.filter_q),

@@ -15,8 +15,8 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::html::{csrf_field, escape, layout, urlencode};
-use super::live::{Cell, Live};
+use super::html::{csrf_field, escape, image, layout, urlencode};
+use super::live::{when, Cell, Live};
 use super::session::{check_post, Authed};
 use super::PageError;
 use crate::campaign::api::command_named;
@@ -25,7 +25,7 @@ use crate::campaign::runner;
 use crate::campaign::spec::{Batch, FailureAction, Order, Selection, Spec};
 use crate::campaign::view::{self, AgentView, CampaignSummary, CampaignView, WaveView};
 use crate::state::FleetState;
-use crate::store::rfc3339;
+use crate::store::{now_ms, rfc3339};
 use crate::FleetError;
 
 /// The campaign pages' query.
@@ -224,8 +224,8 @@ fn wave_cells(w: &WaveView, agents: &[AgentView]) -> Vec<Cell> {
         (None, None) => ("waiting".to_string(), "wave-state state-pending"),
     };
     vec![
-        Cell::text(id("started"), w.started_at.as_deref().unwrap_or(""), "time"),
-        Cell::text(id("done"), w.done_at.as_deref().unwrap_or(""), "time"),
+        Cell::text(id("started"), &when(w.started_at.as_deref().unwrap_or(""), now_ms()), "time"),
+        Cell::text(id("done"), &when(w.done_at.as_deref().unwrap_or(""), now_ms()), "time"),
         Cell::text(id("progress"), &progress, class),
     ]
 }
@@ -246,8 +246,8 @@ fn agent_cells(a: &AgentView) -> Vec<Cell> {
     vec![
         Cell::text(id("state"), &state.replace('_', " "), &state_class(state)),
         Cell::text(id("reason"), a.reason.as_deref().unwrap_or(""), "reason"),
-        Cell::text(id("sent"), a.sent_at.as_deref().unwrap_or(""), "time"),
-        Cell::text(id("committed"), a.committed_at.as_deref().unwrap_or(""), "time"),
+        Cell::text(id("sent"), &when(a.sent_at.as_deref().unwrap_or(""), now_ms()), "time"),
+        Cell::text(id("committed"), &when(a.committed_at.as_deref().unwrap_or(""), now_ms()), "time"),
         Cell::text(id("rollback"), &rollback, "rollback"),
         Cell::text(id("sends"), &a.sends.to_string(), "sends"),
     ]
@@ -271,7 +271,7 @@ pub fn cells(v: &CampaignView, csrf: &str) -> Vec<Cell> {
             class: "counts".into(),
         },
         Cell { id: "c:pinned".into(), html: still_pinned_html(v), class: "still-pinned".into() },
-        Cell::text("c:updated".into(), &s.updated_at, "time"),
+        Cell::text("c:updated".into(), &when(&s.updated_at, now_ms()), "time"),
         Cell {
             id: "c:actions".into(),
             html: actions_html(&s.id, &v.commands, csrf),
@@ -402,21 +402,6 @@ pub fn wave_name(kind: &str, wave: u32, canary: bool) -> String {
     }
 }
 
-/// `repo:tag@sha256:0123456789ab…` with the whole reference on hover (and
-/// in the copy buffer: the text is the full value, the display is cut by
-/// CSS-free truncation here, so the title carries it).
-pub fn short_image(image: &str) -> String {
-    match image.split_once("@sha256:") {
-        Some((name, hex)) if hex.len() > 12 => format!(
-            r#"<code title="{full}" data-copy="{full}">{name}@sha256:{short}…</code>"#,
-            full = escape(image),
-            name = escape(name),
-            short = escape(&hex[..12]),
-        ),
-        _ => format!("<code>{}</code>", escape(image)),
-    }
-}
-
 /// Where an agent state sorts on the campaign page: failures first.
 fn failures_first(s: AgentState) -> u8 {
     match s {
@@ -468,7 +453,7 @@ fn timeline_html(v: &CampaignView) -> String {
         .map(|e| {
             format!(
                 r#"<tr><td class="time">{}</td><td>{}</td><td class="reason">{}</td><td>{}</td></tr>"#,
-                escape(&e.at),
+                escape(&when(&e.at, now_ms())),
                 escape(&e.what),
                 escape(e.detail.as_deref().unwrap_or("")),
                 escape(&e.by)
@@ -476,7 +461,7 @@ fn timeline_html(v: &CampaignView) -> String {
         })
         .collect();
     format!(
-        r#"<table class="timeline" id="timeline"><thead><tr><th>When (UTC)</th><th>What</th><th>Detail</th><th>By</th></tr></thead><tbody>{rows}</tbody></table>"#
+        r#"<table class="timeline" id="timeline"><thead><tr><th>When</th><th>What</th><th>Detail</th><th>By</th></tr></thead><tbody>{rows}</tbody></table>"#
     )
 }
 
@@ -523,7 +508,7 @@ fn render_filtered(v: &CampaignView, csrf: &str, error: Option<&str>, state_filt
                 wave = escape(&wave_name("upgrade", a.wave, canary)),
                 state = f("state"),
                 reason = f("reason"),
-                previous = short_image(a.previous_image.as_deref().unwrap_or("")),
+                previous = image(a.previous_image.as_deref().unwrap_or("")),
                 sent = f("sent"),
                 committed = f("committed"),
                 rollback = f("rollback"),
@@ -563,7 +548,7 @@ fn render_filtered(v: &CampaignView, csrf: &str, error: Option<&str>, state_filt
         name = escape(&s.name),
         settings = settings_rows(&v.spec),
         failures = td("c:failures"),
-        created = escape(&s.created_at),
+        created = escape(&when(&s.created_at, now_ms())),
         updated = td("c:updated"),
     );
     layout(&format!("Campaign {}", s.name), Some(csrf), &body)
@@ -671,7 +656,7 @@ fn list_cells(s: &CampaignSummary) -> Vec<Cell> {
         Cell::text(id("state"), &s.state.replace('_', " "), &state_class(s.state)),
         Cell::text(id("reason"), s.reason.as_deref().unwrap_or(""), "reason"),
         Cell { id: id("counts"), html: counts_html(&s.counts), class: "counts".into() },
-        Cell::text(id("updated"), &s.updated_at, "time"),
+        Cell::text(id("updated"), &when(&s.updated_at, now_ms()), "time"),
     ]
 }
 
@@ -694,7 +679,7 @@ fn render_list(all: &[CampaignSummary], csrf: &str) -> String {
                 image = escape(&s.image),
                 agents = s.agents,
                 counts = td("counts"),
-                created = escape(&s.created_at),
+                created = escape(&when(&s.created_at, now_ms())),
                 updated = td("updated"),
             )
         })

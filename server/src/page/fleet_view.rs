@@ -121,6 +121,22 @@ pub fn rows<'a>(agents: &'a [AgentSummary], q: &FleetQuery) -> Vec<Row<'a>> {
     keyed.into_iter().map(|(_, r)| r).collect()
 }
 
+/// The badges, or why newer versions are unknown ("unknown: registry
+/// unreachable"), which must not read like "up to date".
+fn updates_html(t: &TargetView) -> String {
+    match &t.updates_unknown {
+        Some(why) if !t.updates.any() => {
+            let short = if why.starts_with("not allowed") {
+                "unknown: registry not allowed"
+            } else {
+                "unknown: registry unreachable"
+            };
+            format!(r#"<span class="badge badge-unknown" title="{}">{short}</span>"#, escape(why))
+        }
+        _ => badges(&t.updates),
+    }
+}
+
 /// The "new version available" badges, most significant first.
 pub fn badges(u: &Updates) -> String {
     [("major", &u.major), ("minor", &u.minor), ("patch", &u.patch)]
@@ -168,11 +184,7 @@ pub fn cells(row: &Row<'_>, now: i64) -> Vec<Cell> {
             class: "image".into(),
         },
         Cell::text(id("version"), &text(t.and_then(|t| t.version.as_ref())), "version"),
-        Cell {
-            id: id("updates"),
-            html: t.map(|t| badges(&t.updates)).unwrap_or_default(),
-            class: "updates".into(),
-        },
+        Cell { id: id("updates"), html: t.map(updates_html).unwrap_or_default(), class: "updates".into() },
         Cell { id: id("op"), html: op_html, class: op_class },
         Cell::text(id("seen"), &when(&a.last_seen, now), "seen"),
     ]
@@ -436,13 +448,29 @@ pub fn render(v: &View<'_>) -> String {
     let body = format!(
         r#"{overview}<h2 id="list">Hosts</h2>{filters}
 <form method="get" action="/campaigns/new" id="selection">
-<p class="live-line">{showing} <span class="live" id="live-note" data-live="1"></span></p>{pager}
+<p class="live-line">{showing} <span class="live" id="live-note" data-live="1"></span> {for_these}</p>{pager}
 <table class="fleet" id="fleet"><thead><tr><th class="col-pick"></th>{headings}</tr></thead><tbody>{body_rows}</tbody></table>{empty}{pager}
 {campaign_label}<button type="submit" id="create-campaign">Create campaign</button></form>"#,
         filters = filters(q, &Facets::of(v.agents)),
+        for_these = campaign_for_these(q, v.rows.len()),
         showing = showing(&p, v.agents.len()).element("span"),
     );
     layout("Fleet", Some(v.csrf), &body)
+}
+
+/// "Create campaign for these N": the current filter (not the ticked
+/// boxes) becomes the campaign's selection, however many pages it spans.
+fn campaign_for_these(q: &FleetQuery, rows: usize) -> String {
+    if rows == 0 {
+        return String::new();
+    }
+    let mut pairs: Vec<(&str, String)> = vec![("selection", "filter".to_string())];
+    pairs.extend(q.pairs().into_iter().filter(|(k, _)| !matches!(*k, "sort" | "dir" | "size")));
+    let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    format!(
+        r#"<a href="/campaigns/new?{}" id="campaign-for-these" class="button">Create campaign for these {rows}</a>"#,
+        escape(&super::html::query(&refs))
+    )
 }
 
 /// The live cells of the rows on the page `q` asks for, and the line
