@@ -391,3 +391,94 @@ fn the_password_and_the_token_log_in_without_a_session_pages_redirect_and_posts_
     assert_eq!(http(&server.addr, "GET", "/v1/fleet/agents", &with_cookie, b"").status, 401);
     assert_eq!(server.admin("GET", "/v1/fleet/agents", "").status, 200);
 }
+
+/// The operator's path at scale, in the browser: from the overview one
+/// click to the hosts on the oldest version, "Create campaign for these
+/// N" (the filter, not checkboxes), a version whose health gate fails on
+/// every host, the campaign completing with three local rollbacks, and the
+/// admin's rollback — confirmed on its own page — sending every pinned
+/// host back, so that none is left pinned to the bad image.
+#[test]
+fn from_the_overview_to_a_campaign_for_these_n_that_fails_and_a_rollback_that_leaves_no_host_pinned() {
+    let f = fleet("fleet-page-no-host-behind");
+    // 3.0.0 fails its health check on every host.
+    let bad = ImageSpec {
+        env: vec![("TESTBOX_VERSION", "3.0.0"), ("TESTBOX_HEALTH", "fail")],
+        healthcheck: true,
+        ..Default::default()
+    };
+    f.run.publish(&format!("{}:3.0.0", f.app), &bad);
+    wait_for("the server to know 3.0.0", Duration::from_secs(60), || {
+        f.server.agents().iter().all(|a| a["targets"][0]["updates"]["major"] == "3.0.0")
+    });
+    let base = f.server.url();
+    let browser = Browser::start();
+    browser.goto(&format!("{base}/login"));
+    browser.type_into("#secret", ADMIN_TOKEN);
+    browser.click("#login");
+    browser.find("#overview-table");
+
+    // One click from `/` to the hosts on the oldest version.
+    browser.click("#overview-table a.version-count");
+    wait_for("the version filter", Duration::from_secs(10), || browser.url().contains("version=1.0.0"));
+    assert_eq!(count(&browser, "tr[data-row]"), 3);
+    assert_eq!(text_of(&browser, "#campaign-for-these"), "Create campaign for these 3");
+    browser.click("#campaign-for-these");
+    browser.find("#campaign-form");
+    assert_eq!(count(&browser, "#sel-filter:checked"), 1, "the filter is the selection");
+    assert!(text_of(&browser, "#filter-count").starts_with("3 agent(s) match now"), "{}", browser.text());
+    assert_eq!(count(&browser, "#agent-pick input:checked"), 0, "no checkbox ticked");
+
+    browser.type_into("#f-name", "app to 3.0.0");
+    browser.type_into("#f-target", &format!("{}-app*", f.run.id()));
+    browser.click("#f-version option[value='3.0.0']");
+    browser.type_into("#f-canary", "0");
+    browser.type_into("#f-batch", "3");
+    browser.type_into("#f-max_failure_ratio", "1");
+    browser.click("#f-failure_action option[value='continue']");
+    browser.type_into("#f-monitor", "2s");
+    browser.type_into("#f-deadline", "150s");
+    browser.click("#preview");
+    browser.find("#preview-waves");
+    assert_eq!(count(&browser, "#preview-waves tr[data-wave]"), 1, "one wave of three");
+    browser.click("#start-campaign");
+    browser.find("#campaign-agents");
+    wait_for("the campaign to complete with three local rollbacks", Duration::from_secs(240), || {
+        text_of(&browser, "[data-cell='c:state']") == "completed"
+    });
+    let states = browser.js(
+        "return Array.from(document.querySelectorAll('#campaign-agents [data-cell$=\":state\"]'), e => e.textContent);",
+        json!([]),
+    );
+    assert_eq!(states, json!(["rolled back", "rolled back", "rolled back"]), "{}", browser.text());
+    assert!(text_of(&browser, "[data-cell='c:failures']").starts_with("3 of 3 agents failed (3 rolled back)"));
+
+    // Every host's desired state still names 3.0.0: without a rollback
+    // they would try it again once their hold expires.
+    let ids: Vec<String> =
+        f.server.agents().iter().filter_map(|a| a["id"].as_str().map(str::to_string)).collect();
+    let manifest_of = |id: &str| f.server.admin("GET", &format!("/v1/fleet/agents/{id}/manifest"), "").text();
+    assert!(
+        ids.iter().all(|id| manifest_of(id).contains(":3.0.0@sha256:")),
+        "pinned to the campaign's digest"
+    );
+
+    browser.click("#rollback");
+    assert!(text_of(&browser, "#confirm-what").contains("sends 3 agent(s)"), "{}", browser.text());
+    browser.click("#confirm");
+    browser.find("#campaign-agents");
+    wait_for("the rollback to finish", Duration::from_secs(180), || {
+        text_of(&browser, "[data-cell='c:state']") == "rolled back"
+    });
+    browser.find("#none-pinned");
+    let before = format!(":1.0.0@{}", f.registry.digest_of(&format!("{}:1.0.0", f.app)));
+    for id in &ids {
+        let m = manifest_of(id);
+        assert!(m.contains(&before) && !m.contains("3.0.0"), "back on exactly 1.0.0's digest: {m}");
+    }
+    assert!(browser.text().contains("Timeline") && text_of(&browser, "#timeline").contains("rolling back"));
+    for i in 1..=3 {
+        let container = f.run.name(&format!("app{i}"));
+        assert!(f.run.inspect(&container, "{{.Config.Image}}").contains(":1.0.0"), "{container}");
+    }
+}
