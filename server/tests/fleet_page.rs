@@ -425,6 +425,10 @@ fn from_the_overview_to_a_campaign_for_these_n_that_fails_and_a_rollback_that_le
     assert_eq!(text_of(&browser, "#campaign-for-these"), "Create campaign for these 3");
     browser.click("#campaign-for-these");
     browser.find("#campaign-form");
+    browser.set_window_size(1280, 900);
+    let overflow = browser
+        .js("return document.documentElement.scrollWidth - document.documentElement.clientWidth;", json!([]));
+    assert_eq!(overflow, json!(0), "no horizontal scrolling on the campaign form at 1280 px");
     assert_eq!(count(&browser, "#sel-filter:checked"), 1, "the filter is the selection");
     assert!(text_of(&browser, "#filter-count").starts_with("3 agent(s) match now"), "{}", browser.text());
     assert_eq!(count(&browser, "#agent-pick input:checked"), 0, "no checkbox ticked");
@@ -471,6 +475,12 @@ fn from_the_overview_to_a_campaign_for_these_n_that_fails_and_a_rollback_that_le
         text_of(&browser, "[data-cell='c:state']") == "rolled back"
     });
     browser.find("#none-pinned");
+    // The campaign page, at 1280 px, with its timeline, reasons and
+    // digests: nothing wider than the window.
+    browser.set_window_size(1280, 900);
+    let overflow = browser
+        .js("return document.documentElement.scrollWidth - document.documentElement.clientWidth;", json!([]));
+    assert_eq!(overflow, json!(0), "no horizontal scrolling on the campaign page at 1280 px");
     let before = format!(":1.0.0@{}", f.registry.digest_of(&format!("{}:1.0.0", f.app)));
     for id in &ids {
         let m = manifest_of(id);
