@@ -137,10 +137,14 @@ impl Fleet {
             "version: 1\ndefaults:\n  drift_interval: 5m\ntargets:\n  - container: app\n    image: {}\n",
             self.setup.image(i)
         );
-        let body =
-            json!({"token": self.tokens[i % self.tokens.len()], "name": name(i), "manifest": manifest});
-        let answer =
-            self.client.post(format!("{}/v1/agent/enrol", self.base)).json(&body).send().await.ok()?;
+        let token = &self.tokens[i % self.tokens.len()];
+        let body = json!({"token": token, "name": name(i), "manifest": manifest});
+        // As current agents do: the token in the header too, checked before
+        // the body is read (an enrolment without it counts against the
+        // server's budget for requests without a credential).
+        let request =
+            self.client.post(format!("{}/v1/agent/enrol", self.base)).bearer_auth(token).json(&body);
+        let answer = request.send().await.ok()?;
         let status = answer.status();
         let value: Value = answer.json().await.ok()?;
         if status.as_u16() != 201 {
