@@ -203,7 +203,14 @@ impl Shared {
 async fn enrol(shared: &Shared, token: &str, i: usize) -> Option<Agent> {
     let body = json!({"token": token, "name": format!("bench-{i:04}"), "manifest": manifest(i)});
     let started = Instant::now();
-    let answer = shared.http.post(format!("{}/v1/agent/enrol", shared.base)).json(&body).send().await.ok()?;
+    let answer = shared
+        .http
+        .post(format!("{}/v1/agent/enrol", shared.base))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .ok()?;
     let status = answer.status();
     let value: Value = answer.json().await.ok()?;
     shared.requests.fetch_add(1, Ordering::Relaxed);

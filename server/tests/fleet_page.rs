@@ -305,6 +305,7 @@ fn create_and_watch_a_campaign(f: &Fleet, browser: &Browser) {
 
     // Rolled back from the page: both agents return to 1.0.0, in waves.
     browser.click("#rollback");
+    browser.find("#confirm-what");
     // A destructive command asks first, on a page of its own.
     assert!(
         text_of(browser, "#confirm-what").contains("sends 2 agent(s)"),
@@ -468,6 +469,7 @@ fn from_the_overview_to_a_campaign_for_these_n_that_fails_and_a_rollback_that_le
     );
 
     browser.click("#rollback");
+    browser.find("#confirm-what");
     assert!(text_of(&browser, "#confirm-what").contains("sends 3 agent(s)"), "{}", browser.text());
     browser.click("#confirm");
     browser.find("#campaign-agents");
