@@ -13,14 +13,12 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::protocol;
-use super::state::{error, FleetState};
 
 /// Enrolments with their token in the body in progress at once, and as
 /// many logins, server-wide.
@@ -66,25 +64,18 @@ fn unauthenticated(request: &Request) -> bool {
         && !request.headers().contains_key(header::AUTHORIZATION)
 }
 
-/// The middleware holding enrolments without a header token to their
-/// budget.
-pub async fn budget(State(state): State<FleetState>, request: Request, next: Next) -> Response {
-    if !unauthenticated(&request) {
-        return next.run(request).await;
-    }
-    let Ok(_slot) = state.guards.unauthenticated.clone().try_acquire_owned() else {
-        tracing::debug!(path = %request.uri().path(), "unauthenticated request refused: over its budget");
-        return too_many(
-            RETRY_AFTER_SECS,
-            "too many requests without a credential in progress; try again shortly".into(),
-        );
-    };
-    next.run(request).await
+/// An enrolment's slot when `request` reads its body before any
+/// credential is known; `Some(None)` when it needs one and every one is
+/// taken (answer [`too_many`]); `None` when it needs none.
+pub fn unauthenticated_slot(guards: &Guards, request: &Request) -> Option<Option<OwnedSemaphorePermit>> {
+    unauthenticated(request).then(|| guards.unauthenticated.clone().try_acquire_owned().ok())
 }
 
 /// 429 with `Retry-After: secs` and `Connection: close`.
 pub fn too_many(secs: u64, message: String) -> Response {
-    let mut response = closing(error(StatusCode::TOO_MANY_REQUESTS, message));
+    // The shape of every error answer (`crate::state::error`).
+    let body = axum::Json(serde_json::json!({ "error": message }));
+    let mut response = closing((StatusCode::TOO_MANY_REQUESTS, body).into_response());
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
     response
 }

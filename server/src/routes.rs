@@ -5,7 +5,7 @@
 //! refused unread, and requests without a credential keep to their budget
 //! ([`super::guard`]).
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -35,7 +35,7 @@ pub fn router(state: FleetState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(state.clone(), super::guard::budget))
+        .layer(middleware::from_fn_with_state(state.clone(), budget))
         .layer(middleware::from_fn(declared_size))
         .layer(middleware::from_fn(no_sniff_no_store))
         .with_state(state)
@@ -63,5 +63,21 @@ async fn declared_size(request: Request, next: Next) -> Response {
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return error(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is over {MAX_BODY_BYTES} bytes"));
     }
+    next.run(request).await
+}
+
+/// Holds enrolments without a header token to their budget
+/// ([`super::guard`]).
+async fn budget(State(state): State<FleetState>, request: Request, next: Next) -> Response {
+    let Some(slot) = super::guard::unauthenticated_slot(&state.guards, &request) else {
+        return next.run(request).await;
+    };
+    let Some(_slot) = slot else {
+        tracing::debug!(path = %request.uri().path(), "unauthenticated request refused: over its budget");
+        return super::guard::too_many(
+            super::guard::RETRY_AFTER_SECS,
+            "too many requests without a credential in progress; try again shortly".into(),
+        );
+    };
     next.run(request).await
 }
