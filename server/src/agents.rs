@@ -197,6 +197,9 @@ pub struct AgentDetail {
     pub holds: Vec<super::protocol::HoldReport>,
     /// Its ops, newest first (at most [`HISTORY`]).
     pub history: Vec<EventView>,
+    /// How many ops its history holds in all (the page shows
+    /// [`HISTORY`] at a time).
+    pub history_total: i64,
 }
 
 type AgentRow = (String, String, String, i64, i64, Option<i64>, Option<String>, Option<String>, Option<i64>);
@@ -311,6 +314,41 @@ fn summary(
 }
 
 impl Store {
+    /// Page `page` (0 = the newest) of `id`'s ops, [`HISTORY`] a page,
+    /// newest first, and how many there are in all.
+    pub async fn history(&self, id: &str, page: usize) -> Result<(Vec<EventView>, i64), FleetError> {
+        let offset = i64::try_from(page).unwrap_or(i64::MAX / HISTORY).saturating_mul(HISTORY);
+        let events: Vec<EventRow> = sqlx::query_as(
+            "SELECT op_id, container, from_image, to_image, outcome, reason, started_at, ended_at FROM events \
+             WHERE agent_id = $1 ORDER BY received_at DESC, op_id DESC LIMIT $2 OFFSET $3",
+        )
+        .bind(id)
+        .bind(HISTORY)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("reading an agent's history"))?;
+        let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events WHERE agent_id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("counting an agent's history"))?;
+        let history = events
+            .into_iter()
+            .map(|(op_id, container, from, to, outcome, reason, started_at, ended_at)| EventView {
+                op_id,
+                container,
+                from,
+                to,
+                outcome,
+                reason,
+                started_at,
+                ended_at,
+            })
+            .collect();
+        Ok((history, total))
+    }
+
     /// Every agent (with targets and update marks) that passes `filter`.
     pub async fn agents(&self, filter: &Filter, offline_after: u32) -> Result<Vec<AgentSummary>, FleetError> {
         let tags = self.repository_tags().await?;
@@ -365,28 +403,7 @@ impl Store {
         let mut memo = Marks::default();
         let targets = rows.into_iter().map(|r| target_view(r, &tags, &mut memo).1).collect();
         let agent = summary(row, targets, offline_after, now_ms())?;
-        let events: Vec<EventRow> = sqlx::query_as(
-            "SELECT op_id, container, from_image, to_image, outcome, reason, started_at, ended_at FROM events \
-             WHERE agent_id = $1 ORDER BY received_at DESC, ended_at DESC LIMIT $2",
-        )
-        .bind(id)
-        .bind(HISTORY)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db("reading an agent's history"))?;
-        let history = events
-            .into_iter()
-            .map(|(op_id, container, from, to, outcome, reason, started_at, ended_at)| EventView {
-                op_id,
-                container,
-                from,
-                to,
-                outcome,
-                reason,
-                started_at,
-                ended_at,
-            })
-            .collect();
+        let (history, history_total) = self.history(id, 0).await?;
         let report: Option<(Option<String>,)> =
             sqlx::query_as("SELECT last_report FROM agents WHERE id = $1")
                 .bind(id)
@@ -402,6 +419,7 @@ impl Store {
             pass_error: report.as_ref().and_then(|r| r.pass_error.clone()),
             holds: report.map(|r| r.holds).unwrap_or_default(),
             history,
+            history_total,
         })
     }
 }

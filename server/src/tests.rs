@@ -959,3 +959,21 @@ async fn one_slow_registry_delays_only_its_own_repositories() {
     assert!(all >= Duration::from_secs(8), "at most two at once on the slow host: {all:?}");
     assert_eq!(slow_seen.load(std::sync::atomic::Ordering::SeqCst), 6);
 }
+
+#[tokio::test]
+async fn an_agents_history_is_read_a_page_at_a_time_newest_first() {
+    let f = fleet().await;
+    let me = f.enrol().await;
+    for i in 0..250 {
+        let e: container_upgrader::report::OpEvent =
+            serde_json::from_value(event(&format!("op-{i:03}"))).expect("fleet test step");
+        f.store.store_event(&me.agent_id, &e).await.expect("fleet test step");
+    }
+    let (first, total) = f.store.history(&me.agent_id, 0).await.expect("fleet test step");
+    assert_eq!((first.len(), total), (100, 250));
+    let (last, _) = f.store.history(&me.agent_id, 2).await.expect("fleet test step");
+    assert_eq!(last.len(), 50, "the third page holds the rest");
+    assert_eq!(last.last().map(|e| e.op_id.as_str()), Some("op-000"), "the oldest last");
+    let (past, _) = f.store.history(&me.agent_id, 3).await.expect("fleet test step");
+    assert!(past.is_empty());
+}

@@ -26,6 +26,45 @@ pub struct AgentQuery {
     format: String,
     /// The revision a pin just wrote (a notice after the redirect).
     pinned: Option<i64>,
+    /// The history's page, 1 (the newest) by default.
+    history: Option<String>,
+}
+
+/// The history page asked for (1-based), or a message naming the value.
+fn history_page(given: Option<&str>) -> Result<usize, String> {
+    match given.map(str::trim) {
+        None | Some("") => Ok(1),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n >= 1 && *n <= 1_000_000)
+            .ok_or_else(|| format!("history `{v}`: expected a page number from 1 (the newest ops) on")),
+    }
+}
+
+/// "ops 101-200 of 1,000 · newer · older", linking the pages around `page`.
+fn history_pager(id: &str, page: usize, shown: usize, total: i64) -> String {
+    let total = usize::try_from(total).unwrap_or(0);
+    if total == 0 {
+        return r#"<p class="muted" id="history-pager">No op yet.</p>"#.into();
+    }
+    let per = usize::try_from(crate::agents::HISTORY).unwrap_or(100);
+    let first = (page - 1) * per + 1;
+    let link = |p: usize, text: &str, rel: &str| {
+        format!(r#"<a href="/agents/{}?history={p}" rel="{rel}">{text}</a>"#, escape(&urlencode(id)))
+    };
+    let mut parts = vec![if shown == 0 {
+        format!("no ops on this page; {total} in all")
+    } else {
+        format!("ops {first}–{} of {total}, newest first", first + shown - 1)
+    }];
+    if page > 1 {
+        parts.push(link(page - 1, "newer", "prev"));
+    }
+    if first + shown - 1 < total {
+        parts.push(link(page + 1, "older", "next"));
+    }
+    format!(r#"<p id="history-pager">{}</p>"#, parts.join(" · "))
 }
 
 fn target_cells(t: &TargetView) -> Vec<Cell> {
@@ -89,7 +128,7 @@ fn pin_form(agent_id: &str, t: &TargetView, csrf: &str) -> String {
     )
 }
 
-fn render(a: &AgentDetail, csrf: &str, pinned: Option<i64>, now: i64) -> String {
+fn render(a: &AgentDetail, csrf: &str, pinned: Option<i64>, now: i64, page: usize) -> String {
     let s = &a.agent;
     let cells = agent_cells(a, now);
     let td = |id: &str| cells.iter().find(|c| c.id == id).map(Cell::td).unwrap_or_default();
@@ -165,7 +204,8 @@ fn render(a: &AgentDetail, csrf: &str, pinned: Option<i64>, now: i64) -> String 
 <tr><th>Enrolled</th><td>{enrolled}</td></tr><tr><th>Desired revision</th><td>{revision}</td></tr></table>{errors}
 <h2>Targets</h2><p class="live" id="live-note" data-live="1">{n} targets</p>
 <table class="targets" id="targets"><thead><tr><th>Target</th><th>Container</th><th>Image</th><th>Digest</th><th>Version</th><th>New version</th><th>Desired</th><th>Last pass</th><th>Last op</th><th>Pin</th></tr></thead><tbody>{targets}</tbody></table>
-{holds}<h2>History</h2><table class="history"><thead><tr><th>Ended</th><th>Container</th><th>Change</th><th>Outcome</th><th>Reason</th><th>Op</th></tr></thead><tbody>{history}</tbody></table>"#,
+{holds}<h2>History</h2><table class="history"><thead><tr><th>Ended</th><th>Container</th><th>Change</th><th>Outcome</th><th>Reason</th><th>Op</th></tr></thead><tbody>{history}</tbody></table>{pager}"#,
+        pager = history_pager(&s.id, page, a.history.len(), a.history_total),
         name = escape(&s.name),
         id = escape(&s.id),
         status = td("agent:status"),
@@ -186,13 +226,17 @@ pub async fn agent(
     Path(id): Path<String>,
     Query(q): Query<AgentQuery>,
 ) -> Result<Response, PageError> {
-    let detail = state.store.agent(&id, state.offline_after).await?;
+    let page = history_page(q.history.as_deref()).map_err(crate::FleetError::BadRequest)?;
+    let mut detail = state.store.agent(&id, state.offline_after).await?;
+    if page > 1 {
+        detail.history = state.store.history(&id, page - 1).await?.0;
+    }
     let now = now_ms();
     if q.format == "json" {
         let rows = detail.agent.targets.iter().map(|t| format!("t/{}", t.target)).collect();
         return Ok(Json(Live::new(rows, agent_cells(&detail, now))).into_response());
     }
-    Ok(Html(render(&detail, &session.csrf, q.pinned, now)).into_response())
+    Ok(Html(render(&detail, &session.csrf, q.pinned, now, page)).into_response())
 }
 
 /// The pin form's fields.
@@ -220,6 +264,23 @@ pub async fn pin(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_history_pages_say_where_they_are_and_refuse_a_bad_page_by_name() {
+        assert_eq!(super::history_page(None), Ok(1));
+        assert_eq!(super::history_page(Some("3")), Ok(3));
+        for bad in ["0", "abc", "-1"] {
+            let e = super::history_page(Some(bad)).expect_err("refused");
+            assert!(e.starts_with(&format!("history `{bad}`: expected a page number")), "{e}");
+        }
+        let middle = super::history_pager("a1", 2, 100, 250);
+        assert!(middle.contains("ops 101–200 of 250"), "{middle}");
+        assert!(middle.contains(r#"href="/agents/a1?history=1" rel="prev""#));
+        assert!(middle.contains(r#"href="/agents/a1?history=3" rel="next""#));
+        let last = super::history_pager("a1", 3, 50, 250);
+        assert!(!last.contains("rel=\"next\""), "{last}");
+        assert!(super::history_pager("a1", 1, 0, 0).contains("No op yet"));
+    }
     use super::*;
     use crate::versions::Updates;
 

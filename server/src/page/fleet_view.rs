@@ -198,14 +198,21 @@ fn labels(a: &AgentSummary) -> String {
         .join(" ")
 }
 
-fn row_html(row: &Row<'_>, now: i64) -> String {
+fn row_html(row: &Row<'_>, now: i64, shared_names: &std::collections::HashSet<&str>) -> String {
     let a = row.agent;
+    // Enrolment keeps names as given: two hosts may share one. Say so, so
+    // nobody pins or campaigns the wrong one by its name.
+    let dup = if shared_names.contains(a.name.as_str()) {
+        r#" <span class="badge badge-dup" title="another agent has this name too; tell them apart by their id">same name</span>"#
+    } else {
+        ""
+    };
     let c = cells(row, now);
     let cell = |field: &str| {
         c.iter().find(|c| c.id.ends_with(&format!(":{field}"))).map(Cell::td).unwrap_or_default()
     };
     format!(
-        r#"<tr data-row="{key}"><td><input type="checkbox" name="agents" value="{id}" aria-label="select {name}"></td><td class="name"><a href="/agents/{id_url}">{name}</a></td><td class="labels">{labels}</td>{status}{controller}<td class="target">{target}</td>{image}{version}{updates}{op}{seen}</tr>"#,
+        r#"<tr data-row="{key}"><td><input type="checkbox" name="agents" value="{id}" aria-label="select {name}"></td><td class="name"><a href="/agents/{id_url}">{name}</a>{dup}</td><td class="labels">{labels}</td>{status}{controller}<td class="target">{target}</td>{image}{version}{updates}{op}{seen}</tr>"#,
         key = escape(&row.key()),
         id = escape(&a.id),
         id_url = escape(&urlencode(&a.id)),
@@ -432,7 +439,13 @@ pub fn render(v: &View<'_>) -> String {
             _ => th,
         })
         .collect();
-    let body_rows: String = shown.iter().map(|r| row_html(r, v.now)).collect();
+    let mut seen_names: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for a in v.agents {
+        *seen_names.entry(a.name.as_str()).or_default() += 1;
+    }
+    let shared_names: std::collections::HashSet<&str> =
+        seen_names.into_iter().filter(|(_, n)| *n > 1).map(|(name, _)| name).collect();
+    let body_rows: String = shown.iter().map(|r| row_html(r, v.now, &shared_names)).collect();
     let empty = if shown.is_empty() { r#"<p class="muted" id="no-rows">No agent matches.</p>"# } else { "" };
     let with_targets: Vec<&AgentSummary> = v.agents.iter().filter(|a| !a.targets.is_empty()).collect();
     let groups = overview::overview(v.agents);
@@ -687,5 +700,20 @@ mod tests {
         assert!(page.contains(r#"name="agents" value="a""#));
         assert!(page.contains("2026-01-01 00:00 UTC ("), "one time convention: {page}");
         assert!(page.contains(r#"id="overview""#));
+    }
+
+    #[test]
+    fn two_agents_with_one_name_are_marked_and_the_filter_becomes_a_campaign_link() {
+        let agents = vec![
+            agent("a", "web-1", &[("r/app:1.0.0", "1.0.0")]),
+            agent("b", "web-1", &[("r/app:1.0.0", "1.0.0")]),
+            agent("c", "web-2", &[("r/app:1.0.0", "1.0.0")]),
+        ];
+        let query = FleetQuery::default();
+        let all = rows(&agents, &query);
+        let page = render(&View { agents: &agents, rows: &all, q: &query, csrf: "csrf", now: 0 });
+        assert_eq!(page.matches("badge-dup").count(), 2, "both web-1 rows, not web-2: {page}");
+        assert!(page.contains(r#"id="campaign-for-these""#) && page.contains("Create campaign for these 3"));
+        assert!(page.contains(r#"href="/campaigns/new?selection=filter""#), "{page}");
     }
 }
