@@ -857,6 +857,21 @@ fn targets(images: &[String]) -> (String, Value) {
     (manifest, json!({ "controller_version": "0.1.0", "targets": reported }))
 }
 
+impl Fleet {
+    /// Posts `report` as the agent holding `credential`; it must be taken.
+    async fn report_as(&self, credential: &str, report: &Value) {
+        let sent = self
+            .http
+            .post(format!("{}{}", self.base, protocol::REPORT))
+            .bearer_auth(credential)
+            .json(report)
+            .send()
+            .await
+            .expect("fleet test step");
+        assert_eq!(sent.status(), StatusCode::NO_CONTENT);
+    }
+}
+
 fn checker(allow: Vec<String>) -> super::versions::CheckerConfig {
     super::versions::CheckerConfig {
         interval: Duration::from_secs(3600),
@@ -881,15 +896,7 @@ async fn the_version_checker_asks_only_registries_the_agents_manifest_names_and_
         "169.254.169.254/latest:1.0.0".to_string(),
         format!("{other}/secret:1.0.0"),
     ]);
-    let sent = f
-        .http
-        .post(format!("{}{}", f.base, protocol::REPORT))
-        .bearer_auth(&me.credential)
-        .json(&report)
-        .send()
-        .await
-        .expect("fleet test step");
-    assert_eq!(sent.status(), StatusCode::NO_CONTENT);
+    f.report_as(&me.credential, &report).await;
     f.store.check_versions(&checker(vec![])).await.expect("fleet test step");
     let repos = f.store.repositories().await.expect("fleet test step");
     let by_name = |r: &str| repos.iter().find(|x| x.repository == r).cloned();
@@ -929,15 +936,7 @@ async fn one_slow_registry_delays_only_its_own_repositories() {
     let me = f.enrol().await;
     let (manifest, report) = targets(&images);
     f.store.put_manifest(&me.agent_id, &manifest).await.expect("fleet test step");
-    let sent = f
-        .http
-        .post(format!("{}{}", f.base, protocol::REPORT))
-        .bearer_auth(&me.credential)
-        .json(&report)
-        .send()
-        .await
-        .expect("fleet test step");
-    assert_eq!(sent.status(), StatusCode::NO_CONTENT);
+    f.report_as(&me.credential, &report).await;
     let store = f.store.clone();
     let started = Instant::now();
     let check = tokio::spawn(async move { store.check_versions(&checker(vec![])).await });

@@ -41,17 +41,22 @@ fn agent(run: &TestRun, image: &str, extra: &[&str]) -> (FleetServer, String) {
     let manifest = format!("version: 1\ntargets:\n  - container: app\n    image: {image}\n");
     let body = json!({ "token": token, "name": "hostile", "manifest": manifest }).to_string();
     let auth = format!("Bearer {token}");
-    let answer = http(
-        &server.addr,
-        "POST",
-        "/v1/agent/enrol",
-        &[("Content-Type", "application/json"), ("Authorization", &auth)],
-        body.as_bytes(),
-    );
+    let answer = enrol(&server, &auth, &body);
     assert_eq!(answer.status, 201, "{}", answer.text());
     let enrolled: Value = serde_json::from_slice(&answer.body).expect("JSON");
     let credential = enrolled["credential"].as_str().expect("a credential").to_string();
     (server, credential)
+}
+
+/// `POST /v1/agent/enrol` with the token in the header as agents send it.
+fn enrol(server: &FleetServer, auth: &str, body: &str) -> common::Answer {
+    http(
+        &server.addr,
+        "POST",
+        "/v1/agent/enrol",
+        &[("Content-Type", "application/json"), ("Authorization", auth)],
+        body.as_bytes(),
+    )
 }
 
 fn post(server: &FleetServer, credential: &str, path: &str, body: &Value) -> common::Answer {
@@ -187,13 +192,7 @@ fn one_slow_registry_delays_only_its_own_repositories() {
     let token = server.enrolment_token(&run, &[]);
     let auth = format!("Bearer {token}");
     let body = json!({ "token": token, "name": "many", "manifest": manifest }).to_string();
-    let answer = http(
-        &server.addr,
-        "POST",
-        "/v1/agent/enrol",
-        &[("Content-Type", "application/json"), ("Authorization", &auth)],
-        body.as_bytes(),
-    );
+    let answer = enrol(&server, &auth, &body);
     assert_eq!(answer.status, 201, "{}", answer.text());
     let enrolled: Value = serde_json::from_slice(&answer.body).expect("JSON");
     let credential = enrolled["credential"].as_str().expect("a credential").to_string();
@@ -246,13 +245,7 @@ fn the_database_file_is_private_and_a_file_that_is_not_one_is_named() {
     let manifest = "version: 1\ntargets:\n  - container: app\n    image: registry.invalid/app:1.0.0\n";
     let body = json!({ "token": token, "name": "host\u{202E}1-bew", "manifest": manifest }).to_string();
     let auth = format!("Bearer {token}");
-    let answer = http(
-        &server.addr,
-        "POST",
-        "/v1/agent/enrol",
-        &[("Content-Type", "application/json"), ("Authorization", &auth)],
-        body.as_bytes(),
-    );
+    let answer = enrol(&server, &auth, &body);
     assert_eq!(answer.status, 422, "{}", answer.text());
     assert!(answer.text().contains("bidirectional"), "{}", answer.text());
     drop(server);
