@@ -10,6 +10,7 @@
 //! controller's library (`container_upgrader::protocol`) with the manifest
 //! validation the server runs: one copy, nothing copied.
 
+pub mod access;
 pub mod agents;
 pub mod api;
 pub mod bounds;
@@ -71,13 +72,19 @@ pub fn limits(max_connections: usize, max_per_address: usize) -> Limits {
 /// `--history-max-age`.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
-/// Prunes every agent's history now and every [`PRUNE_EVERY`].
-async fn prune_history(store: Store, keep: bounds::Retention) {
+/// Prunes every agent's history and the audit log now and every
+/// [`PRUNE_EVERY`].
+async fn prune_history(store: Store, keep: bounds::Retention, audit_max_age: Duration) {
     loop {
         match store.prune_history(keep).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "agents' history pruned"),
             Err(e) => tracing::warn!(error = %e, "pruning agents' history failed; trying again later"),
+        }
+        match store.prune_audit(audit_max_age).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "audit log pruned"),
+            Err(e) => tracing::warn!(error = %e, "pruning the audit log failed; trying again later"),
         }
         tokio::time::sleep(PRUNE_EVERY).await;
     }
@@ -104,6 +111,8 @@ pub struct ServerConfig {
     pub admin_password_hash: Option<String>,
     /// How much of each agent's history is kept.
     pub history: bounds::Retention,
+    /// How long audit rows are kept.
+    pub audit_max_age: Duration,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -117,6 +126,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_address", &self.max_connections_per_address)
             .field("admin_password", &self.admin_password_hash.is_some())
+            .field("audit_max_age", &self.audit_max_age)
             .finish()
     }
 }
@@ -164,7 +174,7 @@ pub async fn run(
     let checker =
         tokio::spawn(versions::run_checker(store.clone(), config.checker.clone(), new_repository.clone()));
     let campaigns = tokio::spawn(campaign::runner::run(store.clone()));
-    let pruner = tokio::spawn(prune_history(store.clone(), config.history));
+    let pruner = tokio::spawn(prune_history(store.clone(), config.history, config.audit_max_age));
     let state = state::FleetState {
         store: store.clone(),
         admin_token: Arc::from(config.admin_token.as_str()),

@@ -21,6 +21,7 @@ pub fn router(state: FleetState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(super::api::routes())
+        .merge(super::access::api::routes())
         .merge(super::campaign::api::routes())
         .merge(super::page::routes())
         .fallback(|| async {

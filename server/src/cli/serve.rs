@@ -76,6 +76,9 @@ pub(crate) struct ServeArgs {
     /// Op events older than this are dropped (`90d`, `2w`, `12h`).
     #[arg(long, value_name = "DURATION", default_value = "90d", value_parser = long_duration)]
     history_max_age: std::time::Duration,
+    /// Audit log rows older than this are dropped (`365d`, `2y`).
+    #[arg(long, value_name = "DURATION", default_value = "365d", value_parser = long_duration)]
+    audit_max_age: std::time::Duration,
     /// Connections one client address (an IPv6 /64) may hold at once;
     /// more are closed on accept, so one host cannot take every slot.
     /// Raise it when many agents share one NAT address; 0 turns it off
@@ -167,6 +170,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             max_events: args.history_max_events,
             max_age: args.history_max_age,
         },
+        audit_max_age: args.audit_max_age,
     };
     warn_if_few_descriptors(args.max_connections);
     let listener = listen(args.listen)
