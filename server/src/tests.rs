@@ -713,7 +713,7 @@ async fn the_page_logs_in_by_cookie_and_refuses_every_change_without_the_csrf_to
 
 /// `application/x-www-form-urlencoded` bodies, as a browser's forms send
 /// them (reqwest's `form` feature is not enabled for one test).
-trait FormBody {
+pub(crate) trait FormBody {
     fn form<K: AsRef<str>, V: AsRef<str>>(self, pairs: &[(K, V)]) -> Self;
 }
 

@@ -112,6 +112,7 @@ fn fleet_without_a_token_anywhere_says_what_it_needs() {
         .args(["fleet", "agents"])
         .env("CONTAINER_UPGRADER_SERVER_STATE_DIR", dir.path())
         .env_remove("CONTAINER_UPGRADER_ADMIN_TOKEN_FILE")
+        .env_remove("CONTAINER_UPGRADER_TOKEN_FILE")
         .output()
         .expect("running fleet");
     assert_eq!(out.status.code(), Some(2));

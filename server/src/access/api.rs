@@ -28,7 +28,6 @@ use super::users::hash_password_blocking;
 use super::{tokens, Admin, Principal, Role, Viewer};
 use crate::state::{json, FleetState};
 use crate::FleetError;
-use container_upgrader::manifest::Dur;
 
 /// The routes.
 pub fn routes() -> Router<FleetState> {
@@ -188,9 +187,14 @@ async fn create_token(
             by.role
         )));
     }
-    let expires = Dur::parse(request.expires_in.as_deref().unwrap_or(tokens::DEFAULT_VALID))
-        .map_err(|e| FleetError::Invalid(format!("expires_in: {e}")))?;
-    let valid_ms = i64::try_from(expires.0.as_millis()).unwrap_or(i64::MAX);
+    let given = request.expires_in.as_deref().unwrap_or(tokens::DEFAULT_VALID);
+    let valid = humantime::parse_duration(given.trim()).map_err(|e| {
+        FleetError::Invalid(format!(
+            "expires_in: `{given}`: {e}; a duration such as 12h, 30d, 90d (at most 366d)"
+        ))
+    })?;
+    let valid_ms = i64::try_from(valid.as_millis()).unwrap_or(i64::MAX);
+    let expires = humantime::format_duration(valid);
     let audit = by.audit(
         "api-token.create",
         format!("user {user}"),

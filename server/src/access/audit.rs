@@ -145,8 +145,8 @@ fn time_bound(what: &str, given: &str) -> Result<i64, FleetError> {
     if let Ok(ts) = given.parse::<jiff::Timestamp>() {
         return Ok(ts.as_millisecond());
     }
-    match container_upgrader::manifest::Dur::parse(given) {
-        Ok(d) => Ok(now_ms().saturating_sub(i64::try_from(d.0.as_millis()).unwrap_or(i64::MAX))),
+    match humantime::parse_duration(given.trim()) {
+        Ok(d) => Ok(now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
         Err(_) => Err(FleetError::Invalid(format!(
             "{what}: `{given}` is neither an RFC 3339 time (2026-12-06T03:00:00Z) nor a duration back from now (24h, 7d)"
         ))),

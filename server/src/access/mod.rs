@@ -11,6 +11,8 @@
 //! needed, and nothing is written (no audit row either: nothing happened).
 
 pub mod api;
+#[cfg(test)]
+mod api_tests;
 pub mod audit;
 pub mod tokens;
 pub mod users;
