@@ -68,7 +68,7 @@ impl Store {
             if now >= deadline || *stopping.borrow() {
                 return Ok(None);
             }
-            let nap = (deadline - now).min(RECHECK);
+            let nap = (deadline - now).min(self.recheck);
             tokio::select! {
                 changed = woken.changed() => {
                     if changed.is_err() {
@@ -150,6 +150,7 @@ impl Store {
         .await
         .map_err(db("writing a desired manifest"))?;
         if done.rows_affected() == 1 {
+            self.announce(&mut tx, agent, revision).await?;
             if let Some(audit) = audit {
                 let audit =
                     Audit { summary: format!("{} (revision {revision})", audit.summary), ..audit.clone() };

@@ -560,6 +560,7 @@ impl Store {
             .await
             .map_err(db("revoking an agent"))?;
         if done.rows_affected() == 1 {
+            self.announce(&mut tx, agent, -1).await?;
             audit.record(&mut tx, crate::access::audit::OK).await?;
             tx.commit().await.map_err(db("revoking an agent"))?;
         }

@@ -22,6 +22,7 @@ mod error;
 pub mod guard;
 pub mod page;
 pub use container_upgrader::protocol;
+pub mod replicas;
 pub mod reports;
 pub mod routes;
 pub mod secret;
@@ -171,9 +172,20 @@ pub async fn run(
         .with_offline_after(config.offline_after);
     store.restore_holds().await.map_err(|e| e.to_string())?;
     let new_repository = Arc::new(tokio::sync::Notify::new());
-    let checker =
-        tokio::spawn(versions::run_checker(store.clone(), config.checker.clone(), new_repository.clone()));
-    let campaigns = tokio::spawn(campaign::runner::run(store.clone()));
+    // One version checker and one campaign runner across every replica on
+    // the same database: each runs only on the server holding its lease.
+    let checker = {
+        let (store, checker, new_repository) =
+            (store.clone(), config.checker.clone(), new_repository.clone());
+        tokio::spawn(store.clone().lead("version-checker", move || {
+            versions::run_checker(store.clone(), checker.clone(), new_repository.clone())
+        }))
+    };
+    let campaigns = {
+        let store = store.clone();
+        tokio::spawn(store.clone().lead("campaign-runner", move || campaign::runner::run(store.clone())))
+    };
+    let listener_task = tokio::spawn(store.clone().listen_for_replicas());
     let pruner = tokio::spawn(prune_history(store.clone(), config.history, config.audit_max_age));
     let state = state::FleetState {
         store: store.clone(),
@@ -202,8 +214,13 @@ pub async fn run(
         shutdown,
     )
     .await;
-    checker.abort();
-    campaigns.abort();
+    store.stop_polls();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = checker.await;
+        let _ = campaigns.await;
+    })
+    .await;
+    listener_task.abort();
     pruner.abort();
     store.close().await;
     served.map_err(|e| format!("serving on {addr}: {e}"))
