@@ -114,6 +114,8 @@ pub struct ServerConfig {
     pub history: bounds::Retention,
     /// How long audit rows are kept.
     pub audit_max_age: Duration,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -203,6 +205,7 @@ pub async fn run(
         },
         registry: Some(config.checker.clone()),
         guards: guard::Guards::default(),
+        trusted_proxies: Arc::from(config.trusted_proxies.as_slice()),
     };
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, tls = tls.is_some(), db = %store::redacted(&config.db_url), "fleet server listening");

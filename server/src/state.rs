@@ -33,6 +33,10 @@ pub struct FleetState {
     pub registry: Option<super::versions::CheckerConfig>,
     /// The budget of requests without a credential.
     pub guards: super::guard::Guards,
+    /// Load balancers and proxies (`--trusted-proxy`) whose
+    /// `X-Forwarded-For` names the client: its address is then the one
+    /// login limits and the audit log see.
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
 }
 
 impl std::fmt::Debug for FleetState {

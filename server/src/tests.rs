@@ -66,6 +66,7 @@ pub(crate) async fn serve_with_registry(
         page: Default::default(),
         registry,
         guards: Default::default(),
+        trusted_proxies: Arc::from([]),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("fleet test step");
     let base = format!("http://{}", listener.local_addr().expect("fleet test step"));

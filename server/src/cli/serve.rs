@@ -76,6 +76,12 @@ pub(crate) struct ServeArgs {
     /// Op events older than this are dropped (`90d`, `2w`, `12h`).
     #[arg(long, value_name = "DURATION", default_value = "90d", value_parser = long_duration)]
     history_max_age: std::time::Duration,
+    /// A load balancer or proxy in front (IP or CIDR; repeatable) whose
+    /// `X-Forwarded-For` header names the client: login limits and the
+    /// audit log then see the client's address, not the proxy's. Others'
+    /// headers are ignored.
+    #[arg(long = "trusted-proxy", value_name = "IP[/PREFIX]", value_parser = trusted_proxy)]
+    trusted_proxies: Vec<ipnet::IpNet>,
     /// Audit log rows older than this are dropped (`365d`, `2y`).
     #[arg(long, value_name = "DURATION", default_value = "365d", value_parser = long_duration)]
     audit_max_age: std::time::Duration,
@@ -86,6 +92,14 @@ pub(crate) struct ServeArgs {
     /// from its address: limit per client there).
     #[arg(long, value_name = "N", default_value_t = fleet::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS)]
     max_connections_per_address: usize,
+}
+
+/// `IP` or `IP/PREFIX`.
+fn trusted_proxy(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{s}` is not an IP address or CIDR (10.0.0.5, 10.0.0.0/24, fd00::/64)"))
 }
 
 /// A duration of hours to years (`90d`, `2w`), at least a minute.
@@ -171,6 +185,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             max_age: args.history_max_age,
         },
         audit_max_age: args.audit_max_age,
+        trusted_proxies: args.trusted_proxies,
     };
     warn_if_few_descriptors(args.max_connections);
     let listener = listen(args.listen)
