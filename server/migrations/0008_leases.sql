@@ -7,3 +7,12 @@ CREATE TABLE leases (
     holder TEXT NOT NULL,
     expires_at BIGINT NOT NULL
 );
+
+-- Failed page logins per client address (an IPv6 /64), shared by every
+-- replica so an attacker spreading guesses over them meets the same
+-- backoff (server/src/page/login_limit.rs).
+CREATE TABLE login_failures (
+    address TEXT PRIMARY KEY,
+    failures BIGINT NOT NULL,
+    last_at BIGINT NOT NULL
+);

@@ -203,6 +203,9 @@ pub async fn login(
         Ok(attempt) => attempt,
         Err(refused) => return Ok(not_now(&state, ip, refused)),
     };
+    if let Some(secs) = state.store.login_wait(ip).await? {
+        return Ok(not_now(&state, ip, Refused::Backoff(secs)));
+    }
     let Some(_slot) = state.guards.login_slot() else {
         let busy = "too many logins in progress; try again shortly";
         return Ok(crate::guard::too_many(crate::guard::RETRY_AFTER_SECS, busy.into()));
@@ -220,6 +223,7 @@ pub async fn login(
         }
         Ok(Outcome::Failed) => {
             attempt.failed();
+            state.store.login_failed(ip).await?;
             let who = if name.is_empty() { "break-glass admin".to_string() } else { name.clone() };
             let audit = Audit {
                 actor: who,
@@ -236,6 +240,7 @@ pub async fn login(
         }
         Ok(Outcome::In(principal, summary)) => {
             attempt.succeeded();
+            state.store.login_succeeded(ip).await?;
             (principal, summary)
         }
     };
@@ -279,11 +284,15 @@ pub async fn setup(
         Ok(attempt) => attempt,
         Err(refused) => return Ok(not_now(&state, ip, refused)),
     };
+    if let Some(secs) = state.store.login_wait(ip).await? {
+        return Ok(not_now(&state, ip, Refused::Backoff(secs)));
+    }
     let Ok(Form(f)) = Form::<SetupForm>::from_request(request, &state).await else {
         return Err(FleetError::BadRequest("the form needs name, code, password and again".into()).into());
     };
     if f.code.len() > MAX_SECRET || !state.store.setup_code_valid(&f.name, &f.code).await? {
         attempt.failed();
+        state.store.login_failed(ip).await?;
         tokio::time::sleep(FAILED_LOGIN_DELAY).await;
         let page =
             login_page(&state, Some("That setup code is not valid (used, expired or reset); ask an admin."));
