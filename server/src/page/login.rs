@@ -351,8 +351,10 @@ pub async fn logout(
         .into_response())
 }
 
-/// `GET /logout-everywhere`: what it does, and the button (CSRF).
-pub async fn everywhere_form(Authed(session): Authed) -> Html<String> {
+/// `GET /logout-everywhere`: what it does, and the button (CSRF); an
+/// admin's.
+pub async fn everywhere_form(Authed(session): Authed) -> Result<Html<String>, PageError> {
+    session.require(Role::Admin)?;
     let body = format!(
         r#"<p>This ends every session of the page, in every browser, this one too. Use it when a
 browser you logged in from is lost or shared. (Restarting the server with a new admin token or
@@ -361,7 +363,7 @@ password does the same.)</p>
 <button type="submit" id="logout-everywhere">Log out everywhere</button></form>"#,
         escape(&session.csrf)
     );
-    Html(layout("Log out everywhere", None, &body))
+    Ok(Html(layout("Log out everywhere", Some(&session), &body)))
 }
 
 /// `POST /logout-everywhere` (with the CSRF token): ends every session.
