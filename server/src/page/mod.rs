@@ -17,6 +17,8 @@
 //! | `GET /campaigns/{id}` | one campaign, its waves and agents with states and reasons; `?format=json` its live cells |
 //! | `POST /campaigns/{id}/{pause,resume,abort,abort-and-revert,rollback}` | abort, abort-and-revert and rollback answer a confirmation page first; with `confirm=yes` the command, back to the campaign (CSRF) |
 //! | `GET /repositories` | every repository the fleet runs, its versions and whether its registry answers ([`repositories`]) |
+//! | `GET /users`, `POST /users` | admin: the users; adds one, its setup code shown once ([`users_view`]) |
+//! | `POST /users/{name}/{role,reset,remove}` | admin: changes the role; reset and remove answer a confirmation page first, with `confirm=yes` the change (CSRF) |
 //! | `GET /static/fleet.js`, `/static/fleet.css` | our script and stylesheet |
 //!
 //! Every answer here carries a strict Content-Security-Policy (no inline
@@ -36,6 +38,7 @@ pub mod login_limit;
 pub mod overview;
 pub mod repositories;
 pub mod session;
+pub mod users_view;
 
 #[cfg(test)]
 mod campaign_tests;
@@ -63,6 +66,10 @@ pub fn routes() -> Router<FleetState> {
         .route("/agents/{id}", get(agent_view::agent))
         .route("/agents/{id}/pin", post(agent_view::pin))
         .route("/repositories", get(repositories::repositories))
+        .route("/users", get(users_view::list).post(users_view::add))
+        .route("/users/{name}/role", post(users_view::set_role))
+        .route("/users/{name}/reset", post(users_view::reset))
+        .route("/users/{name}/remove", post(users_view::remove))
         .route("/campaigns", get(campaign_view::list))
         .route("/campaigns/new", get(campaign_form::form).post(campaign_form::submit))
         .route("/campaigns/{id}", get(campaign_view::campaign))
