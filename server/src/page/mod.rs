@@ -19,6 +19,8 @@
 //! | `GET /repositories` | every repository the fleet runs, its versions and whether its registry answers ([`repositories`]) |
 //! | `GET /users`, `POST /users` | admin: the users; adds one, its setup code shown once ([`users_view`]) |
 //! | `POST /users/{name}/{role,reset,remove}` | admin: changes the role; reset and remove answer a confirmation page first, with `confirm=yes` the change (CSRF) |
+//! | `GET /tokens`, `POST /tokens` | one's own API tokens (an admin: everyone's); makes one, shown once ([`tokens_view`]) |
+//! | `POST /tokens/{id}/revoke` | revokes one's own token, or any for an admin (CSRF) |
 //! | `GET /static/fleet.js`, `/static/fleet.css` | our script and stylesheet |
 //!
 //! Every answer here carries a strict Content-Security-Policy (no inline
@@ -38,6 +40,7 @@ pub mod login_limit;
 pub mod overview;
 pub mod repositories;
 pub mod session;
+pub mod tokens_view;
 pub mod users_view;
 
 #[cfg(test)]
@@ -70,6 +73,8 @@ pub fn routes() -> Router<FleetState> {
         .route("/users/{name}/role", post(users_view::set_role))
         .route("/users/{name}/reset", post(users_view::reset))
         .route("/users/{name}/remove", post(users_view::remove))
+        .route("/tokens", get(tokens_view::list).post(tokens_view::create))
+        .route("/tokens/{id}/revoke", post(tokens_view::revoke))
         .route("/campaigns", get(campaign_view::list))
         .route("/campaigns/new", get(campaign_form::form).post(campaign_form::submit))
         .route("/campaigns/{id}", get(campaign_view::campaign))
