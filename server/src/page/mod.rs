@@ -21,6 +21,7 @@
 //! | `POST /users/{name}/{role,reset,remove}` | admin: changes the role; reset and remove answer a confirmation page first, with `confirm=yes` the change (CSRF) |
 //! | `GET /tokens`, `POST /tokens` | one's own API tokens (an admin: everyone's); makes one, shown once ([`tokens_view`]) |
 //! | `POST /tokens/{id}/revoke` | revokes one's own token, or any for an admin (CSRF) |
+//! | `GET /audit?actor=&action=&object=&outcome=&since=&before=` | the audit log, newest first, "Older →" by cursor ([`audit_view`]) |
 //! | `GET /static/fleet.js`, `/static/fleet.css` | our script and stylesheet |
 //!
 //! Every answer here carries a strict Content-Security-Policy (no inline
@@ -28,6 +29,7 @@
 //! `Cache-Control: no-store`.
 
 pub mod agent_view;
+pub mod audit_view;
 pub mod campaign_form;
 pub mod campaign_request;
 pub mod campaign_view;
@@ -75,6 +77,7 @@ pub fn routes() -> Router<FleetState> {
         .route("/users/{name}/remove", post(users_view::remove))
         .route("/tokens", get(tokens_view::list).post(tokens_view::create))
         .route("/tokens/{id}/revoke", post(tokens_view::revoke))
+        .route("/audit", get(audit_view::audit))
         .route("/campaigns", get(campaign_view::list))
         .route("/campaigns/new", get(campaign_form::form).post(campaign_form::submit))
         .route("/campaigns/{id}", get(campaign_view::campaign))
