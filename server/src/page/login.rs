@@ -29,7 +29,7 @@ use crate::{secret, FleetError};
 /// How long a failed login waits before its answer.
 pub const FAILED_LOGIN_DELAY: Duration = Duration::from_secs(1);
 /// The longest secret the form takes (a password or the token).
-const MAX_SECRET: usize = 1024;
+pub(super) const MAX_SECRET: usize = 1024;
 /// The largest argon2 memory cost accepted for the admin password's hash
 /// (256 MiB; the default is 19 MiB): each verification allocates it, and
 /// [`super::login_limit::MAX_VERIFYING`] may run at once.
@@ -108,7 +108,7 @@ enum Outcome {
 
 /// Whether `given` is `stored`'s password; argon2 runs in one of the
 /// limited verification slots, off the async workers (slow on purpose).
-async fn matches(state: &FleetState, stored: Arc<str>, given: &str) -> Result<bool, Refused> {
+pub(super) async fn matches(state: &FleetState, stored: Arc<str>, given: &str) -> Result<bool, Refused> {
     let slot = state.page.logins.verification_slot().await?;
     let given = given.to_string();
     let matched =

@@ -22,12 +22,14 @@
 //! | `GET /tokens`, `POST /tokens` | one's own API tokens (an admin: everyone's); makes one, shown once ([`tokens_view`]) |
 //! | `POST /tokens/{id}/revoke` | revokes one's own token, or any for an admin (CSRF) |
 //! | `GET /audit?actor=&action=&object=&outcome=&since=&before=` | the audit log, newest first, "Older →" by cursor ([`audit_view`]) |
+//! | `GET /account`, `POST /account` | a named user's own password change ([`account`]) |
 //! | `GET /static/fleet.js`, `/static/fleet.css` | our script and stylesheet |
 //!
 //! Every answer here carries a strict Content-Security-Policy (no inline
 //! script or style, no framing), `Referrer-Policy: no-referrer` and
 //! `Cache-Control: no-store`.
 
+pub mod account;
 pub mod agent_view;
 pub mod audit_view;
 pub mod campaign_form;
@@ -78,6 +80,7 @@ pub fn routes() -> Router<FleetState> {
         .route("/tokens", get(tokens_view::list).post(tokens_view::create))
         .route("/tokens/{id}/revoke", post(tokens_view::revoke))
         .route("/audit", get(audit_view::audit))
+        .route("/account", get(account::account).post(account::change_password))
         .route("/campaigns", get(campaign_view::list))
         .route("/campaigns/new", get(campaign_form::form).post(campaign_form::submit))
         .route("/campaigns/{id}", get(campaign_view::campaign))
