@@ -341,6 +341,7 @@ pub async fn logout(
     Form(form): Form<LogoutForm>,
 ) -> Result<Response, PageError> {
     check_post(&session, &headers, form.csrf.as_deref())?;
+    // No role check: every role may end its own session.
     if let Some(value) = cookie(&headers) {
         state.store.end_session(&value, &state.page.credential).await?;
     }

@@ -48,6 +48,8 @@ pub mod tokens_view;
 pub mod users_view;
 
 #[cfg(test)]
+mod access_tests;
+#[cfg(test)]
 mod campaign_tests;
 
 use axum::extract::Request;
