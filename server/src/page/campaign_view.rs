@@ -690,10 +690,12 @@ fn render_list(all: &[CampaignSummary], session: &Session) -> String {
             )
         })
         .collect();
-    let empty = if all.is_empty() {
-        r#"<p class="muted" id="no-campaigns">No campaign yet: tick agents on the fleet page and “Create campaign”, or start here.</p>"#
-    } else {
-        ""
+    let empty = match (all.is_empty(), session.may(Role::Operator)) {
+        (false, _) => "",
+        (true, true) => {
+            r#"<p class="muted" id="no-campaigns">No campaign yet: tick agents on the fleet page and “Create campaign”, or start here.</p>"#
+        }
+        (true, false) => r#"<p class="muted" id="no-campaigns">No campaign yet.</p>"#,
     };
     // Campaigns are an operator's: a viewer gets no way into the form.
     let new = if session.may(Role::Operator) {
@@ -744,6 +746,18 @@ mod tests {
             rollback_reason: None,
             sends: 0,
         }
+    }
+
+    #[test]
+    fn only_an_operator_gets_the_command_buttons_and_the_new_campaign_link() {
+        let commands = [Command::Pause, Command::Rollback];
+        let operator = actions_html("c1", &commands, &Session::for_test(Role::Operator));
+        assert!(operator.contains(r#"action="/campaigns/c1/pause""#) && operator.contains("rollback"));
+        let viewer = actions_html("c1", &commands, &Session::for_test(Role::Viewer));
+        assert!(!viewer.contains("<form") && viewer.contains("operator role"), "{viewer}");
+        assert!(render_list(&[], &Session::for_test(Role::Operator)).contains(r#"id="new-campaign""#));
+        let list = render_list(&[], &Session::for_test(Role::Viewer));
+        assert!(!list.contains(r#"id="new-campaign""#) && !list.contains("Create campaign"), "{list}");
     }
 
     #[test]
