@@ -290,6 +290,8 @@ async fn a_new_user_chooses_a_password_with_the_setup_code_once_and_can_change_i
     let again = post("/login", vec![("name", "carol".into()), ("secret", code.clone())]).await;
     assert_eq!(again.status, StatusCode::UNAUTHORIZED, "the code is spent");
     assert_eq!(post("/setup", setup).await.status, StatusCode::UNAUTHORIZED);
+    let failed = site.get(&carol, "/audit?outcome=failed").await.body;
+    assert!(failed.contains(r#"class="audit-failed""#) && failed.contains("failed login"), "{failed}");
 
     // Her own password change: a wrong current one is refused (and
     // audited as failed), the right one changes it and keeps her in.
@@ -377,4 +379,45 @@ async fn a_token_is_shown_once_never_listed_and_only_up_to_the_callers_role() {
     let revoke_any = site.post(&glass, &format!("/tokens/{id}/revoke"), &[]).await;
     assert_eq!(revoke_any.status, StatusCode::SEE_OTHER, "an admin revokes anyone's");
     assert_eq!(site.store.api_token(&id).await.expect("read").status, "revoked");
+}
+
+#[tokio::test]
+async fn the_audit_page_pages_back_by_cursor_without_repeating_or_skipping_a_row() {
+    let site = Site::new().await;
+    let viewer = site.login(Some("vera"), Role::Viewer).await;
+    for n in 0..5 {
+        let audit = Principal::server().audit("test.paging", format!("row {n}"), "<b>not markup</b>");
+        site.store.audit_alone(&audit, "ok").await.expect("access test step");
+    }
+    let rows_of = |html: &str| -> Vec<String> {
+        html.split(r#"data-audit=""#)
+            .skip(1)
+            .filter_map(|s| s.split('"').next())
+            .map(str::to_string)
+            .collect()
+    };
+    let mut seen = Vec::new();
+    let mut path = "/audit?action=test.paging&limit=2".to_string();
+    for _ in 0..5 {
+        let page = site.get(&viewer, &path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        assert!(!page.body.contains("<b>not") && page.body.contains("&lt;b&gt;not markup"));
+        seen.extend(rows_of(&page.body));
+        let older = page.body.split(r#"<a href=""#).find_map(|s| {
+            let (href, rest) = s.split_once('"')?;
+            rest.starts_with(r#" id="audit-older""#).then(|| href.replace("&amp;", "&"))
+        });
+        match older {
+            Some(next) => path = next,
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 5, "every row once: {seen:?}");
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.reverse();
+    assert_eq!(seen, sorted, "newest first across pages");
+    let bad = site.get(&viewer, "/audit?before=nonsense").await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.body.contains("before: `nonsense`"), "{}", bad.body);
 }

@@ -45,30 +45,41 @@ pub struct AuditQuery {
     since: String,
     #[serde(default)]
     before: String,
+    /// Rows per page (the store's default when empty).
+    #[serde(default)]
+    limit: String,
 }
 
 impl AuditQuery {
     /// The store's filter: empty fields left out, a `since` choice turned
     /// into the time it names (anything else, an RFC 3339 time or a
     /// duration, is the store's to read).
-    fn filter(&self, now: i64) -> AuditFilter {
+    fn filter(&self, now: i64) -> Result<AuditFilter, FleetError> {
         let some = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
         let since = match SINCE.iter().find(|(word, _, _)| *word == self.since.trim()) {
             Some((_, _, ms)) => Some(rfc3339(now.saturating_sub(*ms))),
             None => some(&self.since),
         };
-        AuditFilter {
+        let limit = match some(&self.limit) {
+            None => None,
+            Some(n) => Some(
+                n.parse::<i64>()
+                    .map_err(|_| FleetError::Invalid(format!("limit: `{n}` is not a number of rows")))?,
+            ),
+        };
+        Ok(AuditFilter {
             actor: some(&self.actor),
             action: some(&self.action),
             object: some(&self.object),
             outcome: some(&self.outcome),
             since,
             before: some(&self.before),
+            limit,
             ..AuditFilter::default()
-        }
+        })
     }
 
-    /// The filters as `key=value&…` (no cursor).
+    /// The filters and page size as `key=value&…` (no cursor).
     fn pairs(&self) -> Vec<(&'static str, &str)> {
         vec![
             ("actor", self.actor.trim()),
@@ -76,6 +87,7 @@ impl AuditQuery {
             ("object", self.object.trim()),
             ("outcome", self.outcome.trim()),
             ("since", self.since.trim()),
+            ("limit", self.limit.trim()),
         ]
     }
 }
@@ -171,8 +183,8 @@ pub fn render(q: &AuditQuery, page: &AuditPage, error: Option<&str>, session: &S
     layout("Audit", Some(session), &body)
 }
 
-/// `GET /audit?actor=&action=&object=&outcome=&since=&before=` (viewer
-/// and up).
+/// `GET /audit?actor=&action=&object=&outcome=&since=&before=&limit=`
+/// (viewer and up).
 pub async fn audit(
     State(state): State<FleetState>,
     Authed(session): Authed,
@@ -180,9 +192,13 @@ pub async fn audit(
 ) -> Result<Response, PageError> {
     session.require(Role::Viewer)?;
     let Query(q) = q.map_err(|e| {
-        FleetError::BadRequest(format!("{e}; allowed: actor, action, object, outcome, since, before"))
+        FleetError::BadRequest(format!("{e}; allowed: actor, action, object, outcome, since, before, limit"))
     })?;
-    match state.store.audit_log(&q.filter(now_ms())).await {
+    let found = match q.filter(now_ms()) {
+        Ok(filter) => state.store.audit_log(&filter).await,
+        Err(e) => Err(e),
+    };
+    match found {
         Ok(page) => Ok(Html(render(&q, &page, None, &session)).into_response()),
         // A filter the store cannot read (a malformed time or cursor):
         // the form again, saying which.
@@ -233,11 +249,15 @@ mod tests {
     #[test]
     fn empty_fields_filter_nothing_and_the_since_choices_become_times() {
         let now = 10 * 24 * HOUR_MS;
-        let f = AuditQuery { actor: " ".into(), since: "24h".into(), ..AuditQuery::default() }.filter(now);
+        let f = AuditQuery { actor: " ".into(), since: "24h".into(), ..AuditQuery::default() }
+            .filter(now)
+            .expect("a valid filter");
         assert_eq!(f.actor, None);
         assert_eq!(f.since, Some(rfc3339(9 * 24 * HOUR_MS)));
         let typed = AuditQuery { since: "2026-12-01T00:00:00Z".into(), ..AuditQuery::default() };
-        assert_eq!(typed.filter(now).since.as_deref(), Some("2026-12-01T00:00:00Z"));
+        assert_eq!(typed.filter(now).expect("valid").since.as_deref(), Some("2026-12-01T00:00:00Z"));
+        let bad = AuditQuery { limit: "many".into(), ..AuditQuery::default() }.filter(now);
+        assert!(bad.expect_err("refused").to_string().contains("limit: `many`"));
         assert!(filters(&typed).contains(r#"<option value="2026-12-01T00:00:00Z" selected>"#));
     }
 }
