@@ -127,7 +127,7 @@ struct TokenQuery {
 }
 
 /// Whose tokens `by` may see or change: their own; an admin, anyone's.
-fn may_touch(by: &Principal, owner: &str) -> Result<(), FleetError> {
+pub(crate) fn may_touch(by: &Principal, owner: &str) -> Result<(), FleetError> {
     if by.user.as_deref() == Some(owner) {
         return Ok(());
     }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::fleet_view::{badges, last_op};
 use super::html::{csrf_field, escape, image, layout, urlencode};
 use super::live::{when, Cell, Live};
-use super::session::{check_post, Authed};
+use super::session::{check_post, Authed, Session};
 use super::PageError;
 use crate::agents::{AgentDetail, Status, TargetView};
 use crate::state::FleetState;
@@ -129,7 +129,10 @@ fn pin_form(agent_id: &str, t: &TargetView, csrf: &str) -> String {
     )
 }
 
-fn render(a: &AgentDetail, csrf: &str, pinned: Option<i64>, now: i64, page: usize) -> String {
+fn render(a: &AgentDetail, session: &Session, pinned: Option<i64>, now: i64, page: usize) -> String {
+    // Pinning is an operator's: a viewer sees no pin form (the server
+    // refuses the POST anyway).
+    let may_pin = session.may(Role::Operator);
     let s = &a.agent;
     let cells = agent_cells(a, now);
     let td = |id: &str| cells.iter().find(|c| c.id == id).map(Cell::td).unwrap_or_default();
@@ -144,7 +147,7 @@ fn render(a: &AgentDetail, csrf: &str, pinned: Option<i64>, now: i64, page: usiz
         .map(|t| {
             let cell = |f: &str| td(&format!("t/{}:{f}", t.target));
             format!(
-                r#"<tr data-row="t/{key}"><td class="target">{target}</td><td class="container">{container}</td>{image}{digest}{version}{updates}{desired}{action}{op}<td>{pin}</td></tr>"#,
+                r#"<tr data-row="t/{key}"><td class="target">{target}</td><td class="container">{container}</td>{image}{digest}{version}{updates}{desired}{action}{op}{pin}</tr>"#,
                 key = escape(&t.target),
                 target = escape(&t.target),
                 container = escape(&t.container),
@@ -155,7 +158,7 @@ fn render(a: &AgentDetail, csrf: &str, pinned: Option<i64>, now: i64, page: usiz
                 desired = cell("desired"),
                 action = cell("action"),
                 op = cell("op"),
-                pin = pin_form(&s.id, t, csrf),
+                pin = if may_pin { format!("<td>{}</td>", pin_form(&s.id, t, &session.csrf)) } else { String::new() },
             )
         })
         .collect();
@@ -204,8 +207,9 @@ fn render(a: &AgentDetail, csrf: &str, pinned: Option<i64>, now: i64, page: usiz
 <tr><th>Controller image</th><td class="image"><code>{ctl_image}</code></td></tr><tr><th>Last seen</th>{seen}</tr>
 <tr><th>Enrolled</th><td>{enrolled}</td></tr><tr><th>Desired revision</th><td>{revision}</td></tr></table>{errors}
 <h2>Targets</h2><p class="live" id="live-note" data-live="1">{n} targets</p>
-<table class="targets" id="targets"><thead><tr><th>Target</th><th>Container</th><th>Image</th><th>Digest</th><th>Version</th><th>New version</th><th>Desired</th><th>Last pass</th><th>Last op</th><th>Pin</th></tr></thead><tbody>{targets}</tbody></table>
+<table class="targets" id="targets"><thead><tr><th>Target</th><th>Container</th><th>Image</th><th>Digest</th><th>Version</th><th>New version</th><th>Desired</th><th>Last pass</th><th>Last op</th>{pin_th}</tr></thead><tbody>{targets}</tbody></table>
 {holds}<h2>History</h2><table class="history"><thead><tr><th>Ended</th><th>Container</th><th>Change</th><th>Outcome</th><th>Reason</th><th>Op</th></tr></thead><tbody>{history}</tbody></table>{pager}"#,
+        pin_th = if may_pin { "<th>Pin</th>" } else { "" },
         pager = history_pager(&s.id, page, a.history.len(), a.history_total),
         name = escape(&s.name),
         id = escape(&s.id),
@@ -217,7 +221,7 @@ fn render(a: &AgentDetail, csrf: &str, pinned: Option<i64>, now: i64, page: usiz
         revision = a.desired_revision,
         n = s.targets.len(),
     );
-    layout(&format!("Agent {}", s.name), Some(csrf), &body)
+    layout(&format!("Agent {}", s.name), Some(session), &body)
 }
 
 /// `GET /agents/{id}`.
@@ -237,7 +241,7 @@ pub async fn agent(
         let rows = detail.agent.targets.iter().map(|t| format!("t/{}", t.target)).collect();
         return Ok(Json(Live::new(rows, agent_cells(&detail, now))).into_response());
     }
-    Ok(Html(render(&detail, &session.csrf, q.pinned, now, page)).into_response())
+    Ok(Html(render(&detail, &session, q.pinned, now, page)).into_response())
 }
 
 /// The pin form's fields.

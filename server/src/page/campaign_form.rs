@@ -22,8 +22,9 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use super::campaign_request::{field_of, fingerprint, CampaignForm};
 use super::campaign_view::{names, settings_rows, wave_name};
 use super::html::{csrf_field, escape, layout, urlencode};
-use super::session::{check_post, Authed};
+use super::session::{check_post, Authed, Session};
 use super::PageError;
+use crate::access::Role;
 use crate::agents::{AgentSummary, Filter};
 use crate::campaign::runner;
 use crate::campaign::view::{self, Preview};
@@ -455,7 +456,7 @@ fn preview_html(p: &Preview, pin: &Result<String, String>) -> String {
 pub fn render(
     f: &CampaignForm,
     c: &Choices,
-    csrf: &str,
+    session: &Session,
     error: Option<&str>,
     preview: Option<(&Preview, &str, &Result<String, String>)>,
 ) -> String {
@@ -480,14 +481,14 @@ pub fn render(
 {agents}{target}{waves}{schedule}
 {preview}<p><button type="submit" name="action" value="preview" id="preview">Preview waves</button>{start}</p>
 </form>"#,
-        csrf = csrf_field(csrf),
+        csrf = csrf_field(&session.csrf),
         name = escape(&f.name),
         agents = agents_fieldset(f, c, invalid),
         target = target_fieldset(f, c, invalid),
         waves = waves_fieldset(f, invalid),
         schedule = schedule_fieldset(f, invalid),
     );
-    layout("New campaign", Some(csrf), &body)
+    layout("New campaign", Some(session), &body)
 }
 
 /// `GET /campaigns/new?agents=ID…&label=K=V`: the form, with the fleet
@@ -499,6 +500,7 @@ pub async fn form(
     Authed(session): Authed,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
+    session.require(Role::Operator)?;
     let choices = Choices::load(&state).await?;
     let mut f = CampaignForm::default();
     // "Create campaign for these N": the fleet page's whole filter (its own
@@ -534,7 +536,7 @@ pub async fn form(
                 f.target = (*only).to_string();
             }
         }
-        return Ok(Html(render(&f, &choices, &session.csrf, None, None)).into_response());
+        return Ok(Html(render(&f, &choices, &session, None, None)).into_response());
     }
     for (k, v) in pairs {
         match k.as_str() {
@@ -557,12 +559,12 @@ pub async fn form(
             f.target = (*only).to_string();
         }
     }
-    Ok(Html(render(&f, &choices, &session.csrf, None, None)).into_response())
+    Ok(Html(render(&f, &choices, &session, None, None)).into_response())
 }
 
 /// The form again with `error`, with the status the API would answer.
-fn refused(f: &CampaignForm, c: &Choices, csrf: &str, status: StatusCode, error: &str) -> Response {
-    (status, Html(render(f, c, csrf, Some(error), None))).into_response()
+fn refused(f: &CampaignForm, c: &Choices, session: &Session, status: StatusCode, error: &str) -> Response {
+    (status, Html(render(f, c, session, Some(error), None))).into_response()
 }
 
 /// `POST /campaigns/new`: "Preview waves" plans and shows the waves;
@@ -576,11 +578,13 @@ pub async fn submit(
 ) -> Result<Response, PageError> {
     let f = CampaignForm::from_pairs(pairs);
     check_post(&session, &headers, f.csrf.as_deref())?;
+    // Previewing changes nothing, but the whole form is an operator's:
+    // a viewer never reaches a start button.
+    session.require(Role::Operator)?;
     let choices = Choices::load(&state).await?;
-    let csrf = session.csrf.as_str();
     let request = match f.request() {
         Ok(r) => r,
-        Err(e) => return Ok(refused(&f, &choices, csrf, StatusCode::UNPROCESSABLE_ENTITY, &e)),
+        Err(e) => return Ok(refused(&f, &choices, &session, StatusCode::UNPROCESSABLE_ENTITY, &e)),
     };
     let print = fingerprint(&request);
     if f.action == "start" && f.previewed == print {
@@ -591,14 +595,13 @@ pub async fn submit(
             request.image = Some(f.previewed_image.trim().to_string());
             request.version = None;
         }
-        session.require(crate::access::Role::Operator)?;
         return match runner::create(&state.store, &request, state.registry.as_ref(), &session.principal).await
         {
             Ok(id) => {
                 tracing::info!(campaign = %id, "campaign created from the page");
                 Ok(Redirect::to(&format!("/campaigns/{}", urlencode(&id))).into_response())
             }
-            Err(e) => api_refusal(&f, &choices, csrf, e),
+            Err(e) => api_refusal(&f, &choices, &session, e),
         };
     }
     match runner::plan(&state.store, &request).await {
@@ -610,23 +613,28 @@ pub async fn submit(
                 .map_err(|e| e.to_string());
             let note = (f.action == "start")
                 .then_some("The settings changed since the preview: check these waves, then start.");
-            Ok(Html(render(&f, &choices, csrf, note, Some((&p, &print, &pin)))).into_response())
+            Ok(Html(render(&f, &choices, &session, note, Some((&p, &print, &pin)))).into_response())
         }
-        Err(e) => api_refusal(&f, &choices, csrf, e),
+        Err(e) => api_refusal(&f, &choices, &session, e),
     }
 }
 
 /// An API refusal (422, 409, …) as the form with its message; a database
 /// failure as the error page.
-fn api_refusal(f: &CampaignForm, c: &Choices, csrf: &str, e: FleetError) -> Result<Response, PageError> {
+fn api_refusal(
+    f: &CampaignForm,
+    c: &Choices,
+    session: &Session,
+    e: FleetError,
+) -> Result<Response, PageError> {
     match e {
-        FleetError::Invalid(m) => Ok(refused(f, c, csrf, StatusCode::UNPROCESSABLE_ENTITY, &m)),
-        FleetError::Conflict(m) => Ok(refused(f, c, csrf, StatusCode::CONFLICT, &m)),
+        FleetError::Invalid(m) => Ok(refused(f, c, session, StatusCode::UNPROCESSABLE_ENTITY, &m)),
+        FleetError::Conflict(m) => Ok(refused(f, c, session, StatusCode::CONFLICT, &m)),
         // The registry cannot be read: the form stays, with the switch
         // that hands agents the tag instead.
-        FleetError::Upstream(m) => Ok(refused(f, c, csrf, StatusCode::BAD_GATEWAY, &m)),
+        FleetError::Upstream(m) => Ok(refused(f, c, session, StatusCode::BAD_GATEWAY, &m)),
         FleetError::BadRequest(m) | FleetError::NotFound(m) => {
-            Ok(refused(f, c, csrf, StatusCode::BAD_REQUEST, &m))
+            Ok(refused(f, c, session, StatusCode::BAD_REQUEST, &m))
         }
         other => Err(other.into()),
     }

@@ -17,8 +17,9 @@ use serde::Deserialize;
 
 use super::html::{csrf_field, escape, image, layout, urlencode};
 use super::live::{when, Cell, Live};
-use super::session::{check_post, Authed};
+use super::session::{check_post, Authed, Session};
 use super::PageError;
+use crate::access::Role;
 use crate::campaign::api::command_named;
 use crate::campaign::engine::{AgentState, Command, RollbackState};
 use crate::campaign::runner;
@@ -182,11 +183,15 @@ fn command_label(c: Command) -> &'static str {
 }
 
 /// The buttons of the commands that apply now, each a POST form with the
-/// CSRF token.
-fn actions_html(id: &str, commands: &[Command], csrf: &str) -> String {
+/// CSRF token; none for a viewer (commands are an operator's).
+fn actions_html(id: &str, commands: &[Command], session: &Session) -> String {
     if commands.is_empty() {
         return r#"<span class="muted">No command applies to this campaign any more.</span>"#.into();
     }
+    if !session.may(Role::Operator) {
+        return r#"<span class="muted" id="no-commands">Pausing, resuming, aborting and rolling back take the operator role.</span>"#.into();
+    }
+    let csrf = session.csrf.as_str();
     commands
         .iter()
         .map(|c| {
@@ -254,7 +259,7 @@ fn agent_cells(a: &AgentView) -> Vec<Cell> {
 }
 
 /// Every live cell of campaign `v`.
-pub fn cells(v: &CampaignView, csrf: &str) -> Vec<Cell> {
+pub fn cells(v: &CampaignView, session: &Session) -> Vec<Cell> {
     let s = &v.summary;
     let mut cells = vec![
         Cell::text("c:state".into(), &s.state.replace('_', " "), &state_class(s.state)),
@@ -274,7 +279,7 @@ pub fn cells(v: &CampaignView, csrf: &str) -> Vec<Cell> {
         Cell::text("c:updated".into(), &when(&s.updated_at, now_ms()), "time"),
         Cell {
             id: "c:actions".into(),
-            html: actions_html(&s.id, &v.commands, csrf),
+            html: actions_html(&s.id, &v.commands, session),
             class: "actions".into(),
         },
     ];
@@ -465,13 +470,13 @@ fn timeline_html(v: &CampaignView) -> String {
     )
 }
 
-fn render(v: &CampaignView, csrf: &str, error: Option<&str>) -> String {
-    render_filtered(v, csrf, error, "")
+fn render(v: &CampaignView, session: &Session, error: Option<&str>) -> String {
+    render_filtered(v, session, error, "")
 }
 
-fn render_filtered(v: &CampaignView, csrf: &str, error: Option<&str>, state_filter: &str) -> String {
+fn render_filtered(v: &CampaignView, session: &Session, error: Option<&str>, state_filter: &str) -> String {
     let s = &v.summary;
-    let all = cells(v, csrf);
+    let all = cells(v, session);
     let cell = |id: &str| all.iter().find(|c| c.id == id).cloned();
     let td = |id: &str| cell(id).map(|c| c.td()).unwrap_or_default();
     let canary = v.spec.canary > 0;
@@ -551,7 +556,7 @@ fn render_filtered(v: &CampaignView, csrf: &str, error: Option<&str>, state_filt
         created = escape(&when(&s.created_at, now_ms())),
         updated = td("c:updated"),
     );
-    layout(&format!("Campaign {}", s.name), Some(csrf), &body)
+    layout(&format!("Campaign {}", s.name), Some(session), &body)
 }
 
 /// `GET /campaigns/{id}`.
@@ -576,13 +581,13 @@ pub async fn campaign(
         // refreshes what it shows, not every agent.
         let shown = rows(&v, filter);
         let keep: std::collections::HashSet<&str> = shown.iter().map(String::as_str).collect();
-        let cells = cells(&v, &session.csrf).into_iter().filter(|c| {
+        let cells = cells(&v, &session).into_iter().filter(|c| {
             c.id.starts_with("c:") || c.id.rsplit_once(':').is_some_and(|(row, _)| keep.contains(row))
         });
         let cells: Vec<Cell> = cells.collect();
         return Ok(Json(Live::new(shown, cells)).into_response());
     }
-    Ok(Html(render_filtered(&v, &session.csrf, None, filter)).into_response())
+    Ok(Html(render_filtered(&v, &session, None, filter)).into_response())
 }
 
 /// `POST /campaigns/{id}/{command}`: the command through the same runner
@@ -596,11 +601,11 @@ pub async fn command(
     Form(form): Form<CommandForm>,
 ) -> Result<Response, PageError> {
     check_post(&session, &headers, form.csrf.as_deref())?;
-    session.require(crate::access::Role::Operator)?;
+    session.require(Role::Operator)?;
     let cmd = command_named(&word)?;
     if destructive(cmd) && form.confirm != "yes" {
         let v = state.store.campaign_view(&id).await?;
-        return Ok(Html(confirm_page(&v, cmd, &session.csrf)).into_response());
+        return Ok(Html(confirm_page(&v, cmd, &session)).into_response());
     }
     match runner::apply(&state.store, &id, cmd, &session.principal).await {
         Ok(()) => {
@@ -609,7 +614,7 @@ pub async fn command(
         }
         Err(FleetError::Conflict(why)) => {
             let v = state.store.campaign_view(&id).await?;
-            Ok((StatusCode::CONFLICT, Html(render(&v, &session.csrf, Some(&why)))).into_response())
+            Ok((StatusCode::CONFLICT, Html(render(&v, &session, Some(&why)))).into_response())
         }
         Err(e) => Err(e.into()),
     }
@@ -622,7 +627,7 @@ fn destructive(cmd: Command) -> bool {
 }
 
 /// "Roll back campaign X? It sends N agents back…": the confirmation step.
-fn confirm_page(v: &CampaignView, cmd: Command, csrf: &str) -> String {
+fn confirm_page(v: &CampaignView, cmd: Command, session: &Session) -> String {
     let s = &v.summary;
     let pinned = v.agent_states.iter().filter(|a| a.sent_at.is_some() && a.rollback.is_none()).count();
     let what = match cmd {
@@ -646,9 +651,9 @@ fn confirm_page(v: &CampaignView, cmd: Command, csrf: &str) -> String {
         label_lower = command_label(cmd).to_lowercase(),
         name = escape(&s.name),
         id = escape(&urlencode(&s.id)),
-        csrf = csrf_field(csrf),
+        csrf = csrf_field(&session.csrf),
     );
-    layout(&format!("{}: {}", command_label(cmd), s.name), Some(csrf), &body)
+    layout(&format!("{}: {}", command_label(cmd), s.name), Some(session), &body)
 }
 
 fn list_cells(s: &CampaignSummary) -> Vec<Cell> {
@@ -661,7 +666,7 @@ fn list_cells(s: &CampaignSummary) -> Vec<Cell> {
     ]
 }
 
-fn render_list(all: &[CampaignSummary], csrf: &str) -> String {
+fn render_list(all: &[CampaignSummary], session: &Session) -> String {
     let rows: String = all
         .iter()
         .map(|s| {
@@ -685,18 +690,26 @@ fn render_list(all: &[CampaignSummary], csrf: &str) -> String {
             )
         })
         .collect();
-    let empty = if all.is_empty() {
-        r#"<p class="muted" id="no-campaigns">No campaign yet: tick agents on the fleet page and “Create campaign”, or start here.</p>"#
+    let empty = match (all.is_empty(), session.may(Role::Operator)) {
+        (false, _) => "",
+        (true, true) => {
+            r#"<p class="muted" id="no-campaigns">No campaign yet: tick agents on the fleet page and “Create campaign”, or start here.</p>"#
+        }
+        (true, false) => r#"<p class="muted" id="no-campaigns">No campaign yet.</p>"#,
+    };
+    // Campaigns are an operator's: a viewer gets no way into the form.
+    let new = if session.may(Role::Operator) {
+        r#"<p><a href="/campaigns/new" id="new-campaign">New campaign</a></p>"#
     } else {
         ""
     };
     let body = format!(
-        r#"<p><a href="/campaigns/new" id="new-campaign">New campaign</a></p>
+        r#"{new}
 <p class="live" id="live-note" data-live="1" data-reload="1">{n} campaigns, newest first</p>
 <table class="campaigns" id="campaigns"><thead><tr><th>Name</th><th>State</th><th>Reason</th><th>Target</th><th>Image</th><th>Agents</th><th>Progress</th><th>Created</th><th>Updated</th></tr></thead><tbody>{rows}</tbody></table>{empty}"#,
         n = all.len(),
     );
-    layout("Campaigns", Some(csrf), &body)
+    layout("Campaigns", Some(session), &body)
 }
 
 /// `GET /campaigns`: the history, newest first.
@@ -710,7 +723,7 @@ pub async fn list(
         let live = Live::new(all.iter().map(|s| s.id.clone()).collect(), all.iter().flat_map(list_cells));
         return Ok(Json(live).into_response());
     }
-    Ok(Html(render_list(&all, &session.csrf)).into_response())
+    Ok(Html(render_list(&all, &session)).into_response())
 }
 
 #[cfg(test)]
@@ -733,6 +746,18 @@ mod tests {
             rollback_reason: None,
             sends: 0,
         }
+    }
+
+    #[test]
+    fn only_an_operator_gets_the_command_buttons_and_the_new_campaign_link() {
+        let commands = [Command::Pause, Command::Rollback];
+        let operator = actions_html("c1", &commands, &Session::for_test(Role::Operator));
+        assert!(operator.contains(r#"action="/campaigns/c1/pause""#) && operator.contains("rollback"));
+        let viewer = actions_html("c1", &commands, &Session::for_test(Role::Viewer));
+        assert!(!viewer.contains("<form") && viewer.contains("operator role"), "{viewer}");
+        assert!(render_list(&[], &Session::for_test(Role::Operator)).contains(r#"id="new-campaign""#));
+        let list = render_list(&[], &Session::for_test(Role::Viewer));
+        assert!(!list.contains(r#"id="new-campaign""#) && !list.contains("Create campaign"), "{list}");
     }
 
     #[test]

@@ -92,3 +92,22 @@
 
   schedule(PERIOD_MS);
 })();
+
+// "Copy" next to a secret shown once (a new API token): the button is
+// hidden in the HTML and shown only where the clipboard can be written,
+// so without JavaScript the page simply says to copy it by hand.
+(function () {
+  document.querySelectorAll("button[data-copy]").forEach(function (button) {
+    const source = document.getElementById(button.getAttribute("data-copy"));
+    if (!source || !navigator.clipboard) {
+      return;
+    }
+    button.hidden = false;
+    button.addEventListener("click", function () {
+      navigator.clipboard.writeText(source.textContent).then(
+        function () { button.textContent = "Copied"; },
+        function () { button.textContent = "Copy failed: select the text and copy it"; }
+      );
+    });
+  });
+})();

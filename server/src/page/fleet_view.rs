@@ -19,8 +19,9 @@ use super::fleet_query::{status_text, thousands, FleetQuery, Pages, QueryError, 
 use super::html::{escape, layout, urlencode};
 use super::live::{when, Cell, Live};
 use super::overview::{self, failing, version_cmp};
-use super::session::Authed;
+use super::session::{Authed, Session};
 use super::PageError;
+use crate::access::Role;
 use crate::agents::{AgentSummary, TargetView};
 use crate::reports::repository_of;
 use crate::state::FleetState;
@@ -198,7 +199,7 @@ fn labels(a: &AgentSummary) -> String {
         .join(" ")
 }
 
-fn row_html(row: &Row<'_>, now: i64, shared_names: &std::collections::HashSet<&str>) -> String {
+fn row_html(row: &Row<'_>, now: i64, shared_names: &std::collections::HashSet<&str>, pick: bool) -> String {
     let a = row.agent;
     // Enrolment keeps names as given: two hosts may share one. Say so, so
     // nobody pins or campaigns the wrong one by its name.
@@ -211,10 +212,18 @@ fn row_html(row: &Row<'_>, now: i64, shared_names: &std::collections::HashSet<&s
     let cell = |field: &str| {
         c.iter().find(|c| c.id.ends_with(&format!(":{field}"))).map(Cell::td).unwrap_or_default()
     };
+    let pick = if pick {
+        format!(
+            r#"<input type="checkbox" name="agents" value="{}" aria-label="select {}">"#,
+            escape(&a.id),
+            escape(&a.name)
+        )
+    } else {
+        String::new()
+    };
     format!(
-        r#"<tr data-row="{key}"><td><input type="checkbox" name="agents" value="{id}" aria-label="select {name}"></td><td class="name"><a href="/agents/{id_url}">{name}</a>{dup}</td><td class="labels">{labels}</td>{status}{controller}<td class="target">{target}</td>{image}{version}{updates}{op}{seen}</tr>"#,
+        r#"<tr data-row="{key}"><td>{pick}</td><td class="name"><a href="/agents/{id_url}">{name}</a>{dup}</td><td class="labels">{labels}</td>{status}{controller}<td class="target">{target}</td>{image}{version}{updates}{op}{seen}</tr>"#,
         key = escape(&row.key()),
-        id = escape(&a.id),
         id_url = escape(&urlencode(&a.id)),
         name = escape(&a.name),
         labels = labels(a),
@@ -405,8 +414,8 @@ pub struct View<'a> {
     pub rows: &'a [Row<'a>],
     /// The query.
     pub q: &'a FleetQuery,
-    /// The session's CSRF token.
-    pub csrf: &'a str,
+    /// The session (who sees what, the CSRF token).
+    pub session: &'a Session,
     /// Now, in ms since the epoch.
     pub now: i64,
 }
@@ -445,7 +454,10 @@ pub fn render(v: &View<'_>) -> String {
     }
     let shared_names: std::collections::HashSet<&str> =
         seen_names.into_iter().filter(|(_, n)| *n > 1).map(|(name, _)| name).collect();
-    let body_rows: String = shown.iter().map(|r| row_html(r, v.now, &shared_names)).collect();
+    // Campaigns are an operator's: a viewer gets neither the tick boxes
+    // nor the buttons that lead to the campaign form.
+    let operator = v.session.may(Role::Operator);
+    let body_rows: String = shown.iter().map(|r| row_html(r, v.now, &shared_names, operator)).collect();
     let empty = if shown.is_empty() { r#"<p class="muted" id="no-rows">No agent matches.</p>"# } else { "" };
     let with_targets: Vec<&AgentSummary> = v.agents.iter().filter(|a| !a.targets.is_empty()).collect();
     let groups = overview::overview(v.agents);
@@ -463,12 +475,17 @@ pub fn render(v: &View<'_>) -> String {
 <form method="get" action="/campaigns/new" id="selection">
 <p class="live-line">{showing} <span class="live" id="live-note" data-live="1"></span> {for_these}</p>{pager}
 <table class="fleet" id="fleet"><thead><tr><th class="col-pick"></th>{headings}</tr></thead><tbody>{body_rows}</tbody></table>{empty}{pager}
-{campaign_label}<button type="submit" id="create-campaign">Create campaign</button></form>"#,
+{create}</form>"#,
+        create = if operator {
+            format!(r#"{campaign_label}<button type="submit" id="create-campaign">Create campaign</button>"#)
+        } else {
+            String::new()
+        },
         filters = filters(q, &Facets::of(v.agents)),
-        for_these = campaign_for_these(q, v.rows.len()),
+        for_these = if operator { campaign_for_these(q, v.rows.len()) } else { String::new() },
         showing = showing(&p, v.agents.len()).element("span"),
     );
-    layout("Fleet", Some(v.csrf), &body)
+    layout("Fleet", Some(v.session), &body)
 }
 
 /// "Create campaign for these N": the current filter (not the ticked
@@ -496,7 +513,7 @@ pub fn live(agents: &[AgentSummary], rows: &[Row<'_>], q: &FleetQuery, now: i64)
 }
 
 /// A refused query, as a page that says what to change.
-fn refused(e: &QueryError, csrf: &str) -> Response {
+fn refused(e: &QueryError, session: &Session) -> Response {
     let body = format!(
         r#"<p class="error" id="bad-query">This address cannot be shown: {message}.</p>
 <table class="facts"><tr><th>Parameter</th><td><code>{parameter}</code></td></tr><tr><th>Given</th><td><code>{given}</code></td></tr><tr><th>Allowed</th><td>{allowed}</td></tr></table>
@@ -506,7 +523,7 @@ fn refused(e: &QueryError, csrf: &str) -> Response {
         given = escape(&e.given),
         allowed = escape(&e.allowed),
     );
-    (StatusCode::BAD_REQUEST, Html(layout("Bad query", Some(csrf), &body))).into_response()
+    (StatusCode::BAD_REQUEST, Html(layout("Bad query", Some(session), &body))).into_response()
 }
 
 /// `GET /`.
@@ -523,11 +540,11 @@ pub async fn fleet(
             given: "undecodable".into(),
             allowed: "key=value pairs joined by &, percent-encoded as UTF-8".into(),
         };
-        return Ok(refused(&e, &session.csrf));
+        return Ok(refused(&e, &session));
     };
     let q = match FleetQuery::parse(&pairs) {
         Ok(q) => q,
-        Err(e) => return Ok(refused(&e, &session.csrf)),
+        Err(e) => return Ok(refused(&e, &session)),
     };
     let agents = state.store.agents(&crate::agents::Filter::default(), state.offline_after).await?;
     let rows = rows(&agents, &q);
@@ -535,7 +552,7 @@ pub async fn fleet(
     if q.json {
         return Ok(Json(live(&agents, &rows, &q, now)).into_response());
     }
-    let view = View { agents: &agents, rows: &rows, q: &q, csrf: &session.csrf, now };
+    let view = View { agents: &agents, rows: &rows, q: &q, session: &session, now };
     Ok(Html(render(&view)).into_response())
 }
 
@@ -668,7 +685,13 @@ mod tests {
             .collect();
         let query = parse("label=env=prod&page=2");
         let all = rows(&agents, &query);
-        let page = render(&View { agents: &agents, rows: &all, q: &query, csrf: "csrf", now: 0 });
+        let page = render(&View {
+            agents: &agents,
+            rows: &all,
+            q: &query,
+            session: &Session::for_test(Role::Operator),
+            now: 0,
+        });
         assert_eq!(page.matches("<tr data-row=").count(), 100);
         assert!(page.contains("host-100") && page.contains("host-199"));
         assert!(!page.contains(">host-099<") && !page.contains(">host-200<"));
@@ -690,7 +713,13 @@ mod tests {
         let agents = vec![agent("a", "<img src=x>", &[("r/app:1.0.0", "1.0.0")])];
         let query = FleetQuery::default();
         let all = rows(&agents, &query);
-        let page = render(&View { agents: &agents, rows: &all, q: &query, csrf: "csrf", now: 0 });
+        let page = render(&View {
+            agents: &agents,
+            rows: &all,
+            q: &query,
+            session: &Session::for_test(Role::Operator),
+            now: 0,
+        });
         assert!(!page.contains("<img src=x>"), "{page}");
         assert!(page.contains("&lt;img src=x&gt;"));
         assert!(page.contains("env=&lt;prod&gt;"));
@@ -711,7 +740,13 @@ mod tests {
         ];
         let query = FleetQuery::default();
         let all = rows(&agents, &query);
-        let page = render(&View { agents: &agents, rows: &all, q: &query, csrf: "csrf", now: 0 });
+        let page = render(&View {
+            agents: &agents,
+            rows: &all,
+            q: &query,
+            session: &Session::for_test(Role::Operator),
+            now: 0,
+        });
         assert_eq!(page.matches("badge-dup").count(), 2, "both web-1 rows, not web-2: {page}");
         assert!(page.contains(r#"id="campaign-for-these""#) && page.contains("Create campaign for these 3"));
         assert!(page.contains(r#"href="/campaigns/new?selection=filter""#), "{page}");

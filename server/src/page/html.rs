@@ -4,6 +4,9 @@
 //! is a handful of tables and forms, and one escaping function is easier
 //! to audit than a template language's rules.
 
+use super::session::Session;
+use crate::access::Role;
+
 /// `s` safe inside HTML text and inside a double- or single-quoted
 /// attribute value.
 pub fn escape(s: &str) -> String {
@@ -72,18 +75,37 @@ pub fn csrf_field(csrf: &str) -> String {
     format!(r#"<input type="hidden" name="csrf" value="{}">"#, escape(csrf))
 }
 
-/// A whole page: head with our stylesheet and script (no inline code, the
-/// CSP forbids it), a header with navigation and the logout button when
-/// `csrf` (a session) is given, and `body`.
-pub fn layout(title: &str, csrf: Option<&str>, body: &str) -> String {
-    let nav = match csrf {
-        Some(csrf) => format!(
-            r#"<nav><a href="/">Fleet</a> <a href="/campaigns">Campaigns</a> <a href="/repositories">Repositories</a> <a href="/logout-everywhere" id="logout-everywhere">Log out everywhere</a>
-<form method="post" action="/logout" class="logout">{}<button type="submit" id="logout">Log out</button></form></nav>"#,
-            csrf_field(csrf)
-        ),
-        None => String::new(),
+/// The header's navigation for `session`: the pages, each shown only to
+/// a role that can use it, who is logged in with their role, and the
+/// logout button (CSRF).
+fn nav(session: &Session) -> String {
+    let p = &session.principal;
+    let admin = session.may(Role::Admin);
+    let users = if admin { r#" <a href="/users" id="nav-users">Users</a>"# } else { "" };
+    let everywhere = if admin {
+        r#" <a href="/logout-everywhere" id="logout-everywhere">Log out everywhere</a>"#
+    } else {
+        ""
     };
+    // A named user's name leads to their account (password change); the
+    // break-glass admin has no account here.
+    let who = format!("{} · {}", escape(&p.actor()), p.role);
+    let who = match p.user {
+        Some(_) => format!(r#"<a href="/account" id="whoami" title="your account">{who}</a>"#),
+        None => format!(r#"<span id="whoami">{who}</span>"#),
+    };
+    format!(
+        r#"<nav><a href="/">Fleet</a> <a href="/campaigns">Campaigns</a> <a href="/repositories">Repositories</a> <a href="/audit" id="nav-audit">Audit</a> <a href="/tokens" id="nav-tokens">API tokens</a>{users}{everywhere}
+<span class="whoami">{who}</span><form method="post" action="/logout" class="logout">{}<button type="submit" id="logout">Log out</button></form></nav>"#,
+        csrf_field(&session.csrf)
+    )
+}
+
+/// A whole page: head with our stylesheet and script (no inline code, the
+/// CSP forbids it), a header with the navigation, who is logged in and the
+/// logout button when there is a `session`, and `body`.
+pub fn layout(title: &str, session: Option<&Session>, body: &str) -> String {
+    let nav = session.map(nav).unwrap_or_default();
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -147,7 +169,33 @@ mod tests {
         let page = layout("<x>", None, "");
         assert!(page.contains("&lt;x&gt;") && !page.contains("<x>"));
         assert!(!page.contains("/logout"));
-        let page = layout("Fleet", Some("tok\"en"), "");
+        let mut session = Session::for_test(Role::Operator);
+        session.csrf = "tok\"en".into();
+        let page = layout("Fleet", Some(&session), "");
         assert!(page.contains(r#"value="tok&quot;en""#));
+        assert!(page.contains("tester · operator"), "{page}");
+    }
+
+    #[test]
+    fn the_nav_shows_each_role_only_the_pages_it_can_use() {
+        let nav_of = |role| layout("x", Some(&Session::for_test(role)), "");
+        for role in [Role::Viewer, Role::Operator, Role::Admin] {
+            let page = nav_of(role);
+            assert!(page.contains(r#"href="/audit""#) && page.contains(r#"href="/tokens""#), "{role}");
+            assert_eq!(page.contains(r#"href="/users""#), role == Role::Admin, "{role}");
+            assert_eq!(page.contains(r#"href="/logout-everywhere""#), role == Role::Admin, "{role}");
+            assert!(page.contains(&format!("tester · {role}")) && page.contains(r#"href="/account""#));
+        }
+        let mut glass = Session::for_test(Role::Admin);
+        glass.principal = crate::access::Principal {
+            user: None,
+            via: crate::access::Via::BreakGlassPage,
+            role: Role::Admin,
+            source: "-".into(),
+        };
+        let page = layout("x", Some(&glass), "");
+        assert!(
+            page.contains("admin password (break-glass) · admin") && !page.contains(r#"href="/account""#)
+        );
     }
 }

@@ -29,7 +29,7 @@ use crate::{secret, FleetError};
 /// How long a failed login waits before its answer.
 pub const FAILED_LOGIN_DELAY: Duration = Duration::from_secs(1);
 /// The longest secret the form takes (a password or the token).
-const MAX_SECRET: usize = 1024;
+pub(super) const MAX_SECRET: usize = 1024;
 /// The largest argon2 memory cost accepted for the admin password's hash
 /// (256 MiB; the default is 19 MiB): each verification allocates it, and
 /// [`super::login_limit::MAX_VERIFYING`] may run at once.
@@ -108,7 +108,7 @@ enum Outcome {
 
 /// Whether `given` is `stored`'s password; argon2 runs in one of the
 /// limited verification slots, off the async workers (slow on purpose).
-async fn matches(state: &FleetState, stored: Arc<str>, given: &str) -> Result<bool, Refused> {
+pub(super) async fn matches(state: &FleetState, stored: Arc<str>, given: &str) -> Result<bool, Refused> {
     let slot = state.page.logins.verification_slot().await?;
     let given = given.to_string();
     let matched =
@@ -350,6 +350,7 @@ pub async fn logout(
     Form(form): Form<LogoutForm>,
 ) -> Result<Response, PageError> {
     check_post(&session, &headers, form.csrf.as_deref())?;
+    // No role check: every role may end its own session.
     if let Some(value) = cookie(&headers) {
         state.store.end_session(&value, &state.page.credential).await?;
     }
@@ -360,8 +361,10 @@ pub async fn logout(
         .into_response())
 }
 
-/// `GET /logout-everywhere`: what it does, and the button (CSRF).
-pub async fn everywhere_form(Authed(session): Authed) -> Html<String> {
+/// `GET /logout-everywhere`: what it does, and the button (CSRF); an
+/// admin's.
+pub async fn everywhere_form(Authed(session): Authed) -> Result<Html<String>, PageError> {
+    session.require(Role::Admin)?;
     let body = format!(
         r#"<p>This ends every session of the page, in every browser, this one too. Use it when a
 browser you logged in from is lost or shared. (Restarting the server with a new admin token or
@@ -370,7 +373,7 @@ password does the same.)</p>
 <button type="submit" id="logout-everywhere">Log out everywhere</button></form>"#,
         escape(&session.csrf)
     );
-    Html(layout("Log out everywhere", None, &body))
+    Ok(Html(layout("Log out everywhere", Some(&session), &body)))
 }
 
 /// `POST /logout-everywhere` (with the CSRF token): ends every session.

@@ -17,13 +17,21 @@
 //! | `GET /campaigns/{id}` | one campaign, its waves and agents with states and reasons; `?format=json` its live cells |
 //! | `POST /campaigns/{id}/{pause,resume,abort,abort-and-revert,rollback}` | abort, abort-and-revert and rollback answer a confirmation page first; with `confirm=yes` the command, back to the campaign (CSRF) |
 //! | `GET /repositories` | every repository the fleet runs, its versions and whether its registry answers ([`repositories`]) |
+//! | `GET /users`, `POST /users` | admin: the users; adds one, its setup code shown once ([`users_view`]) |
+//! | `POST /users/{name}/{role,reset,remove}` | admin: changes the role; reset and remove answer a confirmation page first, with `confirm=yes` the change (CSRF) |
+//! | `GET /tokens`, `POST /tokens` | one's own API tokens (an admin: everyone's); makes one, shown once ([`tokens_view`]) |
+//! | `POST /tokens/{id}/revoke` | revokes one's own token, or any for an admin (CSRF) |
+//! | `GET /audit?actor=&action=&object=&outcome=&since=&before=` | the audit log, newest first, "Older →" by cursor ([`audit_view`]) |
+//! | `GET /account`, `POST /account` | a named user's own password change ([`account`]) |
 //! | `GET /static/fleet.js`, `/static/fleet.css` | our script and stylesheet |
 //!
 //! Every answer here carries a strict Content-Security-Policy (no inline
 //! script or style, no framing), `Referrer-Policy: no-referrer` and
 //! `Cache-Control: no-store`.
 
+pub mod account;
 pub mod agent_view;
+pub mod audit_view;
 pub mod campaign_form;
 pub mod campaign_request;
 pub mod campaign_view;
@@ -36,7 +44,11 @@ pub mod login_limit;
 pub mod overview;
 pub mod repositories;
 pub mod session;
+pub mod tokens_view;
+pub mod users_view;
 
+#[cfg(test)]
+mod access_tests;
 #[cfg(test)]
 mod campaign_tests;
 
@@ -63,6 +75,14 @@ pub fn routes() -> Router<FleetState> {
         .route("/agents/{id}", get(agent_view::agent))
         .route("/agents/{id}/pin", post(agent_view::pin))
         .route("/repositories", get(repositories::repositories))
+        .route("/users", get(users_view::list).post(users_view::add))
+        .route("/users/{name}/role", post(users_view::set_role))
+        .route("/users/{name}/reset", post(users_view::reset))
+        .route("/users/{name}/remove", post(users_view::remove))
+        .route("/tokens", get(tokens_view::list).post(tokens_view::create))
+        .route("/tokens/{id}/revoke", post(tokens_view::revoke))
+        .route("/audit", get(audit_view::audit))
+        .route("/account", get(account::account).post(account::change_password))
         .route("/campaigns", get(campaign_view::list))
         .route("/campaigns/new", get(campaign_form::form).post(campaign_form::submit))
         .route("/campaigns/{id}", get(campaign_view::campaign))

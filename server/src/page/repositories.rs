@@ -8,13 +8,13 @@ use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
 
 use super::html::{escape, layout, urlencode};
-use super::session::Authed;
+use super::session::{Authed, Session};
 use super::PageError;
 use crate::state::FleetState;
 use crate::versions::RepositoryInfo;
 
 /// The repositories table, failing registries first.
-pub fn render(repos: &[RepositoryInfo], csrf: &str) -> String {
+pub fn render(repos: &[RepositoryInfo], session: &Session) -> String {
     let mut repos: Vec<&RepositoryInfo> = repos.iter().collect();
     repos.sort_by(|a, b| {
         b.error.is_some().cmp(&a.error.is_some()).then_with(|| a.repository.cmp(&b.repository))
@@ -53,7 +53,7 @@ pub fn render(repos: &[RepositoryInfo], csrf: &str) -> String {
         r#"{summary}
 <table class="repositories" id="repositories"><thead><tr><th>Repository</th><th>Targets</th><th>Versions</th><th>Newest release</th><th>Checked (UTC)</th><th>Registry</th></tr></thead><tbody>{rows}</tbody></table>"#
     );
-    layout("Repositories", Some(csrf), &body)
+    layout("Repositories", Some(session), &body)
 }
 
 /// `GET /repositories`.
@@ -62,7 +62,7 @@ pub async fn repositories(
     Authed(session): Authed,
 ) -> Result<Response, PageError> {
     let repos = state.store.repositories().await?;
-    Ok(Html(render(&repos, &session.csrf)).into_response())
+    Ok(Html(render(&repos, &session)).into_response())
 }
 
 #[cfg(test)]
@@ -84,7 +84,7 @@ mod tests {
     fn unreachable_registries_come_first_with_their_reason_escaped() {
         let html = render(
             &[repo("a.example/ok", None), repo("b.example/down", Some("connection refused <x>"))],
-            "t",
+            &Session::for_test(crate::access::Role::Viewer),
         );
         let down = html.find("b.example/down").expect("listed");
         let ok = html.find("a.example/ok").expect("listed");

@@ -49,6 +49,22 @@ impl Session {
     pub fn require(&self, role: Role) -> Result<(), FleetError> {
         self.principal.require(role)
     }
+
+    /// Whether the session's user holds `role`: what the pages show (a
+    /// form, a button, a link) follows it; what the server accepts follows
+    /// [`Session::require`].
+    pub fn may(&self, role: Role) -> bool {
+        self.principal.role >= role
+    }
+
+    /// A named user's session with `role` (for tests of what each role
+    /// sees).
+    #[cfg(test)]
+    pub fn for_test(role: Role) -> Self {
+        let principal =
+            Principal { user: Some("tester".into()), via: Via::Page, role, source: "127.0.0.1".into() };
+        Self { csrf: "c".repeat(64), principal }
+    }
 }
 
 impl Store {
