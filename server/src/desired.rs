@@ -13,9 +13,7 @@ use crate::access::Audit;
 use container_upgrader::manifest::edit::{self, EditError};
 use container_upgrader::manifest::Manifest;
 
-/// While a long-poll waits, the database is read again this often, so a
-/// change written by another server on the same PostgreSQL is seen.
-pub const RECHECK: Duration = Duration::from_secs(5);
+pub use super::store::RECHECK;
 
 /// A desired manifest and its revision.
 #[derive(Debug, Clone, PartialEq, Eq)]

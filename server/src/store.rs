@@ -26,6 +26,11 @@ const POSTGRES_CONNECTIONS: u32 = 16;
 /// How long a request waits for a free database connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// While a long-poll waits, the database is read again this often, so a
+/// change written by another server on the same PostgreSQL is seen even
+/// when its notification was missed.
+pub const RECHECK: Duration = Duration::from_secs(5);
+
 /// `--offline-after`'s default: three missed polls.
 pub const DEFAULT_OFFLINE_AFTER: u32 = 3;
 
@@ -134,7 +139,7 @@ impl Store {
             offline_after: DEFAULT_OFFLINE_AFTER,
             writes_by_agent: crate::bounds::WriteLimiter::default(),
             shared: (!sqlite).then(|| Arc::from(url.as_str())),
-            recheck: crate::desired::RECHECK,
+            recheck: RECHECK,
         })
     }
 

@@ -19,7 +19,7 @@
 //! most one verification in progress, not for the attack.
 //!
 //! Several servers on one database share the per-address failures (the
-//! `login_failures` table, [`Store::login_wait`]): guesses spread over the
+//! `login_failures` table, [`super::login_failures`]): guesses spread over the
 //! replicas behind a balancer meet the same backoff as on one server.
 //! Turns and slots stay per server: they bound each server's own work.
 
@@ -29,10 +29,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-use crate::error::db;
-use crate::store::{now_ms, Store};
-use crate::FleetError;
 
 /// argon2 verifications at once: memory is at most this many times the
 /// hash's cost (itself at most [`super::login::MAX_HASH_MEMORY_KIB`]).
@@ -116,7 +112,7 @@ pub struct Attempt<'a> {
 }
 
 /// How long after `failures` failures the next try must wait.
-fn backoff(failures: u32) -> Option<Duration> {
+pub(crate) fn backoff(failures: u32) -> Option<Duration> {
     let over = failures.checked_sub(FREE_FAILURES)?;
     let secs = 1u64.checked_shl(over.min(20)).unwrap_or(u64::MAX);
     Some(Duration::from_secs(secs).min(MAX_BACKOFF))
@@ -205,63 +201,6 @@ impl Drop for Attempt<'_> {
     }
 }
 
-impl Store {
-    /// How long `ip` must still wait before its next login, by the
-    /// failures every server sharing the database counted; `None` when
-    /// it may try now.
-    pub async fn login_wait(&self, ip: IpAddr) -> Result<Option<u64>, FleetError> {
-        let key = container_upgrader::serve::address_key(ip).to_string();
-        let row: Option<(i64, i64)> =
-            sqlx::query_as("SELECT failures, last_at FROM login_failures WHERE address = $1")
-                .bind(&key)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db("reading login failures"))?;
-        let Some((failures, last_at)) = row else { return Ok(None) };
-        let since = Duration::from_millis(u64::try_from(now_ms() - last_at).unwrap_or(0));
-        if since >= FORGET_AFTER {
-            return Ok(None);
-        }
-        let wait = backoff(u32::try_from(failures).unwrap_or(u32::MAX)).and_then(|b| b.checked_sub(since));
-        Ok(wait.map(|w| w.as_secs_f64().ceil() as u64).filter(|s| *s > 0))
-    }
-
-    /// Counts a failed login from `ip` for every server.
-    pub async fn login_failed(&self, ip: IpAddr) -> Result<(), FleetError> {
-        let key = container_upgrader::serve::address_key(ip).to_string();
-        let now = now_ms();
-        let forget = i64::try_from(FORGET_AFTER.as_millis()).unwrap_or(i64::MAX);
-        let _gate = self.write_gate().await;
-        sqlx::query(
-            "INSERT INTO login_failures (address, failures, last_at) VALUES ($1, 1, $2) \
-             ON CONFLICT (address) DO UPDATE SET last_at = excluded.last_at, failures = CASE \
-             WHEN login_failures.last_at < $3 THEN 1 ELSE login_failures.failures + 1 END",
-        )
-        .bind(&key)
-        .bind(now)
-        .bind(now - forget)
-        .execute(&self.pool)
-        .await
-        .map_err(db("counting a login failure"))?;
-        Ok(())
-    }
-
-    /// Forgets `ip`'s failures (it logged in), and every address's that
-    /// are past [`FORGET_AFTER`].
-    pub async fn login_succeeded(&self, ip: IpAddr) -> Result<(), FleetError> {
-        let key = container_upgrader::serve::address_key(ip).to_string();
-        let forget = i64::try_from(FORGET_AFTER.as_millis()).unwrap_or(i64::MAX);
-        let _gate = self.write_gate().await;
-        sqlx::query("DELETE FROM login_failures WHERE address = $1 OR last_at < $2")
-            .bind(&key)
-            .bind(now_ms() - forget)
-            .execute(&self.pool)
-            .await
-            .map_err(db("forgetting login failures"))?;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,27 +250,5 @@ mod tests {
         }
         assert!(matches!(limiter.admit(IpAddr::from([10, 0, 0, 1])), Err(Refused::Global(_))));
         assert!(limiter.admit(ip(9)).is_ok(), "a fresh address is still heard");
-    }
-}
-
-#[cfg(test)]
-mod shared_tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn failures_counted_on_one_server_hold_back_the_next_try_on_another() {
-        let dir = tempfile::tempdir().expect("login test step");
-        let url = crate::tests::database(dir.path()).await;
-        let (a, b) = (Store::open(&url).await.expect("open"), Store::open(&url).await.expect("open"));
-        let attacker = IpAddr::from([192, 0, 2, 66]);
-        for _ in 0..FREE_FAILURES {
-            assert_eq!(b.login_wait(attacker).await.expect("read"), None, "free tries");
-            a.login_failed(attacker).await.expect("count");
-        }
-        let wait = b.login_wait(attacker).await.expect("read");
-        assert_eq!(wait, Some(1), "the other server makes it wait too");
-        assert_eq!(b.login_wait(IpAddr::from([192, 0, 2, 67])).await.expect("read"), None, "others not");
-        b.login_succeeded(attacker).await.expect("forget");
-        assert_eq!(a.login_wait(attacker).await.expect("read"), None);
     }
 }

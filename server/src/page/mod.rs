@@ -40,6 +40,7 @@ pub mod fleet_view;
 pub mod html;
 pub mod live;
 pub mod login;
+pub mod login_failures;
 pub mod login_limit;
 pub mod overview;
 pub mod repositories;
