@@ -5,7 +5,8 @@
 //!
 //! One file per concern: [`store`] (the database and its migrations),
 //! [`enrolment`], [`desired`], [`reports`], [`versions`], [`agents`] (the
-//! admin's view), [`api`] (the routes), [`page`] (the admin's web page).
+//! admin's view), [`api`] (the routes), [`page`] (the admin's web page),
+//! [`notify`] (events to webhooks, Slack and ntfy).
 //! Both sides of the agent wire speak [`protocol`], which lives in the
 //! controller's library (`container_upgrader::protocol`) with the manifest
 //! validation the server runs: one copy, nothing copied.
@@ -19,6 +20,7 @@ mod enrol_queue;
 pub mod enrolment;
 mod error;
 pub mod guard;
+pub mod notify;
 pub mod page;
 pub use container_upgrader::protocol;
 pub mod reports;
@@ -104,6 +106,11 @@ pub struct ServerConfig {
     pub admin_password_hash: Option<String>,
     /// How much of each agent's history is kept.
     pub history: bounds::Retention,
+    /// The sinks of `--notifications-file`, read and checked; `None`
+    /// without the flag (the page's sinks stay, the file's are kept).
+    pub notification_sinks: Option<Vec<notify::outbox::NewSink>>,
+    /// An agent unseen this long is notified as offline.
+    pub notify_offline_after: Duration,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -117,6 +124,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_address", &self.max_connections_per_address)
             .field("admin_password", &self.admin_password_hash.is_some())
+            .field("notification_sinks", &self.notification_sinks)
+            .field("notify_offline_after", &self.notify_offline_after)
             .finish()
     }
 }
@@ -160,11 +169,16 @@ pub async fn run(
         .map_err(|e| e.to_string())?
         .with_offline_after(config.offline_after);
     store.restore_holds().await.map_err(|e| e.to_string())?;
+    if let Some(sinks) = &config.notification_sinks {
+        store.sync_file_sinks(sinks).await.map_err(|e| format!("--notifications-file: {e}"))?;
+    }
     let new_repository = Arc::new(tokio::sync::Notify::new());
     let checker =
         tokio::spawn(versions::run_checker(store.clone(), config.checker.clone(), new_repository.clone()));
     let campaigns = tokio::spawn(campaign::runner::run(store.clone()));
     let pruner = tokio::spawn(prune_history(store.clone(), config.history));
+    let notifier = tokio::spawn(notify::deliver::run(store.clone()));
+    let presence = tokio::spawn(notify::offline::run(store.clone(), config.notify_offline_after));
     let state = state::FleetState {
         store: store.clone(),
         admin_token: Arc::from(config.admin_token.as_str()),
@@ -195,6 +209,8 @@ pub async fn run(
     checker.abort();
     campaigns.abort();
     pruner.abort();
+    notifier.abort();
+    presence.abort();
     store.close().await;
     served.map_err(|e| format!("serving on {addr}: {e}"))
 }

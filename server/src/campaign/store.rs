@@ -115,7 +115,11 @@ impl Store {
         write_waves(&mut tx, &id, c).await?;
         let detail = format!("{} agent(s), {}", c.members.len(), c.spec.image);
         record_event(&mut tx, &id, now, "created", Some(&detail), actor).await?;
+        let notified = notify_change(&mut tx, &id, None, c, now).await?;
         tx.commit().await.map_err(db("committing a new campaign"))?;
+        if notified {
+            self.wake_notifications();
+        }
         Ok(id)
     }
 
@@ -243,6 +247,7 @@ impl Store {
         if let Some(kind) = event_kind(before, after) {
             record_event(&mut tx, id, now, kind, after.reason.as_deref(), actor).await?;
         }
+        let notified = notify_change(&mut tx, id, Some(before), after, now).await?;
         match (ended(before), ended(after)) {
             (false, true) => {
                 sqlx::query("DELETE FROM campaign_holds WHERE campaign_id = $1")
@@ -303,6 +308,9 @@ impl Store {
             }
         }
         tx.commit().await.map_err(db("committing a campaign"))?;
+        if notified {
+            self.wake_notifications();
+        }
         Ok(Some(fresh))
     }
 
@@ -429,6 +437,21 @@ fn event_kind(before: &Campaign, after: &Campaign) -> Option<&'static str> {
         (_, Phase::Aborted) => "aborted",
         (_, Phase::RolledBack) => "rolled back",
     })
+}
+
+/// Writes the notification a change from `before` (`None`: created) to
+/// `after` makes, if any, in the change's transaction; true when a sink
+/// is to be told.
+async fn notify_change(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+    before: Option<&Campaign>,
+    after: &Campaign,
+    now: i64,
+) -> Result<bool, FleetError> {
+    let Some(kind) = crate::notify::campaign_kind(before, after) else { return Ok(false) };
+    let event = crate::notify::campaign_event(kind, id, after, now)?;
+    Ok(crate::notify::outbox::enqueue(tx, &event, None).await? > 0)
 }
 
 /// Appends one line to campaign `id`'s timeline.

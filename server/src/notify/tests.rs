@@ -1,0 +1,152 @@
+//! Notifications over the real store (SQLite, or the PostgreSQL of
+//! `FLEET_TEST_POSTGRES`): sinks, what is queued for whom and in which
+//! order, presence notices once per episode.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::outbox::{NewSink, Source};
+use super::sinks::SinkKind;
+use super::{Event, Kind};
+use crate::Store;
+use container_upgrader::protocol::EnrolRequest;
+use container_upgrader::report::OpEvent;
+
+async fn open() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("notify test step");
+    let url = crate::tests::database(dir.path()).await;
+    (Store::open(&url).await.expect("notify test step"), dir)
+}
+
+fn sink(name: &str, events: &[&str]) -> NewSink {
+    NewSink {
+        name: name.into(),
+        kind: SinkKind::Webhook,
+        url: "http://127.0.0.1:9/hook".into(),
+        secret: Some("0123456789abcdef".into()),
+        events: events.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+async fn agent(store: &Store) -> String {
+    let token = store.create_token(3_600_000, 1, Default::default()).await.expect("notify test step").token;
+    let manifest =
+        "version: 1\ntargets:\n  - container: app\n    image: 127.0.0.1:5000/app:1.0.0\n".to_string();
+    let request = EnrolRequest { token, name: "host-1".into(), manifest };
+    store.enrol(&request).await.expect("notify test step").agent_id
+}
+
+fn op(id: &str, outcome: &str) -> OpEvent {
+    serde_json::from_value(json!({
+        "op_id": id, "container": "app", "from": "127.0.0.1:5000/app:1.0.0", "to": "127.0.0.1:5000/app:1.1.0",
+        "outcome": outcome, "reason": "health: exited with 4", "started_at": "2026-01-01T00:00:00Z",
+        "ended_at": "2026-01-01T00:00:05Z", "duration_ms": 5000, "controller_version": "0.1.0",
+    }))
+    .expect("notify test step")
+}
+
+/// Every event queued for `sink`, in order (delivering none).
+async fn queued(store: &Store, sink: &str) -> Vec<Event> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT payload FROM notify_outbox WHERE sink_id = $1 ORDER BY seq")
+            .bind(sink)
+            .fetch_all(&store.pool)
+            .await
+            .expect("notify test step");
+    rows.iter().map(|(p,)| serde_json::from_str(p).expect("notify test step")).collect()
+}
+
+#[tokio::test]
+async fn sinks_are_added_listed_without_secrets_and_a_name_is_taken_once() {
+    let (store, _dir) = open().await;
+    let added = store.add_sink(&sink("ops", &[]), Source::Page).await.expect("notify test step");
+    assert_eq!(added.secret, Some("set"));
+    let listed = serde_json::to_string(&store.sinks().await.expect("notify test step")).expect("json");
+    assert!(!listed.contains("0123456789abcdef"), "{listed}");
+    let again = store.add_sink(&sink("ops", &[]), Source::Page).await.expect_err("taken");
+    assert!(matches!(again, crate::FleetError::Conflict(_)), "{again}");
+    let bad = NewSink { url: "file:///etc/passwd".into(), ..sink("x", &[]) };
+    assert!(matches!(store.add_sink(&bad, Source::Page).await, Err(crate::FleetError::Invalid(_))));
+    store.remove_sink(&added.id).await.expect("notify test step");
+    assert!(store.sinks().await.expect("notify test step").is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_op_is_queued_once_for_subscribed_sinks_in_order_behind_tests() {
+    let (store, _dir) = open().await;
+    let all = store.add_sink(&sink("all", &[]), Source::Page).await.expect("notify test step").id;
+    let campaigns = store
+        .add_sink(&sink("campaigns", &["campaign.failed"]), Source::Page)
+        .await
+        .expect("notify test step")
+        .id;
+    let id = agent(&store).await;
+    store.test_sink(&all).await.expect("notify test step");
+    store.store_event(&id, &op("op-1", "rolled_back")).await.expect("notify test step");
+    store.store_event(&id, &op("op-1", "rolled_back")).await.expect("a repeat");
+    store.store_event(&id, &op("op-2", "committed")).await.expect("notify test step");
+    store.store_event(&id, &op("op-3", "failed")).await.expect("notify test step");
+    let got = queued(&store, &all).await;
+    let kinds: Vec<Kind> = got.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [Kind::Test, Kind::AgentOpFailed, Kind::AgentOpFailed]);
+    assert_eq!(got[1].op.as_ref().map(|o| o.op_id.as_str()), Some("op-1"));
+    assert_eq!(got[2].op.as_ref().map(|o| o.op_id.as_str()), Some("op-3"));
+    assert!(
+        got[1].summary.contains("host-1") && got[1].summary.contains("rolled back"),
+        "{}",
+        got[1].summary
+    );
+    assert!(queued(&store, &campaigns).await.is_empty(), "not subscribed, and tests go only where asked");
+    let info = store.sink(&all).await.expect("notify test step");
+    assert_eq!(info.backlog, 3);
+    // Head of line: the oldest waits first; delivering it moves on.
+    let head = store.head(&all).await.expect("notify test step").expect("a head");
+    store.attempt_failed(&all, head.seq, "refused", 0).await.expect("notify test step");
+    assert_eq!(store.head(&all).await.expect("notify test step").map(|h| h.seq), Some(head.seq));
+    store.delivered(&all, head.seq).await.expect("notify test step");
+    let next = store.head(&all).await.expect("notify test step").expect("a head");
+    assert!(next.seq > head.seq);
+    assert_eq!(store.sink(&all).await.expect("notify test step").backlog, 2);
+}
+
+#[tokio::test]
+async fn an_offline_agent_is_told_once_per_episode_and_again_when_back() {
+    let (store, _dir) = open().await;
+    let s = store.add_sink(&sink("all", &[]), Source::Page).await.expect("notify test step").id;
+    let id = agent(&store).await;
+    let quiet = Duration::from_secs(60);
+    assert_eq!(store.scan_presence(quiet).await.expect("notify test step"), 0, "just enrolled");
+    let long_ago = crate::store::now_ms() - 3_600_000;
+    sqlx::query("UPDATE agents SET last_seen = $1 WHERE id = $2")
+        .bind(long_ago)
+        .bind(&id)
+        .execute(&store.pool)
+        .await
+        .expect("notify test step");
+    assert_eq!(store.scan_presence(quiet).await.expect("notify test step"), 1);
+    assert_eq!(store.scan_presence(quiet).await.expect("notify test step"), 0, "once per episode");
+    sqlx::query("UPDATE agents SET last_seen = $1 WHERE id = $2")
+        .bind(crate::store::now_ms() + 1)
+        .bind(&id)
+        .execute(&store.pool)
+        .await
+        .expect("notify test step");
+    assert_eq!(store.scan_presence(quiet).await.expect("notify test step"), 1);
+    let kinds: Vec<Kind> = queued(&store, &s).await.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [Kind::AgentOffline, Kind::AgentOnline]);
+}
+
+#[tokio::test]
+async fn the_file_s_sinks_are_synced_and_cannot_be_removed_on_the_page() {
+    let (store, _dir) = open().await;
+    store.add_sink(&sink("page", &[]), Source::Page).await.expect("notify test step");
+    store.sync_file_sinks(&[sink("filed", &[]), sink("gone", &[])]).await.expect("notify test step");
+    store.sync_file_sinks(&[sink("filed", &["agent.offline"])]).await.expect("notify test step");
+    let sinks = store.sinks().await.expect("notify test step");
+    let names: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["filed", "page"]);
+    assert_eq!(sinks[0].events, ["agent.offline"]);
+    let e = store.remove_sink(&sinks[0].id).await.expect_err("a file's sink");
+    assert!(e.to_string().contains("--notifications-file"), "{e}");
+}
