@@ -225,6 +225,14 @@ fn a_receiver_down_across_a_server_crash_gets_every_event_in_order_signed_with_i
     common::wait_for("an empty backlog", Duration::from_secs(10), || {
         sinks(&server).first().is_some_and(|s| s["backlog"] == 0 && s["last_delivered_at"].is_string())
     });
+    let cookie = server.login(common::ADMIN_TOKEN);
+    let (status, page) = server.page(&cookie, "/notifications");
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains(">ops<") && page.contains("from the file") && page.contains("up to date"),
+        "{page}"
+    );
+    assert!(!page.contains(SECRET), "the page never shows the secret");
     let file_sink = server.admin("DELETE", &format!("/v1/fleet/notifications/{sink_id}"), "");
     assert_eq!(file_sink.status, 409, "a file's sink is not removed through the API: {}", file_sink.text());
 }

@@ -78,7 +78,7 @@ pub fn csrf_field(csrf: &str) -> String {
 pub fn layout(title: &str, csrf: Option<&str>, body: &str) -> String {
     let nav = match csrf {
         Some(csrf) => format!(
-            r#"<nav><a href="/">Fleet</a> <a href="/campaigns">Campaigns</a> <a href="/repositories">Repositories</a> <a href="/logout-everywhere" id="logout-everywhere">Log out everywhere</a>
+            r#"<nav><a href="/">Fleet</a> <a href="/campaigns">Campaigns</a> <a href="/repositories">Repositories</a> <a href="/notifications">Notifications</a> <a href="/logout-everywhere" id="logout-everywhere">Log out everywhere</a>
 <form method="post" action="/logout" class="logout">{}<button type="submit" id="logout">Log out</button></form></nav>"#,
             csrf_field(csrf)
         ),

@@ -16,6 +16,9 @@
 //! | `GET /campaigns/{id}` | one campaign, its waves and agents with states and reasons; `?format=json` its live cells |
 //! | `POST /campaigns/{id}/{pause,resume,abort,abort-and-revert,rollback}` | abort, abort-and-revert and rollback answer a confirmation page first; with `confirm=yes` the command, back to the campaign (CSRF) |
 //! | `GET /repositories` | every repository the fleet runs, its versions and whether its registry answers ([`repositories`]) |
+//! | `GET /notifications` | the notification sinks, their queues, the add form ([`notifications`]) |
+//! | `POST /notifications` | adds a sink (CSRF) |
+//! | `POST /notifications/{id}/{test,remove}` | queues a test event, or removes a page sink (CSRF) |
 //! | `GET /static/fleet.js`, `/static/fleet.css` | our script and stylesheet |
 //!
 //! Every answer here carries a strict Content-Security-Policy (no inline
@@ -32,6 +35,7 @@ pub mod html;
 pub mod live;
 pub mod login;
 pub mod login_limit;
+pub mod notifications;
 pub mod overview;
 pub mod repositories;
 pub mod session;
@@ -61,6 +65,8 @@ pub fn routes() -> Router<FleetState> {
         .route("/agents/{id}", get(agent_view::agent))
         .route("/agents/{id}/pin", post(agent_view::pin))
         .route("/repositories", get(repositories::repositories))
+        .route("/notifications", get(notifications::list).post(notifications::add))
+        .route("/notifications/{id}/{command}", post(notifications::command))
         .route("/campaigns", get(campaign_view::list))
         .route("/campaigns/new", get(campaign_form::form).post(campaign_form::submit))
         .route("/campaigns/{id}", get(campaign_view::campaign))
