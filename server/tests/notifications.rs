@@ -235,6 +235,27 @@ fn a_receiver_down_across_a_server_crash_gets_every_event_in_order_signed_with_i
     assert!(!page.contains(SECRET), "the page never shows the secret");
     let file_sink = server.admin("DELETE", &format!("/v1/fleet/notifications/{sink_id}"), "");
     assert_eq!(file_sink.status, 409, "a file's sink is not removed through the API: {}", file_sink.text());
+
+    // The CLI: list, add, remove.
+    let token_file = server.admin_token_file().to_string_lossy().to_string();
+    let url = server.url();
+    let cli = |args: &[&str]| -> String {
+        let mut full = vec!["fleet", "--server", &url, "--admin-token-file", &token_file, "notifications"];
+        full.extend_from_slice(args);
+        let out = run.server_cli(&full);
+        assert!(
+            out.status.success(),
+            "fleet notifications {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(cli(&["list"]).contains("ops"));
+    let phone_url = format!("http://{}/topic", free_addr());
+    let id = cli(&["add", "phone", "--kind", "ntfy", "--url", &phone_url, "--event", "agent.offline"]);
+    assert!(cli(&["list"]).contains("phone"));
+    cli(&["remove", id.trim()]);
+    assert!(!cli(&["list"]).contains("phone"));
 }
 
 #[test]

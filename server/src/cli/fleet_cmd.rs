@@ -106,6 +106,9 @@ enum FleetCommand {
     /// Campaigns: upgrade many agents in waves.
     #[command(subcommand)]
     Campaign(campaign::CampaignCommand),
+    /// Notification sinks: webhook, Slack, ntfy.
+    #[command(subcommand)]
+    Notifications(super::notify_cmd::NotifyCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -254,6 +257,7 @@ pub(crate) async fn fleet(args: FleetArgs) -> Result<u8, Failure> {
             print(&tokens, output, tokens_table)
         }
         FleetCommand::Campaign(command) => campaign::campaign(&client, command).await,
+        FleetCommand::Notifications(command) => super::notify_cmd::notifications(&client, command).await,
         FleetCommand::Token(TokenCommand::Revoke { id }) => {
             client
                 .send(Method::DELETE, &format!("/v1/fleet/enrolment-tokens/{}", segment(&id)), None)

@@ -9,6 +9,7 @@
 mod campaign_cmd;
 mod client;
 mod fleet_cmd;
+mod notify_cmd;
 mod serve;
 mod state;
 
