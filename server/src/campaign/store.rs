@@ -247,7 +247,6 @@ impl Store {
         if let Some(kind) = event_kind(before, after) {
             record_event(&mut tx, id, now, kind, after.reason.as_deref(), actor).await?;
         }
-        let notified = notify_change(&mut tx, id, Some(before), after, now).await?;
         match (ended(before), ended(after)) {
             (false, true) => {
                 sqlx::query("DELETE FROM campaign_holds WHERE campaign_id = $1")
@@ -307,6 +306,9 @@ impl Store {
                 tracing::error!(campaign = id, agent = %s.agent, step = s.step.as_str(), "a step already sent was decided again; not sent");
             }
         }
+        // Last: the notification takes the event counter's lock, held to
+        // the commit.
+        let notified = notify_change(&mut tx, id, Some(before), after, now).await?;
         tx.commit().await.map_err(db("committing a campaign"))?;
         if notified {
             self.wake_notifications();

@@ -22,10 +22,16 @@ pub fn interval(after: Duration) -> Duration {
     (after / 4).clamp(Duration::from_secs(1), Duration::from_secs(30))
 }
 
-/// Scans every [`interval`] until aborted.
+/// Scans every [`interval`] until aborted. Offline notices start once
+/// this process has watched for `after` itself: a server that was down
+/// (or upgraded) for longer must not call its whole fleet offline because
+/// nobody could be seen while it was away. Back-online notices start at
+/// once.
 pub async fn run(store: Store, after: Duration) {
+    let started = std::time::Instant::now();
     loop {
-        match store.scan_presence(after).await {
+        let offline_too = started.elapsed() >= after;
+        match store.scan_presence(after, offline_too).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(events = n, "agents' presence notified"),
             Err(e) => tracing::warn!(error = %e, "scanning for offline agents failed; trying again"),
@@ -35,17 +41,19 @@ pub async fn run(store: Store, after: Duration) {
 }
 
 impl Store {
-    /// Writes `agent.offline` for agents unseen for longer than `after`
-    /// and not told yet, `agent.online` for those told and seen since;
-    /// how many events.
-    pub async fn scan_presence(&self, after: Duration) -> Result<usize, FleetError> {
+    /// Writes `agent.offline` (when `offline_too`) for agents unseen for
+    /// longer than `after` and not told yet, `agent.online` for those told
+    /// and seen since; how many events.
+    pub async fn scan_presence(&self, after: Duration, offline_too: bool) -> Result<usize, FleetError> {
         let now = now_ms();
         let cutoff = now - i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+        // Nothing is older than the epoch: no row matches.
+        let cutoff_offline = if offline_too { cutoff } else { i64::MIN };
         let gone: Vec<(String, String, i64)> = sqlx::query_as(
             "SELECT id, name, last_seen FROM agents WHERE revoked_at IS NULL AND offline_notified_at IS NULL \
              AND last_seen < $1 ORDER BY last_seen",
         )
-        .bind(cutoff)
+        .bind(cutoff_offline)
         .fetch_all(&self.pool)
         .await
         .map_err(db("looking for offline agents"))?;

@@ -116,7 +116,7 @@ async fn an_offline_agent_is_told_once_per_episode_and_again_when_back() {
     let s = store.add_sink(&sink("all", &[]), Source::Page).await.expect("notify test step").id;
     let id = agent(&store).await;
     let quiet = Duration::from_secs(60);
-    assert_eq!(store.scan_presence(quiet).await.expect("notify test step"), 0, "just enrolled");
+    assert_eq!(store.scan_presence(quiet, true).await.expect("notify test step"), 0, "just enrolled");
     let long_ago = crate::store::now_ms() - 3_600_000;
     sqlx::query("UPDATE agents SET last_seen = $1 WHERE id = $2")
         .bind(long_ago)
@@ -124,15 +124,20 @@ async fn an_offline_agent_is_told_once_per_episode_and_again_when_back() {
         .execute(&store.pool)
         .await
         .expect("notify test step");
-    assert_eq!(store.scan_presence(quiet).await.expect("notify test step"), 1);
-    assert_eq!(store.scan_presence(quiet).await.expect("notify test step"), 0, "once per episode");
+    assert_eq!(
+        store.scan_presence(quiet, false).await.expect("notify test step"),
+        0,
+        "not before this server has watched for the whole threshold"
+    );
+    assert_eq!(store.scan_presence(quiet, true).await.expect("notify test step"), 1);
+    assert_eq!(store.scan_presence(quiet, true).await.expect("notify test step"), 0, "once per episode");
     sqlx::query("UPDATE agents SET last_seen = $1 WHERE id = $2")
         .bind(crate::store::now_ms() + 1)
         .bind(&id)
         .execute(&store.pool)
         .await
         .expect("notify test step");
-    assert_eq!(store.scan_presence(quiet).await.expect("notify test step"), 1);
+    assert_eq!(store.scan_presence(quiet, false).await.expect("notify test step"), 1, "back online at once");
     let kinds: Vec<Kind> = queued(&store, &s).await.iter().map(|e| e.kind).collect();
     assert_eq!(kinds, [Kind::AgentOffline, Kind::AgentOnline]);
 }
