@@ -16,7 +16,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{free_addr, http, FleetServer, TestRun};
+use common::{free_addr, http, FleetServer, TestPostgres, TestRun};
 use serde_json::{json, Value};
 
 const SECRET: &str = "notify-test-secret-0123456789";
@@ -110,6 +110,21 @@ fn op_event(op: &str, outcome: &str) -> Value {
 #[test]
 fn a_receiver_down_across_a_server_crash_gets_every_event_in_order_signed_with_its_key() {
     let run = TestRun::new("notify_restart");
+    let db = format!("sqlite://{}", run.empty_dir("db").join("fleet.db").display());
+    across_a_crash(&run, &db);
+}
+
+#[test]
+fn on_postgresql_too_a_receiver_down_across_a_crash_gets_every_event_in_order() {
+    let run = TestRun::new("notify_restart_pg");
+    let postgres = TestPostgres::start();
+    across_a_crash(&run, &postgres.url);
+    drop(postgres);
+}
+
+/// Events made while the sink is down, a SIGKILL and a restart, then a
+/// receiver: every event, in order, keyed and signed.
+fn across_a_crash(run: &TestRun, db: &str) {
     let sink_addr = free_addr();
     let file = run.write_file(
         "fleet/notifications.yaml",
@@ -118,9 +133,8 @@ fn a_receiver_down_across_a_server_crash_gets_every_event_in_order_signed_with_i
         ),
     );
     run.write_file("fleet/hook.secret", format!("{SECRET}\n"));
-    let db = format!("sqlite://{}", run.empty_dir("db").join("fleet.db").display());
     let file_arg = file.to_string_lossy().to_string();
-    let mut server = FleetServer::start(&run, &db, &["--notifications-file", &file_arg]);
+    let mut server = FleetServer::start(run, db, &["--notifications-file", &file_arg]);
     let listed = sinks(&server);
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["secret"], "set");
@@ -128,7 +142,7 @@ fn a_receiver_down_across_a_server_crash_gets_every_event_in_order_signed_with_i
     let sink_id = listed[0]["id"].as_str().expect("an id").to_string();
 
     // An agent whose failed ops make events.
-    let token = server.enrolment_token(&run, &[]);
+    let token = server.enrolment_token(run, &[]);
     let manifest = "version: 1\ntargets:\n  - container: app\n    image: 127.0.0.1:5000/app:1.0.0\n";
     let body = json!({ "token": token, "name": "edge-1", "manifest": manifest }).to_string();
     let answer = http(
