@@ -107,7 +107,8 @@ pub struct ServerConfig {
     /// How much of each agent's history is kept.
     pub history: bounds::Retention,
     /// The sinks of `--notifications-file`, read and checked; `None`
-    /// without the flag (the page's sinks stay, the file's are kept).
+    /// without the flag (every sink stays as it was, with a warning about
+    /// those a file declared).
     pub notification_sinks: Option<Vec<notify::outbox::NewSink>>,
     /// An agent unseen this long is notified as offline.
     pub notify_offline_after: Duration,
@@ -169,8 +170,23 @@ pub async fn run(
         .map_err(|e| e.to_string())?
         .with_offline_after(config.offline_after);
     store.restore_holds().await.map_err(|e| e.to_string())?;
-    if let Some(sinks) = &config.notification_sinks {
-        store.sync_file_sinks(sinks).await.map_err(|e| format!("--notifications-file: {e}"))?;
+    match &config.notification_sinks {
+        Some(sinks) => {
+            store.sync_file_sinks(sinks).await.map_err(|e| format!("--notifications-file: {e}"))?
+        }
+        None => {
+            // Kept, not dropped with their queues: a start without the flag
+            // may be a mistake. A file without them removes them.
+            let sinks = store.sinks().await.map_err(|e| e.to_string())?;
+            let filed: Vec<&str> = sinks
+                .iter()
+                .filter(|s| s.source == notify::outbox::Source::File)
+                .map(|s| s.name.as_str())
+                .collect();
+            if !filed.is_empty() {
+                tracing::warn!(sinks = ?filed, "notification sinks of a --notifications-file are kept, though this server was started without one; start with a file that leaves them out to remove them");
+            }
+        }
     }
     let new_repository = Arc::new(tokio::sync::Notify::new());
     let checker =

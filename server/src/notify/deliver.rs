@@ -225,7 +225,65 @@ async fn post(
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+
     use super::*;
+    use crate::notify::sinks::SinkKind;
+
+    /// A one-thread HTTP server answering every request with `answer`;
+    /// the requests it got.
+    fn server(answer: String) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().map_while(Result::ok) {
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(300)));
+                let mut buf = vec![0u8; 16384];
+                let n = stream.read(&mut buf).unwrap_or(0);
+                log.lock().expect("lock").push(String::from_utf8_lossy(&buf[..n]).to_string());
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        (addr, seen)
+    }
+
+    fn pending(payload: &str) -> Pending {
+        Pending { seq: 1, payload: payload.into(), attempts: 0, next_attempt_at: 0, created_at: 0 }
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed_and_a_2xx_alone_delivers() {
+        let ok = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_string();
+        let (elsewhere, elsewhere_seen) = server(ok.clone());
+        let redirect = format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://{elsewhere}/stolen\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        );
+        let (sink, _) = server(redirect);
+        let client = build_client().expect("client");
+        let event = Event::test("ops", 0).expect("event");
+        let payload = serde_json::to_string(&event).expect("json");
+        let target = Target {
+            kind: SinkKind::Webhook,
+            url: format!("http://{sink}/hook"),
+            secret: Some("0123456789abcdef".into()),
+        };
+        let why = post(&client, &target, &event, &pending(&payload)).await.expect_err("a redirect");
+        assert!(why.contains("redirects are not followed"), "{why}");
+        assert!(elsewhere_seen.lock().expect("lock").is_empty(), "re-posted to the redirect's target");
+        let (good, seen) = server(ok);
+        let target = Target { url: format!("http://{good}/hook"), ..target };
+        post(&client, &target, &event, &pending(&payload)).await.expect("delivered");
+        let request = seen.lock().expect("lock").concat().to_ascii_lowercase();
+        assert!(request.contains(&format!("idempotency-key: {}", event.id)), "{request}");
+        assert!(request.contains("x-container-upgrader-signature: sha256="), "{request}");
+        let free =
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
+        let dead = Target { url: format!("http://{free}/hook"), ..target };
+        let why = post(&client, &dead, &event, &pending(&payload)).await.expect_err("nobody listens");
+        assert!(why.contains("unreachable"), "{why}");
+    }
 
     #[test]
     fn retries_double_from_a_second_to_five_minutes_within_their_jitter() {

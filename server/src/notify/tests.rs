@@ -155,3 +155,134 @@ async fn the_file_s_sinks_are_synced_and_cannot_be_removed_on_the_page() {
     let e = store.remove_sink(&sinks[0].id).await.expect_err("a file's sink");
     assert!(e.to_string().contains("--notifications-file"), "{e}");
 }
+
+const ADMIN: &str = "admin-token-for-notify-tests";
+
+/// The API and the page in-process: admin only, sinks added, listed
+/// without secrets, tested and removed; the page's forms need the CSRF
+/// token.
+#[tokio::test]
+async fn the_api_and_the_page_manage_sinks_for_the_admin_only() {
+    let (store, _dir) = open().await;
+    let base = crate::tests::serve_in_process(&store, ADMIN).await;
+    let http = container_upgrader::tls::http_client("test", |b| {
+        b.timeout(Duration::from_secs(20)).redirect(reqwest::redirect::Policy::none())
+    })
+    .expect("notify test step");
+    let url = |p: &str| format!("{base}{p}");
+    let anonymous = http.get(url("/v1/fleet/notifications")).send().await.expect("notify test step");
+    assert_eq!(anonymous.status(), 401);
+    let body = json!({"name": "ops", "kind": "webhook", "url": "http://127.0.0.1:9/h", "secret": "0123456789abcdef"});
+    let refused =
+        http.post(url("/v1/fleet/notifications")).json(&body).send().await.expect("notify test step");
+    assert_eq!(refused.status(), 401, "adding needs the admin");
+    let bad =
+        json!({"name": "x", "kind": "webhook", "url": "file:///etc/passwd", "secret": "0123456789abcdef"});
+    let answer = http
+        .post(url("/v1/fleet/notifications"))
+        .bearer_auth(ADMIN)
+        .json(&bad)
+        .send()
+        .await
+        .expect("notify test step");
+    assert_eq!(answer.status(), 422);
+    assert!(answer.text().await.expect("notify test step").contains("only http:// and https://"));
+    let unknown = json!({"name": "x", "kind": "pager", "url": "https://h/x"});
+    let answer = http
+        .post(url("/v1/fleet/notifications"))
+        .bearer_auth(ADMIN)
+        .json(&unknown)
+        .send()
+        .await
+        .expect("notify test step");
+    assert_eq!(answer.status(), 400);
+    let added = http
+        .post(url("/v1/fleet/notifications"))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .expect("notify test step");
+    assert_eq!(added.status(), 201);
+    let added: serde_json::Value = added.json().await.expect("notify test step");
+    let id = added["id"].as_str().expect("an id").to_string();
+    let listed = http
+        .get(url("/v1/fleet/notifications"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("notify test step")
+        .text()
+        .await
+        .expect("notify test step");
+    assert!(listed.contains("\"secret\":\"set\"") && !listed.contains("0123456789abcdef"), "{listed}");
+    let tested = http
+        .post(url(&format!("/v1/fleet/notifications/{id}/test")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("notify test step");
+    assert_eq!(tested.status(), 202);
+    assert_eq!(store.sink(&id).await.expect("notify test step").backlog, 1);
+
+    // The page: log in, see the sink, a test without the CSRF token is
+    // refused, with it queued.
+    let login = http
+        .post(url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("secret={ADMIN}"))
+        .send()
+        .await
+        .expect("notify test step");
+    let cookie = login.headers()["set-cookie"].to_str().expect("notify test step");
+    let cookie = cookie.split(';').next().expect("notify test step").to_string();
+    let page = http
+        .get(url("/notifications"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("notify test step")
+        .text()
+        .await
+        .expect("notify test step");
+    assert!(
+        page.contains(">ops<") && page.contains("1 waiting") && !page.contains("0123456789abcdef"),
+        "{page}"
+    );
+    let marker = r#"name="csrf" value=""#;
+    let at = page.find(marker).expect("a CSRF field") + marker.len();
+    let csrf = page[at..].split('"').next().expect("notify test step").to_string();
+    let post = |path: String, form: String| {
+        http.post(url(&path))
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+    };
+    let forged =
+        post(format!("/notifications/{id}/test"), "csrf=wrong".into()).await.expect("notify test step");
+    assert_eq!(forged.status(), 403);
+    let ok =
+        post(format!("/notifications/{id}/test"), format!("csrf={csrf}")).await.expect("notify test step");
+    assert_eq!(ok.status(), 303);
+    assert_eq!(store.sink(&id).await.expect("notify test step").backlog, 2);
+    let add = format!("csrf={csrf}&name=phone&kind=ntfy&url=https%3A%2F%2Fntfy.sh%2Ft&secret=&events=agent.offline%2C+campaign.failed");
+    let added = post("/notifications".into(), add).await.expect("notify test step");
+    assert_eq!(added.status(), 303);
+    let phone = store.sinks().await.expect("notify test step").into_iter().find(|s| s.name == "phone");
+    let phone = phone.expect("added on the page");
+    assert_eq!(phone.events, ["agent.offline", "campaign.failed"]);
+    assert_eq!(phone.secret, None);
+    let removed = post(format!("/notifications/{}/remove", phone.id), format!("csrf={csrf}"))
+        .await
+        .expect("notify test step");
+    assert_eq!(removed.status(), 303);
+    let deleted = http
+        .delete(url(&format!("/v1/fleet/notifications/{id}")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("notify test step");
+    assert_eq!(deleted.status(), 204);
+    assert!(store.sinks().await.expect("notify test step").is_empty());
+}
