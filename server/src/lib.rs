@@ -109,7 +109,7 @@ pub struct ServerConfig {
     /// The sinks of `--notifications-file`, read and checked; `None`
     /// without the flag (every sink stays as it was, with a warning about
     /// those a file declared).
-    pub notification_sinks: Option<Vec<notify::outbox::NewSink>>,
+    pub notification_sinks: Option<Vec<notify::catalog::NewSink>>,
     /// An agent unseen this long is notified as offline.
     pub notify_offline_after: Duration,
 }
@@ -180,7 +180,7 @@ pub async fn run(
             let sinks = store.sinks().await.map_err(|e| e.to_string())?;
             let filed: Vec<&str> = sinks
                 .iter()
-                .filter(|s| s.source == notify::outbox::Source::File)
+                .filter(|s| s.source == notify::catalog::Source::File)
                 .map(|s| s.name.as_str())
                 .collect();
             if !filed.is_empty() {

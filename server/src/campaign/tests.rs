@@ -132,14 +132,14 @@ async fn a_campaign_pins_in_waves_and_a_restart_never_sends_twice() {
 async fn a_failing_canary_pauses_the_campaign_with_the_agents_reason() {
     let dir = tempfile::tempdir().expect("campaign test step");
     let (store, _) = open(dir.path()).await;
-    let sink = crate::notify::outbox::NewSink {
+    let sink = crate::notify::catalog::NewSink {
         name: "ops".into(),
         kind: crate::notify::sinks::SinkKind::Ntfy,
         url: "http://127.0.0.1:9/topic".into(),
         secret: None,
         events: Vec::new(),
     };
-    let sink = store.add_sink(&sink, crate::notify::outbox::Source::Page).await.expect("campaign test step");
+    let sink = store.add_sink(&sink, crate::notify::catalog::Source::Page).await.expect("campaign test step");
     fleet(&store, 4).await;
     let id = runner::create(&store, &request("1.1.0"), None, "test").await.expect("campaign test step");
     let canary = store.campaign(&id).await.expect("campaign test step").campaign.members[0].agent.clone();

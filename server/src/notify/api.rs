@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 
-use super::outbox::{NewSink, Source};
+use super::catalog::{NewSink, Source};
 use crate::state::{json, Admin, FleetState};
 use crate::FleetError;
 

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::outbox::NewSink;
+use super::catalog::NewSink;
 use super::sinks::SinkKind;
 
 /// The largest file read.

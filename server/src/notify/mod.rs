@@ -6,12 +6,13 @@
 //!
 //! One concern per file: this one names the events and builds them from
 //! what changed; [`outbox`] writes them, in the transaction of the change
-//! they tell of, and keeps the sinks; [`sinks`] turns one into a request
+//! they tell of; [`catalog`] keeps the sinks; [`sinks`] turns one into a request
 //! (payload formats, signature); [`deliver`] sends each sink's events in
 //! order with retries; [`offline`] notices agents gone quiet; [`config`]
 //! reads `--notifications-file`; [`api`] is the admin's JSON routes.
 
 pub mod api;
+pub mod catalog;
 pub mod config;
 pub mod deliver;
 pub mod offline;

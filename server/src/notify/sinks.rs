@@ -120,8 +120,23 @@ pub fn validate_url(url: &str) -> Result<(), String> {
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!("URL scheme `{}`: only http:// and https:// sinks are allowed", parsed.scheme()));
     }
-    if parsed.host_str().is_none_or(str::is_empty) {
+    let host = parsed.host_str().unwrap_or_default();
+    if host.is_empty() {
         return Err("the URL names no host".into());
+    }
+    let never = match host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => {
+            ip.is_link_local() || ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast()
+        }
+        Ok(std::net::IpAddr::V6(ip)) => {
+            ip.is_unicast_link_local() || ip.is_unspecified() || ip.is_multicast()
+        }
+        Err(_) => false,
+    };
+    // As the version checker: a link-local address is a cloud's metadata
+    // service, never a sink, and an admin's typo must not post there.
+    if never {
+        return Err(format!("host `{host}`: a link-local, unspecified or multicast address is never a sink"));
     }
     Ok(())
 }
@@ -274,6 +289,12 @@ mod tests {
             assert!(e.contains("only http:// and https://") || e.contains("expected http"), "{bad}: {e}");
         }
         assert!(validate("ops", SinkKind::Ntfy, "not a url", None).is_err());
+        for never in
+            ["http://169.254.169.254/latest", "http://[fe80::1]/x", "http://0.0.0.0/x", "http://224.0.0.1/x"]
+        {
+            let e = validate("ops", SinkKind::Ntfy, never, None).expect_err(never);
+            assert!(e.contains("never a sink"), "{never}: {e}");
+        }
         let e = validate("ops", SinkKind::Webhook, "https://h/x", None).expect_err("no secret");
         assert!(e.contains("needs a secret"), "{e}");
         let e = validate("ops", SinkKind::Webhook, "https://h/x", Some("short")).expect_err("short");

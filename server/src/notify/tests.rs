@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::outbox::{NewSink, Source};
+use super::catalog::{NewSink, Source};
 use super::sinks::SinkKind;
 use super::{Event, Kind};
 use crate::Store;

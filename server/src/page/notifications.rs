@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::html::{csrf_field, escape, layout, urlencode};
 use super::session::{check_post, Authed};
 use super::PageError;
-use crate::notify::outbox::{NewSink, SinkInfo, Source};
+use crate::notify::catalog::{NewSink, SinkInfo, Source};
 use crate::notify::sinks::SinkKind;
 use crate::notify::Kind;
 use crate::state::FleetState;
