@@ -198,6 +198,17 @@ impl Store {
         {
             let _gate = self.write_gate().await;
             let mut tx = self.pool.begin().await.map_err(db("starting to queue a test"))?;
+            // A write first: the sink's row is locked (a removal waits for
+            // the test), and SQLite takes its write lock before the reads,
+            // so a writer in between cannot fail the transaction.
+            let locked = sqlx::query("UPDATE notify_sinks SET name = name WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("locking a sink for its test"))?;
+            if locked.rows_affected() != 1 {
+                return Err(FleetError::NotFound(format!("no notification sink `{id}`")));
+            }
             enqueue(&mut tx, &event, Some(id)).await?;
             tx.commit().await.map_err(db("committing a test notification"))?;
         }
