@@ -33,11 +33,12 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use super::access::{Admin, Operator, Viewer};
 use super::agents::Filter;
 use super::enrolment::Labels;
 use super::guard;
 use super::protocol::{self, EnrolRequest, Report, MAX_BODY_BYTES, MAX_WAIT_SECS};
-use super::state::{bearer, bearer_in, json, Admin, FleetState};
+use super::state::{bearer, bearer_in, json, FleetState};
 use super::FleetError;
 use container_upgrader::manifest::Dur;
 use container_upgrader::report::OpEvent;
@@ -89,6 +90,7 @@ fn text(body: Bytes, what: &str) -> Result<String, FleetError> {
 /// [`crate::guard`]). When both are sent they must be the same token.
 async fn enrol(State(state): State<FleetState>, request: Request) -> Result<Response, Response> {
     let header_token = bearer_in(request.headers()).map(str::to_string);
+    let source = super::access::source_of(request.extensions());
     if let Some(token) = &header_token {
         state.store.check_enrolment_token(token).await.map_err(|e| guard::closing(e.into_response()))?;
     }
@@ -107,7 +109,7 @@ async fn enrol(State(state): State<FleetState>, request: Request) -> Result<Resp
             .into_response());
         }
     }
-    let answer = state.store.enrol(&enrolment).await.map_err(IntoResponse::into_response)?;
+    let answer = state.store.enrol(&enrolment, &source).await.map_err(IntoResponse::into_response)?;
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
@@ -172,7 +174,7 @@ async fn event(
 
 async fn list_agents(
     State(state): State<FleetState>,
-    _: Admin,
+    _: Viewer,
     filter: Result<Query<Filter>, QueryRejection>,
 ) -> Result<Response, FleetError> {
     let Query(filter) = filter.map_err(|e| {
@@ -185,7 +187,7 @@ async fn list_agents(
 
 async fn get_agent(
     State(state): State<FleetState>,
-    _: Admin,
+    _: Viewer,
     Path(id): Path<String>,
 ) -> Result<Response, FleetError> {
     Ok(Json(state.store.agent(&id, state.offline_after).await?).into_response())
@@ -204,17 +206,18 @@ fn revision(revision: i64) -> Response {
 
 async fn pin(
     State(state): State<FleetState>,
-    _: Admin,
+    Operator(by): Operator,
     Path((id, target)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, FleetError> {
     let PinBody { image } = json(&body, "the pin (`{\"image\": \"REF\"}`)")?;
-    Ok(revision(state.store.pin(&id, &target, &image).await?))
+    let audit = by.audit("pin", format!("agent {id}"), format!("target {target} pinned to {image}"));
+    Ok(revision(state.store.pin(&id, &target, &image, Some(&audit)).await?))
 }
 
 async fn get_manifest(
     State(state): State<FleetState>,
-    _: Admin,
+    _: Viewer,
     Path(id): Path<String>,
 ) -> Result<Response, FleetError> {
     let desired = state.store.desired(&id).await?;
@@ -230,24 +233,29 @@ async fn get_manifest(
 
 async fn put_manifest(
     State(state): State<FleetState>,
-    _: Admin,
+    Operator(by): Operator,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, FleetError> {
     let manifest = text(body, "the manifest")?;
-    Ok(revision(state.store.put_manifest(&id, &manifest).await?))
+    let audit = by.audit(
+        "manifest.put",
+        format!("agent {id}"),
+        format!("manifest replaced ({} bytes)", manifest.len()),
+    );
+    Ok(revision(state.store.put_manifest(&id, &manifest, &audit).await?))
 }
 
 async fn revoke_agent(
     State(state): State<FleetState>,
-    _: Admin,
+    Admin(by): Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, FleetError> {
-    state.store.revoke_agent(&id).await?;
+    state.store.revoke_agent(&id, &by.audit("agent.revoke", format!("agent {id}"), "agent revoked")).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn repositories(State(state): State<FleetState>, _: Admin) -> Result<Response, FleetError> {
+async fn repositories(State(state): State<FleetState>, _: Viewer) -> Result<Response, FleetError> {
     Ok(Json(state.store.repositories().await?).into_response())
 }
 
@@ -266,7 +274,7 @@ struct TokenRequest {
 
 async fn create_token(
     State(state): State<FleetState>,
-    _: Admin,
+    Admin(by): Admin,
     body: Bytes,
 ) -> Result<Response, FleetError> {
     let request: TokenRequest =
@@ -274,7 +282,8 @@ async fn create_token(
     let expires = Dur::parse(request.expires_in.as_deref().unwrap_or("24h"))
         .map_err(|e| FleetError::Invalid(format!("expires_in: {e}")))?;
     let valid_ms = i64::try_from(expires.0.as_millis()).unwrap_or(i64::MAX);
-    let token = state.store.create_token(valid_ms, request.uses.unwrap_or(1), request.labels).await?;
+    let audit = by.audit("enrolment-token.create", "", format!("valid for {expires}"));
+    let token = state.store.create_token(valid_ms, request.uses.unwrap_or(1), request.labels, &audit).await?;
     Ok((StatusCode::CREATED, [(header::CACHE_CONTROL, "no-store")], Json(token)).into_response())
 }
 
@@ -284,15 +293,20 @@ async fn list_tokens(State(state): State<FleetState>, _: Admin) -> Result<Respon
 
 async fn revoke_token(
     State(state): State<FleetState>,
-    _: Admin,
+    Admin(by): Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, FleetError> {
-    state.store.revoke_token(&id).await?;
+    let audit =
+        by.audit("enrolment-token.revoke", format!("enrolment token {id}"), "enrolment token revoked");
+    state.store.revoke_token(&id, &audit).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn end_sessions(State(state): State<FleetState>, _: Admin) -> Result<Response, FleetError> {
-    let ended = state.store.end_all_sessions().await?;
+async fn end_sessions(State(state): State<FleetState>, Admin(by): Admin) -> Result<Response, FleetError> {
+    let ended = state
+        .store
+        .end_all_sessions(&by.audit("sessions.end-all", "page sessions", "every page session ended"))
+        .await?;
     tracing::info!(ended, "every page session ended through the API");
     Ok(Json(serde_json::json!({ "ended": ended })).into_response())
 }

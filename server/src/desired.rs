@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::error::db;
 use super::store::{now_ms, Store};
 use super::FleetError;
+use crate::access::Audit;
 use container_upgrader::manifest::edit::{self, EditError};
 use container_upgrader::manifest::Manifest;
 
@@ -67,7 +68,7 @@ impl Store {
             if now >= deadline || *stopping.borrow() {
                 return Ok(None);
             }
-            let nap = (deadline - now).min(RECHECK);
+            let nap = (deadline - now).min(self.recheck);
             tokio::select! {
                 changed = woken.changed() => {
                     if changed.is_err() {
@@ -99,26 +100,43 @@ impl Store {
 
     /// Replaces `agent`'s manifest with `text` (validated like `validate`);
     /// the new revision.
-    pub async fn put_manifest(&self, agent: &str, text: &str) -> Result<i64, FleetError> {
+    pub async fn put_manifest(&self, agent: &str, text: &str, audit: &Audit) -> Result<i64, FleetError> {
         Manifest::parse(&origin(agent), text).map_err(|e| FleetError::Invalid(e.to_string()))?;
         self.refuse_revoked(agent).await?;
         let current = self.desired(agent).await?;
-        self.write_desired(agent, text, current.revision).await
+        self.write_desired(agent, text, current.revision, Some(audit)).await
     }
 
     /// Pins `target` of `agent`'s manifest to `image`, changing only that
     /// value (comments kept) and within the manifest's own policy; the new
     /// revision.
-    pub async fn pin(&self, agent: &str, target: &str, image: &str) -> Result<i64, FleetError> {
+    /// `audit` is the request's row (a campaign's sends are recorded by the
+    /// campaign, and have none).
+    pub async fn pin(
+        &self,
+        agent: &str,
+        target: &str,
+        image: &str,
+        audit: Option<&Audit>,
+    ) -> Result<i64, FleetError> {
         self.refuse_revoked(agent).await?;
         let current = self.desired(agent).await?;
         let text = edit::set_image(&current.manifest, &origin(agent), target, image).map_err(edit_error)?;
-        self.write_desired(agent, &text, current.revision).await
+        self.write_desired(agent, &text, current.revision, audit).await
     }
 
-    /// Writes `text` as the revision after `base`, if nobody wrote since.
-    async fn write_desired(&self, agent: &str, text: &str, base: i64) -> Result<i64, FleetError> {
+    /// Writes `text` as the revision after `base`, if nobody wrote since,
+    /// with `audit`'s row in the same transaction.
+    async fn write_desired(
+        &self,
+        agent: &str,
+        text: &str,
+        base: i64,
+        audit: Option<&Audit>,
+    ) -> Result<i64, FleetError> {
         let revision = base + 1;
+        let gate = self.write_gate().await;
+        let mut tx = self.pool.begin().await.map_err(db("starting to write a desired manifest"))?;
         let done = sqlx::query(
             "UPDATE desired SET manifest = $1, revision = $2, updated_at = $3 WHERE agent_id = $4 AND revision = $5 \
              AND EXISTS (SELECT 1 FROM agents a WHERE a.id = $4 AND a.revoked_at IS NULL)",
@@ -128,9 +146,19 @@ impl Store {
         .bind(now_ms())
         .bind(agent)
         .bind(base)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db("writing a desired manifest"))?;
+        if done.rows_affected() == 1 {
+            self.announce(&mut tx, agent, revision).await?;
+            if let Some(audit) = audit {
+                let audit =
+                    Audit { summary: format!("{} (revision {revision})", audit.summary), ..audit.clone() };
+                audit.record(&mut tx, crate::access::audit::OK).await?;
+            }
+            tx.commit().await.map_err(db("writing a desired manifest"))?;
+        }
+        drop(gate);
         if done.rows_affected() != 1 {
             self.refuse_revoked(agent).await?;
             return Err(FleetError::Conflict(format!(

@@ -51,6 +51,8 @@ pub(crate) struct Pending {
     pub(crate) labels: String,
     pub(crate) manifest: String,
     pub(crate) now: i64,
+    /// The request's source address, for the audit log.
+    pub(crate) source: String,
     pub(crate) done: oneshot::Sender<Result<Spent, FleetError>>,
 }
 

@@ -15,6 +15,7 @@ use super::error::db;
 use super::protocol::{split_credential, EnrolRequest, EnrolResponse};
 use super::store::{now_ms, rfc3339, Store};
 use super::{secret, FleetError};
+use crate::access::Audit;
 use container_upgrader::manifest::Manifest;
 
 /// Labels of an agent: `tier=edge`, `site=paris`.
@@ -176,6 +177,7 @@ impl Store {
         valid_ms: i64,
         uses: i64,
         labels: Labels,
+        audit: &Audit,
     ) -> Result<NewToken, FleetError> {
         if !(1..=MAX_USES).contains(&uses) {
             return Err(FleetError::Invalid(format!("uses: {uses}; allowed 1 to {MAX_USES}")));
@@ -186,6 +188,8 @@ impl Store {
         check_labels(&labels)?;
         let (id, secret) = (secret::new_id()?, secret::new_secret()?);
         let now = now_ms();
+        let _gate = self.write_gate().await;
+        let mut tx = self.pool.begin().await.map_err(db("starting to create an enrolment token"))?;
         sqlx::query(
             "INSERT INTO enrolment_tokens (id, token_hash, labels, expires_at, uses_left, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -196,9 +200,16 @@ impl Store {
         .bind(now.saturating_add(valid_ms))
         .bind(uses)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db("creating an enrolment token"))?;
+        let audit = Audit {
+            object: format!("enrolment token {id}"),
+            summary: format!("{}; {uses} uses, labels {}", audit.summary, labels_json(&labels)),
+            ..audit.clone()
+        };
+        audit.record(&mut tx, crate::access::audit::OK).await?;
+        tx.commit().await.map_err(db("creating an enrolment token"))?;
         let token = format!("{id}.{secret}");
         let info =
             token_info((id, labels_json(&labels), now.saturating_add(valid_ms), uses, now, None), now)?;
@@ -219,14 +230,21 @@ impl Store {
     }
 
     /// Revokes a token (agents it enrolled keep their credentials).
-    pub async fn revoke_token(&self, id: &str) -> Result<(), FleetError> {
+    pub async fn revoke_token(&self, id: &str, audit: &Audit) -> Result<(), FleetError> {
+        let gate = self.write_gate().await;
+        let mut tx = self.pool.begin().await.map_err(db("starting to revoke an enrolment token"))?;
         let done =
             sqlx::query("UPDATE enrolment_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(now_ms())
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(db("revoking an enrolment token"))?;
+        if done.rows_affected() == 1 {
+            audit.record(&mut tx, crate::access::audit::OK).await?;
+            tx.commit().await.map_err(db("revoking an enrolment token"))?;
+        }
+        drop(gate);
         if done.rows_affected() == 0 {
             let known: Option<(String,)> = sqlx::query_as("SELECT id FROM enrolment_tokens WHERE id = $1")
                 .bind(id)
@@ -246,7 +264,7 @@ impl Store {
     /// the agent with the token's labels and its manifest as revision 1,
     /// all in one transaction (shared with the enrolments that arrived at
     /// the same time).
-    pub async fn enrol(&self, request: &EnrolRequest) -> Result<EnrolResponse, FleetError> {
+    pub async fn enrol(&self, request: &EnrolRequest, source: &str) -> Result<EnrolResponse, FleetError> {
         let bad = || {
             FleetError::Unauthorized("the enrolment token is not valid; ask an admin for a new one".into())
         };
@@ -274,6 +292,7 @@ impl Store {
             labels,
             manifest: request.manifest.clone(),
             now,
+            source: source.to_string(),
             done,
         };
         match self.group_commit(pending, result).await? {
@@ -465,6 +484,24 @@ impl Store {
                 desired = desired.bind(&p.agent_id).bind(&p.manifest).bind(1_i64).bind(p.now);
             }
             desired.execute(&mut *tx).await.map_err(db("storing new agents' manifests"))?;
+            let sql = format!(
+                "INSERT INTO audit (id, at, actor, via, source, action, object, summary, outcome) VALUES {}",
+                placeholders(enrolled.len(), 9)
+            );
+            let mut audit = sqlx::query(&sql);
+            for p in &enrolled {
+                audit = audit
+                    .bind(secret::new_id()?)
+                    .bind(p.now)
+                    .bind(format!("enrolment token {}", p.token_id))
+                    .bind("agent enrolment")
+                    .bind(&p.source)
+                    .bind("agent.enrol")
+                    .bind(format!("agent {}", p.agent_id))
+                    .bind(format!("agent {} enrolled with labels {}", p.name, p.labels))
+                    .bind(crate::access::audit::OK);
+            }
+            audit.execute(&mut *tx).await.map_err(db("auditing new agents"))?;
         }
         tx.commit().await.map_err(db("committing enrolments"))?;
         Ok(outcomes)
@@ -513,13 +550,21 @@ impl Store {
 
     /// Revokes an agent: its credential stops working at its next request
     /// (and its long-poll ends with 401).
-    pub async fn revoke_agent(&self, agent: &str) -> Result<(), FleetError> {
+    pub async fn revoke_agent(&self, agent: &str, audit: &Audit) -> Result<(), FleetError> {
+        let gate = self.write_gate().await;
+        let mut tx = self.pool.begin().await.map_err(db("starting to revoke an agent"))?;
         let done = sqlx::query("UPDATE agents SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(now_ms())
             .bind(agent)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db("revoking an agent"))?;
+        if done.rows_affected() == 1 {
+            self.announce(&mut tx, agent, -1).await?;
+            audit.record(&mut tx, crate::access::audit::OK).await?;
+            tx.commit().await.map_err(db("revoking an agent"))?;
+        }
+        drop(gate);
         if done.rows_affected() == 0 {
             self.agent_exists(agent).await?;
         }

@@ -11,6 +11,7 @@
 //! controller's library (`container_upgrader::protocol`) with the manifest
 //! validation the server runs: one copy, nothing copied.
 
+pub mod access;
 pub mod agents;
 pub mod api;
 pub mod bounds;
@@ -23,6 +24,7 @@ pub mod guard;
 pub mod notify;
 pub mod page;
 pub use container_upgrader::protocol;
+pub mod replicas;
 pub mod reports;
 pub mod routes;
 pub mod secret;
@@ -73,13 +75,19 @@ pub fn limits(max_connections: usize, max_per_address: usize) -> Limits {
 /// `--history-max-age`.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
-/// Prunes every agent's history now and every [`PRUNE_EVERY`].
-async fn prune_history(store: Store, keep: bounds::Retention) {
+/// Prunes every agent's history and the audit log now and every
+/// [`PRUNE_EVERY`].
+async fn prune_history(store: Store, keep: bounds::Retention, audit_max_age: Duration) {
     loop {
         match store.prune_history(keep).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "agents' history pruned"),
             Err(e) => tracing::warn!(error = %e, "pruning agents' history failed; trying again later"),
+        }
+        match store.prune_audit(audit_max_age).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "audit log pruned"),
+            Err(e) => tracing::warn!(error = %e, "pruning the audit log failed; trying again later"),
         }
         tokio::time::sleep(PRUNE_EVERY).await;
     }
@@ -106,6 +114,10 @@ pub struct ServerConfig {
     pub admin_password_hash: Option<String>,
     /// How much of each agent's history is kept.
     pub history: bounds::Retention,
+    /// How long audit rows are kept.
+    pub audit_max_age: Duration,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The sinks of `--notifications-file`, read and checked; `None`
     /// without the flag (every sink stays as it was, with a warning about
     /// those a file declared).
@@ -125,6 +137,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_address", &self.max_connections_per_address)
             .field("admin_password", &self.admin_password_hash.is_some())
+            .field("audit_max_age", &self.audit_max_age)
             .field("notification_sinks", &self.notification_sinks)
             .field("notify_offline_after", &self.notify_offline_after)
             .finish()
@@ -189,12 +202,33 @@ pub async fn run(
         }
     }
     let new_repository = Arc::new(tokio::sync::Notify::new());
-    let checker =
-        tokio::spawn(versions::run_checker(store.clone(), config.checker.clone(), new_repository.clone()));
-    let campaigns = tokio::spawn(campaign::runner::run(store.clone()));
-    let pruner = tokio::spawn(prune_history(store.clone(), config.history));
-    let notifier = tokio::spawn(notify::deliver::run(store.clone()));
-    let presence = tokio::spawn(notify::offline::run(store.clone(), config.notify_offline_after));
+    // One version checker and one campaign runner across every replica on
+    // the same database: each runs only on the server holding its lease.
+    let checker = {
+        let (store, checker, new_repository) =
+            (store.clone(), config.checker.clone(), new_repository.clone());
+        tokio::spawn(store.clone().lead("version-checker", move || {
+            versions::run_checker(store.clone(), checker.clone(), new_repository.clone())
+        }))
+    };
+    let campaigns = {
+        let store = store.clone();
+        tokio::spawn(store.clone().lead("campaign-runner", move || campaign::runner::run(store.clone())))
+    };
+    let listener_task = tokio::spawn(store.clone().listen_for_replicas());
+    let pruner = tokio::spawn(prune_history(store.clone(), config.history, config.audit_max_age));
+    // One deliverer and one presence scan across every replica: a sink
+    // gets each event from one server (a takeover may repeat the head,
+    // which its idempotency key makes harmless), and an offline agent is
+    // told once.
+    let notifier = {
+        let store = store.clone();
+        tokio::spawn(store.clone().lead("notifier", move || notify::deliver::run(store.clone())))
+    };
+    let presence = {
+        let (store, after) = (store.clone(), config.notify_offline_after);
+        tokio::spawn(store.clone().lead("presence", move || notify::offline::run(store.clone(), after)))
+    };
     let state = state::FleetState {
         store: store.clone(),
         admin_token: Arc::from(config.admin_token.as_str()),
@@ -211,6 +245,7 @@ pub async fn run(
         },
         registry: Some(config.checker.clone()),
         guards: guard::Guards::default(),
+        trusted_proxies: Arc::from(config.trusted_proxies.as_slice()),
     };
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, tls = tls.is_some(), db = %store::redacted(&config.db_url), "fleet server listening");
@@ -222,8 +257,13 @@ pub async fn run(
         shutdown,
     )
     .await;
-    checker.abort();
-    campaigns.abort();
+    store.stop_polls();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = checker.await;
+        let _ = campaigns.await;
+    })
+    .await;
+    listener_task.abort();
     pruner.abort();
     notifier.abort();
     presence.abort();

@@ -6,8 +6,10 @@
 //! refused unread, and requests without a credential keep to their budget
 //! ([`super::guard`]).
 
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
@@ -22,6 +24,7 @@ pub fn router(state: FleetState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(super::api::routes())
+        .merge(super::access::api::routes())
         .merge(super::campaign::api::routes())
         .merge(super::notify::api::routes())
         .merge(super::page::routes())
@@ -38,6 +41,7 @@ pub fn router(state: FleetState) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), budget))
+        .layer(middleware::from_fn_with_state(state.clone(), real_client))
         .layer(middleware::from_fn(declared_size))
         .layer(middleware::from_fn(no_sniff_no_store))
         .with_state(state)
@@ -68,6 +72,37 @@ async fn declared_size(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
+/// Behind a trusted proxy (`--trusted-proxy`), the client is the nearest
+/// untrusted address of its `X-Forwarded-For`: the connection's address is
+/// replaced by it for everything after (login limits, the audit log). From
+/// any other peer the header is ignored.
+async fn real_client(State(state): State<FleetState>, mut request: Request, next: Next) -> Response {
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| *a);
+    if let Some(peer) = peer {
+        if let Some(client) = forwarded_client(&state.trusted_proxies, peer.ip(), request.headers()) {
+            request.extensions_mut().insert(ConnectInfo(SocketAddr::new(client, peer.port())));
+        }
+    }
+    next.run(request).await
+}
+
+/// The client a trusted `peer` forwarded for: the right-most address of
+/// `X-Forwarded-For` that is not itself a trusted proxy.
+fn forwarded_client(trusted: &[ipnet::IpNet], peer: IpAddr, headers: &HeaderMap) -> Option<IpAddr> {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return None;
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|hop| hop.trim().parse::<IpAddr>().ok())
+        .collect::<Option<Vec<_>>>()?;
+    hops.into_iter().rev().find(|ip| !is_trusted(ip))
+}
+
 /// Holds enrolments without a header token to their budget
 /// ([`super::guard`]).
 async fn budget(State(state): State<FleetState>, request: Request, next: Next) -> Response {
@@ -82,4 +117,41 @@ async fn budget(State(state): State<FleetState>, request: Request, next: Next) -
         );
     };
     next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_trusted_proxy_names_the_client_and_forged_hops_before_it_do_not_count() {
+        let trusted: Vec<ipnet::IpNet> =
+            vec!["10.0.0.0/24".parse().expect("a net"), "::1/128".parse().expect("a net")];
+        let headers = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("x-forwarded-for", HeaderValue::from_str(v).expect("a value"));
+            h
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().expect("an ip");
+        let proxy = ip("10.0.0.5");
+        assert_eq!(forwarded_client(&trusted, proxy, &headers("203.0.113.7")), Some(ip("203.0.113.7")));
+        // A client that sends its own header cannot pick its address: the
+        // proxy appends the real one, which is the right-most untrusted.
+        assert_eq!(
+            forwarded_client(&trusted, proxy, &headers("1.2.3.4, 203.0.113.7")),
+            Some(ip("203.0.113.7"))
+        );
+        assert_eq!(
+            forwarded_client(&trusted, proxy, &headers("203.0.113.7, 10.0.0.9")),
+            Some(ip("203.0.113.7"))
+        );
+        assert_eq!(
+            forwarded_client(&trusted, ip("198.51.100.1"), &headers("203.0.113.7")),
+            None,
+            "untrusted peer"
+        );
+        assert_eq!(forwarded_client(&trusted, proxy, &headers("garbage")), None);
+        assert_eq!(forwarded_client(&trusted, proxy, &HeaderMap::new()), None);
+        assert_eq!(forwarded_client(&[], proxy, &headers("203.0.113.7")), None, "none trusted by default");
+    }
 }

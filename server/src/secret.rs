@@ -30,6 +30,15 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// 16 random bytes, for a password hash's salt.
+pub fn salt() -> Result<[u8; 16], FleetError> {
+    let mut bytes = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| FleetError::Corrupt("the system's random number generator failed".into()))?;
+    Ok(bytes)
+}
+
 /// A new id (agent, enrolment token): 20 hex digits.
 pub fn new_id() -> Result<String, FleetError> {
     random_hex(ID_BYTES)

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +12,7 @@ use axum::Json;
 use tokio::sync::Notify;
 
 use super::protocol::ErrorBody;
-use super::{secret, FleetError, Store};
+use super::{FleetError, Store};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -34,6 +33,10 @@ pub struct FleetState {
     pub registry: Option<super::versions::CheckerConfig>,
     /// The budget of requests without a credential.
     pub guards: super::guard::Guards,
+    /// Load balancers and proxies (`--trusted-proxy`) whose
+    /// `X-Forwarded-For` names the client: its address is then the one
+    /// login limits and the audit log see.
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
 }
 
 impl std::fmt::Debug for FleetState {
@@ -87,23 +90,6 @@ pub(crate) fn bearer_in(headers: &axum::http::HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
-}
-
-/// The admin, by the token of `--admin-token-file`.
-pub(crate) struct Admin;
-
-impl FromRequestParts<FleetState> for Admin {
-    type Rejection = FleetError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &FleetState) -> Result<Self, Self::Rejection> {
-        match bearer(parts) {
-            Some(token) if secret::equal(token, &state.admin_token) => Ok(Admin),
-            _ => Err(FleetError::Unauthorized(
-                "send the admin token as `Authorization: Bearer TOKEN` (the server's --admin-token-file)"
-                    .into(),
-            )),
-        }
-    }
 }
 
 pub(crate) fn json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, FleetError> {

@@ -57,6 +57,12 @@ pub struct Store {
     /// `--offline-after`), for what the store decides itself (a campaign
     /// leaving offline agents out).
     pub offline_after: u32,
+    /// PostgreSQL only: its URL, for the connection that listens to what
+    /// other replicas write ([`crate::replicas`]).
+    pub(crate) shared: Option<Arc<str>>,
+    /// How often a waiting long-poll reads its revision again (the
+    /// fallback when a wake-up is missed).
+    pub(crate) recheck: Duration,
 }
 
 impl std::fmt::Debug for Store {
@@ -131,7 +137,17 @@ impl Store {
             enrolments: Arc::default(),
             offline_after: DEFAULT_OFFLINE_AFTER,
             writes_by_agent: crate::bounds::WriteLimiter::default(),
+            shared: (!sqlite).then(|| Arc::from(url.as_str())),
+            recheck: crate::desired::RECHECK,
         })
+    }
+
+    /// The store with long-polls reading their revision again every
+    /// `every` (tests: only a wake-up ends a wait sooner).
+    #[must_use]
+    pub fn with_recheck(mut self, every: Duration) -> Self {
+        self.recheck = every;
+        self
     }
 
     /// The store with `--offline-after` set to `polls`.

@@ -66,6 +66,7 @@ pub(crate) async fn serve_with_registry(
         page: Default::default(),
         registry,
         guards: Default::default(),
+        trusted_proxies: Arc::from([]),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("fleet test step");
     let base = format!("http://{}", listener.local_addr().expect("fleet test step"));
@@ -91,7 +92,11 @@ async fn fleet() -> Fleet {
 impl Fleet {
     async fn token(&self, uses: i64) -> String {
         let labels = [("tier".to_string(), "edge".to_string())].into();
-        self.store.create_token(3_600_000, uses, labels).await.expect("fleet test step").token
+        self.store
+            .create_token(3_600_000, uses, labels, &crate::access::Principal::server().audit("test", "", ""))
+            .await
+            .expect("fleet test step")
+            .token
     }
 
     async fn enrol_raw(&self, token: &str, manifest: &str) -> reqwest::Response {
@@ -244,7 +249,12 @@ async fn expired_used_up_revoked_and_wrong_tokens_are_refused() {
     assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
     assert!(again.text().await.expect("fleet test step").contains("used"));
 
-    let expired = f.store.create_token(1, 1, Default::default()).await.expect("fleet test step").token;
+    let expired = f
+        .store
+        .create_token(1, 1, Default::default(), &crate::access::Principal::server().audit("test", "", ""))
+        .await
+        .expect("fleet test step")
+        .token;
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(f.enrol_raw(&expired, MANIFEST).await.status(), StatusCode::UNAUTHORIZED);
 
@@ -475,7 +485,10 @@ async fn the_version_check_lists_each_repository_once_and_marks_targets() {
     let me = f.enrol().await;
     // The agent's manifest names that registry: the server may ask it.
     let manifest = MANIFEST.replace("127.0.0.1:5000/nginx", &format!("{registry}/nginx"));
-    f.store.put_manifest(&me.agent_id, &manifest).await.expect("fleet test step");
+    f.store
+        .put_manifest(&me.agent_id, &manifest, &crate::access::Principal::server().audit("test", "", ""))
+        .await
+        .expect("fleet test step");
     let mut body = report();
     body["targets"][0]["image"] = json!(format!("{registry}/nginx:1.25.3"));
     let url = format!("{}{}", f.base, protocol::REPORT);
@@ -701,7 +714,7 @@ async fn the_page_logs_in_by_cookie_and_refuses_every_change_without_the_csrf_to
 
 /// `application/x-www-form-urlencoded` bodies, as a browser's forms send
 /// them (reqwest's `form` feature is not enabled for one test).
-trait FormBody {
+pub(crate) trait FormBody {
     fn form<K: AsRef<str>, V: AsRef<str>>(self, pairs: &[(K, V)]) -> Self;
 }
 
@@ -888,7 +901,10 @@ async fn the_version_checker_asks_only_registries_the_agents_manifest_names_and_
     let (other, other_seen) = counting_registry(Duration::ZERO).await;
     let me = f.enrol().await;
     let (manifest, _) = targets(&[format!("{named}/app:1.0.0"), "169.254.169.254/latest:1.0.0".to_string()]);
-    f.store.put_manifest(&me.agent_id, &manifest).await.expect("fleet test step");
+    f.store
+        .put_manifest(&me.agent_id, &manifest, &crate::access::Principal::server().audit("test", "", ""))
+        .await
+        .expect("fleet test step");
     // The agent reports what its manifest names, and more: a repository
     // on another registry and one on the metadata address.
     let (_, report) = targets(&[
@@ -935,7 +951,10 @@ async fn one_slow_registry_delays_only_its_own_repositories() {
     images.push(format!("{fast}/quick:1.0.0"));
     let me = f.enrol().await;
     let (manifest, report) = targets(&images);
-    f.store.put_manifest(&me.agent_id, &manifest).await.expect("fleet test step");
+    f.store
+        .put_manifest(&me.agent_id, &manifest, &crate::access::Principal::server().audit("test", "", ""))
+        .await
+        .expect("fleet test step");
     f.report_as(&me.credential, &report).await;
     let store = f.store.clone();
     let started = Instant::now();

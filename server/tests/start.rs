@@ -112,9 +112,74 @@ fn fleet_without_a_token_anywhere_says_what_it_needs() {
         .args(["fleet", "agents"])
         .env("CONTAINER_UPGRADER_SERVER_STATE_DIR", dir.path())
         .env_remove("CONTAINER_UPGRADER_ADMIN_TOKEN_FILE")
+        .env_remove("CONTAINER_UPGRADER_TOKEN_FILE")
         .output()
         .expect("running fleet");
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--admin-token-file") && stderr.contains("admin.token"), "{stderr}");
+}
+
+#[test]
+fn named_users_work_from_the_cli_with_their_own_token_and_the_audit_log_says_who() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let server = Server::start(&state);
+    let text = |out: &std::process::Output| {
+        (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+
+    // The break-glass admin (the token on this machine) adds an operator
+    // with a password from a file, and a viewer with a setup code.
+    let password = dir.path().join("alice.password");
+    std::fs::write(&password, "correct horse battery staple\n").expect("write");
+    let pw = password.display().to_string();
+    let out = server.fleet(&state, &["user", "add", "alice", "--role", "operator", "--password-file", &pw]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = server.fleet(&state, &["user", "add", "bob", "--role", "viewer"]);
+    let (code, said) = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert_eq!(code.trim().len(), 64, "only the setup code on stdout: {code:?}");
+    assert!(said.contains("setup code"), "{said}");
+
+    // alice's own token, shown once, then used through --token-file.
+    let out =
+        server.fleet(&state, &["api-token", "create", "laptop", "--user", "alice", "--expires-in", "7d"]);
+    let (token, said) = text(&out);
+    assert!(out.status.success() && token.starts_with("cut."), "{token:?} {said}");
+    let token_file = dir.path().join("alice.token");
+    std::fs::write(&token_file, &token).expect("write");
+    let tf = token_file.display().to_string();
+    let out = server.fleet(&state, &["--token-file", &tf, "whoami"]);
+    let (me, said) = text(&out);
+    assert!(me.contains("alice") && me.contains("operator") && me.contains("laptop"), "{me} {said}");
+
+    // An operator may not manage users: exit 1 and the server's reason.
+    let out = server.fleet(&state, &["--token-file", &tf, "user", "add", "mallory", "--role", "admin"]);
+    let (_, said) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("403") && said.contains("needs the admin role"), "{said}");
+
+    // The audit log: who added whom, and nothing for the refused request.
+    let out = server.fleet(&state, &["--token-file", &tf, "audit", "--action", "user", "-o", "json"]);
+    let (log, said) = text(&out);
+    assert!(out.status.success(), "{said}");
+    let log: serde_json::Value = serde_json::from_str(&log).expect("JSON");
+    let entries = log["entries"].as_array().expect("entries");
+    let objects: Vec<&str> = entries.iter().filter_map(|e| e["object"].as_str()).collect();
+    assert_eq!(objects, ["user bob", "user alice"], "{log}");
+    assert!(entries.iter().all(|e| e["actor"] == "admin token (break-glass)"), "{log}");
+    let out = server.fleet(&state, &["--token-file", &tf, "audit", "--action", "api-token"]);
+    let (table, _) = text(&out);
+    assert!(table.contains("laptop") && table.contains("WHO"), "{table}");
+
+    // Revoked: the token stops at once.
+    let out = server.fleet(&state, &["api-token", "list", "-o", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let id = listed[0]["id"].as_str().expect("an id").to_string();
+    assert!(server.fleet(&state, &["--token-file", &tf, "api-token", "revoke", &id]).status.success());
+    let out = server.fleet(&state, &["--token-file", &tf, "whoami"]);
+    let (_, said) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(said.contains("401") && said.contains("revoked"), "{said}");
 }

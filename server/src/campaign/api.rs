@@ -1,5 +1,6 @@
-//! The campaign routes, merged into [`crate::routes::router`]; all
-//! need the admin token.
+//! The campaign routes, merged into [`crate::routes::router`]: reading
+//! and previewing need the viewer role, creating and commands the
+//! operator role ([`crate::access`]).
 //!
 //! | route | answer |
 //! |---|---|
@@ -20,7 +21,8 @@ use super::engine::Command;
 use super::runner;
 use super::spec::Request;
 use super::view;
-use crate::state::{json, Admin, FleetState};
+use crate::access::{Operator, Viewer};
+use crate::state::{json, FleetState};
 use crate::FleetError;
 
 /// The campaign routes.
@@ -32,21 +34,19 @@ pub fn routes() -> Router<FleetState> {
         .route("/v1/fleet/campaigns/{id}/{command}", post(command))
 }
 
-/// Who a campaign's timeline says acted through the API (the one admin
-/// token; named users are issue 21's).
-pub const ADMIN_API: &str = "admin (API)";
-/// The same through the page.
-pub const ADMIN_PAGE: &str = "admin (page)";
-
 const WHAT: &str = "the campaign (see the README's Campaigns section for its fields)";
 
-async fn create(State(state): State<FleetState>, _: Admin, body: Bytes) -> Result<Response, FleetError> {
+async fn create(
+    State(state): State<FleetState>,
+    Operator(by): Operator,
+    body: Bytes,
+) -> Result<Response, FleetError> {
     let request: Request = json(&body, WHAT)?;
-    let id = runner::create(&state.store, &request, state.registry.as_ref(), ADMIN_API).await?;
+    let id = runner::create(&state.store, &request, state.registry.as_ref(), &by).await?;
     Ok((StatusCode::CREATED, Json(state.store.campaign_view(&id).await?)).into_response())
 }
 
-async fn preview(State(state): State<FleetState>, _: Admin, body: Bytes) -> Result<Response, FleetError> {
+async fn preview(State(state): State<FleetState>, _: Viewer, body: Bytes) -> Result<Response, FleetError> {
     let request: Request = json(&body, WHAT)?;
     let c = runner::plan(&state.store, &request).await?;
     let names = state.store.agent_names().await?;
@@ -59,14 +59,14 @@ async fn preview(State(state): State<FleetState>, _: Admin, body: Bytes) -> Resu
     Ok(Json(p).into_response())
 }
 
-async fn list(State(state): State<FleetState>, _: Admin) -> Result<Response, FleetError> {
+async fn list(State(state): State<FleetState>, _: Viewer) -> Result<Response, FleetError> {
     let all = state.store.campaigns().await?;
     Ok(Json(all.iter().map(view::summary).collect::<Vec<_>>()).into_response())
 }
 
 async fn show(
     State(state): State<FleetState>,
-    _: Admin,
+    _: Viewer,
     Path(id): Path<String>,
 ) -> Result<Response, FleetError> {
     Ok(Json(state.store.campaign_view(&id).await?).into_response())
@@ -74,10 +74,10 @@ async fn show(
 
 async fn command(
     State(state): State<FleetState>,
-    _: Admin,
+    Operator(by): Operator,
     Path((id, command)): Path<(String, String)>,
 ) -> Result<Response, FleetError> {
-    runner::apply(&state.store, &id, command_named(&command)?, ADMIN_API).await?;
+    runner::apply(&state.store, &id, command_named(&command)?, &by).await?;
     Ok(Json(state.store.campaign_view(&id).await?).into_response())
 }
 

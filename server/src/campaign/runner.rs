@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use super::engine::{self, Campaign, Command, Member};
 use super::spec::{below, FleetFilter, Order, Request, Selection, Spec};
+use super::store::By;
+use crate::access::Principal;
 use crate::agents::{AgentSummary, Filter, Status, TargetView};
 use crate::store::{now_ms, Store};
 use crate::versions::CheckerConfig;
@@ -52,8 +54,16 @@ pub async fn advance(store: &Store, id: &str) -> Result<(), FleetError> {
     if after == stored.campaign && sends.is_empty() {
         return Ok(());
     }
-    let Some(fresh) =
-        store.save_campaign(id, stored.version, &stored.campaign, &after, &sends, SERVER).await?
+    let Some(fresh) = store
+        .save_campaign(
+            id,
+            stored.version,
+            &stored.campaign,
+            &after,
+            &sends,
+            By { actor: SERVER, audit: None },
+        )
+        .await?
     else {
         // Written meanwhile (a command, another server): next tick.
         return Ok(());
@@ -79,7 +89,7 @@ pub async fn advance(store: &Store, id: &str) -> Result<(), FleetError> {
 async fn pin(store: &Store, send: &engine::Send) -> Result<i64, String> {
     let mut last = String::new();
     for _ in 0..PIN_TRIES {
-        match store.pin(&send.agent, &send.target, &send.image).await {
+        match store.pin(&send.agent, &send.target, &send.image, None).await {
             Ok(revision) => return Ok(revision),
             // Someone edited the manifest at the same moment: read it again.
             Err(FleetError::Conflict(e)) if e.contains("changed while") => last = e,
@@ -92,19 +102,46 @@ async fn pin(store: &Store, send: &engine::Send) -> Result<i64, String> {
 /// Who the campaign's own decisions are by, in its timeline.
 pub const SERVER: &str = "server";
 
-/// Applies `cmd` by `actor` (who, for the timeline) to campaign `id` and
-/// acts on it at once.
-pub async fn apply(store: &Store, id: &str, cmd: Command, actor: &str) -> Result<(), FleetError> {
+/// Applies `cmd` by `by` (who, for the timeline and the audit log, both
+/// written with the change) to campaign `id` and acts on it at once.
+pub async fn apply(store: &Store, id: &str, cmd: Command, by: &Principal) -> Result<(), FleetError> {
+    let actor = by.by();
     for _ in 0..COMMAND_TRIES {
         let stored = store.campaign(id).await?;
         let mut after = stored.campaign.clone();
         engine::command(&mut after, cmd).map_err(FleetError::Conflict)?;
-        if store.save_campaign(id, stored.version, &stored.campaign, &after, &[], actor).await?.is_some() {
+        let audit = by.audit(
+            &format!("campaign.{}", command_word(cmd)),
+            format!("campaign {id}"),
+            format!("{} {}", command_word(cmd), stored.campaign.spec.name),
+        );
+        let saved = store
+            .save_campaign(
+                id,
+                stored.version,
+                &stored.campaign,
+                &after,
+                &[],
+                By { actor: &actor, audit: Some(&audit) },
+            )
+            .await?;
+        if saved.is_some() {
             tracing::info!(campaign = id, command = ?cmd, actor, "campaign command");
             return advance(store, id).await;
         }
     }
     Err(FleetError::Conflict(format!("campaign `{id}` kept changing; try again")))
+}
+
+/// The route word of `cmd` (`pause`, `abort-and-revert`, …).
+pub fn command_word(cmd: Command) -> &'static str {
+    match cmd {
+        Command::Pause => "pause",
+        Command::Resume => "resume",
+        Command::Abort => "abort",
+        Command::AbortAndRevert => "abort-and-revert",
+        Command::Rollback => "rollback",
+    }
 }
 
 /// Validates `request` against the fleet as it is and plans its waves
@@ -177,11 +214,11 @@ pub async fn create(
     store: &Store,
     request: &Request,
     registry: Option<&CheckerConfig>,
-    actor: &str,
+    by: &Principal,
 ) -> Result<String, FleetError> {
     let mut campaign = plan(store, request).await?;
     campaign.spec.image = pinned_image(&campaign, request, registry).await?;
-    let id = store.create_campaign(&campaign, actor).await?;
+    let id = store.create_campaign(&campaign, by).await?;
     tracing::info!(campaign = %id, agents = campaign.members.len(), image = %campaign.spec.image, "campaign created");
     advance(store, &id).await?;
     Ok(id)

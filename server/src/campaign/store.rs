@@ -3,6 +3,7 @@
 //! engine's new state and the sends it decided in one transaction, guarded
 //! by the campaign's version, *before* any pin is written.
 
+use crate::access::{Audit, Principal};
 use std::collections::HashMap;
 
 use super::engine::{
@@ -70,11 +71,24 @@ type ReportRow = (String, Option<String>, Option<String>, Option<i64>);
 type EventRow = (String, String, String, String, Option<String>, i64);
 type CampaignRow = (String, String, String, String, Option<String>, i64, i64, i64, i64, i64);
 
+/// Who saves a campaign: the timeline's "by", and the audit row of the
+/// request that did (none for the server's own steps).
+#[derive(Debug, Clone, Copy)]
+pub struct By<'a> {
+    /// The timeline's "by".
+    pub actor: &'a str,
+    /// The request's audit row.
+    pub audit: Option<&'a Audit>,
+}
+
 impl Store {
-    /// Stores a new campaign; its id.
-    pub async fn create_campaign(&self, c: &Campaign, actor: &str) -> Result<String, FleetError> {
+    /// Stores a new campaign made by `by` (its timeline's first line and
+    /// the audit log's row, in the same transaction); its id.
+    pub async fn create_campaign(&self, c: &Campaign, by: &Principal) -> Result<String, FleetError> {
         let id = crate::secret::new_id()?;
         let now = now_ms();
+        let actor = by.by();
+        let actor = actor.as_str();
         let mut tx = self.pool.begin().await.map_err(db("starting to store a campaign"))?;
         sqlx::query(
             "INSERT INTO campaigns (id, name, spec, phase, direction, reason, accepted_failures, version, settled, \
@@ -115,6 +129,13 @@ impl Store {
         write_waves(&mut tx, &id, c).await?;
         let detail = format!("{} agent(s), {}", c.members.len(), c.spec.image);
         record_event(&mut tx, &id, now, "created", Some(&detail), actor).await?;
+        by.audit(
+            "campaign.create",
+            format!("campaign {id}"),
+            format!("{}: {} of {} agent(s) to {}", c.spec.name, c.spec.target, c.members.len(), c.spec.image),
+        )
+        .record(&mut tx, crate::access::audit::OK)
+        .await?;
         let notified = notify_change(&mut tx, &id, None, c, now).await?;
         tx.commit().await.map_err(db("committing a new campaign"))?;
         if notified {
@@ -221,8 +242,9 @@ impl Store {
         before: &Campaign,
         after: &Campaign,
         sends: &[Send],
-        actor: &str,
+        by: By<'_>,
     ) -> Result<Option<Vec<Send>>, FleetError> {
+        let By { actor, audit } = by;
         let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(db("starting to save a campaign"))?;
         let done = sqlx::query(
@@ -246,6 +268,9 @@ impl Store {
         }
         if let Some(kind) = event_kind(before, after) {
             record_event(&mut tx, id, now, kind, after.reason.as_deref(), actor).await?;
+        }
+        if let Some(audit) = audit {
+            audit.record(&mut tx, crate::access::audit::OK).await?;
         }
         match (ended(before), ended(after)) {
             (false, true) => {

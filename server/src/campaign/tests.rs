@@ -29,11 +29,15 @@ async fn open(dir: &std::path::Path) -> (Store, String) {
 /// `n` agents named h0… each running `app` on 1.0.0; their ids.
 async fn fleet(store: &Store, n: usize) -> Vec<String> {
     let labels = [("env".to_string(), "test".to_string())].into();
-    let token = store.create_token(3_600_000, 100, labels).await.expect("campaign test step").token;
+    let token = store
+        .create_token(3_600_000, 100, labels, &crate::access::Principal::server().audit("test", "", ""))
+        .await
+        .expect("campaign test step")
+        .token;
     let mut ids = Vec::new();
     for i in 0..n {
         let request = EnrolRequest { token: token.clone(), name: format!("h{i}"), manifest: manifest("app") };
-        let id = store.enrol(&request).await.expect("campaign test step").agent_id;
+        let id = store.enrol(&request, "-").await.expect("campaign test step").agent_id;
         report(store, &id, "1.0.0").await;
         ids.push(id);
     }
@@ -82,7 +86,9 @@ async fn a_campaign_pins_in_waves_and_a_restart_never_sends_twice() {
     let dir = tempfile::tempdir().expect("campaign test step");
     let (store, url) = open(dir.path()).await;
     let ids = fleet(&store, 5).await;
-    let id = runner::create(&store, &request("1.1.0"), None, "test").await.expect("campaign test step");
+    let id = runner::create(&store, &request("1.1.0"), None, &crate::access::Principal::server())
+        .await
+        .expect("campaign test step");
     let c = store.campaign(&id).await.expect("campaign test step").campaign;
     assert_eq!(c.spec.image, format!("{REG}:1.1.0"), "the version resolved in the agents' repository");
     let order: Vec<String> = c.members.iter().map(|m| m.agent.clone()).collect();
@@ -113,7 +119,9 @@ async fn a_campaign_pins_in_waves_and_a_restart_never_sends_twice() {
     assert_eq!(ids.len(), 5);
 
     // Rolled back: every agent goes back to 1.0.0, once each.
-    runner::apply(&store, &id, super::engine::Command::Rollback, "test").await.expect("campaign test step");
+    runner::apply(&store, &id, super::engine::Command::Rollback, &crate::access::Principal::server())
+        .await
+        .expect("campaign test step");
     for _ in 0..6 {
         for (i, agent) in order.iter().enumerate() {
             let text = store.desired(agent).await.expect("campaign test step").manifest;
@@ -139,9 +147,12 @@ async fn a_failing_canary_pauses_the_campaign_with_the_agents_reason() {
         secret: None,
         events: Vec::new(),
     };
-    let sink = store.add_sink(&sink, crate::notify::catalog::Source::Page).await.expect("campaign test step");
+    let sink =
+        store.add_sink(&sink, crate::notify::catalog::Source::Page, None).await.expect("campaign test step");
     fleet(&store, 4).await;
-    let id = runner::create(&store, &request("1.1.0"), None, "test").await.expect("campaign test step");
+    let id = runner::create(&store, &request("1.1.0"), None, &crate::access::Principal::server())
+        .await
+        .expect("campaign test step");
     let canary = store.campaign(&id).await.expect("campaign test step").campaign.members[0].agent.clone();
     event(&store, &canary, "op-1", "1.1.0", "rolled_back", Some("health: exited with code 4")).await;
     runner::tick(&store).await.expect("campaign test step");
@@ -160,8 +171,9 @@ async fn a_failing_canary_pauses_the_campaign_with_the_agents_reason() {
     assert!(told[2].1.contains("exited with code 4"), "the reason is told: {}", told[2].1);
     assert!(view.summary.reason.as_deref().is_some_and(|r| r.contains("exited with code 4")), "{view:?}");
     assert_eq!(view.agent_states.iter().map(|a| a.sends).sum::<i64>(), 1, "nobody else was sent");
-    let err =
-        runner::apply(&store, &id, super::engine::Command::Pause, "test").await.expect_err("already paused");
+    let err = runner::apply(&store, &id, super::engine::Command::Pause, &crate::access::Principal::server())
+        .await
+        .expect_err("already paused");
     assert!(err.to_string().contains("only a running one"), "{err}");
 }
 
@@ -172,7 +184,12 @@ async fn creation_refuses_what_it_cannot_do_and_says_why() {
     fleet(&store, 2).await;
     let refuse = |r: Request| {
         let store = store.clone();
-        async move { runner::create(&store, &r, None, "test").await.expect_err("refused").to_string() }
+        async move {
+            runner::create(&store, &r, None, &crate::access::Principal::server())
+                .await
+                .expect_err("refused")
+                .to_string()
+        }
     };
     let no_target = Request { target: "nope".into(), ..request("1.1.0") };
     assert!(refuse(no_target).await.contains("no agent matches"));
@@ -267,7 +284,9 @@ async fn one_campaign_at_a_time_holds_a_target_even_when_ten_start_at_once() {
     let starts = (0..10).map(|i| {
         let store = store.clone();
         let r = Request { name: Some(format!("c{i}")), ..request("1.1.0") };
-        tokio::spawn(async move { runner::create(&store, &r, None, "test").await })
+        tokio::spawn(
+            async move { runner::create(&store, &r, None, &crate::access::Principal::server()).await },
+        )
     });
     let mut won = Vec::new();
     for start in starts {
@@ -278,7 +297,9 @@ async fn one_campaign_at_a_time_holds_a_target_even_when_ten_start_at_once() {
     }
     assert_eq!(won.len(), 1, "exactly one of ten campaigns on the same targets starts: {won:?}");
     let first = won[0].clone();
-    let second = runner::create(&store, &request("1.2.0"), None, "test").await.expect_err("held");
+    let second = runner::create(&store, &request("1.2.0"), None, &crate::access::Principal::server())
+        .await
+        .expect_err("held");
     assert!(is_conflict(&second), "409: {second}");
     let why = second.to_string();
     assert!(
@@ -290,10 +311,16 @@ async fn one_campaign_at_a_time_holds_a_target_even_when_ten_start_at_once() {
 
     // Once the first ends, the target is free; rolling the first back
     // would now fight the second, so it is refused naming it.
-    runner::apply(&store, &first, super::engine::Command::Abort, "test").await.expect("campaign test step");
-    let next = runner::create(&store, &request("1.2.0"), None, "test").await.expect("free after the abort");
+    runner::apply(&store, &first, super::engine::Command::Abort, &crate::access::Principal::server())
+        .await
+        .expect("campaign test step");
+    let next = runner::create(&store, &request("1.2.0"), None, &crate::access::Principal::server())
+        .await
+        .expect("free after the abort");
     let refused =
-        runner::apply(&store, &first, super::engine::Command::Rollback, "test").await.expect_err("held");
+        runner::apply(&store, &first, super::engine::Command::Rollback, &crate::access::Principal::server())
+            .await
+            .expect_err("held");
     assert!(
         is_conflict(&refused) && refused.to_string().contains(&format!("campaign `{next}`")),
         "{refused}"
@@ -306,12 +333,16 @@ async fn a_pattern_matching_several_targets_on_one_host_is_refused_naming_them()
     let dir = tempfile::tempdir().expect("campaign test step");
     let (store, _) = open(dir.path()).await;
     let labels = [("env".to_string(), "test".to_string())].into();
-    let token = store.create_token(3_600_000, 10, labels).await.expect("campaign test step").token;
+    let token = store
+        .create_token(3_600_000, 10, labels, &crate::access::Principal::server().audit("test", "", ""))
+        .await
+        .expect("campaign test step")
+        .token;
     let two = format!(
         "version: 1\ntargets:\n  - container: web\n    image: {REG}:1.0.0\n  - container: db\n    image: {REG}:1.0.0\n"
     );
     let id = store
-        .enrol(&EnrolRequest { token, name: "both".into(), manifest: two })
+        .enrol(&EnrolRequest { token, name: "both".into(), manifest: two }, "-")
         .await
         .expect("campaign test step")
         .agent_id;
@@ -344,10 +375,16 @@ async fn a_revoked_agent_takes_no_pin_no_manifest_and_no_campaign() {
     let dir = tempfile::tempdir().expect("campaign test step");
     let (store, _) = open(dir.path()).await;
     let ids = fleet(&store, 2).await;
-    store.revoke_agent(&ids[0]).await.expect("campaign test step");
-    let pin = store.pin(&ids[0], "app", &format!("{REG}:1.1.0")).await.expect_err("revoked");
+    store
+        .revoke_agent(&ids[0], &crate::access::Principal::server().audit("test", "", ""))
+        .await
+        .expect("campaign test step");
+    let pin = store.pin(&ids[0], "app", &format!("{REG}:1.1.0"), None).await.expect_err("revoked");
     assert!(is_conflict(&pin) && pin.to_string().contains("is revoked"), "{pin}");
-    let put = store.put_manifest(&ids[0], &manifest("app")).await.expect_err("revoked");
+    let put = store
+        .put_manifest(&ids[0], &manifest("app"), &crate::access::Principal::server().audit("test", "", ""))
+        .await
+        .expect_err("revoked");
     assert!(put.to_string().contains("is revoked"), "{put}");
     let named = Request { label: None, agents: vec![ids[0].clone()], ..request("1.1.0") };
     assert!(runner::plan(&store, &named).await.expect_err("revoked").to_string().contains("revoked"));
@@ -368,7 +405,9 @@ async fn a_rollback_leaves_no_agent_on_the_campaigns_image_whatever_its_upgrade_
         deadline: Some("1s".into()),
         ..request("1.1.0")
     };
-    let id = runner::create(&store, &r, None, "test").await.expect("campaign test step");
+    let id = runner::create(&store, &r, None, &crate::access::Principal::server())
+        .await
+        .expect("campaign test step");
     let order: Vec<String> = store
         .campaign(&id)
         .await
@@ -396,7 +435,9 @@ async fn a_rollback_leaves_no_agent_on_the_campaigns_image_whatever_its_upgrade_
         .collect();
     assert_eq!(states[1..], ["RolledBack", "Failed", "TimedOut"], "{states:?}");
 
-    runner::apply(&store, &id, super::engine::Command::Rollback, "test").await.expect("campaign test step");
+    runner::apply(&store, &id, super::engine::Command::Rollback, &crate::access::Principal::server())
+        .await
+        .expect("campaign test step");
     let view = store.campaign_view(&id).await.expect("campaign test step");
     assert!(all_pinned_to(&store, &order, ":1.0.0").await, "every pinned agent is pinned back: {view:?}");
     assert!(view.still_pinned.is_empty(), "{:?}", view.still_pinned);
@@ -412,18 +453,29 @@ async fn abort_leaves_the_pinned_listed_and_abort_and_revert_brings_them_back() 
     let dir = tempfile::tempdir().expect("campaign test step");
     let (store, _) = open(dir.path()).await;
     fleet(&store, 3).await;
-    let id = runner::create(&store, &request("1.1.0"), None, "test").await.expect("campaign test step");
+    let id = runner::create(&store, &request("1.1.0"), None, &crate::access::Principal::server())
+        .await
+        .expect("campaign test step");
     let canary = store.campaign(&id).await.expect("campaign test step").campaign.members[0].agent.clone();
-    runner::apply(&store, &id, super::engine::Command::Abort, "test").await.expect("campaign test step");
+    runner::apply(&store, &id, super::engine::Command::Abort, &crate::access::Principal::server())
+        .await
+        .expect("campaign test step");
     let view = store.campaign_view(&id).await.expect("campaign test step");
     assert_eq!(view.still_pinned.len(), 1, "{:?}", view.still_pinned);
     assert_eq!(view.still_pinned[0].agent_id, canary);
     assert!(view.still_pinned[0].why.contains("aborted without revert"), "{}", view.still_pinned[0].why);
 
-    let second = runner::create(&store, &request("1.1.0"), None, "test").await.expect("campaign test step");
-    runner::apply(&store, &second, super::engine::Command::AbortAndRevert, "test")
+    let second = runner::create(&store, &request("1.1.0"), None, &crate::access::Principal::server())
         .await
         .expect("campaign test step");
+    runner::apply(
+        &store,
+        &second,
+        super::engine::Command::AbortAndRevert,
+        &crate::access::Principal::server(),
+    )
+    .await
+    .expect("campaign test step");
     let view = store.campaign_view(&second).await.expect("campaign test step");
     assert_eq!(view.summary.state, "rolling_back");
     assert!(
@@ -453,14 +505,18 @@ async fn waves_spread_across_a_label_and_the_timeline_says_who_did_what() {
     for (region, n) in [("eu", 4), ("us", 2)] {
         let labels =
             [("env".to_string(), "test".to_string()), ("region".to_string(), region.to_string())].into();
-        let token = store.create_token(3_600_000, 10, labels).await.expect("campaign test step").token;
+        let token = store
+            .create_token(3_600_000, 10, labels, &crate::access::Principal::server().audit("test", "", ""))
+            .await
+            .expect("campaign test step")
+            .token;
         for i in 0..n {
             let request = EnrolRequest {
                 token: token.clone(),
                 name: format!("{region}{i}"),
                 manifest: manifest("app"),
             };
-            let id = store.enrol(&request).await.expect("campaign test step").agent_id;
+            let id = store.enrol(&request, "-").await.expect("campaign test step").agent_id;
             report(&store, &id, "1.0.0").await;
             by_region.push((id, region));
         }
@@ -483,18 +539,30 @@ async fn waves_spread_across_a_label_and_the_timeline_says_who_did_what() {
 
     // The timeline: created by the test, paused by the server's ratio
     // with its reason, resumed by the admin.
-    let id = runner::create(&store, &Request { canary: Some(1), ..request("1.1.0") }, None, "ops-alice")
-        .await
-        .expect("campaign test step");
+    let id = runner::create(
+        &store,
+        &Request { canary: Some(1), ..request("1.1.0") },
+        None,
+        &crate::access::Principal::page_user("ops-alice"),
+    )
+    .await
+    .expect("campaign test step");
     let canary = store.campaign(&id).await.expect("campaign test step").campaign.members[0].agent.clone();
     event(&store, &canary, "op-c", "1.1.0", "rolled_back", Some("health: exited with 4")).await;
     runner::tick(&store).await.expect("campaign test step");
-    runner::apply(&store, &id, super::engine::Command::Resume, "ops-bob").await.expect("campaign test step");
+    runner::apply(
+        &store,
+        &id,
+        super::engine::Command::Resume,
+        &crate::access::Principal::page_user("ops-bob"),
+    )
+    .await
+    .expect("campaign test step");
     let view = store.campaign_view(&id).await.expect("campaign test step");
     let lines: Vec<(String, String)> = view.timeline.iter().map(|e| (e.what.clone(), e.by.clone())).collect();
     let has = |what: &str, by: &str| lines.iter().any(|(w, b)| w == what && b == by);
-    assert!(has("created", "ops-alice") && has("canary started", "server"), "{lines:?}");
-    assert!(has("paused", "server") && has("resumed", "ops-bob"), "{lines:?}");
+    assert!(has("created", "ops-alice (page)") && has("canary started", "server"), "{lines:?}");
+    assert!(has("paused", "server") && has("resumed", "ops-bob (page)"), "{lines:?}");
     let paused = view.timeline.iter().find(|e| e.what == "paused").and_then(|e| e.detail.clone());
     assert!(paused.is_some_and(|d| d.contains("canary failed") && d.contains("exited with 4")));
     assert!(view.timeline.windows(2).all(|w| w[0].at_ms <= w[1].at_ms), "oldest first");
@@ -518,10 +586,14 @@ async fn a_fleet_filter_selects_with_every_condition_and_offline_agents_can_be_l
             ("tier".to_string(), tier.to_string()),
         ]
         .into();
-        let token = store.create_token(3_600_000, 10, labels).await.expect("campaign test step").token;
+        let token = store
+            .create_token(3_600_000, 10, labels, &crate::access::Principal::server().audit("test", "", ""))
+            .await
+            .expect("campaign test step")
+            .token;
         let request =
             EnrolRequest { token, name: format!("{region}-{tier}-{}", ids.len()), manifest: manifest("app") };
-        let id = store.enrol(&request).await.expect("campaign test step").agent_id;
+        let id = store.enrol(&request, "-").await.expect("campaign test step").agent_id;
         report(&store, &id, version).await;
         ids.push(id);
     }

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use container_upgrader::cli_support::read_token;
 use container_upgrader::{err, out};
 
+use super::access_cmd as access;
 use super::campaign_cmd as campaign;
 use super::client::{columns, print, segment, text, Client};
 use super::{exit, state, Failure, Output};
@@ -38,6 +39,12 @@ pub(crate) struct FleetArgs {
     /// one), when it is there.
     #[arg(long, value_name = "PATH", env = "CONTAINER_UPGRADER_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
+    /// A file holding your API token (`fleet api-token create`): the
+    /// server then knows who you are, and your role decides what you may
+    /// do. Taken before --admin-token-file (break-glass) when both are
+    /// set.
+    #[arg(long, value_name = "PATH", env = "CONTAINER_UPGRADER_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// A PEM CA certificate to trust for the server, besides the system's
     /// (a private CA).
     #[arg(long, value_name = "PATH", env = "CONTAINER_UPGRADER_SERVER_CA")]
@@ -106,6 +113,16 @@ enum FleetCommand {
     /// Campaigns: upgrade many agents in waves.
     #[command(subcommand)]
     Campaign(campaign::CampaignCommand),
+    /// Who the token is: user, role, how.
+    Whoami,
+    /// Users and their roles (admin).
+    #[command(subcommand)]
+    User(access::UserCommand),
+    /// API tokens of users (yours; everyone's for an admin).
+    #[command(subcommand)]
+    ApiToken(access::ApiTokenCommand),
+    /// The audit log: who changed what, when, from where.
+    Audit(access::AuditArgs),
     /// Notification sinks: webhook, Slack, ntfy.
     #[command(subcommand)]
     Notifications(super::notify_cmd::NotifyCommand),
@@ -140,9 +157,10 @@ enum TokenCommand {
 
 /// Runs a `fleet` subcommand.
 pub(crate) async fn fleet(args: FleetArgs) -> Result<u8, Failure> {
-    let path = match args.admin_token_file {
-        Some(path) => path,
-        None => {
+    let (path, flag) = match (args.token_file, args.admin_token_file) {
+        (Some(path), _) => (path, "--token-file"),
+        (None, Some(path)) => (path, "--admin-token-file"),
+        (None, None) => {
             let dir = std::env::var_os("CONTAINER_UPGRADER_SERVER_STATE_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(state::default_state_dir);
@@ -151,16 +169,17 @@ pub(crate) async fn fleet(args: FleetArgs) -> Result<u8, Failure> {
                 return Err(Failure::new(
                     exit::USAGE,
                     format!(
-                        "error: fleet needs --admin-token-file PATH (or CONTAINER_UPGRADER_ADMIN_TOKEN_FILE); \
+                        "error: fleet needs --token-file PATH (your API token, CONTAINER_UPGRADER_TOKEN_FILE) or \
+                         --admin-token-file PATH (break-glass, CONTAINER_UPGRADER_ADMIN_TOKEN_FILE); \
                          no server on this machine made one in {}",
                         local.display()
                     ),
                 ));
             }
-            local
+            (local, "--admin-token-file")
         }
     };
-    let token = read_token(&path, "--admin-token-file")?;
+    let token = read_token(&path, flag)?;
     if !(args.server.starts_with("http://") || args.server.starts_with("https://")) {
         return Err(Failure::new(
             exit::USAGE,
@@ -257,6 +276,10 @@ pub(crate) async fn fleet(args: FleetArgs) -> Result<u8, Failure> {
             print(&tokens, output, tokens_table)
         }
         FleetCommand::Campaign(command) => campaign::campaign(&client, command).await,
+        FleetCommand::Whoami => access::whoami(&client).await,
+        FleetCommand::User(command) => access::user(&client, command).await,
+        FleetCommand::ApiToken(command) => access::api_token(&client, command).await,
+        FleetCommand::Audit(args) => access::audit(&client, args).await,
         FleetCommand::Notifications(command) => super::notify_cmd::notifications(&client, command).await,
         FleetCommand::Token(TokenCommand::Revoke { id }) => {
             client

@@ -6,6 +6,7 @@
 //! The controller on every host holds the Docker socket and stays small; no
 //! host needs admin tooling to be an agent.
 
+mod access_cmd;
 mod campaign_cmd;
 mod client;
 mod fleet_cmd;

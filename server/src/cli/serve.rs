@@ -76,6 +76,15 @@ pub(crate) struct ServeArgs {
     /// Op events older than this are dropped (`90d`, `2w`, `12h`).
     #[arg(long, value_name = "DURATION", default_value = "90d", value_parser = long_duration)]
     history_max_age: std::time::Duration,
+    /// A load balancer or proxy in front (IP or CIDR; repeatable) whose
+    /// `X-Forwarded-For` header names the client: login limits and the
+    /// audit log then see the client's address, not the proxy's. Others'
+    /// headers are ignored.
+    #[arg(long = "trusted-proxy", value_name = "IP[/PREFIX]", value_parser = trusted_proxy)]
+    trusted_proxies: Vec<ipnet::IpNet>,
+    /// Audit log rows older than this are dropped (`365d`, `2y`).
+    #[arg(long, value_name = "DURATION", default_value = "365d", value_parser = long_duration)]
+    audit_max_age: std::time::Duration,
     /// Connections one client address (an IPv6 /64) may hold at once;
     /// more are closed on accept, so one host cannot take every slot.
     /// Raise it when many agents share one NAT address; 0 turns it off
@@ -102,6 +111,14 @@ fn offline_duration(s: &str) -> Result<std::time::Duration, String> {
         return Err(format!("`{s}`: at least 1s"));
     }
     Ok(d)
+}
+
+/// `IP` or `IP/PREFIX`.
+fn trusted_proxy(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{s}` is not an IP address or CIDR (10.0.0.5, 10.0.0.0/24, fd00::/64)"))
 }
 
 /// A duration of hours to years (`90d`, `2w`), at least a minute.
@@ -190,6 +207,8 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             max_events: args.history_max_events,
             max_age: args.history_max_age,
         },
+        audit_max_age: args.audit_max_age,
+        trusted_proxies: args.trusted_proxies,
         notification_sinks,
         notify_offline_after: args.notify_offline_after,
     };

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::outbox::enqueue;
 use super::sinks::{self, SinkKind, Target};
 use super::{Event, Kind};
+use crate::access::Audit;
 use crate::error::db;
 use crate::store::{now_ms, rfc3339, Store};
 use crate::FleetError;
@@ -118,12 +119,19 @@ type SinkRow = (String, String, String, String, Option<String>, String, String, 
 
 impl Store {
     /// Adds a sink; 409 when its name is taken.
-    pub async fn add_sink(&self, sink: &NewSink, source: Source) -> Result<SinkInfo, FleetError> {
+    /// `audit` (the caller's) is written in the same transaction.
+    pub async fn add_sink(
+        &self,
+        sink: &NewSink,
+        source: Source,
+        audit: Option<&Audit>,
+    ) -> Result<SinkInfo, FleetError> {
         let kinds = sink.check().map_err(FleetError::Invalid)?;
         let id = crate::secret::new_id()?;
         let events = events_json(&kinds);
         let secret = sink.secret.as_deref().filter(|s| !s.is_empty());
         let _gate = self.write_gate().await;
+        let mut tx = self.pool.begin().await.map_err(db("starting to add a sink"))?;
         let done = sqlx::query(
             "INSERT INTO notify_sinks (id, name, kind, url, secret, events, source, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING",
@@ -136,7 +144,7 @@ impl Store {
         .bind(&events)
         .bind(source.as_str())
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db("adding a notification sink"))?;
         if done.rows_affected() == 0 {
@@ -145,24 +153,30 @@ impl Store {
                 sink.name
             )));
         }
+        if let Some(audit) = audit {
+            audit.record(&mut tx, crate::access::audit::OK).await?;
+        }
+        tx.commit().await.map_err(db("committing a new sink"))?;
+        drop(_gate);
         tracing::info!(sink = %sink.name, kind = sink.kind.as_str(), source = source.as_str(), "notification sink added");
         self.sink(&id).await
     }
 
     /// Removes sink `id` and its waiting events; 409 for a file's sink.
-    pub async fn remove_sink(&self, id: &str) -> Result<(), FleetError> {
+    /// `audit` (the caller's) is written in the same transaction.
+    pub async fn remove_sink(&self, id: &str, audit: Option<&Audit>) -> Result<(), FleetError> {
         let (name, source) = self.sink_name_source(id).await?;
         if source == Source::File.as_str() {
             return Err(FleetError::Conflict(format!(
                 "sink `{name}` is declared in --notifications-file; remove it there and restart the server"
             )));
         }
-        self.delete_sink(id).await?;
+        self.delete_sink(id, audit).await?;
         tracing::info!(sink = %name, "notification sink removed");
         Ok(())
     }
 
-    async fn delete_sink(&self, id: &str) -> Result<(), FleetError> {
+    async fn delete_sink(&self, id: &str, audit: Option<&Audit>) -> Result<(), FleetError> {
         let _gate = self.write_gate().await;
         let mut tx = self.pool.begin().await.map_err(db("starting to remove a sink"))?;
         sqlx::query("DELETE FROM notify_outbox WHERE sink_id = $1")
@@ -175,6 +189,9 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(db("removing a sink"))?;
+        if let Some(audit) = audit {
+            audit.record(&mut tx, crate::access::audit::OK).await?;
+        }
         tx.commit().await.map_err(db("committing a sink's removal"))
     }
 
@@ -192,7 +209,8 @@ impl Store {
     }
 
     /// Queues a test event for sink `id` alone, behind what waits for it.
-    pub async fn test_sink(&self, id: &str) -> Result<String, FleetError> {
+    /// `audit` (the caller's) is written in the same transaction.
+    pub async fn test_sink(&self, id: &str, audit: Option<&Audit>) -> Result<String, FleetError> {
         let (name, _) = self.sink_name_source(id).await?;
         let event = Event::test(&name, now_ms())?;
         {
@@ -210,6 +228,9 @@ impl Store {
                 return Err(FleetError::NotFound(format!("no notification sink `{id}`")));
             }
             enqueue(&mut tx, &event, Some(id)).await?;
+            if let Some(audit) = audit {
+                audit.record(&mut tx, crate::access::audit::OK).await?;
+            }
             tx.commit().await.map_err(db("committing a test notification"))?;
         }
         self.wake_notifications();
@@ -330,7 +351,7 @@ impl Store {
             let secret = sink.secret.as_deref().filter(|s| !s.is_empty());
             match existing.iter().find(|(_, name, _)| *name == sink.name) {
                 None => {
-                    self.add_sink(sink, Source::File).await?;
+                    self.add_sink(sink, Source::File, None).await?;
                 }
                 Some((id, name, source)) => {
                     if source != Source::File.as_str() {
@@ -354,7 +375,7 @@ impl Store {
         for (id, name, source) in &existing {
             if source == Source::File.as_str() && !declared.iter().any(|d| d.name == *name) {
                 tracing::info!(sink = %name, "a sink no longer in --notifications-file is removed, with its waiting events");
-                self.delete_sink(id).await?;
+                self.delete_sink(id, None).await?;
             }
         }
         Ok(())

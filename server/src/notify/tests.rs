@@ -30,11 +30,20 @@ fn sink(name: &str, events: &[&str]) -> NewSink {
 }
 
 async fn agent(store: &Store) -> String {
-    let token = store.create_token(3_600_000, 1, Default::default()).await.expect("notify test step").token;
+    let token = store
+        .create_token(
+            3_600_000,
+            1,
+            Default::default(),
+            &crate::access::Principal::server().audit("test", "", ""),
+        )
+        .await
+        .expect("notify test step")
+        .token;
     let manifest =
         "version: 1\ntargets:\n  - container: app\n    image: 127.0.0.1:5000/app:1.0.0\n".to_string();
     let request = EnrolRequest { token, name: "host-1".into(), manifest };
-    store.enrol(&request).await.expect("notify test step").agent_id
+    store.enrol(&request, "-").await.expect("notify test step").agent_id
 }
 
 fn op(id: &str, outcome: &str) -> OpEvent {
@@ -60,29 +69,29 @@ async fn queued(store: &Store, sink: &str) -> Vec<Event> {
 #[tokio::test]
 async fn sinks_are_added_listed_without_secrets_and_a_name_is_taken_once() {
     let (store, _dir) = open().await;
-    let added = store.add_sink(&sink("ops", &[]), Source::Page).await.expect("notify test step");
+    let added = store.add_sink(&sink("ops", &[]), Source::Page, None).await.expect("notify test step");
     assert_eq!(added.secret, Some("set"));
     let listed = serde_json::to_string(&store.sinks().await.expect("notify test step")).expect("json");
     assert!(!listed.contains("0123456789abcdef"), "{listed}");
-    let again = store.add_sink(&sink("ops", &[]), Source::Page).await.expect_err("taken");
+    let again = store.add_sink(&sink("ops", &[]), Source::Page, None).await.expect_err("taken");
     assert!(matches!(again, crate::FleetError::Conflict(_)), "{again}");
     let bad = NewSink { url: "file:///etc/passwd".into(), ..sink("x", &[]) };
-    assert!(matches!(store.add_sink(&bad, Source::Page).await, Err(crate::FleetError::Invalid(_))));
-    store.remove_sink(&added.id).await.expect("notify test step");
+    assert!(matches!(store.add_sink(&bad, Source::Page, None).await, Err(crate::FleetError::Invalid(_))));
+    store.remove_sink(&added.id, None).await.expect("notify test step");
     assert!(store.sinks().await.expect("notify test step").is_empty());
 }
 
 #[tokio::test]
 async fn a_failed_op_is_queued_once_for_subscribed_sinks_in_order_behind_tests() {
     let (store, _dir) = open().await;
-    let all = store.add_sink(&sink("all", &[]), Source::Page).await.expect("notify test step").id;
+    let all = store.add_sink(&sink("all", &[]), Source::Page, None).await.expect("notify test step").id;
     let campaigns = store
-        .add_sink(&sink("campaigns", &["campaign.failed"]), Source::Page)
+        .add_sink(&sink("campaigns", &["campaign.failed"]), Source::Page, None)
         .await
         .expect("notify test step")
         .id;
     let id = agent(&store).await;
-    store.test_sink(&all).await.expect("notify test step");
+    store.test_sink(&all, None).await.expect("notify test step");
     store.store_event(&id, &op("op-1", "rolled_back")).await.expect("notify test step");
     store.store_event(&id, &op("op-1", "rolled_back")).await.expect("a repeat");
     store.store_event(&id, &op("op-2", "committed")).await.expect("notify test step");
@@ -113,7 +122,7 @@ async fn a_failed_op_is_queued_once_for_subscribed_sinks_in_order_behind_tests()
 #[tokio::test]
 async fn an_offline_agent_is_told_once_per_episode_and_again_when_back() {
     let (store, _dir) = open().await;
-    let s = store.add_sink(&sink("all", &[]), Source::Page).await.expect("notify test step").id;
+    let s = store.add_sink(&sink("all", &[]), Source::Page, None).await.expect("notify test step").id;
     let id = agent(&store).await;
     let quiet = Duration::from_secs(60);
     assert_eq!(store.scan_presence(quiet, true).await.expect("notify test step"), 0, "just enrolled");
@@ -145,14 +154,14 @@ async fn an_offline_agent_is_told_once_per_episode_and_again_when_back() {
 #[tokio::test]
 async fn the_file_s_sinks_are_synced_and_cannot_be_removed_on_the_page() {
     let (store, _dir) = open().await;
-    store.add_sink(&sink("page", &[]), Source::Page).await.expect("notify test step");
+    store.add_sink(&sink("page", &[]), Source::Page, None).await.expect("notify test step");
     store.sync_file_sinks(&[sink("filed", &[]), sink("gone", &[])]).await.expect("notify test step");
     store.sync_file_sinks(&[sink("filed", &["agent.offline"])]).await.expect("notify test step");
     let sinks = store.sinks().await.expect("notify test step");
     let names: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["filed", "page"]);
     assert_eq!(sinks[0].events, ["agent.offline"]);
-    let e = store.remove_sink(&sinks[0].id).await.expect_err("a file's sink");
+    let e = store.remove_sink(&sinks[0].id, None).await.expect_err("a file's sink");
     assert!(e.to_string().contains("--notifications-file"), "{e}");
 }
 
@@ -285,4 +294,24 @@ async fn the_api_and_the_page_manage_sinks_for_the_admin_only() {
         .expect("notify test step");
     assert_eq!(deleted.status(), 204);
     assert!(store.sinks().await.expect("notify test step").is_empty());
+    // Each change wrote its audit row, none with a secret; the refused
+    // ones (no token, bad URL, forged form) wrote none.
+    let filter =
+        crate::access::audit::AuditFilter { action: Some("notification".into()), ..Default::default() };
+    let log = store.audit_log(&filter).await.expect("notify test step").entries;
+    let mut actions: Vec<&str> = log.iter().map(|e| e.action.as_str()).collect();
+    actions.reverse();
+    assert_eq!(
+        actions,
+        [
+            "notification.add",
+            "notification.test",
+            "notification.test",
+            "notification.add",
+            "notification.remove",
+            "notification.remove"
+        ]
+    );
+    assert!(log.iter().all(|e| !e.summary.contains("0123456789abcdef")), "{log:?}");
+    assert!(log.iter().any(|e| e.summary.contains("secret set")), "{log:?}");
 }

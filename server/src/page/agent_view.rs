@@ -2,6 +2,7 @@
 //! images and history, and a form per target to pin another image
 //! (`POST /agents/{id}/pin`, with the session's CSRF token).
 
+use crate::access::Role;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -257,7 +258,13 @@ pub async fn pin(
     Form(form): Form<PinForm>,
 ) -> Result<Response, PageError> {
     check_post(&session, &headers, form.csrf.as_deref())?;
-    let revision = state.store.pin(&id, &form.target, form.image.trim()).await?;
+    session.require(Role::Operator)?;
+    let audit = session.principal.audit(
+        "pin",
+        format!("agent {id}"),
+        format!("target {} pinned to {}", form.target, form.image.trim()),
+    );
+    let revision = state.store.pin(&id, &form.target, form.image.trim(), Some(&audit)).await?;
     tracing::info!(agent = %id, target = %form.target, image = %form.image.trim(), revision, "pinned from the page");
     Ok(Redirect::to(&format!("/agents/{}?pinned={revision}", urlencode(&id))).into_response())
 }

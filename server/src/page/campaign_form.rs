@@ -591,13 +591,8 @@ pub async fn submit(
             request.image = Some(f.previewed_image.trim().to_string());
             request.version = None;
         }
-        return match runner::create(
-            &state.store,
-            &request,
-            state.registry.as_ref(),
-            crate::campaign::api::ADMIN_PAGE,
-        )
-        .await
+        session.require(crate::access::Role::Operator)?;
+        return match runner::create(&state.store, &request, state.registry.as_ref(), &session.principal).await
         {
             Ok(id) => {
                 tracing::info!(campaign = %id, "campaign created from the page");

@@ -97,11 +97,15 @@ async fn page_with(registry: Option<crate::versions::CheckerConfig>) -> Page {
     let dir = tempfile::tempdir().expect("page test step");
     let store = Store::open(&crate::tests::database(dir.path()).await).await.expect("page test step");
     let labels = [("env".to_string(), "test".to_string())].into();
-    let token = store.create_token(3_600_000, 10, labels).await.expect("page test step").token;
+    let token = store
+        .create_token(3_600_000, 10, labels, &crate::access::Principal::server().audit("test", "", ""))
+        .await
+        .expect("page test step")
+        .token;
     let mut agents = Vec::new();
     for name in [EVIL, "host-2", "host-3"] {
         let request = EnrolRequest { token: token.clone(), name: name.into(), manifest: manifest() };
-        let id = store.enrol(&request).await.expect("page test step").agent_id;
+        let id = store.enrol(&request, "-").await.expect("page test step").agent_id;
         report(&store, &id).await;
         agents.push(id);
     }
@@ -297,7 +301,9 @@ async fn the_campaign_page_reads_without_javascript_escapes_agent_names_and_its_
         canary: Some(1),
         ..Default::default()
     };
-    let id = crate::campaign::runner::create(&p.store, &request, None, "test").await.expect("page test step");
+    let id = crate::campaign::runner::create(&p.store, &request, None, &crate::access::Principal::server())
+        .await
+        .expect("page test step");
     let path = format!("/campaigns/{id}");
 
     // Server-rendered: state, waves and every agent's state are in the

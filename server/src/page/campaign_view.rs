@@ -596,12 +596,13 @@ pub async fn command(
     Form(form): Form<CommandForm>,
 ) -> Result<Response, PageError> {
     check_post(&session, &headers, form.csrf.as_deref())?;
+    session.require(crate::access::Role::Operator)?;
     let cmd = command_named(&word)?;
     if destructive(cmd) && form.confirm != "yes" {
         let v = state.store.campaign_view(&id).await?;
         return Ok(Html(confirm_page(&v, cmd, &session.csrf)).into_response());
     }
-    match runner::apply(&state.store, &id, cmd, crate::campaign::api::ADMIN_PAGE).await {
+    match runner::apply(&state.store, &id, cmd, &session.principal).await {
         Ok(()) => {
             tracing::info!(campaign = %id, command = word, "campaign command from the page");
             Ok(Redirect::to(&format!("/campaigns/{}", urlencode(&id))).into_response())

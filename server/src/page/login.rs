@@ -8,6 +8,7 @@
 //! allocates it.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
@@ -21,6 +22,7 @@ use super::html::{escape, layout};
 use super::login_limit::Refused;
 use super::session::{self, check_post, clear_cookie, cookie, set_cookie, Authed};
 use super::PageError;
+use crate::access::{Audit, Principal, Role, Via};
 use crate::state::FleetState;
 use crate::{secret, FleetError};
 
@@ -38,16 +40,40 @@ pub const MAX_HASH_TIME_COST: u32 = 16;
 pub const MAX_HASH_LANES: u32 = 16;
 
 fn login_page(state: &FleetState, message: Option<&str>) -> String {
-    let what = if state.page.password_hash.is_some() { "Admin password or token" } else { "Admin token" };
+    let glass = if state.page.password_hash.is_some() { "admin password or token" } else { "admin token" };
     let message = message.map(|m| format!(r#"<p class="error" id="login-error">{}</p>"#, escape(m)));
     let body = format!(
         r#"{}<form method="post" action="/login" class="login">
-<label for="secret">{what}</label>
-<input type="password" id="secret" name="secret" autocomplete="current-password" required autofocus>
-<button type="submit" id="login">Log in</button></form>"#,
+<label for="name">User</label>
+<input type="text" id="name" name="name" autocomplete="username" autofocus>
+<label for="secret">Password (or your setup code)</label>
+<input type="password" id="secret" name="secret" autocomplete="current-password" required>
+<button type="submit" id="login">Log in</button>
+<p class="hint">Break-glass: leave User empty and give the {glass}.</p></form>"#,
         message.unwrap_or_default()
     );
     layout("Log in", None, &body)
+}
+
+/// The form where a new user chooses their password with their setup
+/// code.
+fn setup_page(name: &str, code: &str, message: Option<&str>) -> String {
+    let message = message.map(|m| format!(r#"<p class="error" id="setup-error">{}</p>"#, escape(m)));
+    let body = format!(
+        r#"{}<p>Welcome, {name}. Choose your password ({min} characters or more).</p>
+<form method="post" action="/setup" class="login">
+<input type="hidden" name="name" value="{name}"><input type="hidden" name="code" value="{code}">
+<label for="password">New password</label>
+<input type="password" id="password" name="password" autocomplete="new-password" minlength="{min}" required autofocus>
+<label for="again">Again</label>
+<input type="password" id="again" name="again" autocomplete="new-password" minlength="{min}" required>
+<button type="submit" id="set-password">Set password and log in</button></form>"#,
+        message.unwrap_or_default(),
+        name = escape(name),
+        code = escape(code),
+        min = crate::access::users::MIN_PASSWORD,
+    );
+    layout("Choose your password", None, &body)
 }
 
 /// `GET /login`: the form (or the fleet, when already logged in).
@@ -63,26 +89,69 @@ pub async fn form(State(state): State<FleetState>, headers: HeaderMap) -> Result
 /// The login form's fields.
 #[derive(Debug, Deserialize)]
 pub struct LoginForm {
+    #[serde(default)]
+    name: String,
     secret: String,
 }
 
-/// Whether `given` is the admin token or the admin password; argon2 runs
-/// in one of the limited verification slots.
-async fn valid(state: &FleetState, given: &str) -> Result<bool, Refused> {
-    if given.is_empty() || given.len() > MAX_SECRET {
-        return Ok(false);
-    }
-    if secret::equal(given, &state.admin_token) {
-        return Ok(true);
-    }
-    let Some(stored) = state.page.password_hash.clone() else { return Ok(false) };
+/// What a login attempt turned out to be.
+enum Outcome {
+    /// A session for this principal; the audit summary.
+    In(Principal, &'static str),
+    /// A user's valid setup code: they choose their password next.
+    Setup,
+    /// Nothing matched.
+    Failed,
+    /// Not heard now (too many verifications at once).
+    NotNow(Refused),
+}
+
+/// Whether `given` is `stored`'s password; argon2 runs in one of the
+/// limited verification slots, off the async workers (slow on purpose).
+async fn matches(state: &FleetState, stored: Arc<str>, given: &str) -> Result<bool, Refused> {
     let slot = state.page.logins.verification_slot().await?;
     let given = given.to_string();
-    // argon2 is slow on purpose: off the async workers.
     let matched =
         tokio::task::spawn_blocking(move || password_matches(&stored, &given)).await.unwrap_or(false);
     drop(slot);
     Ok(matched)
+}
+
+/// Checks a login: with a user name, that user's password (or setup
+/// code); without one, the break-glass admin token or admin password.
+async fn check(state: &FleetState, name: &str, given: &str, source: &str) -> Result<Outcome, PageError> {
+    if given.is_empty() || given.len() > MAX_SECRET || name.len() > 64 {
+        return Ok(Outcome::Failed);
+    }
+    let glass = |what| {
+        let p = Principal { user: None, via: Via::BreakGlassPage, role: Role::Admin, source: source.into() };
+        Ok(Outcome::In(p, what))
+    };
+    if name.is_empty() {
+        if secret::equal(given, &state.admin_token) {
+            return glass("logged in with the break-glass admin token");
+        }
+        let Some(stored) = state.page.password_hash.clone() else { return Ok(Outcome::Failed) };
+        return match matches(state, stored, given).await {
+            Ok(true) => glass("logged in with the break-glass admin password"),
+            Ok(false) => Ok(Outcome::Failed),
+            Err(refused) => Ok(Outcome::NotNow(refused)),
+        };
+    }
+    if let Some((stored, role)) = state.store.login_of(name).await? {
+        return match matches(state, Arc::from(stored), given).await {
+            Ok(true) => {
+                let p = Principal { user: Some(name.into()), via: Via::Page, role, source: source.into() };
+                Ok(Outcome::In(p, "logged in"))
+            }
+            Ok(false) => Ok(Outcome::Failed),
+            Err(refused) => Ok(Outcome::NotNow(refused)),
+        };
+    }
+    if state.store.setup_code_valid(name, given).await? {
+        return Ok(Outcome::Setup);
+    }
+    Ok(Outcome::Failed)
 }
 
 /// Whether `password` matches the argon2 PHC string `stored`.
@@ -139,26 +208,113 @@ pub async fn login(
         return Ok(crate::guard::too_many(crate::guard::RETRY_AFTER_SECS, busy.into()));
     };
     let form = Form::<LoginForm>::from_request(request, &state).await;
-    let given = form.map(|Form(f)| f.secret).unwrap_or_default();
-    match valid(&state, &given).await {
-        Err(refused) => return Ok(not_now(&state, ip, refused)),
-        Ok(false) => {
+    let (name, given) = form.map(|Form(f)| (f.name.trim().to_string(), f.secret)).unwrap_or_default();
+    let source = ip.to_string();
+    let (principal, summary) = match check(&state, &name, &given, &source).await {
+        Err(e) => return Err(e),
+        Ok(Outcome::NotNow(refused)) => return Ok(not_now(&state, ip, refused)),
+        Ok(Outcome::Setup) => {
+            attempt.succeeded();
+            tracing::info!(%ip, user = %name, "a new user opened their password setup");
+            return Ok(Html(setup_page(&name, &given, None)).into_response());
+        }
+        Ok(Outcome::Failed) => {
             attempt.failed();
+            let who = if name.is_empty() { "break-glass admin".to_string() } else { name.clone() };
+            let audit = Audit {
+                actor: who,
+                via: "page".into(),
+                source,
+                action: "login".into(),
+                object: "page".into(),
+                summary: "a login that did not match".into(),
+            };
+            state.store.audit_alone(&audit, crate::access::audit::FAILED).await?;
             tokio::time::sleep(FAILED_LOGIN_DELAY).await;
-            tracing::warn!(%ip, "a failed admin login on the page");
-            let page = login_page(&state, Some("That is not the admin token or password."));
+            let page = login_page(&state, Some("That user name and password do not match."));
             return Ok((StatusCode::UNAUTHORIZED, Html(page)).into_response());
         }
-        Ok(true) => attempt.succeeded(),
-    }
+        Ok(Outcome::In(principal, summary)) => {
+            attempt.succeeded();
+            (principal, summary)
+        }
+    };
     drop(attempt);
-    let (value, _) = state.store.create_session(&state.page.credential).await?;
-    tracing::info!(%ip, "an admin logged in on the page");
+    logged_in(&state, &principal, summary).await
+}
+
+/// A new session for `principal` (audited with `summary` in the same
+/// transaction): the cookie, and to the fleet.
+async fn logged_in(state: &FleetState, principal: &Principal, summary: &str) -> Result<Response, PageError> {
+    let audit = principal.audit("login", "page", summary);
+    let (value, _) = state.store.create_session(&state.page.credential, principal, &audit).await?;
     Ok((
         StatusCode::SEE_OTHER,
         [(header::SET_COOKIE, set_cookie(&value, state.page.secure_cookies)), (header::LOCATION, "/".into())],
     )
         .into_response())
+}
+
+/// The setup form's fields.
+#[derive(Debug, Deserialize)]
+pub struct SetupForm {
+    name: String,
+    code: String,
+    password: String,
+    again: String,
+}
+
+/// `POST /setup`: a new user's setup code and the password they chose:
+/// the password set (the code spent), a session, to the fleet.
+pub async fn setup(
+    State(state): State<FleetState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    request: Request,
+) -> Result<Response, PageError> {
+    if !session::same_origin(request.headers()) {
+        return Err(FleetError::Forbidden("a request from another site is refused".into()).into());
+    }
+    let ip = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |Extension(ConnectInfo(a))| a.ip());
+    let attempt = match state.page.logins.admit(ip) {
+        Ok(attempt) => attempt,
+        Err(refused) => return Ok(not_now(&state, ip, refused)),
+    };
+    let Ok(Form(f)) = Form::<SetupForm>::from_request(request, &state).await else {
+        return Err(FleetError::BadRequest("the form needs name, code, password and again".into()).into());
+    };
+    if f.code.len() > MAX_SECRET || !state.store.setup_code_valid(&f.name, &f.code).await? {
+        attempt.failed();
+        tokio::time::sleep(FAILED_LOGIN_DELAY).await;
+        let page =
+            login_page(&state, Some("That setup code is not valid (used, expired or reset); ask an admin."));
+        return Ok((StatusCode::UNAUTHORIZED, Html(page)).into_response());
+    }
+    let mismatch = (f.password != f.again).then_some("The two passwords differ.".to_string());
+    let problem =
+        mismatch.or_else(|| crate::access::users::check_password(&f.password).err().map(|e| e.to_string()));
+    if let Some(problem) = problem {
+        let page = setup_page(&f.name, &f.code, Some(&problem));
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, Html(page)).into_response());
+    }
+    attempt.succeeded();
+    drop(attempt);
+    let Ok(_slot) = state.page.logins.verification_slot().await else {
+        let busy = "too many logins in progress; try again shortly";
+        return Ok(crate::guard::too_many(crate::guard::RETRY_AFTER_SECS, busy.into()));
+    };
+    let hash = crate::access::users::hash_password_blocking(f.password).await?;
+    let role = state.store.user(&f.name).await?.role;
+    let principal = Principal { user: Some(f.name.clone()), via: Via::Page, role, source: ip.to_string() };
+    let audit = principal.audit(
+        "user.set-password",
+        format!("user {}", f.name),
+        "chose a password with the setup code",
+    );
+    if !state.store.complete_setup(&f.name, &f.code, &hash, &audit).await? {
+        let page = login_page(&state, Some("That setup code was just used; log in with your password."));
+        return Ok((StatusCode::UNAUTHORIZED, Html(page)).into_response());
+    }
+    logged_in(&state, &principal, "logged in after choosing a password").await
 }
 
 /// 429 with `Retry-After` and the form: the attempt was not heard.
@@ -216,7 +372,9 @@ pub async fn logout_everywhere(
     Form(form): Form<LogoutForm>,
 ) -> Result<Response, PageError> {
     check_post(&session, &headers, form.csrf.as_deref())?;
-    let ended = state.store.end_all_sessions().await?;
+    session.require(Role::Admin)?;
+    let audit = session.principal.audit("sessions.end-all", "page sessions", "every page session ended");
+    let ended = state.store.end_all_sessions(&audit).await?;
     tracing::info!(ended, "every page session ended (log out everywhere)");
     Ok((
         StatusCode::SEE_OTHER,

@@ -5,6 +5,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /login`, `POST /login` | the login form; a session cookie ([`login`]) |
+//! | `POST /setup` | a new user's setup code and chosen password: sets it, a session ([`login`]) |
 //! | `POST /logout` | ends the session |
 //! | `GET /logout-everywhere`, `POST /logout-everywhere` | the button; ends every session (CSRF) |
 //! | `GET /?label=&target=&repo=&version=&status=&has_update=&failing=&q=&sort=&dir=&page=&size=` | the overview and one page of the fleet's rows ([`fleet_view`], [`fleet_query`]); `&format=json` that page's live cells |
@@ -60,6 +61,7 @@ pub fn routes() -> Router<FleetState> {
     Router::new()
         .route("/", get(fleet_view::fleet))
         .route("/login", get(login::form).post(login::login))
+        .route("/setup", post(login::setup))
         .route("/logout", post(login::logout))
         .route("/logout-everywhere", get(login::everywhere_form).post(login::logout_everywhere))
         .route("/agents/{id}", get(agent_view::agent))

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use super::html::{csrf_field, escape, layout, urlencode};
 use super::session::{check_post, Authed};
 use super::PageError;
+use crate::access::Role;
 use crate::notify::catalog::{NewSink, SinkInfo, Source};
 use crate::notify::sinks::SinkKind;
 use crate::notify::Kind;
@@ -117,6 +118,7 @@ pub async fn list(
     Authed(session): Authed,
     Query(done): Query<Done>,
 ) -> Result<Response, PageError> {
+    session.require(Role::Admin)?;
     let sinks = state.store.sinks().await?;
     Ok(Html(render(&sinks, &session.csrf, &done)).into_response())
 }
@@ -142,6 +144,7 @@ pub async fn add(
     Form(form): Form<AddForm>,
 ) -> Result<Response, PageError> {
     check_post(&session, &headers, form.csrf.as_deref())?;
+    session.require(Role::Admin)?;
     let kind = SinkKind::parse(&form.kind).map_err(FleetError::BadRequest)?;
     let sink = NewSink {
         name: form.name.trim().to_string(),
@@ -156,7 +159,12 @@ pub async fn add(
             .map(str::to_string)
             .collect(),
     };
-    let added = state.store.add_sink(&sink, Source::Page).await?;
+    let audit = session.principal.audit(
+        "notification.add",
+        format!("sink {}", sink.name),
+        crate::notify::api::added(&sink),
+    );
+    let added = state.store.add_sink(&sink, Source::Page, Some(&audit)).await?;
     Ok(Redirect::to(&format!("/notifications?added={}", urlencode(&added.name))).into_response())
 }
 
@@ -175,14 +183,22 @@ pub async fn command(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, PageError> {
     check_post(&session, &headers, form.csrf.as_deref())?;
+    session.require(Role::Admin)?;
     let name = state.store.sink(&id).await?.name;
     match command.as_str() {
         "test" => {
-            state.store.test_sink(&id).await?;
+            let audit =
+                session.principal.audit("notification.test", format!("sink {id}"), "test event queued");
+            state.store.test_sink(&id, Some(&audit)).await?;
             Ok(Redirect::to(&format!("/notifications?tested={}", urlencode(&name))).into_response())
         }
         "remove" => {
-            state.store.remove_sink(&id).await?;
+            let audit = session.principal.audit(
+                "notification.remove",
+                format!("sink {id}"),
+                "sink removed with its waiting events",
+            );
+            state.store.remove_sink(&id, Some(&audit)).await?;
             Ok(Redirect::to(&format!("/notifications?removed={}", urlencode(&name))).into_response())
         }
         other => Err(FleetError::NotFound(format!("no sink command `{other}`; test or remove")).into()),

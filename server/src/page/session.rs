@@ -23,6 +23,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use super::super::error::db;
 use super::super::store::{now_ms, Store};
 use super::super::{secret, FleetError};
+use crate::access::users::stored_role;
+use crate::access::{Audit, Principal, Role, Via};
 use crate::state::FleetState;
 
 /// The session cookie's name.
@@ -32,47 +34,90 @@ pub const SESSION_TTL_MS: i64 = 12 * 60 * 60 * 1000;
 /// The header a script sends the CSRF token in.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-/// A logged-in admin's session.
+/// A logged-in session: a named user's, or the break-glass admin's.
 #[derive(Debug, Clone)]
 pub struct Session {
     /// The token every form of this session carries.
     pub csrf: String,
+    /// Who is logged in, with the role in force now (a user's current
+    /// role, read at every request) and this request's source address.
+    pub principal: Principal,
+}
+
+impl Session {
+    /// 403 (as a page) unless the session's user holds `role`.
+    pub fn require(&self, role: Role) -> Result<(), FleetError> {
+        self.principal.require(role)
+    }
 }
 
 impl Store {
-    /// Starts a session under `credential` ([`credential_fingerprint`]):
-    /// returns the cookie's value (shown once, stored only as its hash)
-    /// and the session. Expired sessions are dropped.
-    pub async fn create_session(&self, credential: &str) -> Result<(String, Session), FleetError> {
+    /// Starts a session for `principal` (a named user, or the break-glass
+    /// admin) under `credential` ([`credential_fingerprint`]), writing the
+    /// login's audit row in the same transaction: returns the cookie's
+    /// value (shown once, stored only as its hash) and the session.
+    /// Expired sessions are dropped.
+    pub async fn create_session(
+        &self,
+        credential: &str,
+        principal: &Principal,
+        audit: &Audit,
+    ) -> Result<(String, Session), FleetError> {
         let (cookie, csrf) = (secret::new_secret()?, secret::new_secret()?);
         let now = now_ms();
+        let _gate = self.write_gate().await;
+        let mut tx = self.pool.begin().await.map_err(db("starting a session"))?;
         sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
             .bind(now)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db("dropping expired sessions"))?;
-        sqlx::query("INSERT INTO sessions (id_hash, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(session_hash(&cookie, credential))
-            .bind(&csrf)
-            .bind(now)
-            .bind(now.saturating_add(SESSION_TTL_MS))
-            .execute(&self.pool)
-            .await
-            .map_err(db("storing a session"))?;
-        Ok((cookie, Session { csrf }))
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, csrf, created_at, expires_at, user_name) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(session_hash(&cookie, credential))
+        .bind(&csrf)
+        .bind(now)
+        .bind(now.saturating_add(SESSION_TTL_MS))
+        .bind(principal.user.as_deref())
+        .execute(&mut *tx)
+        .await
+        .map_err(db("storing a session"))?;
+        audit.record(&mut tx, crate::access::audit::OK).await?;
+        tx.commit().await.map_err(db("storing a session"))?;
+        Ok((cookie, Session { csrf, principal: principal.clone() }))
     }
 
     /// The unexpired session whose cookie is `cookie`, made under
-    /// `credential` (one made under other credentials is not found).
+    /// `credential` (one made under other credentials is not found), with
+    /// its user's current role (a removed user's session is not found).
     pub async fn session(&self, cookie: &str, credential: &str) -> Result<Option<Session>, FleetError> {
-        let row: Option<(String,)> =
-            sqlx::query_as("SELECT csrf FROM sessions WHERE id_hash = $1 AND expires_at > $2")
-                .bind(session_hash(cookie, credential))
-                .bind(now_ms())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db("reading a session"))?;
-        Ok(row.map(|(csrf,)| Session { csrf }))
+        let row: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT s.csrf, s.user_name, u.role FROM sessions s LEFT JOIN users u ON u.name = s.user_name \
+             WHERE s.id_hash = $1 AND s.expires_at > $2",
+        )
+        .bind(session_hash(cookie, credential))
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading a session"))?;
+        let principal = match row {
+            None | Some((_, Some(_), None)) => return Ok(None),
+            Some((csrf, Some(user), Some(role))) => (
+                csrf,
+                Principal {
+                    user: Some(user),
+                    via: Via::Page,
+                    role: stored_role(&role)?,
+                    source: String::new(),
+                },
+            ),
+            Some((csrf, None, _)) => (
+                csrf,
+                Principal { user: None, via: Via::BreakGlassPage, role: Role::Admin, source: String::new() },
+            ),
+        };
+        Ok(Some(Session { csrf: principal.0, principal: principal.1 }))
     }
 
     /// Ends the session of `cookie` (nothing if there is none).
@@ -86,11 +131,15 @@ impl Store {
     }
 
     /// Ends every session ("log out everywhere"); how many there were.
-    pub async fn end_all_sessions(&self) -> Result<u64, FleetError> {
+    pub async fn end_all_sessions(&self, audit: &Audit) -> Result<u64, FleetError> {
+        let _gate = self.write_gate().await;
+        let mut tx = self.pool.begin().await.map_err(db("starting to end every session"))?;
         let done = sqlx::query("DELETE FROM sessions")
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db("ending every session"))?;
+        audit.record(&mut tx, crate::access::audit::OK).await?;
+        tx.commit().await.map_err(db("ending every session"))?;
         Ok(done.rows_affected())
     }
 }
@@ -191,7 +240,10 @@ impl FromRequestParts<FleetState> for Authed {
             None => None,
         };
         match found {
-            Some(session) => Ok(Authed(session)),
+            Some(mut session) => {
+                session.principal.source = crate::access::source(parts);
+                Ok(Authed(session))
+            }
             None if parts.uri.query().is_some_and(|q| q.split('&').any(|p| p == "format=json")) => {
                 Err((StatusCode::UNAUTHORIZED, "log in again").into_response())
             }
@@ -239,7 +291,7 @@ mod tests {
 
     #[test]
     fn cross_site_requests_are_refused_even_with_the_token() {
-        let session = Session { csrf: "t".repeat(64) };
+        let session = Session { csrf: "t".repeat(64), principal: crate::access::Principal::server() };
         let token = session.csrf.clone();
         let ok = |pairs: &[(&'static str, &str)], given: Option<&str>| {
             check_post(&session, &headers(pairs), given).is_ok()
