@@ -18,6 +18,7 @@
 //! | `DELETE /v1/fleet/enrolment-tokens/{id}` | admin | 204 |
 //! | `DELETE /v1/fleet/sessions` | admin | `{"ended": N}`: every page session ends ("log out everywhere") |
 //! | `/v1/fleet/campaigns…` | admin | see [`super::campaign::api`] |
+//! | `/v1/fleet/notifications…` | admin | see [`super::notify::api`] |
 //! | `/`, `/login`, `/agents/{id}`, … (the page) | session cookie | HTML, see [`super::page`] |
 
 use std::time::Duration;

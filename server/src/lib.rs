@@ -5,7 +5,8 @@
 //!
 //! One file per concern: [`store`] (the database and its migrations),
 //! [`enrolment`], [`desired`], [`reports`], [`versions`], [`agents`] (the
-//! admin's view), [`api`] (the routes), [`page`] (the admin's web page).
+//! admin's view), [`api`] (the routes), [`page`] (the admin's web page),
+//! [`notify`] (events to webhooks, Slack and ntfy).
 //! Both sides of the agent wire speak [`protocol`], which lives in the
 //! controller's library (`container_upgrader::protocol`) with the manifest
 //! validation the server runs: one copy, nothing copied.
@@ -20,6 +21,7 @@ mod enrol_queue;
 pub mod enrolment;
 mod error;
 pub mod guard;
+pub mod notify;
 pub mod page;
 pub use container_upgrader::protocol;
 pub mod replicas;
@@ -116,6 +118,12 @@ pub struct ServerConfig {
     pub audit_max_age: Duration,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The sinks of `--notifications-file`, read and checked; `None`
+    /// without the flag (every sink stays as it was, with a warning about
+    /// those a file declared).
+    pub notification_sinks: Option<Vec<notify::catalog::NewSink>>,
+    /// An agent unseen this long is notified as offline.
+    pub notify_offline_after: Duration,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -130,6 +138,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_connections_per_address", &self.max_connections_per_address)
             .field("admin_password", &self.admin_password_hash.is_some())
             .field("audit_max_age", &self.audit_max_age)
+            .field("notification_sinks", &self.notification_sinks)
+            .field("notify_offline_after", &self.notify_offline_after)
             .finish()
     }
 }
@@ -173,6 +183,24 @@ pub async fn run(
         .map_err(|e| e.to_string())?
         .with_offline_after(config.offline_after);
     store.restore_holds().await.map_err(|e| e.to_string())?;
+    match &config.notification_sinks {
+        Some(sinks) => {
+            store.sync_file_sinks(sinks).await.map_err(|e| format!("--notifications-file: {e}"))?
+        }
+        None => {
+            // Kept, not dropped with their queues: a start without the flag
+            // may be a mistake. A file without them removes them.
+            let sinks = store.sinks().await.map_err(|e| e.to_string())?;
+            let filed: Vec<&str> = sinks
+                .iter()
+                .filter(|s| s.source == notify::catalog::Source::File)
+                .map(|s| s.name.as_str())
+                .collect();
+            if !filed.is_empty() {
+                tracing::warn!(sinks = ?filed, "notification sinks of a --notifications-file are kept, though this server was started without one; start with a file that leaves them out to remove them");
+            }
+        }
+    }
     let new_repository = Arc::new(tokio::sync::Notify::new());
     // One version checker and one campaign runner across every replica on
     // the same database: each runs only on the server holding its lease.
@@ -189,6 +217,18 @@ pub async fn run(
     };
     let listener_task = tokio::spawn(store.clone().listen_for_replicas());
     let pruner = tokio::spawn(prune_history(store.clone(), config.history, config.audit_max_age));
+    // One deliverer and one presence scan across every replica: a sink
+    // gets each event from one server (a takeover may repeat the head,
+    // which its idempotency key makes harmless), and an offline agent is
+    // told once.
+    let notifier = {
+        let store = store.clone();
+        tokio::spawn(store.clone().lead("notifier", move || notify::deliver::run(store.clone())))
+    };
+    let presence = {
+        let (store, after) = (store.clone(), config.notify_offline_after);
+        tokio::spawn(store.clone().lead("presence", move || notify::offline::run(store.clone(), after)))
+    };
     let state = state::FleetState {
         store: store.clone(),
         admin_token: Arc::from(config.admin_token.as_str()),
@@ -225,6 +265,8 @@ pub async fn run(
     .await;
     listener_task.abort();
     pruner.abort();
+    notifier.abort();
+    presence.abort();
     store.close().await;
     served.map_err(|e| format!("serving on {addr}: {e}"))
 }

@@ -169,6 +169,10 @@ impl Store {
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
         let _gate = self.write_gate().await;
+        // A failed op is told to the notification sinks: its event is
+        // written in the same transaction, and only for a new op.
+        let mut tx = self.pool.begin().await.map_err(db("starting to store an op event"))?;
+        let now = now_ms();
         let done = sqlx::query(
             "INSERT INTO events (agent_id, op_id, container, from_image, to_image, outcome, reason, \
              started_at, ended_at, body, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
@@ -184,13 +188,42 @@ impl Store {
         .bind(&event.started_at)
         .bind(&event.ended_at)
         .bind(body)
-        .bind(now_ms())
-        .execute(&self.pool)
+        .bind(now)
+        .execute(&mut *tx)
         .await
         .map_err(db("storing an op event"))?;
+        let fresh = done.rows_affected() == 1;
+        let notified = if fresh && crate::notify::op_failed(event.outcome) {
+            notify_op_failed(&mut tx, agent, event, now).await?
+        } else {
+            false
+        };
+        tx.commit().await.map_err(db("committing an op event"))?;
         self.reported.notify_one();
-        Ok(done.rows_affected() == 1)
+        if notified {
+            self.wake_notifications();
+        }
+        Ok(fresh)
     }
+}
+
+/// Writes `agent.op_failed` for `event` in `tx`; true when a sink is to
+/// be told.
+async fn notify_op_failed(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    agent: &str,
+    event: &OpEvent,
+    now: i64,
+) -> Result<bool, FleetError> {
+    let (name, last_seen): (String, i64) = sqlx::query_as("SELECT name, last_seen FROM agents WHERE id = $1")
+        .bind(agent)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db("reading an agent's name"))?;
+    let info =
+        crate::notify::AgentInfo { id: agent.to_string(), name, last_seen: crate::store::rfc3339(last_seen) };
+    let notice = crate::notify::op_event(info, event, now)?;
+    Ok(crate::notify::outbox::enqueue(tx, &notice, None).await? > 0)
 }
 
 /// The repository of `image` when the agent's `manifest` names it: one of

@@ -1,5 +1,6 @@
 //! The server's router: every route — the agents' wire and admin API
-//! ([`super::api`]), campaigns ([`super::campaign::api`]) and the page
+//! ([`super::api`]), campaigns ([`super::campaign::api`]), notification
+//! sinks ([`super::notify::api`]) and the page
 //! ([`super::page`]) — in one function, with the state passed explicitly
 //! and the bounds every request meets: a declared body over the limit is
 //! refused unread, and requests without a credential keep to their budget
@@ -25,6 +26,7 @@ pub fn router(state: FleetState) -> Router {
         .merge(super::api::routes())
         .merge(super::access::api::routes())
         .merge(super::campaign::api::routes())
+        .merge(super::notify::api::routes())
         .merge(super::page::routes())
         .fallback(|| async {
             FleetError::NotFound(

@@ -46,6 +46,9 @@ pub struct Store {
     stopping: Arc<watch::Sender<bool>>,
     /// Nudged by every report and event, so campaigns react at once.
     pub(crate) reported: Arc<tokio::sync::Notify>,
+    /// Bumped after a transaction wrote notifications, so the deliverer
+    /// sends them at once ([`crate::notify::deliver`]).
+    pub(crate) notify_wake: Arc<watch::Sender<u64>>,
     /// SQLite only: this process's writers take turns here, first come
     /// first served, instead of colliding in the database and sleeping in
     /// its busy handler (whose growing sleeps made a burst's tail slow).
@@ -134,6 +137,7 @@ impl Store {
             wakers: Arc::default(),
             stopping: Arc::new(watch::channel(false).0),
             reported: Arc::default(),
+            notify_wake: Arc::new(watch::channel(0).0),
             writes: sqlite.then(Arc::default),
             enrolments: Arc::default(),
             offline_after: DEFAULT_OFFLINE_AFTER,

@@ -579,6 +579,13 @@ fn observe_rollback(m: &mut Member, o: &Observation, deadline: i64, now: i64) {
 
 /// Why the failure action applies now, if it does: the canary failed, or
 /// the failures an admin has not accepted pass the ratio.
+/// Whether `c`'s failures passed its limit (the canary failed, or the
+/// ratio): what pauses it or rolls it back on its own, and what a
+/// notification calls `campaign.failed`.
+pub fn failed(c: &Campaign) -> bool {
+    tripped(c).is_some()
+}
+
 fn tripped(c: &Campaign) -> Option<String> {
     if c.spec.failure_action == FailureAction::Continue {
         return None;

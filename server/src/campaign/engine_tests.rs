@@ -476,3 +476,39 @@ fn a_resume_before_the_canary_is_done_is_no_approval() {
     command(&mut sim.c, Command::Resume).expect("resume");
     assert!(!sim.c.approved, "the canary had not finished");
 }
+
+#[test]
+fn notifications_name_each_change_once_a_failure_as_failed() {
+    use crate::notify::{campaign_kind, Kind};
+    let kinds = |sim: &mut Sim, ticks: usize| -> Vec<Kind> {
+        let mut out = Vec::new();
+        for _ in 0..ticks {
+            let before = sim.c.clone();
+            sim.tick();
+            out.extend(campaign_kind(Some(&before), &sim.c));
+        }
+        out
+    };
+    let c = campaign(6, spec(1, Batch::Count(2), 0.3, FailureAction::Pause));
+    assert_eq!(campaign_kind(None, &c), Some(Kind::CampaignStarted));
+    let mut sim = Sim::new(c, &[0]);
+    assert_eq!(kinds(&mut sim, 100), [Kind::CampaignFailed], "the failed canary pauses: one event");
+    let before = sim.c.clone();
+    command(&mut sim.c, Command::Resume).expect("resume");
+    assert_eq!(campaign_kind(Some(&before), &sim.c), Some(Kind::CampaignResumed));
+    sim.bad.clear();
+    let before = sim.c.clone();
+    command(&mut sim.c, Command::Pause).expect("pause");
+    assert_eq!(campaign_kind(Some(&before), &sim.c), Some(Kind::CampaignPaused), "an admin's pause");
+    command(&mut sim.c, Command::Resume).expect("resume");
+    assert_eq!(kinds(&mut sim, 100), [Kind::CampaignCompleted]);
+    let before = sim.c.clone();
+    command(&mut sim.c, Command::Rollback).expect("rollback");
+    assert_eq!(campaign_kind(Some(&before), &sim.c), Some(Kind::CampaignRollingBack));
+    assert_eq!(kinds(&mut sim, 100), [Kind::CampaignRolledBack]);
+
+    let mut sim = Sim::new(campaign(6, spec(0, Batch::Count(2), 0.1, FailureAction::Rollback)), &[3]);
+    assert_eq!(kinds(&mut sim, 200), [Kind::CampaignFailed, Kind::CampaignRolledBack]);
+    let empty = Campaign::new(spec(0, Batch::Count(2), 0.1, FailureAction::Pause), Vec::new());
+    assert_eq!(campaign_kind(None, &empty), Some(Kind::CampaignCompleted), "nobody matched");
+}

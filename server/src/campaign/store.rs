@@ -136,7 +136,11 @@ impl Store {
         )
         .record(&mut tx, crate::access::audit::OK)
         .await?;
+        let notified = notify_change(&mut tx, &id, None, c, now).await?;
         tx.commit().await.map_err(db("committing a new campaign"))?;
+        if notified {
+            self.wake_notifications();
+        }
         Ok(id)
     }
 
@@ -327,7 +331,13 @@ impl Store {
                 tracing::error!(campaign = id, agent = %s.agent, step = s.step.as_str(), "a step already sent was decided again; not sent");
             }
         }
+        // Last: the notification takes the event counter's lock, held to
+        // the commit.
+        let notified = notify_change(&mut tx, id, Some(before), after, now).await?;
         tx.commit().await.map_err(db("committing a campaign"))?;
+        if notified {
+            self.wake_notifications();
+        }
         Ok(Some(fresh))
     }
 
@@ -454,6 +464,21 @@ fn event_kind(before: &Campaign, after: &Campaign) -> Option<&'static str> {
         (_, Phase::Aborted) => "aborted",
         (_, Phase::RolledBack) => "rolled back",
     })
+}
+
+/// Writes the notification a change from `before` (`None`: created) to
+/// `after` makes, if any, in the change's transaction; true when a sink
+/// is to be told.
+async fn notify_change(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+    before: Option<&Campaign>,
+    after: &Campaign,
+    now: i64,
+) -> Result<bool, FleetError> {
+    let Some(kind) = crate::notify::campaign_kind(before, after) else { return Ok(false) };
+    let event = crate::notify::campaign_event(kind, id, after, now)?;
+    Ok(crate::notify::outbox::enqueue(tx, &event, None).await? > 0)
 }
 
 /// Appends one line to campaign `id`'s timeline.

@@ -140,6 +140,15 @@ async fn a_campaign_pins_in_waves_and_a_restart_never_sends_twice() {
 async fn a_failing_canary_pauses_the_campaign_with_the_agents_reason() {
     let dir = tempfile::tempdir().expect("campaign test step");
     let (store, _) = open(dir.path()).await;
+    let sink = crate::notify::catalog::NewSink {
+        name: "ops".into(),
+        kind: crate::notify::sinks::SinkKind::Ntfy,
+        url: "http://127.0.0.1:9/topic".into(),
+        secret: None,
+        events: Vec::new(),
+    };
+    let sink =
+        store.add_sink(&sink, crate::notify::catalog::Source::Page, None).await.expect("campaign test step");
     fleet(&store, 4).await;
     let id = runner::create(&store, &request("1.1.0"), None, &crate::access::Principal::server())
         .await
@@ -149,6 +158,17 @@ async fn a_failing_canary_pauses_the_campaign_with_the_agents_reason() {
     runner::tick(&store).await.expect("campaign test step");
     let view = store.campaign_view(&id).await.expect("campaign test step");
     assert_eq!(view.summary.state, "paused");
+    // The sinks are told, in the order it happened, each in its change's
+    // transaction.
+    let told: Vec<(String, String)> =
+        sqlx::query_as("SELECT kind, payload FROM notify_outbox WHERE sink_id = $1 ORDER BY seq")
+            .bind(&sink.id)
+            .fetch_all(&store.pool)
+            .await
+            .expect("campaign test step");
+    let kinds: Vec<&str> = told.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["campaign.started", "agent.op_failed", "campaign.failed"]);
+    assert!(told[2].1.contains("exited with code 4"), "the reason is told: {}", told[2].1);
     assert!(view.summary.reason.as_deref().is_some_and(|r| r.contains("exited with code 4")), "{view:?}");
     assert_eq!(view.agent_states.iter().map(|a| a.sends).sum::<i64>(), 1, "nobody else was sent");
     let err = runner::apply(&store, &id, super::engine::Command::Pause, &crate::access::Principal::server())

@@ -123,6 +123,9 @@ enum FleetCommand {
     ApiToken(access::ApiTokenCommand),
     /// The audit log: who changed what, when, from where.
     Audit(access::AuditArgs),
+    /// Notification sinks: webhook, Slack, ntfy.
+    #[command(subcommand)]
+    Notifications(super::notify_cmd::NotifyCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -277,6 +280,7 @@ pub(crate) async fn fleet(args: FleetArgs) -> Result<u8, Failure> {
         FleetCommand::User(command) => access::user(&client, command).await,
         FleetCommand::ApiToken(command) => access::api_token(&client, command).await,
         FleetCommand::Audit(args) => access::audit(&client, args).await,
+        FleetCommand::Notifications(command) => super::notify_cmd::notifications(&client, command).await,
         FleetCommand::Token(TokenCommand::Revoke { id }) => {
             client
                 .send(Method::DELETE, &format!("/v1/fleet/enrolment-tokens/{}", segment(&id)), None)

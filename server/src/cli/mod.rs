@@ -10,6 +10,7 @@ mod access_cmd;
 mod campaign_cmd;
 mod client;
 mod fleet_cmd;
+mod notify_cmd;
 mod serve;
 mod state;
 

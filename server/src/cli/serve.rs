@@ -92,6 +92,25 @@ pub(crate) struct ServeArgs {
     /// from its address: limit per client there).
     #[arg(long, value_name = "N", default_value_t = fleet::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS)]
     max_connections_per_address: usize,
+    /// A YAML file declaring notification sinks (webhook, slack, ntfy;
+    /// see the README). Synced at every start; a bad file stops the
+    /// server. Sinks added on the page stay beside them.
+    #[arg(long, value_name = "PATH", env = "CONTAINER_UPGRADER_NOTIFICATIONS_FILE")]
+    notifications_file: Option<PathBuf>,
+    /// Tell the notification sinks about an agent not seen for longer
+    /// than this (once per offline episode, and when it is back).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = offline_duration)]
+    notify_offline_after: std::time::Duration,
+}
+
+/// `--notify-offline-after`: at least a second.
+fn offline_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}`: {e}; expected a duration like 10m or 1h"))?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err(format!("`{s}`: at least 1s"));
+    }
+    Ok(d)
 }
 
 /// `IP` or `IP/PREFIX`.
@@ -128,6 +147,10 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<u8, Failure> {
                 .map_err(|e| usage(format!("--admin-password-file {}: {e}", path.display())))?;
             Some(phc)
         }
+        None => None,
+    };
+    let notification_sinks = match &args.notifications_file {
+        Some(path) => Some(fleet::notify::config::load(path).map_err(usage)?),
         None => None,
     };
     if args.version_check_interval.is_zero() {
@@ -186,6 +209,8 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<u8, Failure> {
         },
         audit_max_age: args.audit_max_age,
         trusted_proxies: args.trusted_proxies,
+        notification_sinks,
+        notify_offline_after: args.notify_offline_after,
     };
     warn_if_few_descriptors(args.max_connections);
     let listener = listen(args.listen)

@@ -81,7 +81,11 @@ pub fn csrf_field(csrf: &str) -> String {
 fn nav(session: &Session) -> String {
     let p = &session.principal;
     let admin = session.may(Role::Admin);
-    let users = if admin { r#" <a href="/users" id="nav-users">Users</a>"# } else { "" };
+    let users = if admin {
+        r#" <a href="/users" id="nav-users">Users</a> <a href="/notifications" id="nav-notifications">Notifications</a>"#
+    } else {
+        ""
+    };
     let everywhere = if admin {
         r#" <a href="/logout-everywhere" id="logout-everywhere">Log out everywhere</a>"#
     } else {

@@ -23,6 +23,9 @@
 //! | `POST /tokens/{id}/revoke` | revokes one's own token, or any for an admin (CSRF) |
 //! | `GET /audit?actor=&action=&object=&outcome=&since=&before=` | the audit log, newest first, "Older →" by cursor ([`audit_view`]) |
 //! | `GET /account`, `POST /account` | a named user's own password change ([`account`]) |
+//! | `GET /notifications` | the notification sinks, their queues, the add form ([`notifications`]) |
+//! | `POST /notifications` | adds a sink (CSRF) |
+//! | `POST /notifications/{id}/{test,remove}` | queues a test event, or removes a page sink (CSRF) |
 //! | `GET /static/fleet.js`, `/static/fleet.css` | our script and stylesheet |
 //!
 //! Every answer here carries a strict Content-Security-Policy (no inline
@@ -42,6 +45,7 @@ pub mod live;
 pub mod login;
 pub mod login_failures;
 pub mod login_limit;
+pub mod notifications;
 pub mod overview;
 pub mod repositories;
 pub mod session;
@@ -84,6 +88,8 @@ pub fn routes() -> Router<FleetState> {
         .route("/tokens/{id}/revoke", post(tokens_view::revoke))
         .route("/audit", get(audit_view::audit))
         .route("/account", get(account::account).post(account::change_password))
+        .route("/notifications", get(notifications::list).post(notifications::add))
+        .route("/notifications/{id}/{command}", post(notifications::command))
         .route("/campaigns", get(campaign_view::list))
         .route("/campaigns/new", get(campaign_form::form).post(campaign_form::submit))
         .route("/campaigns/{id}", get(campaign_view::campaign))
