@@ -250,6 +250,13 @@ async fn every_page_action_writes_its_audit_row_and_a_confirmation_page_writes_n
     let (remove, add) = (page.find("user.remove"), page.find("user.add"));
     assert!(remove.is_some() && add.is_some() && remove < add, "{page}");
     assert!(!page.contains("<code>pin</code>"), "the filter leaves pins out");
+
+    // Logging out is audited too, and the session ends.
+    let n = site.audit().await.len();
+    let out = site.post(&operator, "/logout", &[]).await;
+    assert_eq!((out.status, out.location.as_str()), (StatusCode::SEE_OTHER, "/login"));
+    expect(site.audit_since(n).await, "logout", "otto", "page");
+    assert_eq!(site.get(&operator, "/").await.location, "/login", "the session is gone");
 }
 
 #[tokio::test]

@@ -352,7 +352,8 @@ pub async fn logout(
     check_post(&session, &headers, form.csrf.as_deref())?;
     // No role check: every role may end its own session.
     if let Some(value) = cookie(&headers) {
-        state.store.end_session(&value, &state.page.credential).await?;
+        let audit = session.principal.audit("logout", "page", "logged out");
+        state.store.end_session(&value, &state.page.credential, &audit).await?;
     }
     Ok((
         StatusCode::SEE_OTHER,

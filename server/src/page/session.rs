@@ -137,13 +137,19 @@ impl Store {
     }
 
     /// Ends the session of `cookie` (nothing if there is none).
-    pub async fn end_session(&self, cookie: &str, credential: &str) -> Result<(), FleetError> {
-        sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+    /// The logout's audit row is written with it.
+    pub async fn end_session(&self, cookie: &str, credential: &str, audit: &Audit) -> Result<(), FleetError> {
+        let _gate = self.write_gate().await;
+        let mut tx = self.pool.begin().await.map_err(db("starting to end a session"))?;
+        let done = sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
             .bind(session_hash(cookie, credential))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db("ending a session"))?;
-        Ok(())
+        if done.rows_affected() == 1 {
+            audit.record(&mut tx, crate::access::audit::OK).await?;
+        }
+        tx.commit().await.map_err(db("ending a session"))
     }
 
     /// Ends every session ("log out everywhere"); how many there were.
