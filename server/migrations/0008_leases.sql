@@ -16,3 +16,9 @@ CREATE TABLE login_failures (
     failures BIGINT NOT NULL,
     last_at BIGINT NOT NULL
 );
+
+-- PostgreSQL only uses these: each agent's write budget (thousandths of a
+-- write, and when it was last counted), shared by every replica so an
+-- agent's reports spread over them meet one rate (server/src/reports.rs).
+ALTER TABLE agents ADD COLUMN write_budget BIGINT;
+ALTER TABLE agents ADD COLUMN write_budget_at BIGINT;

@@ -111,7 +111,8 @@ impl Default for Retention {
 }
 
 /// A token bucket per agent: [`WRITE_BURST`] writes, then
-/// [`WRITES_PER_SEC`]. In memory (each replica counts its own).
+/// [`WRITES_PER_SEC`], in memory: one server on SQLite. On PostgreSQL the
+/// budget is the agent's row instead, shared by every replica.
 #[derive(Debug, Default, Clone)]
 pub struct WriteLimiter {
     buckets: Arc<Mutex<HashMap<String, (f64, Instant)>>>,

@@ -262,6 +262,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_agents_writes_spread_over_replicas_meet_one_budget() {
+        let dir = tempfile::tempdir().expect("replica test step");
+        let (a, b) = replicas(dir.path()).await;
+        let audit = Principal::server().audit("test", "", "");
+        let token =
+            a.create_token(60_000, 1, Default::default(), &audit).await.expect("replica test step").token;
+        let request = EnrolRequest { token, name: "h".into(), manifest: MANIFEST.into() };
+        let agent = a.enrol(&request, "-").await.expect("replica test step").agent_id;
+        let mut refused_at = None;
+        for i in 0..400 {
+            let event: container_upgrader::report::OpEvent = serde_json::from_value(serde_json::json!({
+                "op_id": format!("op-{i}"), "container": "app", "from": "127.0.0.1:5000/app:1.0.0",
+                "to": "127.0.0.1:5000/app:1.1.0", "outcome": "committed", "reason": null,
+                "started_at": "2026-01-01T00:00:00Z", "ended_at": "2026-01-01T00:00:01Z",
+                "duration_ms": 1000, "controller_version": "0.1.0",
+            }))
+            .expect("replica test step");
+            let replica = if i % 2 == 0 { &a } else { &b };
+            match replica.store_event(&agent, &event).await {
+                Ok(_) => {}
+                Err(crate::FleetError::TooMany { .. }) => {
+                    refused_at = Some(i);
+                    break;
+                }
+                Err(e) => panic!("event {i}: {e}"),
+            }
+        }
+        let at = refused_at.expect("the burst ends");
+        let burst = crate::bounds::WRITE_BURST as usize;
+        assert!(
+            (burst..burst + 60).contains(&at),
+            "one budget of {burst} for both replicas, refused at {at}"
+        );
+    }
+
+    #[tokio::test]
     async fn one_lease_holder_at_a_time_and_another_takes_over_when_it_stops() {
         let dir = tempfile::tempdir().expect("replica test step");
         let (a, b) = replicas(dir.path()).await;

@@ -21,8 +21,11 @@ impl Store {
     /// One write for `agent` from its rate ([`bounds::WRITES_PER_SEC`]
     /// after a burst of [`bounds::WRITE_BURST`]); 429 beyond it (the
     /// agent keeps its events in its outbox and sends them again).
-    fn admit_write(&self, agent: &str) -> Result<(), FleetError> {
-        self.writes_by_agent.take(agent).map_err(|retry_after| {
+    ///
+    /// On SQLite (one server) the bucket is in memory; on PostgreSQL it is
+    /// the agent's row, so replicas behind a balancer count one budget.
+    async fn admit_write(&self, agent: &str) -> Result<(), FleetError> {
+        let refused = |retry_after: u64| {
             tracing::warn!(agent, "agent write refused: over its rate");
             FleetError::TooMany {
                 message: format!(
@@ -31,7 +34,37 @@ impl Store {
                 ),
                 retry_after,
             }
-        })
+        };
+        if self.shared.is_none() {
+            return self.writes_by_agent.take(agent).map_err(refused);
+        }
+        // Thousandths of a write: the budget refills by WRITES_PER_SEC
+        // (2 thousandths a millisecond) up to WRITE_BURST, one write
+        // costs 1000.
+        let burst = (bounds::WRITE_BURST * 1000.0) as i64;
+        let per_ms = (bounds::WRITES_PER_SEC) as i64;
+        let now = now_ms();
+        let refilled = "LEAST($2, COALESCE(write_budget, $2) + ($3 - COALESCE(write_budget_at, $3)) * $4)";
+        let done = sqlx::query(&format!(
+            "UPDATE agents SET write_budget = {refilled} - 1000, write_budget_at = $3 WHERE id = $1 AND {refilled} >= 1000"
+        ))
+        .bind(agent)
+        .bind(burst)
+        .bind(now)
+        .bind(per_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(db("counting an agent's writes"))?;
+        if done.rows_affected() == 1 {
+            return Ok(());
+        }
+        let row: Option<(Option<i64>,)> = sqlx::query_as("SELECT write_budget FROM agents WHERE id = $1")
+            .bind(agent)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading an agent's writes"))?;
+        let missing = 1000 - row.and_then(|(b,)| b).unwrap_or(0);
+        Err(refused(u64::try_from(missing / per_ms.max(1) / 1000 + 1).unwrap_or(1)))
     }
 
     /// Removes history beyond `keep`: per agent, events past the newest
@@ -66,7 +99,7 @@ impl Store {
                 report.targets.len()
             )));
         }
-        self.admit_write(agent)?;
+        self.admit_write(agent).await?;
         let mut bounded = report.clone();
         bounds::report(&mut bounded);
         let report = &bounded;
@@ -148,7 +181,7 @@ impl Store {
     /// Stores one op event; a repeat of the same op id is ignored. True
     /// when it was new.
     pub async fn store_event(&self, agent: &str, event: &OpEvent) -> Result<bool, FleetError> {
-        self.admit_write(agent)?;
+        self.admit_write(agent).await?;
         let mut bounded = event.clone();
         bounds::event(&mut bounded);
         let event = &bounded;
