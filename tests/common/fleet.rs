@@ -309,6 +309,19 @@ impl HostAgent {
         suffix: &str,
         image: &str,
     ) -> HostAgent {
+        Self::start_at(run, &server.url(), token_file, name, suffix, image)
+    }
+
+    /// [`HostAgent::start`] for the server at `url` (a balancer, or one
+    /// replica of several).
+    pub fn start_at(
+        run: &TestRun,
+        url: &str,
+        token_file: &Path,
+        name: &str,
+        suffix: &str,
+        image: &str,
+    ) -> HostAgent {
         let container = run.name(suffix);
         run.run_container(suffix, image, &[]);
         let text = agent_manifest(&container, image);
@@ -319,7 +332,7 @@ impl HostAgent {
             .arg(&manifest)
             .arg("--state-dir")
             .arg(&state)
-            .args(["--server", &server.url(), "--agent-name", name, "--server-poll", "10s", "-v"])
+            .args(["--server", url, "--agent-name", name, "--server-poll", "10s", "-v"])
             .arg("--enrol-token-file")
             .arg(token_file);
         let process = Spawned::start(cmd, name);
