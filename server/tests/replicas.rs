@@ -393,6 +393,7 @@ async fn real_agents_across_replicas_a_pin_reaches_a_poll_held_elsewhere_at_once
         assert!(pinned.elapsed() < Duration::from_secs(10), "the pin never reached agent-1");
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
+    eprintln!("a pin through replica {a} reached agent-1's poll held on replica {b} in {reached:?}");
     assert!(
         reached < Duration::from_secs(1),
         "a pin on replica {a} reached the poll held on {b} in {reached:?}"
