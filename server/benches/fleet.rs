@@ -52,6 +52,10 @@ const BURST: Duration = Duration::from_secs(10);
 const WARM_UP: Duration = Duration::from_secs(5);
 /// The image the campaign phase moves every agent to.
 const CAMPAIGN_IMAGE: &str = "registry.local:5000/team/app:2.0.0";
+/// The server's flags: every simulated agent connects from 127.0.0.1, as
+/// a fleet behind one NAT address or balancer would, so the per-address
+/// connection cap is off.
+const SERVER_FLAGS: &[&str] = &["--version-check-interval", "1h", "--max-connections-per-address", "0"];
 /// Fleet view loads timed.
 const PAGE_LOADS: usize = 20;
 
@@ -483,6 +487,16 @@ fn measure(label: &str, server: &FleetServer, db_size: impl Fn() -> u64) {
         cpu_after - cpu_before,
     );
     shared.samples.print("burst");
+    let trouble: Vec<String> = server
+        .output()
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+        .take(10)
+        .map(str::to_string)
+        .collect();
+    if !trouble.is_empty() {
+        println!("  the server's first warnings and errors:\n    {}", trouble.join("\n    "));
+    }
 
     // 4. A campaign over every agent; the polls run again, and answer.
     shared.stop.store(false, Ordering::Relaxed);
@@ -620,8 +634,10 @@ fn main() {
     let run = TestRun::new("bench_fleet");
     let dir = run.write_file("fleet/db/.keep", "").parent().expect("dir").to_path_buf();
     let sqlite = format!("sqlite://{}", dir.join("fleet.db").display());
-    {
-        let server = FleetServer::start(&run, &sqlite, &["--version-check-interval", "1h"]);
+    // FLEET_BENCH_DB=postgres (or sqlite) runs one database only.
+    let only = std::env::var("FLEET_BENCH_DB").unwrap_or_default();
+    if only != "postgres" {
+        let server = FleetServer::start(&run, &sqlite, SERVER_FLAGS);
         let size = || {
             std::fs::read_dir(&dir)
                 .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
@@ -629,9 +645,12 @@ fn main() {
         };
         measure("SQLite", &server, size);
     }
+    if only == "sqlite" {
+        return;
+    }
     let postgres = TestPostgres::start();
     {
-        let server = FleetServer::start(&run, &postgres.url, &["--version-check-interval", "1h"]);
+        let server = FleetServer::start(&run, &postgres.url, SERVER_FLAGS);
         let size = || postgres.psql("SELECT pg_database_size(current_database())").parse().unwrap_or(0);
         measure("PostgreSQL", &server, size);
     }

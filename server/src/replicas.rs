@@ -261,6 +261,45 @@ mod tests {
         assert!(answered.manifest.contains("app:1.1.0"));
     }
 
+    /// Every connection of the pool busy with a report must not wait for
+    /// a second one (a read inside the transaction did: under a burst
+    /// the pool starved and reports failed after its 10 s timeout).
+    #[tokio::test]
+    async fn a_burst_of_changed_reports_from_many_agents_never_starves_the_pool() {
+        let dir = tempfile::tempdir().expect("replica test step");
+        let (a, _) = replicas(dir.path()).await;
+        let audit = Principal::server().audit("test", "", "");
+        let token =
+            a.create_token(60_000, 64, Default::default(), &audit).await.expect("replica test step").token;
+        let mut agents = Vec::new();
+        for i in 0..64 {
+            let request =
+                EnrolRequest { token: token.clone(), name: format!("h{i}"), manifest: MANIFEST.into() };
+            agents.push(a.enrol(&request, "-").await.expect("replica test step").agent_id);
+        }
+        for round in 0..3 {
+            let reports = agents.iter().map(|agent| {
+                let (a, agent) = (a.clone(), agent.clone());
+                async move {
+                    let report: container_upgrader::protocol::Report = serde_json::from_value(serde_json::json!({
+                        "controller_version": "0.1.0",
+                        "targets": [{ "target": "app", "container": "app",
+                                      "image": format!("127.0.0.1:5000/app:1.0.{round}"),
+                                      "version": format!("1.0.{round}"), "action": "up_to_date", "reason": "" }],
+                    }))
+                    .expect("replica test step");
+                    a.store_report(&agent, &report).await
+                }
+            });
+            let done = tokio::time::timeout(Duration::from_secs(60), futures_util::future::join_all(reports))
+                .await
+                .expect("the burst finished");
+            let failed: Vec<String> =
+                done.into_iter().filter_map(Result::err).map(|e| e.to_string()).collect();
+            assert!(failed.is_empty(), "round {round}: {} failed, e.g. {:?}", failed.len(), failed.first());
+        }
+    }
+
     #[tokio::test]
     async fn an_agents_writes_spread_over_replicas_meet_one_budget() {
         let dir = tempfile::tempdir().expect("replica test step");

@@ -121,6 +121,15 @@ impl Store {
                 .map_err(db("storing a report"))?;
             return Ok(false);
         }
+        // The version checker asks only registries this agent's manifest
+        // names (its targets' repositories, its policy's allowed images):
+        // an agent cannot make the server fetch arbitrary hosts. Read
+        // before the transaction: a second connection taken while holding
+        // one starves the pool when every connection does the same.
+        let manifest = self.desired(agent).await.ok().and_then(|d| {
+            container_upgrader::manifest::Manifest::parse(&format!("agent {agent}'s manifest"), &d.manifest)
+                .ok()
+        });
         let mut tx = self.pool.begin().await.map_err(db("starting to store a report"))?;
         sqlx::query(
             "UPDATE agents SET controller_version = $1, controller_image = $2, last_report = $3, \
@@ -134,13 +143,6 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(db("storing a report"))?;
-        // The version checker asks only registries this agent's manifest
-        // names (its targets' repositories, its policy's allowed images):
-        // an agent cannot make the server fetch arbitrary hosts.
-        let manifest = self.desired(agent).await.ok().and_then(|d| {
-            container_upgrader::manifest::Manifest::parse(&format!("agent {agent}'s manifest"), &d.manifest)
-                .ok()
-        });
         sqlx::query("DELETE FROM targets WHERE agent_id = $1")
             .bind(agent)
             .execute(&mut *tx)
