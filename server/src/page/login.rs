@@ -199,13 +199,10 @@ pub async fn login(
     let ip = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |Extension(ConnectInfo(a))| a.ip());
     // Admitted (and given a slot) before the body is read: a refused
     // attempt costs neither a read nor a verification.
-    let attempt = match state.page.logins.admit(ip) {
+    let attempt = match admit(&state, ip).await? {
         Ok(attempt) => attempt,
-        Err(refused) => return Ok(not_now(&state, ip, refused)),
+        Err(not_heard) => return Ok(not_heard),
     };
-    if let Some(secs) = state.store.login_wait(ip).await? {
-        return Ok(not_now(&state, ip, Refused::Backoff(secs)));
-    }
     let Some(_slot) = state.guards.login_slot() else {
         let busy = "too many logins in progress; try again shortly";
         return Ok(crate::guard::too_many(crate::guard::RETRY_AFTER_SECS, busy.into()));
@@ -280,13 +277,10 @@ pub async fn setup(
         return Err(FleetError::Forbidden("a request from another site is refused".into()).into());
     }
     let ip = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |Extension(ConnectInfo(a))| a.ip());
-    let attempt = match state.page.logins.admit(ip) {
+    let attempt = match admit(&state, ip).await? {
         Ok(attempt) => attempt,
-        Err(refused) => return Ok(not_now(&state, ip, refused)),
+        Err(not_heard) => return Ok(not_heard),
     };
-    if let Some(secs) = state.store.login_wait(ip).await? {
-        return Ok(not_now(&state, ip, Refused::Backoff(secs)));
-    }
     let Ok(Form(f)) = Form::<SetupForm>::from_request(request, &state).await else {
         return Err(FleetError::BadRequest("the form needs name, code, password and again".into()).into());
     };
@@ -324,6 +318,23 @@ pub async fn setup(
         return Ok((StatusCode::UNAUTHORIZED, Html(page)).into_response());
     }
     logged_in(&state, &principal, "logged in after choosing a password").await
+}
+
+/// Admits a login or setup attempt from `ip`: this server's turn for the
+/// address, then the wait every server sharing the database imposes after
+/// its failures; the 429 answer when it is not heard now.
+async fn admit<'a>(
+    state: &'a FleetState,
+    ip: IpAddr,
+) -> Result<Result<super::login_limit::Attempt<'a>, Response>, PageError> {
+    let attempt = match state.page.logins.admit(ip) {
+        Ok(attempt) => attempt,
+        Err(refused) => return Ok(Err(not_now(state, ip, refused))),
+    };
+    if let Some(secs) = state.store.login_wait(ip).await? {
+        return Ok(Err(not_now(state, ip, Refused::Backoff(secs))));
+    }
+    Ok(Ok(attempt))
 }
 
 /// 429 with `Retry-After` and the form: the attempt was not heard.
