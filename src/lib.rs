@@ -13,6 +13,7 @@ pub mod backoff;
 pub mod cli_support;
 pub mod controller;
 pub mod daemon;
+pub mod dependencies;
 pub mod engine;
 pub mod identity;
 pub mod link;

@@ -5,12 +5,13 @@
 //! call): it always reconciles the whole manifest, so it must be, and is,
 //! idempotent. A target that fails rolls back alone; the others go on.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use futures_util::stream::{self, StreamExt};
 
+use crate::dependencies as order;
 use crate::engine::Engine;
 use crate::engine::EngineError;
 use crate::manifest::{Manifest, Settings};
@@ -26,7 +27,7 @@ use crate::swap::journal::JournalError;
 use crate::swap::journal::OpRecord;
 use crate::swap::recover::{self, Recovered, Recovery};
 use crate::swap::scaffold::Scaffolding;
-use crate::swap::{Outcome, SwapError, SwapRequest, Swapper};
+use crate::swap::{NoChange, Outcome, SwapError, SwapRequest, Swapper};
 
 /// The default number of swaps run at once.
 pub const DEFAULT_PARALLEL: usize = 16;
@@ -135,12 +136,16 @@ pub async fn reconcile_once(
             let container = job.as_ref().map_or(true, |r| !r.service);
             container && me.is_some_and(|me| entry.container.as_deref() == Some(me.name.as_str()))
         });
-    // A container living in the network namespace of another container
-    // swapped in this pass waits for that swap: started together, it would
-    // join its peer half-way through (and the peer's swap recreates it).
-    let (first, second) = waves(work, &observed);
-    let mut applied = run_wave(swapper, first, parallel, stopping).await;
-    applied.extend(run_wave(swapper, second, parallel, stopping).await);
+    // A container that depends on another one swapped in this pass
+    // (`container:` network, legacy link, compose `depends_on`) is swapped
+    // after it: started together, it would join or resolve its peer
+    // half-way through. Containers depending on each other in a circle are
+    // refused.
+    let links = legacy_links(swapper.engine(), &work).await;
+    let (waves, mut applied) = waves(work, &observed, &links);
+    for wave in waves {
+        applied.extend(run_wave(swapper, wave, parallel, stopping).await);
+    }
     applied.sort_by_key(|(order, _, _)| *order);
     let applied = applied.into_iter().map(|(_, entry, applied)| (entry, applied)).collect();
     // The convergence net for containers sharing a replaced container's
@@ -161,21 +166,78 @@ pub async fn reconcile_once(
 /// or why it is held.
 type Job = (usize, PlanEntry, Result<SwapRequest, Hold>);
 
-/// Splits a pass's swaps into those that can start at once and those whose
-/// container lives in the network namespace (`container:<id>`) of a
-/// container swapped in the first wave.
-fn waves(work: Vec<Job>, observed: &Observed) -> (Vec<Job>, Vec<Job>) {
-    let by_name = |name: &str| observed.containers.iter().find(|c| c.name == name);
-    let swapped: HashSet<&str> = work
+/// One swap's result, with its place in the plan.
+type Done = (usize, PlanEntry, Applied);
+
+/// The legacy links of the containers a pass swaps (name → the names
+/// they link to; the engine's list does not carry links, so each is
+/// inspected — only when two or more containers are swapped, the only case
+/// where their order matters). A container that cannot be inspected now
+/// is left to its swap to report.
+async fn legacy_links(engine: &Engine, work: &[Job]) -> HashMap<String, Vec<String>> {
+    let swapped: Vec<&str> = work
         .iter()
-        .filter(|(_, _, job)| job.is_ok())
-        .filter_map(|(_, entry, _)| by_name(entry.container.as_deref()?))
-        .map(|c| c.id.as_str())
+        .filter_map(|(_, _, job)| job.as_ref().ok())
+        .filter(|r| !r.service)
+        .map(|r| r.container.as_str())
         .collect();
-    work.into_iter().partition(|(_, entry, _)| {
-        let joins = entry.container.as_deref().and_then(by_name).and_then(|c| c.joins.as_deref());
-        !joins.is_some_and(|peer| swapped.contains(peer))
-    })
+    if swapped.len() < 2 {
+        return HashMap::new();
+    }
+    let mut links = HashMap::new();
+    for name in swapped {
+        let Ok(Some(details)) = engine.inspect_container(name).await else { continue };
+        let linked: Vec<String> = details
+            .host_config
+            .and_then(|h| h.links)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|link| order::linked_container(link))
+            .collect();
+        if !linked.is_empty() {
+            links.insert(name.to_string(), linked);
+        }
+    }
+    links
+}
+
+/// Splits a pass's swaps into waves, each after the containers it depends
+/// on (see [`order`]); held swaps and services go in the first. Also
+/// returns the swaps refused for a dependency cycle, nothing changed.
+fn waves(
+    work: Vec<Job>,
+    observed: &Observed,
+    links: &HashMap<String, Vec<String>>,
+) -> (Vec<Vec<Job>>, Vec<Done>) {
+    let swapped: Vec<String> = work
+        .iter()
+        .filter_map(|(_, _, job)| job.as_ref().ok())
+        .filter(|r| !r.service)
+        .map(|r| r.container.clone())
+        .collect();
+    let ordered = order::order(&swapped, &order::edges(&observed.containers, links));
+    let wave_of: HashMap<&str, usize> = ordered
+        .waves
+        .iter()
+        .enumerate()
+        .flat_map(|(i, wave)| wave.iter().map(move |name| (name.as_str(), i)))
+        .collect();
+    let mut waves: Vec<Vec<Job>> = (0..ordered.waves.len().max(1)).map(|_| Vec::new()).collect();
+    let mut refused = Vec::new();
+    for (order, entry, job) in work {
+        let swap = job.as_ref().ok().filter(|r| !r.service).map(|r| r.container.clone());
+        match swap {
+            Some(name) => match ordered.refused.iter().find(|(n, _)| *n == name) {
+                Some((_, why)) => {
+                    let error = SwapError::unchanged(&name, NoChange::DependencyCycle(why.clone()));
+                    refused.push((order, entry, Applied::Error(error)));
+                }
+                None => waves[wave_of.get(name.as_str()).copied().unwrap_or(0)].push((order, entry, job)),
+            },
+            None => waves[0].push((order, entry, job)),
+        }
+    }
+    (waves, refused)
 }
 
 /// Runs `jobs`, at most `parallel` at once; no new swap once `stopping`.
@@ -184,7 +246,7 @@ async fn run_wave(
     jobs: Vec<Job>,
     parallel: usize,
     stopping: &AtomicBool,
-) -> Vec<(usize, PlanEntry, Applied)> {
+) -> Vec<Done> {
     stream::iter(jobs)
         .map(|(order, entry, job)| async move {
             let applied = match job {
@@ -310,14 +372,13 @@ mod tests {
             job(1, &manifest, "client", false),
             job(2, &manifest, "web", false),
         ];
-        let (first, second) = waves(work, &observed);
-        assert_eq!(names(&first), ["vpn", "web"]);
-        assert_eq!(names(&second), ["client"]);
+        let (waves_, refused) = waves(work, &observed, &HashMap::new());
+        assert!(refused.is_empty());
+        assert_eq!(waves_.iter().map(|w| names(w)).collect::<Vec<_>>(), [vec!["vpn", "web"], vec!["client"]]);
 
         // A held peer is not swapped: its client need not wait.
         let work = vec![job(0, &manifest, "vpn", true), job(1, &manifest, "client", false)];
-        let (first, second) = waves(work, &observed);
-        assert_eq!(names(&first), ["vpn", "client"]);
-        assert!(second.is_empty());
+        let (waves_, _) = waves(work, &observed, &HashMap::new());
+        assert_eq!(waves_.iter().map(|w| names(w)).collect::<Vec<_>>(), [vec!["vpn", "client"]]);
     }
 }

@@ -18,6 +18,11 @@ pub struct NetworkMember {
     pub running: bool,
     /// The id in its `container:<id>` network mode, if it has that mode.
     pub joins: Option<String>,
+    /// On the default bridge (network mode `default` or `bridge`): the
+    /// only place legacy links live.
+    pub bridge: bool,
+    /// Its labels (compose's `depends_on` among them).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Engine {
@@ -30,10 +35,11 @@ impl Engine {
         Ok(list.into_iter().filter_map(container).collect())
     }
 
-    /// Every container with its network mode, in one call: who lives in
-    /// whose network namespace (`container:<id>`; the engine keeps the
-    /// peer's id, so such a container loses its network when the peer is
-    /// replaced).
+    /// Every container with its network mode and labels, in one call: who
+    /// lives in whose network namespace (`container:<id>`; the engine
+    /// keeps the peer's id, so such a container loses its network when the
+    /// peer is replaced), who may hold legacy links, who depends on whom in
+    /// a compose project.
     pub async fn network_members(&self) -> Result<Vec<NetworkMember>, EngineError> {
         let options = ListContainersOptions { all: true, ..Default::default() };
         let list = self
@@ -43,8 +49,17 @@ impl Engine {
             .into_iter()
             .filter_map(|c| {
                 let running = c.state == Some(ContainerSummaryStateEnum::RUNNING);
+                let mode = c.host_config.as_ref().and_then(|h| h.network_mode.clone());
+                let bridge = matches!(mode.as_deref(), None | Some("default" | "bridge"));
                 let observed = container(c)?;
-                Some(NetworkMember { id: observed.id, name: observed.name, running, joins: observed.joins })
+                Some(NetworkMember {
+                    id: observed.id,
+                    name: observed.name,
+                    running,
+                    joins: observed.joins,
+                    bridge,
+                    labels: observed.labels,
+                })
             })
             .collect())
     }

@@ -48,6 +48,10 @@ pub enum NoChange {
     /// The controller is stopping: no new swap starts.
     #[error("not started: the controller is shutting down")]
     ShuttingDown,
+    /// It depends on containers that depend on it (see
+    /// [`crate::dependencies`]): no order can put both first.
+    #[error("{0}")]
+    DependencyCycle(String),
 }
 
 impl NoChange {
@@ -64,6 +68,7 @@ impl NoChange {
             NoChange::Journal(JournalError::Busy(_)) => "busy",
             NoChange::Journal(_) => "journal",
             NoChange::ShuttingDown => "shutting_down",
+            NoChange::DependencyCycle(_) => "dependency_cycle",
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod backoff;
 
 mod error;
 mod execute;
+mod follow;
 pub mod health;
 pub mod journal;
 pub mod names;

@@ -45,6 +45,7 @@ impl Swapper {
         if !stopped {
             return;
         }
+        // The target's replacement moves whoever depends on it.
         let members = match self.engine().network_members().await {
             Ok(m) => m,
             Err(e) => {
@@ -71,6 +72,7 @@ impl Swapper {
             };
             log_followed(&dependent.name, &op.container, &result);
         }
+        self.follow_dependents(settings, outcome, op, &members).await;
     }
 
     /// The convergence net, run by every reconcile pass and `recover`:
@@ -84,12 +86,12 @@ impl Swapper {
     /// One list call when no container shares another's network.
     pub async fn rejoin_orphans(&self, settings: &Settings) -> Result<Vec<Rejoined>, SwapError> {
         let members = self.engine().network_members().await.map_err(|e| SwapError::unchanged("(all)", e))?;
-        if !members.iter().any(|m| m.joins.is_some()) {
-            return Ok(Vec::new());
-        }
         let ops = self.journal().ops()?;
+        let mut done = self.relink_orphans(settings, &members, &ops).await;
+        if !members.iter().any(|m| m.joins.is_some()) {
+            return Ok(done);
+        }
         let settings = rejoin_settings(settings);
-        let mut done = Vec::new();
         for member in &members {
             let Some(old_peer) = member.joins.as_deref() else { continue };
             let (peer, result) = if let Some(peer) = orphan_peer(member, &members, &ops) {
@@ -143,7 +145,7 @@ impl Swapper {
 
     /// True (and says so) when `dependent` is the container this process
     /// runs in: it cannot stop itself to follow `peer`.
-    fn is_own(&self, dependent: &NetworkMember, peer: &str) -> bool {
+    pub(super) fn is_own(&self, dependent: &NetworkMember, peer: &str) -> bool {
         let own = self.own_container().is_some_and(|id| *id == dependent.id);
         if own {
             tracing::warn!(container = %dependent.name, "this controller shares {peer}'s network and cannot recreate itself to follow it; restart or recreate its container");
@@ -160,7 +162,7 @@ impl Swapper {
         peer: &str,
         settings: &Settings,
     ) -> Result<String, String> {
-        match self.rejoin(dependent, old_peer, peer, settings).await {
+        match self.rejoin(dependent, Some(old_peer), peer, settings).await {
             Ok(Outcome::Committed(_)) => Ok(format!("recreated in {peer}'s network")),
             Ok(other) => Err(other.to_string()),
             Err(e) => Err(e.to_string()),
@@ -170,19 +172,15 @@ impl Swapper {
     /// Restarts `dependent`, under its lock, so it joins `peer`'s current
     /// namespace; says what was done, or why not.
     async fn restart_into(&self, dependent: &NetworkMember, peer: &str) -> Result<String, String> {
-        let _lock = self.lock(&dependent.name).map_err(|e| e.to_string())?;
-        let id = dependent.id.as_str();
-        self.engine().stop(id, None).await.map_err(|e| e.to_string())?;
-        self.engine().start(id).await.map_err(|e| e.to_string())?;
-        Ok(format!("restarted into {peer}'s network"))
+        self.restart_for(dependent, &format!("restarted into {peer}'s network")).await
     }
 
     /// Recreates `dependent` from its own image with its own settings, its
     /// `container:` network now naming `peer.container`.
-    async fn rejoin(
+    pub(super) async fn rejoin(
         &self,
         dependent: &NetworkMember,
-        old_peer: &str,
+        old_peer: Option<&str>,
         peer: &str,
         settings: &Settings,
     ) -> Result<Outcome, SwapError> {
@@ -200,7 +198,7 @@ impl Swapper {
     async fn prepare_rejoin(
         &self,
         dependent: &NetworkMember,
-        old_peer: &str,
+        old_peer: Option<&str>,
         peer: &str,
     ) -> Result<Prepared, SwapError> {
         let c = dependent.name.as_str();
@@ -223,7 +221,9 @@ impl Swapper {
         // The old peer may still exist as a stopped backup (rollback
         // disabled, or its removal failed): join the container that now
         // carries the peer's name, never the backup.
-        peers.insert(old_peer.to_string(), peer.to_string());
+        if let Some(old_peer) = old_peer {
+            peers.insert(old_peer.to_string(), peer.to_string());
+        }
         let spec = recreate(&old, &image, &image, &reference, &peers)
             .map_err(|e| unchanged(NoChange::NotAllowed(e.to_string())))?;
         let op_id = OpId::generate();
@@ -263,10 +263,10 @@ pub struct Rejoined {
     pub result: Result<String, String>,
 }
 
-fn log_followed(dependent: &str, peer: &str, result: &Result<String, String>) {
+pub(super) fn log_followed(dependent: &str, peer: &str, result: &Result<String, String>) {
     match result {
         Ok(what) => tracing::info!(dependent = %dependent, "{what}"),
-        Err(e) => tracing::warn!(dependent = %dependent, error = %e, "could not follow {peer}'s network"),
+        Err(e) => tracing::warn!(dependent = %dependent, error = %e, "could not follow {peer}"),
     }
 }
 
@@ -294,7 +294,7 @@ pub(crate) fn orphan_peer(
 }
 
 /// True when the op's new container took the name for good.
-fn took_over(op: &OpRecord) -> bool {
+pub(super) fn took_over(op: &OpRecord) -> bool {
     match op.step() {
         Some(Step::Committed) => true,
         Some(Step::Failed) => op.steps.iter().any(|s| s.step == Step::Started),
@@ -305,7 +305,7 @@ fn took_over(op: &OpRecord) -> bool {
 /// The target's settings, made fit for a container that keeps its image:
 /// nothing is pulled or cleaned up, the old one stops first (two containers
 /// in one namespace would clash on ports), and its own health decides.
-fn rejoin_settings(target: &Settings) -> Settings {
+pub(super) fn rejoin_settings(target: &Settings) -> Settings {
     let mut settings = target.clone();
     settings.pull = PullPolicy::Never;
     settings.order = Order::StopFirst;
@@ -327,6 +327,8 @@ mod tests {
             name: name.into(),
             running: true,
             joins: joins.map(Into::into),
+            bridge: joins.is_none(),
+            labels: Default::default(),
         }
     }
 

@@ -45,13 +45,21 @@ fn by_name(
 
 /// Inspect shows a legacy link `--link peer:alias` as `/peer:/me/alias`,
 /// which the daemon does not parse back; the create form is `peer:alias`.
+///
+/// The engine renames a link along with the container it names: after that
+/// container's swap, the link names its backup. The new container links to
+/// whatever carries the original name, as the user asked.
 fn legacy_link(link: &str) -> String {
+    let peer = |p: &str| {
+        let p = p.trim_start_matches('/');
+        crate::swap::names::swapped_name(p).unwrap_or(p).to_string()
+    };
     match link.split_once(':') {
-        Some((peer, alias)) => {
+        Some((p, alias)) => {
             let alias = alias.rsplit('/').next().unwrap_or(alias);
-            format!("{}:{alias}", peer.trim_start_matches('/'))
+            format!("{}:{alias}", peer(p))
         }
-        None => link.trim_start_matches('/').to_string(),
+        None => peer(link),
     }
 }
 

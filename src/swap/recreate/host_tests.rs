@@ -161,6 +161,13 @@ fn legacy_links_are_sent_in_the_form_create_accepts() {
 }
 
 #[test]
+fn a_link_that_followed_its_peer_into_a_backup_names_the_peer_again() {
+    let backup = crate::swap::backup_name("db", "k3x9");
+    let body = Case::new().host(|h| h.links = strings(&[&format!("/{backup}:/app/database")])).body_json();
+    assert_eq!(body["HostConfig"]["Links"], json!(["db:database"]));
+}
+
+#[test]
 fn volumes_from_keeps_names_and_modes_and_turns_known_ids_into_names() {
     let body = Case::new()
         .peer(PEER_ID, "/store")
