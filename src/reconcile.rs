@@ -241,12 +241,7 @@ fn waves(
 }
 
 /// Runs `jobs`, at most `parallel` at once; no new swap once `stopping`.
-async fn run_wave(
-    swapper: &Swapper,
-    jobs: Vec<Job>,
-    parallel: usize,
-    stopping: &AtomicBool,
-) -> Vec<Done> {
+async fn run_wave(swapper: &Swapper, jobs: Vec<Job>, parallel: usize, stopping: &AtomicBool) -> Vec<Done> {
     stream::iter(jobs)
         .map(|(order, entry, job)| async move {
             let applied = match job {

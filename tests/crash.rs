@@ -195,3 +195,24 @@ fn a_container_sharing_the_network_is_brought_back_by_recover_after_a_kill() {
         );
     }
 }
+
+#[test]
+fn a_container_linking_to_the_target_is_recreated_by_recover_after_a_kill() {
+    let c = case("sigkill_with_link_dependent");
+    let image = format!("{}:2", c.repo);
+    // Killed after `committed`, before the swap brought its dependents
+    // along: the engine left the link on the backup, which recover removes.
+    // Without the convergence net the dependent could never start again.
+    let db = c.web("db");
+    let app = c.run.run_container("app", &format!("{}:1", c.repo), &["--link", &format!("{db}:database")]);
+    let app = c.run.inspect(&app, "{{.Name}}").trim_start_matches('/').to_string();
+    c.upgrade_killed_after(&db, &image, "committed");
+    c.recover();
+    c.invariant(&db);
+    assert_eq!(c.run.inspect(&app, "{{.HostConfig.Links}}"), format!("[/{db}:/{app}/database]"));
+    assert_eq!(c.run.inspect(&app, "{{.State.Running}}"), "true");
+    c.run.docker(&["restart", "-t", "1", &app]);
+    assert_eq!(c.run.inspect(&app, "{{.State.Running}}"), "true", "it can be started again");
+    let out = c.run.cli(&["recover", "--state-dir", &c.state]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "nothing to recover");
+}

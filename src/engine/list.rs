@@ -83,7 +83,7 @@ fn container(c: ContainerSummary) -> Option<ObservedContainer> {
         .and_then(|m| m.strip_prefix("container:"))
         .map(str::to_string);
     let id = c.id?;
-    let name = c.names?.into_iter().next()?.trim_start_matches('/').to_string();
+    let name = own_name(c.names?)?;
     Some(ObservedContainer {
         id: ContainerId::new(id),
         name,
@@ -95,6 +95,15 @@ fn container(c: ContainerSummary) -> Option<ObservedContainer> {
         joins,
         service: None,
     })
+}
+
+/// The container's own name among those the list gives: a container
+/// that others link to is also listed under each link (`/web/database`),
+/// in no set order; its own name is the one without a second `/`.
+fn own_name(names: Vec<String>) -> Option<String> {
+    let names: Vec<&str> = names.iter().map(|n| n.trim_start_matches('/')).collect();
+    let own = names.iter().find(|n| !n.contains('/')).or(names.first())?;
+    Some(own.to_string())
 }
 
 fn state_name(s: ContainerSummaryStateEnum) -> String {
@@ -140,6 +149,14 @@ fn image(i: ImageSummary) -> ObservedImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_linked_containers_own_name_is_not_one_of_its_link_names() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(own_name(names(&["/web/database", "/app/db", "/db"])).as_deref(), Some("db"));
+        assert_eq!(own_name(names(&["/db"])).as_deref(), Some("db"));
+        assert_eq!(own_name(Vec::new()), None);
+    }
 
     #[test]
     fn health_is_read_from_status_text() {
