@@ -169,18 +169,21 @@ type Job = (usize, PlanEntry, Result<SwapRequest, Hold>);
 /// One swap's result, with its place in the plan.
 type Done = (usize, PlanEntry, Applied);
 
+/// The containers (not services) a pass's jobs swap: held ones are not.
+fn swapped_containers(work: &[Job]) -> impl Iterator<Item = &str> {
+    work.iter()
+        .filter_map(|(_, _, job)| job.as_ref().ok())
+        .filter(|r| !r.service)
+        .map(|r| r.container.as_str())
+}
+
 /// The legacy links of the containers a pass swaps (name → the names
 /// they link to; the engine's list does not carry links, so each is
 /// inspected — only when two or more containers are swapped, the only case
 /// where their order matters). A container that cannot be inspected now
 /// is left to its swap to report.
 async fn legacy_links(engine: &Engine, work: &[Job]) -> HashMap<String, Vec<String>> {
-    let swapped: Vec<&str> = work
-        .iter()
-        .filter_map(|(_, _, job)| job.as_ref().ok())
-        .filter(|r| !r.service)
-        .map(|r| r.container.as_str())
-        .collect();
+    let swapped: Vec<&str> = swapped_containers(work).collect();
     if swapped.len() < 2 {
         return HashMap::new();
     }
@@ -209,12 +212,7 @@ fn waves(
     observed: &Observed,
     links: &HashMap<String, Vec<String>>,
 ) -> (Vec<Vec<Job>>, Vec<Done>) {
-    let swapped: Vec<String> = work
-        .iter()
-        .filter_map(|(_, _, job)| job.as_ref().ok())
-        .filter(|r| !r.service)
-        .map(|r| r.container.clone())
-        .collect();
+    let swapped: Vec<String> = swapped_containers(&work).map(str::to_string).collect();
     let ordered = order::order(&swapped, &order::edges(&observed.containers, links));
     let wave_of: HashMap<&str, usize> = ordered
         .waves

@@ -176,7 +176,8 @@ impl Swapper {
     }
 
     /// Recreates `dependent` from its own image with its own settings, its
-    /// `container:` network now naming `peer.container`.
+    /// `container:` network (the one naming `old_peer`, when given) and its
+    /// legacy links now naming `peer`.
     pub(super) async fn rejoin(
         &self,
         dependent: &NetworkMember,
