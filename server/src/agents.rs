@@ -72,6 +72,59 @@ impl UpdateKind {
     }
 }
 
+/// Whether a last op's outcome counts as failing.
+pub fn failing(outcome: Option<&str>) -> bool {
+    matches!(outcome, Some("failed" | "rolled_back"))
+}
+
+/// Which rows of the fleet — an agent with one of its targets — a fleet
+/// view or a campaign keeps; every given field must match. One definition
+/// for the fleet page, the campaign form's count and the campaign runner,
+/// so the hosts a filter shows are the hosts a campaign over it moves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RowFilter {
+    /// `(key, value)`: the agent has every one of these labels.
+    pub labels: Vec<(String, String)>,
+    /// The target's name.
+    pub target: Option<String>,
+    /// The repository of the target's image (`registry/path`).
+    pub repo: Option<String>,
+    /// The version the target runs.
+    pub version: Option<String>,
+    /// The agent's status.
+    pub status: Option<Status>,
+    /// The target has an update of this kind.
+    pub has_update: Option<UpdateKind>,
+    /// The target's last op failed or rolled back.
+    pub failing: bool,
+    /// A substring of the agent's name or the target's image, lower case.
+    pub search: Option<String>,
+}
+
+impl RowFilter {
+    /// Whether the agent itself passes (its labels and status).
+    pub fn agent_passes(&self, a: &AgentSummary) -> bool {
+        let labels = self.labels.iter().all(|(k, v)| a.labels.get(k).is_some_and(|have| have == v));
+        labels && self.status.is_none_or(|s| s == a.status)
+    }
+
+    /// Whether the row of `a` and its target `t` passes (`None`: an agent
+    /// without targets, which fails every target condition given).
+    pub fn passes(&self, a: &AgentSummary, t: Option<&TargetView>) -> bool {
+        let image = t.and_then(|t| t.image.as_deref());
+        let target = self.target.as_deref().is_none_or(|n| t.is_some_and(|t| t.target == n));
+        let repo =
+            self.repo.as_deref().is_none_or(|r| image.and_then(repository_of).is_some_and(|have| have == r));
+        let version = self.version.as_deref().is_none_or(|v| t.and_then(|t| t.version.as_deref()) == Some(v));
+        let update = self.has_update.is_none_or(|k| t.is_some_and(|t| k.in_(&t.updates)));
+        let fails = !self.failing || t.is_some_and(|t| failing(t.last_outcome.as_deref()));
+        let found = self.search.as_deref().is_none_or(|q| {
+            a.name.to_lowercase().contains(q) || image.is_some_and(|i| i.to_lowercase().contains(q))
+        });
+        self.agent_passes(a) && target && repo && version && update && fails && found
+    }
+}
+
 /// The query of `GET /v1/fleet/agents`; every given field must match.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -465,6 +518,50 @@ mod tests {
         assert_eq!(status(0, false, 3, 3 * poll), Status::Online);
         assert_eq!(status(0, false, 3, 3 * poll + OFFLINE_MARGIN_MS + 1), Status::Offline);
         assert_eq!(status(0, true, 3, 0), Status::Revoked);
+    }
+
+    #[test]
+    fn a_row_filter_keeps_a_row_only_when_every_given_condition_holds() {
+        let mut a = agent(&[("tier", "edge"), ("dc", "fra")], "0.1.0", Status::Online, true);
+        a.name = "Edge-07".into();
+        a.targets[0].image = Some("registry.example/team/web:1.2.0".into());
+        a.targets[0].version = Some("1.2.0".into());
+        a.targets[0].last_outcome = Some("rolled_back".into());
+        let t = Some(&a.targets[0]);
+        let all = RowFilter::default();
+        assert!(all.passes(&a, t) && all.passes(&a, None) && all.agent_passes(&a));
+        let label = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let full = RowFilter {
+            labels: vec![label("tier", "edge"), label("dc", "fra")],
+            target: Some("web".into()),
+            repo: Some("registry.example/team/web".into()),
+            version: Some("1.2.0".into()),
+            status: Some(Status::Online),
+            has_update: Some(UpdateKind::Patch),
+            failing: true,
+            search: Some("edge-0".into()),
+        };
+        assert!(full.passes(&a, t));
+        // Each condition alone can drop the row.
+        let misses = [
+            RowFilter { labels: vec![label("tier", "edge"), label("dc", "ams")], ..full.clone() },
+            RowFilter { target: Some("db".into()), ..full.clone() },
+            RowFilter { repo: Some("registry.example/team/db".into()), ..full.clone() },
+            RowFilter { version: Some("1.3.0".into()), ..full.clone() },
+            RowFilter { status: Some(Status::Offline), ..full.clone() },
+            RowFilter { has_update: Some(UpdateKind::Major), ..full.clone() },
+            RowFilter { search: Some("core".into()), ..full.clone() },
+        ];
+        for f in &misses {
+            assert!(!f.passes(&a, t), "{f:?}");
+        }
+        // The search reads the image too; an agent without targets fails
+        // every target condition but passes on its own ones.
+        assert!(RowFilter { search: Some("team/web".into()), ..all.clone() }.passes(&a, t));
+        assert!(!RowFilter { version: Some("1.2.0".into()), ..all.clone() }.passes(&a, None));
+        assert!(RowFilter { labels: vec![label("tier", "edge")], ..all.clone() }.passes(&a, None));
+        a.targets[0].last_outcome = Some("committed".into());
+        assert!(!RowFilter { failing: true, ..all }.passes(&a, Some(&a.targets[0])));
     }
 
     #[test]

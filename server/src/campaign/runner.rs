@@ -9,7 +9,7 @@ use super::engine::{self, Campaign, Command, Member};
 use super::spec::{below, FleetFilter, Order, Request, Selection, Spec};
 use super::store::By;
 use crate::access::Principal;
-use crate::agents::{AgentSummary, Filter, Status, TargetView};
+use crate::agents::{AgentSummary, Filter, RowFilter, Status, TargetView, UpdateKind};
 use crate::store::{now_ms, Store};
 use crate::versions::CheckerConfig;
 use crate::FleetError;
@@ -291,9 +291,10 @@ fn select(agents: &[AgentSummary], spec: &Spec) -> Result<Vec<Member>, FleetErro
             }
         }
         Selection::Filter(filter) => {
-            for a in agents.iter().filter(|a| a.status != Status::Revoked && filter_passes(filter, a, None)) {
+            let rows = row_filter(filter);
+            for a in agents.iter().filter(|a| a.status != Status::Revoked && rows.agent_passes(a)) {
                 let Some(t) = target(a)? else { continue };
-                if filter_passes(filter, a, Some(&t)) {
+                if rows.passes(a, Some(&t)) {
                     out.push(Member::new(&a.id, &t.target, &t.container, previous_of(&t)));
                 }
             }
@@ -396,36 +397,36 @@ fn chosen(a: &AgentSummary, wanted: &str) -> Result<Option<TargetView>, FleetErr
     }
 }
 
-/// Whether agent `a` (and, once chosen, its target `t`) passes `f`: the
-/// fleet page's own conditions, all of them.
-pub fn filter_passes(f: &FleetFilter, a: &AgentSummary, t: Option<&TargetView>) -> bool {
-    let labels = f.labels.iter().all(|l| {
-        let (k, v) = l.split_once('=').unwrap_or((l, ""));
-        a.labels.get(k).is_some_and(|have| have == v)
-    });
-    let status = match f.status.as_deref() {
-        Some("online") => a.status == Status::Online,
-        Some("offline") => a.status == Status::Offline,
-        _ => true,
-    };
-    let Some(t) = t else { return labels && status };
-    let version = f.version.as_deref().is_none_or(|v| t.version.as_deref() == Some(v));
-    let repo = f.repo.as_deref().is_none_or(|r| {
-        t.image.as_deref().and_then(crate::reports::repository_of).is_some_and(|have| have == r)
-    });
-    let failing = !f.failing || matches!(t.last_outcome.as_deref(), Some("failed" | "rolled_back"));
-    let update = match f.has_update.as_deref() {
-        Some("any") => t.updates.any(),
-        Some("patch") => t.updates.patch.is_some(),
-        Some("minor") => t.updates.minor.is_some(),
-        Some("major") => t.updates.major.is_some(),
-        _ => true,
-    };
-    let q = f.q.as_deref().map(str::to_lowercase);
-    let search = q.as_deref().is_none_or(|q| {
-        a.name.to_lowercase().contains(q) || t.image.as_deref().is_some_and(|i| i.to_lowercase().contains(q))
-    });
-    labels && status && version && repo && failing && update && search
+/// The rows a campaign's filter keeps, as the fleet page keeps them. Call
+/// after [`FleetFilter::validate`]: a status or update kind it does not
+/// know is no condition.
+pub fn row_filter(f: &FleetFilter) -> RowFilter {
+    let some = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+    RowFilter {
+        labels: f
+            .labels
+            .iter()
+            .map(|l| l.split_once('=').unwrap_or((l, "")))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        target: None,
+        repo: some(&f.repo),
+        version: some(&f.version),
+        status: match f.status.as_deref() {
+            Some("online") => Some(Status::Online),
+            Some("offline") => Some(Status::Offline),
+            _ => None,
+        },
+        has_update: match f.has_update.as_deref() {
+            Some("any") => Some(UpdateKind::Any),
+            Some("patch") => Some(UpdateKind::Patch),
+            Some("minor") => Some(UpdateKind::Minor),
+            Some("major") => Some(UpdateKind::Major),
+            _ => None,
+        },
+        failing: f.failing,
+        search: some(&f.q).map(|q| q.to_lowercase()),
+    }
 }
 
 /// What a rollback brings `t` back to: the image it runs, pinned by the

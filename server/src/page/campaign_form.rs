@@ -304,6 +304,7 @@ fn filter_html(f: &CampaignForm, c: &Choices) -> String {
         return String::new();
     }
     let filter = f.fleet_filter();
+    let rows = runner::row_filter(&filter);
     let matching: Vec<&AgentSummary> = c
         .agents
         .iter()
@@ -321,7 +322,7 @@ fn filter_html(f: &CampaignForm, c: &Choices) -> String {
                             && container_upgrader::manifest::policy::glob_match(target, &t.target))
                 })
                 .collect();
-            targets.iter().any(|t| runner::filter_passes(&filter, a, Some(t)))
+            targets.iter().any(|t| rows.passes(a, Some(t)))
         })
         .collect();
     let offline = matching.iter().filter(|a| a.status == crate::agents::Status::Offline).count();
@@ -524,12 +525,12 @@ pub async fn form(
         if f.target.is_empty() {
             // The overview's links filter by repository: when every
             // matching host names its target alike, that is the target.
-            let owned = f.fleet_filter();
-            let filter = &owned;
+            let owned = runner::row_filter(&f.fleet_filter());
+            let rows = &owned;
             let names: BTreeSet<&str> = choices
                 .agents
                 .iter()
-                .flat_map(|a| a.targets.iter().filter(move |t| runner::filter_passes(filter, a, Some(t))))
+                .flat_map(|a| a.targets.iter().filter(move |t| rows.passes(a, Some(t))))
                 .map(|t| t.target.as_str())
                 .collect();
             if let [only] = names.into_iter().collect::<Vec<_>>().as_slice() {

@@ -21,7 +21,7 @@
 
 use std::fmt;
 
-use crate::agents::{Status, UpdateKind};
+use crate::agents::{RowFilter, Status, UpdateKind};
 
 /// The page sizes offered.
 pub const SIZES: [usize; 4] = [50, 100, 250, 500];
@@ -102,6 +102,23 @@ pub struct FleetQuery {
     pub size: usize,
     /// The live cells as JSON instead of the page.
     pub json: bool,
+}
+
+impl FleetQuery {
+    /// The rows its filters keep.
+    pub fn row_filter(&self) -> RowFilter {
+        let some = |v: &str| Some(v.to_string()).filter(|v| !v.is_empty());
+        RowFilter {
+            labels: self.labels.clone(),
+            target: some(&self.target),
+            repo: some(&self.repo),
+            version: some(&self.version),
+            status: self.status,
+            has_update: self.has_update,
+            failing: self.failing,
+            search: some(&self.q.to_lowercase()),
+        }
+    }
 }
 
 impl Default for FleetQuery {

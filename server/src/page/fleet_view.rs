@@ -18,7 +18,7 @@ use axum::Json;
 use super::fleet_query::{status_text, thousands, FleetQuery, Pages, QueryError, SIZES, SORTS};
 use super::html::{escape, layout, urlencode};
 use super::live::{when, Cell, Live};
-use super::overview::{self, failing, version_cmp};
+use super::overview::{self, version_cmp};
 use super::session::{Authed, Session};
 use super::PageError;
 use crate::access::Role;
@@ -54,24 +54,6 @@ impl Row<'_> {
 
     /// Whether the row passes every filter of `q`; `search` is `q.q`
     /// lowercased (once, not per row).
-    fn keep(&self, q: &FleetQuery, search: &str) -> bool {
-        let a = self.agent;
-        let t = self.target;
-        let labels = q.labels.iter().all(|(k, v)| a.labels.get(k).is_some_and(|have| have == v));
-        let target = q.target.is_empty() || t.is_some_and(|t| t.target == q.target);
-        let repo = q.repo.is_empty()
-            || t.and_then(|t| t.image.as_deref()).and_then(repository_of).is_some_and(|r| r == q.repo);
-        let version =
-            q.version.is_empty() || t.and_then(|t| t.version.as_deref()) == Some(q.version.as_str());
-        let status = q.status.is_none_or(|s| s == a.status);
-        let update = q.has_update.is_none_or(|k| t.is_some_and(|t| k.in_(&t.updates)));
-        let fails = !q.failing || t.is_some_and(|t| failing(t.last_outcome.as_deref()));
-        let found = search.is_empty()
-            || a.name.to_lowercase().contains(search)
-            || t.and_then(|t| t.image.as_deref()).is_some_and(|i| i.to_lowercase().contains(search));
-        labels && target && repo && version && status && update && fails && found
-    }
-
     fn sort_value(&self, key: &str) -> String {
         let t = self.target;
         let opt = |v: Option<&String>| v.cloned().unwrap_or_default();
@@ -103,7 +85,7 @@ fn compare(key: &str, a: &str, b: &str) -> Ordering {
 /// column (reversed for `desc`), then agent id, then target, so the order
 /// is total and a page boundary never moves a row between pages.
 pub fn rows<'a>(agents: &'a [AgentSummary], q: &FleetQuery) -> Vec<Row<'a>> {
-    let search = q.q.to_lowercase();
+    let filter = q.row_filter();
     let mut keyed: Vec<(String, Row<'a>)> = agents
         .iter()
         .flat_map(|agent| {
@@ -111,7 +93,7 @@ pub fn rows<'a>(agents: &'a [AgentSummary], q: &FleetQuery) -> Vec<Row<'a>> {
                 if agent.targets.is_empty() { vec![None] } else { agent.targets.iter().map(Some).collect() };
             targets.into_iter().map(move |target| Row { agent, target })
         })
-        .filter(|r| r.keep(q, &search))
+        .filter(|r| filter.passes(r.agent, r.target))
         .map(|r| (r.sort_value(q.sort), r))
         .collect();
     keyed.sort_by(|(va, a), (vb, b)| {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use super::fleet_query::{thousands, FleetQuery};
 use super::html::escape;
-use crate::agents::{AgentSummary, Status, UpdateKind};
+use crate::agents::{failing, AgentSummary, Status, UpdateKind};
 use crate::reports::repository_of;
 
 /// The most groups the overview lists (the largest first): a fleet whose
@@ -46,11 +46,6 @@ pub struct Group {
     pub failing: usize,
     /// Whose agent is offline.
     pub offline: usize,
-}
-
-/// Whether a last op's outcome counts as failing.
-pub fn failing(outcome: Option<&str>) -> bool {
-    matches!(outcome, Some("failed" | "rolled_back"))
 }
 
 /// Versions compare as versions (a leading `v` ignored) when both parse,
