@@ -402,7 +402,8 @@ pub(crate) fn realm_allowed(registry: &str, realm: &reqwest::Url) -> Result<(), 
     ))
 }
 
-fn host(registry: &str) -> &str {
+/// The host of `registry` (`host[:port]` or `[v6]:port`), without the port.
+pub fn host(registry: &str) -> &str {
     if let Some(rest) = registry.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
     } else {

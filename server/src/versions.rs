@@ -98,10 +98,7 @@ pub const CHECKS_PER_HOST: usize = 2;
 /// multicast). Said without contacting it, so the answer reveals nothing
 /// about what is reachable from the server.
 pub fn refused(registry: &str, allow: &[String]) -> Option<String> {
-    let host = match registry.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or(rest),
-        None => registry.split(':').next().unwrap_or(registry),
-    };
+    let host = container_upgrader::registry::host(registry);
     let odd = match host.parse::<std::net::IpAddr>() {
         Ok(std::net::IpAddr::V4(ip)) => {
             ip.is_link_local() || ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast()
