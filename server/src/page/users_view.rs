@@ -204,11 +204,8 @@ pub async fn reset(
     headers: HeaderMap,
     Form(form): Form<UserForm>,
 ) -> Result<Response, PageError> {
-    check_post(&session, &headers, form.csrf.as_deref())?;
-    session.require(Role::Admin)?;
-    let user = state.store.user(&name).await?;
-    if form.confirm != "yes" {
-        return Ok(Html(confirm_page(&user.name, "reset", &session)).into_response());
+    if let Some(page) = confirm_first(&state, &session, &headers, &name, &form, "reset").await? {
+        return Ok(page);
     }
     let audit = session.principal.audit(
         "user.reset",
@@ -229,11 +226,8 @@ pub async fn remove(
     headers: HeaderMap,
     Form(form): Form<UserForm>,
 ) -> Result<Response, PageError> {
-    check_post(&session, &headers, form.csrf.as_deref())?;
-    session.require(Role::Admin)?;
-    let user = state.store.user(&name).await?;
-    if form.confirm != "yes" {
-        return Ok(Html(confirm_page(&user.name, "remove", &session)).into_response());
+    if let Some(page) = confirm_first(&state, &session, &headers, &name, &form, "remove").await? {
+        return Ok(page);
     }
     let audit = session.principal.audit(
         "user.remove",
@@ -243,6 +237,23 @@ pub async fn remove(
     state.store.remove_user(&name, &audit).await?;
     tracing::info!(user = %name, "user removed from the page");
     Ok(Redirect::to("/users").into_response())
+}
+
+/// What an admin's action on user `name` needs first: a POST with the
+/// CSRF token, the admin role, a user by that name and, until the form says
+/// `confirm=yes`, the confirmation page (returned, nothing done).
+async fn confirm_first(
+    state: &FleetState,
+    session: &Session,
+    headers: &HeaderMap,
+    name: &str,
+    form: &UserForm,
+    verb: &str,
+) -> Result<Option<Response>, PageError> {
+    check_post(session, headers, form.csrf.as_deref())?;
+    session.require(Role::Admin)?;
+    let user = state.store.user(name).await?;
+    Ok((form.confirm != "yes").then(|| Html(confirm_page(&user.name, verb, session)).into_response()))
 }
 
 #[cfg(test)]
