@@ -435,6 +435,9 @@ pub fn check_policy(local: &Manifest, incoming: &Manifest) -> Result<(), String>
             local.origin
         ));
     }
+    if let Some((index, why)) = crate::manifest::hooks::foreign_hooks(local, incoming).into_iter().next() {
+        return Err(format!("targets[{index}]: {why} (kept from {})", local.origin));
+    }
     let refused: Vec<String> = incoming
         .targets
         .iter()

@@ -15,6 +15,7 @@ pub mod backoff;
 mod error;
 mod execute;
 pub mod health;
+pub mod hooks;
 pub mod journal;
 pub mod names;
 pub mod recover;
