@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::hooks::HookRecord;
+use super::hooks::record::HookRecord;
 use crate::manifest::Order;
 use crate::private_fs;
 use crate::types::{ContainerId, ImageId, OpId};
