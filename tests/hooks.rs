@@ -95,7 +95,7 @@ fn pre_upgrade_writes_a_dump_into_the_volume_that_the_new_container_sees() {
     let (name, old_id) = f.web();
     let marker = f.run.write_file("controller-side", "");
     let hooks = format!(
-        "      pre_upgrade: {{exec: [/testbox, write, /data/dump.sql, dump taken], timeout: 30s}}\n      post_upgrade: {{run: [sh, -c, 'echo \"$CONTAINER_UPGRADER_HOOK $CONTAINER_UPGRADER_NEW_IMAGE\" > {}']}}\n",
+        "      pre_upgrade: {{exec: [/testbox, write, /data/dump.sql, dump of version, $TESTBOX_VERSION], timeout: 30s}}\n      post_upgrade: {{run: [sh, -c, 'echo \"$CONTAINER_UPGRADER_HOOK $CONTAINER_UPGRADER_NEW_IMAGE\" > {}']}}\n",
         marker.display()
     );
     let out = f.reconcile(&name, &format!("{}:2", f.repo), &hooks);
@@ -106,7 +106,7 @@ fn pre_upgrade_writes_a_dump_into_the_volume_that_the_new_container_sees() {
     assert_eq!(f.run.inspect(&name, "{{.Config.Image}}"), format!("{}:2", f.repo));
     // Written by the old container before it stopped, read in the new one.
     let dump = f.read(&name, "/data/dump.sql");
-    assert!(dump.starts_with("dump taken\n"), "{dump}");
+    assert!(dump.starts_with("dump of version 1\n"), "taken in the old container: {dump}");
     assert!(dump.contains("CONTAINER_UPGRADER_HOOK=pre_upgrade"), "{dump}");
     assert!(dump.contains(&format!("CONTAINER_UPGRADER_CONTAINER={name}")), "{dump}");
     assert!(dump.contains(&format!("CONTAINER_UPGRADER_NEW_IMAGE={}:2", f.repo)), "{dump}");
@@ -178,7 +178,7 @@ fn a_hook_past_its_timeout_fails_and_changes_nothing() {
 fn a_failing_post_upgrade_rolls_back_after_pre_rollback_ran_in_the_new_container() {
     let f = Fixture::new("hooks_post_upgrade_fails");
     let (name, old_id) = f.web();
-    let hooks = "      post_upgrade: {exec: [/testbox, fail, migration 7 failed]}\n      pre_rollback: {exec: [/testbox, write, /data/rollback, undo]}\n";
+    let hooks = "      post_upgrade: {exec: [/testbox, fail, migration 7 failed]}\n      pre_rollback: {exec: [/testbox, write, /data/rollback, undo, $TESTBOX_VERSION]}\n";
     let out = f.reconcile(&name, &format!("{}:2", f.repo), hooks);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(6), "rolled back\n{stdout}\n{stderr}");
@@ -187,6 +187,7 @@ fn a_failing_post_upgrade_rolls_back_after_pre_rollback_ran_in_the_new_container
     assert_eq!(f.run.inspect(&name, "{{.State.Running}}"), "true");
     // pre_rollback ran in the new container (it shares the volume).
     let undo = f.read(&name, "/data/rollback");
+    assert!(undo.starts_with("undo 2\n"), "{undo}");
     assert!(undo.contains("CONTAINER_UPGRADER_HOOK=pre_rollback"), "{undo}");
     let row = f.status(&name);
     assert_eq!(row["outcome"], "rolled_back", "{row}");
@@ -228,4 +229,33 @@ fn pre_rollback_runs_on_the_controller_when_the_gate_fails() {
     // An assignment in a hook's output is masked like a container's log.
     assert!(!f.journal_text().contains("abc123secret"), "token kept in the journal");
     assert!(hook["output"].as_str().unwrap_or_default().contains("token=***"), "{row}");
+}
+
+#[test]
+fn start_first_runs_post_upgrade_in_the_new_container_and_rolls_back_when_it_fails() {
+    let f = Fixture::new("hooks_start_first_post_upgrade");
+    let (name, old_id) = f.web();
+    let hooks = "      post_upgrade: {exec: [/testbox, say, smoke, test, on, version, $TESTBOX_VERSION, passed], timeout: 10s}\n      pre_rollback: {exec: [/testbox, write, /data/rollback, undo]}\n";
+    // The target's order, given through the same manifest.
+    let hooks = format!("{hooks}    order: start-first\n");
+    let out = f.reconcile(&name, &format!("{}:2", f.repo), &hooks);
+    let (stdout, stderr) = text(&out);
+    // `say` exits 0: the hook passes, in the new container, and the swap commits.
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_ne!(f.run.inspect(&name, "{{.Id}}"), old_id);
+    let row = f.status(&name);
+    let output = row["hooks"][0]["output"].as_str().unwrap_or_default().to_string();
+    assert!(output.contains("smoke test on version 2 passed"), "{row}");
+
+    // Back to 1 with a post_upgrade that fails: the old (app:2) container returns.
+    let current = f.run.inspect(&name, "{{.Id}}");
+    let hooks = "      post_upgrade: {exec: [/testbox, fail, smoke test failed]}\n      pre_rollback: {exec: [/testbox, write, /data/rollback, undo]}\n    order: start-first\n";
+    let out = f.reconcile(&name, &format!("{}:1", f.repo), hooks);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(6), "rolled back\n{stdout}\n{stderr}");
+    assert_eq!(f.run.inspect(&name, "{{.Id}}"), current, "the very same container is back");
+    assert_eq!(f.run.inspect(&name, "{{.State.Running}}"), "true");
+    assert!(f.read(&name, "/data/rollback").contains("CONTAINER_UPGRADER_HOOK=pre_rollback"));
+    let names = f.run.docker(&["ps", "-a", "--filter", &f.run.label_filter(), "--format", "{{.Names}}"]);
+    assert!(!names.contains("--cu-"), "leftovers: {names}");
 }
