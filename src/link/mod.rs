@@ -519,6 +519,17 @@ mod tests {
     }
 
     #[test]
+    fn the_servers_manifest_keeps_the_local_hooks() {
+        let hooked = format!("{POLICY}    hooks: {{pre_upgrade: {{exec: [dump]}}}}\n");
+        let local = manifest(&hooked);
+        assert_eq!(check_policy(&local, &manifest(&hooked.replace("app:1", "app:2"))), Ok(()));
+        let changed = manifest(&hooked.replace("exec: [dump]", "run: [sh, -c, evil]"));
+        let why = check_policy(&local, &changed).expect_err("hooks changed");
+        assert!(why.contains("targets[0]") && why.contains("hooks"), "{why}");
+        assert!(check_policy(&local, &manifest(POLICY)).is_err(), "dropping the hooks is a change too");
+    }
+
+    #[test]
     fn apply_writes_only_what_is_new_and_allowed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("desired-state.yaml");
