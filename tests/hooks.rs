@@ -259,3 +259,16 @@ fn start_first_runs_post_upgrade_in_the_new_container_and_rolls_back_when_it_fai
     let names = f.run.docker(&["ps", "-a", "--filter", &f.run.label_filter(), "--format", "{{.Names}}"]);
     assert!(!names.contains("--cu-"), "leftovers: {names}");
 }
+
+#[test]
+fn an_exec_hook_whose_program_is_missing_fails_and_changes_nothing() {
+    let f = Fixture::new("hooks_missing_program");
+    let (name, old_id) = f.web();
+    let out =
+        f.reconcile(&name, &format!("{}:2", f.repo), "      pre_upgrade: {exec: [/usr/bin/pg_dump, app]}\n");
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(7), "{stdout}\n{stderr}");
+    assert!(stderr.contains("pre_upgrade hook (exec) failed"), "{stderr}");
+    assert!(stderr.contains("/usr/bin/pg_dump"), "says which program: {stderr}");
+    assert_eq!(f.run.inspect(&name, "{{.Id}}"), old_id, "the very same container");
+}
