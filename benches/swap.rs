@@ -55,6 +55,7 @@ fn settings(parallel_stable: Duration) -> Settings {
             probe: Probe::Running,
         },
         update: Default::default(),
+        hooks: Default::default(),
     }
 }
 

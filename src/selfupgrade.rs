@@ -70,6 +70,10 @@ pub async fn launch(
     state_dir: &Path,
 ) -> Result<ContainerId, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot tell this program's path: {e}"))?;
+    if matches!(job, Job::Swap(req) if !req.settings.hooks.is_empty()) {
+        // The helper is told the swap by flags; hooks are not among them.
+        tracing::warn!(container = %me.name, "the target's hooks are not run when the controller upgrades its own container");
+    }
     let mut cmd = vec!["helper".to_string(), "--state-dir".to_string(), state_dir.display().to_string()];
     cmd.extend(job_args(job, &me.name));
     let config = me.details.config.clone().unwrap_or_default();

@@ -140,6 +140,10 @@ pub struct LastOp {
     pub started_at: String,
     /// When it ended (or last moved).
     pub updated_at: String,
+    /// What the target's hooks did (their output masked); absent when it
+    /// has none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<crate::swap::hooks::HookRecord>,
 }
 
 impl LastOp {
@@ -155,6 +159,7 @@ impl LastOp {
             service: op.service.is_some(),
             started_at: op.started_at().to_string(),
             updated_at: op.updated_at().to_string(),
+            hooks: op.hooks.clone(),
         }
     }
 }

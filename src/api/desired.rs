@@ -275,6 +275,10 @@ fn check_policy(
             pushed: show(&pushed.webhook),
         });
     }
+    // Even where a push may change targets: a hook is a command to run.
+    let hooks = crate::manifest::hooks::foreign_hooks(current, pushed).into_iter().map(|(index, why)| {
+        source.problem(&format!("targets[{index}].hooks"), format!("a push may not set hooks: {why}"))
+    });
     let problems: Vec<Problem> = pushed
         .targets
         .iter()
@@ -293,6 +297,7 @@ fn check_policy(
                 ),
             )
         })
+        .chain(hooks)
         .collect();
     if problems.is_empty() {
         Ok(())

@@ -24,6 +24,18 @@ struct Row<'a> {
     held_until: Option<String>,
 }
 
+/// One hook of an op, for the text view: how it ended and its output's
+/// last line (the JSON view has all it kept).
+fn hook_line(h: &container_upgrader::swap::hooks::HookRecord) -> String {
+    let how = match h.verdict() {
+        Ok(()) => "ok".to_string(),
+        Err(_) if h.timed_out => "timed out".to_string(),
+        Err(_) => h.error.clone().unwrap_or_else(|| format!("exit code {}", h.exit_code.unwrap_or_default())),
+    };
+    let last = h.output.lines().rev().find(|l| !l.trim().is_empty()).map(|l| format!(": {}", l.trim()));
+    format!("{} hook ({}): {how} in {} ms{}", h.phase, h.place.name(), h.took_ms, last.unwrap_or_default())
+}
+
 pub fn status(state_dir: &Path, json: bool) -> Result<u8, Failure> {
     let journal =
         Journal::open(state_dir).map_err(|e| Failure::new(exit::ATTENTION, format!("error: {e}")))?;
@@ -76,6 +88,9 @@ pub fn status(state_dir: &Path, json: bool) -> Result<u8, Failure> {
                 None => format!("{} → {}", o.from, o.to),
             };
             out!("{}: {} {what} at {} (op {}){reason}{held}", r.container, o.outcome, o.updated_at, o.op_id);
+            for h in &o.hooks {
+                out!("  {}", hook_line(h));
+            }
         }
     }
     Ok(code)

@@ -151,6 +151,7 @@ fn request(args: UpgradeArgs) -> Result<SwapRequest, Failure> {
         cleanup: args.cleanup,
         health: HealthGate { timeout: args.health_timeout.0, stable: args.stable.0, probe: args.probe },
         update: Default::default(),
+        hooks: Default::default(),
     };
     let op_id = args
         .op_id

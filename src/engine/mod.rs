@@ -13,12 +13,14 @@ use bollard::Docker;
 
 mod containers;
 mod events;
+mod exec;
 mod info;
 mod list;
 mod pull;
 mod services;
 
 pub use containers::{platform_of, ContainerDetails, ImageDetails, Sample};
+pub use exec::{ExecOutcome, Tail};
 pub use info::InsecureRegistries;
 pub use list::NetworkMember;
 pub use pull::{Credentials, PullProgress};

@@ -435,6 +435,9 @@ pub fn check_policy(local: &Manifest, incoming: &Manifest) -> Result<(), String>
             local.origin
         ));
     }
+    if let Some((index, why)) = crate::manifest::hooks::foreign_hooks(local, incoming).into_iter().next() {
+        return Err(format!("targets[{index}]: {why} (kept from {})", local.origin));
+    }
     let refused: Vec<String> = incoming
         .targets
         .iter()
@@ -513,6 +516,17 @@ mod tests {
         assert!(check_policy(&local, &widened).expect_err("widened").contains("policy"));
         let no_policy = manifest("version: 1\ntargets:\n  - container: web\n    image: any/thing:1\n");
         assert_eq!(check_policy(&no_policy, &no_policy), Ok(()));
+    }
+
+    #[test]
+    fn the_servers_manifest_keeps_the_local_hooks() {
+        let hooked = format!("{POLICY}    hooks: {{pre_upgrade: {{exec: [dump]}}}}\n");
+        let local = manifest(&hooked);
+        assert_eq!(check_policy(&local, &manifest(&hooked.replace("app:1", "app:2"))), Ok(()));
+        let changed = manifest(&hooked.replace("exec: [dump]", "run: [sh, -c, evil]"));
+        let why = check_policy(&local, &changed).expect_err("hooks changed");
+        assert!(why.contains("targets[0]") && why.contains("hooks"), "{why}");
+        assert!(check_policy(&local, &manifest(POLICY)).is_err(), "dropping the hooks is a change too");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::duration::Dur;
+use super::hooks::HooksDoc;
 use super::policy::ImagePattern;
 
 /// The top level of `desired-state.yaml`.
@@ -62,6 +63,9 @@ pub struct Overrides {
     /// How a Swarm service target is rolled out (service targets only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdateDoc>,
+    /// Commands run around each swap (container targets only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<HooksDoc>,
     /// Periodic re-check (`0` = only on triggers). Only meaningful in `defaults`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift_interval: Option<Dur>,
@@ -199,6 +203,9 @@ pub struct TargetDoc {
     /// Overrides fields of `defaults.update` (service targets only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdateDoc>,
+    /// Overrides `defaults.hooks`, phase by phase (container targets only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<HooksDoc>,
 }
 
 /// `update` as written: how Swarm rolls a service out (its `UpdateConfig`

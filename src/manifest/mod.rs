@@ -10,6 +10,7 @@ pub mod document;
 pub mod duration;
 pub mod edit;
 pub mod error;
+pub mod hooks;
 pub mod policy;
 pub mod source;
 mod text;
@@ -26,6 +27,7 @@ use semver::VersionReq;
 pub use document::{Order, Probe, PullPolicy};
 pub use duration::Dur;
 pub use error::{ManifestError, Problem};
+pub use hooks::{Hook, Hooks, Phase, Place};
 pub use policy::ImagePattern;
 pub use source::{Pos, Source};
 
@@ -189,6 +191,8 @@ pub struct Settings {
     pub health: HealthGate,
     /// How a Swarm service is rolled out (service targets only).
     pub update: ServiceUpdate,
+    /// Commands run around each swap.
+    pub hooks: Hooks,
 }
 
 /// `update`, effective: the parts of a Swarm `UpdateConfig` that have no
@@ -235,6 +239,7 @@ impl Default for Settings {
                 probe: Probe::Auto,
             },
             update: ServiceUpdate::default(),
+            hooks: Hooks::default(),
         }
     }
 }

@@ -28,6 +28,9 @@ fn the_example_manifest_validates() {
     assert_eq!(edge.settings.health.timeout, Duration::from_secs(120));
     assert_eq!(edge.settings.health.stable, Duration::from_secs(5), "inherited from defaults");
     assert_eq!(edge.settings.health.probe, Probe::Http { port: 8080, path: "/healthz".into(), status: 200 });
+    let dump = edge.settings.hooks.pre_upgrade.as_ref().expect("the example's pre_upgrade hook");
+    assert_eq!((dump.place, dump.timeout), (Place::Exec, Duration::from_secs(120)));
+    assert!(m.targets[0].settings.hooks.is_empty());
 }
 
 #[test]

@@ -101,7 +101,7 @@ pub(super) fn validate(src: &Source) -> Result<Manifest, ManifestError> {
 impl Document {
     /// `defaults` seen as a target's overrides, so one merge serves both.
     fn defaults_as_target(&self) -> TargetDoc {
-        let Overrides { pull, order, rollback, cleanup, health, update, drift_interval: _ } =
+        let Overrides { pull, order, rollback, cleanup, health, update, hooks, drift_interval: _ } =
             self.defaults.clone();
         TargetDoc {
             container: None,
@@ -116,6 +116,7 @@ impl Document {
             cleanup,
             health,
             update,
+            hooks,
         }
     }
 }
@@ -193,6 +194,12 @@ fn service_only(src: &Source, path: &str, select: &Select, t: &TargetDoc, proble
             ));
         }
         return;
+    }
+    if t.hooks.is_some() {
+        problems.push(src.problem(
+            &format!("{path}.hooks"),
+            "`hooks` apply to container targets only: Swarm replaces a service's tasks itself; allowed: `hooks` under a target with `container` or `selector`, or in `defaults`",
+        ));
     }
     // Swarm judges a task by its image's HEALTHCHECK (or it running): the
     // controller does not reach into tasks on other nodes to probe them.
@@ -328,6 +335,10 @@ fn settings(
         || base.update.clone(),
         |u| update(src, &format!("{path}.update"), &base.update, u, problems),
     );
+    let hooks = t.hooks.as_ref().map_or_else(
+        || base.hooks.clone(),
+        |h| super::hooks::merge(src, &format!("{path}.hooks"), &base.hooks, h, problems),
+    );
     Settings {
         pull: t.pull.unwrap_or(base.pull),
         order: t.order.unwrap_or(base.order),
@@ -335,6 +346,7 @@ fn settings(
         cleanup: t.cleanup.unwrap_or(base.cleanup),
         health,
         update,
+        hooks,
     }
 }
 

@@ -45,6 +45,10 @@ pub enum NoChange {
     /// cannot be written).
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The target's `pre_upgrade` hook failed (its masked output is in
+    /// the reason): the swap was skipped.
+    #[error("{0}")]
+    Hook(String),
     /// The controller is stopping: no new swap starts.
     #[error("not started: the controller is shutting down")]
     ShuttingDown,
@@ -67,6 +71,7 @@ impl NoChange {
             NoChange::Step(_) => "step",
             NoChange::Journal(JournalError::Busy(_)) => "busy",
             NoChange::Journal(_) => "journal",
+            NoChange::Hook(_) => "hook",
             NoChange::ShuttingDown => "shutting_down",
             NoChange::DependencyCycle(_) => "dependency_cycle",
         }

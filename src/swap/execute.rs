@@ -14,7 +14,7 @@ use super::{
     SwapRequest, OP_LABEL,
 };
 use crate::engine::{ContainerDetails, Engine, ImageDetails};
-use crate::manifest::{Order, PullPolicy, Settings};
+use crate::manifest::{Order, Phase, PullPolicy, Settings};
 use crate::platform::Platform;
 use crate::types::{ContainerId, ImageId, OpId};
 
@@ -80,11 +80,14 @@ impl Swapper {
         let span = tracing::info_span!("swap", container = %req.container, to = %req.image.familiar(), op_id = tracing::field::Empty);
         let outcome = async {
             let _lock = self.lock(&req.container)?;
-            let Some(prepared) = self.prepare(req).await? else {
+            let Some(mut prepared) = self.prepare(req).await? else {
                 let image = req.image.familiar();
                 return Ok(Outcome::AlreadyCurrent { container: req.container.clone(), image });
             };
             tracing::Span::current().record("op_id", prepared.op.op_id.as_str());
+            if let Err(reason) = self.hook(Phase::PreUpgrade, &req.settings.hooks, &mut prepared.op).await? {
+                return Err(self.abort(&mut prepared.op, NoChange::Hook(reason)));
+            }
             match req.settings.order {
                 Order::StopFirst => self.stop_first(&req.settings, prepared).await,
                 Order::StartFirst => self.start_first(&req.settings, prepared).await,
@@ -359,6 +362,7 @@ impl Swapper {
             Err(e) => Err(format!("starting the new container failed: {e}")),
         };
         if let Err(reason) = verdict {
+            let reason = self.pre_rollback(&settings.hooks, &mut op, reason).await?;
             return self.discard_new(op, reason).await;
         }
         if let Err(e) = self.retire_old(&old, &mut op).await {
@@ -432,25 +436,41 @@ impl Swapper {
     async fn gate_and_finish(
         &self,
         settings: &Settings,
-        mut op: OpRecord,
+        op: OpRecord,
         new_id: &str,
     ) -> Result<Outcome, SwapError> {
         // A stopped target is recreated stopped: there is nothing to gate.
         if op.was_running {
             if let Err(reason) = health::wait(&self.engine, new_id, &settings.health).await {
-                if settings.rollback {
-                    return self.roll_back(op, reason).await;
-                }
-                self.journal.record(&mut op, Step::Failed, Some(reason))?;
-                return Ok(Outcome::Failed(op));
+                return self.new_failed(settings, op, reason).await;
             }
         }
         self.commit(settings, op).await
     }
 
-    /// Journals the commit, then removes the backup (and the old image when
+    /// The new container failed (its gate, or its `post_upgrade` hook):
+    /// rolled back after the `pre_rollback` hook, or kept with rollback off.
+    async fn new_failed(
+        &self,
+        settings: &Settings,
+        mut op: OpRecord,
+        reason: String,
+    ) -> Result<Outcome, SwapError> {
+        if settings.rollback {
+            let reason = self.pre_rollback(&settings.hooks, &mut op, reason).await?;
+            return self.roll_back(op, reason).await;
+        }
+        self.journal.record(&mut op, Step::Failed, Some(reason))?;
+        Ok(Outcome::Failed(op))
+    }
+
+    /// Runs the `post_upgrade` hook (a failure is a failed new container),
+    /// journals the commit, then removes the backup (and the old image when
     /// asked). A backup that cannot be removed now is removed by `recover`.
     async fn commit(&self, settings: &Settings, mut op: OpRecord) -> Result<Outcome, SwapError> {
+        if let Err(reason) = self.hook(Phase::PostUpgrade, &settings.hooks, &mut op).await? {
+            return self.new_failed(settings, op, reason).await;
+        }
         self.journal.record(&mut op, Step::Committed, None)?;
         if let Err(e) = self.engine.remove(op.old_id.as_str()).await {
             tracing::warn!(error = %e, backup = %op.backup_name, "backup not removed; `recover` will retry");
@@ -526,6 +546,7 @@ fn new_op(req: &SwapRequest, old: &ContainerDetails) -> OpRecord {
         reason: None,
         follows: None,
         stop_grace_secs: Some(stop_grace(old)),
+        hooks: Vec::new(),
         service: None,
         op_id,
     }

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::hooks::record::HookRecord;
 use crate::manifest::Order;
 use crate::private_fs;
 use crate::types::{ContainerId, ImageId, OpId};
@@ -35,6 +36,8 @@ pub const MAX_RECORD: u64 = 256 * 1024;
 pub enum Step {
     /// The new image is pulled; nothing is touched yet.
     Prepared,
+    /// The `pre_upgrade` hook is starting; nothing is touched yet.
+    PreUpgrade,
     /// The new container exists under its temporary name.
     Created,
     /// About to ask the engine to stop the old container. The engine
@@ -45,6 +48,12 @@ pub enum Step {
     Stopped,
     /// The new container runs under the original name.
     Started,
+    /// The new container passed its gate; the `post_upgrade` hook is
+    /// starting. Until `committed` the old container is kept.
+    PostUpgrade,
+    /// The new container failed; the `pre_rollback` hook is starting, the
+    /// rollback follows.
+    PreRollback,
     /// The gate passed; the backup is removed.
     Committed,
     /// The old container is back under its name.
@@ -67,10 +76,13 @@ impl Step {
     pub fn name(self) -> &'static str {
         match self {
             Step::Prepared => "prepared",
+            Step::PreUpgrade => "pre_upgrade",
             Step::Created => "created",
             Step::Stopping => "stopping",
             Step::Stopped => "stopped",
             Step::Started => "started",
+            Step::PostUpgrade => "post_upgrade",
+            Step::PreRollback => "pre_rollback",
             Step::Committed => "committed",
             Step::RolledBack => "rolled_back",
             Step::Failed => "failed",
@@ -169,6 +181,9 @@ pub struct OpRecord {
     /// swap: Swarm replaces the tasks; the op records and watches it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceOp>,
+    /// What the target's hooks did, in the order they ran (output masked).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookRecord>,
 }
 
 /// What recovery needs to judge an interrupted service update.
@@ -211,9 +226,17 @@ impl OpRecord {
             Some(Step::RolledBack) => OpOutcome::RolledBack,
             Some(Step::Failed) => OpOutcome::Failed,
             Some(Step::Aborted) => OpOutcome::Aborted,
-            Some(Step::Prepared | Step::Created | Step::Stopping | Step::Stopped | Step::Started) | None => {
-                OpOutcome::InProgress
-            }
+            Some(
+                Step::Prepared
+                | Step::PreUpgrade
+                | Step::Created
+                | Step::Stopping
+                | Step::Stopped
+                | Step::Started
+                | Step::PostUpgrade
+                | Step::PreRollback,
+            )
+            | None => OpOutcome::InProgress,
         }
     }
 
@@ -561,6 +584,7 @@ impl OpRecord {
             reason: None,
             follows: None,
             stop_grace_secs: None,
+            hooks: Vec::new(),
             service: None,
         }
     }

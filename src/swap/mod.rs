@@ -16,6 +16,7 @@ mod error;
 mod execute;
 mod follow;
 pub mod health;
+pub mod hooks;
 pub mod journal;
 pub mod names;
 pub mod recover;

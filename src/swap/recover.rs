@@ -136,6 +136,13 @@ async fn finish(engine: &Engine, journal: &Journal, mut op: OpRecord) -> Result<
             restored.map_err(|e| {
                 stuck(&mut op, format!("interrupted after `{step}`; restoring the old container failed: {e}"))
             })?;
+            // Killed during `pre_upgrade`: the old container was never
+            // touched, so the op ended before any change.
+            if op.step() == Some(Step::PreUpgrade) {
+                let reason = "interrupted during the pre_upgrade hook; nothing had changed".to_string();
+                journal.record(&mut op, Step::Aborted, Some(reason))?;
+                return Ok(Recovered { action: "closed the op: nothing had changed".into(), op });
+            }
             let reason = format!("interrupted after `{step}`; recovery restored the old container");
             journal.record(&mut op, Step::RolledBack, Some(reason))?;
             Ok(Recovered { action: "restored the old container".into(), op })

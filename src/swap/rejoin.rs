@@ -245,6 +245,7 @@ impl Swapper {
             reason: None,
             follows: Some(peer.to_string()),
             stop_grace_secs: Some(super::execute::stop_grace(&old)),
+            hooks: Vec::new(),
             service: None,
             op_id,
         };
@@ -313,6 +314,9 @@ pub(super) fn rejoin_settings(target: &Settings) -> Settings {
     settings.cleanup = false;
     settings.rollback = true;
     settings.health.probe = Probe::Auto;
+    // The hooks are the target's: a dependent recreated on its own image
+    // to follow it is not upgraded, and is not the container they name.
+    settings.hooks = Default::default();
     settings
 }
 

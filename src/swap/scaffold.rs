@@ -66,14 +66,18 @@ fn scaffold_ids(op: &OpRecord) -> Vec<&ContainerId> {
     let (old, new) = (Some(&op.old_id), op.new_id.as_ref());
     let ids = match op.step() {
         // Nothing created yet: the old container is the target.
-        None | Some(Step::Prepared) => [None, None],
+        None | Some(Step::Prepared | Step::PreUpgrade) => [None, None],
         // The new one waits under its temporary name (the old one, even
         // while it stops, still carries the target's name).
         Some(Step::Created | Step::Stopping) => [new, None],
         // Both aside: the old as backup, the new under its temporary name.
         Some(Step::Stopped) => [old, new],
         // The new one has the name; the old is the backup.
-        Some(Step::Started | Step::Committed) => [old, None],
+        Some(Step::Started | Step::PostUpgrade | Step::Committed) => [old, None],
+        // About to roll back: as before the failure (start-first fails
+        // its new container under the temporary name).
+        Some(Step::PreRollback) if started => [old, None],
+        Some(Step::PreRollback) => [new, None],
         // The old one is back, or never left; the new one is (or was)
         // thrown away.
         Some(Step::RolledBack | Step::Aborted) => [new, None],
