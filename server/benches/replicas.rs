@@ -49,6 +49,11 @@ use common::{FleetServer, TestPostgres, TestRun, ADMIN_TOKEN};
 use serde_json::{json, Value};
 
 const REPLICAS: usize = 3;
+/// A held poll's `wait` (a real agent's `--server-poll` default is 30 s).
+const POLL_WAIT_SECS: u64 = 30;
+const REPORT: &str = "POST /v1/agent/report";
+/// The steady phase's timeline is printed in windows this long.
+const WINDOW: Duration = Duration::from_secs(5);
 /// Enrolments in flight per replica.
 const ENROL_AT_ONCE: usize = 50;
 const REPORT_EVERY: Duration = Duration::from_secs(30);
@@ -228,11 +233,17 @@ impl Agent {
     }
 }
 
+/// Reports (sent at, took) and poll answers (at).
+type Timeline = (Vec<(Instant, Duration)>, Vec<Instant>);
+
 struct Shared {
     /// `http://127.0.0.1:PORT` of each replica.
     bases: Vec<String>,
     http: reqwest::Client,
     samples: Samples,
+    /// When each report was sent and what it took, and when each poll
+    /// was answered (to be re-armed): the steady phase's timeline.
+    timeline: Mutex<Timeline>,
     requests: AtomicU64,
     stop: AtomicBool,
     /// Pinned agent index → when the pin was sent.
@@ -250,6 +261,11 @@ impl Shared {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if status.is_success() || status.as_u16() == 304 {
             self.samples.add(endpoint, started.elapsed());
+            if endpoint == REPORT {
+                if let Ok(mut t) = self.timeline.lock() {
+                    t.0.push((started, started.elapsed()));
+                }
+            }
             true
         } else {
             eprintln!("{endpoint}: {status} {}", String::from_utf8_lossy(&bytes));
@@ -285,11 +301,23 @@ async fn enrol(shared: &Shared, token: &str, i: usize) -> Option<Agent> {
     })
 }
 
-/// One agent's long-poll loop on its replica until stopped.
-async fn poll(shared: Arc<Shared>, agent: Arc<Agent>) {
+/// One agent's long-poll loop on its replica until stopped. As a real
+/// agent does, it asks again at once with the same `wait`; with `spread`
+/// its first held poll waits 1–30 s instead (a diagnostic: fleets whose
+/// polls do not time out together).
+async fn poll(shared: Arc<Shared>, agent: Arc<Agent>, spread: bool) {
     let mut etag: Option<String> = None;
-    let url = format!("{}/v1/agent/desired?wait=30", shared.bases[agent.home()]);
+    let base = &shared.bases[agent.home()];
+    let mut held = 0u32;
     while !shared.stop.load(Ordering::Relaxed) {
+        let wait = match (spread, etag.is_some() && held == 0) {
+            (true, true) => 1 + (29.0 * (agent.i as f64 * 0.618_034).fract()) as u64,
+            _ => POLL_WAIT_SECS,
+        };
+        if etag.is_some() {
+            held += 1;
+        }
+        let url = format!("{base}/v1/agent/desired?wait={wait}");
         let mut request =
             shared.http.get(&url).bearer_auth(&agent.credential).timeout(Duration::from_secs(60));
         if let Some(tag) = &etag {
@@ -305,6 +333,9 @@ async fn poll(shared: Arc<Shared>, agent: Arc<Agent>) {
             }
         };
         shared.requests.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut t) = shared.timeline.lock() {
+            t.1.push(Instant::now());
+        }
         let status = answer.status().as_u16();
         let tag = answer.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_string);
         let _ = answer.bytes().await;
@@ -352,7 +383,7 @@ async fn reports(
     while !group.stop.load(Ordering::Relaxed) {
         n += 1;
         let request = shared.http.post(&report_url).bearer_auth(&agent.credential).json(&report(agent.i));
-        let mut answered = u64::from(shared.timed("POST /v1/agent/report", request).await);
+        let mut answered = u64::from(shared.timed(REPORT, request).await);
         if (agent.i as u64 + n).is_multiple_of(10) {
             let body = event(agent.i, n);
             let key = body["op_id"].as_str().unwrap_or_default().to_string();
@@ -453,6 +484,7 @@ fn main() {
     let agents_wanted = env_usize("FLEET_BENCH_AGENTS", 10_000);
     let burst_agents = env_usize("FLEET_BENCH_BURST_AGENTS", 2_000).min(agents_wanted);
     let secs = env_usize("FLEET_BENCH_SECS", 60) as u64;
+    let spread = std::env::var("FLEET_BENCH_POLL_SPREAD").is_ok_and(|v| v == "1");
     let fds = raise_fd_limit((agents_wanted + burst_agents) as u64 + SPARE_FDS);
 
     let run = TestRun::new("bench_replicas");
@@ -483,12 +515,14 @@ fn main() {
         bases: servers.iter().map(FleetServer::url).collect(),
         http,
         samples: Samples::default(),
+        timeline: Mutex::default(),
         requests: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         pinned: Mutex::new(BTreeMap::new()),
     });
     println!(
-        "{agents_wanted} agents over {REPLICAS} replicas on one PostgreSQL, steady phase {secs} s (open-file limit {fds})"
+        "{agents_wanted} agents over {REPLICAS} replicas on one PostgreSQL, steady phase {secs} s (open-file limit {fds}){}",
+        if spread { "; first held polls spread over 1–30 s" } else { "" }
     );
     let start: Vec<String> = usages(&pids).iter().map(|u| format!("{:.1}", u.0)).collect();
     println!("  replicas at start: RSS {} MiB", start.join(" / "));
@@ -508,7 +542,7 @@ fn main() {
             for t in tasks {
                 if let Ok(Some(a)) = t.await {
                     let a = Arc::new(a);
-                    polls.push(tokio::spawn(poll(shared.clone(), a.clone())));
+                    polls.push(tokio::spawn(poll(shared.clone(), a.clone(), spread)));
                     agents.push(a);
                 }
             }
@@ -572,6 +606,7 @@ fn main() {
         );
     }
     let steady = shared.samples.print("steady");
+    print_timeline(&shared, started);
     let pins_missed = shared.pinned.lock().map(|p| p.len()).unwrap_or(0);
     if pins_missed > 0 {
         println!("  {pins_missed} pins not seen answered by the end of the steady phase");
@@ -606,7 +641,7 @@ fn main() {
     let mib = |b: u64| b as f64 / 1048576.0;
     let per_10k = |b: u64| mib(b) * 10_000.0 / agents_wanted as f64;
     let q = |m: &BTreeMap<&str, Quantiles>, k: &str| m.get(k).copied().unwrap_or_default();
-    let (report, pin) = (q(&steady, "POST /v1/agent/report"), q(&steady, "pin on A → poll on B/C answered"));
+    let (report, pin) = (q(&steady, REPORT), q(&steady, "pin on A → poll on B/C answered"));
     let hwm: Vec<String> = end.iter().map(|u| format!("{:.1}", u.1)).collect();
     let highest = end.iter().map(|u| u.1).fold(0f64, f64::max);
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
@@ -636,10 +671,9 @@ fn main() {
         verdict(highest < 150.0)
     );
     println!(
-        "  PostgreSQL size after the steady phase     {:.1} MiB (empty schema {:.1} MiB); per 10,000 agents {:.1} MiB, of it {:.1} MiB the agents' rows",
+        "  PostgreSQL size after the steady phase     {:.1} MiB (the empty schema {:.1} MiB): {:.1} MiB per 10,000 agents",
         mib(size_after),
         mib(size_empty),
-        per_10k(size_after),
         per_10k(size_after.saturating_sub(size_empty))
     );
     println!(
@@ -648,6 +682,36 @@ fn main() {
     );
     drop(servers);
     drop(postgres);
+}
+
+/// Per `WINDOW` of the steady phase (from `from`): reports sent, their
+/// p99, and polls answered (each re-armed at once): where a tail comes
+/// from.
+fn print_timeline(shared: &Shared, from: Instant) {
+    let Ok(mut t) = shared.timeline.lock() else { return };
+    let (reports, polls) = std::mem::take(&mut *t);
+    let window =
+        |at: Instant| (at.saturating_duration_since(from).as_secs_f64() / WINDOW.as_secs_f64()) as usize;
+    let mut by: BTreeMap<usize, (Vec<Duration>, usize)> = BTreeMap::new();
+    for (at, took) in reports {
+        by.entry(window(at)).or_default().0.push(took);
+    }
+    for at in polls.into_iter().filter(|at| *at >= from) {
+        by.entry(window(at)).or_default().1 += 1;
+    }
+    println!("  steady timeline (per {} s): reports sent, their p99; polls answered", WINDOW.as_secs());
+    for (w, (mut took, polls)) in by {
+        took.sort();
+        let p99 = took.get(((took.len() as f64 - 1.0) * 0.99).round() as usize).copied().unwrap_or_default();
+        println!(
+            "    {:>3}–{:<3} s  reports {:>5}  p99 {:>8.1} ms  polls answered {:>5}",
+            w * WINDOW.as_secs() as usize,
+            (w + 1) * WINDOW.as_secs() as usize,
+            took.len(),
+            ms(p99),
+            polls
+        );
+    }
 }
 
 fn name(n: usize) -> char {
