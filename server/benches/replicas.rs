@@ -561,6 +561,8 @@ fn main() {
 
     // 2. Steady state, with the pins across replicas.
     shared.requests.store(0, Ordering::Relaxed);
+    let pg_port = postgres.url.rsplit_once(':').and_then(|(_, r)| r.split('/').next()).unwrap_or_default();
+    let cpu_before = CpuShares::now(pg_port);
     let before = usages(&pids);
     let started = Instant::now();
     let mut peak = [0f64; REPLICAS];
@@ -588,6 +590,7 @@ fn main() {
     let held = polls.iter().filter(|p| !p.is_finished()).count();
     let elapsed = started.elapsed().as_secs_f64();
     let after = usages(&pids);
+    let cpu_after = CpuShares::now(pg_port);
     let requests = shared.requests.load(Ordering::Relaxed);
     println!(
         "  steady: {requests} requests in {elapsed:.0} s ({:.1}/s; polls answered at their timeout are counted, not timed); {} polls held",
@@ -605,6 +608,8 @@ fn main() {
             a.1
         );
     }
+    let machine = cpu_after.since(&cpu_before, &before, &after, elapsed);
+    println!("  {machine}");
     let steady = shared.samples.print("steady");
     print_timeline(&shared, started);
     let pins_missed = shared.pinned.lock().map(|p| p.len()).unwrap_or(0);
@@ -712,6 +717,94 @@ fn print_timeline(shared: &Shared, from: Instant) {
             polls
         );
     }
+}
+
+/// CPU seconds so far: the machine's (all cores, busy), this process's
+/// (the simulated agents), and the bench's PostgreSQL cluster's.
+struct CpuShares {
+    machine: f64,
+    bench: f64,
+    postgres: f64,
+    load: String,
+}
+
+impl CpuShares {
+    fn now(pg_port: &str) -> CpuShares {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<f64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal: busy is all but
+        // idle and iowait.
+        let busy: f64 =
+            ticks.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, t)| t).sum();
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        CpuShares {
+            machine: busy / 100.0,
+            bench: usage(std::process::id()).2,
+            postgres: postgres_cpu(pg_port),
+            load: load.split_whitespace().next().unwrap_or("?").to_string(),
+        }
+    }
+
+    /// What the interval from `self` to `later` and the replicas' usage
+    /// `before`/`after` say about who had the cores.
+    fn since(
+        &self,
+        earlier: &CpuShares,
+        before: &[(f64, f64, f64)],
+        after: &[(f64, f64, f64)],
+        secs: f64,
+    ) -> String {
+        let replicas: f64 = before.iter().zip(after).map(|(b, a)| a.2 - b.2).sum();
+        let machine = self.machine - earlier.machine;
+        let (bench, postgres) = (self.bench - earlier.bench, self.postgres - earlier.postgres);
+        let others = (machine - bench - postgres - replicas).max(0.0);
+        format!(
+            "machine: {:.0}% of {} cores busy over {secs:.0} s (load average {} → {}): replicas {replicas:.1} s, PostgreSQL {postgres:.1} s, the simulated agents {bench:.1} s, other processes {others:.1} s CPU",
+            100.0 * machine / (secs * cores() as f64),
+            cores(),
+            earlier.load,
+            self.load,
+        )
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// CPU seconds of the PostgreSQL cluster listening on `port`: its
+/// postmaster (found by `-p PORT` on its command line) and its children.
+fn postgres_cpu(port: &str) -> f64 {
+    let flag = format!("-p\0{port}\0");
+    let procs: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            head.ends_with("(postgres").then_some(())?;
+            Some((pid, rest.split_whitespace().nth(1)?.parse().ok()?))
+        })
+        .collect();
+    let postmaster = procs.iter().map(|(pid, _)| *pid).find(|pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&flag))
+    });
+    let Some(postmaster) = postmaster else { return 0.0 };
+    procs
+        .iter()
+        .filter(|(pid, ppid)| *pid == postmaster || *ppid == postmaster)
+        .map(|(pid, _)| usage(*pid).2)
+        .sum()
 }
 
 fn name(n: usize) -> char {
