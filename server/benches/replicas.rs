@@ -34,7 +34,12 @@
 //! answered p99 < 100 ms, RSS < 150 MiB per replica.
 //!
 //! `cargo bench -p container-upgrader-server --features docker-tests --bench replicas`
-//! (`FLEET_BENCH_AGENTS`, default 10,000; `FLEET_BENCH_SECS`, default 60).
+//! (`FLEET_BENCH_AGENTS`, default 10,000; `FLEET_BENCH_SECS`, default 60;
+//! `FLEET_BENCH_POLL_SPREAD=1` spreads the first held polls over 1–30 s,
+//! a diagnostic for the polls that time out together). Also printed: the
+//! steady phase per 5 s (report p99, polls answered) and who had the CPU
+//! (the replicas, PostgreSQL, the simulated agents, other processes): the
+//! machine's two cores are shared.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
