@@ -6,17 +6,14 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::enrolment::Labels;
+use super::enrolment::{offline_threshold_ms, Labels};
 use super::error::db;
-use super::protocol::DEFAULT_WAIT_SECS;
 use super::reports::repository_of;
 use super::store::{now_ms, rfc3339, Store};
 use super::versions::{updates, RepositoryTags, Updates};
 use super::FleetError;
 use container_upgrader::reference::ImageRef;
 
-/// Margin added to the offline threshold, for slow networks and clocks.
-const OFFLINE_MARGIN_MS: i64 = 10_000;
 /// The most events an agent's history shows.
 pub const HISTORY: i64 = 100;
 
@@ -32,11 +29,10 @@ pub enum Status {
     Revoked,
 }
 
-/// Online unless `offline_after` polls (of [`DEFAULT_WAIT_SECS`]) passed
+/// Online unless `offline_after` polls passed
 /// since `last_seen`, plus a margin.
 pub fn status(last_seen: i64, revoked: bool, offline_after: u32, now: i64) -> Status {
-    let threshold =
-        i64::from(offline_after) * i64::try_from(DEFAULT_WAIT_SECS).unwrap_or(30) * 1000 + OFFLINE_MARGIN_MS;
+    let threshold = offline_threshold_ms(offline_after);
     if revoked {
         Status::Revoked
     } else if now.saturating_sub(last_seen) > threshold {
@@ -516,7 +512,7 @@ mod tests {
     fn an_agent_goes_offline_after_the_missed_polls_plus_a_margin() {
         let poll = 30_000;
         assert_eq!(status(0, false, 3, 3 * poll), Status::Online);
-        assert_eq!(status(0, false, 3, 3 * poll + OFFLINE_MARGIN_MS + 1), Status::Offline);
+        assert_eq!(status(0, false, 3, offline_threshold_ms(3) + 1), Status::Offline);
         assert_eq!(status(0, true, 3, 0), Status::Revoked);
     }
 

@@ -46,8 +46,8 @@ impl Store {
         }
     }
 
-    /// Waits until `agent`'s revision differs from `known` or `wait` passes
-    /// (or the server stops); `None` then. A revoke during the wait ends it
+    /// Waits until `agent`'s revision differs from `known` or about `wait`
+    /// passes (or the server stops); `None` then. A revoke during the wait ends it
     /// with 401. Only the revision is read while waiting, not the text.
     pub async fn wait_desired(
         &self,
@@ -55,6 +55,11 @@ impl Store {
         known: Option<i64>,
         wait: Duration,
     ) -> Result<Option<Desired>, FleetError> {
+        // Held for 80-100 % of `wait`: agents that enrolled together (a
+        // fleet rollout, a server restart) would otherwise re-ask together
+        // forever, every poll a burst of credential checks and writes.
+        let hold = container_upgrader::backoff::Policy::new(wait, wait);
+        let wait = container_upgrader::backoff::delay(&hold, 1, container_upgrader::backoff::random_seed());
         let deadline = Instant::now() + wait;
         let mut woken = self.subscribe(agent);
         let mut stopping = self.stopping();

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::enrol_queue::{Pending, Spent};
 use super::error::db;
-use super::protocol::{split_credential, EnrolRequest, EnrolResponse};
+use super::protocol::{split_credential, EnrolRequest, EnrolResponse, DEFAULT_WAIT_SECS};
 use super::store::{now_ms, rfc3339, Store};
 use super::{secret, FleetError};
 use crate::access::Audit;
@@ -23,9 +23,29 @@ pub type Labels = BTreeMap<String, String>;
 
 /// The most uses one enrolment token may have.
 pub const MAX_USES: i64 = 10_000;
-/// `last_seen` is written at most this often per agent (the offline
-/// threshold is a few poll timeouts, tens of seconds).
-pub const SEEN_GRANULARITY_MS: i64 = 5_000;
+/// Margin added to the offline threshold, for slow networks and clocks.
+const OFFLINE_MARGIN_MS: i64 = 10_000;
+
+/// How long an agent may go unheard before it is offline: `offline_after`
+/// polls of [`DEFAULT_WAIT_SECS`], plus a margin.
+pub fn offline_threshold_ms(offline_after: u32) -> i64 {
+    i64::from(offline_after) * poll_ms() + OFFLINE_MARGIN_MS
+}
+
+fn poll_ms() -> i64 {
+    i64::try_from(DEFAULT_WAIT_SECS).unwrap_or(30) * 1000
+}
+
+/// How stale `last_seen` may get before a request writes it again: as
+/// long as it may be while an agent polling every [`DEFAULT_WAIT_SECS`]
+/// still never looks offline (the write comes with the first request
+/// after this, at most one poll later): two thirds of the threshold less
+/// a poll, at least 5 s. At the default three polls, 46 s: an agent's
+/// row is written about once a minute, not on every poll and report.
+pub fn seen_granularity_ms(offline_after: u32) -> i64 {
+    ((offline_threshold_ms(offline_after) - poll_ms()) * 2 / 3).max(5_000)
+}
+
 /// The most labels a token (and so an agent) may carry.
 const MAX_LABELS: usize = 32;
 /// The most enrolments written in one transaction (7 values each: well
@@ -529,14 +549,14 @@ impl Store {
         }
         // Liveness is judged in tens of seconds: a write per request would
         // only serialise the agents' requests on SQLite's one writer.
-        if now_ms().saturating_sub(last_seen) >= SEEN_GRANULARITY_MS {
+        if now_ms().saturating_sub(last_seen) >= seen_granularity_ms(self.offline_after) {
             self.seen(id).await?;
         }
         Ok(id.to_string())
     }
 
     /// Records that `agent` was heard from now (at most every
-    /// [`SEEN_GRANULARITY_MS`]).
+    /// [`seen_granularity_ms`]).
     async fn seen(&self, agent: &str) -> Result<(), FleetError> {
         let _gate = self.write_gate().await;
         sqlx::query("UPDATE agents SET last_seen = $1 WHERE id = $2")
@@ -588,6 +608,19 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_seen_is_never_too_stale_for_the_offline_threshold() {
+        for polls in [1, 2, 3, 10, 1000] {
+            let threshold = offline_threshold_ms(polls);
+            let granularity = seen_granularity_ms(polls);
+            // The write waits for the first request after `granularity`,
+            // at most one poll later.
+            assert!(granularity + poll_ms() < threshold, "{polls}: {granularity} ms");
+            assert!(granularity >= 5_000);
+        }
+        assert!(seen_granularity_ms(3) > poll_ms(), "the default skips every other poll's write");
+    }
 
     #[test]
     fn a_token_is_active_only_while_unexpired_unused_and_unrevoked() {

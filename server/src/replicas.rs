@@ -59,6 +59,9 @@ impl Store {
                     Ok(()) => {
                         tracing::debug!("listening for other replicas' changes");
                         backoff = Duration::from_millis(500);
+                        // Whatever was announced before this LISTEN (at
+                        // start, or while the connection was down) is read.
+                        self.wake_all();
                         loop {
                             tokio::select! {
                                 got = listener.recv() => match got {

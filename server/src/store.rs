@@ -26,10 +26,13 @@ const POSTGRES_CONNECTIONS: u32 = 16;
 /// How long a request waits for a free database connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// While a long-poll waits, the database is read again this often, so a
-/// change written by another server on the same PostgreSQL is seen even
-/// when its notification was missed.
-pub const RECHECK: Duration = Duration::from_secs(5);
+/// While a long-poll waits, the database is read again this often: the
+/// last net under the wake-ups (in this process, and from other replicas
+/// through PostgreSQL's NOTIFY, after whose every reconnect each held poll
+/// reads once more). Polls are held 30 s by default, so a held poll reads
+/// at its start and at its end: at 10,000 agents a shorter period was
+/// thousands of reads a second with nothing changed.
+pub const RECHECK: Duration = Duration::from_secs(30);
 
 /// `--offline-after`'s default: three missed polls.
 pub const DEFAULT_OFFLINE_AFTER: u32 = 3;
@@ -191,6 +194,15 @@ impl Store {
     pub(crate) fn subscribe(&self, agent: &str) -> watch::Receiver<i64> {
         let mut wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
         wakers.entry(agent.to_string()).or_insert_with(|| watch::channel(0).0).subscribe()
+    }
+
+    /// Wakes every long-poll held in this process, each to read its
+    /// revision once more (announcements may have been missed).
+    pub(crate) fn wake_all(&self) {
+        let wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
+        for sender in wakers.values() {
+            sender.send_modify(|_| {});
+        }
     }
 
     /// Wakes `agent`'s long-polls in this process.

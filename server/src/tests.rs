@@ -363,7 +363,8 @@ async fn a_long_poll_wakes_on_a_pin_and_times_out_with_304() {
     let me = f.enrol().await;
     let started = Instant::now();
     assert_eq!(f.poll(&me.credential, Some(1), 1).await.status(), StatusCode::NOT_MODIFIED);
-    assert!(started.elapsed() >= Duration::from_secs(1));
+    // Held for 80-100 % of the wait asked for (jitter spreads the re-polls).
+    assert!(started.elapsed() >= Duration::from_millis(800), "{:?}", started.elapsed());
 
     let poll = f.poll(&me.credential, Some(1), 30);
     let pin = async {
