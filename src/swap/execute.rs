@@ -28,7 +28,18 @@ pub struct Swapper {
     /// One lock per reference being pulled: swaps of a pass that need the
     /// same image wait for one pull instead of each pulling it.
     pulling: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Permits for engine work (pull, create, start, stop, rename,
+    /// remove), shared by every swap of a pass; `None`: unbounded. A swap
+    /// holds one only while it asks the engine for something — never while
+    /// its new container sits in the health gate, which only waits — so a
+    /// long gate does not hold up other swaps.
+    slots: Option<Arc<tokio::sync::Semaphore>>,
 }
+
+/// A permit for engine work (`None` when the swapper is unbounded).
+/// Rule that keeps it deadlock-free: a function holding one never calls a
+/// function that takes one; it drops its own first.
+type Slot = Option<tokio::sync::OwnedSemaphorePermit>;
 
 /// What `prepare` learned before anything is touched.
 pub(super) struct Prepared {
@@ -47,7 +58,27 @@ impl Swapper {
             show_progress: std::io::stderr().is_terminal(),
             own: None,
             pulling: Arc::default(),
+            slots: None,
         }
+    }
+
+    /// This swapper with at most `n` swaps asking the engine for work at
+    /// once (`--parallel`); clones share the bound.
+    pub fn with_engine_slots(mut self, n: usize) -> Self {
+        self.slots = Some(Arc::new(tokio::sync::Semaphore::new(n.max(1))));
+        self
+    }
+
+    /// Waits until a slot for engine work is free, then gives it back: a
+    /// pass that starts every swap at once lets each one check for a
+    /// shutdown only when its turn comes, as the bounded queue did.
+    pub async fn engine_turn(&self) {
+        drop(self.slot().await);
+    }
+
+    /// A permit for engine work; the semaphore is never closed.
+    async fn slot(&self) -> Slot {
+        self.slots.clone()?.acquire_owned().await.ok()
     }
 
     /// Tells the swapper which container this process runs in: it is never
@@ -80,7 +111,11 @@ impl Swapper {
         let span = tracing::info_span!("swap", container = %req.container, to = %req.image.familiar(), op_id = tracing::field::Empty);
         let outcome = async {
             let _lock = self.lock(&req.container)?;
-            let Some(prepared) = self.prepare(req).await? else {
+            let prepared = {
+                let _slot = self.slot().await;
+                self.prepare(req).await?
+            };
+            let Some(prepared) = prepared else {
                 let image = req.image.familiar();
                 return Ok(Outcome::AlreadyCurrent { container: req.container.clone(), image });
             };
@@ -336,39 +371,52 @@ impl Swapper {
 
     pub(super) async fn stop_first(&self, settings: &Settings, p: Prepared) -> Result<Outcome, SwapError> {
         let Prepared { old, spec, mut op } = p;
+        // One slot from create to start: the downtime is not stretched by
+        // other swaps' turns between stop and start.
+        let slot = self.slot().await;
         self.create_or_abort(&mut op, &spec).await?;
         if let Err(e) = self.retire_old(&old, &mut op).await {
+            drop(slot);
             return self.undo_retire(op, e.into()).await;
         }
         self.journal.record(&mut op, Step::Stopped, None)?;
         let new_id = op.new_id.clone().map(|id| id.to_string()).unwrap_or_default();
         if let Err(e) = self.take_over(&op, &new_id).await {
+            drop(slot);
             return self.roll_back(op, e.to_string()).await;
         }
         self.journal.record(&mut op, Step::Started, None)?;
+        drop(slot);
         self.gate_and_finish(settings, op, &new_id).await
     }
 
     async fn start_first(&self, settings: &Settings, p: Prepared) -> Result<Outcome, SwapError> {
         let Prepared { old, spec, mut op } = p;
+        let slot = self.slot().await;
         self.create_or_abort(&mut op, &spec).await?;
         let new_id = op.new_id.clone().map(|id| id.to_string()).unwrap_or_default();
         // The old container is untouched until the new one has passed.
-        let verdict = match self.engine.start(&new_id).await {
+        let started = self.engine.start(&new_id).await;
+        drop(slot);
+        let verdict = match started {
             Ok(()) => health::wait(&self.engine, &new_id, &settings.health).await,
             Err(e) => Err(format!("starting the new container failed: {e}")),
         };
         if let Err(reason) = verdict {
             return self.discard_new(op, reason).await;
         }
+        let slot = self.slot().await;
         if let Err(e) = self.retire_old(&old, &mut op).await {
+            drop(slot);
             return self.roll_back(op, e.to_string()).await;
         }
         self.journal.record(&mut op, Step::Stopped, None)?;
         if let Err(e) = self.engine.rename(&new_id, &op.container).await {
+            drop(slot);
             return self.roll_back(op, format!("renaming the new container failed: {e}")).await;
         }
         self.journal.record(&mut op, Step::Started, None)?;
+        drop(slot);
         self.commit(settings, op).await
     }
 
@@ -411,7 +459,10 @@ impl Swapper {
         if op.reached(Step::Stopping) {
             return self.roll_back(op, cause.to_string()).await;
         }
-        super::recover::restore_old(&self.engine, &op).await.map_err(|e| {
+        let slot = self.slot().await;
+        let restored = super::recover::restore_old(&self.engine, &op).await;
+        drop(slot);
+        restored.map_err(|e| {
             self.stuck(&mut op, format!("{cause}; putting the old container back failed: {e}"))
         })?;
         Err(self.abort(&mut op, cause))
@@ -452,6 +503,7 @@ impl Swapper {
     /// asked). A backup that cannot be removed now is removed by `recover`.
     async fn commit(&self, settings: &Settings, mut op: OpRecord) -> Result<Outcome, SwapError> {
         self.journal.record(&mut op, Step::Committed, None)?;
+        let _slot = self.slot().await;
         if let Err(e) = self.engine.remove(op.old_id.as_str()).await {
             tracing::warn!(error = %e, backup = %op.backup_name, "backup not removed; `recover` will retry");
         }
@@ -466,7 +518,10 @@ impl Swapper {
 
     /// Start-first failure: the old container was never touched.
     async fn discard_new(&self, mut op: OpRecord, reason: String) -> Result<Outcome, SwapError> {
-        if let Err(e) = super::recover::remove_new(&self.engine, &op).await {
+        let slot = self.slot().await;
+        let removed = super::recover::remove_new(&self.engine, &op).await;
+        drop(slot);
+        if let Err(e) = removed {
             return Err(self.stuck(&mut op, format!("{reason}; removing the new container failed: {e}")));
         }
         self.journal.record(&mut op, Step::RolledBack, Some(reason))?;
@@ -478,7 +533,11 @@ impl Swapper {
     /// reason. A restore that fails leaves the op unfinished for `recover`.
     async fn roll_back(&self, mut op: OpRecord, reason: String) -> Result<Outcome, SwapError> {
         tracing::warn!(reason = %reason, "rolling back");
-        let restored = match super::recover::restore_old(&self.engine, &op).await {
+        let slot = self.slot().await;
+        let restored = super::recover::restore_old(&self.engine, &op).await;
+        drop(slot);
+        // Checking that it stays up only waits: no slot.
+        let restored = match restored {
             Ok(()) => super::recover::verify(&self.engine, &op, op.old_id.as_str()).await,
             Err(e) => Err(e),
         };
