@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
-use super::journal::{Journal, OpRecord, Step, TargetLock};
+use super::journal::{Journal, LeftNetwork, OpRecord, Step, TargetLock};
 use super::recreate::{recreate, CreateSpec};
 use super::{
     backup_name, health, swapped_name, temp_name, NoChange, Outcome, PullError, StepError, SwapError,
@@ -406,7 +406,11 @@ impl Swapper {
             return self.discard_new(op, reason).await;
         }
         let slot = self.slot().await;
-        if let Err(e) = self.retire_old(&old, &mut op).await {
+        let retired = match self.leave_networks(&spec, &mut op).await {
+            Ok(()) => self.retire_old(&old, &mut op).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = retired {
             drop(slot);
             return self.roll_back(op, e.to_string()).await;
         }
@@ -430,6 +434,38 @@ impl Swapper {
             tracing::warn!(error = %e, container = %op.temp_name, "the half-created container was not removed yet");
         }
         Err(self.abort(op, e))
+    }
+
+    /// start-first, once the new container has passed: takes the old one
+    /// off its user-defined networks before it is stopped, so Docker's DNS
+    /// names only the new one by the shared aliases while the old one shuts
+    /// down. Stopped with its aliases, the old container stays in DNS until
+    /// its process is gone, and a client resolving the alias meanwhile is
+    /// sent to a closing listener. The networks are journaled (with the
+    /// intent to stop) first: whoever restores the old container
+    /// ([`super::recover::restore_old`]) connects it again.
+    async fn leave_networks(&self, spec: &CreateSpec, op: &mut OpRecord) -> Result<(), StepError> {
+        if !op.was_running {
+            return Ok(());
+        }
+        let primary = spec.body.networking_config.iter().flat_map(|n| n.endpoints_config.iter().flatten());
+        // The default bridge has no DNS: nothing to leave there.
+        op.left_networks = primary
+            .chain(spec.extra_networks.iter().map(|(n, e)| (n, e)))
+            .filter(|(network, _)| !matches!(network.as_str(), "bridge" | "default"))
+            .map(|(network, endpoint)| LeftNetwork::new(network, endpoint))
+            .collect();
+        if op.left_networks.is_empty() {
+            return Ok(());
+        }
+        self.journal.record(op, Step::Stopping, None)?;
+        for left in &op.left_networks {
+            self.engine
+                .disconnect_network(&left.network, op.old_id.as_str())
+                .await
+                .map_err(StepError::engine("taking the old container off its networks"))?;
+        }
+        Ok(())
     }
 
     /// Stops the old container (its own signal and timeout) and renames it
@@ -585,6 +621,7 @@ fn new_op(req: &SwapRequest, old: &ContainerDetails) -> OpRecord {
         reason: None,
         follows: None,
         stop_grace_secs: Some(stop_grace(old)),
+        left_networks: Vec::new(),
         service: None,
         op_id,
     }

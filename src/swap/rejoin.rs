@@ -244,6 +244,7 @@ impl Swapper {
             reason: None,
             follows: Some(peer.to_string()),
             stop_grace_secs: Some(super::execute::stop_grace(&old)),
+            left_networks: Vec::new(),
             service: None,
             op_id,
         };

@@ -307,6 +307,7 @@ fn new_op(req: &SwapRequest, service: &ServiceDetails, image: &str, deadline: Du
         reason: None,
         follows: None,
         stop_grace_secs: None,
+        left_networks: Vec::new(),
         service: Some(ServiceOp {
             id: service.id.clone(),
             previous_update: service.update_started_at.clone(),

@@ -143,6 +143,7 @@ async fn rebuild(
         reason: None,
         follows: None,
         stop_grace_secs: None,
+        left_networks: Vec::new(),
         service: None,
     })
 }
