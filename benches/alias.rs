@@ -11,8 +11,11 @@
 //! 3. start-first (container-upgrader): the old container leaves its
 //!    networks once the new one passed, then stops.
 //!
-//! Failed requests are counted per swap, from the start of the swap to
-//! 500 ms after it returned. `cargo bench --features docker-tests --bench alias`
+//! Two clients poll side by side: one gives up on a request after 1 s
+//! (connect, send or read), one after 5 s. Failed requests are counted per
+//! swap, from the start of the swap to 500 ms after it returned, and so are
+//! slow ones (over 250 ms) of the patient client.
+//! `cargo bench --features docker-tests --bench alias`
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -34,6 +37,10 @@ const PORT: &str = "8080";
 const ALIAS: &str = "svc";
 /// Time after a swap returns still counted as its own.
 const TAIL: Duration = Duration::from_millis(500);
+/// A request slower than this is counted as slow.
+const SLOW_MS: u128 = 250;
+/// The clients' names' suffixes and their timeouts.
+const CLIENTS: [(&str, &str); 2] = [("client-1s", "1000"), ("client-5s", "5000")];
 
 fn main() {
     let run = TestRun::new("bench_alias");
@@ -46,10 +53,17 @@ fn main() {
     let port_env = format!("TESTBOX_HTTP_PORT={PORT}");
     let v1 = format!("{repo}:1");
     run.run_container("svc", &v1, &["--network", &net, "--network-alias", ALIAS, "-e", &port_env]);
-    let client = run.name("client");
     let target = format!("{ALIAS}:{PORT}");
     let label = run.label();
-    run.docker(&["run", "-d", "--name", &client, "--label", &label, "--network", &net, &v1, "poll", &target, "50"]);
+    let clients: Vec<String> = CLIENTS
+        .iter()
+        .map(|(suffix, timeout)| {
+            let name = run.name(suffix);
+            let args = ["run", "-d", "--name", &name, "--label", &label, "--network", &net];
+            run.docker(&[&args[..], &[&v1, "poll", &target, "50", timeout]].concat());
+            name
+        })
+        .collect();
     std::thread::sleep(Duration::from_secs(1));
 
     let rt =
@@ -74,28 +88,64 @@ fn main() {
             }
         };
         let mut results = Vec::new();
-        let stop_first = rounds(&run, &client, &images, ours(Order::StopFirst)).await;
+        let stop_first = rounds(&images, ours(Order::StopFirst)).await;
         results.push(("stop-first (container-upgrader)", stop_first));
         let bare = |image: String| bare_start_first(&engine, &run, &service, &net, image);
-        results.push(("start-first, old sequence (bare API)", rounds(&run, &client, &images, bare).await));
-        let start_first = rounds(&run, &client, &images, ours(Order::StartFirst)).await;
+        results.push(("start-first, old sequence (bare API)", rounds(&images, bare).await));
+        let start_first = rounds(&images, ours(Order::StartFirst)).await;
         results.push(("start-first (container-upgrader)", start_first));
         results
     });
-    println!("A client polling a service by its network alias every 50 ms, {SWAPS} swaps each:");
-    for (name, (failed, requests)) in results {
-        let total: usize = failed.iter().sum();
-        let max = failed.iter().max().copied().unwrap_or(0);
-        let swaps_with_failures = failed.iter().filter(|&&f| f > 0).count();
-        println!(
-            "  {name:<38} failed requests: {total:>3} of {requests:>4} ({:.2} per swap, at most {max} in one swap, {swaps_with_failures} of {SWAPS} swaps saw one)",
-            total as f64 / SWAPS as f64
-        );
+    let logs: Vec<Vec<Line>> = clients.iter().map(|c| parse(&run.logs(c))).collect();
+    println!("Clients polling a service by its network alias every 50 ms, {SWAPS} swaps each:");
+    for (name, windows) in &results {
+        println!("  {name}:");
+        for ((suffix, _), lines) in CLIENTS.iter().zip(&logs) {
+            let count = |pick: &dyn Fn(&Line) -> bool| -> Vec<usize> {
+                windows.iter().map(|&(from, to)| lines.iter().filter(|l| (from..to).contains(&l.at) && pick(l)).count()).collect()
+            };
+            let failed = count(&|l| !l.ok);
+            let slow = count(&|l| l.ok && l.took > SLOW_MS);
+            let requests: usize = count(&|_| true).iter().sum();
+            let total: usize = failed.iter().sum();
+            println!(
+                "    {suffix}: failed {total:>3} of {requests:>4} requests ({:.2} per swap, at most {} in one, {} of {SWAPS} swaps saw one); slow (> {SLOW_MS} ms) {}",
+                total as f64 / SWAPS as f64,
+                failed.iter().max().copied().unwrap_or(0),
+                failed.iter().filter(|&&f| f > 0).count(),
+                slow.iter().sum::<usize>(),
+            );
+        }
     }
-    println!("client's failures, as it printed them:");
-    for line in run.logs(&client).lines().filter(|l| l.starts_with("fail")) {
-        println!("  {line}");
+    for ((suffix, _), client) in CLIENTS.iter().zip(&clients) {
+        println!("{suffix}'s failures, as it printed them:");
+        for line in run.logs(client).lines().filter(|l| l.starts_with("fail")) {
+            println!("  {line}");
+        }
     }
+}
+
+/// One request as a client printed it.
+struct Line {
+    ok: bool,
+    at: u128,
+    took: u128,
+}
+
+fn parse(log: &str) -> Vec<Line> {
+    log.lines()
+        .filter_map(|l| {
+            let mut words = l.split(' ');
+            let ok = match words.next()? {
+                "ok" => true,
+                "fail" => false,
+                _ => return None,
+            };
+            let at = words.next()?.parse().ok()?;
+            let took = if ok { words.nth(1)?.parse().ok()? } else { 0 };
+            Some(Line { ok, at, took })
+        })
+        .collect()
 }
 
 fn settings(order: Order) -> Settings {
@@ -113,9 +163,9 @@ fn unix_ms() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
 }
 
-/// Runs `SWAPS` swaps alternating between `images`; returns the failed
-/// requests of each and the requests made over all of them.
-async fn rounds<F, Fut>(run: &TestRun, client: &str, images: &[String; 2], swap: F) -> (Vec<usize>, usize)
+/// Runs `SWAPS` swaps alternating between `images`; returns each one's
+/// window (unix ms, from its start to `TAIL` after it returned).
+async fn rounds<F, Fut>(images: &[String; 2], swap: F) -> Vec<(u128, u128)>
 where
     F: Fn(String) -> Fut,
     Fut: Future<Output = ()>,
@@ -127,23 +177,7 @@ where
         tokio::time::sleep(TAIL).await;
         windows.push((since, unix_ms()));
     }
-    let log = run.logs(client);
-    let lines: Vec<(bool, u128)> = log
-        .lines()
-        .filter_map(|l| {
-            let mut words = l.split(' ');
-            let ok = match words.next()? {
-                "ok" => true,
-                "fail" => false,
-                _ => return None,
-            };
-            Some((ok, words.next()?.parse().ok()?))
-        })
-        .collect();
-    let inside = |(from, to): (u128, u128)| lines.iter().filter(move |(_, at)| (from..to).contains(at));
-    let failed = windows.iter().map(|w| inside(*w).filter(|(ok, _)| !ok).count()).collect();
-    let requests = windows.iter().map(|w| inside(*w).count()).sum();
-    (failed, requests)
+    windows
 }
 
 /// start-first before the old container left its networks: the new one
