@@ -102,7 +102,10 @@ fn main() {
         println!("  {name}:");
         for ((suffix, _), lines) in CLIENTS.iter().zip(&logs) {
             let count = |pick: &dyn Fn(&Line) -> bool| -> Vec<usize> {
-                windows.iter().map(|&(from, to)| lines.iter().filter(|l| (from..to).contains(&l.at) && pick(l)).count()).collect()
+                windows
+                    .iter()
+                    .map(|&(from, to)| lines.iter().filter(|l| (from..to).contains(&l.at) && pick(l)).count())
+                    .collect()
             };
             let failed = count(&|l| !l.ok);
             let slow = count(&|l| l.ok && l.took > SLOW_MS);
@@ -154,7 +157,11 @@ fn settings(order: Order) -> Settings {
         order,
         rollback: true,
         cleanup: false,
-        health: HealthGate { timeout: Duration::from_secs(30), stable: Duration::from_secs(1), probe: Probe::Running },
+        health: HealthGate {
+            timeout: Duration::from_secs(30),
+            stable: Duration::from_secs(1),
+            probe: Probe::Running,
+        },
         update: Default::default(),
     }
 }
@@ -190,7 +197,10 @@ async fn bare_start_first(engine: &Engine, run: &TestRun, name: &str, net: &str,
         image: Some(image),
         env: Some(vec![format!("TESTBOX_HTTP_PORT={PORT}")]),
         labels: Some([(common::RUN_LABEL.to_string(), run.id().to_string())].into()),
-        host_config: Some(bollard::models::HostConfig { network_mode: Some(net.to_string()), ..Default::default() }),
+        host_config: Some(bollard::models::HostConfig {
+            network_mode: Some(net.to_string()),
+            ..Default::default()
+        }),
         networking_config: Some(NetworkingConfig {
             endpoints_config: Some(HashMap::from([(net.to_string(), endpoint)])),
         }),

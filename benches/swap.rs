@@ -203,9 +203,10 @@ async fn project(swapper: &Swapper, names: &[String], image: &str, stable: &str)
     let registry = Registry::new(&[], m.targets.iter().map(|t| t.want.image()), registry::DEFAULT_TIMEOUT);
     let since = SystemTime::now();
     let t = Instant::now();
-    let report = reconcile::reconcile_once(swapper, &m, &registry, DEFAULT_PARALLEL, None, &Default::default())
-        .await
-        .expect("reconcile");
+    let report =
+        reconcile::reconcile_once(swapper, &m, &registry, DEFAULT_PARALLEL, None, &Default::default())
+            .await
+            .expect("reconcile");
     let exit = t.elapsed();
     let mut moved = Duration::ZERO;
     for (_, applied) in &report.applied {

@@ -217,7 +217,15 @@ fn start_first_killed_after_the_old_left_its_networks_recovers_it_onto_them() {
         let old = c.run.inspect(&name, "{{.Id}}");
 
         let args = [
-            "upgrade", &name, "--image", &image, "--state-dir", &c.state, "--stable", "1s", "--order",
+            "upgrade",
+            &name,
+            "--image",
+            &image,
+            "--state-dir",
+            &c.state,
+            "--stable",
+            "1s",
+            "--order",
             "start-first",
         ];
         let marker = format!("fault-injection: paused after {step}");

@@ -232,7 +232,8 @@ fn start_first_commits_without_stopping_the_old_until_the_new_passes() {
 fn start_first_failing_after_the_old_left_its_networks_puts_it_back_with_its_aliases() {
     let f = Fixture::new("start_first_leaves_networks");
     let net = f.run.network("app");
-    let (name, old_id) = f.start_web(&["--network", &net, "--network-alias", "svc", "--network-alias", "api"]);
+    let (name, old_id) =
+        f.start_web(&["--network", &net, "--network-alias", "svc", "--network-alias", "api"]);
     let aliases = format!("{{{{json (index .NetworkSettings.Networks \"{net}\").Aliases}}}}");
     let before = f.run.inspect(&name, &aliases);
     // Something already carries the backup name of this op: renaming the

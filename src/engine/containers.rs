@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use bollard::models::{ContainerCreateBody, EndpointSettings, NetworkConnectRequest, NetworkDisconnectRequest};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, NetworkConnectRequest, NetworkDisconnectRequest,
+};
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, LogsOptions, RemoveContainerOptions, RemoveImageOptions,
     RenameContainerOptions, StartContainerOptions, StopContainerOptions,

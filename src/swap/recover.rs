@@ -284,9 +284,10 @@ async fn rejoin_left_networks(
 ) -> Result<(), String> {
     let on = current.and_then(|c| c.network_settings.as_ref()).and_then(|n| n.networks.as_ref());
     for left in op.left_networks.iter().filter(|l| !on.is_some_and(|on| on.contains_key(&l.network))) {
-        engine.connect_network(&left.network, &op.old_id, left.endpoint()).await.map_err(|e| {
-            format!("connecting the old container to network {} again: {e}", left.network)
-        })?;
+        engine
+            .connect_network(&left.network, &op.old_id, left.endpoint())
+            .await
+            .map_err(|e| format!("connecting the old container to network {} again: {e}", left.network))?;
     }
     Ok(())
 }
