@@ -1,12 +1,12 @@
 //! The promise under every fault: the upgrader is frozen just after each
 //! mutating Engine request it sends (create, connect, disconnect, stop,
-//! rename, start, remove — request 1, 2, 3, … of the swap, until one run finishes without
-//! reaching the next), SIGKILLed there, and `recover` runs. Every time,
-//! each point three times, stop-first and start-first, committing and
-//! rolling back: exactly one container carries the name, it runs — and
-//! still runs once a stop the engine had accepted would have finished — on
-//! the old or the new image, on both its networks, with no leftover, and
-//! its volume's data intact.
+//! rename, start, remove — request 1, 2, 3, … of the swap, until one run
+//! finishes without reaching the next), SIGKILLed there, and `recover`
+//! runs. Every time, each point three times, stop-first and start-first,
+//! committing and rolling back: exactly one container carries the name,
+//! it runs — and still runs once a stop the engine had accepted would have
+//! finished — on the old or the new image, on both its networks, with no
+//! leftover, and its volume's data intact.
 //!
 //! The app takes a second to stop: a kill just after the stop request is
 //! the race where the engine finishes the stop after `recover` has looked.
