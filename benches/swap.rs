@@ -4,8 +4,11 @@
 //!    the engine's own event timestamps) against the floor: the bare API
 //!    sequence stop / rename / create / start on an identical container, in
 //!    the same process. Target: ≤ floor + 50 ms.
-//! 2. `reconcile --once` over 20 containers, one after another (parallel 1)
-//!    against the default parallelism and 20 at once. Target: ≥ 5× faster.
+//! 2. N = 20 and 100 containers moved to a new image: the raw floor (bare
+//!    API calls, all at once, in this process) against `reconcile --once`
+//!    with the default `--parallel` and gates of 1 s and 5 s. Target: all
+//!    moved in ≈ the floor whatever the gate; a 5 s gate adds ≈ 5 s to the
+//!    exit, not one round per `--parallel` swaps.
 //!
 //! `cargo bench --features docker-tests --bench swap`
 
@@ -21,11 +24,10 @@ use container_upgrader::manifest::{HealthGate, Manifest, Order, Probe, PullPolic
 use container_upgrader::reconcile::{self, Applied, DEFAULT_PARALLEL};
 use container_upgrader::reference::ImageRef;
 use container_upgrader::registry::{self, Registry};
-use container_upgrader::swap::journal::Journal;
+use container_upgrader::swap::journal::{Journal, Step};
 use container_upgrader::swap::{Outcome, SwapRequest, Swapper};
 
 const ROUNDS: usize = 8;
-const FLEET: usize = 20;
 
 fn main() {
     let run = TestRun::new("bench_swap");
@@ -38,8 +40,15 @@ fn main() {
     rt.block_on(async {
         let engine = Engine::connect().await.expect("engine");
         let swapper = Swapper::new(engine.clone(), Journal::open(&state).expect("journal"));
-        downtime(&run, &engine, &swapper, &repo).await;
-        fleet(&run, &swapper, &repo).await;
+        // `BENCH_SWAP=fleet` (or `downtime`) runs one part only.
+        let only = std::env::var("BENCH_SWAP").ok();
+        let part = |name: &str| only.as_deref().is_none_or(|o| o == name);
+        if part("downtime") {
+            downtime(&run, &engine, &swapper, &repo).await;
+        }
+        if part("fleet") {
+            fleet(&run, &engine, &swapper, &repo).await;
+        }
     });
 }
 
@@ -145,47 +154,93 @@ async fn downtime(run: &TestRun, engine: &Engine, swapper: &Swapper, repo: &str)
     );
 }
 
-async fn fleet(run: &TestRun, swapper: &Swapper, repo: &str) {
-    for i in 0..FLEET {
-        run.run_container(&format!("fleet{i}"), &format!("{repo}:1"), &[]);
+/// Starts `n` containers of `image` named `run.name("{prefix}{i}")`, all at once.
+async fn start_fleet(run: &TestRun, engine: &Engine, image: &str, prefix: &str, n: usize) -> Vec<String> {
+    let names: Vec<String> = (0..n).map(|i| run.name(&format!("{prefix}{i}"))).collect();
+    let started = names.iter().map(|name| async move {
+        let id = engine.create(name, body(run, image)).await.expect("create");
+        engine.start(id.as_str()).await.expect("start");
+    });
+    futures_util::future::join_all(started).await;
+    names
+}
+
+fn body(run: &TestRun, image: &str) -> ContainerCreateBody {
+    ContainerCreateBody {
+        image: Some(image.to_string()),
+        labels: Some([(common::RUN_LABEL.to_string(), run.id().to_string())].into()),
+        ..Default::default()
     }
-    let manifest = |tag: &str| {
-        let mut text = String::from(
-            "version: 1\ndefaults:\n  pull: if-missing\n  health: {stable: 2s, timeout: 60s, probe: running}\ntargets:\n",
-        );
-        for i in 0..FLEET {
-            text.push_str(&format!(
-                "  - container: {}\n    image: {repo}:{tag}\n",
-                run.name(&format!("fleet{i}"))
-            ));
-        }
-        Manifest::parse("bench.yaml", &text).expect("manifest")
-    };
-    let mut results = Vec::new();
-    for (tag, parallel) in [("2", 1), ("1", DEFAULT_PARALLEL), ("2", FLEET)] {
-        let m = manifest(tag);
-        let registry =
-            Registry::new(&[], m.targets.iter().map(|t| t.want.image()), registry::DEFAULT_TIMEOUT);
-        let t = Instant::now();
-        let report = reconcile::reconcile_once(swapper, &m, &registry, parallel, None, &Default::default())
+}
+
+/// The floor: every container moved by bare API calls, all at once, in
+/// this process (stop, rename, create, start, remove the old). Returns when
+/// the last new container started.
+async fn raw_floor(run: &TestRun, engine: &Engine, names: &[String], image: &str) -> Duration {
+    let t = Instant::now();
+    let moved = names.iter().map(|name| async move {
+        let old = format!("{name}-old");
+        engine.stop(name, None).await.expect("stop");
+        engine.rename(name, &old).await.expect("rename");
+        let id = engine.create(name, body(run, image)).await.expect("create");
+        engine.start(id.as_str()).await.expect("start");
+        let at = t.elapsed();
+        engine.remove(&old).await.expect("remove");
+        at
+    });
+    futures_util::future::join_all(moved).await.into_iter().max().unwrap_or_default()
+}
+
+/// One pass of the project over `names` to `image`, gate `stable`; returns
+/// (all moved: the last `started` in the journal, exit of the pass).
+async fn project(swapper: &Swapper, names: &[String], image: &str, stable: &str) -> (Duration, Duration) {
+    let mut text = format!(
+        "version: 1\ndefaults:\n  pull: if-missing\n  health: {{stable: {stable}, timeout: 60s, probe: running}}\ntargets:\n"
+    );
+    for name in names {
+        text.push_str(&format!("  - container: {name}\n    image: {image}\n"));
+    }
+    let m = Manifest::parse("bench.yaml", &text).expect("manifest");
+    let registry = Registry::new(&[], m.targets.iter().map(|t| t.want.image()), registry::DEFAULT_TIMEOUT);
+    let since = SystemTime::now();
+    let t = Instant::now();
+    let report =
+        reconcile::reconcile_once(swapper, &m, &registry, DEFAULT_PARALLEL, None, &Default::default())
             .await
             .expect("reconcile");
-        let took = t.elapsed();
-        let committed = report
-            .applied
-            .iter()
-            .filter(|(_, a)| matches!(a, Applied::Swapped(o) if matches!(**o, Outcome::Committed(_))))
-            .count();
-        assert_eq!(committed, FLEET, "every container upgraded");
-        results.push((parallel, took));
+    let exit = t.elapsed();
+    let mut moved = Duration::ZERO;
+    for (_, applied) in &report.applied {
+        let Applied::Swapped(outcome) = applied else { panic!("not swapped: {applied:?}") };
+        let Outcome::Committed(op) = &**outcome else { panic!("not committed: {outcome}") };
+        let started = op.steps.iter().find(|s| s.step == Step::Started).expect("started step");
+        let at = humantime::parse_rfc3339(&started.at).expect("journal time");
+        moved = moved.max(at.duration_since(since).unwrap_or_default());
     }
-    let sequential = results[0].1;
-    println!("reconcile --once over {FLEET} containers (gate: running, stable 2s):");
-    for (parallel, took) in &results {
-        println!(
-            "  parallel {parallel:>2}: {:6.2} s  ({:.1}x faster than one after another)",
-            took.as_secs_f64(),
-            sequential.as_secs_f64() / took.as_secs_f64()
-        );
+    assert_eq!(report.applied.len(), names.len(), "every container upgraded");
+    (moved, exit)
+}
+
+/// All N containers to a new image: the raw floor against a pass with the
+/// default `--parallel` and gates of 1 s and 5 s.
+async fn fleet(run: &TestRun, engine: &Engine, swapper: &Swapper, repo: &str) {
+    let (v1, v2) = (format!("{repo}:1"), format!("{repo}:2"));
+    println!("N containers to a new image, default --parallel {DEFAULT_PARALLEL} (gate: running, stable S):");
+    for n in [20, 100] {
+        let names = start_fleet(run, engine, &v1, &format!("fleet{n}-"), n).await;
+        let floor = raw_floor(run, engine, &names, &v2).await;
+        println!("  N={n:>3} raw API floor, all at once:      all moved {:5.2} s", floor.as_secs_f64());
+        for (stable, image) in [("1s", &v1), ("5s", &v2)] {
+            let (moved, exit) = project(swapper, &names, image, stable).await;
+            println!(
+                "  N={n:>3} container-upgrader, stable {stable}:  all moved {:5.2} s ({:.2}x the floor), exit {:5.2} s",
+                moved.as_secs_f64(),
+                moved.as_secs_f64() / floor.as_secs_f64(),
+                exit.as_secs_f64()
+            );
+        }
+        for name in &names {
+            engine.remove(name).await.expect("remove");
+        }
     }
 }

@@ -29,8 +29,16 @@ use crate::swap::recover::{self, Recovered, Recovery};
 use crate::swap::scaffold::Scaffolding;
 use crate::swap::{NoChange, Outcome, SwapError, SwapRequest, Swapper};
 
-/// The default number of swaps run at once.
+/// The default `--parallel`: swaps asking the engine for work (pull,
+/// create, start, stop, rename, remove) at once. A swap whose new container
+/// sits in its health gate holds no slot: the gate only waits.
 pub const DEFAULT_PARALLEL: usize = 16;
+
+/// Swaps of one wave in flight at once, whatever `--parallel` says. Each
+/// is a task with a journal record and, while gating, one inspect every
+/// 250 ms: small, but a manifest of thousands of containers should not
+/// open thousands of gates together.
+pub const MAX_IN_FLIGHT: usize = 512;
 
 /// What happened to one upgrade entry of the plan.
 #[derive(Debug)]
@@ -93,7 +101,8 @@ pub async fn recover(
     Ok(recovery)
 }
 
-/// Runs one pass of `manifest` with at most `parallel` swaps at once.
+/// Runs one pass of `manifest`, with at most `parallel` swaps asking the
+/// engine for work at once (gates wait without a slot).
 pub async fn reconcile_once(
     swapper: &Swapper,
     manifest: &Manifest,
@@ -238,10 +247,22 @@ fn waves(
     (waves, refused)
 }
 
-/// Runs `jobs`, at most `parallel` at once; no new swap once `stopping`.
+/// Runs `jobs` together (up to [`MAX_IN_FLIGHT`]), with at most `parallel`
+/// of them asking the engine for work at once; no new swap once `stopping`.
+///
+/// The bound is on engine work, not on whole swaps: a swap in its health
+/// gate gives its slot back, so a 5 s gate on the first sixteen does not
+/// hold the seventeenth for 5 s.
 async fn run_wave(swapper: &Swapper, jobs: Vec<Job>, parallel: usize, stopping: &AtomicBool) -> Vec<Done> {
+    let swapper = &swapper.clone().with_engine_slots(parallel);
     stream::iter(jobs)
         .map(|(order, entry, job)| async move {
+            if job.is_ok() {
+                // Every swap starts at once; each waits for its first turn
+                // at the engine before it checks for a shutdown, so a
+                // stopping controller starts no swap that was queued.
+                swapper.engine_turn().await;
+            }
             let applied = match job {
                 Err(hold) => Applied::Held(hold),
                 // Shutting down: swaps in flight finish; no new one starts.
@@ -264,7 +285,7 @@ async fn run_wave(swapper: &Swapper, jobs: Vec<Job>, parallel: usize, stopping: 
             };
             (order, entry, applied)
         })
-        .buffered(parallel.max(1))
+        .buffered(MAX_IN_FLIGHT)
         .collect()
         .await
 }

@@ -299,3 +299,51 @@ fn sigkill_during_each_hook_then_recover_keeps_the_invariant() {
         );
     }
 }
+
+#[test]
+fn start_first_killed_after_the_old_left_its_networks_recovers_it_onto_them() {
+    let c = case("sigkill_start_first_networks");
+    let image = format!("{}:2", c.repo);
+    let net = c.run.network("svc");
+    let aliases = format!("{{{{json (index .NetworkSettings.Networks \"{net}\").Aliases}}}}");
+    // After `stopping` the intent (with the networks) is journaled; the kill
+    // is made to fall after the disconnect by doing it here. After
+    // `stopped` the old container really is off its network, stopped and
+    // renamed.
+    for step in ["stopping", "stopped"] {
+        let volume = c.run.volume(&format!("sf-{step}-data"));
+        let mount = format!("{volume}:/data");
+        let args = ["-v", &mount, "--network", &net, "--network-alias", "svc", "--stop-timeout", "1"];
+        c.run.run_container(&format!("sf-{step}"), &format!("{}:1", c.repo), &args);
+        let name = c.run.name(&format!("sf-{step}"));
+        let marker = c.run.write_file(&format!("sf-{step}-marker"), "precious data\n");
+        c.run.docker(&["cp", marker.to_str().expect("utf-8"), &format!("{name}:/data/marker")]);
+        let old = c.run.inspect(&name, "{{.Id}}");
+
+        let args = [
+            "upgrade",
+            &name,
+            "--image",
+            &image,
+            "--state-dir",
+            &c.state,
+            "--stable",
+            "1s",
+            "--order",
+            "start-first",
+        ];
+        let marker = format!("fault-injection: paused after {step}");
+        let killed = c.run.cli_killed_at(&args, ("CONTAINER_UPGRADER_FAULT_PAUSE_AFTER", step), &marker);
+        assert!(killed, "upgrade never reached {step}");
+        if step == "stopping" {
+            c.run.docker(&["network", "disconnect", &net, &old]);
+        }
+        let networks = c.run.inspect(&old, "{{json .NetworkSettings.Networks}}");
+        assert!(!networks.contains(&format!("\"{net}\"")), "off {net} after a kill at {step}: {networks}");
+        c.recover();
+        c.invariant(&name);
+        assert_eq!(c.run.inspect(&name, "{{.Id}}"), old, "the very same old container after {step}");
+        let back = c.run.inspect(&name, &aliases);
+        assert!(back.contains("\"svc\""), "on {net} with its alias after a kill at {step}: {back}");
+    }
+}

@@ -91,3 +91,44 @@ fn a_pass_upgrading_a_peer_and_its_network_client_leaves_them_in_one_namespace()
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 up to date"));
 }
+
+#[test]
+fn with_parallel_one_a_swap_in_its_gate_does_not_hold_up_the_next() {
+    let run = TestRun::new("reconcile_gate_no_slot");
+    let registry = run.registry();
+    let app = registry.repo("app");
+    run.publish_versions(&app);
+    let mut manifest =
+        String::from("version: 1\ndefaults:\n  health: {stable: 3s, timeout: 30s}\ntargets:\n");
+    for i in 0..3 {
+        run.run_container(&format!("g{i}"), &format!("{app}:1"), &[]);
+        manifest.push_str(&format!("  - container: {}\n    image: {app}:2\n", run.name(&format!("g{i}"))));
+    }
+    let file = run.write_file("desired-state.yaml", &manifest);
+    let state = run.write_file("state/.keep", "").parent().expect("dir").display().to_string();
+    let file = file.to_str().expect("utf-8");
+    let out = run.cli(&["reconcile", "-f", file, "--once", "--state-dir", &state, "--parallel", "1"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("Reconciled: 3 upgraded"), "{stdout}");
+
+    // One engine slot, yet every new container started before any gate
+    // ended: the gates waited side by side, without the slot.
+    let mut started = Vec::new();
+    let mut committed = Vec::new();
+    for entry in std::fs::read_dir(format!("{state}/ops")).expect("journal") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("record");
+        let op: serde_json::Value = serde_json::from_str(&text).expect("record JSON");
+        let at = |step: &str| -> String {
+            let steps = op["steps"].as_array().expect("steps");
+            let s = steps.iter().find(|s| s["step"] == step).unwrap_or_else(|| panic!("no {step}: {op}"));
+            s["at"].as_str().expect("time").to_string()
+        };
+        started.push(at("started"));
+        committed.push(at("committed"));
+    }
+    assert_eq!(started.len(), 3, "three ops");
+    let last_start = started.iter().max().expect("starts");
+    let first_commit = committed.iter().min().expect("commits");
+    assert!(last_start < first_commit, "started {started:?}, committed {committed:?}");
+}

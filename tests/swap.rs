@@ -229,6 +229,33 @@ fn start_first_commits_without_stopping_the_old_until_the_new_passes() {
 }
 
 #[test]
+fn start_first_failing_after_the_old_left_its_networks_puts_it_back_with_its_aliases() {
+    let f = Fixture::new("start_first_leaves_networks");
+    let net = f.run.network("app");
+    let (name, old_id) =
+        f.start_web(&["--network", &net, "--network-alias", "svc", "--network-alias", "api"]);
+    let aliases = format!("{{{{json (index .NetworkSettings.Networks \"{net}\").Aliases}}}}");
+    let before = f.run.inspect(&name, &aliases);
+    // Something already carries the backup name of this op: renaming the
+    // old container fails after it left its networks and stopped.
+    let blocker = format!("{name}--cu-backup-leavetest1");
+    f.run.docker(&["create", "--name", &blocker, "--label", &f.run.label(), &f.image("1")]);
+
+    let out = f.upgrade(&name, "2", &["--order", "start-first", "--op-id", "leavetest1"]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(stderr(&out).contains("renaming the old container"), "{}", stderr(&out));
+    let journal = std::fs::read_to_string(format!("{}/ops/leavetest1.json", f.state)).unwrap_or_default();
+    assert!(journal.contains("\"left_networks\""), "the networks were journaled: {journal}");
+
+    assert_eq!(f.the_one(&name), old_id, "the very same container is back");
+    let after = f.run.inspect(&name, &aliases);
+    assert!(after.contains("\"svc\"") && after.contains("\"api\""), "aliases {after} (before: {before})");
+    f.data_intact(&name);
+    f.run.docker(&["rm", "-f", &blocker]);
+    f.assert_no_leftovers();
+}
+
+#[test]
 fn start_first_is_refused_for_a_container_with_host_ports() {
     let f = Fixture::new("start_first_refused_ports");
     let port =

@@ -224,7 +224,8 @@ struct PassArgs {
     registry: RegistryArgs,
     #[command(flatten)]
     state: StateArg,
-    /// Swaps run at once.
+    /// Swaps asking the engine for work (pull, create, start, stop,
+    /// rename, remove) at once; a swap in its health gate holds no slot.
     #[arg(long, default_value_t = container_upgrader::reconcile::DEFAULT_PARALLEL)]
     parallel: usize,
     #[command(flatten)]

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use bollard::models::{ContainerCreateBody, EndpointSettings, NetworkConnectRequest};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, NetworkConnectRequest, NetworkDisconnectRequest,
+};
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, LogsOptions, RemoveContainerOptions, RemoveImageOptions,
     RenameContainerOptions, StartContainerOptions, StopContainerOptions,
@@ -129,6 +131,14 @@ impl Engine {
             NetworkConnectRequest { container: container.to_string(), endpoint_config: Some(endpoint) };
         let what = format!("connecting {} to network {network}", container.short());
         self.bounded(&what, "networks/connect", self.docker.connect_network(network, request)).await
+    }
+
+    /// Takes a container off a network: Docker's DNS stops naming it by
+    /// its aliases there. Not connected is fine.
+    pub async fn disconnect_network(&self, network: &str, container: &str) -> Result<(), EngineError> {
+        let request = NetworkDisconnectRequest { container: container.to_string(), force: Some(false) };
+        let what = format!("disconnecting {container} from network {network}");
+        self.bounded(&what, "networks/disconnect", self.docker.disconnect_network(network, request)).await
     }
 
     /// Starts a container (already running is fine).

@@ -125,7 +125,7 @@ impl Engine {
 /// Test-only: with the `fault-injection` feature, setting
 /// `CONTAINER_UPGRADER_FAULT_FREEZE_AT_REQUEST=N` makes the process stop
 /// dead just after its N-th mutating Engine request (create, connect,
-/// start, stop, rename, remove) is sent: the request runs for a few
+/// disconnect, start, stop, rename, remove) is sent: the request runs for a few
 /// milliseconds — long enough to reach the engine, which carries it out
 /// whatever becomes of its caller — then the process announces
 /// `fault-injection: froze after request N (ENDPOINT)` on stderr and
@@ -137,9 +137,10 @@ mod fault {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::Duration;
 
-    const MUTATING: [&str; 6] = [
+    const MUTATING: [&str; 7] = [
         "containers/create",
         "networks/connect",
+        "networks/disconnect",
         "containers/start",
         "containers/stop",
         "containers/rename",

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
-use super::journal::{Journal, OpRecord, Step, TargetLock};
+use super::journal::{Journal, LeftNetwork, OpRecord, Step, TargetLock};
 use super::recreate::{recreate, CreateSpec};
 use super::{
     backup_name, health, swapped_name, temp_name, NoChange, Outcome, PullError, StepError, SwapError,
@@ -28,7 +28,18 @@ pub struct Swapper {
     /// One lock per reference being pulled: swaps of a pass that need the
     /// same image wait for one pull instead of each pulling it.
     pulling: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Permits for engine work (pull, create, start, stop, rename,
+    /// remove), shared by every swap of a pass; `None`: unbounded. A swap
+    /// holds one only while it asks the engine for something — never while
+    /// its new container sits in the health gate, which only waits — so a
+    /// long gate does not hold up other swaps.
+    slots: Option<Arc<tokio::sync::Semaphore>>,
 }
+
+/// A permit for engine work (`None` when the swapper is unbounded).
+/// Rule that keeps it deadlock-free: a function holding one never calls a
+/// function that takes one; it drops its own first.
+type Slot = Option<tokio::sync::OwnedSemaphorePermit>;
 
 /// What `prepare` learned before anything is touched.
 pub(super) struct Prepared {
@@ -47,7 +58,27 @@ impl Swapper {
             show_progress: std::io::stderr().is_terminal(),
             own: None,
             pulling: Arc::default(),
+            slots: None,
         }
+    }
+
+    /// This swapper with at most `n` swaps asking the engine for work at
+    /// once (`--parallel`); clones share the bound.
+    pub fn with_engine_slots(mut self, n: usize) -> Self {
+        self.slots = Some(Arc::new(tokio::sync::Semaphore::new(n.max(1))));
+        self
+    }
+
+    /// Waits until a slot for engine work is free, then gives it back: a
+    /// pass that starts every swap at once lets each one check for a
+    /// shutdown only when its turn comes, as the bounded queue did.
+    pub async fn engine_turn(&self) {
+        drop(self.slot().await);
+    }
+
+    /// A permit for engine work; the semaphore is never closed.
+    async fn slot(&self) -> Slot {
+        self.slots.clone()?.acquire_owned().await.ok()
     }
 
     /// Tells the swapper which container this process runs in: it is never
@@ -80,7 +111,11 @@ impl Swapper {
         let span = tracing::info_span!("swap", container = %req.container, to = %req.image.familiar(), op_id = tracing::field::Empty);
         let outcome = async {
             let _lock = self.lock(&req.container)?;
-            let Some(mut prepared) = self.prepare(req).await? else {
+            let prepared = {
+                let _slot = self.slot().await;
+                self.prepare(req).await?
+            };
+            let Some(mut prepared) = prepared else {
                 let image = req.image.familiar();
                 return Ok(Outcome::AlreadyCurrent { container: req.container.clone(), image });
             };
@@ -339,25 +374,34 @@ impl Swapper {
 
     pub(super) async fn stop_first(&self, settings: &Settings, p: Prepared) -> Result<Outcome, SwapError> {
         let Prepared { old, spec, mut op } = p;
+        // One slot from create to start: the downtime is not stretched by
+        // other swaps' turns between stop and start.
+        let slot = self.slot().await;
         self.create_or_abort(&mut op, &spec).await?;
         if let Err(e) = self.retire_old(&old, &mut op).await {
+            drop(slot);
             return self.undo_retire(op, e.into()).await;
         }
         self.journal.record(&mut op, Step::Stopped, None)?;
         let new_id = op.new_id.clone().map(|id| id.to_string()).unwrap_or_default();
         if let Err(e) = self.take_over(&op, &new_id).await {
+            drop(slot);
             return self.roll_back(op, e.to_string()).await;
         }
         self.journal.record(&mut op, Step::Started, None)?;
+        drop(slot);
         self.gate_and_finish(settings, op, &new_id).await
     }
 
     async fn start_first(&self, settings: &Settings, p: Prepared) -> Result<Outcome, SwapError> {
         let Prepared { old, spec, mut op } = p;
+        let slot = self.slot().await;
         self.create_or_abort(&mut op, &spec).await?;
         let new_id = op.new_id.clone().map(|id| id.to_string()).unwrap_or_default();
         // The old container is untouched until the new one has passed.
-        let verdict = match self.engine.start(&new_id).await {
+        let started = self.engine.start(&new_id).await;
+        drop(slot);
+        let verdict = match started {
             Ok(()) => health::wait(&self.engine, &new_id, &settings.health).await,
             Err(e) => Err(format!("starting the new container failed: {e}")),
         };
@@ -365,14 +409,22 @@ impl Swapper {
             let reason = self.pre_rollback(&settings.hooks, &mut op, reason).await?;
             return self.discard_new(op, reason).await;
         }
-        if let Err(e) = self.retire_old(&old, &mut op).await {
+        let slot = self.slot().await;
+        let retired = match self.leave_networks(&spec, &mut op).await {
+            Ok(()) => self.retire_old(&old, &mut op).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = retired {
+            drop(slot);
             return self.roll_back(op, e.to_string()).await;
         }
         self.journal.record(&mut op, Step::Stopped, None)?;
         if let Err(e) = self.engine.rename(&new_id, &op.container).await {
+            drop(slot);
             return self.roll_back(op, format!("renaming the new container failed: {e}")).await;
         }
         self.journal.record(&mut op, Step::Started, None)?;
+        drop(slot);
         self.commit(settings, op).await
     }
 
@@ -386,6 +438,38 @@ impl Swapper {
             tracing::warn!(error = %e, container = %op.temp_name, "the half-created container was not removed yet");
         }
         Err(self.abort(op, e))
+    }
+
+    /// start-first, once the new container has passed: takes the old one
+    /// off its user-defined networks before it is stopped, so Docker's DNS
+    /// names only the new one by the shared aliases while the old one shuts
+    /// down. Stopped with its aliases, the old container stays in DNS until
+    /// its process is gone, and a client resolving the alias meanwhile is
+    /// sent to a closing listener. The networks are journaled (with the
+    /// intent to stop) first: whoever restores the old container
+    /// ([`super::recover::restore_old`]) connects it again.
+    async fn leave_networks(&self, spec: &CreateSpec, op: &mut OpRecord) -> Result<(), StepError> {
+        if !op.was_running {
+            return Ok(());
+        }
+        let primary = spec.body.networking_config.iter().flat_map(|n| n.endpoints_config.iter().flatten());
+        // The default bridge has no DNS: nothing to leave there.
+        op.left_networks = primary
+            .chain(spec.extra_networks.iter().map(|(n, e)| (n, e)))
+            .filter(|(network, _)| !matches!(network.as_str(), "bridge" | "default"))
+            .map(|(network, endpoint)| LeftNetwork::new(network, endpoint))
+            .collect();
+        if op.left_networks.is_empty() {
+            return Ok(());
+        }
+        self.journal.record(op, Step::Stopping, None)?;
+        for left in &op.left_networks {
+            self.engine
+                .disconnect_network(&left.network, op.old_id.as_str())
+                .await
+                .map_err(StepError::engine("taking the old container off its networks"))?;
+        }
+        Ok(())
     }
 
     /// Stops the old container (its own signal and timeout) and renames it
@@ -415,7 +499,10 @@ impl Swapper {
         if op.reached(Step::Stopping) {
             return self.roll_back(op, cause.to_string()).await;
         }
-        super::recover::restore_old(&self.engine, &op).await.map_err(|e| {
+        let slot = self.slot().await;
+        let restored = super::recover::restore_old(&self.engine, &op).await;
+        drop(slot);
+        restored.map_err(|e| {
             self.stuck(&mut op, format!("{cause}; putting the old container back failed: {e}"))
         })?;
         Err(self.abort(&mut op, cause))
@@ -472,6 +559,7 @@ impl Swapper {
             return self.new_failed(settings, op, reason).await;
         }
         self.journal.record(&mut op, Step::Committed, None)?;
+        let _slot = self.slot().await;
         if let Err(e) = self.engine.remove(op.old_id.as_str()).await {
             tracing::warn!(error = %e, backup = %op.backup_name, "backup not removed; `recover` will retry");
         }
@@ -486,7 +574,10 @@ impl Swapper {
 
     /// Start-first failure: the old container was never touched.
     async fn discard_new(&self, mut op: OpRecord, reason: String) -> Result<Outcome, SwapError> {
-        if let Err(e) = super::recover::remove_new(&self.engine, &op).await {
+        let slot = self.slot().await;
+        let removed = super::recover::remove_new(&self.engine, &op).await;
+        drop(slot);
+        if let Err(e) = removed {
             return Err(self.stuck(&mut op, format!("{reason}; removing the new container failed: {e}")));
         }
         self.journal.record(&mut op, Step::RolledBack, Some(reason))?;
@@ -498,7 +589,11 @@ impl Swapper {
     /// reason. A restore that fails leaves the op unfinished for `recover`.
     async fn roll_back(&self, mut op: OpRecord, reason: String) -> Result<Outcome, SwapError> {
         tracing::warn!(reason = %reason, "rolling back");
-        let restored = match super::recover::restore_old(&self.engine, &op).await {
+        let slot = self.slot().await;
+        let restored = super::recover::restore_old(&self.engine, &op).await;
+        drop(slot);
+        // Checking that it stays up only waits: no slot.
+        let restored = match restored {
             Ok(()) => super::recover::verify(&self.engine, &op, op.old_id.as_str()).await,
             Err(e) => Err(e),
         };
@@ -547,6 +642,7 @@ fn new_op(req: &SwapRequest, old: &ContainerDetails) -> OpRecord {
         follows: None,
         stop_grace_secs: Some(stop_grace(old)),
         hooks: Vec::new(),
+        left_networks: Vec::new(),
         service: None,
         op_id,
     }

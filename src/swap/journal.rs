@@ -184,6 +184,59 @@ pub struct OpRecord {
     /// What the target's hooks did, in the order they ran (output masked).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<HookRecord>,
+    /// start-first: the old container's networks (user-defined ones, with
+    /// its aliases, links and options), journaled before it is taken off
+    /// them so Docker's DNS stops naming it ahead of its stop. Whoever
+    /// restores the old container connects it to them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_networks: Vec<LeftNetwork>,
+}
+
+/// A network the old container of a start-first swap is taken off, with
+/// what connecting it again needs. No addresses: start-first refuses a
+/// container with a static IP.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeftNetwork {
+    /// The network's name.
+    pub network: String,
+    /// The user's aliases there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Legacy links on that network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
+    /// Driver options of the endpoint.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub driver_opts: std::collections::BTreeMap<String, String>,
+    /// Which endpoint gives the default gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gw_priority: Option<i64>,
+}
+
+impl LeftNetwork {
+    /// From the endpoint the recreation carries for `network`.
+    pub fn new(network: &str, e: &bollard::models::EndpointSettings) -> Self {
+        Self {
+            network: network.to_string(),
+            aliases: e.aliases.clone().unwrap_or_default(),
+            links: e.links.clone().unwrap_or_default(),
+            driver_opts: e.driver_opts.clone().unwrap_or_default().into_iter().collect(),
+            gw_priority: e.gw_priority,
+        }
+    }
+
+    /// The endpoint to connect with again.
+    pub fn endpoint(&self) -> bollard::models::EndpointSettings {
+        let some = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+        bollard::models::EndpointSettings {
+            aliases: some(&self.aliases),
+            links: some(&self.links),
+            driver_opts: (!self.driver_opts.is_empty())
+                .then(|| self.driver_opts.clone().into_iter().collect()),
+            gw_priority: self.gw_priority,
+            ..Default::default()
+        }
+    }
 }
 
 /// What recovery needs to judge an interrupted service update.
@@ -586,6 +639,7 @@ impl OpRecord {
             stop_grace_secs: None,
             hooks: Vec::new(),
             service: None,
+            left_networks: Vec::new(),
         }
     }
 }

@@ -275,8 +275,26 @@ pub async fn restore_old(engine: &Engine, op: &OpRecord) -> Result<(), String> {
             .await
             .map_err(|e| format!("renaming the old container back: {e}"))?;
     }
+    rejoin_left_networks(engine, op, current.as_ref()).await?;
     if op.was_running {
         engine.start(old).await.map_err(|e| format!("starting the old container: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Connects the old container of a start-first op again to the networks
+/// it was taken off (with its aliases), those it is not on now.
+async fn rejoin_left_networks(
+    engine: &Engine,
+    op: &OpRecord,
+    current: Option<&ContainerDetails>,
+) -> Result<(), String> {
+    let on = current.and_then(|c| c.network_settings.as_ref()).and_then(|n| n.networks.as_ref());
+    for left in op.left_networks.iter().filter(|l| !on.is_some_and(|on| on.contains_key(&l.network))) {
+        engine
+            .connect_network(&left.network, &op.old_id, left.endpoint())
+            .await
+            .map_err(|e| format!("connecting the old container to network {} again: {e}", left.network))?;
     }
     Ok(())
 }

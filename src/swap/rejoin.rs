@@ -246,6 +246,7 @@ impl Swapper {
             follows: Some(peer.to_string()),
             stop_grace_secs: Some(super::execute::stop_grace(&old)),
             hooks: Vec::new(),
+            left_networks: Vec::new(),
             service: None,
             op_id,
         };

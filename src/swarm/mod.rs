@@ -308,6 +308,7 @@ fn new_op(req: &SwapRequest, service: &ServiceDetails, image: &str, deadline: Du
         follows: None,
         stop_grace_secs: None,
         hooks: Vec::new(),
+        left_networks: Vec::new(),
         service: Some(ServiceOp {
             id: service.id.clone(),
             previous_update: service.update_started_at.clone(),

@@ -144,6 +144,7 @@ async fn rebuild(
         follows: None,
         stop_grace_secs: None,
         hooks: Vec::new(),
+        left_networks: Vec::new(),
         service: None,
     })
 }
