@@ -14,6 +14,7 @@ pub mod policy;
 pub mod source;
 mod text;
 mod validate;
+mod verify;
 pub mod write;
 pub mod yaml;
 
@@ -77,6 +78,8 @@ pub struct Target {
     pub want: Want,
     /// Defaults merged with the target's overrides.
     pub settings: Settings,
+    /// `policy.verify` merged with the target's `verify`; `None`: signatures are not checked.
+    pub verify: Option<crate::verify::Verify>,
 }
 
 /// How a target picks its containers (or, on a Swarm manager, services).
