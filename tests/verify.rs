@@ -269,3 +269,68 @@ fn with_the_registry_down_the_reason_says_so_and_nothing_changes() {
     f.registry.stop();
     f.assert_refused(&file, "unreachable");
 }
+
+/// `container-upgrader run` with its API on a free loopback port.
+fn daemon(f: &Fixture, file: &str) -> (common::Spawned, String) {
+    let addr = common::free_addr();
+    let mut cmd = f.run.cli_command();
+    cmd.args(["run", "-f", file, "--state-dir", &f.state, "--listen", &addr]);
+    let d = common::Spawned::start(cmd, "run");
+    common::wait_for("the API", std::time::Duration::from_secs(60), || {
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
+    (d, addr)
+}
+
+fn get(addr: &str, path: &str) -> String {
+    common::http(addr, "GET", path, &[], b"").text()
+}
+
+/// Signature manifest reads in the registry's access log.
+fn signature_reads(registry: &TestRegistry) -> usize {
+    registry.log().lines().filter(|l| l.contains(".sig") && l.contains("GET")).count()
+}
+
+#[test]
+fn the_daemon_names_the_refusal_in_its_status() {
+    let f = Fixture::new("verify_daemon_status");
+    let file = f.manifest(&[&Key::p256()]);
+    let (mut d, addr) = daemon(&f, &file);
+    let mut status = Value::Null;
+    common::wait_for("a pass in the status", std::time::Duration::from_secs(60), || {
+        status = serde_json::from_str(&get(&addr, "/v1/status")).unwrap_or(Value::Null);
+        !status["last_pass"]["summary"]["failures"][0].is_null()
+    });
+    let failure = &status["last_pass"]["summary"]["failures"][0];
+    assert_eq!(failure["kind"], "error", "{status:#}");
+    assert!(failure["reason"].as_str().unwrap_or_default().contains("no signature"), "{status:#}");
+    assert_eq!(f.run.inspect(&f.name, "{{.Id}}"), f.id, "untouched");
+    d.kill();
+}
+
+#[test]
+fn a_verified_digest_is_not_asked_about_again_by_later_passes() {
+    let f = Fixture::new("verify_cached_per_digest");
+    let key = Key::p256();
+    f.sign(&key, &f.digest("2"));
+    let file = f.manifest(&[&key]);
+    let text = std::fs::read_to_string(&file).expect("manifest");
+    std::fs::write(&file, text.replace("defaults:\n", "defaults:\n  drift_interval: 2s\n")).expect("write");
+    let (mut d, addr) = daemon(&f, &file);
+    common::wait_for("the upgrade", std::time::Duration::from_secs(90), || {
+        f.run.inspect(&f.name, "{{.Config.Image}}") == format!("{}:2", f.repo)
+    });
+    let passes = |m: &str| -> u64 {
+        m.lines()
+            .filter(|l| l.starts_with("container_upgrader_passes_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let (before, reads) = (passes(&get(&addr, "/metrics")), signature_reads(&f.registry));
+    assert_eq!(reads, 1, "one read of the signature for the upgrade:\n{}", f.registry.log());
+    common::wait_for("two more passes", std::time::Duration::from_secs(30), || {
+        passes(&get(&addr, "/metrics")) >= before + 2
+    });
+    assert_eq!(signature_reads(&f.registry), reads, "no-change passes read no signature");
+    d.kill();
+}

@@ -55,7 +55,7 @@ pub(super) async fn check(
             let verdict = match registry.cosign_signatures(&reference, &digest).await {
                 Ok(layers) => verify::judge(&keys.keys, &digest, layers.as_deref())
                     .map_err(|r| verify::with_count(r, layers.as_ref().map_or(0, Vec::len))),
-                Err(e) => Err(Refusal::Registry(e)),
+                Err(e) => Err(Refusal::Registry(e.to_string())),
             };
             if verdict.is_ok() {
                 verify::remember(&repo, &digest, keys);

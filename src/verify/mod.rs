@@ -28,7 +28,6 @@ use serde::Deserialize;
 
 pub use keys::{KeyKind, PublicKey};
 
-use crate::registry::RegistryError;
 use crate::types::Digest;
 
 /// The annotation that holds a layer's base64 signature.
@@ -108,9 +107,10 @@ pub enum Refusal {
         /// What is wrong.
         detail: String,
     },
-    /// The registry could not be asked.
+    /// The registry could not be asked (its error, as text: this module
+    /// sits below the registry client, which fetches for it).
     #[error("signature not checked: {0}")]
-    Registry(RegistryError),
+    Registry(String),
     /// The image comes from the local store (`pull: never`, or
     /// `if-missing` with the tag present), which has no registry digest.
     #[error("signature not checked: the image would come from the local image store, which holds no registry digest to verify; use `pull: always` for a verified target")]
