@@ -58,6 +58,10 @@ pub struct Policy {
     /// `policy.push_may_change_targets`: an API push may change which
     /// containers are managed and how, not only their images.
     pub push_may_change_targets: bool,
+    /// `policy.verify` as read (each target's effective one is
+    /// [`Target::verify`]); kept here so a push that changes it is seen
+    /// as changing the policy.
+    pub verify: Option<crate::verify::Verify>,
 }
 
 impl Policy {

@@ -95,6 +95,7 @@ pub(super) fn validate(src: &Source) -> Result<Manifest, ManifestError> {
         policy: Policy {
             allowed_images: doc.policy.allowed_images,
             push_may_change_targets: doc.policy.push_may_change_targets,
+            verify: policy_verify.as_read(),
         },
         targets,
     })

@@ -36,6 +36,16 @@ pub(super) fn policy(src: &Source, doc: Option<&VerifyDoc>, problems: &mut Vec<P
     }
 }
 
+impl PolicyVerify {
+    /// `policy.verify` as the [`super::Policy`] shows it.
+    pub(super) fn as_read(&self) -> Option<Verify> {
+        self.given.then(|| Verify {
+            keys: self.keys.clone().unwrap_or_default(),
+            require: self.require.unwrap_or(true),
+        })
+    }
+}
+
 /// The effective `verify` of the target at `path`: the policy's with the
 /// target's fields over it; `None` when neither says anything.
 pub(super) fn merge(

@@ -43,8 +43,9 @@ impl fmt::Display for KeyKind {
     }
 }
 
-/// One public key, checked and ready to verify with.
-#[derive(Clone, PartialEq, Eq, Hash)]
+/// One public key, checked and ready to verify with. Two are equal when
+/// they are the same key, wherever they were read from.
+#[derive(Clone)]
 pub struct PublicKey {
     /// The algorithm.
     pub kind: KeyKind,
@@ -54,6 +55,14 @@ pub struct PublicKey {
     /// Where it came from (a file path, or `inline`), for messages.
     pub label: String,
 }
+
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.raw == other.raw
+    }
+}
+
+impl Eq for PublicKey {}
 
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
