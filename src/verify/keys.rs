@@ -176,11 +176,11 @@ mod tests {
     use ring::rand::SystemRandom;
     use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 
-    /// cosign's own test key (`test/testdata/cosign.pub` style: an ECDSA
-    /// P-256 SubjectPublicKeyInfo).
+    /// The example public key of cosign's signature specification
+    /// (`specs/SIGNATURE_SPEC.md`): ECDSA P-256 SubjectPublicKeyInfo.
     const COSIGN_PUB: &str = "-----BEGIN PUBLIC KEY-----
-MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEhyQCx0E9wQWSFI9ULGwy3BuRklnt
-IqozY0ZmtVTHcTudaUQrbWk7/5qMnZ7KwEfNVlyZPTOGRERYc6ZYd7IvbQ==
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAELigCnlLNKgOglRTx1D7JhI7eRw99
+QolE9Jo4QUxnbMy5nUuBL+UZF9qqfm/Dg1BNeHRThHzWh2ki9vAEgWEDOw==
 -----END PUBLIC KEY-----";
 
     #[test]
