@@ -40,4 +40,5 @@ pub mod swarm;
 pub mod tls;
 pub mod trigger;
 pub mod types;
+pub mod verify;
 pub mod watch;

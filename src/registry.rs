@@ -26,6 +26,7 @@ use distribution::{Auth, CallError, Distribution};
 pub use platform::ForPlatform;
 
 mod certs;
+mod cosign;
 mod credentials;
 mod distribution;
 mod platform;

@@ -23,6 +23,7 @@ use crate::registry::{Registry, RegistryError};
 use crate::types::{ContainerId, Digest, ImageId};
 
 pub mod platform;
+mod signature;
 pub mod tag;
 
 pub use tag::TagVersion;
@@ -96,6 +97,14 @@ pub enum ResolveError {
         platform: String,
         /// The platforms the index has.
         available: Vec<String>,
+    },
+    /// The target verifies signatures and the digest's does not verify.
+    #[error("{reference} is not deployed: {refusal}")]
+    Unsigned {
+        /// The reference.
+        reference: String,
+        /// Why.
+        refusal: crate::verify::Refusal,
     },
     /// `pull: never` and the image is not on the host.
     #[error("{reference} is not present locally and pull is `never`")]
@@ -218,6 +227,7 @@ pub async fn resolve(
         }
     }
     platform::check(&targets, observed, registry, engine, &mut resolved).await;
+    signature::check(&targets, observed, registry, &mut resolved).await;
     resolved
 }
 

@@ -244,6 +244,33 @@ fn check_scope(
     }
 }
 
+/// Signature checks are policy: a push may not change a target's
+/// `verify`, nor give a target it adds one other than `policy.verify`'s,
+/// whatever `push_may_change_targets` says (a token holder could
+/// otherwise switch verification off before pushing an unsigned image).
+fn verify_unchanged(
+    path: &std::path::Path,
+    current: &Manifest,
+    pushed: &Manifest,
+    source: &Source,
+) -> Result<(), ApiError> {
+    let mut problems = Vec::new();
+    if current.policy.verify != pushed.policy.verify {
+        problems.push(source.problem(
+            "policy.verify",
+            "a push may not change `policy.verify` (which signatures a digest needs); only the file may",
+        ));
+    }
+    for (index, why) in crate::manifest::verify::foreign_verify(current, pushed) {
+        problems.push(source.problem(&format!("targets[{index}]"), format!("a push may not: {why}")));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::OutOfScope { path: path.to_path_buf(), problems })
+    }
+}
+
 /// A push may not widen (or otherwise change) the policy that limits it,
 /// and every image it names must be allowed by the file's policy and its
 /// own — the same list, checked twice in case the comparison ever loosens.
@@ -253,6 +280,7 @@ fn check_policy(
     pushed: &Manifest,
     source: &Source,
 ) -> Result<(), ApiError> {
+    verify_unchanged(path, current, pushed, source)?;
     if current.policy != pushed.policy {
         let show = |m: &Manifest| match &m.policy.allowed_images {
             None => "no list (any image)".to_string(),
@@ -327,5 +355,29 @@ mod tests {
         for (header, want) in cases {
             assert_eq!(kind(header).ok(), want, "{header:?}");
         }
+    }
+
+    #[test]
+    fn a_push_may_not_change_which_signatures_are_needed() {
+        const KEY: &str = "\"-----BEGIN PUBLIC KEY-----\\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\\n-----END PUBLIC KEY-----\"";
+        let file = format!(
+            "version: 1\npolicy:\n  allowed_images: [app]\n  push_may_change_targets: true\n  verify: {{keys: [{KEY}]}}\ntargets:\n  - container: web\n    image: app:1\n"
+        );
+        let current = Manifest::parse("m.yaml", &file).expect("file");
+        let path = std::path::Path::new("m.yaml");
+        let push = |text: &str| {
+            let source = Source::from_text(BODY_ORIGIN, text).expect("source");
+            let pushed = Manifest::from_source(&source).expect("valid push");
+            verify_unchanged(path, &current, &pushed, &source).map_err(|e| e.to_string())
+        };
+        assert!(push(&file.replace("app:1", "app:2")).is_ok(), "an image change keeps verify");
+        let added = file.clone() + "  - container: db\n    image: app:1\n";
+        assert!(push(&added).is_ok(), "a new target inherits policy.verify");
+        let dropped = file.replace(&format!("  verify: {{keys: [{KEY}]}}\n"), "");
+        let e = push(&dropped).expect_err("verify dropped");
+        assert!(e.contains("policy.verify") && e.contains("`web`"), "{e}");
+        let weakened = file.replace("image: app:1\n", "image: app:2\n    verify: {require: false}\n");
+        let e = push(&weakened).expect_err("verify weakened");
+        assert!(e.contains("a push may not: it changes which signatures `web` needs"), "{e}");
     }
 }

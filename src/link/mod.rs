@@ -435,7 +435,10 @@ pub fn check_policy(local: &Manifest, incoming: &Manifest) -> Result<(), String>
             local.origin
         ));
     }
-    if let Some((index, why)) = crate::manifest::hooks::foreign_hooks(local, incoming).into_iter().next() {
+    let foreign = crate::manifest::hooks::foreign_hooks(local, incoming)
+        .into_iter()
+        .chain(crate::manifest::verify::foreign_verify(local, incoming));
+    if let Some((index, why)) = foreign.min_by_key(|(index, _)| *index) {
         return Err(format!("targets[{index}]: {why} (kept from {})", local.origin));
     }
     let refused: Vec<String> = incoming
@@ -516,6 +519,23 @@ mod tests {
         assert!(check_policy(&local, &widened).expect_err("widened").contains("policy"));
         let no_policy = manifest("version: 1\ntargets:\n  - container: web\n    image: any/thing:1\n");
         assert_eq!(check_policy(&no_policy, &no_policy), Ok(()));
+    }
+
+    #[test]
+    fn the_servers_manifest_keeps_which_signatures_each_target_needs() {
+        const KEY: &str = "\"-----BEGIN PUBLIC KEY-----\\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\\n-----END PUBLIC KEY-----\"";
+        let verified = POLICY.replace("targets:", &format!("  verify: {{keys: [{KEY}]}}\ntargets:"));
+        let local = manifest(&verified);
+        assert_eq!(check_policy(&local, &manifest(&verified.replace("app:1", "app:2"))), Ok(()));
+        // A target switching verification off (or a new target doing so).
+        let off = format!("{verified}    verify: {{require: false}}\n");
+        let why = check_policy(&local, &manifest(&off)).expect_err("verify weakened");
+        assert!(why.contains("targets[0]") && why.contains("verify"), "{why}");
+        let added = format!(
+            "{verified}  - container: db\n    image: registry.local/app:1\n    verify: {{require: false}}\n"
+        );
+        let why = check_policy(&local, &manifest(&added)).expect_err("a new target without verification");
+        assert!(why.contains("targets[1]"), "{why}");
     }
 
     #[test]

@@ -160,6 +160,21 @@ pub struct PolicyDoc {
     /// `track` of the targets the file already has.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub push_may_change_targets: bool,
+    /// Signatures a digest needs before it is deployed (cosign).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyDoc>,
+}
+
+/// `verify` as written: in `policy`, and per target (field by field).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyDoc {
+    /// Public keys: PEM file paths (relative to the manifest) or inline PEM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<String>>,
+    /// Refuse a digest without a valid signature (`false`: warn only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require: Option<bool>,
 }
 
 /// One target as written.
@@ -206,6 +221,9 @@ pub struct TargetDoc {
     /// Overrides `defaults.hooks`, phase by phase (container targets only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks: Option<HooksDoc>,
+    /// Overrides fields of `policy.verify` (field by field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyDoc>,
 }
 
 /// `update` as written: how Swarm rolls a service out (its `UpdateConfig`

@@ -15,6 +15,7 @@ pub mod policy;
 pub mod source;
 mod text;
 mod validate;
+pub mod verify;
 pub mod write;
 pub mod yaml;
 
@@ -59,6 +60,10 @@ pub struct Policy {
     /// `policy.push_may_change_targets`: an API push may change which
     /// containers are managed and how, not only their images.
     pub push_may_change_targets: bool,
+    /// `policy.verify` as read (each target's effective one is
+    /// [`Target::verify`]); kept here so a push that changes it is seen
+    /// as changing the policy.
+    pub verify: Option<crate::verify::Verify>,
 }
 
 impl Policy {
@@ -79,6 +84,8 @@ pub struct Target {
     pub want: Want,
     /// Defaults merged with the target's overrides.
     pub settings: Settings,
+    /// `policy.verify` merged with the target's `verify`; `None`: signatures are not checked.
+    pub verify: Option<crate::verify::Verify>,
 }
 
 /// How a target picks its containers (or, on a Swarm manager, services).

@@ -39,6 +39,7 @@ pub(super) fn validate(src: &Source) -> Result<Manifest, ManifestError> {
         ));
     }
     let base = settings(src, "defaults", &Settings::default(), &doc.defaults_as_target(), &mut problems);
+    let policy_verify = super::verify::policy(src, doc.policy.verify.as_ref(), &mut problems);
     let mut targets = Vec::with_capacity(doc.targets.len());
     let mut seen: HashMap<Select, usize> = HashMap::new();
     for (index, t) in doc.targets.iter().enumerate() {
@@ -59,11 +60,12 @@ pub(super) fn validate(src: &Source) -> Result<Manifest, ManifestError> {
         }
         let want = want(src, &path, t);
         let settings = settings(src, &path, &base, t, &mut problems);
+        let verify = super::verify::merge(src, &path, &policy_verify, t.verify.as_ref(), &mut problems);
         if let Ok(sel) = &select {
             service_only(src, &path, sel, t, &mut problems);
         }
         match (select, want) {
-            (Ok(select), Ok(want)) => targets.push(Target { index, select, want, settings }),
+            (Ok(select), Ok(want)) => targets.push(Target { index, select, want, settings, verify }),
             (select, want) => problems.extend(select.err().into_iter().chain(want.err())),
         }
     }
@@ -93,6 +95,7 @@ pub(super) fn validate(src: &Source) -> Result<Manifest, ManifestError> {
         policy: Policy {
             allowed_images: doc.policy.allowed_images,
             push_may_change_targets: doc.policy.push_may_change_targets,
+            verify: policy_verify.as_read(),
         },
         targets,
     })
@@ -117,6 +120,7 @@ impl Document {
             health,
             update,
             hooks,
+            verify: None,
         }
     }
 }

@@ -171,6 +171,13 @@ impl Distribution {
         Ok((media_type, read_bounded(response).await?))
     }
 
+    /// The blob `digest` of `image`'s repository, read whole (bounded).
+    pub async fn blob(&self, image: &ImageRef, digest: &str, auth: &Auth) -> Result<Vec<u8>, CallError> {
+        let url = self.url(image, &format!("blobs/{digest}"))?;
+        let response = self.send(image, auth, Method::GET, url).await?;
+        read_bounded(response).await
+    }
+
     /// The first page of `image`'s tags, asking for `n` (a registry may
     /// send fewer: Docker Hub sends at most 100), and where the next page
     /// is when the registry says there is one.

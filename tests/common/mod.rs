@@ -21,6 +21,7 @@
 
 mod bench;
 mod cleanup;
+pub mod cosign;
 mod credentials;
 mod distribution;
 mod fleet;
