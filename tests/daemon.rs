@@ -508,15 +508,22 @@ fn a_flood_of_triggers_runs_passes_no_faster_than_the_floor() {
 #[test]
 fn sigterm_during_a_pass_lets_the_swap_in_flight_finish_and_starts_no_other() {
     let s = setup("daemon_sigterm_mid_pass");
-    let names: Vec<String> = ["a", "b"]
+    // b depends on a (compose's label), so b's swap waits for a's to pass
+    // its 4 s gate: SIGTERM lands while a's swap is the only one in
+    // flight. (`--parallel` bounds engine work, not gates, so two
+    // independent swaps would both be in flight by then.)
+    let project = format!("com.docker.compose.project={}", s.run.name("p"));
+    let names: Vec<String> = [("a", ""), ("b", "a:service_started:false")]
         .iter()
-        .map(|n| {
-            s.run.run_container(n, &format!("{}:1", s.repo), &[]);
+        .map(|(n, depends_on)| {
+            let service = format!("com.docker.compose.service={n}");
+            let depends_on = format!("com.docker.compose.depends_on={depends_on}");
+            let labels = ["--label", &project, "--label", &service, "--label", &depends_on];
+            s.run.run_container(n, &format!("{}:1", s.repo), &labels);
             s.run.name(n)
         })
         .collect();
     let ids: Vec<String> = names.iter().map(|n| s.run.inspect(n, "{{.Id}}")).collect();
-    // One swap at a time, each gated for 4 s: SIGTERM lands inside the first.
     let targets: String =
         names.iter().map(|n| format!("  - container: {n}\n    image: {}:2\n", s.repo)).collect();
     s.write_in_place(&format!(
@@ -535,7 +542,7 @@ fn sigterm_during_a_pass_lets_the_swap_in_flight_finish_and_starts_no_other() {
 
     let images: Vec<String> = names.iter().map(|n| s.image_of(n)).collect();
     let upgraded: Vec<usize> = (0..2).filter(|&i| images[i] == format!("{}:2", s.repo)).collect();
-    assert_eq!(upgraded.len(), 1, "exactly the swap in flight finished: {images:?}\n{out}");
+    assert_eq!(upgraded, [0], "exactly the swap in flight (a's) finished: {images:?}\n{out}");
     let other = 1 - upgraded[0];
     assert_eq!(images[other], format!("{}:1", s.repo), "no new swap started");
     assert_eq!(s.run.inspect(&names[other], "{{.Id}}"), ids[other], "the other container is untouched");
