@@ -15,6 +15,7 @@ pub mod controller;
 pub mod daemon;
 pub mod dependencies;
 pub mod engine;
+pub mod gitsource;
 pub mod identity;
 pub mod link;
 pub mod manifest;

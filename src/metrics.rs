@@ -69,6 +69,8 @@ pub struct Metrics {
     pass_errors: Counter,
     webhook: Family<ResultLabels, Counter>,
     webhook_pending: Gauge,
+    git_looks: Family<ResultLabels, Counter>,
+    git_commit_time: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -136,6 +138,19 @@ impl Metrics {
             "Op events in the outbox not yet delivered",
             webhook_pending.clone(),
         );
+        let git_looks = Family::<ResultLabels, Counter>::default();
+        let git_commit_time = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "git_looks",
+            "Looks at the Git source (run --git), by result: unchanged, applied, refused (the commit's manifest), failed (the repository)",
+            git_looks.clone(),
+        );
+        registry.register_with_unit(
+            "git_commit_timestamp",
+            "Author time (Unix) of the commit the manifest file was last written from",
+            Unit::Seconds,
+            git_commit_time.clone(),
+        );
         // Create the known series now so they read 0 rather than being
         // absent (`rate()` and alerts on absence both need the zero).
         for trigger in TRIGGERS {
@@ -163,6 +178,23 @@ impl Metrics {
             pass_errors,
             webhook,
             webhook_pending,
+            git_looks,
+            git_commit_time,
+        }
+    }
+
+    /// A look at the Git source ended with `result` (`unchanged`,
+    /// `applied`, `refused` or `failed`).
+    pub fn git_look(&self, result: &str) {
+        self.git_looks.get_or_create(&ResultLabels { result: result.to_string() }).inc();
+    }
+
+    /// The manifest file now comes from a commit authored at `rfc3339`.
+    pub fn set_git_commit_time(&self, rfc3339: &str) {
+        if let Ok(at) = humantime::parse_rfc3339(rfc3339) {
+            if let Ok(since) = at.duration_since(std::time::UNIX_EPOCH) {
+                self.git_commit_time.set(since.as_secs_f64());
+            }
         }
     }
 

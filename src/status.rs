@@ -31,6 +31,48 @@ pub struct Snapshot {
     /// The link to the fleet server, with `run --server`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fleet: Option<FleetStatus>,
+    /// The Git source, with `run --git`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitStatus>,
+}
+
+/// Where the Git source stands: what commit the manifest file came from.
+#[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
+pub struct GitStatus {
+    /// The repository (without credentials).
+    pub url: String,
+    /// The ref followed (`None`: the remote's HEAD).
+    pub reference: Option<String>,
+    /// The manifest's path in the repository.
+    pub path: String,
+    /// The commit the manifest file was last written from (or found equal to).
+    pub commit: Option<String>,
+    /// That commit's author, `Name <email>`.
+    pub author: Option<String>,
+    /// That commit's author time (RFC 3339).
+    pub authored_at: Option<String>,
+    /// When it was applied (RFC 3339).
+    pub applied_at: Option<String>,
+    /// The newest commit, when its manifest was refused (the file keeps
+    /// the commit above).
+    pub refused: Option<GitRefusal>,
+    /// When the repository was last looked at (RFC 3339).
+    pub last_look: Option<String>,
+    /// When it is looked at next (RFC 3339).
+    pub next_look: Option<String>,
+    /// Why the last look failed (the repository unreachable, the ref gone …).
+    pub last_error: Option<String>,
+}
+
+/// A commit whose manifest was not applied.
+#[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
+pub struct GitRefusal {
+    /// The commit.
+    pub commit: String,
+    /// Its author.
+    pub author: String,
+    /// Why its manifest was refused.
+    pub reason: String,
 }
 
 /// Where the link to the fleet server stands.

@@ -62,6 +62,16 @@ fn trusting(builder: reqwest::ClientBuilder, roots: Roots) -> reqwest::ClientBui
     }
 }
 
+/// Whether a client trusting the system's CA store can be built here (no
+/// store in a bare `FROM scratch` image); asked once per process.
+pub fn system_roots_usable() -> bool {
+    static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *USABLE.get_or_init(|| {
+        ensure_crypto_provider();
+        reqwest::Client::builder().build().is_ok()
+    })
+}
+
 /// Installs ring as rustls' process-wide crypto provider. reqwest is built
 /// without a default provider (to avoid aws-lc); every client needs this
 /// first, and a second call is harmless.

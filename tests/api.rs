@@ -84,6 +84,7 @@ impl Server {
             read_token: read_token.map(str::to_string),
             manifest_path: path.clone(),
             allow_any_image,
+            git_refresh: None,
         };
         let snapshot: SharedSnapshot = Arc::new(RwLock::new(snapshot));
         let (tx, triggers) = mpsc::channel(4);

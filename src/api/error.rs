@@ -33,6 +33,9 @@ pub(super) enum ApiError {
          restart it with --token-file FILE to allow PUT /v1/desired"
     )]
     TokenNotConfigured,
+    /// `POST /v1/git/refresh` on a controller without `--git`.
+    #[error("no Git source: this controller runs without --git, so there is nothing to refresh")]
+    NoGitSource,
     /// No (usable) `Authorization: Bearer` header.
     #[error(
         "missing bearer token: send `Authorization: Bearer <token>` with the token from --token-file \
@@ -153,6 +156,7 @@ impl ApiError {
             | ApiError::OutOfScope { .. }
             | ApiError::NotAllowed(_) => StatusCode::FORBIDDEN,
             ApiError::MissingToken | ApiError::WrongToken => StatusCode::UNAUTHORIZED,
+            ApiError::NoGitSource => StatusCode::NOT_FOUND,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,

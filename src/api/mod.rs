@@ -50,9 +50,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, PoisonError};
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::{get, put};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 
 use crate::metrics::Metrics;
@@ -81,6 +81,8 @@ pub struct ApiConfig {
     /// any image when the file has no `policy.allowed_images`. Off, such a
     /// file makes the API refuse every write.
     pub allow_any_image: bool,
+    /// With `run --git`: `POST /v1/git/refresh` asks the source to look now.
+    pub git_refresh: Option<crate::gitsource::Refresh>,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -91,6 +93,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("read_token", &self.read_token.as_ref().map(|_| "<redacted>"))
             .field("manifest_path", &self.manifest_path)
             .field("allow_any_image", &self.allow_any_image)
+            .field("git_refresh", &self.git_refresh.is_some())
             .finish()
     }
 }
@@ -105,6 +108,7 @@ struct AppState {
     triggers: Triggers,
     metrics: Arc<Metrics>,
     allow_any_image: bool,
+    git_refresh: Option<crate::gitsource::Refresh>,
 }
 
 /// The API's routes, ready to serve (or to drive in-process in tests).
@@ -122,12 +126,14 @@ pub fn router(
         triggers,
         metrics,
         allow_any_image: config.allow_any_image,
+        git_refresh: config.git_refresh.clone(),
     };
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(get_metrics))
         .route("/v1/status", get(get_status))
         .route("/v1/desired", put(desired::put))
+        .route("/v1/git/refresh", post(git_refresh))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -167,6 +173,18 @@ pub async fn serve(
 
 async fn get_metrics(State(state): State<AppState>, _auth: auth::ReadAuthorized) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], state.metrics.encode())
+}
+
+/// `POST /v1/git/refresh` (the write token): look at the Git source now.
+/// 202 once asked; 404 without `run --git`.
+async fn git_refresh(State(state): State<AppState>, _auth: auth::Authorized) -> Response {
+    match &state.git_refresh {
+        Some(refresh) => {
+            refresh.now();
+            (StatusCode::ACCEPTED, Json(serde_json::json!({"refresh": "requested"}))).into_response()
+        }
+        None => error::ApiError::NoGitSource.into_response(),
+    }
 }
 
 async fn get_status(

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use container_upgrader::api::{self, ApiConfig};
 use container_upgrader::controller::Controller;
 use container_upgrader::daemon::{self, Daemon, Event, Exit, Inputs};
+use container_upgrader::gitsource::{self, GitSource};
 use container_upgrader::link;
 use container_upgrader::metrics::Metrics;
 use container_upgrader::status::{SharedSnapshot, Snapshot};
@@ -35,6 +36,8 @@ pub struct Options<'a> {
     pub allow_any_image: bool,
     /// `--server`: the link to a fleet server.
     pub fleet: Option<FleetLink>,
+    /// `--git`: the manifest from a Git repository.
+    pub git: Option<gitsource::Config>,
 }
 
 /// `run --server …`.
@@ -49,18 +52,27 @@ pub struct FleetLink {
 
 pub async fn run(controller: &Controller, options: Options<'_>) -> Result<u8, Failure> {
     let (tx, triggers) = mpsc::channel::<Trigger>(64);
-    let stops = forward_signals(tx.clone())?;
+    let snapshot: SharedSnapshot = Arc::new(RwLock::new(Snapshot::default()));
+    let metrics = Arc::new(Metrics::new());
+    let git = match options.git.clone() {
+        Some(config) => Some(
+            GitSource::start(config, snapshot.clone(), metrics.clone())
+                .map_err(|e| Failure::new(exit::USAGE, format!("error: {e}")))?,
+        ),
+        None => None,
+    };
+    let refresh = git.as_ref().map(GitSource::refresh);
+    let stops = forward_signals(tx.clone(), refresh.clone())?;
     let current: watch::Current = Arc::new(RwLock::new(None));
     let _watcher = watch::watch_file(options.manifest, tx.clone()).map_err(|e| {
         Failure::new(exit::INTERNAL, format!("error: watching {}: {e}", options.manifest.display()))
     })?;
     tokio::spawn(watch::watch_docker(controller.swapper().engine().clone(), current.clone(), tx.clone()));
-    let snapshot: SharedSnapshot = Arc::new(RwLock::new(Snapshot::default()));
-    let metrics = Arc::new(Metrics::new());
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api = match options.listen {
         Some(addr) => {
-            Some(start_api(addr, &options, snapshot.clone(), tx.clone(), metrics.clone(), api_stopped).await?)
+            let api_inputs = (tx.clone(), refresh);
+            Some(start_api(addr, &options, snapshot.clone(), api_inputs, metrics.clone(), api_stopped).await?)
         }
         None => None,
     };
@@ -126,8 +138,12 @@ fn print(event: Event<'_>) {
     }
 }
 
-/// SIGHUP becomes a trigger; each SIGTERM or SIGINT one stop request.
-fn forward_signals(triggers: Triggers) -> Result<mpsc::Receiver<()>, Failure> {
+/// SIGHUP becomes a trigger (and a look at the Git source); each SIGTERM
+/// or SIGINT one stop request.
+fn forward_signals(
+    triggers: Triggers,
+    git: Option<gitsource::Refresh>,
+) -> Result<mpsc::Receiver<()>, Failure> {
     let fail =
         |e: std::io::Error| Failure::new(exit::INTERNAL, format!("error: installing signal handlers: {e}"));
     let mut term = signal(SignalKind::terminate()).map_err(fail)?;
@@ -139,7 +155,12 @@ fn forward_signals(triggers: Triggers) -> Result<mpsc::Receiver<()>, Failure> {
             tokio::select! {
                 _ = term.recv() => { let _ = stop.try_send(()); }
                 _ = int.recv() => { let _ = stop.try_send(()); }
-                _ = hup.recv() => { let _ = triggers.try_send(Trigger::Hangup); }
+                _ = hup.recv() => {
+                    let _ = triggers.try_send(Trigger::Hangup);
+                    if let Some(git) = &git {
+                        git.now();
+                    }
+                }
             }
         }
     });
@@ -151,7 +172,7 @@ async fn start_api(
     addr: SocketAddr,
     options: &Options<'_>,
     snapshot: SharedSnapshot,
-    triggers: Triggers,
+    (triggers, git_refresh): (Triggers, Option<gitsource::Refresh>),
     metrics: Arc<Metrics>,
     stopped: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<tokio::task::JoinHandle<()>, Failure> {
@@ -164,6 +185,7 @@ async fn start_api(
         read_token: options.read_token.clone(),
         manifest_path: options.manifest.to_path_buf(),
         allow_any_image: options.allow_any_image,
+        git_refresh,
     };
     let shutdown = async {
         let _ = stopped.await;

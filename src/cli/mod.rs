@@ -48,6 +48,9 @@ pub struct Cli {
     command: Command,
 }
 
+// Parsed once per process: `run`'s many flags make it the largest variant,
+// which costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Check a manifest and report every problem with file:line:column.
@@ -119,6 +122,8 @@ enum Command {
         allow_any_image: bool,
         #[command(flatten)]
         fleet: FleetLinkArgs,
+        #[command(flatten)]
+        git: GitArgs,
     },
     /// Pin one target to an image in the manifest file: validates, checks
     /// the policy, and rewrites the file atomically, keeping the rest of it
@@ -214,6 +219,33 @@ struct FleetLinkArgs {
     server_poll: Dur,
 }
 
+/// `run --git`: the desired state from a file in a Git repository.
+#[derive(Debug, Args)]
+struct GitArgs {
+    /// A Git repository to take the manifest from (`https://…` or
+    /// `http://…`): the file at --git-path of the ref's newest commit is
+    /// written to the manifest file (validated; the file's `policy` still
+    /// binds it; an invalid commit changes nothing). SIGHUP or `POST
+    /// /v1/git/refresh` looks at once.
+    #[arg(long = "git", value_name = "URL", env = "CONTAINER_UPGRADER_GIT", conflicts_with = "server")]
+    git: Option<String>,
+    /// The branch, tag or full ref name to follow (default: the
+    /// repository's HEAD).
+    #[arg(long, value_name = "REF", requires = "git")]
+    git_ref: Option<String>,
+    /// The manifest's path inside the repository.
+    #[arg(long, value_name = "PATH", default_value = "desired-state.yaml", requires = "git")]
+    git_path: String,
+    /// How often to look at the repository (less up to a quarter at random,
+    /// so many hosts do not fetch in the same second).
+    #[arg(long, value_name = "DURATION", default_value = "1m", requires = "git")]
+    git_interval: Dur,
+    /// A file holding the HTTPS token (`TOKEN`, sent as user
+    /// `x-access-token`, or `USER:TOKEN`); re-read on every fetch.
+    #[arg(long, value_name = "PATH", env = "CONTAINER_UPGRADER_GIT_TOKEN_FILE", requires = "git")]
+    git_token_file: Option<PathBuf>,
+}
+
 /// What `reconcile` and `run` share: the manifest, registries, state,
 /// parallelism and the controller's own identity.
 #[derive(Debug, Args)]
@@ -290,6 +322,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             read_token_file,
             allow_any_image,
             fleet,
+            git,
         } => {
             let token = token_file.as_deref().map(|p| read_token(p, "--token-file")).transpose()?;
             let read_token =
@@ -309,6 +342,15 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                     name: fleet.agent_name,
                     state_dir: pass.state.state_dir.clone(),
                     wait: fleet.server_poll.0,
+                }),
+                git: git.git.map(|url| container_upgrader::gitsource::Config {
+                    url,
+                    reference: git.git_ref,
+                    path: git.git_path,
+                    interval: git.git_interval.0,
+                    token_file: git.git_token_file,
+                    manifest: pass.file.path.clone(),
+                    state_dir: pass.state.state_dir.clone(),
                 }),
             };
             daemon::run(&controller, options).await

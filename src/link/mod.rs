@@ -370,9 +370,14 @@ async fn desired(shared: &Shared, enrolled: &Enrolled) {
 /// what it may do. With neither, it is the policy of an empty manifest
 /// (what an agent without a file enrols with): no server-set policy.
 pub fn apply(path: &Path, text: &str, memory: &Path) -> Result<bool, String> {
+    apply_from(path, text, memory, "the fleet server")
+}
+
+/// [`apply`] for a manifest from `source` (the fleet server, a Git commit),
+/// which error messages name.
+pub fn apply_from(path: &Path, text: &str, memory: &Path, source: &str) -> Result<bool, String> {
     let origin = path.display().to_string();
-    let incoming =
-        Manifest::parse(&format!("{origin} (from the fleet server)"), text).map_err(|e| e.to_string())?;
+    let incoming = Manifest::parse(&format!("{origin} (from {source})"), text).map_err(|e| e.to_string())?;
     let mut written = false;
     let update = |current: Option<&str>| -> Result<String, String> {
         if current == Some(text) {

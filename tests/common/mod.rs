@@ -25,6 +25,7 @@ pub mod cosign;
 mod credentials;
 mod distribution;
 mod fleet;
+mod git;
 mod image;
 mod postgres;
 mod process;
@@ -54,6 +55,8 @@ pub use fleet::{
     agent_manifest, free_addr, publish_fleet_images, set_mode, start_controller_agent, FleetServer,
     HostAgent, Spawned, ADMIN_TOKEN,
 };
+#[allow(unused_imports)]
+pub use git::GitServer;
 #[allow(unused_imports)]
 pub use image::{testbox_binary, ImageSpec};
 #[allow(unused_imports)]

@@ -1,0 +1,356 @@
+//! `run --git URL`: the desired state comes from a file in a Git
+//! repository (DESIGN.md §10's GitOps source, pulled by the host itself).
+//!
+//! Every `--git-interval` (less up to a quarter, at random, so hundreds of
+//! hosts started together do not fetch in the same second), on SIGHUP and
+//! on `POST /v1/git/refresh`, the source asks the remote where the ref
+//! points. When it moved, it fetches that one commit (shallow, only the
+//! ref), reads the file at `--git-path` and writes it to the manifest file
+//! the way the fleet link does: validated by the same code as `validate`,
+//! atomically, under the file's lock, and only within the file's own
+//! `policy` (which Git cannot change). The file stays the one source the
+//! controller reads; its watch starts the pass.
+//!
+//! Nothing the repository does can lose the running state: an unreachable
+//! server, a deleted ref, a rewritten history, an invalid manifest, a file
+//! too large — each leaves the manifest file as it was, is named in
+//! `status` and `/v1/status`, and is looked at again (a failed look after
+//! the shared backoff; a refused commit once the ref moves, or on a
+//! refresh).
+//!
+//! State, in `STATE_DIR/git/` (0700): `last-valid-manifest.yaml`, whose
+//! policy holds while the file is broken, and `scratch/`, the repository
+//! of one look, emptied after it.
+
+mod fetch;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::backoff::{self, Backoff, Policy};
+use crate::manifest::Manifest;
+use crate::metrics::Metrics;
+use crate::private_fs;
+use crate::status::{GitStatus, SharedSnapshot};
+
+pub use fetch::Head;
+
+/// The file in `STATE_DIR/git/` holding the last valid manifest file.
+const POLICY_FILE: &str = "last-valid-manifest.yaml";
+/// The largest token file read.
+const MAX_TOKEN_FILE: u64 = 4096;
+/// Retries after a failed look: 5 s doubling to 5 min.
+const RETRY: Policy = Policy::new(Duration::from_secs(5), Duration::from_secs(300));
+
+/// What `run --git` was given.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The repository (`https://` or `http://`).
+    pub url: String,
+    /// A branch, a tag or a full ref name; `None`: the remote's HEAD.
+    pub reference: Option<String>,
+    /// The manifest's path in the repository.
+    pub path: String,
+    /// How often to look.
+    pub interval: Duration,
+    /// A file holding `token` or `user:token` for HTTPS.
+    pub token_file: Option<PathBuf>,
+    /// The manifest file the controller reads.
+    pub manifest: PathBuf,
+    /// The controller's state directory.
+    pub state_dir: PathBuf,
+}
+
+/// Why the source cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Not a URL this client can fetch from.
+    #[error("--git {url}: {why}")]
+    BadUrl {
+        /// The URL, without credentials.
+        url: String,
+        /// What is wrong and what is allowed.
+        why: String,
+    },
+    /// A flag's value is unusable.
+    #[error("{0}")]
+    Flag(String),
+    /// A file could not be read or written.
+    #[error("{}: {message}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Asks the running source to look now.
+#[derive(Debug, Clone, Default)]
+pub struct Refresh(Arc<tokio::sync::Notify>);
+
+impl Refresh {
+    /// Look now (a look in progress is followed by one more).
+    pub fn now(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// The running source: its task stops when this is dropped.
+#[derive(Debug)]
+pub struct GitSource {
+    task: tokio::task::JoinHandle<()>,
+    refresh: Refresh,
+}
+
+impl Drop for GitSource {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl GitSource {
+    /// Checks the flags and the token file, then starts looking (the first
+    /// look at once).
+    pub fn start(
+        config: Config,
+        snapshot: SharedSnapshot,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StartError> {
+        check_url(&config.url)?;
+        if config.path.trim().is_empty()
+            || config.path.starts_with('/')
+            || config.path.split('/').any(|c| c == "..")
+        {
+            return Err(StartError::Flag(format!(
+                "--git-path {:?}: expected a relative path inside the repository, like desired-state.yaml or hosts/web-1.yaml",
+                config.path
+            )));
+        }
+        if config.interval < Duration::from_secs(1) {
+            return Err(StartError::Flag("--git-interval: at least 1s".into()));
+        }
+        if let Some(path) = &config.token_file {
+            read_token(path)?;
+        }
+        let dir = config.state_dir.join("git");
+        let file_error = |path: &Path, e: std::io::Error| StartError::File {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        private_fs::ensure_private_dir(&config.state_dir).map_err(|e| file_error(&config.state_dir, e))?;
+        private_fs::ensure_private_subdir(&dir).map_err(|e| file_error(&dir, e))?;
+        // The file's policy as it is now, should it break before the
+        // first commit is read.
+        if let Ok(bytes) = private_fs::read_bounded(&config.manifest, crate::manifest::source::MAX_BYTES) {
+            if let Ok(text) = String::from_utf8(bytes) {
+                if Manifest::parse(&config.manifest.display().to_string(), &text).is_ok() {
+                    crate::link::remember(&dir.join(POLICY_FILE), &text);
+                }
+            }
+        }
+        if let Ok(mut snap) = snapshot.write() {
+            snap.git = Some(GitStatus {
+                url: crate::redact::url(&config.url),
+                reference: config.reference.clone(),
+                path: config.path.clone(),
+                ..GitStatus::default()
+            });
+        }
+        let refresh = Refresh::default();
+        let task = tokio::spawn(run(config, dir, snapshot, metrics, refresh.clone()));
+        Ok(Self { task, refresh })
+    }
+
+    /// The handle SIGHUP and the API use to ask for a look now.
+    pub fn refresh(&self) -> Refresh {
+        self.refresh.clone()
+    }
+}
+
+/// `https://host/repo` or `http://…`, without a password.
+fn check_url(url: &str) -> Result<(), StartError> {
+    let bad = |why: &str| StartError::BadUrl { url: crate::redact::url(url), why: why.to_string() };
+    let parsed = reqwest::Url::parse(url.trim()).map_err(|_| {
+        bad("expected an https:// or http:// URL (SSH is not supported yet: use HTTPS with --git-token-file)")
+    })?;
+    match parsed.scheme() {
+        "https" | "http" => {}
+        "ssh" => return Err(bad("SSH is not supported yet: use HTTPS with --git-token-file")),
+        _ => return Err(bad("expected an https:// or http:// URL")),
+    }
+    if parsed.host_str().is_none() {
+        return Err(bad("the URL names no host"));
+    }
+    if parsed.password().is_some() {
+        return Err(bad(
+            "a secret in the URL would show in process lists and logs: put it in --git-token-file",
+        ));
+    }
+    Ok(())
+}
+
+/// The token file's content, trimmed.
+fn read_token(path: &Path) -> Result<String, StartError> {
+    let file_error = |message: String| StartError::File { path: path.to_path_buf(), message };
+    let bytes = private_fs::read_bounded(path, MAX_TOKEN_FILE).map_err(|e| file_error(e.to_string()))?;
+    let token = String::from_utf8(bytes).map_err(|_| file_error("not UTF-8".into()))?;
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        return Err(file_error("empty: expected a token, or user:token".into()));
+    }
+    Ok(token)
+}
+
+/// What one look did.
+enum Outcome {
+    /// The ref had not moved.
+    Unchanged,
+    /// The file was written (`true`) or already said the same (`false`).
+    Applied(Box<fetch::Fetched>, bool),
+    /// The commit's file was refused: the manifest file stays.
+    Refused(Box<fetch::Fetched>, String),
+}
+
+/// Looks until the process ends.
+async fn run(
+    config: Config,
+    dir: PathBuf,
+    snapshot: SharedSnapshot,
+    metrics: Arc<Metrics>,
+    refresh: Refresh,
+) {
+    let status = |change: &dyn Fn(&mut GitStatus)| {
+        if let Ok(mut snap) = snapshot.write() {
+            change(snap.git.get_or_insert_with(GitStatus::default));
+        }
+    };
+    let seed = backoff::random_seed();
+    let mut backoff = Backoff::new(RETRY, Duration::from_secs(600));
+    // Where the ref pointed at the last look that read the file (applied
+    // or refused): a look that finds it there again fetches nothing.
+    let mut last: Option<Head> = None;
+    for round in 0u64.. {
+        let started = Instant::now();
+        let config_ = config.clone();
+        let (dir_, last_) = (dir.clone(), last.clone());
+        let result = tokio::task::spawn_blocking(move || look(&config_, &dir_, last_.as_ref()))
+            .await
+            .unwrap_or_else(|e| Err(format!("the look stopped: {e}")));
+        let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        let wait = match result {
+            Ok(outcome) => {
+                backoff.succeeded();
+                match outcome {
+                    Outcome::Unchanged => metrics.git_look("unchanged"),
+                    Outcome::Applied(fetched, written) => {
+                        if written {
+                            tracing::info!(commit = %fetched.commit, author = %fetched.author, "wrote the manifest from Git");
+                        }
+                        metrics.git_look("applied");
+                        metrics.set_git_commit_time(&fetched.authored_at);
+                        status(&|s| {
+                            s.commit = Some(fetched.commit.clone());
+                            s.author = Some(fetched.author.clone());
+                            s.authored_at = Some(fetched.authored_at.clone());
+                            s.applied_at = Some(now.clone());
+                            s.refused = None;
+                        });
+                        last = Some(fetched.head.clone());
+                    }
+                    Outcome::Refused(fetched, why) => {
+                        tracing::error!(commit = %fetched.commit, error = %why, "the manifest in Git was not applied; the manifest file stays as it is");
+                        metrics.git_look("refused");
+                        status(&|s| {
+                            s.refused = Some(crate::status::GitRefusal {
+                                commit: fetched.commit.clone(),
+                                author: fetched.author.clone(),
+                                reason: why.clone(),
+                            })
+                        });
+                        last = Some(fetched.head.clone());
+                    }
+                }
+                status(&|s| {
+                    s.last_look = Some(now.clone());
+                    s.last_error = None;
+                });
+                backoff::delay(
+                    &Policy { first: config.interval, max: config.interval, jitter: 0.25 },
+                    1,
+                    seed ^ round,
+                )
+            }
+            Err(why) => {
+                let wait = backoff.failed(Instant::now()).min(config.interval.max(RETRY.first));
+                tracing::warn!(error = %why, retry_in = ?wait, "looking at the Git repository failed; the manifest file stays as it is");
+                metrics.git_look("failed");
+                status(&|s| {
+                    s.last_look = Some(now.clone());
+                    s.last_error = Some(why.clone());
+                });
+                wait
+            }
+        };
+        tracing::debug!(took = ?started.elapsed(), next_in = ?wait, "looked at the Git repository");
+        let next = humantime::format_rfc3339_seconds(SystemTime::now() + wait).to_string();
+        status(&|s| s.next_look = Some(next.clone()));
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = refresh.0.notified() => {
+                // Asked for: read the file again even if the ref did not
+                // move (the host's policy may have changed since).
+                last = None;
+            }
+        }
+    }
+}
+
+/// One look, and the write if the ref moved (blocking).
+fn look(config: &Config, dir: &Path, last: Option<&Head>) -> Result<Outcome, String> {
+    let token = match &config.token_file {
+        Some(path) => Some(read_token(path).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let source = fetch::Source {
+        url: config.url.clone(),
+        reference: config.reference.clone(),
+        path: config.path.clone(),
+        token,
+        max_bytes: crate::manifest::source::MAX_BYTES,
+        bundled_roots: !crate::tls::system_roots_usable(),
+    };
+    let fetched = match fetch::look(&source, last, &dir.join("scratch"))? {
+        fetch::Look::Unchanged => return Ok(Outcome::Unchanged),
+        fetch::Look::Changed(fetched) => fetched,
+    };
+    let from = format!("{}@{} ({})", crate::redact::url(&config.url), short(&fetched.commit), config.path);
+    match crate::link::apply_from(&config.manifest, &fetched.text, &dir.join(POLICY_FILE), &from) {
+        Ok(written) => Ok(Outcome::Applied(fetched, written)),
+        Err(why) => Ok(Outcome::Refused(fetched, why)),
+    }
+}
+
+/// A commit id's first 12 characters.
+fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_fetchable_urls_without_secrets_are_taken() {
+        assert!(check_url("https://git.example/ops/fleet.git").is_ok());
+        assert!(check_url("http://127.0.0.1:8080/repo").is_ok());
+        let why = |url: &str| check_url(url).expect_err(url).to_string();
+        assert!(why("git://127.0.0.1/repo").contains("expected an https://"));
+        assert!(why("ssh://git@git.example/repo").contains("SSH is not supported yet"));
+        assert!(why("ftp://x/repo").contains("expected an https://"));
+        let secret = why("https://me:hunter2@git.example/repo");
+        assert!(secret.contains("--git-token-file") && !secret.contains("hunter2"), "{secret}");
+        assert!(why("not a url").contains("expected"));
+    }
+}
