@@ -49,6 +49,10 @@ pub struct GitStatus {
     pub commit: Option<String>,
     /// That commit's author, `Name <email>`.
     pub author: Option<String>,
+    /// Who signed it (the principals of the key in the signers file), with
+    /// `--git-verify-ssh-signers`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
     /// That commit's author time (RFC 3339).
     pub authored_at: Option<String>,
     /// When it was applied (RFC 3339).

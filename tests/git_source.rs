@@ -218,6 +218,97 @@ fn a_wrong_token_or_a_deleted_ref_changes_nothing_and_says_why_and_a_branch_is_f
     unreachable.kill();
 }
 
+/// A new SSH key pair of `kind` (`ed25519`, `ecdsa`, `rsa`) in `dir`;
+/// returns the private key's path and the public key's line.
+fn ssh_key(dir: &Path, name: &str, kind: &str) -> (PathBuf, String) {
+    let path = dir.join(name);
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", kind, "-N", "", "-C", name, "-f"])
+        .arg(&path)
+        .output()
+        .expect("ssh-keygen");
+    assert!(out.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
+    let public = std::fs::read_to_string(path.with_extension("pub")).expect("public key");
+    (path, public.trim().to_string())
+}
+
+#[test]
+fn with_allowed_signers_only_commits_signed_by_a_listed_key_apply() {
+    let s = setup("git_source_signers", None);
+    let keys = s.run.empty_dir("keys");
+    let (alice, alice_pub) = ssh_key(&keys, "alice", "ed25519");
+    let (bob, bob_pub) = ssh_key(&keys, "bob", "ecdsa");
+    let (carol, carol_pub) = ssh_key(&keys, "carol", "rsa");
+    let (mallory, _) = ssh_key(&keys, "mallory", "ed25519");
+    let signers = s.run.write_file(
+        "allowed_signers",
+        format!(
+            "# who may move production\nalice@example.test {alice_pub}\nbob@example.test namespaces=\"git\" {bob_pub}\ncarol@example.test {carol_pub}\n"
+        ),
+    );
+    let path = "desired-state.yaml";
+    let on = |tag: &str| manifest(&s.run, &s.repo, tag);
+    s.git.commit_signed(&[(path, &on("2"))], "alice: web to 2", &alice);
+    push(&s.git, &["main"]);
+    let (mut d, addr) = s.start(&["--git-verify-ssh-signers", signers.to_str().expect("utf-8")]);
+    wait_for("web on :2, signed by alice", Duration::from_secs(90), || s.image() == format!("{}:2", s.repo));
+    assert_eq!(git_status(&addr)["signer"], "alice@example.test", "{}", d.output());
+
+    // Unsigned, or signed by a key the file does not list: refused, named.
+    for (signer, says) in [(None, "it is not signed"), (Some(&mallory), "a key")] {
+        let commit = match signer {
+            None => s.git.commit(&[(path, &on("1"))], "unsigned"),
+            Some(key) => s.git.commit_signed(&[(path, &on("1"))], "mallory", key),
+        };
+        push(&s.git, &["main"]);
+        refresh(&addr);
+        wait_for("the commit refused", Duration::from_secs(30), || {
+            git_status(&addr)["refused"]["commit"] == commit.as_str()
+        });
+        let reason = git_status(&addr)["refused"]["reason"].as_str().unwrap_or_default().to_string();
+        assert!(reason.contains(says), "{says}: {reason}");
+        assert_eq!(s.file(), on("2"), "nothing written");
+        assert_eq!(s.image(), format!("{}:2", s.repo));
+    }
+
+    // ECDSA and RSA keys sign too.
+    let by_bob = s.git.commit_signed(&[(path, &on("1"))], "bob: web back to 1", &bob);
+    push(&s.git, &["main"]);
+    refresh(&addr);
+    wait_for("web on :1, signed by bob", Duration::from_secs(90), || s.image() == format!("{}:1", s.repo));
+    let git = git_status(&addr);
+    assert_eq!(
+        (git["commit"].as_str(), git["signer"].as_str()),
+        (Some(by_bob.as_str()), Some("bob@example.test"))
+    );
+    s.git.commit_signed(&[(path, &on("2"))], "carol: web to 2", &carol);
+    push(&s.git, &["main"]);
+    refresh(&addr);
+    wait_for("web on :2, signed by carol", Duration::from_secs(90), || s.image() == format!("{}:2", s.repo));
+    assert_eq!(git_status(&addr)["signer"], "carol@example.test");
+
+    // Carol's signature on another tree (bob's, pinning :1): forged.
+    let raw = s.git.git(&["cat-file", "commit", "HEAD"]);
+    let tree_line = raw.lines().next().unwrap_or_default().to_string();
+    let bob_tree = s.git.git(&["rev-parse", &format!("{by_bob}^{{tree}}")]);
+    let forged_file = s.run.write_file(
+        "forged-commit",
+        format!("{}\n", raw.replacen(&tree_line, &format!("tree {bob_tree}"), 1)),
+    );
+    let forged = s.git.git(&["hash-object", "-t", "commit", "-w", forged_file.to_str().expect("utf-8")]);
+    s.git.git(&["update-ref", "refs/heads/main", &forged]);
+    push(&s.git, &["--force", "main"]);
+    refresh(&addr);
+    wait_for("the forged commit refused", Duration::from_secs(30), || {
+        git_status(&addr)["refused"]["commit"] == forged.as_str()
+    });
+    let reason = git_status(&addr)["refused"]["reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("carol@example.test") && reason.contains("does not verify"), "{reason}");
+    assert_eq!(s.file(), on("2"), "nothing written");
+    assert_eq!(s.image(), format!("{}:2", s.repo));
+    d.kill();
+}
+
 #[test]
 fn bad_git_flags_are_refused_before_anything_runs() {
     let run = TestRun::new("git_source_flags");
@@ -225,6 +316,7 @@ fn bad_git_flags_are_refused_before_anything_runs() {
     let state = run.empty_dir("state");
     let m = manifest.to_str().expect("utf-8");
     let st = state.to_str().expect("utf-8");
+    let empty = run.write_file("allowed_signers", "# nobody yet\n").display().to_string();
     for (args, says) in [
         (vec!["--git", "https://me:pw@git.example/r.git"], "--git-token-file"),
         (vec!["--git", "ssh://git@git.example/r.git"], "SSH is not supported yet"),
@@ -234,6 +326,7 @@ fn bad_git_flags_are_refused_before_anything_runs() {
             "cannot be used with",
         ),
         (vec!["--git-ref", "main"], "--git"),
+        (vec!["--git", "https://git.example/r.git", "--git-verify-ssh-signers", &empty], "lists no key"),
     ] {
         let mut all = vec!["run", "-f", m, "--state-dir", st];
         all.extend(args.iter().copied());

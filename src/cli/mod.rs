@@ -244,6 +244,10 @@ struct GitArgs {
     /// `x-access-token`, or `USER:TOKEN`); re-read on every fetch.
     #[arg(long, value_name = "PATH", env = "CONTAINER_UPGRADER_GIT_TOKEN_FILE", requires = "git")]
     git_token_file: Option<PathBuf>,
+    /// An OpenSSH `allowed_signers` file: only a commit with an SSH
+    /// signature by a key it lists is applied (re-read on every look).
+    #[arg(long, value_name = "PATH", requires = "git")]
+    git_verify_ssh_signers: Option<PathBuf>,
 }
 
 /// What `reconcile` and `run` share: the manifest, registries, state,
@@ -349,6 +353,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                     path: git.git_path,
                     interval: git.git_interval.0,
                     token_file: git.git_token_file,
+                    signers_file: git.git_verify_ssh_signers,
                     manifest: pass.file.path.clone(),
                     state_dir: pass.state.state_dir.clone(),
                 }),

@@ -38,6 +38,8 @@ pub struct Source {
     pub max_bytes: u64,
     /// Trust only the roots bundled in the binary (no system CA store).
     pub bundled_roots: bool,
+    /// Apply only commits signed by one of these keys.
+    pub signers: Option<super::signers::Signers>,
 }
 
 /// Where the ref points, as the remote advertised it.
@@ -60,8 +62,12 @@ pub struct Fetched {
     pub author: String,
     /// The commit's author time, RFC 3339.
     pub authored_at: String,
-    /// The file's text.
-    pub text: String,
+    /// Who signed it (the signers file's principals), when signers are
+    /// required.
+    pub signer: Option<String>,
+    /// The file's text, or why this commit's file cannot be applied (no
+    /// such file, too large, not UTF-8, not signed by a listed key).
+    pub text: Result<String, String>,
 }
 
 /// A look's result.
@@ -124,7 +130,7 @@ fn look_in(source: &Source, last: Option<&Head>, scratch: &Path) -> Result<Look,
         ))
         .receive(gix::progress::Discard, &interrupt)
         .map_err(|e| format!("fetching {}: {}", head.name, chain(&e)))?;
-    read(&repo, head, &source.path, source.max_bytes).map(|f| Look::Changed(Box::new(f)))
+    read(&repo, head, source).map(|f| Look::Changed(Box::new(f)))
 }
 
 /// The refspecs that fetch `reference`: the remote's HEAD, a full ref
@@ -165,8 +171,8 @@ fn matched(map: &gix::remote::fetch::RefMap, reference: Option<&str>) -> Result<
     })
 }
 
-/// The file at `path` in the commit `head` names.
-fn read(repo: &gix::Repository, head: Head, path: &str, max_bytes: u64) -> Result<Fetched, String> {
+/// The file at the source's path in the commit `head` names, checked.
+fn read(repo: &gix::Repository, head: Head, source: &Source) -> Result<Fetched, String> {
     let id = gix::ObjectId::from_hex(head.id.as_bytes()).map_err(|e| format!("{}: {e}", head.id))?;
     let commit = repo
         .find_object(id)
@@ -184,25 +190,55 @@ fn read(repo: &gix::Repository, head: Head, path: &str, max_bytes: u64) -> Resul
         })
         .unwrap_or_default();
     let author = format!("{} <{}>", author.name.to_str_lossy(), author.email.to_str_lossy());
-    let tree = commit.tree().map_err(|e| format!("commit {commit_id}: its tree: {e}"))?;
+    let signed = match &source.signers {
+        None => Ok(None),
+        Some(signers) => signature(&commit, signers).map(Some),
+    };
+    let (signer, text) = match signed {
+        Ok(signer) => (signer, file(repo, &commit, &source.path, source.max_bytes)),
+        Err(why) => (None, Err(why)),
+    };
+    let text = text.map_err(|why| format!("commit {commit_id}: {why}"));
+    Ok(Fetched { head, commit: commit_id, author, authored_at, signer, text })
+}
+
+/// Who signed `commit`, if one of `signers` did.
+fn signature(commit: &gix::Commit<'_>, signers: &super::signers::Signers) -> Result<String, String> {
+    let committed = commit
+        .committer()
+        .ok()
+        .and_then(|c| c.time().ok())
+        .and_then(|t| u64::try_from(t.seconds).ok())
+        .unwrap_or(0);
+    match commit.signature().map_err(|e| format!("its signature cannot be read: {e}"))? {
+        None => {
+            Err("it is not signed, and --git-verify-ssh-signers requires a signature by a listed key".into())
+        }
+        Some((armored, payload)) => signers.verify(armored.as_ref(), &payload.to_bstring(), committed),
+    }
+}
+
+/// The text of the file at `path` in `commit`.
+fn file(
+    repo: &gix::Repository,
+    commit: &gix::Commit<'_>,
+    path: &str,
+    max_bytes: u64,
+) -> Result<String, String> {
+    let tree = commit.tree().map_err(|e| format!("its tree: {e}"))?;
     let entry = tree
         .lookup_entry_by_path(path)
-        .map_err(|e| format!("commit {commit_id}: {path}: {e}"))?
-        .ok_or_else(|| format!("commit {commit_id} has no file {path}"))?;
+        .map_err(|e| format!("{path}: {e}"))?
+        .ok_or_else(|| format!("it has no file {path}"))?;
     if !entry.mode().is_blob() {
-        return Err(format!("commit {commit_id}: {path} is not a file"));
+        return Err(format!("{path} is not a file"));
     }
-    let header = repo.find_header(entry.oid()).map_err(|e| format!("commit {commit_id}: {path}: {e}"))?;
+    let header = repo.find_header(entry.oid()).map_err(|e| format!("{path}: {e}"))?;
     if header.size() > max_bytes {
-        return Err(format!(
-            "commit {commit_id}: {path} is {} bytes; a manifest may have at most {max_bytes}",
-            header.size()
-        ));
+        return Err(format!("{path} is {} bytes; a manifest may have at most {max_bytes}", header.size()));
     }
-    let blob = entry.object().map_err(|e| format!("commit {commit_id}: {path}: {e}"))?;
-    let text = String::from_utf8(blob.data.clone())
-        .map_err(|_| format!("commit {commit_id}: {path} is not UTF-8"))?;
-    Ok(Fetched { head, commit: commit_id, author, authored_at, text })
+    let blob = entry.object().map_err(|e| format!("{path}: {e}"))?;
+    String::from_utf8(blob.data.clone()).map_err(|_| format!("{path} is not UTF-8"))
 }
 
 /// Timeouts, the roots to trust, and the token as HTTP Basic.

@@ -23,6 +23,7 @@
 //! of one look, emptied after it.
 
 mod fetch;
+pub mod signers;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,6 +57,8 @@ pub struct Config {
     pub interval: Duration,
     /// A file holding `token` or `user:token` for HTTPS.
     pub token_file: Option<PathBuf>,
+    /// An `allowed_signers` file: only commits signed by its keys apply.
+    pub signers_file: Option<PathBuf>,
     /// The manifest file the controller reads.
     pub manifest: PathBuf,
     /// The controller's state directory.
@@ -133,6 +136,10 @@ impl GitSource {
         }
         if let Some(path) = &config.token_file {
             read_token(path)?;
+        }
+        if let Some(path) = &config.signers_file {
+            signers::Signers::read(path)
+                .map_err(|why| StartError::Flag(format!("--git-verify-ssh-signers: {why}")))?;
         }
         let dir = config.state_dir.join("git");
         let file_error = |path: &Path, e: std::io::Error| StartError::File {
@@ -252,6 +259,7 @@ async fn run(
                         metrics.set_git_commit_time(&fetched.authored_at);
                         status(&|s| {
                             s.commit = Some(fetched.commit.clone());
+                            s.signer = fetched.signer.clone();
                             s.author = Some(fetched.author.clone());
                             s.authored_at = Some(fetched.authored_at.clone());
                             s.applied_at = Some(now.clone());
@@ -320,13 +328,27 @@ fn look(config: &Config, dir: &Path, last: Option<&Head>) -> Result<Outcome, Str
         token,
         max_bytes: crate::manifest::source::MAX_BYTES,
         bundled_roots: !crate::tls::system_roots_usable(),
+        signers: match &config.signers_file {
+            // Re-read on every look: a rotated key needs no restart.
+            Some(path) => {
+                Some(signers::Signers::read(path).map_err(|why| format!("--git-verify-ssh-signers: {why}"))?)
+            }
+            None => None,
+        },
     };
     let fetched = match fetch::look(&source, last, &dir.join("scratch"))? {
         fetch::Look::Unchanged => return Ok(Outcome::Unchanged),
         fetch::Look::Changed(fetched) => fetched,
     };
+    let text = match &fetched.text {
+        Ok(text) => text.clone(),
+        Err(why) => {
+            let why = why.clone();
+            return Ok(Outcome::Refused(fetched, why));
+        }
+    };
     let from = format!("{}@{} ({})", crate::redact::url(&config.url), short(&fetched.commit), config.path);
-    match crate::link::apply_from(&config.manifest, &fetched.text, &dir.join(POLICY_FILE), &from) {
+    match crate::link::apply_from(&config.manifest, &text, &dir.join(POLICY_FILE), &from) {
         Ok(written) => Ok(Outcome::Applied(fetched, written)),
         Err(why) => Ok(Outcome::Refused(fetched, why)),
     }
