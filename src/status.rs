@@ -37,7 +37,9 @@ pub struct Snapshot {
 }
 
 /// Where the Git source stands: what commit the manifest file came from.
-#[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
+/// Kept in `STATE_DIR/git/status.json` too, for `status` and restarts.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, Default, PartialEq, Eq)]
+#[serde(default)]
 pub struct GitStatus {
     /// The repository (without credentials).
     pub url: String,
@@ -69,7 +71,7 @@ pub struct GitStatus {
 }
 
 /// A commit whose manifest was not applied.
-#[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, Default, PartialEq, Eq)]
 pub struct GitRefusal {
     /// The commit.
     pub commit: String,

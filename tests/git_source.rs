@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{free_addr, http, wait_for, GitServer, Spawned, TestRegistry, TestRun};
+use common::{free_addr, http, receiver, wait_for, GitServer, Spawned, TestRegistry, TestRun};
 
 const API_TOKEN: &str = "api-token-0123456789";
 
@@ -102,8 +102,12 @@ fn a_commit_upgrades_the_container_a_bad_one_changes_nothing_and_a_force_push_ba
     let first = s.git.commit(&[("hosts/web-1.yaml", &manifest(&s.run, &s.repo, "1"))], "web on 1");
     let second = s.git.commit(&[("hosts/web-1.yaml", &manifest(&s.run, &s.repo, "2"))], "web to 2");
     push(&s.git, &["main"]);
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let webhook = format!("http://{}/events", hook.local_addr().expect("addr"));
+    let events = receiver(hook);
+    let token = token.to_str().expect("utf-8");
     let (mut d, addr) =
-        s.start(&["--git-path", "hosts/web-1.yaml", "--git-token-file", token.to_str().expect("utf-8")]);
+        s.start(&["--git-path", "hosts/web-1.yaml", "--git-token-file", token, "--report-webhook", &webhook]);
 
     // The newest commit moves the container, and the host says which.
     wait_for("web on :2 from Git", Duration::from_secs(90), || s.image() == format!("{}:2", s.repo));
@@ -118,6 +122,14 @@ fn a_commit_upgrades_the_container_a_bad_one_changes_nothing_and_a_force_push_ba
     assert!(metric(&addr, "container_upgrader_git_commit_timestamp_seconds").is_some_and(|t| t > 1.0e9));
     let out = d.output();
     assert!(!out.contains("s3cret-token"), "the Git token is never printed:\n{out}");
+    // The op's webhook event and `status` name the commit too.
+    wait_for("the op's event", Duration::from_secs(30), || !events.lock().expect("events").is_empty());
+    let event: serde_json::Value =
+        serde_json::from_str(&events.lock().expect("events")[0]).expect("an event is JSON");
+    assert_eq!(event["git_commit"], second.as_str(), "{event:#}");
+    let status = s.run.cli(&["status", "--state-dir", &s.state]);
+    let text = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(text.contains(&format!("commit {second} by Test Author <author@example.test>")), "{text}");
 
     // An invalid manifest is refused with where and why; nothing changes.
     let broken = manifest(&s.run, &s.repo, "2").replace("    image:", "    imag:");

@@ -36,6 +36,33 @@ fn hook_line(h: &container_upgrader::swap::hooks::HookRecord) -> String {
     format!("{} hook ({}): {how} in {} ms{}", h.phase, h.place.name(), h.took_ms, last.unwrap_or_default())
 }
 
+/// The Git source's lines for the text view: where the manifest file came
+/// from, and what was refused or failed since.
+fn git_lines(git: &container_upgrader::status::GitStatus) -> Vec<String> {
+    let reference = git.reference.as_deref().map(|r| format!(" {r}")).unwrap_or_default();
+    let mut lines = vec![match &git.commit {
+        Some(commit) => {
+            let by = git.author.as_deref().unwrap_or("?");
+            let signed = git.signer.as_deref().map(|s| format!(", signed by {s}")).unwrap_or_default();
+            let applied = git.applied_at.as_deref().map(|t| format!(", applied {t}")).unwrap_or_default();
+            format!(
+                "manifest from git {}{reference} {}: commit {commit} by {by} at {}{signed}{applied}",
+                git.url,
+                git.path,
+                git.authored_at.as_deref().unwrap_or("?")
+            )
+        }
+        None => format!("manifest from git {}{reference} {}: no commit applied yet", git.url, git.path),
+    }];
+    if let Some(refused) = &git.refused {
+        lines.push(format!("  refused commit {} by {}: {}", refused.commit, refused.author, refused.reason));
+    }
+    if let Some(error) = &git.last_error {
+        lines.push(format!("  last look failed ({}): {error}", git.last_look.as_deref().unwrap_or("?")));
+    }
+    lines
+}
+
 pub fn status(state_dir: &Path, json: bool) -> Result<u8, Failure> {
     let journal =
         Journal::open(state_dir).map_err(|e| Failure::new(exit::ATTENTION, format!("error: {e}")))?;
@@ -70,13 +97,22 @@ pub fn status(state_dir: &Path, json: bool) -> Result<u8, Failure> {
         );
     }
     let code = if damaged.is_empty() { exit::OK } else { exit::ATTENTION };
+    let git = container_upgrader::gitsource::read_status(state_dir);
     if json {
-        let text = serde_json::to_string_pretty(
-            &serde_json::json!({ "containers": rows, "damaged_records": damaged }),
-        )
-        .map_err(|e| Failure::new(exit::INTERNAL, e))?;
+        let mut doc = serde_json::json!({ "containers": rows, "damaged_records": damaged });
+        if let Some(git) = &git {
+            doc["git"] = serde_json::to_value(git).map_err(|e| Failure::new(exit::INTERNAL, e))?;
+        }
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| Failure::new(exit::INTERNAL, e))?;
         out!("{text}");
-    } else if rows.is_empty() {
+        return Ok(code);
+    }
+    if let Some(git) = &git {
+        for line in git_lines(git) {
+            out!("{line}");
+        }
+    }
+    if rows.is_empty() {
         out!("no swaps recorded in {}", state_dir.display());
     } else {
         for r in &rows {

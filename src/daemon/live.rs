@@ -85,6 +85,8 @@ impl<'a, O: FnMut(Event<'_>)> Daemon<'a, O> {
 
     async fn pass(&mut self, trigger: &Trigger) -> Result<Action, PassError> {
         let manifest_error = self.load();
+        // The commit the file came from as the pass reads it (`run --git`).
+        let git_commit = self.snapshot.read().ok().and_then(|s| s.git.as_ref()?.commit.clone());
         let Some(manifest) = self.manifest() else {
             let error = manifest_error.unwrap_or_else(|| "no manifest".into());
             self.metrics.pass_failed();
@@ -105,7 +107,7 @@ impl<'a, O: FnMut(Event<'_>)> Daemon<'a, O> {
                 let now = SystemTime::now();
                 let unix = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
                 self.metrics.pass_summary(&summary, unix);
-                self.report_new_ops(&manifest, &pass.journal);
+                self.report_new_ops(&manifest, &pass.journal, git_commit.as_deref());
                 let done = Done { pass: Some((&pass, &summary)), manifest_error, pass_error: None };
                 self.publish(trigger, done, &pass.journal);
                 next_action(&summary, manifest.drift_interval.0, now)
@@ -158,10 +160,10 @@ impl<'a, O: FnMut(Event<'_>)> Daemon<'a, O> {
     /// Puts every op finished since the last pass in the outbox (the
     /// controller's own self-upgrade included: its outcome is found here
     /// after the restart) and counts it in the metrics.
-    fn report_new_ops(&mut self, manifest: &Manifest, journal: &[OpRecord]) {
+    fn report_new_ops(&mut self, manifest: &Manifest, journal: &[OpRecord], git_commit: Option<&str>) {
         let url = self.webhook(manifest);
         let (Some(outbox), Some(delivery)) = (&self.outbox, &self.delivery) else { return };
-        match outbox.enqueue_news(journal, url.is_some()) {
+        match outbox.enqueue_news_from(journal, url.is_some(), git_commit) {
             Ok(news) => {
                 for event in &news {
                     self.metrics.op_done(event.outcome, Duration::from_millis(event.duration_ms));

@@ -39,6 +39,8 @@ pub use fetch::Head;
 
 /// The file in `STATE_DIR/git/` holding the last valid manifest file.
 const POLICY_FILE: &str = "last-valid-manifest.yaml";
+/// The file in `STATE_DIR/git/` holding the source's last status.
+const STATUS_FILE: &str = "status.json";
 /// The largest token file read.
 const MAX_TOKEN_FILE: u64 = 4096;
 /// Retries after a failed look: 5 s doubling to 5 min.
@@ -157,11 +159,23 @@ impl GitSource {
                 }
             }
         }
+        // What the last run applied, until the first look says more (the
+        // file still holds it); only when it followed the same source.
+        let kept = read_status(&config.state_dir).filter(|k| {
+            k.url == crate::redact::url(&config.url)
+                && k.reference == config.reference
+                && k.path == config.path
+        });
         if let Ok(mut snap) = snapshot.write() {
             snap.git = Some(GitStatus {
                 url: crate::redact::url(&config.url),
                 reference: config.reference.clone(),
                 path: config.path.clone(),
+                commit: kept.as_ref().and_then(|k| k.commit.clone()),
+                signer: kept.as_ref().and_then(|k| k.signer.clone()),
+                author: kept.as_ref().and_then(|k| k.author.clone()),
+                authored_at: kept.as_ref().and_then(|k| k.authored_at.clone()),
+                applied_at: kept.as_ref().and_then(|k| k.applied_at.clone()),
                 ..GitStatus::default()
             });
         }
@@ -174,6 +188,13 @@ impl GitSource {
     pub fn refresh(&self) -> Refresh {
         self.refresh.clone()
     }
+}
+
+/// The Git source's status as the last `run --git` kept it in
+/// `state_dir`, if any (for `status`).
+pub fn read_status(state_dir: &Path) -> Option<GitStatus> {
+    let bytes = private_fs::read_bounded(&state_dir.join("git").join(STATUS_FILE), 64 * 1024).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// `https://host/repo` or `http://…`, without a password.
@@ -304,6 +325,7 @@ async fn run(
         tracing::debug!(took = ?started.elapsed(), next_in = ?wait, "looked at the Git repository");
         let next = humantime::format_rfc3339_seconds(SystemTime::now() + wait).to_string();
         status(&|s| s.next_look = Some(next.clone()));
+        keep_status(&dir, &snapshot);
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = refresh.0.notified() => {
@@ -312,6 +334,17 @@ async fn run(
                 last = None;
             }
         }
+    }
+}
+
+/// Writes the source's status to `STATE_DIR/git/status.json`; a failure
+/// is logged (only `status` and a restart's first seconds read it).
+fn keep_status(dir: &Path, snapshot: &SharedSnapshot) {
+    let Some(git) = snapshot.read().ok().and_then(|s| s.git.clone()) else { return };
+    let Ok(bytes) = serde_json::to_vec_pretty(&git) else { return };
+    let path = dir.join(STATUS_FILE);
+    if let Err(e) = private_fs::write_atomic(&path, &bytes) {
+        tracing::warn!(file = %path.display(), error = %e, "cannot keep the Git source's status");
     }
 }
 

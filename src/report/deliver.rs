@@ -278,6 +278,7 @@ mod tests {
             ended_at: "2024-05-01T12:00:01Z".into(),
             duration_ms: 1000,
             controller_version: "test".into(),
+            git_commit: None,
         }
     }
 

@@ -51,6 +51,10 @@ pub struct OpEvent {
     pub duration_ms: u64,
     /// The reporting controller's version.
     pub controller_version: String,
+    /// With `run --git`: the commit the manifest file came from when the
+    /// pass that finished this op began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_commit: Option<String>,
 }
 
 impl OpEvent {
@@ -74,6 +78,7 @@ impl OpEvent {
             ended_at: op.updated_at().to_string(),
             duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
             controller_version: env!("CARGO_PKG_VERSION").to_string(),
+            git_commit: None,
         }
     }
 }

@@ -128,6 +128,17 @@ impl Outbox {
     /// ledger. The event is durable before the ledger says so: a crash in
     /// between sends it twice, never zero times. Returns the events put.
     pub fn enqueue_news(&self, journal: &[OpRecord], deliver: bool) -> Result<Vec<OpEvent>, OutboxError> {
+        self.enqueue_news_from(journal, deliver, None)
+    }
+
+    /// [`Self::enqueue_news`], each event naming `git_commit`: the Git
+    /// commit the manifest came from (`run --git`).
+    pub fn enqueue_news_from(
+        &self,
+        journal: &[OpRecord],
+        deliver: bool,
+        git_commit: Option<&str>,
+    ) -> Result<Vec<OpEvent>, OutboxError> {
         let finished: Vec<&OpRecord> = journal.iter().filter(|op| op.is_finished()).collect();
         // Without a ledger (it was removed, or init_ledger was not
         // called): as on a first start.
@@ -138,7 +149,7 @@ impl Outbox {
         let news: Vec<OpEvent> = finished
             .iter()
             .filter(|op| !ledger.contains(op.op_id.as_str()))
-            .map(|op| OpEvent::from_op(op))
+            .map(|op| OpEvent { git_commit: git_commit.map(str::to_string), ..OpEvent::from_op(op) })
             .collect();
         if deliver {
             for event in &news {
