@@ -8,8 +8,8 @@
 
 mod common;
 
-use common::cosign::{payload, put_signature, Key};
-use common::{ImageSpec, TestRegistry, TestRun};
+use common::cosign::{payload, put_signature, put_signature_referrer, Key};
+use common::{ImageSpec, ReferrersRegistry, TestRegistry, TestRun};
 use serde_json::Value;
 
 /// A container on `app:1` and a registry with `app:1` and `app:2`.
@@ -250,4 +250,55 @@ fn a_verified_digest_is_not_asked_about_again_by_later_passes() {
     });
     assert_eq!(signature_reads(&f.registry), reads, "no-change passes read no signature");
     d.kill();
+}
+
+#[test]
+fn a_signature_found_only_through_the_referrers_api_is_checked_like_a_sig_tag() {
+    // The real registry behind a proxy that offers the referrers API;
+    // the container and the manifest name images through the proxy.
+    let run = TestRun::new("verify_referrers");
+    let (registry, real_repo) = run.registry_with_versions();
+    let path = registry.path_of(&real_repo);
+    let proxy = ReferrersRegistry::start(&registry.addr());
+    let repo = format!("{}/{path}", proxy.addr());
+    let name = run.name("web");
+    let id = run.run_container("web", &format!("{repo}:1"), &[]);
+    let digest = registry.digest_of(&format!("{real_repo}:2"));
+    let key = Key::p256();
+    run.write_file("key.pub", key.public_pem());
+    let file = run
+        .write_file(
+            "desired-state.yaml",
+            format!(
+                "version: 1\ndefaults:\n  health: {{stable: 1s, timeout: 30s}}\npolicy:\n  verify:\n    keys: [key.pub]\n    require: true\ntargets:\n  - container: {name}\n    image: {repo}:2\n"
+            ),
+        )
+        .display()
+        .to_string();
+    let state = run.write_file("state/.keep", "").parent().expect("dir").display().to_string();
+    let plan = |file: &str| -> Value {
+        let out = run.cli(&["plan", "-f", file, "--output", "json"]);
+        serde_json::from_slice::<Value>(&out.stdout).expect("plan JSON")["actions"][0].clone()
+    };
+    let signed = payload(&repo, &digest);
+
+    // Only a referrer signed by another key: refused as such.
+    let other = Key::p256();
+    let by_other = put_signature_referrer(&registry, &path, &digest, &signed, &other.sign(&signed));
+    proxy.add(&path, &digest, (&by_other.0, by_other.1), "application/vnd.dev.cosign.artifact.sig.v1+json");
+    let entry = plan(&file);
+    assert_eq!(entry["action"], "error", "{entry:#}");
+    assert!(entry["reason"].as_str().unwrap_or_default().contains("signed by an unknown key"), "{entry:#}");
+    let out = run.cli(&["reconcile", "-f", &file, "--once", "--state-dir", &state]);
+    assert_eq!(run.inspect(&name, "{{.Id}}"), id, "untouched: {}", String::from_utf8_lossy(&out.stderr));
+
+    // A referrer of another artifact type is not a signature; one by the
+    // listed key is, and the container moves.
+    proxy.add(&path, &digest, (&by_other.0, by_other.1), "application/vnd.example.sbom.v1+json");
+    let good = put_signature_referrer(&registry, &path, &digest, &signed, &key.sign(&signed));
+    proxy.add(&path, &digest, (&good.0, good.1), "application/vnd.dev.cosign.artifact.sig.v1+json");
+    assert_eq!(plan(&file)["action"], "upgrade", "{:#}", plan(&file));
+    let out = run.cli(&["reconcile", "-f", &file, "--once", "--state-dir", &state]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(run.inspect(&name, "{{.Config.Image}}"), format!("{repo}:2"), "{said}");
 }

@@ -1,7 +1,10 @@
 //! cosign's signatures as registries hold them: the manifest at the tag
 //! `sha256-<hex>.sig` of the signed image's repository, whose layers are
 //! simple signing payloads with the signature in an annotation (see
-//! [`crate::verify`], which judges them).
+//! [`crate::verify`], which judges them) — or, where there is no such tag
+//! and the registry offers the OCI 1.1 referrers API, the manifests of
+//! artifact type [`SIGNATURE_ARTIFACT`] whose subject is the image (what
+//! `cosign sign --registry-referrers-mode=oci-1-1` writes), same layers.
 
 use std::collections::HashMap;
 
@@ -14,6 +17,24 @@ use crate::verify::{signature_tag, SignedLayer, SIGNATURE_ANNOTATION};
 
 /// The most signature layers read from one manifest: each costs a GET.
 const MAX_LAYERS: usize = 16;
+/// The most signature manifests read from a referrers list.
+const MAX_REFERRERS: usize = 4;
+/// The artifact type cosign gives a signature stored as a referrer.
+pub const SIGNATURE_ARTIFACT: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+
+/// An OCI image index as the referrers API answers.
+#[derive(Deserialize)]
+struct Referrers {
+    #[serde(default)]
+    manifests: Vec<Referrer>,
+}
+
+#[derive(Deserialize)]
+struct Referrer {
+    digest: String,
+    #[serde(default, rename = "artifactType")]
+    artifact_type: Option<String>,
+}
 
 #[derive(Deserialize)]
 struct SignatureManifest {
@@ -43,11 +64,69 @@ impl Registry {
         let tag = signature_tag(digest);
         let body = match self.bounded(image, &auth, || client.manifest(image, &tag, &auth)).await {
             Ok((_, body)) => body,
-            Err(RegistryError::NotFound { .. }) => return Ok(None),
+            Err(RegistryError::NotFound { .. }) => return self.cosign_referrers(image, digest).await,
             Err(e) => return Err(e),
         };
-        let manifest: SignatureManifest = serde_json::from_slice(&body)
-            .map_err(|e| failed(image, format!("the signature manifest {tag} is unreadable: {e}")))?;
+        self.signature_layers(image, &tag, &body).await
+    }
+
+    /// The signature layers of the referrers of `digest` that cosign
+    /// wrote; `None` when the registry has no referrers API or lists none.
+    async fn cosign_referrers(
+        &self,
+        image: &ImageRef,
+        digest: &Digest,
+    ) -> Result<Option<Vec<SignedLayer>>, RegistryError> {
+        let auth = self.auth_for(image.registry()).await;
+        let client = self.client(image)?;
+        let Some(body) =
+            self.bounded(image, &auth, || client.referrers(image, digest.as_str(), &auth)).await?
+        else {
+            return Ok(None);
+        };
+        let index: Referrers = serde_json::from_slice(&body)
+            .map_err(|e| failed(image, format!("the referrers of {digest} are unreadable: {e}")))?;
+        let signatures: Vec<Referrer> = index
+            .manifests
+            .into_iter()
+            .filter(|r| r.artifact_type.as_deref() == Some(SIGNATURE_ARTIFACT))
+            .take(MAX_REFERRERS)
+            .collect();
+        if signatures.is_empty() {
+            return Ok(None);
+        }
+        let mut layers = Vec::new();
+        for referrer in signatures {
+            let manifest_digest = Digest::parse(&referrer.digest)
+                .map_err(|e| failed(image, format!("a referrer's digest: {e}")))?;
+            let (_, body) = self
+                .bounded(image, &auth, || client.manifest(image, manifest_digest.as_str(), &auth))
+                .await?;
+            if !matches_digest(&body, &manifest_digest) {
+                return Err(failed(
+                    image,
+                    format!("the registry sent a manifest that is not {manifest_digest}"),
+                ));
+            }
+            layers.extend(
+                self.signature_layers(image, manifest_digest.as_str(), &body).await?.unwrap_or_default(),
+            );
+        }
+        Ok(Some(layers))
+    }
+
+    /// The signature layers of the signature manifest `body` (named
+    /// `name` in messages), each payload checked against its digest.
+    async fn signature_layers(
+        &self,
+        image: &ImageRef,
+        name: &str,
+        body: &[u8],
+    ) -> Result<Option<Vec<SignedLayer>>, RegistryError> {
+        let auth = self.auth_for(image.registry()).await;
+        let client = self.client(image)?;
+        let manifest: SignatureManifest = serde_json::from_slice(body)
+            .map_err(|e| failed(image, format!("the signature manifest {name} is unreadable: {e}")))?;
         let mut layers = Vec::new();
         for layer in manifest.layers.into_iter().take(MAX_LAYERS) {
             let Some(signature) = layer.annotations.get(SIGNATURE_ANNOTATION) else { continue };

@@ -171,6 +171,28 @@ impl Distribution {
         Ok((media_type, read_bounded(response).await?))
     }
 
+    /// The OCI 1.1 referrers of manifest `digest` in `image`'s repository
+    /// (an image index of the manifests whose `subject` it is), read whole;
+    /// `None` when the registry does not offer the API (it answers 404, or
+    /// another status saying it does not know the route).
+    pub async fn referrers(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        auth: &Auth,
+    ) -> Result<Option<Vec<u8>>, CallError> {
+        let url = self.url(image, &format!("referrers/{digest}"))?;
+        match self.send(image, auth, Method::GET, url).await {
+            Ok(response) => Ok(Some(read_bounded(response).await?)),
+            Err(CallError::Status { status, .. })
+                if matches!(status.as_u16(), 400 | 404 | 405 | 406 | 501) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// The blob `digest` of `image`'s repository, read whole (bounded).
     pub async fn blob(&self, image: &ImageRef, digest: &str, auth: &Auth) -> Result<Vec<u8>, CallError> {
         let url = self.url(image, &format!("blobs/{digest}"))?;

@@ -92,3 +92,36 @@ pub fn put_signature(registry: &TestRegistry, path: &str, tag_digest: &str, payl
     let tag = format!("{}.sig", tag_digest.replacen(':', "-", 1));
     registry.put_manifest(path, &tag, OCI_MANIFEST, manifest.to_string().as_bytes());
 }
+
+/// Stores a signature manifest as cosign's OCI 1.1 mode does — by digest,
+/// no tag, artifact type `application/vnd.dev.cosign.artifact.sig.v1+json`,
+/// `subject` the signed manifest — and returns its digest and size, for
+/// a referrers list.
+pub fn put_signature_referrer(
+    registry: &TestRegistry,
+    path: &str,
+    subject: &str,
+    payload: &[u8],
+    signature: &str,
+) -> (String, usize) {
+    let layer = registry.put_blob(path, payload);
+    let empty = registry.put_blob(path, b"{}");
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2, "digest": empty},
+        "layers": [{
+            "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+            "size": payload.len(),
+            "digest": layer,
+            "annotations": {"dev.cosignproject.cosign/signature": signature},
+        }],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": 0},
+    })
+    .to_string();
+    let digest = format!("sha256:{}", super::sha256_hex(manifest.as_bytes()));
+    let stored = registry.put_manifest(path, &digest, OCI_MANIFEST, manifest.as_bytes());
+    assert_eq!(stored, digest, "the registry stored the manifest under its digest");
+    (digest, manifest.len())
+}

@@ -195,7 +195,7 @@ impl TestRegistry {
 }
 
 /// `sha256sum` of `body` (coreutils: the tests need no hashing crate).
-fn sha256_hex(body: &[u8]) -> String {
+pub fn sha256_hex(body: &[u8]) -> String {
     use std::process::{Command, Stdio};
     let mut child = Command::new("sha256sum")
         .stdin(Stdio::piped())

@@ -29,6 +29,7 @@ mod git;
 mod image;
 mod postgres;
 mod process;
+mod referrers;
 mod registry;
 mod swarm;
 mod upgrader;
@@ -49,7 +50,7 @@ pub use bench::{calls_between, median, ms};
 #[allow(unused_imports)]
 pub use credentials::{base64, Login};
 #[allow(unused_imports)]
-pub use distribution::{http, Answer, Stored, MANIFEST_LIST, MANIFEST_V2};
+pub use distribution::{http, sha256_hex, Answer, Stored, MANIFEST_LIST, MANIFEST_V2};
 #[allow(unused_imports)]
 pub use fleet::{
     agent_manifest, free_addr, publish_fleet_images, set_mode, start_controller_agent, FleetServer,
@@ -63,6 +64,8 @@ pub use image::{testbox_binary, ImageSpec};
 pub use postgres::TestPostgres;
 #[allow(unused_imports)]
 pub use process::{docker, try_docker, wait_for};
+#[allow(unused_imports)]
+pub use referrers::ReferrersRegistry;
 #[allow(unused_imports)]
 pub use registry::{http_status, TestRegistry};
 #[allow(unused_imports)]
