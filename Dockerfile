@@ -17,19 +17,23 @@ WORKDIR /src
 # its code need not (only the controller is built).
 COPY Cargo.toml Cargo.lock ./
 COPY server/Cargo.toml server/Cargo.toml
-RUN mkdir -p src server/src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+RUN mkdir -p src/bin server/src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && echo 'fn main() {}' > src/bin/container-upgrader-git.rs \
     && echo 'fn main() {}' > server/src/main.rs && touch server/src/lib.rs \
     && cargo build --release --locked -p container-upgrader --target x86_64-unknown-linux-musl || true
 COPY src ./src
-RUN touch src/main.rs src/lib.rs \
+RUN touch src/main.rs src/lib.rs src/bin/container-upgrader-git.rs \
     && cargo build --release --locked -p container-upgrader --target x86_64-unknown-linux-musl \
-    && cp target/x86_64-unknown-linux-musl/release/container-upgrader /container-upgrader
+    && cp target/x86_64-unknown-linux-musl/release/container-upgrader /container-upgrader \
+    && cp target/x86_64-unknown-linux-musl/release/container-upgrader-git /container-upgrader-git
 
 FROM scratch
 # The system's root certificates for HTTPS registries and webhooks (kept
 # current by Debian; without them the binary trusts its bundled web PKI roots).
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /container-upgrader /usr/local/bin/container-upgrader
+# run --git's Git client, started for each look (found next to the controller).
+COPY --from=build /container-upgrader-git /usr/local/bin/container-upgrader-git
 ENV CONTAINER_UPGRADER_STATE_DIR=/var/lib/container-upgrader \
     CONTAINER_UPGRADER_FILE=/etc/container-upgrader/desired-state.yaml
 VOLUME ["/var/lib/container-upgrader"]

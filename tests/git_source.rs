@@ -348,4 +348,11 @@ fn bad_git_flags_are_refused_before_anything_runs() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
         assert!(!stderr.contains(":pw@"), "{stderr}");
     }
+    // Without its Git helper the controller says where it looked.
+    let args = ["run", "-f", m, "--state-dir", st, "--git", "https://git.example/r.git"];
+    let out =
+        run.cli_with_env(&args, &[("CONTAINER_UPGRADER_GIT_HELPER", "/nonexistent/container-upgrader-git")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("needs the Git helper /nonexistent/container-upgrader-git"), "{stderr}");
 }

@@ -18,6 +18,8 @@ use gix::bstr::ByteSlice;
 use gix::protocol::transport::client::blocking_io::http;
 use gix::remote::Direction;
 
+pub use super::wire::{Fetched, Head, Look};
+
 /// The longest one HTTP request to the Git server may take …
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// … and to connect.
@@ -40,43 +42,6 @@ pub struct Source {
     pub bundled_roots: bool,
     /// Apply only commits signed by one of these keys.
     pub signers: Option<super::signers::Signers>,
-}
-
-/// Where the ref points, as the remote advertised it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Head {
-    /// The full ref name that matched (`refs/heads/main`, `refs/tags/v2`).
-    pub name: String,
-    /// The object it names (a commit, or an annotated tag's object).
-    pub id: String,
-}
-
-/// The manifest as one commit holds it.
-#[derive(Debug, Clone)]
-pub struct Fetched {
-    /// Where the ref pointed.
-    pub head: Head,
-    /// The commit (the tag peeled).
-    pub commit: String,
-    /// `Name <email>` of the commit's author.
-    pub author: String,
-    /// The commit's author time, RFC 3339.
-    pub authored_at: String,
-    /// Who signed it (the signers file's principals), when signers are
-    /// required.
-    pub signer: Option<String>,
-    /// The file's text, or why this commit's file cannot be applied (no
-    /// such file, too large, not UTF-8, not signed by a listed key).
-    pub text: Result<String, String>,
-}
-
-/// A look's result.
-#[derive(Debug)]
-pub enum Look {
-    /// The ref points where it pointed last time: nothing fetched.
-    Unchanged,
-    /// The ref moved; here is the file at its commit.
-    Changed(Box<Fetched>),
 }
 
 /// Looks at `source`; `last` is where the ref pointed at the last look

@@ -22,8 +22,13 @@
 //! policy holds while the file is broken, and `scratch/`, the repository
 //! of one look, emptied after it.
 
-mod fetch;
+#[cfg(feature = "git")]
+pub mod fetch;
+#[cfg(feature = "git")]
+pub mod helper;
+#[cfg(feature = "git")]
 pub mod signers;
+pub mod wire;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,7 +40,7 @@ use crate::metrics::Metrics;
 use crate::private_fs;
 use crate::status::{GitStatus, SharedSnapshot};
 
-pub use fetch::Head;
+pub use wire::Head;
 
 /// The file in `STATE_DIR/git/` holding the last valid manifest file.
 const POLICY_FILE: &str = "last-valid-manifest.yaml";
@@ -43,6 +48,11 @@ const POLICY_FILE: &str = "last-valid-manifest.yaml";
 const STATUS_FILE: &str = "status.json";
 /// The largest token file read.
 const MAX_TOKEN_FILE: u64 = 4096;
+/// The longest one look (the helper's whole run) may take; each request
+/// in it has its own shorter limits.
+const LOOK_TIMEOUT: Duration = Duration::from_secs(300);
+/// The largest answer read from the helper (a manifest is at most 1 MiB).
+const MAX_ANSWER: usize = 4 * 1024 * 1024;
 /// Retries after a failed look: 5 s doubling to 5 min.
 const RETRY: Policy = Policy::new(Duration::from_secs(5), Duration::from_secs(300));
 
@@ -65,6 +75,17 @@ pub struct Config {
     pub manifest: PathBuf,
     /// The controller's state directory.
     pub state_dir: PathBuf,
+}
+
+/// The Git helper: `$CONTAINER_UPGRADER_GIT_HELPER`, else
+/// `container-upgrader-git` next to this binary.
+fn helper_path() -> Result<PathBuf, StartError> {
+    if let Some(path) = std::env::var_os("CONTAINER_UPGRADER_GIT_HELPER") {
+        return Ok(PathBuf::from(path));
+    }
+    let me = std::env::current_exe()
+        .map_err(|e| StartError::Flag(format!("--git: cannot find this binary: {e}")))?;
+    Ok(me.with_file_name(wire::HELPER))
 }
 
 /// Why the source cannot start.
@@ -139,9 +160,26 @@ impl GitSource {
         if let Some(path) = &config.token_file {
             read_token(path)?;
         }
-        if let Some(path) = &config.signers_file {
-            signers::Signers::read(path)
-                .map_err(|why| StartError::Flag(format!("--git-verify-ssh-signers: {why}")))?;
+        let helper = helper_path()?;
+        let checked = match &config.signers_file {
+            Some(path) => std::process::Command::new(&helper).arg("--check-signers").arg(path).output(),
+            None => std::process::Command::new(&helper).arg("--check-signers").arg("/dev/null").output(),
+        };
+        match checked {
+            Err(e) => {
+                return Err(StartError::Flag(format!(
+                    "--git needs the Git helper {} ({e}): install it next to this binary (cargo builds it with the \
+                     default `git` feature; the image has it) or point CONTAINER_UPGRADER_GIT_HELPER at it",
+                    helper.display()
+                )))
+            }
+            Ok(out) if config.signers_file.is_some() && !out.status.success() => {
+                return Err(StartError::Flag(format!(
+                    "--git-verify-ssh-signers: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )))
+            }
+            Ok(_) => {}
         }
         let dir = config.state_dir.join("git");
         let file_error = |path: &Path, e: std::io::Error| StartError::File {
@@ -180,7 +218,7 @@ impl GitSource {
             });
         }
         let refresh = Refresh::default();
-        let task = tokio::spawn(run(config, dir, snapshot, metrics, refresh.clone()));
+        let task = tokio::spawn(run(config, helper, dir, snapshot, metrics, refresh.clone()));
         Ok(Self { task, refresh })
     }
 
@@ -236,14 +274,15 @@ enum Outcome {
     /// The ref had not moved.
     Unchanged,
     /// The file was written (`true`) or already said the same (`false`).
-    Applied(Box<fetch::Fetched>, bool),
+    Applied(Box<wire::Fetched>, bool),
     /// The commit's file was refused: the manifest file stays.
-    Refused(Box<fetch::Fetched>, String),
+    Refused(Box<wire::Fetched>, String),
 }
 
 /// Looks until the process ends.
 async fn run(
     config: Config,
+    helper: PathBuf,
     dir: PathBuf,
     snapshot: SharedSnapshot,
     metrics: Arc<Metrics>,
@@ -261,11 +300,7 @@ async fn run(
     let mut last: Option<Head> = None;
     for round in 0u64.. {
         let started = Instant::now();
-        let config_ = config.clone();
-        let (dir_, last_) = (dir.clone(), last.clone());
-        let result = tokio::task::spawn_blocking(move || look(&config_, &dir_, last_.as_ref()))
-            .await
-            .unwrap_or_else(|e| Err(format!("the look stopped: {e}")));
+        let result = look(&config, &helper, &dir, last.as_ref()).await;
         let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
         let wait = match result {
             Ok(outcome) => {
@@ -348,30 +383,26 @@ fn keep_status(dir: &Path, snapshot: &SharedSnapshot) {
     }
 }
 
-/// One look, and the write if the ref moved (blocking).
-fn look(config: &Config, dir: &Path, last: Option<&Head>) -> Result<Outcome, String> {
+/// One look through the helper, and the write if the ref moved.
+async fn look(config: &Config, helper: &Path, dir: &Path, last: Option<&Head>) -> Result<Outcome, String> {
     let token = match &config.token_file {
         Some(path) => Some(read_token(path).map_err(|e| e.to_string())?),
         None => None,
     };
-    let source = fetch::Source {
+    let request = wire::Request {
         url: config.url.clone(),
         reference: config.reference.clone(),
         path: config.path.clone(),
         token,
         max_bytes: crate::manifest::source::MAX_BYTES,
-        bundled_roots: !crate::tls::system_roots_usable(),
-        signers: match &config.signers_file {
-            // Re-read on every look: a rotated key needs no restart.
-            Some(path) => {
-                Some(signers::Signers::read(path).map_err(|why| format!("--git-verify-ssh-signers: {why}"))?)
-            }
-            None => None,
-        },
+        // Re-read on every look: a rotated key needs no restart.
+        signers_file: config.signers_file.clone(),
+        last: last.cloned(),
+        scratch: dir.join("scratch"),
     };
-    let fetched = match fetch::look(&source, last, &dir.join("scratch"))? {
-        fetch::Look::Unchanged => return Ok(Outcome::Unchanged),
-        fetch::Look::Changed(fetched) => fetched,
+    let fetched = match ask(helper, &request).await? {
+        wire::Look::Unchanged => return Ok(Outcome::Unchanged),
+        wire::Look::Changed(fetched) => fetched,
     };
     let text = match &fetched.text {
         Ok(text) => text.clone(),
@@ -381,9 +412,64 @@ fn look(config: &Config, dir: &Path, last: Option<&Head>) -> Result<Outcome, Str
         }
     };
     let from = format!("{}@{} ({})", crate::redact::url(&config.url), short(&fetched.commit), config.path);
-    match crate::link::apply_from(&config.manifest, &text, &dir.join(POLICY_FILE), &from) {
+    let (manifest, memory) = (config.manifest.clone(), dir.join(POLICY_FILE));
+    // The write takes the file's lock: off the runtime's threads.
+    let applied =
+        tokio::task::spawn_blocking(move || crate::link::apply_from(&manifest, &text, &memory, &from))
+            .await
+            .map_err(|e| format!("writing the manifest stopped: {e}"))?;
+    match applied {
         Ok(written) => Ok(Outcome::Applied(fetched, written)),
         Err(why) => Ok(Outcome::Refused(fetched, why)),
+    }
+}
+
+/// Runs the helper on `request`: its answer, or why there is none. It is
+/// killed past [`LOOK_TIMEOUT`].
+async fn ask(helper: &Path, request: &wire::Request) -> Result<wire::Look, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let input = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+    let mut child = tokio::process::Command::new(helper)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start the Git helper {}: {e}", helper.display()))?;
+    let run = async {
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(&input).await.map_err(|e| format!("talking to the Git helper: {e}"))?;
+        }
+        let mut stdout = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            out.take(MAX_ANSWER as u64 + 1)
+                .read_to_end(&mut stdout)
+                .await
+                .map_err(|e| format!("reading the Git helper's answer: {e}"))?;
+        }
+        let mut stderr = Vec::new();
+        if let Some(err) = child.stderr.take() {
+            let _ = err.take(4096).read_to_end(&mut stderr).await;
+        }
+        let status = child.wait().await.map_err(|e| format!("the Git helper: {e}"))?;
+        Ok::<_, String>((stdout, stderr, status))
+    };
+    let (stdout, stderr, status) = tokio::time::timeout(LOOK_TIMEOUT, run)
+        .await
+        .map_err(|_| format!("the look took over {} s and was stopped", LOOK_TIMEOUT.as_secs()))??;
+    if stdout.len() > MAX_ANSWER {
+        return Err("the Git helper's answer is too large".into());
+    }
+    match serde_json::from_slice::<wire::Response>(&stdout) {
+        Ok(wire::Response::Ok(look)) => Ok(look),
+        Ok(wire::Response::Failed(why)) => Err(why),
+        Err(_) => Err(format!(
+            "the Git helper failed ({status}){}",
+            Some(String::from_utf8_lossy(&stderr).trim().to_string())
+                .filter(|e| !e.is_empty())
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        )),
     }
 }
 
