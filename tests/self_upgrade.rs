@@ -245,3 +245,39 @@ fn self_upgrade_with_pull_never_uses_the_locally_built_image_and_asks_no_registr
     assert!(!logs.contains("pulling"), "no pull was attempted: {logs}");
     assert!(logs.contains("last self-upgrade:") && logs.contains("committed"), "{logs}");
 }
+
+#[test]
+fn the_controller_moves_itself_only_to_a_signed_image_when_signatures_are_required() {
+    use common::cosign::{payload, put_signature, Key};
+    let s = setup("self_upgrade_verify");
+    let ctl = s.ctl_name();
+    let key = Key::p256();
+    std::fs::write(s.manifest_dir.join("key.pub"), key.public_pem()).expect("key");
+    let text = format!(
+        "version: 1\ndefaults:\n  drift_interval: 2s\n  health: {{stable: 2s, timeout: 30s}}\npolicy:\n  verify:\n    keys: [key.pub]\n    require: true\ntargets:\n  - container: {ctl}\n    image: {}:2\n",
+        s.ctl
+    );
+    let tmp = s.manifest_dir.join(".desired-state.yaml.tmp");
+    std::fs::write(&tmp, text).expect("manifest");
+    std::fs::rename(&tmp, s.manifest_dir.join("desired-state.yaml")).expect("rename manifest");
+    let id = s.start_controller("1", &[]);
+
+    // Its own new image unsigned: refused with the reason, no helper started.
+    wait_for("the refusal in the controller's log", Duration::from_secs(90), || {
+        s.run.logs(&ctl).contains("no signature")
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(s.run.inspect(&ctl, "{{.Id}}"), id, "the controller did not replace itself");
+    assert_eq!(s.image_of(&ctl), format!("{}:1", s.ctl));
+    assert!(s.leftovers().is_empty(), "no helper: {:?}", s.leftovers());
+
+    // Signed: it upgrades itself.
+    let digest = s.run.registry_digest(&format!("{}:2", s.ctl));
+    let signed = payload(&s.ctl, &digest);
+    put_signature(&s._registry, &s._registry.path_of(&s.ctl), &digest, &signed, &key.sign(&signed));
+    wait_for("the controller to run the signed :2", Duration::from_secs(180), || {
+        s.image_of(&ctl) == format!("{}:2", s.ctl)
+            && s.running(&ctl)
+            && s.status_of(&ctl)["outcome"] == "committed"
+    });
+}

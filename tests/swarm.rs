@@ -371,3 +371,37 @@ fn a_container_selector_leaves_the_containers_of_swarm_tasks_alone() {
     assert!(run.service_image(&service).starts_with(&format!("{repo}:1")), "the service was not touched");
     run.wait_running(&service, 2);
 }
+
+#[test]
+fn a_service_is_updated_only_to_a_digest_signed_by_a_listed_key() {
+    use common::cosign::{payload, put_signature, Key};
+    let run = TestRun::on_swarm("swarm_verify");
+    let registry = run.registry();
+    let repo = publish(&run, &registry);
+    let service = run.service("web", &format!("{repo}:1"), 1, &[]);
+    let before = run.service_image(&service);
+    let key = Key::p256();
+    run.write_file("key.pub", key.public_pem());
+    let text = format!(
+        "version: 1\ndefaults:\n  health: {{stable: 1s, timeout: 20s}}\npolicy:\n  verify:\n    keys: [key.pub]\n    require: true\ntargets:\n  - service: {service}\n    image: {repo}:2\n"
+    );
+    let file = run.write_file("desired-state.yaml", text).display().to_string();
+
+    // Unsigned: held with the reason; the service is not touched.
+    let out = run.cli(&["plan", "-f", &file, "--output", "json"]);
+    let plan: Value = serde_json::from_slice(&out.stdout).expect("plan JSON");
+    let entry = &plan["actions"][0];
+    assert_eq!(entry["action"], "error", "{plan:#}");
+    assert!(entry["reason"].as_str().unwrap_or_default().contains("no signature"), "{plan:#}");
+    let (_, stdout, stderr) = reconcile(&run, &file);
+    assert!(format!("{stdout}{stderr}").contains("no signature"), "{stdout}\n{stderr}");
+    assert_eq!(run.service_image(&service), before, "the service keeps its image");
+
+    // Signed by the listed key: updated, pinned by the verified digest.
+    let digest = run.registry_digest(&format!("{repo}:2"));
+    let signed = payload(&repo, &digest);
+    put_signature(&registry, &registry.path_of(&repo), &digest, &signed, &key.sign(&signed));
+    let (code, stdout, stderr) = reconcile(&run, &file);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert_eq!(run.service_image(&service), format!("{repo}:2@{digest}"), "{stdout}\n{stderr}");
+}
