@@ -40,7 +40,11 @@ fn build() -> PathBuf {
         .args(["--features", "container-upgrader/fault-injection"])
         .args(["--target", "x86_64-unknown-linux-gnu"])
         .env("CARGO_TARGET_DIR", &target_dir)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static");
+        // No debug info: the binary goes into every self-upgrade test's
+        // images (several tags per test, four tests at once), and with it
+        // each copy weighed 255 MB; a CI run on a nearly full disk failed
+        // for it. Symbols stay, so a panic still names its functions.
+        .env("RUSTFLAGS", "-C target-feature=+crt-static -C debuginfo=0 -C strip=debuginfo");
     expect_success(&mut cmd, "cargo build (static container-upgrader)", BUILD_TIMEOUT);
     target_dir.join("x86_64-unknown-linux-gnu/debug/container-upgrader")
 }
@@ -63,7 +67,11 @@ impl TestRun {
     fn upgrader_image(&self, tag: &str, extra: &[&str], ca_certificates: bool) -> String {
         let context = tempfile::tempdir_in(self.dir.path()).unwrap_or_else(|e| panic!("build context: {e}"));
         let binary = context.path().join("container-upgrader");
-        fs::copy(upgrader_binary(), &binary).unwrap_or_else(|e| panic!("copying the binary: {e}"));
+        // A hard link where the build directory shares the file system.
+        let source = upgrader_binary();
+        fs::hard_link(&source, &binary)
+            .or_else(|_| fs::copy(&source, &binary).map(drop))
+            .unwrap_or_else(|e| panic!("copying the binary: {e}"));
         let mut lines = vec![
             "FROM scratch".to_string(),
             format!("LABEL {RUN_LABEL}=\"{}\"", self.id()),
