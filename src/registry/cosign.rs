@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
+use super::distribution::{Auth, Distribution};
 use super::{Registry, RegistryError};
 use crate::reference::ImageRef;
 use crate::types::Digest;
@@ -64,10 +65,12 @@ impl Registry {
         let tag = signature_tag(digest);
         let body = match self.bounded(image, &auth, || client.manifest(image, &tag, &auth)).await {
             Ok((_, body)) => body,
-            Err(RegistryError::NotFound { .. }) => return self.cosign_referrers(image, digest).await,
+            Err(RegistryError::NotFound { .. }) => {
+                return self.cosign_referrers(image, client, &auth, digest).await;
+            }
             Err(e) => return Err(e),
         };
-        self.signature_layers(image, &tag, &body).await
+        self.signature_layers(image, client, &auth, &tag, &body).await.map(Some)
     }
 
     /// The signature layers of the referrers of `digest` that cosign
@@ -75,12 +78,11 @@ impl Registry {
     async fn cosign_referrers(
         &self,
         image: &ImageRef,
+        client: &Distribution,
+        auth: &Auth,
         digest: &Digest,
     ) -> Result<Option<Vec<SignedLayer>>, RegistryError> {
-        let auth = self.auth_for(image.registry()).await;
-        let client = self.client(image)?;
-        let Some(body) =
-            self.bounded(image, &auth, || client.referrers(image, digest.as_str(), &auth)).await?
+        let Some(body) = self.bounded(image, auth, || client.referrers(image, digest.as_str(), auth)).await?
         else {
             return Ok(None);
         };
@@ -99,18 +101,15 @@ impl Registry {
         for referrer in signatures {
             let manifest_digest = Digest::parse(&referrer.digest)
                 .map_err(|e| failed(image, format!("a referrer's digest: {e}")))?;
-            let (_, body) = self
-                .bounded(image, &auth, || client.manifest(image, manifest_digest.as_str(), &auth))
-                .await?;
+            let (_, body) =
+                self.bounded(image, auth, || client.manifest(image, manifest_digest.as_str(), auth)).await?;
             if !matches_digest(&body, &manifest_digest) {
                 return Err(failed(
                     image,
                     format!("the registry sent a manifest that is not {manifest_digest}"),
                 ));
             }
-            layers.extend(
-                self.signature_layers(image, manifest_digest.as_str(), &body).await?.unwrap_or_default(),
-            );
+            layers.extend(self.signature_layers(image, client, auth, manifest_digest.as_str(), &body).await?);
         }
         Ok(Some(layers))
     }
@@ -120,11 +119,11 @@ impl Registry {
     async fn signature_layers(
         &self,
         image: &ImageRef,
+        client: &Distribution,
+        auth: &Auth,
         name: &str,
         body: &[u8],
-    ) -> Result<Option<Vec<SignedLayer>>, RegistryError> {
-        let auth = self.auth_for(image.registry()).await;
-        let client = self.client(image)?;
+    ) -> Result<Vec<SignedLayer>, RegistryError> {
         let manifest: SignatureManifest = serde_json::from_slice(body)
             .map_err(|e| failed(image, format!("the signature manifest {name} is unreadable: {e}")))?;
         let mut layers = Vec::new();
@@ -133,7 +132,7 @@ impl Registry {
             let blob_digest = Digest::parse(&layer.digest)
                 .map_err(|e| failed(image, format!("signature layer digest: {e}")))?;
             let payload =
-                self.bounded(image, &auth, || client.blob(image, blob_digest.as_str(), &auth)).await?;
+                self.bounded(image, auth, || client.blob(image, blob_digest.as_str(), auth)).await?;
             if !matches_digest(&payload, &blob_digest) {
                 return Err(failed(
                     image,
@@ -142,7 +141,7 @@ impl Registry {
             }
             layers.push(SignedLayer { payload, signature: signature.clone() });
         }
-        Ok(Some(layers))
+        Ok(layers)
     }
 }
 
