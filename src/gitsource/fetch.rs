@@ -18,38 +18,32 @@ use gix::bstr::ByteSlice;
 use gix::protocol::transport::client::blocking_io::http;
 use gix::remote::Direction;
 
-pub use super::wire::{Fetched, Head, Look};
+pub use super::wire::{Fetched, Head, Look, Request};
 
 /// The longest one HTTP request to the Git server may take …
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// … and to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What to look at.
-#[derive(Debug, Clone)]
-pub struct Source {
-    /// The repository's URL (`https://…` or `http://…`).
-    pub url: String,
-    /// `None`: the remote's HEAD; else a branch, a tag, or a full ref name.
-    pub reference: Option<String>,
-    /// The manifest's path inside the repository.
-    pub path: String,
-    /// `user:token` or a token (user `x-access-token`), sent as HTTP Basic.
-    pub token: Option<String>,
-    /// The largest manifest read.
-    pub max_bytes: u64,
+/// What to look at: the controller's request, with what the helper made
+/// of it.
+pub struct Source<'a> {
+    /// The URL, ref, path, token and size limit asked for.
+    pub request: &'a Request,
     /// Trust only the roots bundled in the binary (no system CA store).
     pub bundled_roots: bool,
     /// Apply only commits signed by one of these keys.
     pub signers: Option<super::signers::Signers>,
 }
 
-/// Looks at `source`; `last` is where the ref pointed at the last look
-/// that read the file. `scratch` is a directory this may fill and empty.
-pub fn look(source: &Source, last: Option<&Head>, scratch: &Path) -> Result<Look, String> {
+/// Looks at `source`, in the request's scratch directory (filled, then
+/// emptied); the request's `last` is where the ref pointed at the last
+/// look that read the file.
+pub fn look(source: &Source) -> Result<Look, String> {
+    let scratch = source.request.scratch.as_path();
     let _ = std::fs::remove_dir_all(scratch);
     std::fs::create_dir_all(scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
-    let result = look_in(source, last, scratch);
+    let result = look_in(source, source.request.last.as_ref(), scratch);
     let _ = std::fs::remove_dir_all(scratch);
     result
 }
@@ -57,9 +51,9 @@ pub fn look(source: &Source, last: Option<&Head>, scratch: &Path) -> Result<Look
 fn look_in(source: &Source, last: Option<&Head>, scratch: &Path) -> Result<Look, String> {
     let repo =
         gix::init_bare(scratch.join("repo.git")).map_err(|e| format!("preparing a repository: {e}"))?;
-    let specs = refspecs(source.reference.as_deref());
+    let specs = refspecs(source.request.reference.as_deref());
     let remote = repo
-        .remote_at(source.url.as_str())
+        .remote_at(source.request.url.as_str())
         .map_err(|e| format!("the URL: {e}"))?
         .with_refspecs(specs.iter().map(String::as_str), Direction::Fetch)
         .map_err(|e| format!("--git-ref: {e}"))?;
@@ -77,7 +71,7 @@ fn look_in(source: &Source, last: Option<&Head>, scratch: &Path) -> Result<Look,
     let interrupt = AtomicBool::new(false);
     let prepare = connection
         .prepare_fetch(gix::progress::Discard, gix::remote::ref_map::Options::default())
-        .map_err(|e| match (asked.get(), &source.token) {
+        .map_err(|e| match (asked.get(), &source.request.token) {
             (true, Some(_)) => {
                 "the repository refused the token (HTTP 401): check --git-token-file (TOKEN, or USER:TOKEN)"
                     .to_string()
@@ -85,7 +79,7 @@ fn look_in(source: &Source, last: Option<&Head>, scratch: &Path) -> Result<Look,
             (true, None) => "the repository needs credentials (HTTP 401): give --git-token-file".to_string(),
             (false, _) => format!("cannot list the repository's refs: {}", chain(&e)),
         })?;
-    let head = matched(prepare.ref_map(), source.reference.as_deref())?;
+    let head = matched(prepare.ref_map(), source.request.reference.as_deref())?;
     if last == Some(&head) {
         return Ok(Look::Unchanged);
     }
@@ -160,7 +154,7 @@ fn read(repo: &gix::Repository, head: Head, source: &Source) -> Result<Fetched, 
         Some(signers) => signature(&commit, signers).map(Some),
     };
     let (signer, text) = match signed {
-        Ok(signer) => (signer, file(repo, &commit, &source.path, source.max_bytes)),
+        Ok(signer) => (signer, file(repo, &commit, &source.request.path, source.request.max_bytes)),
         Err(why) => (None, Err(why)),
     };
     let text = text.map_err(|why| format!("commit {commit_id}: {why}"));
@@ -209,7 +203,7 @@ fn file(
 /// Timeouts, the roots to trust, and the token as HTTP Basic.
 fn transport_options(source: &Source) -> http::Options {
     let bundled = source.bundled_roots;
-    let authorization = source.token.as_ref().map(|token| {
+    let authorization = source.request.token.as_ref().map(|token| {
         use base64::Engine;
         let pair = if token.contains(':') { token.clone() } else { format!("x-access-token:{token}") };
         format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))

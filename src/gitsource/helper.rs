@@ -18,16 +18,8 @@ pub fn serve(request: Request) -> Response {
         None => None,
     };
     crate::tls::ensure_crypto_provider();
-    let source = Source {
-        url: request.url,
-        reference: request.reference,
-        path: request.path,
-        token: request.token,
-        max_bytes: request.max_bytes,
-        bundled_roots: !crate::tls::system_roots_usable(),
-        signers,
-    };
-    match fetch::look(&source, request.last.as_ref(), &request.scratch) {
+    let source = Source { request: &request, bundled_roots: !crate::tls::system_roots_usable(), signers };
+    match fetch::look(&source) {
         Ok(look) => Response::Ok(look),
         Err(why) => Response::Failed(why),
     }

@@ -161,25 +161,30 @@ impl GitSource {
             read_token(path)?;
         }
         let helper = helper_path()?;
-        let checked = match &config.signers_file {
-            Some(path) => std::process::Command::new(&helper).arg("--check-signers").arg(path).output(),
-            None => std::process::Command::new(&helper).arg("--check-signers").arg("/dev/null").output(),
+        let missing = |why: String| {
+            StartError::Flag(format!(
+                "--git needs the Git helper {} ({why}): install it next to this binary (cargo builds it with the \
+                 default `git` feature; the image has it) or point CONTAINER_UPGRADER_GIT_HELPER at it",
+                helper.display()
+            ))
         };
-        match checked {
-            Err(e) => {
-                return Err(StartError::Flag(format!(
-                    "--git needs the Git helper {} ({e}): install it next to this binary (cargo builds it with the \
-                     default `git` feature; the image has it) or point CONTAINER_UPGRADER_GIT_HELPER at it",
-                    helper.display()
-                )))
-            }
-            Ok(out) if config.signers_file.is_some() && !out.status.success() => {
+        if !helper.is_file() {
+            return Err(missing("no such file".into()));
+        }
+        // The signers file is read by the helper's own parser, once now so
+        // that a bad file stops the start rather than every look.
+        if let Some(path) = &config.signers_file {
+            let out = std::process::Command::new(&helper)
+                .arg("--check-signers")
+                .arg(path)
+                .output()
+                .map_err(|e| missing(e.to_string()))?;
+            if !out.status.success() {
                 return Err(StartError::Flag(format!(
                     "--git-verify-ssh-signers: {}",
                     String::from_utf8_lossy(&out.stderr).trim()
-                )))
+                )));
             }
-            Ok(_) => {}
         }
         let dir = config.state_dir.join("git");
         let file_error = |path: &Path, e: std::io::Error| StartError::File {
