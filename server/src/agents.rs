@@ -2,13 +2,14 @@
 //! their targets run and which newer versions exist, and the filters of
 //! `GET /v1/fleet/agents`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
 use super::enrolment::{offline_threshold_ms, Labels};
 use super::error::db;
 use super::reports::repository_of;
+use super::signatures::Signed;
 use super::store::{now_ms, rfc3339, Store};
 use super::versions::{updates, RepositoryTags, Updates};
 use super::FleetError;
@@ -182,6 +183,11 @@ pub struct TargetView {
     /// not be read at the last check (`registry unreachable: …`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updates_unknown: Option<String>,
+    /// With `serve --verify-key`: whether the version it runs (by its
+    /// digest) and each newer one offered is signed by one of the keys, by
+    /// tag; only what the version checker has judged.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub signatures: BTreeMap<String, Signed>,
 }
 
 /// An agent in the fleet table.
@@ -320,6 +326,16 @@ fn target_view(row: TargetRow, tags: &RepositoryTags, memo: &mut Marks) -> (Stri
         .and_then(repository_of)
         .and_then(|r| tags.errors.get(&r))
         .map(|e| if e.starts_with("not allowed") { e.clone() } else { format!("registry unreachable: {e}") });
+    let signatures = match image.as_deref().and_then(|i| Some((repository_of(i)?, ImageRef::parse(i).ok()?)))
+    {
+        Some((repository, reference)) if !tags.signatures.is_empty() => {
+            let offered = [&marks.patch, &marks.minor, &marks.major];
+            let offered: Vec<&String> = offered.into_iter().flatten().collect();
+            let running = reference.tag().map(|t| (t, digest.as_deref()));
+            tags.signatures.for_target(&repository, running, &offered)
+        }
+        _ => BTreeMap::new(),
+    };
     let view = TargetView {
         target,
         container,
@@ -335,6 +351,7 @@ fn target_view(row: TargetRow, tags: &RepositoryTags, memo: &mut Marks) -> (Stri
         failure,
         updates: marks,
         updates_unknown,
+        signatures,
     };
     (agent, view)
 }
@@ -504,6 +521,7 @@ mod tests {
                 failure: None,
                 updates,
                 updates_unknown: None,
+                signatures: BTreeMap::new(),
             }],
         }
     }

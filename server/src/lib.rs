@@ -28,6 +28,7 @@ pub mod replicas;
 pub mod reports;
 pub mod routes;
 pub mod secret;
+pub mod signatures;
 pub mod state;
 pub mod store;
 pub mod versions;

@@ -502,6 +502,7 @@ async fn the_version_check_lists_each_repository_once_and_marks_targets() {
         insecure: vec![],
         timeout: Duration::from_secs(5),
         allow: vec![],
+        verify_keys: Vec::new(),
     };
     f.store.check_versions(&config).await.expect("fleet test step");
     let repos = f.store.repositories().await.expect("fleet test step");
@@ -892,6 +893,7 @@ fn checker(allow: Vec<String>) -> super::versions::CheckerConfig {
         insecure: vec![],
         timeout: Duration::from_secs(10),
         allow,
+        verify_keys: Vec::new(),
     }
 }
 

@@ -84,6 +84,9 @@ pub struct CheckerConfig {
     /// When not empty, the only registries (host or host:port) the
     /// server asks; others are recorded "not allowed" without a request.
     pub allow: Vec<String>,
+    /// `--verify-key`: when not empty, campaigns pin only digests signed by
+    /// one of these keys, and the checker records which versions are.
+    pub verify_keys: Vec<container_upgrader::verify::PublicKey>,
 }
 
 /// Repositories checked at once.
@@ -153,6 +156,8 @@ pub struct RepositoryTags {
     pub tags: std::collections::HashMap<String, Vec<String>>,
     /// Repository → the last listing's error.
     pub errors: std::collections::HashMap<String, String>,
+    /// With `--verify-key`: which digests and tags are signed.
+    pub signatures: crate::signatures::Verdicts,
 }
 
 impl Store {
@@ -170,6 +175,7 @@ impl Store {
             }
             out.tags.insert(repository, serde_json::from_str(&tags).unwrap_or_default());
         }
+        out.signatures = self.signature_verdicts().await?;
         Ok(out)
     }
 
@@ -235,6 +241,7 @@ impl Store {
         }))
         .buffer_unordered(CHECKS_AT_ONCE);
         futures_util::pin_mut!(listings);
+        let mut listed: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
         while let Some((repository, tags, error)) = futures_util::StreamExt::next(&mut listings).await {
             // A failed listing keeps the tags known before.
             sqlx::query(
@@ -253,8 +260,15 @@ impl Store {
             .execute(&self.pool)
             .await
             .map_err(db("storing repository tags"))?;
+            if let Some(tags) = tags {
+                listed.insert(repository, tags);
+            }
         }
-        Ok(())
+        let offered = |tag: &str, tags: &[String]| {
+            let u = updates(tag, tags);
+            [u.patch, u.minor, u.major].into_iter().flatten().collect()
+        };
+        self.check_signatures(&config.verify_keys, &client, &listed, &offered).await
     }
 }
 

@@ -300,3 +300,93 @@ fn strangers_other_agents_revoked_agents_and_spent_tokens_are_refused() {
 
 /// The admin token presented as an agent's credential.
 const ADMIN_TOKEN_FOR_AGENTS: &str = common::ADMIN_TOKEN;
+
+/// Issue 24 on the server: with `--verify-key`, a campaign whose digest no
+/// listed key signed is refused at creation (with the host's reason), a
+/// tag campaign too, a signed version starts pinned by its digest, and the
+/// API and the page mark each version the fleet runs or is offered.
+#[test]
+fn a_verifying_server_refuses_a_campaign_to_an_unsigned_digest_and_marks_versions_signed_or_not() {
+    use common::cosign::{payload, put_signature, Key};
+    let run = TestRun::new("fleet_signed");
+    let registry = run.registry();
+    let repo = registry.repo("app");
+    let path = registry.path_of(&repo);
+    for v in ["1.0.0", "1.1.0", "2.0.0"] {
+        run.publish(
+            &format!("{repo}:{v}"),
+            &common::ImageSpec { env: vec![("TESTBOX_VERSION", v)], ..Default::default() },
+        );
+    }
+    let digest = |v: &str| registry.digest_of(&format!("{repo}:{v}"));
+    let (ours, stranger) = (Key::p256(), Key::ed25519());
+    for (v, key) in [("1.0.0", &ours), ("1.1.0", &ours), ("2.0.0", &stranger)] {
+        let p = payload(&repo, &digest(v));
+        put_signature(&registry, &path, &digest(v), &p, &key.sign(&p));
+    }
+    let key_file = run.write_file("fleet/cosign.pub", ours.public_pem());
+    let dir = run.write_file("fleet/db/.keep", "").parent().expect("dir").to_path_buf();
+    let db = format!("sqlite://{}", dir.join("fleet.db").display());
+    let server = FleetServer::start(&run, &db, &["--verify-key", &key_file.display().to_string()]);
+
+    let (token, _) = new_token(&server, r#"{"uses": 1}"#);
+    let answer = enrol(&server, &token, "signed-host", &agent_manifest("web", &format!("{repo}:1.0.0")));
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    let me: Value = serde_json::from_slice(&answer.body).expect("JSON");
+    let (credential, id) =
+        (me["credential"].as_str().expect("credential"), me["agent_id"].as_str().expect("id"));
+    let report = serde_json::json!({
+        "controller_version": "0.1.0",
+        "targets": [{"target": "web", "container": "web", "image": format!("{repo}:1.0.0"),
+                     "digest": digest("1.0.0"), "version": "1.0.0", "action": "up_to_date"}],
+    });
+    assert_eq!(as_agent(&server, credential, "POST", "/v1/agent/report", &report.to_string()).status, 204);
+
+    // The version checker judges what the host runs and what it is offered.
+    let mut seen = Value::Null;
+    wait_for("the version checker to mark the three versions", Duration::from_secs(60), || {
+        seen = target(&server.agents()[0], "web");
+        seen["signatures"].as_object().is_some_and(|s| s.len() == 3)
+    });
+    assert_eq!(seen["updates"]["minor"], "1.1.0", "{seen}");
+    assert_eq!(seen["updates"]["major"], "2.0.0", "{seen}");
+    assert_eq!(seen["signatures"]["1.0.0"]["signed"], true, "{seen}");
+    assert_eq!(seen["signatures"]["1.1.0"]["signed"], true, "{seen}");
+    assert_eq!(seen["signatures"]["2.0.0"]["signed"], false, "{seen}");
+    let reason = seen["signatures"]["2.0.0"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("signed by an unknown key"), "{seen}");
+
+    // A campaign to the unsigned version is refused, as is handing out a tag.
+    let to = |version: &str, extra: &str| {
+        format!(r#"{{"agents": ["{id}"], "target": "web", "version": "{version}"{extra}}}"#)
+    };
+    let refused = server.admin("POST", "/v1/fleet/campaigns", &to("2.0.0", ""));
+    assert_eq!(refused.status, 422, "{}", refused.text());
+    assert!(refused.text().contains("not signed by a key of --verify-key"), "{}", refused.text());
+    assert!(refused.text().contains(&digest("2.0.0")), "names the digest: {}", refused.text());
+    let preview = server.admin("POST", "/v1/fleet/campaigns/preview", &to("2.0.0", ""));
+    assert_eq!(preview.status, 200, "{}", preview.text());
+    let preview: Value = serde_json::from_slice(&preview.body).expect("JSON");
+    assert!(preview["pin_error"].as_str().is_some_and(|e| e.contains("not signed")), "{preview}");
+    let by_tag = server.admin("POST", "/v1/fleet/campaigns", &to("1.1.0", r#", "pin_digest": false"#));
+    assert_eq!(by_tag.status, 422, "{}", by_tag.text());
+    assert!(by_tag.text().contains("pin_digest"), "{}", by_tag.text());
+    assert_eq!(server.get_json("/v1/fleet/campaigns").as_array().map_or(1, Vec::len), 0, "none created");
+
+    // The page shows the marks next to the running version and the offers.
+    let cookie = server.login(common::ADMIN_TOKEN);
+    let (status, fleet) = server.page(&cookie, "/");
+    assert_eq!(status, 200, "{fleet}");
+    assert!(fleet.contains(r#"1.0.0 <span class="sig sig-signed""#), "the running version: {fleet}");
+    assert!(fleet.contains(r#"major 2.0.0</span> <span class="sig sig-unsigned""#), "{fleet}");
+    let (_, form) = server.page(&cookie, "/campaigns/new");
+    assert!(form.contains("2.0.0 · unsigned: Start is refused"), "{form}");
+    assert!(form.contains("1.1.0 · signed"), "{form}");
+
+    // A signed version starts, pinned by the digest that was verified.
+    let started = server.admin("POST", "/v1/fleet/campaigns", &to("1.1.0", ""));
+    assert_eq!(started.status, 201, "{}", started.text());
+    let campaigns = server.get_json("/v1/fleet/campaigns");
+    let image = campaigns[0]["image"].as_str().unwrap_or_default().to_string();
+    assert_eq!(image, format!("{repo}:1.1.0@{}", digest("1.1.0")), "{campaigns}");
+}

@@ -224,14 +224,22 @@ pub async fn create(
     Ok(id)
 }
 
-/// `image` as `repo:tag@sha256:…`, its digest read from its registry.
+/// `image` as `repo:tag@sha256:…`, its digest read from its registry;
+/// with `--verify-key`, only a digest signed by one of the keys.
 async fn pin_digest(image: &str, access: &CheckerConfig) -> Result<String, FleetError> {
     let reference =
         ImageRef::parse(image).map_err(|e| FleetError::Invalid(format!("image `{image}`: {e}")))?;
-    if reference.digest().is_some() {
+    let verifying = !access.verify_keys.is_empty();
+    if reference.digest().is_some() && !verifying {
         return Ok(reference.familiar());
     }
     if let Some(why) = crate::versions::refused(reference.registry(), &access.allow) {
+        if verifying {
+            return Err(FleetError::Upstream(format!(
+                "image `{image}`: its signature cannot be checked: {why}; this server runs only signed images \
+                 (--verify-key)"
+            )));
+        }
         return Err(FleetError::Upstream(format!(
             "image `{image}`: its digest cannot be read: {why}; give the image as repo:tag@sha256:…, or set \
              pin_digest to false to hand agents the tag"
@@ -239,15 +247,37 @@ async fn pin_digest(image: &str, access: &CheckerConfig) -> Result<String, Fleet
     }
     let client =
         Registry::with_plain_http(registry::plain_http(&access.insecure, [&reference]), access.timeout);
-    let digest = client.digest(&reference).await.map_err(|e| {
-        FleetError::Upstream(format!(
-            "image `{image}`: its digest could not be read from its registry ({e}). A campaign pins every \
-             agent to one digest so that all run the same bits; make the registry reachable from the server \
-             (`server --insecure-registry` for plain HTTP), give the image as repo:tag@sha256:…, or set \
-             pin_digest to false to hand agents the tag"
-        ))
-    })?;
-    Ok(format!("{}@{digest}", reference.familiar()))
+    let digest = match reference.digest() {
+        Some(d) => d.clone(),
+        None => client.digest(&reference).await.map_err(|e| {
+            FleetError::Upstream(format!(
+                "image `{image}`: its digest could not be read from its registry ({e}). A campaign pins every \
+                 agent to one digest so that all run the same bits; make the registry reachable from the server \
+                 (`server --insecure-registry` for plain HTTP), give the image as repo:tag@sha256:…, or set \
+                 pin_digest to false to hand agents the tag"
+            ))
+        })?,
+    };
+    if verifying {
+        match crate::signatures::verdict(&client, &reference, &digest, &access.verify_keys).await {
+            Ok(()) => {}
+            Err(e @ container_upgrader::verify::Refusal::Registry(_)) => {
+                return Err(FleetError::Upstream(format!(
+                    "image `{image}`: {e}; this server runs only signed images (--verify-key), so no campaign \
+                     starts until its registry answers"
+                )))
+            }
+            Err(refusal) => {
+                return Err(FleetError::Invalid(format!(
+                    "image `{image}` ({digest}) is not signed by a key of --verify-key: {refusal}. This server \
+                     runs only signed images: sign the digest (cosign sign --key …) or pick a signed version"
+                )))
+            }
+        }
+    }
+    let name = reference.familiar();
+    let name = name.split('@').next().unwrap_or(&name).to_string();
+    Ok(format!("{name}@{digest}"))
 }
 
 /// The selected agents with the target, in name order.
@@ -451,6 +481,11 @@ pub async fn pinned_image(
 ) -> Result<String, FleetError> {
     match (registry, request.pin_digest.unwrap_or(true)) {
         (Some(access), true) => pin_digest(&campaign.spec.image, access).await,
+        (Some(access), false) if !access.verify_keys.is_empty() => Err(FleetError::Invalid(
+            "pin_digest: false is not allowed on a server that runs only signed images (--verify-key): a \
+             campaign pins the digest whose signature it checked, so a tag moved later cannot bring unsigned bits"
+                .into(),
+        )),
         _ => Ok(campaign.spec.image.clone()),
     }
 }

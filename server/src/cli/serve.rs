@@ -67,6 +67,13 @@ pub(crate) struct ServeArgs {
     /// any registry an agent's manifest names (never link-local addresses).
     #[arg(long = "registry-allow", value_name = "HOST[:PORT]")]
     registry_allow: Vec<String>,
+    /// Run only signed images: a cosign public key (PEM, ECDSA P-256 or
+    /// Ed25519). Repeatable (a signature by any one is enough: list the
+    /// old and the new key to rotate). A campaign whose digest no listed
+    /// key signed is refused at creation, and the page marks each version
+    /// signed or unsigned.
+    #[arg(long = "verify-key", value_name = "PATH")]
+    verify_key: Vec<PathBuf>,
     /// Connections served at once (each agent holds one).
     #[arg(long, value_name = "N", default_value_t = fleet::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
@@ -153,6 +160,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<u8, Failure> {
         Some(path) => Some(fleet::notify::config::load(path).map_err(usage)?),
         None => None,
     };
+    let verify_keys = fleet::signatures::read_keys(&args.verify_key).map_err(usage)?;
     if args.version_check_interval.is_zero() {
         return Err(usage("--version-check-interval must be more than zero".into()));
     }
@@ -199,6 +207,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             insecure: args.insecure,
             timeout: args.registry_timeout.0,
             allow: args.registry_allow,
+            verify_keys,
         },
         max_connections: args.max_connections,
         max_connections_per_address: args.max_connections_per_address,

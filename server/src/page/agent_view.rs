@@ -9,7 +9,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::fleet_view::{badges, last_op};
+use super::fleet_view::{badges, last_op, version_html};
 use super::html::{csrf_field, escape, image, layout, urlencode};
 use super::live::{when, Cell, Live};
 use super::session::{check_post, Authed, Session};
@@ -70,7 +70,6 @@ fn history_pager(id: &str, page: usize, shown: usize, total: i64) -> String {
 
 fn target_cells(t: &TargetView) -> Vec<Cell> {
     let id = |field: &str| format!("t/{}:{field}", t.target);
-    let text = |v: Option<&String>| v.cloned().unwrap_or_default();
     let (op_html, op_class) = last_op(t);
     vec![
         Cell { id: id("image"), html: image(t.image.as_deref().unwrap_or("")), class: "image".into() },
@@ -79,14 +78,14 @@ fn target_cells(t: &TargetView) -> Vec<Cell> {
             html: image(t.digest.as_deref().unwrap_or("")),
             class: "image digest".into(),
         },
-        Cell::text(id("version"), &text(t.version.as_ref()), "version"),
+        Cell { id: id("version"), html: version_html(t), class: "version".into() },
         Cell {
             id: id("desired"),
             html: image(t.desired.as_deref().unwrap_or("")),
             class: "desired image".into(),
         },
         Cell::text(id("action"), format!("{} {}", t.action, t.reason).trim(), "action"),
-        Cell { id: id("updates"), html: badges(&t.updates), class: "updates".into() },
+        Cell { id: id("updates"), html: badges(&t.updates, &t.signatures), class: "updates".into() },
         Cell { id: id("op"), html: op_html, class: op_class },
     ]
 }
@@ -312,6 +311,7 @@ mod tests {
             failure: None,
             updates: Updates { minor: Some("1.1.0".into()), ..Updates::default() },
             updates_unknown: None,
+            signatures: Default::default(),
         };
         let form = pin_form("a1", &t, "c".repeat(64).as_str());
         assert!(form.contains(r#"<option value="127.0.0.1:5000/app:1.1.0">"#), "{form}");

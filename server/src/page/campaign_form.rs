@@ -47,6 +47,8 @@ pub struct Choices {
     pub tags: BTreeMap<String, Vec<String>>,
     /// Repository → why its registry could not be read, last time.
     pub errors: BTreeMap<String, String>,
+    /// With `--verify-key`: which tags the version checker found signed.
+    pub signatures: crate::signatures::Verdicts,
 }
 
 impl Choices {
@@ -73,7 +75,8 @@ impl Choices {
                 (r.repository, tags)
             })
             .collect();
-        Ok(Self { agents, tags, errors })
+        let signatures = state.store.signature_verdicts().await?;
+        Ok(Self { agents, tags, errors, signatures })
     }
 }
 
@@ -177,6 +180,11 @@ fn target_fieldset(f: &CampaignForm, c: &Choices, invalid: &str) -> String {
             if (&v.version, v.revision) < (&newest.version, newest.revision) {
                 marks.push(format!("downgrade: {n} agent(s) run {}", newest.tag));
             }
+        }
+        match c.signatures.of_tag(repo, tag) {
+            Some(s) if s.signed => marks.push("signed".to_string()),
+            Some(_) => marks.push("unsigned: Start is refused".to_string()),
+            None => {}
         }
         if marks.is_empty() {
             String::new()
@@ -389,7 +397,7 @@ fn unreachable_html(c: &Choices) -> String {
     )
 }
 
-fn preview_html(p: &Preview, pin: &Result<String, String>) -> String {
+fn preview_html(p: &Preview, pin: &Result<String, FleetError>) -> String {
     let pin = match pin {
         Ok(image) => format!(
             r#"<p>Start pins <code id="preview-pin">{}</code>{}.</p><input type="hidden" name="previewed_image" value="{}">"#,
@@ -397,9 +405,13 @@ fn preview_html(p: &Preview, pin: &Result<String, String>) -> String {
             if image.contains('@') { " (the digest the registry gives now)" } else { "" },
             escape(image)
         ),
+        // A verifying server (--verify-key) and a digest nobody signed.
+        Err(FleetError::Invalid(why)) => {
+            format!(r#"<p class="error" id="preview-pin">Start would be refused: {}</p>"#, escape(why))
+        }
         Err(why) => format!(
             r#"<p class="error" id="preview-pin">The digest Start would pin is unknown: registry unreachable ({}). Start is refused while the registry cannot be read; untick “Pin by digest” to hand agents the tag.</p>"#,
-            escape(why)
+            escape(&why.to_string())
         ),
     };
     let canary = p.spec.canary > 0;
@@ -459,7 +471,7 @@ pub fn render(
     c: &Choices,
     session: &Session,
     error: Option<&str>,
-    preview: Option<(&Preview, &str, &Result<String, String>)>,
+    preview: Option<(&Preview, &str, &Result<String, FleetError>)>,
 ) -> String {
     let invalid = error.map(field_of).unwrap_or("");
     let error = error
@@ -609,9 +621,7 @@ pub async fn submit(
         Ok(planned) => {
             let mut p = view::preview(&planned, &state.store.agent_names().await?);
             p.offline = state.store.offline_members(&planned).await?;
-            let pin = runner::pinned_image(&planned, &request, state.registry.as_ref())
-                .await
-                .map_err(|e| e.to_string());
+            let pin = runner::pinned_image(&planned, &request, state.registry.as_ref()).await;
             let note = (f.action == "start")
                 .then_some("The settings changed since the preview: check these waves, then start.");
             Ok(Html(render(&f, &choices, &session, note, Some((&p, &print, &pin)))).into_response())

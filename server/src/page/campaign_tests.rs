@@ -415,6 +415,7 @@ async fn an_unreachable_registry_is_shown_in_the_preview_and_start_keeps_the_for
         insecure: Vec::new(),
         timeout: Duration::from_secs(2),
         allow: Vec::new(),
+        verify_keys: Vec::new(),
     };
     let p = page_with(Some(access)).await;
     sqlx::query("UPDATE repositories SET error = $1 WHERE repository = $2")

@@ -8,7 +8,7 @@
 //! script refreshes only the rows on screen, as data (`&format=json`).
 
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -24,6 +24,7 @@ use super::PageError;
 use crate::access::Role;
 use crate::agents::{AgentSummary, TargetView};
 use crate::reports::repository_of;
+use crate::signatures::Signed;
 use crate::state::FleetState;
 use crate::store::now_ms;
 use crate::versions::Updates;
@@ -116,24 +117,54 @@ fn updates_html(t: &TargetView) -> String {
             };
             format!(r#"<span class="badge badge-unknown" title="{}">{short}</span>"#, escape(why))
         }
-        _ => badges(&t.updates),
+        _ => badges(&t.updates, &t.signatures),
     }
 }
 
-/// The "new version available" badges, most significant first.
-pub fn badges(u: &Updates) -> String {
+/// The "new version available" badges, most significant first, each with
+/// its signed/unsigned mark where the server verifies (`--verify-key`).
+pub fn badges(u: &Updates, signatures: &BTreeMap<String, Signed>) -> String {
     [("major", &u.major), ("minor", &u.minor), ("patch", &u.patch)]
         .iter()
         .filter_map(|(kind, v)| {
             v.as_ref().map(|v| {
                 format!(
-                    r#"<span class="badge badge-{kind}" title="{kind} update available">{kind} {}</span>"#,
-                    escape(v)
+                    r#"<span class="badge badge-{kind}" title="{kind} update available">{kind} {}</span>{}"#,
+                    escape(v),
+                    signature_mark(signatures.get(v))
                 )
             })
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// ` signed` or ` unsigned` (its reason as the title), or nothing when
+/// not judged.
+pub fn signature_mark(s: Option<&Signed>) -> String {
+    match s {
+        None => String::new(),
+        Some(Signed { signed: true, .. }) => {
+            r#" <span class="sig sig-signed" title="signed by a key of the server's --verify-key">signed</span>"#
+                .to_string()
+        }
+        Some(Signed { reason, .. }) => format!(
+            r#" <span class="sig sig-unsigned" title="{}">unsigned</span>"#,
+            escape(reason.as_deref().unwrap_or("no valid signature"))
+        ),
+    }
+}
+
+/// The version a target runs, with its signature mark (judged by the
+/// digest it runs).
+pub fn version_html(t: &TargetView) -> String {
+    let version = escape(t.version.as_deref().unwrap_or(""));
+    if t.signatures.is_empty() {
+        return version;
+    }
+    let tag = t.image.as_deref().and_then(|i| container_upgrader::reference::ImageRef::parse(i).ok());
+    let mark = tag.as_ref().and_then(|r| r.tag()).map(|tag| signature_mark(t.signatures.get(tag)));
+    format!("{version}{}", mark.unwrap_or_default())
 }
 
 /// Outcome and reason of a target's last op.
@@ -166,7 +197,12 @@ pub fn cells(row: &Row<'_>, now: i64) -> Vec<Cell> {
             html: super::html::image(t.and_then(|t| t.image.as_deref()).unwrap_or("")),
             class: "image".into(),
         },
-        Cell::text(id("version"), &text(t.and_then(|t| t.version.as_ref())), "version"),
+        match t {
+            Some(t) if !t.signatures.is_empty() => {
+                Cell { id: id("version"), html: version_html(t), class: "version".into() }
+            }
+            _ => Cell::text(id("version"), &text(t.and_then(|t| t.version.as_ref())), "version"),
+        },
         Cell { id: id("updates"), html: t.map(updates_html).unwrap_or_default(), class: "updates".into() },
         Cell { id: id("op"), html: op_html, class: op_class },
         Cell::text(id("seen"), &when(&a.last_seen, now), "seen"),
@@ -576,6 +612,7 @@ mod tests {
                         minor: None,
                     },
                     updates_unknown: None,
+                    signatures: Default::default(),
                 })
                 .collect(),
         }

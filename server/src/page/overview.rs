@@ -255,6 +255,7 @@ mod tests {
                 failure: None,
                 updates,
                 updates_unknown: None,
+                signatures: Default::default(),
             }],
         }
     }
