@@ -175,6 +175,9 @@ pub async fn run(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
+    // The manifests here are the agents': a key file they name is on their
+    // host, never a file of this machine to open.
+    container_upgrader::manifest::verify::key_files_are_elsewhere();
     let tls = match &config.tls {
         Some((cert, key)) => Some(tls_acceptor(cert, key)?),
         None => None,

@@ -11,6 +11,8 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
+    // Every manifest this binary reads is an agent's (see `fleet::run`).
+    container_upgrader::manifest::verify::key_files_are_elsewhere();
     cli::init_logging(&args.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -272,3 +272,36 @@ fn the_database_file_is_private_and_a_file_that_is_not_one_is_named() {
     assert!(stderr.contains("is not an SQLite database"), "{stderr}");
     assert!(!stderr.contains("pool timed out"), "{stderr}");
 }
+
+/// `policy.verify` key files name files on the agent's host: the server
+/// never opens them, so an agent cannot read or probe the server's disk
+/// through its manifest (a file that exists here and is no key would be
+/// refused as "not a public key" if it were read), and an agent with a key
+/// file can enrol at all.
+#[test]
+fn an_agents_key_file_paths_are_never_opened_on_the_server() {
+    let run = TestRun::new("hostile_key_paths");
+    let db = format!("sqlite://{}", run.empty_dir("db").join("fleet.db").display());
+    let server = FleetServer::start(&run, &db, &[]);
+    let here = run.write_file(
+        "server-secret.pem",
+        "-----BEGIN PRIVATE KEY-----\nnot for agents\n-----END PRIVATE KEY-----\n",
+    );
+    for (name, path) in [("probe", here.display().to_string()), ("relative", "cosign.pub".to_string())] {
+        let token = server.enrolment_token(&run, &[]);
+        let manifest = format!(
+            "version: 1\npolicy:\n  verify:\n    keys: [\"{path}\"]\ntargets:\n  - container: app\n    image: 127.0.0.1:5000/app:1\n"
+        );
+        let body = json!({ "token": token, "name": name, "manifest": manifest }).to_string();
+        let answer = enrol(&server, &format!("Bearer {token}"), &body);
+        assert_eq!(answer.status, 201, "{name}: {}", answer.text());
+        assert!(!answer.text().contains("PRIVATE"), "{}", answer.text());
+    }
+    // An inline key is still checked where it is: a bad one is refused.
+    let token = server.enrolment_token(&run, &[]);
+    let manifest = "version: 1\npolicy:\n  verify:\n    keys: [\"-----BEGIN PUBLIC KEY-----\\nAAAA\\n-----END PUBLIC KEY-----\"]\ntargets:\n  - container: app\n    image: 127.0.0.1:5000/app:1\n";
+    let body = json!({ "token": token, "name": "inline", "manifest": manifest }).to_string();
+    let answer = enrol(&server, &format!("Bearer {token}"), &body);
+    assert_eq!(answer.status, 422, "{}", answer.text());
+    assert!(answer.text().contains("policy.verify.keys[0]"), "{}", answer.text());
+}

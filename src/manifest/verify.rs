@@ -9,6 +9,7 @@
 
 use std::io::Read;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::document::VerifyDoc;
 use super::{Problem, Source};
@@ -18,10 +19,30 @@ use crate::verify::{PublicKey, Verify};
 /// The most keys one `verify` lists.
 const MAX_KEYS: usize = 16;
 
+static KEY_FILES_ELSEWHERE: AtomicBool = AtomicBool::new(false);
+
+/// Declares that this process reads the manifests of other hosts (the
+/// fleet server does): a key file path in them names a file on that host,
+/// so it is never opened here — an agent could otherwise make the server
+/// read, or probe for, files of the server's machine. Such entries are
+/// left to the host to read; inline PEM keys are still checked. For the
+/// life of the process.
+pub fn key_files_are_elsewhere() {
+    KEY_FILES_ELSEWHERE.store(true, Ordering::Relaxed);
+}
+
+/// The keys read from a list, and how many entries it had (a list whose
+/// entries all failed was reported entry by entry, not as empty).
+#[derive(Debug)]
+struct Listed {
+    keys: Vec<PublicKey>,
+    entries: usize,
+}
+
 /// `policy.verify`, read: its keys (each problem reported at its entry).
 #[derive(Debug, Default)]
 pub(super) struct PolicyVerify {
-    keys: Option<Vec<PublicKey>>,
+    keys: Option<Listed>,
     require: Option<bool>,
     given: bool,
 }
@@ -40,7 +61,7 @@ impl PolicyVerify {
     /// `policy.verify` as the [`super::Policy`] shows it.
     pub(super) fn as_read(&self) -> Option<Verify> {
         self.given.then(|| Verify {
-            keys: self.keys.clone().unwrap_or_default(),
+            keys: self.keys.as_ref().map(|l| l.keys.clone()).unwrap_or_default(),
             require: self.require.unwrap_or(true),
         })
     }
@@ -60,8 +81,16 @@ pub(super) fn merge(
     }
     let own_keys =
         own.and_then(|o| o.keys.as_ref()).map(|k| keys(src, &format!("{path}.verify.keys"), k, problems));
-    let keys = own_keys.or_else(|| policy.keys.clone()).unwrap_or_default();
+    let (keys, entries) = match (&own_keys, &policy.keys) {
+        (Some(l), _) | (None, Some(l)) => (l.keys.clone(), l.entries),
+        (None, None) => (Vec::new(), 0),
+    };
     let require = own.and_then(|o| o.require).or(policy.require).unwrap_or(true);
+    if keys.is_empty() && entries > 0 {
+        // Each entry's problem is reported (or, on a fleet server, the
+        // files are the host's to read).
+        return None;
+    }
     if keys.is_empty() {
         let (at, whose) = if own.is_some() {
             (format!("{path}.verify"), "this target")
@@ -78,14 +107,17 @@ pub(super) fn merge(
 }
 
 /// Reads each key of `list` (at `path[i]`), reporting the ones that fail.
-fn keys(src: &Source, path: &str, list: &[String], problems: &mut Vec<Problem>) -> Vec<PublicKey> {
+fn keys(src: &Source, path: &str, list: &[String], problems: &mut Vec<Problem>) -> Listed {
     if list.len() > MAX_KEYS {
         problems.push(src.problem(path, format!("{} keys listed; allowed: at most {MAX_KEYS}", list.len())));
     }
     let base = Path::new(&src.origin).parent().unwrap_or(Path::new(""));
-    list.iter()
+    let elsewhere = KEY_FILES_ELSEWHERE.load(Ordering::Relaxed);
+    let keys = list
+        .iter()
         .take(MAX_KEYS)
         .enumerate()
+        .filter(|(_, entry)| !elsewhere || is_inline(entry))
         .filter_map(|(i, entry)| match key(base, entry) {
             Ok(k) => Some(k),
             Err(m) => {
@@ -93,12 +125,17 @@ fn keys(src: &Source, path: &str, list: &[String], problems: &mut Vec<Problem>) 
                 None
             }
         })
-        .collect()
+        .collect();
+    Listed { keys, entries: list.len() }
+}
+
+fn is_inline(entry: &str) -> bool {
+    entry.contains("-----BEGIN")
 }
 
 /// One entry: inline PEM, or a file path relative to `base`.
 fn key(base: &Path, entry: &str) -> Result<PublicKey, String> {
-    if entry.contains("-----BEGIN") {
+    if is_inline(entry) {
         return PublicKey::from_pem(entry, "inline PEM");
     }
     let file = base.join(entry);
@@ -178,6 +215,7 @@ mod tests {
             .expect_err("refused");
         assert!(e.contains("m.yaml:5:9") && e.contains("cannot read the key file"), "{e}");
         assert!(e.contains("m.yaml:6:9") && e.contains("allowed"), "{e}");
+        assert!(!e.contains("lists no key"), "each entry said why; the list is not empty: {e}");
         let e = parse(
             "version: 1\npolicy:\n  verify: {require: true}\ntargets:\n  - container: aa\n    image: app:1\n",
         )
