@@ -13,8 +13,9 @@ use serde::Serialize;
 use crate::manifest::{Manifest, Target, Want};
 use crate::observe::{Observed, ObservedContainer};
 use crate::reference::ImageRef;
-use crate::resolve::{Desired, Resolved, TagVersion};
+use crate::resolve::{Desired, ResolveError, Resolved, TagVersion};
 use crate::types::Digest;
+use crate::verify::Refusal;
 
 /// What to do about one container (or one target with no container).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -80,6 +81,26 @@ pub struct PlanEntry {
 pub struct Plan {
     /// One entry per selected container, or per target that selects none.
     pub actions: Vec<PlanEntry>,
+    /// The entries held because the digest they would move to is not
+    /// signed (`verify.require`): each is told to the webhook and the
+    /// fleet server once, as an op that ended before anything changed.
+    #[serde(skip)]
+    pub refusals: Vec<SignatureRefusal>,
+}
+
+/// A move refused for its signature ([`crate::resolve::ResolveError::Unsigned`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureRefusal {
+    /// The container (or Swarm service) left as it was.
+    pub container: String,
+    /// `true` for a Swarm service.
+    pub service: bool,
+    /// The image it runs.
+    pub from: String,
+    /// The image it was not moved to.
+    pub to: String,
+    /// Why, as the plan says it.
+    pub reason: String,
 }
 
 impl Plan {
@@ -112,6 +133,7 @@ pub fn needs_resolution(manifest: &Manifest, observed: &Observed) -> Vec<usize> 
 pub fn plan(manifest: &Manifest, observed: &Observed, resolved: &Resolved) -> Plan {
     let owners = owners(manifest, observed);
     let mut actions = Vec::new();
+    let mut refusals = Vec::new();
     for target in &manifest.targets {
         if let Some(why) = observed.swarm.as_ref().filter(|_| target.select.is_service()) {
             actions.push(not_manager(target, why));
@@ -123,10 +145,25 @@ pub fn plan(manifest: &Manifest, observed: &Observed, resolved: &Resolved) -> Pl
             continue;
         }
         for c in selected {
-            actions.push(entry(manifest, target, c, &owners, observed, resolved));
+            let e = entry(manifest, target, c, &owners, observed, resolved);
+            if let (Action::Error, Some(Err(ResolveError::Unsigned { reference, refusal }))) =
+                (e.action, resolved.get(target.index, &c.id))
+            {
+                // Not a verdict: asked again next pass, nothing to tell yet.
+                if !matches!(refusal, Refusal::Registry(_) | Refusal::Local) {
+                    refusals.push(SignatureRefusal {
+                        container: c.name.clone(),
+                        service: c.service.is_some(),
+                        from: e.current.as_ref().map(|i| i.image.clone()).unwrap_or_default(),
+                        to: reference.clone(),
+                        reason: e.reason.clone(),
+                    });
+                }
+            }
+            actions.push(e);
         }
     }
-    Plan { actions }
+    Plan { actions, refusals }
 }
 
 /// For each container, the targets that select it (more than one is a conflict).

@@ -34,6 +34,10 @@ pub struct Snapshot {
     /// The Git source, with `run --git`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub git: Option<GitStatus>,
+    /// The last pass's signature refusals, for the fleet link's events
+    /// (each target's reason is already in `targets`).
+    #[serde(skip)]
+    pub refusals: Vec<crate::plan::SignatureRefusal>,
 }
 
 /// Where the Git source stands: what commit the manifest file came from.

@@ -279,7 +279,12 @@ mod tests {
 
     fn pass(plan: Vec<PlanEntry>, applied: Vec<(PlanEntry, Applied)>, own: Option<Own>) -> Pass {
         let own_entry = own.as_ref().map(|_| entry("agent", Action::Upgrade, "tag 1 → 2"));
-        let report = Report { recovered: Vec::new(), plan: Plan { actions: plan }, applied, own: None };
+        let report = Report {
+            recovered: Vec::new(),
+            plan: Plan { actions: plan, refusals: Vec::new() },
+            applied,
+            own: None,
+        };
         Pass { report, own, own_news: None, journal: Vec::new(), own_entry }
     }
 

@@ -187,9 +187,13 @@ fn with_the_registry_down_the_reason_says_so_and_nothing_changes() {
 
 /// `container-upgrader run` with its API on a free loopback port.
 fn daemon(f: &Fixture, file: &str) -> (common::Spawned, String) {
+    daemon_with(f, file, &[])
+}
+
+fn daemon_with(f: &Fixture, file: &str, extra: &[&str]) -> (common::Spawned, String) {
     let addr = common::free_addr();
     let mut cmd = f.run.cli_command();
-    cmd.args(["run", "-f", file, "--state-dir", &f.state, "--listen", &addr]);
+    cmd.args(["run", "-f", file, "--state-dir", &f.state, "--listen", &addr]).args(extra);
     let d = common::Spawned::start(cmd, "run");
     common::wait_for("the API", std::time::Duration::from_secs(60), || {
         std::net::TcpStream::connect(&addr).is_ok()
@@ -207,10 +211,15 @@ fn signature_reads(registry: &TestRegistry) -> usize {
 }
 
 #[test]
-fn the_daemon_names_the_refusal_in_its_status() {
+fn the_daemon_names_the_refusal_in_its_status_and_tells_the_webhook_once() {
     let f = Fixture::new("verify_daemon_status");
     let file = f.manifest(&[&Key::p256()]);
-    let (mut d, addr) = daemon(&f, &file);
+    let text = std::fs::read_to_string(&file).expect("manifest");
+    std::fs::write(&file, text.replace("defaults:\n", "defaults:\n  drift_interval: 2s\n")).expect("write");
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let webhook = format!("http://{}/events", hook.local_addr().expect("addr"));
+    let events = common::receiver(hook);
+    let (mut d, addr) = daemon_with(&f, &file, &["--report-webhook", &webhook]);
     let mut status = Value::Null;
     common::wait_for("a pass in the status", std::time::Duration::from_secs(60), || {
         status = serde_json::from_str(&get(&addr, "/v1/status")).unwrap_or(Value::Null);
@@ -219,6 +228,30 @@ fn the_daemon_names_the_refusal_in_its_status() {
     let failure = &status["last_pass"]["summary"]["failures"][0];
     assert_eq!(failure["kind"], "error", "{status:#}");
     assert!(failure["reason"].as_str().unwrap_or_default().contains("no signature"), "{status:#}");
+
+    // The webhook hears of it as an op that changed nothing, once, however
+    // many passes find the same refusal.
+    let passes = || -> u64 {
+        get(&addr, "/metrics")
+            .lines()
+            .filter(|l| l.starts_with("container_upgrader_passes_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    common::wait_for("the refusal's event", std::time::Duration::from_secs(30), || {
+        !events.lock().expect("events").is_empty()
+    });
+    let seen = passes();
+    common::wait_for("three more passes", std::time::Duration::from_secs(30), || passes() >= seen + 3);
+    let posted = events.lock().expect("events").clone();
+    assert_eq!(posted.len(), 1, "told once: {posted:#?}");
+    let event: Value = serde_json::from_str(&posted[0]).expect("an event is JSON");
+    assert_eq!(event["outcome"], "aborted", "{event:#}");
+    assert_eq!(event["container"], f.name.as_str(), "{event:#}");
+    assert_eq!(event["to"], format!("{}:2", f.repo), "{event:#}");
+    assert_eq!(event["from"], format!("{}:1", f.repo), "{event:#}");
+    assert!(event["op_id"].as_str().is_some_and(|id| id.starts_with("refused-")), "{event:#}");
+    assert!(event["reason"].as_str().unwrap_or_default().contains("no signature"), "{event:#}");
     assert_eq!(f.run.inspect(&f.name, "{{.Id}}"), f.id, "untouched");
     d.kill();
 }

@@ -264,3 +264,62 @@ fn scenario(test: &str, db: impl FnOnce(&TestRun) -> String) {
     assert_eq!(run.inspect(&ctl_container, "{{.Config.Image}}"), own_image);
     run.docker(&["rm", "-f", &ctl_container]);
 }
+
+/// A host whose manifest requires signatures (`policy.verify`) is pinned
+/// by a campaign of a server that does not verify: the host refuses the
+/// unsigned digest, its container untouched, and the campaign learns why
+/// from the host's event at once — not when its deadline runs out.
+#[test]
+fn a_host_refusing_an_unsigned_pin_fails_its_campaign_member_at_once_with_the_reason() {
+    let run = TestRun::new("campaign_unsigned_refused");
+    let registry = run.registry();
+    let app = registry.repo("app");
+    for v in ["1.0.0", "2.0.0"] {
+        let spec = common::ImageSpec { env: vec![("TESTBOX_VERSION", v)], ..Default::default() };
+        run.publish(&format!("{app}:{v}"), &spec);
+    }
+    let server =
+        FleetServer::start(&run, &format!("sqlite://{}", run.empty_dir("db").join("f.db").display()), &[]);
+    let token = server.enrolment_token(&run, &["--uses", "1"]);
+    let token_file = run.write_file("fleet/secrets/enrol.token", format!("{token}\n"));
+    set_mode(&token_file, 0o600);
+    let key = common::cosign::Key::p256();
+    run.write_file("verifying/cosign.pub", key.public_pem());
+    let old = format!("{app}:1.0.0");
+    let manifest = format!(
+        "version: 1\npolicy:\n  verify:\n    keys: [cosign.pub]\n    require: true\ndefaults:\n  drift_interval: 5s\n  \
+         health: {{stable: 1s, timeout: 20s}}\ntargets:\n  - container: {}\n    image: {old}\n",
+        run.name("app")
+    );
+    let agent =
+        HostAgent::start_with_manifest(&run, &server.url(), &token_file, "verifying", "app", &old, &manifest);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !server.agents().first().is_some_and(|a| a["targets"][0]["version"] == "1.0.0") {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never reported:
+{}
+{}",
+            agent.process.output(),
+            server.output()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let before = run.inspect(&agent.container, "{{.Id}}");
+
+    let body = serde_json::json!({
+        "name": "unsigned", "target": agent.container, "version": "2.0.0",
+        "agents": [server.agents()[0]["id"]], "canary": 1, "deadline": "10m",
+    });
+    let answer = server.admin("POST", "/v1/fleet/campaigns", &body.to_string());
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    let created: Value = serde_json::from_slice(&answer.body).expect("JSON");
+    let id = created["id"].as_str().expect("id").to_string();
+    let c = wait_campaign(&server, &id, "the member to fail", Duration::from_secs(90), |c| {
+        agent_states(c).first().is_some_and(|a| a["state"] == "failed")
+    });
+    let reason = agent_states(&c)[0]["reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("no signature"), "the host's reason: {c:#}\n{}", agent.process.output());
+    assert_eq!(run.inspect(&agent.container, "{{.Id}}"), before, "the container is untouched");
+    assert_eq!(run.inspect(&agent.container, "{{.Config.Image}}"), old);
+}

@@ -119,7 +119,7 @@ mod tests {
             action: Action::Error,
             reason: long.clone(),
         };
-        let text = table(&Plan { actions: vec![entry] });
+        let text = table(&Plan { actions: vec![entry], refusals: Vec::new() });
         assert!(text.contains(&long));
         assert!(text.contains("1 in error"));
     }

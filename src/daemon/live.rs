@@ -14,7 +14,7 @@ use crate::controller::{Controller, Pass};
 use crate::manifest::Manifest;
 use crate::metrics::{self, Metrics};
 use crate::reconcile::ReconcileError;
-use crate::report::{Delivery, Outbox};
+use crate::report::{Delivery, OpEvent, Outbox};
 use crate::status::{ControllerInfo, LastOp, PassStatus, SharedSnapshot, TargetFailure, TargetStatus};
 use crate::summary::Summary;
 use crate::swap::journal::OpRecord;
@@ -51,7 +51,13 @@ pub struct Daemon<'a, O> {
     outbox: Option<Outbox>,
     delivery: Option<Delivery>,
     output: O,
+    /// Refusal events already queued for the webhook (by op id).
+    told: std::collections::HashSet<String>,
 }
+
+/// The most refusal ids remembered; past it the set starts over (a
+/// refusal still standing is then told once more, with the same op id).
+const MAX_TOLD: usize = 4096;
 
 impl<'a, O: FnMut(Event<'_>)> Daemon<'a, O> {
     /// Finishes what the controller's last run left (interrupted swaps of
@@ -80,7 +86,17 @@ impl<'a, O: FnMut(Event<'_>)> Daemon<'a, O> {
             }
         };
         let delivery = outbox.clone().map(|o| Delivery::start(o, metrics.clone(), snapshot.clone()));
-        Self { controller, options, current, snapshot, metrics, outbox, delivery, output }
+        Self {
+            controller,
+            options,
+            current,
+            snapshot,
+            metrics,
+            outbox,
+            delivery,
+            output,
+            told: Default::default(),
+        }
     }
 
     async fn pass(&mut self, trigger: &Trigger) -> Result<Action, PassError> {
@@ -108,6 +124,7 @@ impl<'a, O: FnMut(Event<'_>)> Daemon<'a, O> {
                 let unix = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
                 self.metrics.pass_summary(&summary, unix);
                 self.report_new_ops(&manifest, &pass.journal, git_commit.as_deref());
+                self.report_refusals(&manifest, &pass, git_commit.as_deref());
                 let done = Done { pass: Some((&pass, &summary)), manifest_error, pass_error: None };
                 self.publish(trigger, done, &pass.journal);
                 next_action(&summary, manifest.drift_interval.0, now)
@@ -177,6 +194,37 @@ impl<'a, O: FnMut(Event<'_>)> Daemon<'a, O> {
         }
     }
 
+    /// Puts each signature refusal of the pass not told before in the
+    /// outbox: the webhook learns why a target is held, once.
+    fn report_refusals(&mut self, manifest: &Manifest, pass: &Pass, git_commit: Option<&str>) {
+        let url = self.webhook(manifest);
+        let (Some(outbox), Some(delivery), Some(_)) = (&self.outbox, &self.delivery, url) else { return };
+        let now = SystemTime::now();
+        let news: Vec<OpEvent> = pass
+            .report
+            .plan
+            .refusals
+            .iter()
+            .map(|r| OpEvent { git_commit: git_commit.map(str::to_string), ..OpEvent::refusal(r, now) })
+            .filter(|e| !self.told.contains(&e.op_id))
+            .collect();
+        if news.is_empty() {
+            return;
+        }
+        match outbox.enqueue(&news) {
+            Ok(()) => {
+                if self.told.len() + news.len() > MAX_TOLD {
+                    self.told.clear();
+                }
+                self.told.extend(news.iter().map(|e| e.op_id.clone()));
+                delivery.wake();
+            }
+            Err(e) => {
+                (self.output)(Event::Note(format!("error: refusal events not queued for the webhook: {e}")))
+            }
+        }
+    }
+
     fn publish(&self, trigger: &Trigger, done: Done<'_>, ops: &[OpRecord]) {
         let Ok(mut snap) = self.snapshot.write() else { return };
         let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
@@ -196,6 +244,7 @@ impl<'a, O: FnMut(Event<'_>)> Daemon<'a, O> {
         });
         if let Some((pass, summary)) = done.pass {
             snap.targets = targets(pass, summary, ops);
+            snap.refusals = pass.report.plan.refusals.clone();
         }
     }
 }

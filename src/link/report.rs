@@ -7,7 +7,7 @@ use super::{Enrolled, Shared, REPORT_TICK, RETRY};
 use crate::backoff::Backoff;
 use crate::protocol::{Controller, HoldReport, LastOpReport, Report, TargetReport};
 use crate::reference::ImageRef;
-use crate::report::{Delivery, Outbox};
+use crate::report::{Delivery, OpEvent, Outbox};
 use crate::resolve::tag::TagVersion;
 use crate::status::Snapshot;
 use crate::summary::Kind;
@@ -23,6 +23,8 @@ pub(super) async fn reports(
     delivery: &Delivery,
 ) {
     let mut sent: Option<String> = None;
+    // Signature refusals already queued as events (by op id).
+    let mut told: std::collections::HashSet<String> = Default::default();
     let mut backoff = Backoff::new(RETRY, Duration::from_secs(600));
     let mut next_try = Instant::now();
     loop {
@@ -40,6 +42,27 @@ pub(super) async fn reports(
             Ok(news) if !news.is_empty() => delivery.wake(),
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "op events not queued for the fleet server"),
+        }
+        // A move refused for its signature is an op that changed nothing:
+        // a campaign waiting on it learns why at once, not at its deadline.
+        let now = SystemTime::now();
+        let refusals: Vec<OpEvent> = snapshot
+            .refusals
+            .iter()
+            .map(|r| OpEvent::refusal(r, now))
+            .filter(|e| !told.contains(&e.op_id))
+            .collect();
+        if !refusals.is_empty() {
+            match outbox.enqueue(&refusals) {
+                Ok(()) => {
+                    if told.len() > 4096 {
+                        told.clear();
+                    }
+                    told.extend(refusals.into_iter().map(|e| e.op_id));
+                    delivery.wake();
+                }
+                Err(e) => tracing::error!(error = %e, "refusal events not queued for the fleet server"),
+            }
         }
         let report = of(&snapshot);
         match shared.client.report(&enrolled.credential, &report).await {

@@ -495,6 +495,32 @@ fn an_index_without_the_containers_platform_plans_error_naming_it() {
     );
 }
 
+#[test]
+fn a_signature_refusal_is_listed_for_its_event_but_a_registry_failure_is_not() {
+    use crate::verify::Refusal;
+    let m = manifest(&format!("targets:\n  - container: web\n    image: {REG}/app:2\n"));
+    let observed = app_world().observe(&m);
+    let unsigned = ResolveError::Unsigned {
+        reference: format!("{REG}/app:2"),
+        refusal: Refusal::NoSignature { digest: "sha256:ab".into(), tag: "sha256-ab.sig".into() },
+    };
+    let p = plan(&m, &observed, &Resolved::from([(0, Err(unsigned))]));
+    assert_eq!(only(&p).action, Action::Error);
+    assert_eq!(p.refusals.len(), 1, "{p:?}");
+    let r = &p.refusals[0];
+    assert_eq!((r.container.as_str(), r.to.as_str()), ("web", format!("{REG}/app:2").as_str()));
+    assert!(r.reason.contains("no signature") && r.reason == only(&p).reason, "{r:?}");
+    assert!(!r.service);
+    // A registry that could not be asked is no verdict: nothing to tell.
+    let down = ResolveError::Unsigned {
+        reference: format!("{REG}/app:2"),
+        refusal: Refusal::Registry("connection refused".into()),
+    };
+    let p = plan(&m, &observed, &Resolved::from([(0, Err(down))]));
+    assert_eq!(only(&p).action, Action::Error);
+    assert!(p.refusals.is_empty(), "{p:?}");
+}
+
 /// A Swarm service `name` whose spec pins `REG/app:1` to `digest('1')`,
 /// with `running` of 3 tasks up, and its last update in `update`.
 fn service(

@@ -81,4 +81,34 @@ impl OpEvent {
             git_commit: None,
         }
     }
+
+    /// The event for a move refused for its signature: an op that ended
+    /// (`aborted`) before anything changed, the plan's reason as its
+    /// reason. Its id is derived from the container, the image and the
+    /// reason, so the same refusal is the same event on every pass (the
+    /// caller sends it once; a receiver dedupes by op id after a restart).
+    pub fn refusal(r: &crate::plan::SignatureRefusal, at: std::time::SystemTime) -> Self {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for part in [&r.container, &r.to, &r.reason] {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part.as_bytes());
+        }
+        let id: String = ctx.finish().as_ref().iter().take(10).map(|b| format!("{b:02x}")).collect();
+        let when = humantime::format_rfc3339_seconds(at).to_string();
+        Self {
+            op_id: format!("refused-{id}"),
+            container: r.container.clone(),
+            from: r.from.clone(),
+            to: r.to.clone(),
+            outcome: crate::swap::journal::OpOutcome::Aborted,
+            reason: Some(r.reason.clone()),
+            follows: None,
+            service: r.service,
+            started_at: when.clone(),
+            ended_at: when,
+            duration_ms: 0,
+            controller_version: env!("CARGO_PKG_VERSION").to_string(),
+            git_commit: None,
+        }
+    }
 }

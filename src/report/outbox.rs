@@ -66,6 +66,15 @@ impl Outbox {
         Ok(Self { dir })
     }
 
+    /// Queues events that are not journal ops (a refused signature):
+    /// written like any event, the oldest evicted past the bound.
+    pub fn enqueue(&self, events: &[OpEvent]) -> Result<(), OutboxError> {
+        for event in events {
+            self.put(event)?;
+        }
+        self.evict_beyond(MAX_PENDING)
+    }
+
     /// Writes `event` durably (replacing an older copy of the same op).
     pub fn put(&self, event: &OpEvent) -> Result<(), OutboxError> {
         let path = self.event_path(&event.op_id)?;

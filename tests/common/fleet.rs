@@ -322,9 +322,23 @@ impl HostAgent {
         suffix: &str,
         image: &str,
     ) -> HostAgent {
+        let text = agent_manifest(&run.name(suffix), image);
+        Self::start_with_manifest(run, url, token_file, name, suffix, image, &text)
+    }
+
+    /// [`HostAgent::start_at`] with the agent's own manifest file `text`
+    /// (its container is `run.name(suffix)`).
+    pub fn start_with_manifest(
+        run: &TestRun,
+        url: &str,
+        token_file: &Path,
+        name: &str,
+        suffix: &str,
+        image: &str,
+        text: &str,
+    ) -> HostAgent {
         let container = run.name(suffix);
         run.run_container(suffix, image, &[]);
-        let text = agent_manifest(&container, image);
         let manifest = run.write_file(&format!("{name}/desired-state.yaml"), text);
         let state = manifest.parent().expect("dir").join("state");
         let mut cmd = run.cli_command();
