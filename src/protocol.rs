@@ -92,6 +92,38 @@ pub struct Report {
     /// Images held after failures: not tried again until `until`.
     #[serde(default)]
     pub holds: Vec<HoldReport>,
+    /// With `run --git`: the commit the manifest file came from. Such an
+    /// agent takes its desired state from Git, not from the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitReport>,
+}
+
+/// Where an agent's manifest comes from when it follows a Git repository.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GitReport {
+    /// The repository (without credentials).
+    pub url: String,
+    /// The ref followed (`None`: the remote's HEAD).
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// The manifest's path in the repository.
+    #[serde(default)]
+    pub path: String,
+    /// The commit the manifest file was written from.
+    #[serde(default)]
+    pub commit: Option<String>,
+    /// Its author, `Name <email>`.
+    #[serde(default)]
+    pub author: Option<String>,
+    /// Its author time (RFC 3339).
+    #[serde(default)]
+    pub authored_at: Option<String>,
+    /// Who signed it, with `--git-verify-ssh-signers`.
+    #[serde(default)]
+    pub signer: Option<String>,
+    /// Why the newest commit was not applied, or the last look failed.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// The controller's own container.

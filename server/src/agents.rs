@@ -13,6 +13,7 @@ use super::signatures::Signed;
 use super::store::{now_ms, rfc3339, Store};
 use super::versions::{updates, RepositoryTags, Updates};
 use super::FleetError;
+use container_upgrader::protocol::GitReport;
 use container_upgrader::reference::ImageRef;
 
 /// The most events an agent's history shows.
@@ -213,6 +214,10 @@ pub struct AgentSummary {
     pub reported_at: Option<String>,
     /// Its targets.
     pub targets: Vec<TargetView>,
+    /// With `run --git`: the repository and commit its manifest comes
+    /// from (the server does not pin such an agent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitReport>,
 }
 
 /// One op from an agent's history.
@@ -257,7 +262,18 @@ pub struct AgentDetail {
     pub history_total: i64,
 }
 
-type AgentRow = (String, String, String, i64, i64, Option<i64>, Option<String>, Option<String>, Option<i64>);
+type AgentRow = (
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+);
 type TargetRow = (
     String,
     String,
@@ -277,7 +293,7 @@ type TargetRow = (
 type EventRow = (String, String, String, String, String, Option<String>, String, String);
 
 const AGENT_COLUMNS: &str = "id, name, labels, enrolled_at, last_seen, revoked_at, controller_version, \
-                             controller_image, reported_at";
+                             controller_image, reported_at, git";
 const TARGET_COLUMNS: &str = "agent_id, target, container, image, digest, version, desired, action, reason, \
                               last_op_id, last_outcome, last_reason, failure";
 
@@ -362,7 +378,7 @@ fn summary(
     offline_after: u32,
     now: i64,
 ) -> Result<AgentSummary, FleetError> {
-    let (id, name, labels, enrolled_at, last_seen, revoked_at, version, image, reported_at) = row;
+    let (id, name, labels, enrolled_at, last_seen, revoked_at, version, image, reported_at, git) = row;
     let labels = serde_json::from_str(&labels)
         .map_err(|e| FleetError::Corrupt(format!("agent `{id}`'s labels are not a JSON object: {e}")))?;
     Ok(AgentSummary {
@@ -376,6 +392,7 @@ fn summary(
         controller_image: image,
         reported_at: reported_at.map(rfc3339),
         targets,
+        git: git.and_then(|g| serde_json::from_str(&g).ok()),
     })
 }
 
@@ -506,6 +523,7 @@ mod tests {
             controller_version: Some(version.into()),
             controller_image: None,
             reported_at: None,
+            git: None,
             targets: vec![TargetView {
                 target: "web".into(),
                 container: "web".into(),

@@ -74,6 +74,16 @@ pub fn report(report: &mut Report) {
             cut(&mut op.updated_at, MAX_FIELD);
         }
     }
+    if let Some(g) = &mut report.git {
+        cut(&mut g.url, MAX_FIELD);
+        cut_opt(&mut g.reference, MAX_FIELD);
+        cut(&mut g.path, MAX_FIELD);
+        cut_opt(&mut g.commit, MAX_FIELD);
+        cut_opt(&mut g.author, MAX_FIELD);
+        cut_opt(&mut g.authored_at, MAX_FIELD);
+        cut_opt(&mut g.signer, MAX_FIELD);
+        cut_opt(&mut g.error, MAX_REASON);
+    }
     for h in &mut report.holds {
         cut(&mut h.container, MAX_FIELD);
         cut(&mut h.image, MAX_FIELD);

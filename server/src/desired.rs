@@ -12,6 +12,7 @@ use super::FleetError;
 use crate::access::Audit;
 use container_upgrader::manifest::edit::{self, EditError};
 use container_upgrader::manifest::Manifest;
+use container_upgrader::protocol::GitReport;
 
 pub use super::store::RECHECK;
 
@@ -106,6 +107,7 @@ impl Store {
     pub async fn put_manifest(&self, agent: &str, text: &str, audit: &Audit) -> Result<i64, FleetError> {
         Manifest::parse(&origin(agent), text).map_err(|e| FleetError::Invalid(e.to_string()))?;
         self.refuse_revoked(agent).await?;
+        self.refuse_git(agent).await?;
         let current = self.desired(agent).await?;
         self.write_desired(agent, text, current.revision, Some(audit)).await
     }
@@ -123,9 +125,29 @@ impl Store {
         audit: Option<&Audit>,
     ) -> Result<i64, FleetError> {
         self.refuse_revoked(agent).await?;
+        self.refuse_git(agent).await?;
         let current = self.desired(agent).await?;
         let text = edit::set_image(&current.manifest, &origin(agent), target, image).map_err(edit_error)?;
         self.write_desired(agent, &text, current.revision, audit).await
+    }
+
+    /// Where `agent`'s manifest comes from when it follows Git (`run --git`).
+    pub async fn git_of(&self, agent: &str) -> Result<Option<GitReport>, FleetError> {
+        let row: Option<(Option<String>,)> = sqlx::query_as("SELECT git FROM agents WHERE id = $1")
+            .bind(agent)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading where an agent's manifest comes from"))?;
+        Ok(row.and_then(|(g,)| g).and_then(|g| serde_json::from_str(&g).ok()))
+    }
+
+    /// Refuses to write the desired state of an agent that follows Git: it
+    /// would never apply it, and a campaign would wait for nothing.
+    async fn refuse_git(&self, agent: &str) -> Result<(), FleetError> {
+        match self.git_of(agent).await? {
+            Some(git) => Err(FleetError::Conflict(git_refusal(agent, &git))),
+            None => Ok(()),
+        }
     }
 
     /// Writes `text` as the revision after `base`, if nobody wrote since,
@@ -206,4 +228,14 @@ fn edit_error(e: EditError) -> FleetError {
         | EditError::NotInPlace { .. }
         | EditError::Unverified { .. } => FleetError::Conflict(text),
     }
+}
+
+/// Why `agent`, which follows `git`, is not pinned by the server.
+pub fn git_refusal(agent: &str, git: &GitReport) -> String {
+    let reference = git.reference.as_deref().map(|r| format!(" {r}")).unwrap_or_default();
+    format!(
+        "agent `{agent}` takes its desired state from Git ({}{reference}, {}): commit the change there; the \
+         server only shows what it runs",
+        git.url, git.path
+    )
 }

@@ -110,12 +110,16 @@ impl Store {
         // is touched, not the targets (one write instead of a transaction
         // rewriting every target).
         let same = self.same_as_last(agent, report).await?;
+        let git = report.git.as_ref().and_then(|g| serde_json::to_string(g).ok());
         let _gate = self.write_gate().await;
         if same {
-            sqlx::query("UPDATE agents SET last_report = $1, reported_at = $2, last_seen = $2 WHERE id = $3")
-                .bind(&body)
-                .bind(now)
-                .bind(agent)
+            sqlx::query(
+                "UPDATE agents SET last_report = $1, reported_at = $2, last_seen = $2, git = $4 WHERE id = $3",
+            )
+            .bind(&body)
+            .bind(now)
+            .bind(agent)
+            .bind(&git)
                 .execute(&self.pool)
                 .await
                 .map_err(db("storing a report"))?;
@@ -133,13 +137,14 @@ impl Store {
         let mut tx = self.pool.begin().await.map_err(db("starting to store a report"))?;
         sqlx::query(
             "UPDATE agents SET controller_version = $1, controller_image = $2, last_report = $3, \
-             reported_at = $4, last_seen = $4 WHERE id = $5",
+             reported_at = $4, last_seen = $4, git = $6 WHERE id = $5",
         )
         .bind(&report.controller_version)
         .bind(report.controller.as_ref().map(|c| c.image.clone()))
         .bind(&body)
         .bind(now)
         .bind(agent)
+        .bind(&git)
         .execute(&mut *tx)
         .await
         .map_err(db("storing a report"))?;

@@ -390,3 +390,89 @@ fn a_verifying_server_refuses_a_campaign_to_an_unsigned_digest_and_marks_version
     let image = campaigns[0]["image"].as_str().unwrap_or_default().to_string();
     assert_eq!(image, format!("{repo}:1.1.0@{}", digest("1.1.0")), "{campaigns}");
 }
+
+/// `run --git --server`: Git is the one source of the host's manifest and
+/// the fleet server sees which commit it runs (API, fleet table, agent
+/// page) — and refuses to pin it, since the agent would never apply it.
+#[test]
+fn an_agent_following_git_reports_its_commit_and_the_server_does_not_pin_it() {
+    let run = TestRun::new("fleet_gitops");
+    let (_registry, repo) = run.registry_with_versions();
+    let name = run.name("web");
+    run.run_container("web", &format!("{repo}:1"), &[]);
+    let manifest_for = |tag: &str| {
+        format!(
+            "version: 1\ndefaults:\n  health: {{stable: 1s, timeout: 30s}}\ntargets:\n  - container: {name}\n    image: {repo}:{tag}\n"
+        )
+    };
+    let file = run.write_file("gitops/desired-state.yaml", manifest_for("1"));
+    let state = file.parent().expect("dir").join("state");
+    let git = common::GitServer::start(&run.empty_dir("git"), None);
+    let commit = git.commit(&[("desired-state.yaml", &manifest_for("2"))], "web to 2");
+    git.git(&["push", "-q", "origin", "main"]);
+
+    let db = format!("sqlite://{}", run.empty_dir("db").join("fleet.db").display());
+    let server = FleetServer::start(&run, &db, &[]);
+    let token = server.enrolment_token(&run, &["--uses", "1"]);
+    let token_file = run.write_file("gitops/enrol.token", format!("{token}\n"));
+    set_mode(&token_file, 0o600);
+    let mut cmd = run.cli_command();
+    cmd.arg("run").arg("-f").arg(&file).arg("--state-dir").arg(&state);
+    cmd.args([
+        "--git",
+        &git.url(),
+        "--git-interval",
+        "1h",
+        "--server",
+        &server.url(),
+        "--agent-name",
+        "gitops",
+    ]);
+    cmd.args(["--server-poll", "10s", "--enrol-token-file"]).arg(&token_file);
+    let agent = common::Spawned::start(cmd, "run --git --server");
+
+    // The commit moves the container, and the server shows which commit.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let seen = loop {
+        let seen = server.agents().first().cloned().unwrap_or(Value::Null);
+        if seen["git"]["commit"] == commit.as_str() && target(&seen, &name)["image"] == format!("{repo}:2") {
+            break seen;
+        }
+        assert!(Instant::now() < deadline, "{seen:#}\n{}\n{}", agent.output(), server.output());
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(seen["git"]["url"], git.url().as_str(), "{seen:#}");
+    assert_eq!(seen["git"]["path"], "desired-state.yaml", "{seen:#}");
+    assert_eq!(seen["git"]["author"], "Test Author <author@example.test>", "{seen:#}");
+    let id = seen["id"].as_str().expect("id").to_string();
+
+    // A pin is refused with the reason: the agent would never apply it.
+    let pin = server.admin(
+        "PUT",
+        &format!("/v1/fleet/agents/{id}/targets/{name}"),
+        &format!(r#"{{"image": "{repo}:1"}}"#),
+    );
+    assert_eq!(pin.status, 409, "{}", pin.text());
+    assert!(pin.text().contains("takes its desired state from Git"), "{}", pin.text());
+    let campaign = server.admin(
+        "POST",
+        "/v1/fleet/campaigns",
+        &format!(r#"{{"agents": ["{id}"], "target": "{name}", "image": "{repo}:1", "pin_digest": false}}"#),
+    );
+    assert_eq!(campaign.status, 422, "{}", campaign.text());
+    assert!(campaign.text().contains("takes its desired state from Git"), "{}", campaign.text());
+
+    // The page shows the commit in the fleet table and on the agent's page.
+    let cookie = server.login(common::ADMIN_TOKEN);
+    let (_, fleet) = server.page(&cookie, "/");
+    assert!(fleet.contains(&format!(">git {}</span>", &commit[..7])), "{fleet}");
+    let (_, page) = server.page(&cookie, &format!("/agents/{id}"));
+    assert!(page.contains(&format!(r#"<code id="agent-git-commit">{commit}</code>"#)), "{page}");
+    assert!(!page.contains(r#"class="pin""#), "no pin form for an agent following Git: {page}");
+    assert_eq!(
+        run.inspect(&name, "{{.Config.Image}}"),
+        format!("{repo}:2"),
+        "the server's manifest was never applied:\n{}",
+        agent.output()
+    );
+}

@@ -86,6 +86,7 @@ pub async fn run(controller: &Controller, options: Options<'_>) -> Result<u8, Fa
                 manifest: options.manifest.to_path_buf(),
                 state_dir: fleet.state_dir.clone(),
                 wait: fleet.wait,
+                reports_only: options.git.is_some(),
             };
             let started = link::Link::start(config, snapshot.clone(), metrics.clone())
                 .map_err(|e| Failure::new(exit::USAGE, format!("error: {e}")))?;

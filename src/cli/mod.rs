@@ -226,8 +226,10 @@ struct GitArgs {
     /// `http://…`): the file at --git-path of the ref's newest commit is
     /// written to the manifest file (validated; the file's `policy` still
     /// binds it; an invalid commit changes nothing). SIGHUP or `POST
-    /// /v1/git/refresh` looks at once.
-    #[arg(long = "git", value_name = "URL", env = "CONTAINER_UPGRADER_GIT", conflicts_with = "server")]
+    /// /v1/git/refresh` looks at once. With --server too, the agent
+    /// reports to the server (with the commit) but never applies the
+    /// server's desired state: Git is the one source.
+    #[arg(long = "git", value_name = "URL", env = "CONTAINER_UPGRADER_GIT")]
     git: Option<String>,
     /// The branch, tag or full ref name to follow (default: the
     /// repository's HEAD).

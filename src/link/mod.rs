@@ -71,6 +71,10 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// How long one desired-state poll may be held open by the server.
     pub wait: Duration,
+    /// `run --git` too: the manifest file follows the Git repository, so
+    /// the server's desired state is never written (the agent still polls,
+    /// which keeps it online, and reports, with the commit).
+    pub reports_only: bool,
 }
 
 /// What `STATE_DIR/fleet/agent.json` holds.
@@ -319,6 +323,13 @@ async fn desired(shared: &Shared, enrolled: &Enrolled) {
             Ok(None) => {
                 backoff.succeeded();
                 shared.contact();
+            }
+            Ok(Some((_, tag))) if shared.config.reports_only => {
+                // Git is the one source; the server knows (the report's
+                // `git`) and refuses to pin this agent.
+                backoff.succeeded();
+                shared.contact();
+                etag = Some(tag);
             }
             Ok(Some((text, tag))) => {
                 backoff.succeeded();

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{Enrolled, Shared, REPORT_TICK, RETRY};
 use crate::backoff::Backoff;
-use crate::protocol::{Controller, HoldReport, LastOpReport, Report, TargetReport};
+use crate::protocol::{Controller, GitReport, HoldReport, LastOpReport, Report, TargetReport};
 use crate::reference::ImageRef;
 use crate::report::{Delivery, OpEvent, Outbox};
 use crate::resolve::tag::TagVersion;
@@ -148,6 +148,22 @@ pub fn of(snap: &Snapshot) -> Report {
             })
             .collect(),
         holds,
+        // Without the look times: they change every look, and a report
+        // equal to the last costs the server almost nothing.
+        git: snap.git.as_ref().map(|g| GitReport {
+            url: g.url.clone(),
+            reference: g.reference.clone(),
+            path: g.path.clone(),
+            commit: g.commit.clone(),
+            author: g.author.clone(),
+            authored_at: g.authored_at.clone(),
+            signer: g.signer.clone(),
+            error: g
+                .refused
+                .as_ref()
+                .map(|r| format!("commit {} not applied: {}", r.commit, r.reason))
+                .or_else(|| g.last_error.clone()),
+        }),
     }
 }
 

@@ -36,7 +36,9 @@ fn build() -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(super::repo_root())
+        // The Git helper too: `run --git` finds it next to the binary.
         .args(["build", "-p", "container-upgrader", "--bin", "container-upgrader"])
+        .args(["--bin", "container-upgrader-git"])
         .args(["--features", "container-upgrader/fault-injection"])
         .args(["--target", "x86_64-unknown-linux-gnu"])
         .env("CARGO_TARGET_DIR", &target_dir)

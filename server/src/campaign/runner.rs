@@ -188,6 +188,10 @@ pub async fn plan(store: &Store, request: &Request) -> Result<Campaign, FleetErr
 async fn check_pins(store: &Store, members: &[Member], image: &str) -> Result<(), FleetError> {
     let mut refused = Vec::new();
     for m in members {
+        if let Some(git) = store.git_of(&m.agent).await? {
+            refused.push(crate::desired::git_refusal(&m.agent, &git));
+            continue;
+        }
         let desired = store.desired(&m.agent).await?;
         let origin = format!("agent {}'s manifest", m.agent);
         if let Err(e) =

@@ -17,6 +17,7 @@ use super::PageError;
 use crate::agents::{AgentDetail, Status, TargetView};
 use crate::state::FleetState;
 use crate::store::now_ms;
+use container_upgrader::protocol::GitReport;
 use container_upgrader::reference::ImageRef;
 
 /// The agent page's query.
@@ -131,7 +132,8 @@ fn pin_form(agent_id: &str, t: &TargetView, csrf: &str) -> String {
 fn render(a: &AgentDetail, session: &Session, pinned: Option<i64>, now: i64, page: usize) -> String {
     // Pinning is an operator's: a viewer sees no pin form (the server
     // refuses the POST anyway).
-    let may_pin = session.may(Role::Operator);
+    // An agent following Git is changed in Git: the server refuses its pins.
+    let may_pin = session.may(Role::Operator) && a.agent.git.is_none();
     let s = &a.agent;
     let cells = agent_cells(a, now);
     let td = |id: &str| cells.iter().find(|c| c.id == id).map(Cell::td).unwrap_or_default();
@@ -204,7 +206,7 @@ fn render(a: &AgentDetail, session: &Session, pinned: Option<i64>, now: i64, pag
 <table class="facts"><tr><th>Name</th><td id="agent-name">{name}</td></tr><tr><th>Id</th><td><code>{id}</code></td></tr>
 <tr><th>Labels</th><td>{labels}</td></tr><tr><th>Status</th>{status}</tr><tr><th>Controller</th>{controller}</tr>
 <tr><th>Controller image</th><td class="image"><code>{ctl_image}</code></td></tr><tr><th>Last seen</th>{seen}</tr>
-<tr><th>Enrolled</th><td>{enrolled}</td></tr><tr><th>Desired revision</th><td>{revision}</td></tr></table>{errors}
+<tr><th>Enrolled</th><td>{enrolled}</td></tr><tr><th>Desired revision</th><td>{revision}</td></tr>{git}</table>{errors}
 <h2>Targets</h2><p class="live" id="live-note" data-live="1">{n} targets</p>
 <table class="targets" id="targets"><thead><tr><th>Target</th><th>Container</th><th>Image</th><th>Digest</th><th>Version</th><th>New version</th><th>Desired</th><th>Last pass</th><th>Last op</th>{pin_th}</tr></thead><tbody>{targets}</tbody></table>
 {holds}<h2>History</h2><table class="history"><thead><tr><th>Ended</th><th>Container</th><th>Change</th><th>Outcome</th><th>Reason</th><th>Op</th></tr></thead><tbody>{history}</tbody></table>{pager}"#,
@@ -218,9 +220,37 @@ fn render(a: &AgentDetail, session: &Session, pinned: Option<i64>, now: i64, pag
         seen = td("agent:seen"),
         enrolled = escape(&when(&s.enrolled_at, now)),
         revision = a.desired_revision,
+        git = git_row(s.git.as_ref(), now),
         n = s.targets.len(),
     );
     layout(&format!("Agent {}", s.name), Some(session), &body)
+}
+
+/// Where the manifest comes from, for an agent following Git.
+fn git_row(git: Option<&GitReport>, now: i64) -> String {
+    let Some(g) = git else { return String::new() };
+    let reference =
+        g.reference.as_deref().map(|r| format!(" <code>{}</code>", escape(r))).unwrap_or_default();
+    let commit = match &g.commit {
+        Some(c) => format!(
+            r#"commit <code id="agent-git-commit">{}</code>{}{}{}"#,
+            escape(c),
+            g.author.as_deref().map(|a| format!(" by {}", escape(a))).unwrap_or_default(),
+            g.authored_at.as_deref().map(|t| format!(", {}", escape(&when(t, now)))).unwrap_or_default(),
+            g.signer.as_deref().map(|s| format!(", signed by {}", escape(s))).unwrap_or_default(),
+        ),
+        None => "no commit applied yet".to_string(),
+    };
+    let error = g
+        .error
+        .as_deref()
+        .map(|e| format!(r#"<br><span class="error">{}</span>"#, escape(e)))
+        .unwrap_or_default();
+    format!(
+        r#"<tr><th>Desired state</th><td id="agent-git">from Git <code>{}</code>{reference}, <code>{}</code>: {commit}. Change it there: the server does not pin this agent.{error}</td></tr>"#,
+        escape(&g.url),
+        escape(&g.path)
+    )
 }
 
 /// `GET /agents/{id}`.

@@ -209,6 +209,28 @@ pub fn cells(row: &Row<'_>, now: i64) -> Vec<Cell> {
     ]
 }
 
+/// `git abc1234` for an agent that follows a Git repository (`run
+/// --git`), the repository, commit and author as its title; nothing else.
+pub fn git_badge(a: &AgentSummary) -> String {
+    let Some(g) = &a.git else { return String::new() };
+    let short: String = g.commit.as_deref().unwrap_or("?").chars().take(7).collect();
+    let mut title = format!("desired state from Git: {} {}", g.url, g.path);
+    if let Some(r) = &g.reference {
+        title.push_str(&format!(" ({r})"));
+    }
+    if let Some(c) = &g.commit {
+        title.push_str(&format!("; commit {c}"));
+    }
+    if let Some(who) = &g.author {
+        title.push_str(&format!(" by {who}"));
+    }
+    if let Some(e) = &g.error {
+        title.push_str(&format!("; {e}"));
+    }
+    let class = if g.error.is_some() { "badge badge-git badge-git-error" } else { "badge badge-git" };
+    format!(r#" <span class="{class}" title="{}">git {}</span>"#, escape(&title), escape(&short))
+}
+
 fn labels(a: &AgentSummary) -> String {
     a.labels
         .iter()
@@ -240,11 +262,12 @@ fn row_html(row: &Row<'_>, now: i64, shared_names: &std::collections::HashSet<&s
         String::new()
     };
     format!(
-        r#"<tr data-row="{key}"><td>{pick}</td><td class="name"><a href="/agents/{id_url}">{name}</a>{dup}</td><td class="labels">{labels}</td>{status}{controller}<td class="target">{target}</td>{image}{version}{updates}{op}{seen}</tr>"#,
+        r#"<tr data-row="{key}"><td>{pick}</td><td class="name"><a href="/agents/{id_url}">{name}</a>{dup}{git}</td><td class="labels">{labels}</td>{status}{controller}<td class="target">{target}</td>{image}{version}{updates}{op}{seen}</tr>"#,
         key = escape(&row.key()),
         id_url = escape(&urlencode(&a.id)),
         name = escape(&a.name),
         labels = labels(a),
+        git = git_badge(a),
         status = cell("status"),
         controller = cell("controller"),
         target = escape(row.target_name()),
@@ -591,6 +614,7 @@ mod tests {
             controller_version: Some("0.1.0".into()),
             controller_image: None,
             reported_at: None,
+            git: None,
             targets: images
                 .iter()
                 .map(|(image, version)| TargetView {

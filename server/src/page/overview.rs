@@ -240,6 +240,7 @@ mod tests {
             controller_version: None,
             controller_image: None,
             reported_at: None,
+            git: None,
             targets: vec![TargetView {
                 target: "web".into(),
                 container: "web".into(),
