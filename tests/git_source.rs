@@ -331,12 +331,9 @@ fn bad_git_flags_are_refused_before_anything_runs() {
     let empty = run.write_file("allowed_signers", "# nobody yet\n").display().to_string();
     for (args, says) in [
         (vec!["--git", "https://me:pw@git.example/r.git"], "--git-token-file"),
-        (vec!["--git", "ssh://git@git.example/r.git"], "SSH is not supported yet"),
+        (vec!["--git", "ssh://git@git.example/r.git"], "needs --git-ssh-key FILE"),
+        (vec!["--git", "https://git.example/r.git", "--git-ssh-key", &empty], "go with an SSH URL"),
         (vec!["--git", "https://git.example/r.git", "--git-path", "../etc/passwd"], "relative path"),
-        (
-            vec!["--git", "https://git.example/r.git", "--server", "https://fleet.example"],
-            "cannot be used with",
-        ),
         (vec!["--git-ref", "main"], "--git"),
         (vec!["--git", "https://git.example/r.git", "--git-verify-ssh-signers", &empty], "lists no key"),
     ] {
@@ -355,4 +352,53 @@ fn bad_git_flags_are_refused_before_anything_runs() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("needs the Git helper /nonexistent/container-upgrader-git"), "{stderr}");
+}
+
+/// Over SSH (the distribution's `sshd` with its own host key): a host key
+/// that is not the one in --git-known-hosts is refused with ssh's words
+/// and nothing changes; with the right one the commit moves the container.
+#[test]
+fn a_repository_over_ssh_is_followed_with_a_key_and_a_strict_known_hosts_file() {
+    let s = setup("git_source_ssh", None);
+    let sshd = common::Sshd::start(&s.run.empty_dir("sshd"));
+    let commit = s.git.commit(&[("desired-state.yaml", &manifest(&s.run, &s.repo, "2"))], "web to 2");
+    push(&s.git, &["main"]);
+    let url = sshd.url(&s.git.bare());
+    let key = sshd.client_key.to_str().expect("utf-8");
+    let start = |known: &Path| {
+        let addr = free_addr();
+        let token = s.run.write_file("api-token", API_TOKEN);
+        let mut cmd = s.run.cli_command();
+        cmd.args(["run", "-f", s.manifest.to_str().expect("utf-8"), "--state-dir", &s.state])
+            .args(["--listen", &addr, "--token-file", token.to_str().expect("utf-8")])
+            .args(["--git", &url, "--git-interval", "1h", "--git-ssh-key", key])
+            .args(["--git-known-hosts", known.to_str().expect("utf-8")]);
+        (Spawned::start(cmd, "run --git over ssh"), addr)
+    };
+
+    // Another key for the address: refused, said, nothing written.
+    let (mut d, addr) = start(&sshd.wrong_known_hosts);
+    wait_for("the host key refused", Duration::from_secs(60), || {
+        git_status(&addr)["last_error"].as_str().is_some_and(|e| e.contains("Host key verification failed"))
+    });
+    assert_eq!(s.file(), manifest(&s.run, &s.repo, "1"), "nothing written:\n{}", d.output());
+    assert_eq!(s.image(), format!("{}:1", s.repo));
+    d.kill();
+
+    // The right one: the commit is applied.
+    let (mut d, addr) = start(&sshd.known_hosts);
+    wait_for("web on :2 from Git over SSH", Duration::from_secs(90), || s.image() == format!("{}:2", s.repo));
+    let git = git_status(&addr);
+    assert_eq!(git["commit"], commit.as_str(), "{git:#}\n{}\n{}", d.output(), sshd.output());
+    // The user name is dropped like any credential-like part.
+    let shown = git["url"].as_str().unwrap_or_default();
+    assert!(shown.starts_with("ssh://127.0.0.1:") && shown.ends_with("/repo.git"), "{git:#}");
+    d.kill();
+
+    // An SSH URL without the files is refused at start, saying what it needs.
+    let args = ["run", "-f", s.manifest.to_str().expect("utf-8"), "--state-dir", &s.state, "--git", &url];
+    let out = s.run.cli(&args);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("--git-ssh-key") && said.contains("--git-known-hosts"), "{said}");
 }

@@ -250,6 +250,16 @@ struct GitArgs {
     /// signature by a key it lists is applied (re-read on every look).
     #[arg(long, value_name = "PATH", requires = "git")]
     git_verify_ssh_signers: Option<PathBuf>,
+    /// For an SSH URL (`ssh://git@host/repo.git`, `git@host:repo.git`):
+    /// the private key to authenticate with (mode 0600). Needs the `ssh`
+    /// client on the host.
+    #[arg(long, value_name = "PATH", requires = "git")]
+    git_ssh_key: Option<PathBuf>,
+    /// For an SSH URL: the known_hosts file the server's host key must be
+    /// in (checked strictly: an unknown or changed key is refused, never
+    /// learned).
+    #[arg(long, value_name = "PATH", requires = "git")]
+    git_known_hosts: Option<PathBuf>,
 }
 
 /// What `reconcile` and `run` share: the manifest, registries, state,
@@ -356,6 +366,8 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                     interval: git.git_interval.0,
                     token_file: git.git_token_file,
                     signers_file: git.git_verify_ssh_signers,
+                    ssh_key: git.git_ssh_key,
+                    known_hosts: git.git_known_hosts,
                     manifest: pass.file.path.clone(),
                     state_dir: pass.state.state_dir.clone(),
                 }),

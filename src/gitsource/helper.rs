@@ -18,6 +18,12 @@ pub fn serve(request: Request) -> Response {
         None => None,
     };
     crate::tls::ensure_crypto_provider();
+    if let Some(ssh) = &request.ssh {
+        // Git's own variables, read by gix when it spawns `ssh`: this
+        // process makes one look and exits, and no other thread runs yet.
+        std::env::set_var("GIT_SSH_COMMAND", ssh.command());
+        std::env::set_var("GIT_SSH_VARIANT", "ssh");
+    }
     let source = Source { request: &request, bundled_roots: !crate::tls::system_roots_usable(), signers };
     match fetch::look(&source) {
         Ok(look) => Response::Ok(look),

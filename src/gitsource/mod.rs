@@ -71,6 +71,10 @@ pub struct Config {
     pub token_file: Option<PathBuf>,
     /// An `allowed_signers` file: only commits signed by its keys apply.
     pub signers_file: Option<PathBuf>,
+    /// For an SSH URL: the private key.
+    pub ssh_key: Option<PathBuf>,
+    /// For an SSH URL: the known_hosts file.
+    pub known_hosts: Option<PathBuf>,
     /// The manifest file the controller reads.
     pub manifest: PathBuf,
     /// The controller's state directory.
@@ -144,7 +148,8 @@ impl GitSource {
         snapshot: SharedSnapshot,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StartError> {
-        check_url(&config.url)?;
+        let ssh = check_url(&config.url)?;
+        check_ssh(&config, ssh)?;
         if config.path.trim().is_empty()
             || config.path.starts_with('/')
             || config.path.split('/').any(|c| c == "..")
@@ -240,16 +245,32 @@ pub fn read_status(state_dir: &Path) -> Option<GitStatus> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// `https://host/repo` or `http://…`, without a password.
-fn check_url(url: &str) -> Result<(), StartError> {
+/// `https://host/repo` or `http://…` without a password, or an SSH URL
+/// (`ssh://[user@]host[:port]/path`, or `user@host:path` as git writes
+/// it); `true` for SSH.
+fn check_url(url: &str) -> Result<bool, StartError> {
     let bad = |why: &str| StartError::BadUrl { url: crate::redact::url(url), why: why.to_string() };
-    let parsed = reqwest::Url::parse(url.trim()).map_err(|_| {
-        bad("expected an https:// or http:// URL (SSH is not supported yet: use HTTPS with --git-token-file)")
-    })?;
+    const ALLOWED: &str = "expected an https://, http:// or ssh:// URL, or user@host:path";
+    let url = url.trim();
+    if let Some((authority, path)) = scp_like(url) {
+        if authority.is_empty() || authority.starts_with('-') || path.is_empty() {
+            return Err(bad(ALLOWED));
+        }
+        return Ok(true);
+    }
+    let parsed = reqwest::Url::parse(url).map_err(|_| bad(ALLOWED))?;
     match parsed.scheme() {
         "https" | "http" => {}
-        "ssh" => return Err(bad("SSH is not supported yet: use HTTPS with --git-token-file")),
-        _ => return Err(bad("expected an https:// or http:// URL")),
+        "ssh" => {
+            if parsed.host_str().is_none_or(|h| h.starts_with('-')) {
+                return Err(bad("the URL names no host"));
+            }
+            if parsed.password().is_some() {
+                return Err(bad("SSH authenticates with --git-ssh-key, not a password in the URL"));
+            }
+            return Ok(true);
+        }
+        _ => return Err(bad(ALLOWED)),
     }
     if parsed.host_str().is_none() {
         return Err(bad("the URL names no host"));
@@ -257,6 +278,64 @@ fn check_url(url: &str) -> Result<(), StartError> {
     if parsed.password().is_some() {
         return Err(bad(
             "a secret in the URL would show in process lists and logs: put it in --git-token-file",
+        ));
+    }
+    Ok(false)
+}
+
+/// `user@host:path` (git's scp-like SSH syntax): (`user@host`, `path`);
+/// `None` for a URL with a scheme or a local path.
+fn scp_like(url: &str) -> Option<(&str, &str)> {
+    if url.contains("://") {
+        return None;
+    }
+    let (authority, path) = url.split_once(':')?;
+    (authority.contains('@') && !authority.contains('/')).then_some((authority, path))
+}
+
+/// An SSH URL needs a key and a known_hosts file, both readable, the key
+/// private to its owner (`ssh` refuses it otherwise); HTTPS needs neither.
+fn check_ssh(config: &Config, ssh: bool) -> Result<(), StartError> {
+    if !ssh {
+        if config.ssh_key.is_some() || config.known_hosts.is_some() {
+            return Err(StartError::Flag(
+                "--git-ssh-key and --git-known-hosts go with an SSH URL (ssh://… or user@host:path)".into(),
+            ));
+        }
+        return Ok(());
+    }
+    if config.token_file.is_some() {
+        return Err(StartError::Flag(
+            "--git-token-file is for HTTPS; an SSH URL authenticates with --git-ssh-key".into(),
+        ));
+    }
+    let (Some(key), Some(known)) = (&config.ssh_key, &config.known_hosts) else {
+        return Err(StartError::Flag(
+            "an SSH URL needs --git-ssh-key FILE (the private key) and --git-known-hosts FILE (the server's \
+             host key, checked strictly: never learned on first use)"
+                .into(),
+        ));
+    };
+    for path in [key, known] {
+        private_fs::read_bounded(path, 64 * 1024)
+            .map_err(|e| StartError::File { path: path.clone(), message: e.to_string() })?;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(key).map(|m| m.permissions().mode()).unwrap_or(0);
+    if mode & 0o077 != 0 {
+        return Err(StartError::File {
+            path: key.clone(),
+            message: format!(
+                "mode {:o}: a private key must be readable by its owner only (chmod 600)",
+                mode & 0o777
+            ),
+        });
+    }
+    let ssh = std::process::Command::new("ssh").arg("-V").output();
+    if ssh.is_err() {
+        return Err(StartError::Flag(
+            "an SSH URL needs the `ssh` client on this host (none in a FROM scratch image: use HTTPS there)"
+                .into(),
         ));
     }
     Ok(())
@@ -404,6 +483,11 @@ async fn look(config: &Config, helper: &Path, dir: &Path, last: Option<&Head>) -
         signers_file: config.signers_file.clone(),
         last: last.cloned(),
         scratch: dir.join("scratch"),
+        ssh: config
+            .ssh_key
+            .clone()
+            .zip(config.known_hosts.clone())
+            .map(|(key, known_hosts)| wire::Ssh { key, known_hosts }),
     };
     let fetched = match ask(helper, &request).await? {
         wire::Look::Unchanged => return Ok(Outcome::Unchanged),
@@ -467,7 +551,12 @@ async fn ask(helper: &Path, request: &wire::Request) -> Result<wire::Look, Strin
     }
     match serde_json::from_slice::<wire::Response>(&stdout) {
         Ok(wire::Response::Ok(look)) => Ok(look),
-        Ok(wire::Response::Failed(why)) => Err(why),
+        // What `ssh` said (an unknown host key, a refused key) is on the
+        // helper's stderr: the reason needs it.
+        Ok(wire::Response::Failed(why)) => match String::from_utf8_lossy(&stderr).trim() {
+            "" => Err(why),
+            said => Err(format!("{why} ({})", said.lines().last().unwrap_or(said))),
+        },
         Err(_) => Err(format!(
             "the Git helper failed ({status}){}",
             Some(String::from_utf8_lossy(&stderr).trim().to_string())
@@ -489,11 +578,14 @@ mod tests {
 
     #[test]
     fn only_fetchable_urls_without_secrets_are_taken() {
-        assert!(check_url("https://git.example/ops/fleet.git").is_ok());
-        assert!(check_url("http://127.0.0.1:8080/repo").is_ok());
+        assert!(!check_url("https://git.example/ops/fleet.git").expect("https"));
+        assert!(!check_url("http://127.0.0.1:8080/repo").expect("http"));
+        assert!(check_url("ssh://git@git.example:2222/ops/fleet.git").expect("ssh"));
+        assert!(check_url("git@git.example:ops/fleet.git").expect("scp-like"));
         let why = |url: &str| check_url(url).expect_err(url).to_string();
         assert!(why("git://127.0.0.1/repo").contains("expected an https://"));
-        assert!(why("ssh://git@git.example/repo").contains("SSH is not supported yet"));
+        assert!(why("ssh://me:pw@git.example/repo").contains("--git-ssh-key"));
+        assert!(why("-oProxyCommand=x@host:repo").contains("expected"), "an option, not a host");
         assert!(why("ftp://x/repo").contains("expected an https://"));
         let secret = why("https://me:hunter2@git.example/repo");
         assert!(secret.contains("--git-token-file") && !secret.contains("hunter2"), "{secret}");

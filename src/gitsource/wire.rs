@@ -28,6 +28,50 @@ pub struct Request {
     pub last: Option<Head>,
     /// A directory the helper may fill and empty.
     pub scratch: std::path::PathBuf,
+    /// For an SSH URL: the key and the known hosts `ssh` is run with.
+    #[serde(default)]
+    pub ssh: Option<Ssh>,
+}
+
+/// How the helper runs `ssh` for an SSH URL.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ssh {
+    /// The private key (`ssh -i`).
+    pub key: std::path::PathBuf,
+    /// The only known_hosts file consulted, strictly.
+    pub known_hosts: std::path::PathBuf,
+}
+
+impl Ssh {
+    /// The command line Git runs for SSH (`GIT_SSH_COMMAND`): no prompt,
+    /// no other key or known_hosts file, a bounded connect.
+    pub fn command(&self) -> String {
+        format!(
+            "ssh -i {} -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes -o StrictHostKeyChecking=yes \
+             -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null -o ConnectTimeout=10",
+            quote(&self.key.to_string_lossy()),
+            quote(&self.known_hosts.to_string_lossy()),
+        )
+    }
+}
+
+/// `text` as one POSIX shell word.
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ssh_command_quotes_paths_as_single_shell_words() {
+        let ssh = Ssh { key: "/keys/it's here".into(), known_hosts: "/etc/kh".into() };
+        let cmd = ssh.command();
+        assert!(cmd.starts_with(r"ssh -i '/keys/it'\''s here' "), "{cmd}");
+        assert!(cmd.contains("-o UserKnownHostsFile='/etc/kh'"), "{cmd}");
+        assert!(cmd.contains("StrictHostKeyChecking=yes") && cmd.contains("BatchMode=yes"), "{cmd}");
+    }
 }
 
 /// What the look found, or why it failed.

@@ -206,3 +206,82 @@ async fn cgi(
     }
     response.status(status).body(Body::from(out.stdout[end + sep..].to_vec())).expect("response")
 }
+
+/// The distribution's `sshd` on a loopback port, serving this machine's
+/// repositories to one client key (`git-upload-pack` over SSH, as any Git
+/// host does), with its own host key. Stops when dropped.
+pub struct Sshd {
+    /// `127.0.0.1:PORT`.
+    pub port: u16,
+    /// The client's private key (0600).
+    pub client_key: PathBuf,
+    /// A known_hosts file listing the server's host key.
+    pub known_hosts: PathBuf,
+    /// A known_hosts file listing another key for the same address.
+    pub wrong_known_hosts: PathBuf,
+    process: super::Spawned,
+}
+
+impl Sshd {
+    pub fn start(dir: &Path) -> Sshd {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let keygen = |file: &Path| {
+            let out = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
+                .arg(file)
+                .output()
+                .expect("ssh-keygen");
+            assert!(out.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
+            std::fs::read_to_string(file.with_extension("pub")).expect("public key")
+        };
+        let host_pub = keygen(&dir.join("host"));
+        let other_pub = keygen(&dir.join("other"));
+        let client_key = dir.join("client");
+        let client_pub = keygen(&client_key);
+        std::fs::write(dir.join("authorized_keys"), client_pub).expect("authorized_keys");
+        let port =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let hosts = |public: &str| {
+            let mut words = public.split_whitespace();
+            let (kind, key) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            format!("[127.0.0.1]:{port} {kind} {key}\n")
+        };
+        let (known_hosts, wrong_known_hosts) = (dir.join("known_hosts"), dir.join("wrong_known_hosts"));
+        std::fs::write(&known_hosts, hosts(&host_pub)).expect("known_hosts");
+        std::fs::write(&wrong_known_hosts, hosts(&other_pub)).expect("known_hosts");
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nAuthorizedKeysFile {keys}\nPidFile {pid}\n\
+                 StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 PermitRootLogin prohibit-password\nLogLevel VERBOSE\n",
+                host = dir.join("host").display(),
+                keys = dir.join("authorized_keys").display(),
+                pid = dir.join("sshd.pid").display(),
+            ),
+        )
+        .expect("sshd_config");
+        // sshd's privilege separation directory, which a service would make.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let mut cmd = Command::new("/usr/sbin/sshd");
+        cmd.args(["-D", "-e", "-f"]).arg(&config);
+        let process = super::Spawned::start(cmd, "sshd");
+        super::wait_for("sshd to listen", std::time::Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Sshd { port, client_key, known_hosts, wrong_known_hosts, process }
+    }
+
+    /// `ssh://USER@127.0.0.1:PORT/<path>` for the repository at `path`.
+    pub fn url(&self, path: &Path) -> String {
+        let who = Command::new("id").arg("-un").output().expect("id -un");
+        let user = String::from_utf8_lossy(&who.stdout).trim().to_string();
+        format!("ssh://{user}@127.0.0.1:{}{}", self.port, path.display())
+    }
+
+    /// What sshd logged.
+    pub fn output(&self) -> String {
+        self.process.output()
+    }
+}

@@ -57,7 +57,7 @@ pub use fleet::{
     HostAgent, Spawned, ADMIN_TOKEN,
 };
 #[allow(unused_imports)]
-pub use git::GitServer;
+pub use git::{GitServer, Sshd};
 #[allow(unused_imports)]
 pub use image::{testbox_binary, ImageSpec};
 #[allow(unused_imports)]
