@@ -365,16 +365,18 @@ fn a_repository_over_ssh_is_followed_with_a_key_and_a_strict_known_hosts_file() 
     push(&s.git, &["main"]);
     let url = sshd.url(&s.git.bare());
     let key = sshd.client_key.to_str().expect("utf-8");
-    let start = |known: &Path| {
+    let start_at = |known: &Path, extra: &[&str]| {
         let addr = free_addr();
         let token = s.run.write_file("api-token", API_TOKEN);
         let mut cmd = s.run.cli_command();
         cmd.args(["run", "-f", s.manifest.to_str().expect("utf-8"), "--state-dir", &s.state])
             .args(["--listen", &addr, "--token-file", token.to_str().expect("utf-8")])
             .args(["--git", &url, "--git-interval", "1h", "--git-ssh-key", key])
-            .args(["--git-known-hosts", known.to_str().expect("utf-8")]);
+            .args(["--git-known-hosts", known.to_str().expect("utf-8")])
+            .args(extra);
         (Spawned::start(cmd, "run --git over ssh"), addr)
     };
+    let start = |known: &Path| start_at(known, &[]);
 
     // Another key for the address: refused, said, nothing written.
     let (mut d, addr) = start(&sshd.wrong_known_hosts);
@@ -388,11 +390,30 @@ fn a_repository_over_ssh_is_followed_with_a_key_and_a_strict_known_hosts_file() 
     // The right one: the commit is applied.
     let (mut d, addr) = start(&sshd.known_hosts);
     wait_for("web on :2 from Git over SSH", Duration::from_secs(90), || s.image() == format!("{}:2", s.repo));
+    // Committed, not mid-gate: a kill now must not leave a swap to undo.
+    wait_for("the upgrade committed", Duration::from_secs(60), || {
+        metric(&addr, "container_upgrader_upgrades_total{outcome=\"committed\"}").is_some_and(|n| n >= 1.0)
+    });
     let git = git_status(&addr);
     assert_eq!(git["commit"], commit.as_str(), "{git:#}\n{}\n{}", d.output(), sshd.output());
     // The user name is dropped like any credential-like part.
     let shown = git["url"].as_str().unwrap_or_default();
     assert!(shown.starts_with("ssh://127.0.0.1:") && shown.ends_with("/repo.git"), "{git:#}");
+    d.kill();
+
+    // An annotated tag is followed to the commit it names.
+    let tagged = s.git.commit(&[("desired-state.yaml", &manifest(&s.run, &s.repo, "1"))], "back to 1");
+    s.git.git(&["tag", "-a", "v1", "-m", "release v1"]);
+    push(&s.git, &["main", "v1"]);
+    let (mut d, addr) = start_at(&sshd.known_hosts, &["--git-ref", "v1"]);
+    wait_for("web back on :1 from the tag", Duration::from_secs(90), || s.image() == format!("{}:1", s.repo));
+    let git = git_status(&addr);
+    assert_eq!(
+        (git["commit"].as_str(), git["reference"].as_str()),
+        (Some(tagged.as_str()), Some("v1")),
+        "{git:#}\n{}",
+        d.output()
+    );
     d.kill();
 
     // An SSH URL without the files is refused at start, saying what it needs.
