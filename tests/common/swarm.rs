@@ -194,8 +194,11 @@ fn swarm_manager() -> Result<(), String> {
     match state.trim() {
         "active" => Ok(()),
         "inactive" => {
+            // `swarm init` makes this network and `swarm leave` keeps it:
+            // removed after leaving when the init made it.
+            let had_bridge = try_docker(&["network", "inspect", "docker_gwbridge"]).is_ok();
             try_docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"])?;
-            leave_when_done()
+            leave_when_done(!had_bridge)
         }
         other => Err(format!(
             "the engine's swarm state is {other:?}: the Swarm tests need an engine in no swarm (they make it \
@@ -208,9 +211,10 @@ fn swarm_manager() -> Result<(), String> {
 /// engine out of the Swarm this process made: Rust's test harness has no
 /// hook after the last test, and a panic must not leave the engine a
 /// manager.
-fn leave_when_done() -> Result<(), String> {
+fn leave_when_done(remove_bridge: bool) -> Result<(), String> {
+    let bridge = if remove_bridge { "; docker network rm docker_gwbridge >/dev/null 2>&1" } else { "" };
     let script = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; docker swarm leave --force >/dev/null 2>&1",
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; docker swarm leave --force >/dev/null 2>&1{bridge}",
         pid = std::process::id()
     );
     Command::new("setsid")
