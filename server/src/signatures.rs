@@ -186,7 +186,9 @@ impl Store {
         .map_err(db("listing what the fleet runs"))?;
         for (repository, tags) in listed {
             let Ok(reference) = ImageRef::parse(repository) else { continue };
-            let mut wanted: Vec<String> = Vec::new();
+            // The offered updates first: past the bound, a running tag's
+            // mark is the one to go (its digest is judged anyway).
+            let (mut wanted, mut runs): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
             let mut digests: Vec<Digest> = Vec::new();
             for (_, image, digest) in running.iter().filter(|(r, _, _)| r == repository) {
                 let tag = image
@@ -195,7 +197,7 @@ impl Store {
                     .and_then(|i| i.tag().map(String::from));
                 if let Some(tag) = tag {
                     wanted.extend(offered(&tag, tags));
-                    wanted.push(tag);
+                    runs.push(tag);
                 }
                 if let Some(d) = digest.as_deref().and_then(|d| Digest::parse(d).ok()) {
                     digests.push(d);
@@ -203,6 +205,10 @@ impl Store {
             }
             wanted.sort();
             wanted.dedup();
+            runs.sort();
+            runs.dedup();
+            runs.retain(|t| !wanted.contains(t));
+            wanted.extend(runs);
             wanted.truncate(MAX_TAGS_PER_REPOSITORY);
             for tag in wanted.iter().filter(|t| tags.contains(t)) {
                 let tagged = ImageRef::parse(&format!("{repository}:{tag}"));
