@@ -20,7 +20,7 @@ use super::FleetError;
 use container_upgrader::reference::ImageRef;
 use container_upgrader::registry::Registry;
 use container_upgrader::types::Digest;
-use container_upgrader::verify::{self, PublicKey, Refusal};
+use container_upgrader::verify::{PublicKey, Refusal};
 
 /// Whether one version is signed by a key of `--verify-key`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -100,20 +100,6 @@ pub fn fingerprint(keys: &[PublicKey]) -> String {
         ctx.update(raw);
     }
     ctx.finish().as_ref().iter().take(16).map(|b| format!("{b:02x}")).collect()
-}
-
-/// Judges `digest` of `image` with `keys`: one lookup of its signatures.
-pub async fn verdict(
-    client: &Registry,
-    image: &ImageRef,
-    digest: &Digest,
-    keys: &[PublicKey],
-) -> Result<(), Refusal> {
-    match client.cosign_signatures(image, digest).await {
-        Ok(layers) => verify::judge(keys, digest, layers.as_deref())
-            .map_err(|r| verify::with_count(r, layers.as_ref().map_or(0, Vec::len))),
-        Err(e) => Err(Refusal::Registry(e.to_string())),
-    }
 }
 
 /// The most tags whose digest one check asks per repository: the running
@@ -229,7 +215,7 @@ impl Store {
                 if good.contains(&(repository.clone(), digest.to_string())) {
                     continue;
                 }
-                let refusal = verdict(client, &reference, &digest, verify_keys).await.err();
+                let refusal = client.cosign_verdict(&reference, &digest, verify_keys).await.err();
                 if let Some(Refusal::Registry(e)) = &refusal {
                     // Not a verdict: what was known stays.
                     tracing::warn!(repository = %repository, digest = %digest, error = %e, "cannot read signatures");
@@ -299,7 +285,7 @@ mod tests {
 
     fn key(byte: u8) -> PublicKey {
         let raw = std::iter::once(0x04).chain(std::iter::repeat_n(byte, 64)).collect();
-        PublicKey { kind: verify::KeyKind::EcdsaP256, raw, label: format!("key{byte}") }
+        PublicKey { kind: container_upgrader::verify::KeyKind::EcdsaP256, raw, label: format!("key{byte}") }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::distribution::{Auth, Distribution};
 use super::{Registry, RegistryError};
 use crate::reference::ImageRef;
 use crate::types::Digest;
-use crate::verify::{signature_tag, SignedLayer, SIGNATURE_ANNOTATION};
+use crate::verify::{self, signature_tag, PublicKey, Refusal, SignedLayer, SIGNATURE_ANNOTATION};
 
 /// The most signature layers read from one manifest: each costs a GET.
 const MAX_LAYERS: usize = 16;
@@ -51,6 +51,22 @@ struct Layer {
 }
 
 impl Registry {
+    /// Whether `digest` of `image` carries a valid signature by one of
+    /// `keys`: one lookup of its signatures, judged by [`verify::judge`];
+    /// a registry that cannot be asked is [`Refusal::Registry`].
+    pub async fn cosign_verdict(
+        &self,
+        image: &ImageRef,
+        digest: &Digest,
+        keys: &[PublicKey],
+    ) -> Result<(), Refusal> {
+        match self.cosign_signatures(image, digest).await {
+            Ok(layers) => verify::judge(keys, digest, layers.as_deref())
+                .map_err(|r| verify::with_count(r, layers.as_ref().map_or(0, Vec::len))),
+            Err(e) => Err(Refusal::Registry(e.to_string())),
+        }
+    }
+
     /// The signature layers stored for `digest` of `image`'s repository;
     /// `None` when there is no signature tag. Each payload is checked
     /// against its descriptor's digest (a registry is not trusted to serve

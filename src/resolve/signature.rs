@@ -52,11 +52,7 @@ pub(super) async fn check(
         .collect();
     let verdicts: HashMap<(String, Digest), Result<(), Refusal>> = stream::iter(lookups)
         .map(|((repo, digest), (reference, keys))| async move {
-            let verdict = match registry.cosign_signatures(&reference, &digest).await {
-                Ok(layers) => verify::judge(&keys.keys, &digest, layers.as_deref())
-                    .map_err(|r| verify::with_count(r, layers.as_ref().map_or(0, Vec::len))),
-                Err(e) => Err(Refusal::Registry(e.to_string())),
-            };
+            let verdict = registry.cosign_verdict(&reference, &digest, &keys.keys).await;
             if verdict.is_ok() {
                 verify::remember(&repo, &digest, keys);
             }

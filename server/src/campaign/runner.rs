@@ -263,7 +263,7 @@ async fn pin_digest(image: &str, access: &CheckerConfig) -> Result<String, Fleet
         })?,
     };
     if verifying {
-        match crate::signatures::verdict(&client, &reference, &digest, &access.verify_keys).await {
+        match client.cosign_verdict(&reference, &digest, &access.verify_keys).await {
             Ok(()) => {}
             Err(e @ container_upgrader::verify::Refusal::Registry(_)) => {
                 return Err(FleetError::Upstream(format!(
