@@ -14,7 +14,7 @@ use crate::controller::{Controller, Pass};
 use crate::manifest::Manifest;
 use crate::metrics::{self, Metrics};
 use crate::reconcile::ReconcileError;
-use crate::report::{Delivery, OpEvent, Outbox};
+use crate::report::{Delivery, Outbox};
 use crate::status::{ControllerInfo, LastOp, PassStatus, SharedSnapshot, TargetFailure, TargetStatus};
 use crate::summary::Summary;
 use crate::swap::journal::OpRecord;
@@ -52,12 +52,8 @@ pub struct Daemon<'a, O> {
     delivery: Option<Delivery>,
     output: O,
     /// Refusal events already queued for the webhook (by op id).
-    told: std::collections::HashSet<String>,
+    told: std::collections::BTreeSet<String>,
 }
-
-/// The most refusal ids remembered; past it the set starts over (a
-/// refusal still standing is then told once more, with the same op id).
-const MAX_TOLD: usize = 4096;
 
 impl<'a, O: FnMut(Event<'_>)> Daemon<'a, O> {
     /// Finishes what the controller's last run left (interrupted swaps of
@@ -199,26 +195,9 @@ impl<'a, O: FnMut(Event<'_>)> Daemon<'a, O> {
     fn report_refusals(&mut self, manifest: &Manifest, pass: &Pass, git_commit: Option<&str>) {
         let url = self.webhook(manifest);
         let (Some(outbox), Some(delivery), Some(_)) = (&self.outbox, &self.delivery, url) else { return };
-        let now = SystemTime::now();
-        let news: Vec<OpEvent> = pass
-            .report
-            .plan
-            .refusals
-            .iter()
-            .map(|r| OpEvent { git_commit: git_commit.map(str::to_string), ..OpEvent::refusal(r, now) })
-            .filter(|e| !self.told.contains(&e.op_id))
-            .collect();
-        if news.is_empty() {
-            return;
-        }
-        match outbox.enqueue(&news) {
-            Ok(()) => {
-                if self.told.len() + news.len() > MAX_TOLD {
-                    self.told.clear();
-                }
-                self.told.extend(news.iter().map(|e| e.op_id.clone()));
-                delivery.wake();
-            }
+        match outbox.enqueue_refusals(&pass.report.plan.refusals, git_commit, &mut self.told) {
+            Ok(0) => {}
+            Ok(_) => delivery.wake(),
             Err(e) => {
                 (self.output)(Event::Note(format!("error: refusal events not queued for the webhook: {e}")))
             }

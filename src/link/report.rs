@@ -7,7 +7,7 @@ use super::{Enrolled, Shared, REPORT_TICK, RETRY};
 use crate::backoff::Backoff;
 use crate::protocol::{Controller, GitReport, HoldReport, LastOpReport, Report, TargetReport};
 use crate::reference::ImageRef;
-use crate::report::{Delivery, OpEvent, Outbox};
+use crate::report::{Delivery, Outbox};
 use crate::resolve::tag::TagVersion;
 use crate::status::Snapshot;
 use crate::summary::Kind;
@@ -24,7 +24,7 @@ pub(super) async fn reports(
 ) {
     let mut sent: Option<String> = None;
     // Signature refusals already queued as events (by op id).
-    let mut told: std::collections::HashSet<String> = Default::default();
+    let mut told: std::collections::BTreeSet<String> = Default::default();
     let mut backoff = Backoff::new(RETRY, Duration::from_secs(600));
     let mut next_try = Instant::now();
     loop {
@@ -45,24 +45,10 @@ pub(super) async fn reports(
         }
         // A move refused for its signature is an op that changed nothing:
         // a campaign waiting on it learns why at once, not at its deadline.
-        let now = SystemTime::now();
-        let refusals: Vec<OpEvent> = snapshot
-            .refusals
-            .iter()
-            .map(|r| OpEvent::refusal(r, now))
-            .filter(|e| !told.contains(&e.op_id))
-            .collect();
-        if !refusals.is_empty() {
-            match outbox.enqueue(&refusals) {
-                Ok(()) => {
-                    if told.len() > 4096 {
-                        told.clear();
-                    }
-                    told.extend(refusals.into_iter().map(|e| e.op_id));
-                    delivery.wake();
-                }
-                Err(e) => tracing::error!(error = %e, "refusal events not queued for the fleet server"),
-            }
+        match outbox.enqueue_refusals(&snapshot.refusals, None, &mut told) {
+            Ok(0) => {}
+            Ok(_) => delivery.wake(),
+            Err(e) => tracing::error!(error = %e, "refusal events not queued for the fleet server"),
         }
         let report = of(&snapshot);
         match shared.client.report(&enrolled.credential, &report).await {

@@ -36,6 +36,8 @@ const MAX_LEDGER_BYTES: u64 = 1024 * 1024;
 /// Events kept while the receiver is away; beyond, the oldest go (with an
 /// error naming them) so a receiver gone for good cannot fill the disk.
 pub const MAX_PENDING: usize = 1000;
+/// The most refusal ids a caller of [`Outbox::enqueue_refusals`] keeps.
+pub const MAX_TOLD: usize = 4096;
 
 /// Why the outbox could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -66,13 +68,35 @@ impl Outbox {
         Ok(Self { dir })
     }
 
-    /// Queues events that are not journal ops (a refused signature):
-    /// written like any event, the oldest evicted past the bound.
-    pub fn enqueue(&self, events: &[OpEvent]) -> Result<(), OutboxError> {
-        for event in events {
+    /// Queues the events of `refusals` (a pass's signature refusals, see
+    /// [`OpEvent::refusal`]) that `told` does not hold yet, each naming
+    /// `git_commit`, and remembers them in `told`; how many were new. Past
+    /// [`MAX_TOLD`] remembered, `told` starts over (a refusal still
+    /// standing is then told once more, with the same op id).
+    pub fn enqueue_refusals(
+        &self,
+        refusals: &[crate::plan::SignatureRefusal],
+        git_commit: Option<&str>,
+        told: &mut BTreeSet<String>,
+    ) -> Result<usize, OutboxError> {
+        let now = std::time::SystemTime::now();
+        let news: Vec<OpEvent> = refusals
+            .iter()
+            .map(|r| OpEvent { git_commit: git_commit.map(str::to_string), ..OpEvent::refusal(r, now) })
+            .filter(|e| !told.contains(&e.op_id))
+            .collect();
+        if news.is_empty() {
+            return Ok(0);
+        }
+        for event in &news {
             self.put(event)?;
         }
-        self.evict_beyond(MAX_PENDING)
+        self.evict_beyond(MAX_PENDING)?;
+        if told.len() + news.len() > MAX_TOLD {
+            told.clear();
+        }
+        told.extend(news.iter().map(|e| e.op_id.clone()));
+        Ok(news.len())
     }
 
     /// Writes `event` durably (replacing an older copy of the same op).
