@@ -75,7 +75,9 @@ impl FromRequestParts<FleetState> for Agent {
                 "send the agent credential as `Authorization: Bearer AGENT_ID.SECRET`".into(),
             )
         })?;
-        state.store.authenticate(credential).await.map(Agent)
+        // Boxed: the check's state would otherwise size the future of
+        // every request an agent makes, a held poll's for its whole wait.
+        Box::pin(state.store.authenticate(credential)).await.map(Agent)
     }
 }
 
@@ -128,6 +130,8 @@ async fn desired(
     let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
     let known =
         headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).and_then(protocol::revision_of);
+    // Not kept for the wait.
+    drop(headers);
     match state.store.wait_desired(&agent, known, wait).await? {
         None => Ok(StatusCode::NOT_MODIFIED.into_response()),
         Some(desired) => Ok((

@@ -65,8 +65,10 @@ impl Store {
         let mut woken = self.subscribe(agent);
         let mut stopping = self.stopping();
         loop {
-            if Some(self.revision(agent).await?) != known {
-                return self.desired(agent).await.map(Some);
+            // The queries boxed: inline they would size this future, which
+            // lives for the whole wait, for every held poll.
+            if Some(Box::pin(self.revision(agent)).await?) != known {
+                return Box::pin(self.desired(agent)).await.map(Some);
             }
             let now = Instant::now();
             if now >= deadline || *stopping.borrow() {

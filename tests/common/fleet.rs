@@ -126,7 +126,20 @@ impl FleetServer {
     }
 
     fn launch(&mut self) {
-        let mut cmd = Command::new(server_binary());
+        // A diagnostic for the benches: `FLEET_SERVER_HEAPTRACK=PREFIX` runs
+        // each server under heaptrack, its profile written to
+        // PREFIX-127_0_0_1_PORT.zst (`heaptrack_print --print-peaks`). The
+        // process id is then heaptrack's, so RSS figures are not the server's.
+        let mut cmd = match std::env::var("FLEET_SERVER_HEAPTRACK") {
+            Ok(prefix) if !prefix.is_empty() => {
+                let mut c = Command::new("heaptrack");
+                c.arg("-o")
+                    .arg(format!("{prefix}-{}", self.addr.replace([':', '.'], "_")))
+                    .arg(server_binary());
+                c
+            }
+            _ => Command::new(server_binary()),
+        };
         cmd.args(["--listen", &self.addr, "--db", &self.db])
             .arg("--admin-token-file")
             .arg(&self.admin_token_file)
