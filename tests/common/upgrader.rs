@@ -93,7 +93,18 @@ impl TestRun {
             .unwrap_or_else(|e| panic!("writing the Dockerfile: {e}"));
         let context_path = context.path().to_string_lossy();
         let args = ["build", "-q", "--force-rm", "-t", tag, &context_path];
-        let out = run_docker(&args, &[("DOCKER_BUILDKIT", "0")]).unwrap_or_else(|e| panic!("{e}"));
+        // The legacy builder, with other tests building at the same time,
+        // now and then loses the image its previous step just made
+        // ("unable to find image sha256:…", seen once in a fleet test on
+        // fuse-overlayfs): a build that failed that way is run once more.
+        let out = match run_docker(&args, &[("DOCKER_BUILDKIT", "0")]) {
+            Err(e) if e.contains("unable to find image") => {
+                eprintln!("docker build lost an intermediate image; building {tag} once more: {e}");
+                run_docker(&args, &[("DOCKER_BUILDKIT", "0")])
+            }
+            built => built,
+        }
+        .unwrap_or_else(|e| panic!("{e}"));
         out.lines().last().unwrap_or_default().to_string()
     }
 }
