@@ -11,6 +11,10 @@
 //! starts over.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio::sync::Semaphore;
 
 use serde::Serialize;
 
@@ -106,6 +110,18 @@ pub fn fingerprint(keys: &[PublicKey]) -> String {
 /// tags and the updates offered are few; this bounds a fleet running many.
 const MAX_TAGS_PER_REPOSITORY: usize = 32;
 
+/// What every repository's check shares: the registry client, the
+/// updates offered to a tag, the key set's fingerprint, the keys, and the
+/// (repository, digest) pairs already judged signed.
+#[derive(Clone, Copy)]
+struct Judging<'a> {
+    client: &'a Registry,
+    offered: &'a (dyn Fn(&str, &[String]) -> Vec<String> + Sync),
+    keys: &'a str,
+    verify_keys: &'a [PublicKey],
+    good: &'a HashSet<(String, String)>,
+}
+
 impl Store {
     /// Every stored verdict for the current keys.
     pub async fn signature_verdicts(&self) -> Result<Verdicts, FleetError> {
@@ -170,59 +186,92 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(db("listing what the fleet runs"))?;
-        for (repository, tags) in listed {
-            let Ok(reference) = ImageRef::parse(repository) else { continue };
-            // The offered updates first: past the bound, a running tag's
-            // mark is the one to go (its digest is judged anyway).
-            let (mut wanted, mut runs): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
-            let mut digests: Vec<Digest> = Vec::new();
-            for (_, image, digest) in running.iter().filter(|(r, _, _)| r == repository) {
-                let tag = image
-                    .as_deref()
-                    .and_then(|i| ImageRef::parse(i).ok())
-                    .and_then(|i| i.tag().map(String::from));
-                if let Some(tag) = tag {
-                    wanted.extend(offered(&tag, tags));
-                    runs.push(tag);
-                }
-                if let Some(d) = digest.as_deref().and_then(|d| Digest::parse(d).ok()) {
+        // Repositories at once, as their tags were listed
+        // (`versions::CHECKS_AT_ONCE`), each host within its turn: a fleet of
+        // hundreds of repositories is not checked one request at a time.
+        let mut hosts: HashMap<String, Arc<Semaphore>> = HashMap::new();
+        let work: Vec<_> = listed
+            .iter()
+            .filter_map(|(repository, tags)| {
+                let reference = ImageRef::parse(repository).ok()?;
+                let turn = hosts
+                    .entry(reference.registry().to_string())
+                    .or_insert_with(|| Arc::new(Semaphore::new(super::versions::CHECKS_PER_HOST)))
+                    .clone();
+                let ours = running.iter().filter(move |(r, _, _)| r == repository);
+                let judging = Judging { client, offered, keys: &keys, verify_keys, good: &good };
+                Some(self.check_repository(judging, repository, reference, tags, ours, turn))
+            })
+            .collect();
+        let mut checks = futures_util::stream::iter(work).buffer_unordered(super::versions::CHECKS_AT_ONCE);
+        while let Some(checked) = checks.next().await {
+            checked?;
+        }
+        Ok(())
+    }
+
+    /// One repository's part of [`Store::check_signatures`]: the digests of
+    /// its offered and running tags (at most [`MAX_TAGS_PER_REPOSITORY`])
+    /// and of what runs, each judged unless already known good.
+    async fn check_repository<'a>(
+        &self,
+        judging: Judging<'_>,
+        repository: &str,
+        reference: ImageRef,
+        tags: &[String],
+        running: impl Iterator<Item = &'a (String, Option<String>, Option<String>)>,
+        turn: Arc<Semaphore>,
+    ) -> Result<(), FleetError> {
+        // The offered updates first: past the bound, a running tag's
+        // mark is the one to go (its digest is judged anyway).
+        let (mut wanted, mut runs): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+        let mut digests: Vec<Digest> = Vec::new();
+        for (_, image, digest) in running {
+            let tag = image
+                .as_deref()
+                .and_then(|i| ImageRef::parse(i).ok())
+                .and_then(|i| i.tag().map(String::from));
+            if let Some(tag) = tag {
+                wanted.extend((judging.offered)(&tag, tags));
+                runs.push(tag);
+            }
+            if let Some(d) = digest.as_deref().and_then(|d| Digest::parse(d).ok()) {
+                digests.push(d);
+            }
+        }
+        wanted.sort();
+        wanted.dedup();
+        runs.sort();
+        runs.dedup();
+        runs.retain(|t| !wanted.contains(t));
+        wanted.extend(runs);
+        wanted.truncate(MAX_TAGS_PER_REPOSITORY);
+        let _turn = turn.acquire_owned().await.ok();
+        for tag in wanted.iter().filter(|t| tags.contains(t)) {
+            let Ok(tagged) = ImageRef::parse(&format!("{repository}:{tag}")) else { continue };
+            match judging.client.digest(&tagged).await {
+                Ok(d) => {
+                    self.store_tag_digest(repository, tag, &d).await?;
                     digests.push(d);
                 }
-            }
-            wanted.sort();
-            wanted.dedup();
-            runs.sort();
-            runs.dedup();
-            runs.retain(|t| !wanted.contains(t));
-            wanted.extend(runs);
-            wanted.truncate(MAX_TAGS_PER_REPOSITORY);
-            for tag in wanted.iter().filter(|t| tags.contains(t)) {
-                let tagged = ImageRef::parse(&format!("{repository}:{tag}"));
-                let Ok(tagged) = tagged else { continue };
-                match client.digest(&tagged).await {
-                    Ok(d) => {
-                        self.store_tag_digest(repository, tag, &d).await?;
-                        digests.push(d);
-                    }
-                    Err(e) => {
-                        tracing::warn!(image = %tagged.familiar(), error = %e, "cannot read a tag's digest")
-                    }
+                Err(e) => {
+                    tracing::warn!(image = %tagged.familiar(), error = %e, "cannot read a tag's digest")
                 }
             }
-            digests.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-            digests.dedup();
-            for digest in digests {
-                if good.contains(&(repository.clone(), digest.to_string())) {
-                    continue;
-                }
-                let refusal = client.cosign_verdict(&reference, &digest, verify_keys).await.err();
-                if let Some(Refusal::Registry(e)) = &refusal {
-                    // Not a verdict: what was known stays.
-                    tracing::warn!(repository = %repository, digest = %digest, error = %e, "cannot read signatures");
-                    continue;
-                }
-                self.store_verdict(repository, &digest, refusal.map(|r| r.to_string()), &keys).await?;
+        }
+        digests.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        digests.dedup();
+        for digest in digests {
+            if judging.good.contains(&(repository.to_string(), digest.to_string())) {
+                continue;
             }
+            let refusal = judging.client.cosign_verdict(&reference, &digest, judging.verify_keys).await.err();
+            if let Some(Refusal::Registry(e)) = &refusal {
+                // Not a verdict: what was known stays.
+                tracing::warn!(repository = %repository, digest = %digest, error = %e, "cannot read signatures");
+                continue;
+            }
+            self.store_verdict(repository, &digest, refusal.map(|r| r.to_string()), judging.keys).await?;
         }
         Ok(())
     }
