@@ -248,7 +248,7 @@ fn self_upgrade_with_pull_never_uses_the_locally_built_image_and_asks_no_registr
 
 #[test]
 fn the_controller_moves_itself_only_to_a_signed_image_when_signatures_are_required() {
-    use common::cosign::{payload, put_signature, Key};
+    use common::cosign::{sign_image, Key};
     let s = setup("self_upgrade_verify");
     let ctl = s.ctl_name();
     let key = Key::p256();
@@ -273,8 +273,7 @@ fn the_controller_moves_itself_only_to_a_signed_image_when_signatures_are_requir
 
     // Signed: it upgrades itself.
     let digest = s.run.registry_digest(&format!("{}:2", s.ctl));
-    let signed = payload(&s.ctl, &digest);
-    put_signature(&s._registry, &s._registry.path_of(&s.ctl), &digest, &signed, &key.sign(&signed));
+    sign_image(&s._registry, &s.ctl, &digest, &key);
     wait_for("the controller to run the signed :2", Duration::from_secs(180), || {
         s.image_of(&ctl) == format!("{}:2", s.ctl)
             && s.running(&ctl)

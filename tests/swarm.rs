@@ -374,7 +374,7 @@ fn a_container_selector_leaves_the_containers_of_swarm_tasks_alone() {
 
 #[test]
 fn a_service_is_updated_only_to_a_digest_signed_by_a_listed_key() {
-    use common::cosign::{payload, put_signature, Key};
+    use common::cosign::{sign_image, Key};
     let run = TestRun::on_swarm("swarm_verify");
     let registry = run.registry();
     let repo = publish(&run, &registry);
@@ -399,8 +399,7 @@ fn a_service_is_updated_only_to_a_digest_signed_by_a_listed_key() {
 
     // Signed by the listed key: updated, pinned by the verified digest.
     let digest = run.registry_digest(&format!("{repo}:2"));
-    let signed = payload(&repo, &digest);
-    put_signature(&registry, &registry.path_of(&repo), &digest, &signed, &key.sign(&signed));
+    sign_image(&registry, &repo, &digest, &key);
     let (code, stdout, stderr) = reconcile(&run, &file);
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert_eq!(run.service_image(&service), format!("{repo}:2@{digest}"), "{stdout}\n{stderr}");

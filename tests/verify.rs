@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::cosign::{payload, put_signature, put_signature_referrer, Key};
+use common::cosign::{payload, put_signature, put_signature_referrer, sign_image, Key};
 use common::{ImageSpec, ReferrersRegistry, TestRegistry, TestRun};
 use serde_json::Value;
 
@@ -40,8 +40,7 @@ impl Fixture {
 
     /// Signs `digest` of the repository with `key` (the payload names it).
     fn sign(&self, key: &Key, digest: &str) {
-        let p = payload(&self.repo, digest);
-        put_signature(&self.registry, &self.path, digest, &p, &key.sign(&p));
+        sign_image(&self.registry, &self.repo, digest, key);
     }
 
     /// Writes the key files and the manifest wanting `app:2` with

@@ -307,11 +307,10 @@ const ADMIN_TOKEN_FOR_AGENTS: &str = common::ADMIN_TOKEN;
 /// API and the page mark each version the fleet runs or is offered.
 #[test]
 fn a_verifying_server_refuses_a_campaign_to_an_unsigned_digest_and_marks_versions_signed_or_not() {
-    use common::cosign::{payload, put_signature, Key};
+    use common::cosign::{sign_image, Key};
     let run = TestRun::new("fleet_signed");
     let registry = run.registry();
     let repo = registry.repo("app");
-    let path = registry.path_of(&repo);
     for v in ["1.0.0", "1.1.0", "2.0.0"] {
         run.publish(
             &format!("{repo}:{v}"),
@@ -321,8 +320,7 @@ fn a_verifying_server_refuses_a_campaign_to_an_unsigned_digest_and_marks_version
     let digest = |v: &str| registry.digest_of(&format!("{repo}:{v}"));
     let (ours, stranger) = (Key::p256(), Key::ed25519());
     for (v, key) in [("1.0.0", &ours), ("1.1.0", &ours), ("2.0.0", &stranger)] {
-        let p = payload(&repo, &digest(v));
-        put_signature(&registry, &path, &digest(v), &p, &key.sign(&p));
+        sign_image(&registry, &repo, &digest(v), key);
     }
     let key_file = run.write_file("fleet/cosign.pub", ours.public_pem());
     let dir = run.write_file("fleet/db/.keep", "").parent().expect("dir").to_path_buf();

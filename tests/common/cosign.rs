@@ -66,6 +66,13 @@ pub fn payload(repo: &str, digest: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Signs `digest` of `repo` with `key` as `cosign sign` does: the payload
+/// naming them, signed, stored at the digest's `.sig` tag.
+pub fn sign_image(registry: &TestRegistry, repo: &str, digest: &str, key: &Key) {
+    let signed = payload(repo, digest);
+    put_signature(registry, &registry.path_of(repo), digest, &signed, &key.sign(&signed));
+}
+
 /// Stores a signature manifest at `sha256-<hex of tag_digest>.sig` whose
 /// one layer is `payload` with `signature`, in cosign's shape.
 pub fn put_signature(registry: &TestRegistry, path: &str, tag_digest: &str, payload: &[u8], signature: &str) {
