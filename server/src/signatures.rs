@@ -148,14 +148,18 @@ impl Store {
 
     /// Checks the signatures of what the fleet runs and is offered, for
     /// each repository whose tags are in `listed` (repository → tags);
-    /// `offered` names the updates offered to a tag among tags. Without
-    /// keys, forgets every verdict (none would be true any more).
+    /// `offered` names the updates offered to a tag among tags; `at_once`
+    /// repositories are checked at once, each within its registry host's
+    /// turn in `hosts` (the tag listings' own). Without keys, forgets
+    /// every verdict (none would be true any more).
     pub async fn check_signatures(
         &self,
         verify_keys: &[PublicKey],
         client: &Registry,
         listed: &HashMap<String, Vec<String>>,
         offered: &(dyn Fn(&str, &[String]) -> Vec<String> + Sync),
+        hosts: &HashMap<String, Arc<Semaphore>>,
+        at_once: usize,
     ) -> Result<(), FleetError> {
         if verify_keys.is_empty() {
             for table in ["signatures", "tag_digests"] {
@@ -186,24 +190,20 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(db("listing what the fleet runs"))?;
-        // Repositories at once, as their tags were listed
-        // (`versions::CHECKS_AT_ONCE`), each host within its turn: a fleet of
-        // hundreds of repositories is not checked one request at a time.
-        let mut hosts: HashMap<String, Arc<Semaphore>> = HashMap::new();
+        // `at_once` repositories at once, each host within its turn (the
+        // listings' bounds): a fleet of hundreds of repositories is not
+        // checked one request at a time.
         let work: Vec<_> = listed
             .iter()
             .filter_map(|(repository, tags)| {
                 let reference = ImageRef::parse(repository).ok()?;
-                let turn = hosts
-                    .entry(reference.registry().to_string())
-                    .or_insert_with(|| Arc::new(Semaphore::new(super::versions::CHECKS_PER_HOST)))
-                    .clone();
+                let turn = hosts.get(reference.registry()).cloned();
                 let ours = running.iter().filter(move |(r, _, _)| r == repository);
                 let judging = Judging { client, offered, keys: &keys, verify_keys, good: &good };
                 Some(self.check_repository(judging, repository, reference, tags, ours, turn))
             })
             .collect();
-        let mut checks = futures_util::stream::iter(work).buffer_unordered(super::versions::CHECKS_AT_ONCE);
+        let mut checks = futures_util::stream::iter(work).buffer_unordered(at_once.max(1));
         while let Some(checked) = checks.next().await {
             checked?;
         }
@@ -220,7 +220,7 @@ impl Store {
         reference: ImageRef,
         tags: &[String],
         running: impl Iterator<Item = &'a (String, Option<String>, Option<String>)>,
-        turn: Arc<Semaphore>,
+        turn: Option<Arc<Semaphore>>,
     ) -> Result<(), FleetError> {
         // The offered updates first: past the bound, a running tag's
         // mark is the one to go (its digest is judged anyway).
@@ -246,7 +246,10 @@ impl Store {
         runs.retain(|t| !wanted.contains(t));
         wanted.extend(runs);
         wanted.truncate(MAX_TAGS_PER_REPOSITORY);
-        let _turn = turn.acquire_owned().await.ok();
+        let _turn = match turn {
+            Some(turn) => turn.acquire_owned().await.ok(),
+            None => None,
+        };
         for tag in wanted.iter().filter(|t| tags.contains(t)) {
             let Ok(tagged) = ImageRef::parse(&format!("{repository}:{tag}")) else { continue };
             match judging.client.digest(&tagged).await {

@@ -268,7 +268,7 @@ impl Store {
             let u = updates(tag, tags);
             [u.patch, u.minor, u.major].into_iter().flatten().collect()
         };
-        self.check_signatures(&config.verify_keys, &client, &listed, &offered).await
+        self.check_signatures(&config.verify_keys, &client, &listed, &offered, &hosts, CHECKS_AT_ONCE).await
     }
 }
 
