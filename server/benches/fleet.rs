@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{FleetServer, TestPostgres, TestRun, ADMIN_TOKEN};
+use common::{ms, usage, FleetServer, Samples, TestPostgres, TestRun, ADMIN_TOKEN};
 use serde_json::{json, Value};
 
 const AGENTS: usize = 1000;
@@ -58,60 +58,6 @@ const CAMPAIGN_IMAGE: &str = "registry.local:5000/team/app:2.0.0";
 const SERVER_FLAGS: &[&str] = &["--version-check-interval", "1h", "--max-connections-per-address", "0"];
 /// Fleet view loads timed.
 const PAGE_LOADS: usize = 20;
-
-/// Latencies per endpoint.
-#[derive(Default)]
-struct Samples(Mutex<BTreeMap<&'static str, Vec<Duration>>>);
-
-impl Samples {
-    fn add(&self, endpoint: &'static str, took: Duration) {
-        if let Ok(mut s) = self.0.lock() {
-            s.entry(endpoint).or_default().push(took);
-        }
-    }
-
-    /// Prints and forgets what was sampled.
-    fn print(&self, phase: &str) {
-        let Ok(mut s) = self.0.lock() else { return };
-        for (endpoint, samples) in std::mem::take(&mut *s) {
-            let mut sorted = samples.clone();
-            sorted.sort();
-            let at = |q: f64| sorted[((sorted.len() as f64 - 1.0) * q).round() as usize];
-            println!(
-                "  {phase:<6} {endpoint:<28} n={:<6} p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms",
-                sorted.len(),
-                ms(at(0.5)),
-                ms(at(0.99)),
-                ms(at(1.0)),
-            );
-        }
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// VmRSS and VmHWM in MiB, and CPU seconds (user + system), of `pid`.
-fn usage(pid: u32) -> (f64, f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command's closing parenthesis; utime and stime are
-    // the 14th and 15th of the whole line.
-    let rest: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-    let ticks = |i: usize| rest.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let cpu = (ticks(11) + ticks(12)) / 100.0;
-    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0, cpu)
-}
 
 fn manifest(i: usize) -> String {
     format!(

@@ -50,7 +50,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{FleetServer, TestPostgres, TestRun, ADMIN_TOKEN};
+use common::{ms, usage, FleetServer, Quantiles, Samples, TestPostgres, TestRun, ADMIN_TOKEN};
 use serde_json::{json, Value};
 
 const REPLICAS: usize = 3;
@@ -80,73 +80,6 @@ const SPARE_FDS: u64 = 1000;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|s| s.replace(['_', ','], "").parse().ok()).unwrap_or(default)
-}
-
-/// Latencies per endpoint.
-#[derive(Default)]
-struct Samples(Mutex<BTreeMap<&'static str, Vec<Duration>>>);
-
-/// p50, p99 and max of one endpoint's samples, and how many.
-#[derive(Clone, Copy, Default)]
-struct Quantiles {
-    n: usize,
-    p50: Duration,
-    p99: Duration,
-    max: Duration,
-}
-
-impl Samples {
-    fn add(&self, endpoint: &'static str, took: Duration) {
-        if let Ok(mut s) = self.0.lock() {
-            s.entry(endpoint).or_default().push(took);
-        }
-    }
-
-    /// Prints and forgets what was sampled; returns the quantiles per
-    /// endpoint.
-    fn print(&self, phase: &str) -> BTreeMap<&'static str, Quantiles> {
-        let Ok(mut s) = self.0.lock() else { return BTreeMap::new() };
-        let mut all = BTreeMap::new();
-        for (endpoint, mut sorted) in std::mem::take(&mut *s) {
-            sorted.sort();
-            let at = |q: f64| sorted[((sorted.len() as f64 - 1.0) * q).round() as usize];
-            let q = Quantiles { n: sorted.len(), p50: at(0.5), p99: at(0.99), max: at(1.0) };
-            println!(
-                "  {phase:<6} {endpoint:<36} n={:<6} p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms",
-                q.n,
-                ms(q.p50),
-                ms(q.p99),
-                ms(q.max),
-            );
-            all.insert(endpoint, q);
-        }
-        all
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// VmRSS and VmHWM in MiB, and CPU seconds (user + system), of `pid`.
-fn usage(pid: u32) -> (f64, f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command's closing parenthesis; utime and stime are
-    // the 14th and 15th of the whole line.
-    let rest: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-    let ticks = |i: usize| rest.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let cpu = (ticks(11) + ticks(12)) / 100.0;
-    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0, cpu)
 }
 
 /// The soft and hard open-file limits of this process.

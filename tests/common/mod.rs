@@ -46,7 +46,7 @@ use tempfile::TempDir;
 
 // Each tests/*.rs is its own crate and uses only some of these.
 #[allow(unused_imports)]
-pub use bench::{calls_between, median, ms};
+pub use bench::{calls_between, median, ms, usage, Quantiles, Samples};
 #[allow(unused_imports)]
 pub use credentials::{base64, Login};
 #[allow(unused_imports)]
