@@ -77,7 +77,7 @@ pub use webdriver::Browser;
 #[allow(unused_imports)]
 pub use webhook::receiver;
 
-use process::{expect_success, run_bounded, run_docker, DOCKER_TIMEOUT};
+use process::{expect_success, run_bounded, DOCKER_TIMEOUT};
 
 const CLI_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -187,12 +187,7 @@ impl TestRun {
         let dockerfile = context.path().join("Dockerfile");
         fs::write(&dockerfile, spec.dockerfile(&self.id))
             .unwrap_or_else(|e| panic!("writing {}: {e}", dockerfile.display()));
-        let context_path = context.path().to_string_lossy();
-        // There is no buildx here (and no internet to fetch BuildKit's
-        // frontend), so force the legacy builder. `-q` prints just the id.
-        let args = ["build", "-q", "--force-rm", "-t", tag, &context_path];
-        let out = run_docker(&args, &[("DOCKER_BUILDKIT", "0")]).unwrap_or_else(|e| panic!("{e}"));
-        out.lines().last().unwrap_or_default().to_string()
+        process::docker_build(tag, context.path())
     }
 
     /// `docker push tag`.

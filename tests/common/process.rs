@@ -1,6 +1,7 @@
 //! Running docker (and other commands) with a deadline, and bounded waits.
 
 use std::io::Read;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -39,6 +40,32 @@ pub(super) fn run_docker(args: &[&str], envs: &[(&str, &str)]) -> Result<String,
         return Err(format!("`{shown}` failed ({}): {}", out.status, stderr.trim()));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// `docker build -q --force-rm -t TAG CONTEXT` with the legacy builder
+/// (there is no buildx here, and no internet to fetch BuildKit's
+/// frontend); returns the image id.
+///
+/// With other tests building at the same time on fuse-overlayfs, the
+/// legacy builder now and then loses the image its previous step just made
+/// ("unable to find image sha256:…" at the step after `FROM scratch`; seen
+/// in the fleet and crash suites): a build that failed that way is run
+/// again, up to twice more. Any other failure fails at once.
+pub(super) fn docker_build(tag: &str, context: &Path) -> String {
+    let context = context.to_string_lossy();
+    let args = ["build", "-q", "--force-rm", "-t", tag, &context];
+    let mut attempt = 1;
+    loop {
+        match run_docker(&args, &[("DOCKER_BUILDKIT", "0")]) {
+            Ok(out) => return out.lines().last().unwrap_or_default().to_string(),
+            Err(e) if e.contains("unable to find image") && attempt < 3 => {
+                eprintln!("docker build of {tag} lost an intermediate image (attempt {attempt}); again: {e}");
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
 }
 
 pub(super) fn expect_success(cmd: &mut Command, shown: &str, timeout: Duration) -> Output {

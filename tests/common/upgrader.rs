@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::process::{expect_success, run_docker};
+use super::process::expect_success;
 use super::{TestRun, RUN_LABEL};
 
 const BUILD_TIMEOUT: Duration = Duration::from_secs(1500);
@@ -91,20 +91,6 @@ impl TestRun {
         lines.extend(extra.iter().map(|l| l.to_string()));
         fs::write(context.path().join("Dockerfile"), lines.join("\n") + "\n")
             .unwrap_or_else(|e| panic!("writing the Dockerfile: {e}"));
-        let context_path = context.path().to_string_lossy();
-        let args = ["build", "-q", "--force-rm", "-t", tag, &context_path];
-        // The legacy builder, with other tests building at the same time,
-        // now and then loses the image its previous step just made
-        // ("unable to find image sha256:…", seen once in a fleet test on
-        // fuse-overlayfs): a build that failed that way is run once more.
-        let out = match run_docker(&args, &[("DOCKER_BUILDKIT", "0")]) {
-            Err(e) if e.contains("unable to find image") => {
-                eprintln!("docker build lost an intermediate image; building {tag} once more: {e}");
-                run_docker(&args, &[("DOCKER_BUILDKIT", "0")])
-            }
-            built => built,
-        }
-        .unwrap_or_else(|e| panic!("{e}"));
-        out.lines().last().unwrap_or_default().to_string()
+        super::process::docker_build(tag, context.path())
     }
 }
